@@ -1,0 +1,236 @@
+/* cvene command-line interface.
+ *   cvene predict --model DIR --ids 1,2,3[;4,5,6] [--top K] [--threads N] [--device cpu|cuda]
+ * Loads a Hugging Face model directory and prints the top-K next-token
+ * predictions after the last token of each sequence. Sequences separated by ';'
+ * may have different lengths: they are right-padded with an attention mask. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cvene.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: cvene predict --model DIR --ids IDS [--top K] [--threads N] [--device cpu|cuda]\n"
+            "  IDS   comma-separated token ids; separate sequences with ';' (e.g. \"464,3290;464\")\n"
+            "  --top K       predictions to print per sequence (default 5)\n"
+            "  --threads N   CPU threads (default: OpenMP default)\n"
+            "  --device D    cpu (default) or cuda\n");
+}
+
+typedef struct {
+    int32_t *ids, *mask;
+    int *len;
+    int B, T;
+} batch;
+
+static void batch_free(batch *b) {
+    free(b->ids);
+    free(b->mask);
+    free(b->len);
+}
+
+/* Parse "1,2,3;4,5" into a right-padded batch. Returns 0 on success. */
+static int parse_ids(const char *s, batch *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    int B = 1, total = 0;
+    for (const char *p = s; *p; p++) B += *p == ';';
+    int *len = calloc((size_t)B, sizeof(int));
+    int32_t *flat = calloc(strlen(s) + 1, sizeof(int32_t));
+    if (!len || !flat) {
+        free(len);
+        free(flat);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int b = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT32_MAX) {
+            snprintf(err, errlen, "--ids: expected a non-negative token id at \"%.20s\"", p);
+            free(len);
+            free(flat);
+            return -1;
+        }
+        flat[total++] = (int32_t)v;
+        len[b]++;
+        p = end;
+        if (*p == ',') p++;
+        else if (*p == ';') { p++; b++; }
+        else if (*p) {
+            snprintf(err, errlen, "--ids: unexpected character '%c'", *p);
+            free(len);
+            free(flat);
+            return -1;
+        }
+    }
+    int T = 0;
+    for (int i = 0; i < B; i++) {
+        if (len[i] == 0) {
+            snprintf(err, errlen, "--ids: sequence %d is empty", i);
+            free(len);
+            free(flat);
+            return -1;
+        }
+        if (len[i] > T) T = len[i];
+    }
+    out->ids = calloc((size_t)B * T, sizeof(int32_t));
+    out->mask = calloc((size_t)B * T, sizeof(int32_t));
+    if (!out->ids || !out->mask) {
+        free(out->ids);
+        free(out->mask);
+        free(len);
+        free(flat);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int i = 0, k = 0; i < B; i++)
+        for (int t = 0; t < len[i]; t++, k++) {
+            out->ids[(size_t)i * T + t] = flat[k];
+            out->mask[(size_t)i * T + t] = 1;
+        }
+    free(flat);
+    out->len = len;
+    out->B = B;
+    out->T = T;
+    return 0;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmd_predict(int argc, char **argv) {
+    const char *model_dir = NULL, *ids_arg = NULL, *device = "cpu";
+    int top = 5, threads = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!v) {
+            fprintf(stderr, "cvene: option %s needs a value\n", a);
+            return 2;
+        }
+        if (!strcmp(a, "--model")) model_dir = v;
+        else if (!strcmp(a, "--ids")) ids_arg = v;
+        else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--top") || !strcmp(a, "--threads")) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || n < (a[2] == 't' && a[3] == 'o' ? 1 : 0) || n > 100000) {
+                fprintf(stderr, "cvene: %s must be a small non-negative integer, got \"%s\"\n", a, v);
+                return 2;
+            }
+            if (!strcmp(a, "--top")) top = (int)n;
+            else threads = (int)n;
+        } else {
+            fprintf(stderr, "cvene: unknown option %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+    }
+    if (!model_dir || !ids_arg) {
+        fprintf(stderr, "cvene predict: --model and --ids are required\n");
+        usage(stderr);
+        return 2;
+    }
+    cvene_ctx_params cp = cvene_ctx_default_params();
+    cp.n_threads = threads;
+    if (!strcmp(device, "cuda")) cp.device = CVENE_DEVICE_CUDA;
+    else if (strcmp(device, "cpu") != 0) {
+        fprintf(stderr, "cvene: --device must be cpu or cuda, got \"%s\"\n", device);
+        return 2;
+    }
+    batch bt;
+    char err[512];
+    if (parse_ids(ids_arg, &bt, err, sizeof err) != 0) {
+        fprintf(stderr, "cvene: %s\n", err);
+        return 2;
+    }
+    cvene_ctx *ctx = NULL;
+    cvene_model *m = NULL;
+    float *logits = NULL;
+    int rc = 1;
+    if (cvene_ctx_new(&cp, &ctx, err, sizeof err) != CVENE_OK) {
+        fprintf(stderr, "cvene: %s\n", err);
+        goto done;
+    }
+    double t0 = now_s();
+    if (cvene_model_load(ctx, model_dir, &m) != CVENE_OK) {
+        fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+        goto done;
+    }
+    double t1 = now_s();
+    cvene_model_info info = cvene_model_get_info(m);
+    printf("model %s: %d layers, %d heads, n_embd %d, vocab %d, %.1fM parameters (loaded in %.2fs)\n",
+           model_dir, info.n_layer, info.n_head, info.n_embd, info.vocab_size,
+           (double)info.n_params / 1e6, t1 - t0);
+    if (top > info.vocab_size) top = info.vocab_size;
+    logits = malloc(sizeof(float) * (size_t)bt.B * bt.T * info.vocab_size);
+    if (!logits) {
+        fprintf(stderr, "cvene: out of memory for logits\n");
+        goto done;
+    }
+    cvene_run_opts o;
+    memset(&o, 0, sizeof o);
+    o.attention_mask = bt.mask;
+    o.logits = logits;
+    if (cvene_forward(m, bt.ids, bt.B, bt.T, &o) != CVENE_OK) {
+        fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+        goto done;
+    }
+    double t2 = now_s();
+    printf("forward: batch %d x %d tokens in %.1f ms\n", bt.B, bt.T, 1e3 * (t2 - t1));
+    for (int b = 0; b < bt.B; b++) {
+        const float *row = logits + ((size_t)b * bt.T + (size_t)(bt.len[b] - 1)) * info.vocab_size;
+        double mx = -INFINITY, z = 0.0;
+        for (int v = 0; v < info.vocab_size; v++) mx = row[v] > mx ? row[v] : mx;
+        for (int v = 0; v < info.vocab_size; v++) z += exp(row[v] - mx);
+        printf("sequence %d (%d tokens): top %d next tokens\n", b, bt.len[b], top);
+        /* partial selection: top is small */
+        int *best = malloc(sizeof(int) * (size_t)top);
+        if (!best) goto done;
+        for (int k = 0; k < top; k++) {
+            int arg = -1;
+            for (int v = 0; v < info.vocab_size; v++) {
+                int taken = 0;
+                for (int j = 0; j < k && !taken; j++) taken = best[j] == v;
+                if (!taken && (arg < 0 || row[v] > row[arg])) arg = v;
+            }
+            best[k] = arg;
+            printf("  %2d. id %6d  logit %9.4f  p %.4f\n", k + 1, arg, row[arg], exp(row[arg] - mx) / z);
+        }
+        free(best);
+    }
+    rc = 0;
+done:
+    free(logits);
+    cvene_model_free(m);
+    cvene_ctx_free(ctx);
+    batch_free(&bt);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "predict")) return cmd_predict(argc - 2, argv + 2);
+    fprintf(stderr, "cvene: unknown command \"%s\"\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

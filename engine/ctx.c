@@ -1,0 +1,130 @@
+/* Contexts, status strings and the error channel. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/ctx.h"
+
+const char *cvene_status_name(cvene_status s) {
+    switch (s) {
+    case CVENE_OK: return "ok";
+    case CVENE_ERR_INVALID_ARG: return "invalid argument";
+    case CVENE_ERR_IO: return "i/o error";
+    case CVENE_ERR_FORMAT: return "format error";
+    case CVENE_ERR_OOM: return "out of memory";
+    case CVENE_ERR_UNSUPPORTED: return "unsupported";
+    case CVENE_ERR_BACKEND: return "backend error";
+    case CVENE_ERR_CALLBACK: return "stopped by callback";
+    }
+    return "unknown status";
+}
+
+cvene_status cvene_fail(cvene_ctx *ctx, cvene_status s, const char *fmt, ...) {
+    if (ctx) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+        va_end(ap);
+    }
+    return s;
+}
+
+cvene_ctx_params cvene_ctx_default_params(void) {
+    cvene_ctx_params p;
+    memset(&p, 0, sizeof p);
+    p.device = CVENE_DEVICE_CPU;
+    return p;
+}
+
+int cvene_cuda_available(void) {
+#ifdef CVENE_WITH_CUDA
+    return cvene_backend_cuda_device_count() > 0;
+#else
+    return 0;
+#endif
+}
+
+static void put_err(char *errbuf, size_t len, const char *msg) {
+    if (errbuf && len) snprintf(errbuf, len, "%s", msg);
+}
+
+cvene_status cvene_ctx_new(const cvene_ctx_params *params, cvene_ctx **out, char *errbuf,
+                           size_t errbuf_len) {
+    *out = NULL;
+    cvene_ctx_params p = params ? *params : cvene_ctx_default_params();
+    if (p.n_threads < 0) {
+        put_err(errbuf, errbuf_len, "n_threads must be >= 0 (0 = OpenMP default)");
+        return CVENE_ERR_INVALID_ARG;
+    }
+    cvene_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        put_err(errbuf, errbuf_len, "out of memory allocating context");
+        return CVENE_ERR_OOM;
+    }
+    ctx->params = p;
+    if (p.device == CVENE_DEVICE_CPU) {
+        ctx->be = cvene_backend_cpu_new(p.n_threads, ctx->err, sizeof ctx->err);
+    } else if (p.device == CVENE_DEVICE_CUDA) {
+#ifdef CVENE_WITH_CUDA
+        ctx->be = cvene_backend_cuda_new(p.cuda_device, ctx->err, sizeof ctx->err);
+#else
+        snprintf(ctx->err, sizeof ctx->err,
+                 "device cuda requested but this build has no CUDA backend (nvcc was not "
+                 "found at configure time)");
+#endif
+    } else {
+        snprintf(ctx->err, sizeof ctx->err, "unknown device %d", (int)p.device);
+    }
+    if (!ctx->be) {
+        put_err(errbuf, errbuf_len, ctx->err);
+        free(ctx);
+        return p.device == CVENE_DEVICE_CPU ? CVENE_ERR_OOM : CVENE_ERR_UNSUPPORTED;
+    }
+    ctx->be->err = ctx->err;
+    ctx->be->err_len = sizeof ctx->err;
+    *out = ctx;
+    return CVENE_OK;
+}
+
+void cvene_ctx_free(cvene_ctx *ctx) {
+    if (!ctx) return;
+    if (ctx->be) {
+        if (ctx->be->device == CVENE_DEVICE_CPU) cvene_backend_cpu_free(ctx->be);
+#ifdef CVENE_WITH_CUDA
+        else cvene_backend_cuda_free(ctx->be);
+#endif
+    }
+    free(ctx);
+}
+
+const char *cvene_ctx_error(const cvene_ctx *ctx) { return ctx ? ctx->err : ""; }
+
+static const char *const component_names[CVENE_N_COMPONENTS] = {
+    [CVENE_BLOCK_INPUT] = "block_input",
+    [CVENE_ATTENTION_INPUT] = "attention_input",
+    [CVENE_QUERY_OUTPUT] = "query_output",
+    [CVENE_KEY_OUTPUT] = "key_output",
+    [CVENE_VALUE_OUTPUT] = "value_output",
+    [CVENE_HEAD_QUERY_OUTPUT] = "head_query_output",
+    [CVENE_HEAD_KEY_OUTPUT] = "head_key_output",
+    [CVENE_HEAD_VALUE_OUTPUT] = "head_value_output",
+    [CVENE_ATTENTION_WEIGHT] = "attention_weight",
+    [CVENE_ATTENTION_VALUE_OUTPUT] = "attention_value_output",
+    [CVENE_HEAD_ATTENTION_VALUE_OUTPUT] = "head_attention_value_output",
+    [CVENE_ATTENTION_OUTPUT] = "attention_output",
+    [CVENE_MLP_INPUT] = "mlp_input",
+    [CVENE_MLP_ACTIVATION] = "mlp_activation",
+    [CVENE_MLP_OUTPUT] = "mlp_output",
+    [CVENE_BLOCK_OUTPUT] = "block_output",
+};
+
+const char *cvene_component_name(cvene_component c) {
+    return (c >= 0 && c < CVENE_N_COMPONENTS) ? component_names[c] : "?";
+}
+
+cvene_component cvene_component_from_name(const char *name) {
+    for (int c = 0; c < CVENE_N_COMPONENTS; c++)
+        if (name && strcmp(name, component_names[c]) == 0) return (cvene_component)c;
+    return CVENE_N_COMPONENTS;
+}

@@ -1,0 +1,231 @@
+/* CPU reference backend: OpenBLAS sgemm for matmuls, OpenMP loops for the rest.
+ * It is the oracle the CUDA backend is tested against, so clarity beats tricks;
+ * accumulations that decide accuracy (layernorm statistics, softmax sums) run
+ * in double. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cblas.h>
+#include <omp.h>
+
+#include "kernels/backend.h"
+
+#define NT(be) ((be)->n_threads > 0 ? (be)->n_threads : omp_get_max_threads())
+
+static cvene_status cpu_alloc(cvene_backend *be, void **ptr, size_t nbytes) {
+    (void)be;
+    /* 64-byte alignment for vector loads; round size up as aligned_alloc requires */
+    size_t n = (nbytes + 63) & ~(size_t)63;
+    *ptr = aligned_alloc(64, n ? n : 64);
+    return *ptr ? CVENE_OK : CVENE_ERR_OOM;
+}
+static void cpu_free(cvene_backend *be, void *p) { (void)be; free(p); }
+static cvene_status cpu_memcpy(cvene_backend *be, void *dst, const void *src, size_t n) {
+    (void)be;
+    if (n) memcpy(dst, src, n);
+    return CVENE_OK;
+}
+static cvene_status cpu_sync(cvene_backend *be) { (void)be; return CVENE_OK; }
+
+static cvene_status cpu_embedding(cvene_backend *be, float *out, const int32_t *ids,
+                                  const int32_t *pos, const float *wte, const float *wpe,
+                                  int B, int T, int C) {
+    int64_t N = (int64_t)B * T;
+#pragma omp parallel for num_threads(NT(be)) schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *e = wte + (int64_t)ids[n] * C;
+        const float *p = wpe + (int64_t)(pos ? pos[n] : (int32_t)(n % T)) * C;
+        float *o = out + n * C;
+        for (int c = 0; c < C; c++) o[c] = e[c] + p[c];
+    }
+    return CVENE_OK;
+}
+
+static cvene_status cpu_layernorm(cvene_backend *be, float *out, const float *in,
+                                  const float *w, const float *b, int N, int C, float eps) {
+#pragma omp parallel for num_threads(NT(be)) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = in + (int64_t)n * C;
+        float *o = out + (int64_t)n * C;
+        double mean = 0.0, var = 0.0;
+        for (int c = 0; c < C; c++) mean += x[c];
+        mean /= C;
+        for (int c = 0; c < C; c++) {
+            double d = x[c] - mean;
+            var += d * d;
+        }
+        var /= C; /* biased, as torch */
+        float m = (float)mean, rstd = (float)(1.0 / sqrt(var + eps));
+        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * rstd * w[c] + b[c];
+    }
+    return CVENE_OK;
+}
+
+static cvene_status cpu_matmul(cvene_backend *be, float *out, const float *in, const float *w,
+                               int ldw, int trans_w, const float *bias, int M, int K, int N) {
+    float beta = 0.0f;
+    if (bias) {
+#pragma omp parallel for num_threads(NT(be)) schedule(static)
+        for (int m = 0; m < M; m++) memcpy(out + (int64_t)m * N, bias, sizeof(float) * N);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_w ? CblasTrans : CblasNoTrans, M, N, K,
+                1.0f, in, K, w, ldw, beta, out, N);
+    return CVENE_OK;
+}
+
+static cvene_status cpu_attn_probs(cvene_backend *be, float *probs, const float *q, size_t q_bs,
+                                   const float *k, size_t k_bs, const int32_t *key_mask, int B,
+                                   int Tq, int Tk, int H, int D, float scale) {
+    const int C = H * D, past = Tk - Tq;
+    const int64_t rows = (int64_t)B * H * Tq;
+#pragma omp parallel for num_threads(NT(be)) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int i = (int)(r % Tq);
+        int h = (int)((r / Tq) % H);
+        int b = (int)(r / ((int64_t)Tq * H));
+        const float *qi = q + b * q_bs + (size_t)i * C + (size_t)h * D;
+        const float *kb = k + b * k_bs + (size_t)h * D;
+        const int32_t *km = key_mask ? key_mask + (size_t)b * Tk : NULL;
+        float *p = probs + r * Tk;
+        int last = past + i; /* causal: keys 0..last */
+        float mx = -INFINITY;
+        for (int j = 0; j < Tk; j++) {
+            if (j > last || (km && !km[j])) {
+                p[j] = -INFINITY;
+                continue;
+            }
+            const float *kj = kb + (size_t)j * C;
+            float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+            for (int d = 0; d < D; d++) s += qi[d] * kj[d];
+            p[j] = s * scale;
+            if (p[j] > mx) mx = p[j];
+        }
+        if (mx == -INFINITY) { /* nothing visible (a padded query): zero row */
+            memset(p, 0, sizeof(float) * Tk);
+            continue;
+        }
+        double sum = 0.0;
+        for (int j = 0; j < Tk; j++) {
+            float e = p[j] == -INFINITY ? 0.0f : expf(p[j] - mx);
+            p[j] = e;
+            sum += e;
+        }
+        float inv = (float)(1.0 / sum);
+        for (int j = 0; j < Tk; j++) p[j] *= inv;
+    }
+    return CVENE_OK;
+}
+
+static cvene_status cpu_attn_apply(cvene_backend *be, float *out, const float *probs,
+                                   const float *v, size_t v_bs, int B, int Tq, int Tk, int H,
+                                   int D) {
+    const int C = H * D;
+    const int64_t rows = (int64_t)B * H * Tq;
+#pragma omp parallel for num_threads(NT(be)) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int i = (int)(r % Tq);
+        int h = (int)((r / Tq) % H);
+        int b = (int)(r / ((int64_t)Tq * H));
+        const float *p = probs + r * Tk;
+        const float *vb = v + b * v_bs + (size_t)h * D;
+        float *o = out + (size_t)b * Tq * C + (size_t)i * C + (size_t)h * D;
+        for (int d = 0; d < D; d++) o[d] = 0.0f;
+        for (int j = 0; j < Tk; j++) {
+            float pj = p[j];
+            if (pj == 0.0f) continue;
+            const float *vj = vb + (size_t)j * C;
+            for (int d = 0; d < D; d++) o[d] += pj * vj[d];
+        }
+    }
+    return CVENE_OK;
+}
+
+static cvene_status cpu_activation(cvene_backend *be, float *x, size_t n, cvene_act act) {
+    const float k0 = 0.7978845608028654f; /* sqrt(2/pi) */
+    const float rs2 = 0.7071067811865476f; /* 1/sqrt(2) */
+#pragma omp parallel for num_threads(NT(be)) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        switch (act) {
+        case CVENE_GELU_TANH: x[i] = 0.5f * v * (1.0f + tanhf(k0 * (v + 0.044715f * v * v * v))); break;
+        case CVENE_GELU_ERF: x[i] = 0.5f * v * (1.0f + erff(v * rs2)); break;
+        case CVENE_ACT_RELU: x[i] = v > 0.0f ? v : 0.0f; break;
+        }
+    }
+    return CVENE_OK;
+}
+
+static cvene_status cpu_softmax(cvene_backend *be, float *x, int N, int C) {
+#pragma omp parallel for num_threads(NT(be)) schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *r = x + (int64_t)n * C;
+        float mx = -INFINITY;
+        for (int c = 0; c < C; c++) mx = r[c] > mx ? r[c] : mx;
+        double sum = 0.0;
+        for (int c = 0; c < C; c++) {
+            r[c] = expf(r[c] - mx);
+            sum += r[c];
+        }
+        float inv = (float)(1.0 / sum);
+        for (int c = 0; c < C; c++) r[c] *= inv;
+    }
+    return CVENE_OK;
+}
+
+static cvene_status cpu_residual_add(cvene_backend *be, float *x, const float *y, size_t n) {
+#pragma omp parallel for num_threads(NT(be)) schedule(static)
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+    return CVENE_OK;
+}
+
+static cvene_status cpu_permute_heads(cvene_backend *be, float *dst, const float *src, int B,
+                                      int T, int H, int D, int to_heads) {
+    const int64_t rows = (int64_t)B * T * H;
+#pragma omp parallel for num_threads(NT(be)) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int h = (int)(r % H);
+        int t = (int)((r / H) % T);
+        int b = (int)(r / ((int64_t)H * T));
+        size_t bth = (((size_t)b * T + t) * H + h) * D; /* (B, T, H, D) */
+        size_t bht = (((size_t)b * H + h) * T + t) * D; /* (B, H, T, D) */
+        if (to_heads) memcpy(dst + bht, src + bth, sizeof(float) * D);
+        else memcpy(dst + bth, src + bht, sizeof(float) * D);
+    }
+    return CVENE_OK;
+}
+
+static const cvene_ops cpu_ops = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .to_device = cpu_memcpy,
+    .to_host = cpu_memcpy,
+    .copy = cpu_memcpy,
+    .sync = cpu_sync,
+    .embedding = cpu_embedding,
+    .layernorm = cpu_layernorm,
+    .matmul = cpu_matmul,
+    .attn_probs = cpu_attn_probs,
+    .attn_apply = cpu_attn_apply,
+    .activation = cpu_activation,
+    .softmax = cpu_softmax,
+    .residual_add = cpu_residual_add,
+    .permute_heads = cpu_permute_heads,
+};
+
+cvene_backend *cvene_backend_cpu_new(int n_threads, char *err, size_t err_len) {
+    cvene_backend *be = calloc(1, sizeof(*be));
+    if (!be) {
+        if (err && err_len) strncpy(err, "out of memory creating CPU backend", err_len - 1);
+        return NULL;
+    }
+    be->ops = &cpu_ops;
+    be->device = CVENE_DEVICE_CPU;
+    be->n_threads = n_threads;
+    if (n_threads > 0) openblas_set_num_threads(n_threads);
+    return be;
+}
+
+void cvene_backend_cpu_free(cvene_backend *be) { free(be); }

@@ -1,0 +1,398 @@
+/* Native GPT-2: checkpoint loading and the forward pass, written once against
+ * the backend op table. Every stream pyvene can hook on GPT-2 is published at a
+ * site (see cvene.h for the components and their shapes). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/tensor.h"
+#include "models/hf_config.h"
+#include "models/model.h"
+
+/* ---- config ------------------------------------------------------------ */
+
+static cvene_status parse_config(cvene_ctx *ctx, const char *dir, const cJSON *j, gpt2_config *c) {
+    const int BIG = 1 << 24;
+    CVENE_TRY(hf_config_int(ctx, j, dir, "vocab_size", 1, BIG, &c->vocab_size));
+    CVENE_TRY(hf_config_int(ctx, j, dir, "n_positions", 1, BIG, &c->n_positions));
+    CVENE_TRY(hf_config_int(ctx, j, dir, "n_embd", 1, 1 << 16, &c->n_embd));
+    CVENE_TRY(hf_config_int(ctx, j, dir, "n_layer", 1, 64, &c->n_layer));
+    CVENE_TRY(hf_config_int(ctx, j, dir, "n_head", 1, 1 << 12, &c->n_head));
+    if (c->n_embd % c->n_head != 0)
+        return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                          "%s/config.json: n_embd = %d is not divisible by n_head = %d", dir,
+                          c->n_embd, c->n_head);
+    CVENE_TRY(hf_config_int_opt(ctx, j, dir, "n_inner", 1, 1 << 20, 4 * c->n_embd, &c->n_inner));
+    double eps;
+    CVENE_TRY(hf_config_float_opt(ctx, j, dir, "layer_norm_epsilon", 1e-5, &eps));
+    if (!(eps > 0.0))
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: layer_norm_epsilon = %g must be > 0",
+                          dir, eps);
+    c->ln_eps = (float)eps;
+    const char *act;
+    CVENE_TRY(hf_config_str_opt(ctx, j, dir, "activation_function", "gelu_new", &act));
+    if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh") || !strcmp(act, "gelu_fast"))
+        c->act = CVENE_GELU_TANH;
+    else if (!strcmp(act, "gelu"))
+        c->act = CVENE_GELU_ERF;
+    else if (!strcmp(act, "relu"))
+        c->act = CVENE_ACT_RELU;
+    else
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                          "%s/config.json: activation_function \"%s\" is not supported (gelu_new, "
+                          "gelu_pytorch_tanh, gelu_fast, gelu, relu)",
+                          dir, act);
+    CVENE_TRY(hf_config_bool_opt(ctx, j, dir, "scale_attn_weights", 1, &c->scale_attn_weights));
+    CVENE_TRY(hf_config_bool_opt(ctx, j, dir, "scale_attn_by_inverse_layer_idx", 0,
+                                 &c->scale_by_inverse_layer_idx));
+    CVENE_TRY(hf_config_bool_opt(ctx, j, dir, "tie_word_embeddings", 1, &c->tied));
+    return CVENE_OK;
+}
+
+/* ---- weights ----------------------------------------------------------- */
+
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+    float **dst;
+    const st_tensor *src;
+} weight_spec;
+
+static int add_spec(weight_spec *s, int n, float **dst, int64_t d0, int64_t d1, const char *fmt, int l) {
+    snprintf(s[n].name, sizeof s[n].name, fmt, l);
+    s[n].ndim = d1 ? 2 : 1;
+    s[n].shape[0] = d0;
+    s[n].shape[1] = d1;
+    s[n].dst = dst;
+    s[n].src = NULL;
+    return n + 1;
+}
+
+static int build_specs(gpt2_config *c, gpt2_params *p, weight_spec *s) {
+    int64_t C = c->n_embd, I = c->n_inner, V = c->vocab_size, P = c->n_positions;
+    int n = 0;
+    n = add_spec(s, n, &p->wte, V, C, "wte.weight", 0);
+    n = add_spec(s, n, &p->wpe, P, C, "wpe.weight", 0);
+    for (int l = 0; l < c->n_layer; l++) {
+        gpt2_layer *L = &p->layers[l];
+        n = add_spec(s, n, &L->ln_1_w, C, 0, "h.%d.ln_1.weight", l);
+        n = add_spec(s, n, &L->ln_1_b, C, 0, "h.%d.ln_1.bias", l);
+        n = add_spec(s, n, &L->c_attn_w, C, 3 * C, "h.%d.attn.c_attn.weight", l);
+        n = add_spec(s, n, &L->c_attn_b, 3 * C, 0, "h.%d.attn.c_attn.bias", l);
+        n = add_spec(s, n, &L->attn_proj_w, C, C, "h.%d.attn.c_proj.weight", l);
+        n = add_spec(s, n, &L->attn_proj_b, C, 0, "h.%d.attn.c_proj.bias", l);
+        n = add_spec(s, n, &L->ln_2_w, C, 0, "h.%d.ln_2.weight", l);
+        n = add_spec(s, n, &L->ln_2_b, C, 0, "h.%d.ln_2.bias", l);
+        n = add_spec(s, n, &L->c_fc_w, C, I, "h.%d.mlp.c_fc.weight", l);
+        n = add_spec(s, n, &L->c_fc_b, I, 0, "h.%d.mlp.c_fc.bias", l);
+        n = add_spec(s, n, &L->mlp_proj_w, I, C, "h.%d.mlp.c_proj.weight", l);
+        n = add_spec(s, n, &L->mlp_proj_b, C, 0, "h.%d.mlp.c_proj.bias", l);
+    }
+    n = add_spec(s, n, &p->ln_f_w, C, 0, "ln_f.weight", 0);
+    n = add_spec(s, n, &p->ln_f_b, C, 0, "ln_f.bias", 0);
+    if (!c->tied) n = add_spec(s, n, &p->lm_head, V, C, "lm_head.weight", 0);
+    return n;
+}
+
+static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape) {
+    size_t o = (size_t)snprintf(buf, len, "[");
+    for (int d = 0; d < ndim && o < len; d++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (o < len) snprintf(buf + o, len - o, "]");
+}
+
+/* Find every tensor, check dtype and shape against the config. */
+static cvene_status resolve_specs(cvene_ctx *ctx, const char *dir, const st_archive *ar,
+                                  weight_spec *s, int n) {
+    char full[128], want[64], got[64];
+    for (int i = 0; i < n; i++) {
+        int is_head = strncmp(s[i].name, "lm_head", 7) == 0;
+        snprintf(full, sizeof full, "transformer.%s", s[i].name);
+        const st_tensor *t = is_head ? NULL : st_archive_find(ar, full);
+        if (!t) t = st_archive_find(ar, s[i].name);
+        if (!t) {
+            if (is_head)
+                return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                                  "%s: tie_word_embeddings is false but the checkpoint has no "
+                                  "tensor 'lm_head.weight'", dir);
+            return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                              "%s: checkpoint is missing tensor '%s' (also tried '%s')", dir, full,
+                              s[i].name);
+        }
+        if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
+            return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' has dtype %s; expected F32, F16 or BF16",
+                              dir, t->name, st_dtype_name(t->dtype));
+        int ok = t->ndim == s[i].ndim;
+        for (int d = 0; ok && d < s[i].ndim; d++) ok = t->shape[d] == s[i].shape[d];
+        if (!ok) {
+            shape_str(want, sizeof want, s[i].ndim, s[i].shape);
+            shape_str(got, sizeof got, t->ndim, t->shape);
+            return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                              "%s: tensor '%s' has shape %s but config.json implies %s", dir,
+                              t->name, got, want);
+        }
+        s[i].src = t;
+    }
+    return CVENE_OK;
+}
+
+static cvene_status upload_weights(cvene_model *m, weight_spec *s, int n) {
+    cvene_ctx *ctx = m->ctx;
+    cvene_backend *be = ctx->be;
+    size_t total = 0, largest = 0;
+    for (int i = 0; i < n; i++) {
+        size_t numel = s[i].src->nbytes / st_dtype_size(s[i].src->dtype);
+        total += (numel + 63) & ~(size_t)63; /* keep every tensor 256-byte aligned */
+        if (numel > largest) largest = numel;
+    }
+    if (be->ops->alloc(be, &m->param_mem, total * sizeof(float)) != CVENE_OK)
+        return cvene_fail(ctx, CVENE_ERR_OOM, "cannot allocate %zu bytes for parameters on %s",
+                          total * sizeof(float), be->ops->name);
+    float *staging = NULL;
+    if (be->device != CVENE_DEVICE_CPU && !(staging = malloc(largest * sizeof(float))))
+        return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory staging parameters");
+    float *cur = m->param_mem;
+    cvene_status st = CVENE_OK;
+    for (int i = 0; i < n && st == CVENE_OK; i++) {
+        size_t numel = s[i].src->nbytes / st_dtype_size(s[i].src->dtype);
+        st = st_tensor_to_f32(ctx, s[i].src, staging ? staging : cur);
+        if (st == CVENE_OK && staging) st = be->ops->to_device(be, cur, staging, numel * sizeof(float));
+        *s[i].dst = cur;
+        cur += (numel + 63) & ~(size_t)63;
+    }
+    free(staging);
+    return st;
+}
+
+void gpt2_free(cvene_model *m) {
+    cvene_backend *be = m->ctx->be;
+    if (m->param_mem) be->ops->free(be, m->param_mem);
+    if (m->act_mem) be->ops->free(be, m->act_mem);
+    free(m->p.layers);
+    m->param_mem = m->act_mem = NULL;
+    m->p.layers = NULL;
+}
+
+cvene_status gpt2_load(cvene_model *m, const char *dir, const cJSON *cfg) {
+    cvene_ctx *ctx = m->ctx;
+    gpt2_config *c = &m->cfg;
+    CVENE_TRY(parse_config(ctx, dir, cfg, c));
+    st_archive ar;
+    CVENE_TRY(st_archive_open_dir(ctx, &ar, dir));
+    int max_specs = 5 + 12 * c->n_layer;
+    weight_spec *specs = malloc(sizeof(weight_spec) * (size_t)max_specs);
+    m->p.layers = calloc((size_t)c->n_layer, sizeof(gpt2_layer));
+    cvene_status st = CVENE_OK;
+    if (!specs || !m->p.layers) st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory loading %s", dir);
+    int n = st == CVENE_OK ? build_specs(c, &m->p, specs) : 0;
+    if (st == CVENE_OK) st = resolve_specs(ctx, dir, &ar, specs, n);
+    if (st == CVENE_OK) st = upload_weights(m, specs, n);
+    if (st == CVENE_OK && c->tied) m->p.lm_head = m->p.wte;
+    int64_t params = 0;
+    for (int i = 0; st == CVENE_OK && i < n; i++)
+        params += (int64_t)(specs[i].src->nbytes / st_dtype_size(specs[i].src->dtype));
+    free(specs);
+    st_archive_close(&ar);
+    if (st != CVENE_OK) {
+        gpt2_free(m);
+        return st;
+    }
+    m->info = (cvene_model_info){CVENE_ARCH_GPT2, c->n_layer, c->n_head, c->n_embd, c->n_inner,
+                                 c->vocab_size, c->n_positions, params};
+    return CVENE_OK;
+}
+
+/* ---- forward ----------------------------------------------------------- */
+
+typedef struct {
+    float *x;      // (B, T, C) residual stream
+    float *ln;     // (B, T, C) layernorm output
+    float *q, *k, *v; // (B, T, C)
+    float *probs;  // (B, H, T, T)
+    float *att;    // (B, T, C) merged heads
+    float *out;    // (B, T, C) attention / mlp output
+    float *fc;     // (B, T, I)
+    float *heads;  // (B, H, T, D) scratch for per-head sites
+    float *logits; // (B, T, V) device logits when not writing straight to the host
+    int32_t *ids, *pos, *mask; // (B, T) device copies of the inputs
+} gpt2_acts;
+
+static void carve(cvene_arena *a, gpt2_acts *s, const gpt2_config *c, int B, int T, int dev_inputs,
+                  int dev_logits) {
+    size_t BT = (size_t)B * T, C = (size_t)c->n_embd, F = sizeof(float);
+    s->x = cvene_arena_take(a, BT * C * F);
+    s->ln = cvene_arena_take(a, BT * C * F);
+    s->q = cvene_arena_take(a, BT * C * F);
+    s->k = cvene_arena_take(a, BT * C * F);
+    s->v = cvene_arena_take(a, BT * C * F);
+    s->probs = cvene_arena_take(a, BT * (size_t)c->n_head * (size_t)T * F);
+    s->att = cvene_arena_take(a, BT * C * F);
+    s->out = cvene_arena_take(a, BT * C * F);
+    s->fc = cvene_arena_take(a, BT * (size_t)c->n_inner * F);
+    s->heads = cvene_arena_take(a, BT * C * F);
+    s->logits = dev_logits ? cvene_arena_take(a, BT * (size_t)c->vocab_size * F) : NULL;
+    s->ids = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
+    s->pos = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
+    s->mask = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
+}
+
+typedef struct {
+    cvene_model *m;
+    const cvene_run_opts *o;
+    int B, T;
+    float *heads; // scratch (B, H, T, D)
+} site_run;
+
+static int site_on(const site_run *r, cvene_component c, int l) {
+    return r->o && r->o->site_fn && ((r->o->sites[c] >> l) & 1u);
+}
+
+static cvene_status site_call(const site_run *r, cvene_component c, int l, float *data, int ndim,
+                              int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    if (!site_on(r, c, l)) return CVENE_OK;
+    int64_t shape[4] = {d0, d1, d2, d3};
+    cvene_tensor_view v = cvene_tensor_make(data, CVENE_F32, r->m->ctx->be->device, ndim, shape);
+    int rc = r->o->site_fn(r->o->site_user, c, l, &v);
+    if (rc != 0)
+        return cvene_fail(r->m->ctx, CVENE_ERR_CALLBACK, "site callback at %s layer %d returned %d",
+                          cvene_component_name(c), l, rc);
+    return CVENE_OK;
+}
+
+/* (B, T, C) site and, if asked, its per-head (B, H, T, D) form. */
+static cvene_status site_btc(const site_run *r, cvene_component c, cvene_component head_c, int l,
+                             float *data) {
+    const gpt2_config *g = &r->m->cfg;
+    int B = r->B, T = r->T, C = g->n_embd, H = g->n_head, D = C / H;
+    if (c != CVENE_N_COMPONENTS) CVENE_TRY(site_call(r, c, l, data, 3, B, T, C, 0));
+    if (head_c == CVENE_N_COMPONENTS || !site_on(r, head_c, l)) return CVENE_OK;
+    cvene_backend *be = r->m->ctx->be;
+    CVENE_TRY(be->ops->permute_heads(be, r->heads, data, B, T, H, D, 1));
+    CVENE_TRY(site_call(r, head_c, l, r->heads, 4, B, H, T, D));
+    return be->ops->permute_heads(be, data, r->heads, B, T, H, D, 0);
+}
+
+static cvene_status check_inputs(cvene_model *m, const int32_t *ids, int B, int T,
+                                 const cvene_run_opts *o) {
+    const gpt2_config *c = &m->cfg;
+    cvene_ctx *ctx = m->ctx;
+    if (!ids) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "input_ids is NULL");
+    if (B <= 0 || T <= 0)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "batch size %d and sequence length %d must be > 0", B, T);
+    if (T > c->n_positions)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                          "sequence length %d exceeds the model's n_positions = %d", T, c->n_positions);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            size_t i = (size_t)b * T + t;
+            if (ids[i] < 0 || ids[i] >= c->vocab_size)
+                return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                                  "input_ids[%d][%d] = %d is outside the vocabulary [0, %d)", b, t,
+                                  ids[i], c->vocab_size);
+            if (o && o->position_ids && (o->position_ids[i] < 0 || o->position_ids[i] >= c->n_positions))
+                return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                                  "position_ids[%d][%d] = %d is outside [0, %d)", b, t,
+                                  o->position_ids[i], c->n_positions);
+            if (o && o->attention_mask && o->attention_mask[i] != 0 && o->attention_mask[i] != 1)
+                return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                                  "attention_mask[%d][%d] = %d must be 0 or 1", b, t, o->attention_mask[i]);
+        }
+    if (o) {
+        for (int comp = 0; comp < CVENE_N_COMPONENTS; comp++)
+            if (c->n_layer < 64 && (o->sites[comp] >> c->n_layer))
+                return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                                  "sites[%s] asks for a layer >= n_layer = %d",
+                                  cvene_component_name((cvene_component)comp), c->n_layer);
+    }
+    return CVENE_OK;
+}
+
+cvene_status gpt2_forward(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o) {
+    CVENE_TRY(check_inputs(m, ids, B, T, o));
+    cvene_ctx *ctx = m->ctx;
+    cvene_backend *be = ctx->be;
+    const cvene_ops *op = be->ops;
+    const gpt2_config *c = &m->cfg;
+    const gpt2_params *p = &m->p;
+    const int C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, V = c->vocab_size;
+    const int BT = B * T;
+    const int on_host = be->device == CVENE_DEVICE_CPU;
+    float *logits_out = o ? o->logits : NULL;
+
+    /* size the arena, grow it if this (B, T) needs more, then carve */
+    cvene_arena a = {NULL, 0, 0};
+    gpt2_acts s;
+    carve(&a, &s, c, B, T, !on_host, !on_host && logits_out);
+    if (a.used > m->act_cap) {
+        if (m->act_mem) op->free(be, m->act_mem);
+        m->act_mem = NULL;
+        m->act_cap = 0;
+        if (op->alloc(be, &m->act_mem, a.used) != CVENE_OK)
+            return cvene_fail(ctx, CVENE_ERR_OOM, "cannot allocate %zu bytes of activations for B=%d T=%d",
+                              a.used, B, T);
+        m->act_cap = a.used;
+    }
+    a = (cvene_arena){m->act_mem, 0, m->act_cap};
+    carve(&a, &s, c, B, T, !on_host, !on_host && logits_out);
+
+    const int32_t *d_ids = ids, *d_pos = o ? o->position_ids : NULL, *d_mask = o ? o->attention_mask : NULL;
+    if (!on_host) {
+        CVENE_TRY(op->to_device(be, s.ids, ids, (size_t)BT * 4));
+        d_ids = s.ids;
+        if (d_pos) {
+            CVENE_TRY(op->to_device(be, s.pos, d_pos, (size_t)BT * 4));
+            d_pos = s.pos;
+        }
+        if (d_mask) {
+            CVENE_TRY(op->to_device(be, s.mask, d_mask, (size_t)BT * 4));
+            d_mask = s.mask;
+        }
+    }
+
+    site_run r = {m, o, B, T, s.heads};
+    const float scale0 = c->scale_attn_weights ? 1.0f / sqrtf((float)D) : 1.0f;
+
+    CVENE_TRY(op->embedding(be, s.x, d_ids, d_pos, p->wte, p->wpe, B, T, C)); // (B, T, C)
+    for (int l = 0; l < c->n_layer; l++) {
+        const gpt2_layer *L = &p->layers[l];
+        float scale = c->scale_by_inverse_layer_idx ? scale0 / (float)(l + 1) : scale0;
+        CVENE_TRY(site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
+        CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps));
+        CVENE_TRY(site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
+        /* c_attn as three column slices of the (C, 3C) Conv1D weight, so q, k and v
+         * each land contiguous (B, T, C) for their sites */
+        CVENE_TRY(op->matmul(be, s.q, s.ln, L->c_attn_w, 3 * C, 0, L->c_attn_b, BT, C, C));
+        CVENE_TRY(op->matmul(be, s.k, s.ln, L->c_attn_w + C, 3 * C, 0, L->c_attn_b + C, BT, C, C));
+        CVENE_TRY(op->matmul(be, s.v, s.ln, L->c_attn_w + 2 * C, 3 * C, 0, L->c_attn_b + 2 * C, BT, C, C));
+        CVENE_TRY(site_btc(&r, CVENE_QUERY_OUTPUT, CVENE_N_COMPONENTS, l, s.q));
+        CVENE_TRY(site_btc(&r, CVENE_KEY_OUTPUT, CVENE_N_COMPONENTS, l, s.k));
+        CVENE_TRY(site_btc(&r, CVENE_VALUE_OUTPUT, CVENE_N_COMPONENTS, l, s.v));
+        CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_QUERY_OUTPUT, l, s.q));
+        CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_KEY_OUTPUT, l, s.k));
+        CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, s.v));
+        CVENE_TRY(op->attn_probs(be, s.probs, s.q, (size_t)T * C, s.k, (size_t)T * C, d_mask, B, T, T, H, D, scale));
+        CVENE_TRY(site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, T));
+        CVENE_TRY(op->attn_apply(be, s.att, s.probs, s.v, (size_t)T * C, B, T, T, H, D)); // (B, T, C)
+        CVENE_TRY(site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
+        CVENE_TRY(op->matmul(be, s.out, s.att, L->attn_proj_w, C, 0, L->attn_proj_b, BT, C, C));
+        CVENE_TRY(site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
+        CVENE_TRY(op->residual_add(be, s.x, s.out, (size_t)BT * C));
+        CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_2_w, L->ln_2_b, BT, C, c->ln_eps));
+        CVENE_TRY(site_btc(&r, CVENE_MLP_INPUT, CVENE_N_COMPONENTS, l, s.ln));
+        CVENE_TRY(op->matmul(be, s.fc, s.ln, L->c_fc_w, I, 0, L->c_fc_b, BT, C, I)); // (B, T, I)
+        CVENE_TRY(op->activation(be, s.fc, (size_t)BT * I, c->act));
+        CVENE_TRY(site_call(&r, CVENE_MLP_ACTIVATION, l, s.fc, 3, B, T, I, 0));
+        CVENE_TRY(op->matmul(be, s.out, s.fc, L->mlp_proj_w, C, 0, L->mlp_proj_b, BT, I, C));
+        CVENE_TRY(site_btc(&r, CVENE_MLP_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
+        CVENE_TRY(op->residual_add(be, s.x, s.out, (size_t)BT * C));
+        CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
+    }
+    if (!logits_out) return op->sync(be);
+    CVENE_TRY(op->layernorm(be, s.ln, s.x, p->ln_f_w, p->ln_f_b, BT, C, c->ln_eps));
+    float *dst = on_host ? logits_out : s.logits;
+    CVENE_TRY(op->matmul(be, dst, s.ln, p->lm_head, C, 1, NULL, BT, C, V)); // (B, T, V)
+    if (!on_host) CVENE_TRY(op->to_host(be, logits_out, s.logits, (size_t)BT * V * sizeof(float)));
+    return op->sync(be);
+}

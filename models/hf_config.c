@@ -1,0 +1,119 @@
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/hf_config.h"
+
+static const char *json_type(const cJSON *j) {
+    if (cJSON_IsNull(j)) return "null";
+    if (cJSON_IsBool(j)) return "a boolean";
+    if (cJSON_IsNumber(j)) return "a number";
+    if (cJSON_IsString(j)) return "a string";
+    if (cJSON_IsArray(j)) return "an array";
+    if (cJSON_IsObject(j)) return "an object";
+    return "invalid";
+}
+
+cvene_status hf_config_read(cvene_ctx *ctx, const char *dir, cJSON **out) {
+    char path[4096];
+    *out = NULL;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) return cvene_fail(ctx, CVENE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    char *buf = NULL;
+    long len = -1;
+    if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
+    if (len >= 0 && len < (16L << 20) && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1)))
+        if (fread(buf, 1, (size_t)len, f) != (size_t)len) {
+            free(buf);
+            buf = NULL;
+        }
+    fclose(f);
+    if (!buf) return cvene_fail(ctx, CVENE_ERR_IO, "%s: cannot read (or larger than 16 MB)", path);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(buf, (size_t)len, &end, 0);
+    if (!root || !cJSON_IsObject(root)) {
+        long at = root || !end ? -1 : (long)(end - buf);
+        cJSON_Delete(root);
+        free(buf);
+        if (at >= 0) return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: malformed JSON near byte %ld", path, at);
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+    free(buf);
+    *out = root;
+    return CVENE_OK;
+}
+
+static cvene_status get_int(cvene_ctx *ctx, const cJSON *cfg, const char *dir, const char *field,
+                            int lo, int hi, int required, int def, int *out) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, field);
+    if (!j || cJSON_IsNull(j)) {
+        if (required)
+            return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: missing required field \"%s\"",
+                              dir, field);
+        *out = def;
+        return CVENE_OK;
+    }
+    if (!cJSON_IsNumber(j) || floor(j->valuedouble) != j->valuedouble)
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: field \"%s\" must be an integer, got %s",
+                          dir, field, json_type(j));
+    if (j->valuedouble < lo || j->valuedouble > hi)
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: field \"%s\" = %.17g is outside [%d, %d]",
+                          dir, field, j->valuedouble, lo, hi);
+    *out = (int)j->valuedouble;
+    return CVENE_OK;
+}
+
+cvene_status hf_config_int(cvene_ctx *ctx, const cJSON *cfg, const char *dir, const char *field,
+                           int lo, int hi, int *out) {
+    return get_int(ctx, cfg, dir, field, lo, hi, 1, 0, out);
+}
+
+cvene_status hf_config_int_opt(cvene_ctx *ctx, const cJSON *cfg, const char *dir,
+                               const char *field, int lo, int hi, int def, int *out) {
+    return get_int(ctx, cfg, dir, field, lo, hi, 0, def, out);
+}
+
+cvene_status hf_config_float_opt(cvene_ctx *ctx, const cJSON *cfg, const char *dir,
+                                 const char *field, double def, double *out) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, field);
+    if (!j || cJSON_IsNull(j)) {
+        *out = def;
+        return CVENE_OK;
+    }
+    if (!cJSON_IsNumber(j) || !isfinite(j->valuedouble))
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: field \"%s\" must be a finite number, got %s",
+                          dir, field, json_type(j));
+    *out = j->valuedouble;
+    return CVENE_OK;
+}
+
+cvene_status hf_config_bool_opt(cvene_ctx *ctx, const cJSON *cfg, const char *dir,
+                                const char *field, int def, int *out) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, field);
+    if (!j || cJSON_IsNull(j)) {
+        *out = def;
+        return CVENE_OK;
+    }
+    if (!cJSON_IsBool(j))
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: field \"%s\" must be true or false, got %s",
+                          dir, field, json_type(j));
+    *out = cJSON_IsTrue(j);
+    return CVENE_OK;
+}
+
+cvene_status hf_config_str_opt(cvene_ctx *ctx, const cJSON *cfg, const char *dir,
+                               const char *field, const char *def, const char **out) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, field);
+    if (!j || cJSON_IsNull(j)) {
+        *out = def;
+        return CVENE_OK;
+    }
+    if (!cJSON_IsString(j))
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: field \"%s\" must be a string, got %s",
+                          dir, field, json_type(j));
+    *out = j->valuestring;
+    return CVENE_OK;
+}

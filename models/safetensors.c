@@ -1,0 +1,332 @@
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cjson/cJSON.h>
+
+#include "models/safetensors.h"
+#include "engine/tensor.h"
+
+static const struct { const char *name; size_t size; } st_dtypes[ST_N_DTYPES] = {
+    [ST_BOOL] = {"BOOL", 1}, [ST_U8] = {"U8", 1},     [ST_I8] = {"I8", 1},
+    [ST_I16] = {"I16", 2},   [ST_U16] = {"U16", 2},   [ST_F16] = {"F16", 2},
+    [ST_BF16] = {"BF16", 2}, [ST_I32] = {"I32", 4},   [ST_U32] = {"U32", 4},
+    [ST_F32] = {"F32", 4},   [ST_F64] = {"F64", 8},   [ST_I64] = {"I64", 8},
+    [ST_U64] = {"U64", 8},   [ST_F8_E4M3] = {"F8_E4M3", 1}, [ST_F8_E5M2] = {"F8_E5M2", 1},
+};
+
+const char *st_dtype_name(st_dtype d) { return d < ST_N_DTYPES ? st_dtypes[d].name : "?"; }
+size_t st_dtype_size(st_dtype d) { return d < ST_N_DTYPES ? st_dtypes[d].size : 0; }
+
+static int st_dtype_parse(const char *s, st_dtype *out) {
+    for (int i = 0; i < ST_N_DTYPES; i++)
+        if (strcmp(s, st_dtypes[i].name) == 0) {
+            *out = (st_dtype)i;
+            return 1;
+        }
+    return 0;
+}
+
+/* A JSON number that is a non-negative integer exactly representable. */
+static int json_uint(const cJSON *j, uint64_t *out) {
+    if (!cJSON_IsNumber(j)) return 0;
+    double v = j->valuedouble;
+    if (!(v >= 0.0) || v > 9007199254740992.0 || floor(v) != v) return 0;
+    *out = (uint64_t)v;
+    return 1;
+}
+
+typedef struct { size_t begin, end; const char *name; } span;
+static int span_cmp(const void *a, const void *b) {
+    const span *x = a, *y = b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end < y->end ? -1 : x->end > y->end);
+}
+
+static void free_tensors(st_tensor *t, int from, int to) {
+    for (int i = from; i < to; i++) free(t[i].name);
+}
+
+/* Parse the header of a mapped file; append tensors to a (arrays already grown). */
+static cvene_status parse_header(cvene_ctx *ctx, st_archive *a, const char *path,
+                                 const unsigned char *map, size_t size, int file_idx) {
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | map[i];
+    if (hlen == 0 || hlen > size - 8)
+        return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                          "%s: safetensors header length %llu is past the end of the file "
+                          "(%zu bytes)",
+                          path, (unsigned long long)hlen, size);
+    if (hlen > ST_MAX_HEADER)
+        return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                          "%s: safetensors header length %llu exceeds the %u-byte limit", path,
+                          (unsigned long long)hlen, ST_MAX_HEADER);
+    const char *json = (const char *)map + 8;
+    const unsigned char *data = map + 8 + hlen;
+    size_t data_size = size - 8 - (size_t)hlen;
+    cJSON *root = cJSON_ParseWithLength(json, (size_t)hlen);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: safetensors header is not a JSON object",
+                          path);
+    }
+    int n = 0;
+    for (cJSON *e = root->child; e; e = e->next) n += strcmp(e->string, "__metadata__") != 0;
+    st_tensor *grown = realloc(a->tensors, sizeof(st_tensor) * (size_t)(a->n_tensors + n + 1));
+    span *spans = malloc(sizeof(span) * (size_t)(n + 1));
+    if (!grown || !spans) {
+        if (grown) a->tensors = grown;
+        free(spans);
+        cJSON_Delete(root);
+        return cvene_fail(ctx, CVENE_ERR_OOM, "%s: out of memory reading header", path);
+    }
+    a->tensors = grown;
+    int base = a->n_tensors, k = 0;
+    cvene_status st = CVENE_OK;
+    for (cJSON *e = root->child; e && st == CVENE_OK; e = e->next) {
+        const char *name = e->string;
+        if (strcmp(name, "__metadata__") == 0) continue;
+        st_tensor *t = &a->tensors[base + k];
+        memset(t, 0, sizeof *t);
+        const cJSON *jd = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+        const cJSON *js = cJSON_GetObjectItemCaseSensitive(e, "shape");
+        const cJSON *jo = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+        uint64_t b = 0, en = 0;
+        if (!cJSON_IsObject(e) || !cJSON_IsString(jd) || !cJSON_IsArray(js) ||
+            !cJSON_IsArray(jo) || cJSON_GetArraySize(jo) != 2) {
+            st = cvene_fail(ctx, CVENE_ERR_FORMAT,
+                            "%s: tensor '%s' needs \"dtype\" (string), \"shape\" (array) and "
+                            "\"data_offsets\" ([begin, end])",
+                            path, name);
+            break;
+        }
+        if (!st_dtype_parse(jd->valuestring, &t->dtype)) {
+            st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' has unknown dtype '%s'",
+                            path, name, jd->valuestring);
+            break;
+        }
+        int nd = cJSON_GetArraySize(js);
+        if (nd > ST_MAX_DIMS) {
+            st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' has %d dims (max %d)", path,
+                            name, nd, ST_MAX_DIMS);
+            break;
+        }
+        uint64_t numel = 1;
+        int dim_ok = 1;
+        for (int d = 0; d < nd; d++) {
+            uint64_t v;
+            if (!json_uint(cJSON_GetArrayItem(js, d), &v) || v > ((uint64_t)1 << 40)) {
+                dim_ok = 0;
+                break;
+            }
+            t->shape[d] = (int64_t)v;
+            if (v && numel > UINT64_MAX / v) { dim_ok = 0; break; }
+            numel *= v;
+        }
+        if (!dim_ok) {
+            st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' has an invalid shape", path,
+                            name);
+            break;
+        }
+        t->ndim = nd;
+        if (!json_uint(cJSON_GetArrayItem(jo, 0), &b) || !json_uint(cJSON_GetArrayItem(jo, 1), &en) ||
+            b > en || en > data_size) {
+            st = cvene_fail(ctx, CVENE_ERR_FORMAT,
+                            "%s: tensor '%s' data_offsets [%llu, %llu] are outside the data "
+                            "region (%zu bytes)",
+                            path, name, (unsigned long long)b, (unsigned long long)en, data_size);
+            break;
+        }
+        uint64_t want = numel * st_dtype_size(t->dtype);
+        if (en - b != want) {
+            st = cvene_fail(ctx, CVENE_ERR_FORMAT,
+                            "%s: tensor '%s' spans %llu bytes but dtype %s x shape needs %llu",
+                            path, name, (unsigned long long)(en - b), jd->valuestring,
+                            (unsigned long long)want);
+            break;
+        }
+        if (st_archive_find(a, name)) {
+            st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' appears twice", path, name);
+            break;
+        }
+        t->name = strdup(name);
+        if (!t->name) {
+            st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+            break;
+        }
+        t->data = data + b;
+        t->nbytes = (size_t)(en - b);
+        t->file = file_idx;
+        spans[k] = (span){(size_t)b, (size_t)en, t->name};
+        k++;
+        a->n_tensors = base + k; /* visible to the duplicate check */
+    }
+    if (st == CVENE_OK) {
+        qsort(spans, (size_t)k, sizeof(span), span_cmp);
+        for (int i = 1; i < k; i++)
+            if (spans[i].begin < spans[i - 1].end && spans[i].end > spans[i].begin) {
+                st = cvene_fail(ctx, CVENE_ERR_FORMAT,
+                                "%s: tensors '%s' [%zu, %zu) and '%s' [%zu, %zu) overlap", path,
+                                spans[i - 1].name, spans[i - 1].begin, spans[i - 1].end,
+                                spans[i].name, spans[i].begin, spans[i].end);
+                break;
+            }
+    }
+    free(spans);
+    cJSON_Delete(root);
+    if (st != CVENE_OK) {
+        free_tensors(a->tensors, base, a->n_tensors);
+        a->n_tensors = base;
+    }
+    return st;
+}
+
+cvene_status st_archive_add_file(cvene_ctx *ctx, st_archive *a, const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return cvene_fail(ctx, CVENE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return cvene_fail(ctx, CVENE_ERR_IO, "%s: not a regular file", path);
+    }
+    size_t size = (size_t)sb.st_size;
+    if (size < 8) {
+        close(fd);
+        return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                          "%s: truncated safetensors file (%zu bytes, need at least 8)", path, size);
+    }
+    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return cvene_fail(ctx, CVENE_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
+    st_file *files = realloc(a->files, sizeof(st_file) * (size_t)(a->n_files + 1));
+    char *pcopy = strdup(path);
+    if (!files || !pcopy) {
+        if (files) a->files = files;
+        free(pcopy);
+        munmap(map, size);
+        return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    }
+    a->files = files;
+    cvene_status st = parse_header(ctx, a, path, map, size, a->n_files);
+    if (st != CVENE_OK) {
+        free(pcopy);
+        munmap(map, size);
+        return st;
+    }
+    a->files[a->n_files++] = (st_file){pcopy, map, size};
+    return CVENE_OK;
+}
+
+static int file_exists(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
+static cvene_status open_index(cvene_ctx *ctx, st_archive *a, const char *dir, const char *ipath) {
+    FILE *f = fopen(ipath, "rb");
+    if (!f) return cvene_fail(ctx, CVENE_ERR_IO, "%s: cannot open: %s", ipath, strerror(errno));
+    char *buf = NULL;
+    long len = -1;
+    if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
+    if (len >= 0 && len < (64L << 20) && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1))) {
+        if (fread(buf, 1, (size_t)len, f) != (size_t)len) { free(buf); buf = NULL; }
+    }
+    fclose(f);
+    if (!buf) return cvene_fail(ctx, CVENE_ERR_IO, "%s: cannot read", ipath);
+    cJSON *root = cJSON_ParseWithLength(buf, (size_t)len);
+    free(buf);
+    const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
+    if (!cJSON_IsObject(wm)) {
+        cJSON_Delete(root);
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: missing or malformed \"weight_map\" object", ipath);
+    }
+    cvene_status st = CVENE_OK;
+    char path[4096];
+    /* open each distinct shard once, in the order first named */
+    for (const cJSON *e = wm->child; e && st == CVENE_OK; e = e->next) {
+        if (!cJSON_IsString(e) || strchr(e->valuestring, '/') || strcmp(e->valuestring, "..") == 0) {
+            st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: weight_map[\"%s\"] must be a file name in %s",
+                            ipath, e->string, dir);
+            break;
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, e->valuestring);
+        int seen = 0;
+        for (int i = 0; i < a->n_files && !seen; i++) seen = strcmp(a->files[i].path, path) == 0;
+        if (!seen) st = st_archive_add_file(ctx, a, path);
+    }
+    for (const cJSON *e = wm->child; e && st == CVENE_OK; e = e->next) {
+        const st_tensor *t = st_archive_find(a, e->string);
+        snprintf(path, sizeof path, "%s/%s", dir, e->valuestring);
+        if (!t || strcmp(a->files[t->file].path, path) != 0)
+            st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: index says tensor '%s' is in %s, but it is not there",
+                            ipath, e->string, e->valuestring);
+    }
+    cJSON_Delete(root);
+    return st;
+}
+
+cvene_status st_archive_open_dir(cvene_ctx *ctx, st_archive *a, const char *dir) {
+    char path[4096];
+    memset(a, 0, sizeof *a);
+    cvene_status st;
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    if (file_exists(path)) {
+        st = open_index(ctx, a, dir, path);
+    } else {
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        if (!file_exists(path))
+            return cvene_fail(ctx, CVENE_ERR_IO,
+                              "%s: no model.safetensors or model.safetensors.index.json", dir);
+        st = st_archive_add_file(ctx, a, path);
+    }
+    if (st != CVENE_OK) st_archive_close(a);
+    return st;
+}
+
+const st_tensor *st_archive_find(const st_archive *a, const char *name) {
+    for (int i = 0; i < a->n_tensors; i++)
+        if (strcmp(a->tensors[i].name, name) == 0) return &a->tensors[i];
+    return NULL;
+}
+
+void st_archive_close(st_archive *a) {
+    free_tensors(a->tensors, 0, a->n_tensors);
+    free(a->tensors);
+    for (int i = 0; i < a->n_files; i++) {
+        munmap(a->files[i].map, a->files[i].size);
+        free(a->files[i].path);
+    }
+    free(a->files);
+    memset(a, 0, sizeof *a);
+}
+
+cvene_status st_tensor_to_f32(cvene_ctx *ctx, const st_tensor *t, float *dst) {
+    size_t n = t->nbytes / (st_dtype_size(t->dtype) ? st_dtype_size(t->dtype) : 1);
+    const unsigned char *src = t->data;
+    switch (t->dtype) {
+    case ST_F32: memcpy(dst, src, t->nbytes); break;
+    case ST_F16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, src + 2 * i, 2);
+            dst[i] = cvene_f16_to_f32(h);
+        }
+        break;
+    case ST_BF16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, src + 2 * i, 2);
+            dst[i] = cvene_bf16_to_f32(h);
+        }
+        break;
+    default:
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "tensor '%s' has dtype %s; expected F32, F16 or BF16",
+                          t->name, st_dtype_name(t->dtype));
+    }
+    return CVENE_OK;
+}
