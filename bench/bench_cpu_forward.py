@@ -1,0 +1,97 @@
+"""CPU forward throughput: cvene native GPT-2 vs transformers on torch, one run,
+same machine, same thread count. Writes the table into bench/RESULTS.md.
+
+    /work/venv/bin/python bench/bench_cpu_forward.py [--build build] [--iters 10]
+
+Needs the pinned packages of tools/requirements.txt (torch, transformers) and a
+built cvene (tools/build.sh). The model is GPT-2-small's shape (124M) with
+random weights, saved once under bench/out/.
+"""
+import argparse, json, os, platform, subprocess, sys, time
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import GPT2Config, GPT2LMHeadModel
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAPES = [(1, 16), (8, 128)]
+
+
+def make_model(out: Path):
+    if (out / "model.safetensors").exists():
+        return
+    torch.manual_seed(0)
+    m = GPT2LMHeadModel(GPT2Config())  # 124M: 12 layers, 12 heads, n_embd 768
+    m.save_pretrained(out, safe_serialization=True)
+
+
+def torch_tok_s(model, B, T, iters, vocab):
+    g = torch.Generator().manual_seed(1234)
+    ids = torch.randint(0, vocab, (B, T), generator=g)
+    with torch.no_grad():
+        model(ids)  # warm-up
+        times = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            model(ids).logits
+            times.append(time.perf_counter() - t0)
+    return B * T * iters / sum(times), 1e3 * sum(times) / iters
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=str(ROOT / "build"))
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+    out = ROOT / "bench" / "out" / "gpt2-small"
+    make_model(out)
+    torch.set_num_threads(args.threads)
+    model = GPT2LMHeadModel.from_pretrained(out).eval()
+    rows = []
+    for B, T in SHAPES:
+        r = subprocess.run([f"{args.build}/cvene_bench_forward", str(out), str(B), str(T),
+                            str(args.iters), str(args.threads)],
+                           capture_output=True, text=True, check=True,
+                           env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+        c = json.loads(r.stdout.strip().splitlines()[-1])
+        t_tok, t_ms = torch_tok_s(model, B, T, args.iters, model.config.vocab_size)
+        rows.append((B, T, c["tok_s"], c["ms_mean"], t_tok, t_ms, c["tok_s"] / t_tok))
+        print(f"B={B} T={T}: cvene {c['tok_s']:.0f} tok/s ({c['ms_mean']:.1f} ms), "
+              f"torch {t_tok:.0f} tok/s ({t_ms:.1f} ms), speed-up {c['tok_s'] / t_tok:.2f}x")
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    table = [
+        "## CPU forward: GPT-2-small (124M, random weights), full logits",
+        "",
+        f"Machine: {cpu}, {args.threads} threads for both; torch {torch.__version__}, "
+        f"transformers {transformers.__version__}; {args.iters} timed passes after one warm-up; "
+        f"{time.strftime('%Y-%m-%d')}.",
+        f"Command: `python bench/bench_cpu_forward.py` (targets: >= 3x at 1x16, >= 1.0x at 8x128).",
+        "",
+        "| batch x seq | cvene tok/s | cvene ms/pass | transformers tok/s | transformers ms/pass | speed-up |",
+        "|---|---|---|---|---|---|",
+    ] + [f"| {B} x {T} | {c:.0f} | {cm:.1f} | {t:.0f} | {tm:.1f} | {s:.2f}x |" for B, T, c, cm, t, tm, s in rows]
+    write_section(ROOT / "bench" / "RESULTS.md", "cpu-forward-gpt2", "\n".join(table))
+
+
+def write_section(path: Path, key: str, body: str):
+    """Replace the section between <!-- key --> markers (append if absent), atomically."""
+    text = path.read_text() if path.exists() else "# cvene benchmark results\n"
+    start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    block = f"{start}\n{body}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Build and run the whole test suite.  --sanitize: ASan + UBSan build (CPU only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--sanitize" ]; then
+  bash tools/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DCVENE_SANITIZE=ON -DCVENE_CUDA=OFF
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  ctest --test-dir build-asan --output-on-failure -j"$(nproc)"
+else
+  bash tools/build.sh build
+  ctest --test-dir build --output-on-failure -j"$(nproc)"
+fi
