@@ -11,6 +11,10 @@
 #include <stdint.h>
 #include "cvene.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct cvene_backend cvene_backend;
 
 typedef enum { CVENE_GELU_TANH = 0, CVENE_GELU_ERF = 1, CVENE_ACT_RELU = 2 } cvene_act;
@@ -80,4 +84,7 @@ void cvene_backend_cuda_free(cvene_backend *be);
 int cvene_backend_cuda_device_count(void);
 #endif
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -1,0 +1,648 @@
+/* CUDA backend: the op table of kernels/backend.h on one NVIDIA device.
+ *
+ * Every op computes the same thing as the CPU reference (kernels/cpu/ops_cpu.c),
+ * in f32, with the same accumulations in double where the CPU uses double
+ * (layernorm statistics, softmax sums), so results agree to f32 rounding of a
+ * different summation order. GEMMs go to cuBLAS with CUBLAS_COMPUTE_32F and the
+ * default math mode (no TF32, no BF16x9 emulation).
+ *
+ * All work is queued on the backend's own stream; ops return as soon as the work
+ * is queued, except to_host and sync, which wait for it. Every CUDA / cuBLAS call
+ * and every kernel launch is checked; a failure returns CVENE_ERR_BACKEND (or
+ * CVENE_ERR_OOM for a failed allocation) and leaves "file:line: call: reason" in
+ * be->err.
+ *
+ * Launches: element-wise ops use 256-thread blocks with a grid-stride loop; row
+ * ops (layernorm, softmax, attn_probs) use one block per row and loop over the
+ * row, so any row length works; nothing assumes sizes are multiples of a block. */
+#include <cuda_runtime.h>
+#include <cublas_v2.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/backend.h"
+
+namespace {
+
+struct cuda_impl {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+};
+
+inline cuda_impl *impl_of(cvene_backend *be) { return static_cast<cuda_impl *>(be->impl); }
+
+/* ---- error reporting --------------------------------------------------- */
+
+const char *short_file(const char *f) {
+    const char *k = strstr(f, "kernels/");
+    return k ? k : f;
+}
+
+cvene_status cuda_fail(char *err, size_t err_len, const char *file, int line, const char *call,
+                       cudaError_t e) {
+    if (err && err_len)
+        snprintf(err, err_len, "%s:%d: %s: %s (%s)", short_file(file), line, call,
+                 cudaGetErrorString(e), cudaGetErrorName(e));
+    return CVENE_ERR_BACKEND;
+}
+
+cvene_status cublas_fail(char *err, size_t err_len, const char *file, int line, const char *call,
+                         cublasStatus_t s) {
+    if (err && err_len)
+        snprintf(err, err_len, "%s:%d: %s: %s (%s)", short_file(file), line, call,
+                 cublasGetStatusString(s), cublasGetStatusName(s));
+    return CVENE_ERR_BACKEND;
+}
+
+} // namespace
+
+/* Check a CUDA runtime call; on failure write the message to be->err and return. */
+#define CU_CHECK(be, call)                                                                   \
+    do {                                                                                     \
+        cudaError_t e_ = (call);                                                             \
+        if (e_ != cudaSuccess)                                                               \
+            return cuda_fail((be)->err, (be)->err_len, __FILE__, __LINE__, #call, e_);       \
+    } while (0)
+
+/* Check a cuBLAS call. */
+#define CUBLAS_CHECK(be, call)                                                               \
+    do {                                                                                     \
+        cublasStatus_t s_ = (call);                                                          \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                     \
+            return cublas_fail((be)->err, (be)->err_len, __FILE__, __LINE__, #call, s_);     \
+    } while (0)
+
+/* Check the launch just made (configuration errors, and sticky errors of earlier work). */
+#define LAUNCH_CHECK(be) CU_CHECK(be, cudaGetLastError())
+
+/* Make the backend's device current for this thread (two contexts on two devices may
+ * share a thread; cudaSetDevice on the already-current device is cheap). */
+#define ENTER(be) CU_CHECK(be, cudaSetDevice(impl_of(be)->device))
+
+namespace {
+
+constexpr int kEltBlock = 256;  /* element-wise kernels */
+constexpr int kRowBlock = 256;  /* layernorm, softmax: one block per row */
+constexpr int kAttnBlock = 128; /* attn_probs: one block per (b, h, i) query row */
+constexpr int kApplyRows = 8;   /* attn_apply: query rows per block (share v loads) */
+constexpr unsigned kFull = 0xffffffffu;
+constexpr size_t kMaxGrid = 2147483647u; /* gridDim.x limit for one-block-per-row kernels */
+
+/* Grid for a grid-stride loop over n elements. */
+unsigned grid_for(size_t n, int block) {
+    size_t g = (n + (size_t)block - 1) / (size_t)block;
+    const size_t cap = (size_t)1 << 20;
+    if (g > cap) g = cap;
+    if (g == 0) g = 1;
+    return (unsigned)g;
+}
+
+/* ---- block reductions (blockDim.x a multiple of 32, at most 1024) --------
+ * The result is returned to every thread. Each begins with __syncthreads so the
+ * shared scratch can be reused by consecutive calls; the trailing one makes global
+ * and shared writes made before the call visible to the whole block. Order is fixed
+ * for a given block size, so results are deterministic. */
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFull, v, o));
+    return v;
+}
+__device__ __forceinline__ float warp_sum_f(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+    return v;
+}
+__device__ __forceinline__ double warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+    return v;
+}
+
+__device__ float block_max(float v, float *sh) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    if (w == 0) {
+        float x = lane < nw ? sh[lane] : -INFINITY;
+        x = warp_max(x);
+        if (lane == 0) sh[0] = x;
+    }
+    __syncthreads();
+    return sh[0];
+}
+
+__device__ double block_sum(double v, double *sh) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum_d(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    if (w == 0) {
+        double x = lane < nw ? sh[lane] : 0.0;
+        x = warp_sum_d(x);
+        if (lane == 0) sh[0] = x;
+    }
+    __syncthreads();
+    return sh[0];
+}
+
+/* ---- kernels ----------------------------------------------------------- */
+
+/* out (N, C) = wte[ids[n]] + wpe[pos ? pos[n] : n % T] */
+__global__ void k_embedding(float *out, const int32_t *ids, const int32_t *pos, const float *wte,
+                            const float *wpe, int T, int C, size_t total) {
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        const size_t n = idx / (size_t)C, c = idx % (size_t)C;
+        const int64_t p = pos ? (int64_t)pos[n] : (int64_t)(n % (size_t)T);
+        out[idx] = wte[(int64_t)ids[n] * C + (int64_t)c] + wpe[p * C + (int64_t)c];
+    }
+}
+
+/* One block per row: mean and (biased) variance in double, two passes, as the CPU. */
+__global__ void k_layernorm(float *out, const float *in, const float *w, const float *b, int C,
+                            float eps) {
+    __shared__ double sh[32];
+    const float *x = in + (int64_t)blockIdx.x * C;
+    float *o = out + (int64_t)blockIdx.x * C;
+    double s = 0.0;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) s += x[c];
+    const double mean = block_sum(s, sh) / C;
+    double v = 0.0;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        const double d = x[c] - mean;
+        v += d * d;
+    }
+    const double var = block_sum(v, sh) / C;
+    const float m = (float)mean, rstd = (float)(1.0 / sqrt(var + eps));
+    for (int c = threadIdx.x; c < C; c += blockDim.x) o[c] = (x[c] - m) * rstd * w[c] + b[c];
+}
+
+/* out (M, N) = bias broadcast over rows */
+__global__ void k_bias_fill(float *out, const float *bias, int N, size_t total) {
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (size_t)gridDim.x * blockDim.x)
+        out[idx] = bias ? bias[idx % (size_t)N] : 0.0f;
+}
+
+/* One block per query row r = (b, h, i). Warps take keys j (any Tk); lanes split D.
+ * Scores go to probs, then max, exp and the double sum exactly as the CPU. */
+__global__ void k_attn_probs(float *probs, const float *q, size_t q_bs, const float *k,
+                             size_t k_bs, const int32_t *key_mask, int Tq, int Tk, int H, int D,
+                             float scale) {
+    extern __shared__ float qs[]; /* (D) this row's query */
+    __shared__ float shf[32];
+    __shared__ double shd[32];
+    const int64_t r = blockIdx.x;
+    const int i = (int)(r % Tq);
+    const int h = (int)((r / Tq) % H);
+    const int64_t b = r / ((int64_t)Tq * H);
+    const int C = H * D;
+    const int last = (Tk - Tq) + i; /* causal: keys 0..last */
+    const float *qi = q + b * q_bs + (size_t)i * C + (size_t)h * D;
+    const float *kb = k + b * k_bs + (size_t)h * D;
+    const int32_t *km = key_mask ? key_mask + b * Tk : nullptr;
+    float *p = probs + r * Tk;
+
+    for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = qi[d];
+    __syncthreads();
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    float mx = -INFINITY;
+    for (int j = warp; j < Tk; j += nwarps) { /* the branch is uniform within a warp */
+        if (j > last || (km && !km[j])) {
+            if (lane == 0) p[j] = -INFINITY;
+            continue;
+        }
+        const float *kj = kb + (size_t)j * C;
+        float s = 0.0f;
+        for (int d = lane; d < D; d += 32) s += qs[d] * kj[d];
+        s = warp_sum_f(s);
+        const float sc = s * scale;
+        if (lane == 0) p[j] = sc;
+        if (sc > mx) mx = sc;
+    }
+    mx = block_max(mx, shf); /* also makes the score writes visible block-wide */
+    if (mx == -INFINITY) {   /* nothing visible (a padded query): zero row */
+        for (int j = threadIdx.x; j < Tk; j += blockDim.x) p[j] = 0.0f;
+        return;
+    }
+    double sum = 0.0;
+    for (int j = threadIdx.x; j < Tk; j += blockDim.x) {
+        const float pj = p[j];
+        const float e = pj == -INFINITY ? 0.0f : expf(pj - mx);
+        p[j] = e;
+        sum += e;
+    }
+    const float inv = (float)(1.0 / block_sum(sum, shd));
+    for (int j = threadIdx.x; j < Tk; j += blockDim.x) p[j] *= inv;
+}
+
+/* Block = (b, h, tile of kApplyRows query rows); threads over d. Each output element
+ * sums p[j] * v[j, d] over j in order, skipping p[j] == 0, as the CPU. */
+__global__ void k_attn_apply(float *out, const float *probs, const float *v, size_t v_bs, int Tq,
+                             int Tk, int H, int D) {
+    const int tiles = (Tq + kApplyRows - 1) / kApplyRows;
+    const int tile = (int)(blockIdx.x % tiles);
+    const int64_t bh = blockIdx.x / tiles;
+    const int h = (int)(bh % H);
+    const int64_t b = bh / H;
+    const int C = H * D;
+    const int i0 = tile * kApplyRows;
+    const int nr = min(kApplyRows, Tq - i0);
+    const float *pr = probs + (bh * Tq + i0) * (int64_t)Tk;
+    const float *vb = v + b * v_bs + (size_t)h * D;
+    float *ob = out + (b * Tq + i0) * (int64_t)C + (int64_t)h * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float acc[kApplyRows];
+#pragma unroll
+        for (int rr = 0; rr < kApplyRows; rr++) acc[rr] = 0.0f;
+        for (int j = 0; j < Tk; j++) {
+            const float vj = vb[(size_t)j * C + d];
+#pragma unroll
+            for (int rr = 0; rr < kApplyRows; rr++) {
+                if (rr < nr) {
+                    const float pj = pr[(int64_t)rr * Tk + j];
+                    if (pj != 0.0f) acc[rr] += pj * vj;
+                }
+            }
+        }
+#pragma unroll
+        for (int rr = 0; rr < kApplyRows; rr++)
+            if (rr < nr) ob[(int64_t)rr * C + d] = acc[rr];
+    }
+}
+
+__global__ void k_activation(float *x, size_t n, int act) {
+    const float k0 = 0.7978845608028654f;  /* sqrt(2/pi) */
+    const float rs2 = 0.7071067811865476f; /* 1/sqrt(2) */
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const float v = x[i];
+        float y;
+        switch (act) {
+        case CVENE_GELU_TANH: y = 0.5f * v * (1.0f + tanhf(k0 * (v + 0.044715f * v * v * v))); break;
+        case CVENE_GELU_ERF: y = 0.5f * v * (1.0f + erff(v * rs2)); break;
+        default: y = v > 0.0f ? v : 0.0f; break; /* CVENE_ACT_RELU (validated on the host) */
+        }
+        x[i] = y;
+    }
+}
+
+/* One block per row, in place: max, exp, double sum, scale; as the CPU. */
+__global__ void k_softmax(float *x, int C) {
+    __shared__ float shf[32];
+    __shared__ double shd[32];
+    float *r = x + (int64_t)blockIdx.x * C;
+    float mx = -INFINITY;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) mx = r[c] > mx ? r[c] : mx;
+    mx = block_max(mx, shf);
+    double sum = 0.0;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        const float e = expf(r[c] - mx);
+        r[c] = e;
+        sum += e;
+    }
+    const float inv = (float)(1.0 / block_sum(sum, shd));
+    for (int c = threadIdx.x; c < C; c += blockDim.x) r[c] *= inv;
+}
+
+__global__ void k_residual_add(float *x, const float *y, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        x[i] += y[i];
+}
+
+/* Indexed by the destination so writes coalesce.
+ * to_heads: dst (B, H, T, D) <- src (B, T, H, D); else dst (B, T, H, D) <- src (B, H, T, D). */
+__global__ void k_permute_heads(float *dst, const float *src, int T, int H, int D, int to_heads,
+                                size_t total) {
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        const size_t d = idx % (size_t)D;
+        size_t rest = idx / (size_t)D;
+        if (to_heads) { /* idx = ((b*H + h)*T + t)*D + d */
+            const size_t t = rest % (size_t)T;
+            rest /= (size_t)T;
+            const size_t h = rest % (size_t)H, b = rest / (size_t)H;
+            dst[idx] = src[((b * T + t) * H + h) * D + d];
+        } else { /* idx = ((b*T + t)*H + h)*D + d */
+            const size_t h = rest % (size_t)H;
+            rest /= (size_t)H;
+            const size_t t = rest % (size_t)T, b = rest / (size_t)T;
+            dst[idx] = src[((b * H + h) * T + t) * D + d];
+        }
+    }
+}
+
+/* ---- ops --------------------------------------------------------------- */
+
+cvene_status too_many_rows(cvene_backend *be, int line, size_t rows) {
+    if (be->err && be->err_len)
+        snprintf(be->err, be->err_len, "%s:%d: %zu blocks exceed the CUDA grid limit",
+                 short_file(__FILE__), line, rows);
+    return CVENE_ERR_UNSUPPORTED;
+}
+
+cvene_status cu_alloc(cvene_backend *be, void **ptr, size_t nbytes) {
+    *ptr = nullptr;
+    ENTER(be);
+    /* never hand out NULL for a valid request (the CPU backend does not either) */
+    cudaError_t e = cudaMalloc(ptr, nbytes ? nbytes : 256);
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError(); /* not sticky: clear it so later checks do not see it */
+        *ptr = nullptr;
+        if (be->err && be->err_len)
+            snprintf(be->err, be->err_len, "%s:%d: cudaMalloc(%zu bytes) on device %d: %s",
+                     short_file(__FILE__), __LINE__, nbytes, impl_of(be)->device,
+                     cudaGetErrorString(e));
+        return CVENE_ERR_OOM;
+    }
+    if (e != cudaSuccess) {
+        *ptr = nullptr;
+        return cuda_fail(be->err, be->err_len, __FILE__, __LINE__, "cudaMalloc", e);
+    }
+    return CVENE_OK;
+}
+
+/* free cannot return a status; a failure is still reported in be->err. */
+cvene_status cu_free_checked(cvene_backend *be, void *p) {
+    if (!p) return CVENE_OK;
+    ENTER(be);
+    CU_CHECK(be, cudaFree(p));
+    return CVENE_OK;
+}
+void cu_free(cvene_backend *be, void *p) { (void)cu_free_checked(be, p); }
+
+/* Queued on the stream. A pageable host buffer may be reused as soon as this returns
+ * (the runtime stages it); a pinned one only after sync. */
+cvene_status cu_to_device(cvene_backend *be, void *dst, const void *host_src, size_t n) {
+    if (!n) return CVENE_OK;
+    ENTER(be);
+    CU_CHECK(be, cudaMemcpyAsync(dst, host_src, n, cudaMemcpyHostToDevice, impl_of(be)->stream));
+    return CVENE_OK;
+}
+
+/* Complete on return: waits for all work queued before it. */
+cvene_status cu_to_host(cvene_backend *be, void *host_dst, const void *src, size_t n) {
+    ENTER(be);
+    cudaStream_t st = impl_of(be)->stream;
+    if (n) CU_CHECK(be, cudaMemcpyAsync(host_dst, src, n, cudaMemcpyDeviceToHost, st));
+    CU_CHECK(be, cudaStreamSynchronize(st));
+    return CVENE_OK;
+}
+
+/* Device to device (cudaMemcpyDefault also allows a peer device's buffer). */
+cvene_status cu_copy(cvene_backend *be, void *dst, const void *src, size_t n) {
+    if (!n) return CVENE_OK;
+    ENTER(be);
+    CU_CHECK(be, cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, impl_of(be)->stream));
+    return CVENE_OK;
+}
+
+cvene_status cu_sync(cvene_backend *be) {
+    ENTER(be);
+    CU_CHECK(be, cudaStreamSynchronize(impl_of(be)->stream));
+    return CVENE_OK;
+}
+
+cvene_status cu_embedding(cvene_backend *be, float *out, const int32_t *ids, const int32_t *pos,
+                          const float *wte, const float *wpe, int B, int T, int C) {
+    const size_t total = (size_t)B * (size_t)T * (size_t)C;
+    if (B <= 0 || T <= 0 || C <= 0) return CVENE_OK;
+    ENTER(be);
+    k_embedding<<<grid_for(total, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(
+        out, ids, pos, wte, wpe, T, C, total);
+    LAUNCH_CHECK(be);
+    return CVENE_OK;
+}
+
+cvene_status cu_layernorm(cvene_backend *be, float *out, const float *in, const float *w,
+                          const float *b, int N, int C, float eps) {
+    if (N <= 0 || C <= 0) return CVENE_OK;
+    ENTER(be);
+    k_layernorm<<<(unsigned)N, kRowBlock, 0, impl_of(be)->stream>>>(out, in, w, b, C, eps);
+    LAUNCH_CHECK(be);
+    return CVENE_OK;
+}
+
+/* Row-major out (M, N) = in (M, K) @ W is, read column-major, out^T (N, M) = W^T (N, K) @
+ * in^T (K, M): cuBLAS A = W (lda = ldw; op = N when W is (K, N), T when W is (N, K)),
+ * B = in (ldb = K), C = out (ldc = N). */
+cvene_status cu_matmul(cvene_backend *be, float *out, const float *in, const float *w, int ldw,
+                       int trans_w, const float *bias, int M, int K, int N) {
+    if (M <= 0 || N <= 0) return CVENE_OK;
+    ENTER(be);
+    cuda_impl *im = impl_of(be);
+    const size_t total = (size_t)M * (size_t)N;
+    float beta = 0.0f;
+    if (bias || K <= 0) { /* out = bias per row (or zeros for an empty K) */
+        k_bias_fill<<<grid_for(total, kEltBlock), kEltBlock, 0, im->stream>>>(out, bias, N, total);
+        LAUNCH_CHECK(be);
+        beta = 1.0f;
+    }
+    if (K <= 0) return CVENE_OK;
+    const float alpha = 1.0f;
+    CUBLAS_CHECK(be, cublasGemmEx(im->blas, trans_w ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, N, M,
+                                  K, &alpha, w, CUDA_R_32F, ldw, in, CUDA_R_32F, K, &beta, out,
+                                  CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return CVENE_OK;
+}
+
+cvene_status cu_attn_probs(cvene_backend *be, float *probs, const float *q, size_t q_bs,
+                           const float *k, size_t k_bs, const int32_t *key_mask, int B, int Tq,
+                           int Tk, int H, int D, float scale) {
+    if (B <= 0 || Tq <= 0 || Tk <= 0 || H <= 0) return CVENE_OK;
+    if (D < 0) D = 0;
+    ENTER(be);
+    const size_t rows = (size_t)B * (size_t)H * (size_t)Tq;
+    const size_t smem = sizeof(float) * (size_t)D;
+    if (rows > kMaxGrid) return too_many_rows(be, __LINE__, rows);
+    k_attn_probs<<<(unsigned)rows, kAttnBlock, smem, impl_of(be)->stream>>>(
+        probs, q, q_bs, k, k_bs, key_mask, Tq, Tk, H, D, scale);
+    LAUNCH_CHECK(be);
+    return CVENE_OK;
+}
+
+cvene_status cu_attn_apply(cvene_backend *be, float *out, const float *probs, const float *v,
+                           size_t v_bs, int B, int Tq, int Tk, int H, int D) {
+    if (B <= 0 || Tq <= 0 || H <= 0 || D <= 0) return CVENE_OK;
+    if (Tk < 0) Tk = 0;
+    ENTER(be);
+    const size_t tiles = ((size_t)Tq + kApplyRows - 1) / kApplyRows;
+    const size_t blocks = (size_t)B * (size_t)H * tiles;
+    if (blocks > kMaxGrid) return too_many_rows(be, __LINE__, blocks);
+    int threads = ((D + 31) / 32) * 32;
+    if (threads > 256) threads = 256;
+    k_attn_apply<<<(unsigned)blocks, threads, 0, impl_of(be)->stream>>>(out, probs, v, v_bs, Tq,
+                                                                        Tk, H, D);
+    LAUNCH_CHECK(be);
+    return CVENE_OK;
+}
+
+cvene_status cu_activation(cvene_backend *be, float *x, size_t n, cvene_act act) {
+    if (act != CVENE_GELU_TANH && act != CVENE_GELU_ERF && act != CVENE_ACT_RELU) {
+        if (be->err && be->err_len)
+            snprintf(be->err, be->err_len, "%s:%d: unknown activation %d", short_file(__FILE__),
+                     __LINE__, (int)act);
+        return CVENE_ERR_INVALID_ARG;
+    }
+    if (!n) return CVENE_OK;
+    ENTER(be);
+    k_activation<<<grid_for(n, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(x, n, (int)act);
+    LAUNCH_CHECK(be);
+    return CVENE_OK;
+}
+
+cvene_status cu_softmax(cvene_backend *be, float *x, int N, int C) {
+    if (N <= 0 || C <= 0) return CVENE_OK;
+    ENTER(be);
+    k_softmax<<<(unsigned)N, kRowBlock, 0, impl_of(be)->stream>>>(x, C);
+    LAUNCH_CHECK(be);
+    return CVENE_OK;
+}
+
+cvene_status cu_residual_add(cvene_backend *be, float *x, const float *y, size_t n) {
+    if (!n) return CVENE_OK;
+    ENTER(be);
+    k_residual_add<<<grid_for(n, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(x, y, n);
+    LAUNCH_CHECK(be);
+    return CVENE_OK;
+}
+
+cvene_status cu_permute_heads(cvene_backend *be, float *dst, const float *src, int B, int T,
+                              int H, int D, int to_heads) {
+    if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return CVENE_OK;
+    ENTER(be);
+    const size_t total = (size_t)B * (size_t)T * (size_t)H * (size_t)D;
+    k_permute_heads<<<grid_for(total, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(
+        dst, src, T, H, D, to_heads, total);
+    LAUNCH_CHECK(be);
+    return CVENE_OK;
+}
+
+/* Positional (C++17 has no designated initializers); the static_assert below catches a
+ * slot added to cvene_ops without being filled here. */
+const cvene_ops cuda_ops = {
+    "cuda",
+    cu_alloc,         /* alloc */
+    cu_free,          /* free */
+    cu_to_device,     /* to_device */
+    cu_to_host,       /* to_host */
+    cu_copy,          /* copy */
+    cu_sync,          /* sync */
+    cu_embedding,     /* embedding */
+    cu_layernorm,     /* layernorm */
+    cu_matmul,        /* matmul */
+    cu_attn_probs,    /* attn_probs */
+    cu_attn_apply,    /* attn_apply */
+    cu_activation,    /* activation */
+    cu_softmax,       /* softmax */
+    cu_residual_add,  /* residual_add */
+    cu_permute_heads, /* permute_heads */
+};
+static_assert(sizeof(cvene_ops) == 16 * sizeof(void *),
+              "cvene_ops changed: update the CUDA op table (cuda_ops)");
+
+} // namespace
+
+/* ---- construction ------------------------------------------------------ */
+
+#define CTOR_CU(call)                                                                        \
+    do {                                                                                     \
+        cudaError_t e_ = (call);                                                             \
+        if (e_ != cudaSuccess) {                                                             \
+            cuda_fail(err, err_len, __FILE__, __LINE__, #call, e_);                          \
+            goto fail;                                                                       \
+        }                                                                                    \
+    } while (0)
+#define CTOR_BLAS(call)                                                                      \
+    do {                                                                                     \
+        cublasStatus_t s_ = (call);                                                          \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                   \
+            cublas_fail(err, err_len, __FILE__, __LINE__, #call, s_);                        \
+            goto fail;                                                                       \
+        }                                                                                    \
+    } while (0)
+
+extern "C" int cvene_backend_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError(); /* no driver / no device: clear, report none */
+        return 0;
+    }
+    return n > 0 ? n : 0;
+}
+
+extern "C" cvene_backend *cvene_backend_cuda_new(int device, char *err, size_t err_len) {
+    cvene_backend *be = nullptr;
+    cuda_impl *im = nullptr;
+    bool have_stream = false, have_blas = false;
+    int count = 0;
+    cudaError_t ce = cudaGetDeviceCount(&count);
+    if (ce != cudaSuccess) {
+        (void)cudaGetLastError();
+        cuda_fail(err, err_len, __FILE__, __LINE__, "cudaGetDeviceCount", ce);
+        return nullptr;
+    }
+    if (device < 0 || device >= count) {
+        if (err && err_len)
+            snprintf(err, err_len, "CUDA device %d requested but %d device(s) visible", device,
+                     count);
+        return nullptr;
+    }
+    be = static_cast<cvene_backend *>(calloc(1, sizeof *be));
+    im = static_cast<cuda_impl *>(calloc(1, sizeof *im));
+    if (!be || !im) {
+        if (err && err_len) snprintf(err, err_len, "out of memory creating CUDA backend");
+        goto fail;
+    }
+    im->device = device;
+    CTOR_CU(cudaSetDevice(device));
+    CTOR_CU(cudaStreamCreate(&im->stream));
+    have_stream = true;
+    CTOR_BLAS(cublasCreate(&im->blas));
+    have_blas = true;
+    CTOR_BLAS(cublasSetStream(im->blas, im->stream));
+    /* plain f32: no TF32 / emulated-BF16 GEMMs, so results match the CPU within 1e-5 */
+    CTOR_BLAS(cublasSetMathMode(im->blas, CUBLAS_DEFAULT_MATH));
+    CTOR_BLAS(cublasSetPointerMode(im->blas, CUBLAS_POINTER_MODE_HOST));
+
+    be->ops = &cuda_ops;
+    be->device = CVENE_DEVICE_CUDA;
+    be->n_threads = 0;
+    be->impl = im;
+    /* like the CPU backend, ops have no message buffer until the owner (the context)
+     * points be->err at one; err here may be a caller's short-lived buffer */
+    be->err = nullptr;
+    be->err_len = 0;
+    return be;
+
+fail:
+    if (im) {
+        if (have_blas) (void)cublasDestroy(im->blas);
+        if (have_stream) (void)cudaStreamDestroy(im->stream);
+    }
+    free(im);
+    free(be);
+    return nullptr;
+}
+
+extern "C" void cvene_backend_cuda_free(cvene_backend *be) {
+    if (!be) return;
+    cuda_impl *im = impl_of(be);
+    if (im) {
+        /* best effort: nothing can be returned from here */
+        if (cudaSetDevice(im->device) == cudaSuccess) {
+            (void)cudaStreamSynchronize(im->stream);
+            (void)cublasDestroy(im->blas);
+            (void)cudaStreamDestroy(im->stream);
+        }
+        (void)cudaGetLastError();
+        free(im);
+    }
+    free(be);
+}

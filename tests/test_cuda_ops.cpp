@@ -1,0 +1,453 @@
+// CUDA backend vs the CPU reference, op by op.
+//
+// Each test fills fresh random inputs (fixed-seed std::mt19937) at several odd sizes,
+// runs the op on a CPU backend and on a CUDA backend, copies the CUDA result back and
+// requires   max |cuda - cpu| <= 1e-5 * max(1, max |cpu|).
+// Tolerance: both sides compute in f32 (statistics/softmax sums in double on both);
+// they differ only in summation order (GEMM blocking, warp-tree dot products) and in
+// last-ulp differences of expf/tanhf/erff, which stays well inside 1e-5 relative for
+// the reduction lengths used here.
+//
+// Without a CUDA device every test is skipped (GTEST_SKIP), so the suite passes.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <random>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/backend.h"
+
+namespace {
+
+constexpr double kRelTol = 1e-5; // see the header comment
+
+class CudaOps : public ::testing::Test {
+  protected:
+    cvene_backend *cpu = nullptr;
+    cvene_backend *gpu = nullptr;
+    char cpu_err[512] = {0};
+    char gpu_err[512] = {0};
+    std::mt19937 rng{12345};
+    std::vector<std::pair<cvene_backend *, void *>> allocs;
+
+    void SetUp() override {
+        if (cvene_backend_cuda_device_count() == 0)
+            GTEST_SKIP() << "no CUDA device: cvene_backend_cuda_device_count() == 0 "
+                            "(no driver or no visible GPU)";
+        char err[512] = {0};
+        cpu = cvene_backend_cpu_new(0, err, sizeof err);
+        ASSERT_NE(cpu, nullptr) << err;
+        gpu = cvene_backend_cuda_new(0, err, sizeof err);
+        ASSERT_NE(gpu, nullptr) << err;
+        ASSERT_EQ(gpu->device, CVENE_DEVICE_CUDA);
+        cpu->err = cpu_err;
+        cpu->err_len = sizeof cpu_err;
+        gpu->err = gpu_err;
+        gpu->err_len = sizeof gpu_err;
+    }
+
+    void TearDown() override {
+        for (auto &a : allocs) a.first->ops->free(a.first, a.second);
+        allocs.clear();
+        if (gpu) cvene_backend_cuda_free(gpu);
+        if (cpu) cvene_backend_cpu_free(cpu);
+    }
+
+    static const char *msg(cvene_backend *be) { return be->err ? be->err : ""; }
+
+    // ---- random host data
+    std::vector<float> randf(size_t n, float lo = -1.0f, float hi = 1.0f) {
+        std::uniform_real_distribution<float> d(lo, hi);
+        std::vector<float> v(n);
+        for (auto &x : v) x = d(rng);
+        return v;
+    }
+    std::vector<int32_t> randi(size_t n, int lo, int hi) { // inclusive
+        std::uniform_int_distribution<int> d(lo, hi);
+        std::vector<int32_t> v(n);
+        for (auto &x : v) x = d(rng);
+        return v;
+    }
+
+    // ---- device buffers, freed in TearDown
+    void *alloc(cvene_backend *be, size_t nbytes) {
+        void *p = nullptr;
+        cvene_status s = be->ops->alloc(be, &p, nbytes);
+        EXPECT_EQ(s, CVENE_OK) << msg(be);
+        if (s == CVENE_OK) allocs.emplace_back(be, p);
+        return p;
+    }
+    template <class T> T *upload(cvene_backend *be, const std::vector<T> &h) {
+        T *p = static_cast<T *>(alloc(be, std::max<size_t>(1, h.size()) * sizeof(T)));
+        if (p && !h.empty()) {
+            EXPECT_EQ(be->ops->to_device(be, p, h.data(), h.size() * sizeof(T)), CVENE_OK)
+                << msg(be);
+        }
+        return p;
+    }
+    template <class T> std::vector<T> download(cvene_backend *be, const T *p, size_t n) {
+        std::vector<T> h(n);
+        if (n) {
+            EXPECT_EQ(be->ops->to_host(be, h.data(), p, n * sizeof(T)), CVENE_OK) << msg(be);
+        }
+        return h;
+    }
+
+    // The same host data on both backends.
+    template <class T> struct Pair {
+        T *c = nullptr; // on the CPU backend
+        T *g = nullptr; // on the CUDA backend
+    };
+    template <class T> Pair<T> both(const std::vector<T> &h) {
+        return Pair<T>{upload(cpu, h), upload(gpu, h)};
+    }
+
+    // Compare the results of the two backends (n floats at c on the CPU, g on the GPU).
+    void expect_close(const float *c, const float *g, size_t n, const std::string &what) {
+        std::vector<float> hc = download(cpu, c, n), hg = download(gpu, g, n);
+        expect_close_host(hc, hg, what);
+    }
+    static void expect_close_host(const std::vector<float> &hc, const std::vector<float> &hg,
+                                  const std::string &what) {
+        ASSERT_EQ(hc.size(), hg.size()) << what;
+        double max_ref = 0.0, max_diff = 0.0;
+        size_t worst = 0, bad = 0;
+        for (size_t i = 0; i < hc.size(); i++) {
+            if (!std::isfinite(hc[i]) || !std::isfinite(hg[i])) {
+                // non-finite values must agree exactly (same inf, or both NaN)
+                bool same = (std::isnan(hc[i]) && std::isnan(hg[i])) || hc[i] == hg[i];
+                if (!same && bad++ == 0) worst = i;
+                continue;
+            }
+            max_ref = std::max(max_ref, (double)std::fabs(hc[i]));
+            double d = std::fabs((double)hc[i] - (double)hg[i]);
+            if (d > max_diff) {
+                max_diff = d;
+                if (!bad) worst = i;
+            }
+        }
+        const double tol = kRelTol * std::max(1.0, max_ref);
+        EXPECT_EQ(bad, 0u) << what << ": non-finite mismatch at " << worst << " cpu=" << hc[worst]
+                           << " cuda=" << hg[worst];
+        EXPECT_LE(max_diff, tol) << what << ": worst index " << worst << " cpu=" << hc[worst]
+                                 << " cuda=" << hg[worst] << " (max |cpu| = " << max_ref << ")";
+    }
+};
+
+std::string tag(std::initializer_list<std::pair<const char *, long long>> kv) {
+    std::ostringstream os;
+    for (auto &p : kv) os << p.first << "=" << p.second << " ";
+    return os.str();
+}
+
+// ---------------------------------------------------------------------------------------
+
+TEST_F(CudaOps, OpTableIsComplete) {
+    const cvene_ops *o = gpu->ops;
+    EXPECT_STREQ(o->name, "cuda");
+#define SLOT(f) EXPECT_TRUE(o->f != nullptr) << #f
+    SLOT(alloc); SLOT(free); SLOT(to_device); SLOT(to_host); SLOT(copy); SLOT(sync);
+    SLOT(embedding); SLOT(layernorm); SLOT(matmul); SLOT(attn_probs); SLOT(attn_apply);
+    SLOT(activation); SLOT(softmax); SLOT(residual_add); SLOT(permute_heads);
+#undef SLOT
+}
+
+TEST_F(CudaOps, BadDeviceOrdinalFailsCleanly) {
+    char err[256] = {0};
+    cvene_backend *be = cvene_backend_cuda_new(1 << 20, err, sizeof err);
+    EXPECT_EQ(be, nullptr);
+    EXPECT_NE(std::string(err), "");
+    if (be) cvene_backend_cuda_free(be);
+}
+
+TEST_F(CudaOps, MemoryRoundTripAndCopy) {
+    for (size_t n : {size_t(1), size_t(7), size_t(1000003)}) {
+        std::vector<float> h = randf(n);
+        float *a = upload(gpu, h);
+        float *b = static_cast<float *>(alloc(gpu, n * sizeof(float)));
+        ASSERT_EQ(gpu->ops->copy(gpu, b, a, n * sizeof(float)), CVENE_OK) << msg(gpu);
+        ASSERT_EQ(gpu->ops->sync(gpu), CVENE_OK) << msg(gpu);
+        std::vector<float> back = download(gpu, b, n);
+        EXPECT_EQ(std::memcmp(back.data(), h.data(), n * sizeof(float)), 0) << "n=" << n;
+    }
+    // zero-byte transfers are no-ops
+    float dummy = 0.0f;
+    float *a = upload(gpu, std::vector<float>{1.0f});
+    EXPECT_EQ(gpu->ops->to_device(gpu, a, &dummy, 0), CVENE_OK);
+    EXPECT_EQ(gpu->ops->to_host(gpu, &dummy, a, 0), CVENE_OK);
+    EXPECT_EQ(gpu->ops->copy(gpu, a, a, 0), CVENE_OK);
+}
+
+TEST_F(CudaOps, Embedding) {
+    const int V = 50, P = 40;
+    for (int B : {1, 2, 3})
+        for (int T : {1, 7, 33})
+            for (int C : {5, 48, 130})
+                for (int with_pos : {0, 1}) {
+                    const size_t N = (size_t)B * T;
+                    auto wte = both(randf((size_t)V * C));
+                    auto wpe = both(randf((size_t)P * C));
+                    auto ids = both(randi(N, 0, V - 1));
+                    Pair<int32_t> pos;
+                    if (with_pos) pos = both(randi(N, 0, P - 1));
+                    auto out = both(randf(N * C)); // garbage that must be overwritten
+                    ASSERT_EQ(cpu->ops->embedding(cpu, out.c, ids.c, pos.c, wte.c, wpe.c, B, T, C),
+                              CVENE_OK);
+                    ASSERT_EQ(gpu->ops->embedding(gpu, out.g, ids.g, pos.g, wte.g, wpe.g, B, T, C),
+                              CVENE_OK)
+                        << msg(gpu);
+                    expect_close(out.c, out.g, N * C,
+                                 "embedding " + tag({{"B", B}, {"T", T}, {"C", C}, {"pos", with_pos}}));
+                }
+}
+
+TEST_F(CudaOps, LayerNorm) {
+    for (int N : {1, 7, 33})
+        for (int C : {5, 48, 130, 1000})
+            for (int in_place : {0, 1}) {
+                // an offset mean and a non-unit spread exercise the double statistics
+                auto in = both(randf((size_t)N * C, 2.0f, 5.0f));
+                auto w = both(randf(C, 0.5f, 1.5f));
+                auto b = both(randf(C));
+                Pair<float> out = in_place ? in : both(randf((size_t)N * C));
+                ASSERT_EQ(cpu->ops->layernorm(cpu, out.c, in.c, w.c, b.c, N, C, 1e-5f), CVENE_OK);
+                ASSERT_EQ(gpu->ops->layernorm(gpu, out.g, in.g, w.g, b.g, N, C, 1e-5f), CVENE_OK)
+                    << msg(gpu);
+                expect_close(out.c, out.g, (size_t)N * C,
+                             "layernorm " + tag({{"N", N}, {"C", C}, {"in_place", in_place}}));
+            }
+}
+
+TEST_F(CudaOps, Matmul) {
+    for (int trans_w : {0, 1})
+        for (int M : {1, 7, 33})
+            for (int K : {1, 5, 48, 130})
+                for (int N : {1, 5, 48, 130})
+                    for (int variant : {0, 1, 2}) {
+                        // variant 0: dense W, no bias; 1: dense W + bias;
+                        // 2: W is a column/row slice of a wider matrix (ldw > width, offset) + bias
+                        const int off = variant == 2 ? 3 : 0;
+                        const int width = trans_w ? K : N; // row length of W
+                        const int ldw = variant == 2 ? width + 2 * off + 1 : width;
+                        const int rows = trans_w ? N : K;
+                        auto wbuf = both(randf((size_t)rows * ldw));
+                        auto in = both(randf((size_t)M * K));
+                        Pair<float> bias;
+                        if (variant >= 1) bias = both(randf(N));
+                        auto out = both(randf((size_t)M * N, 100.0f, 200.0f)); // overwritten
+                        ASSERT_EQ(cpu->ops->matmul(cpu, out.c, in.c, wbuf.c + off, ldw, trans_w,
+                                                   bias.c, M, K, N),
+                                  CVENE_OK);
+                        ASSERT_EQ(gpu->ops->matmul(gpu, out.g, in.g, wbuf.g + off, ldw, trans_w,
+                                                   bias.g, M, K, N),
+                                  CVENE_OK)
+                            << msg(gpu);
+                        expect_close(out.c, out.g, (size_t)M * N,
+                                     "matmul " + tag({{"trans_w", trans_w},
+                                                      {"M", M},
+                                                      {"K", K},
+                                                      {"N", N},
+                                                      {"variant", variant}}));
+                    }
+}
+
+struct AttnCase {
+    int B, H, Tq, Tk, D;
+    int mask; // 0: none; 1: random zeros; 2: random zeros + batch 0 fully masked + a
+              //    prefix mask that leaves early queries with no visible key
+};
+
+const AttnCase kAttnCases[] = {
+    {1, 1, 1, 1, 1, 0},    {1, 1, 1, 1, 1, 2},   {2, 3, 7, 7, 5, 0},   {2, 3, 7, 7, 5, 1},
+    {3, 2, 5, 12, 8, 1},   {3, 2, 5, 12, 8, 2},  {2, 4, 33, 33, 64, 2}, {1, 2, 1, 40, 16, 1},
+    {2, 2, 3, 300, 16, 2}, {1, 3, 17, 17, 33, 0}, {2, 1, 9, 130, 48, 2},
+};
+
+std::vector<int32_t> make_mask(std::mt19937 &rng, const AttnCase &c) {
+    std::vector<int32_t> m((size_t)c.B * c.Tk, 1);
+    std::bernoulli_distribution zero(0.25);
+    for (auto &x : m) x = zero(rng) ? 0 : 1;
+    if (c.mask == 2) {
+        for (int j = 0; j < c.Tk; j++) m[j] = 0; // batch 0: every row all-masked
+        if (c.B > 1) {                            // batch 1: keys 0..2 padded (left padding)
+            for (int j = 0; j < c.Tk; j++) m[(size_t)c.Tk + j] = j < 3 ? 0 : 1;
+        }
+    }
+    return m;
+}
+
+TEST_F(CudaOps, AttnProbs) {
+    for (const AttnCase &c : kAttnCases)
+        for (int strided : {0, 1}) {
+            const int C = c.H * c.D;
+            // strided: batch strides larger than the packed size (q/k views into a wider buffer)
+            const size_t q_bs = (size_t)c.Tq * C + (strided ? 7 : 0);
+            const size_t k_bs = (size_t)c.Tk * C + (strided ? 11 : 0);
+            auto q = both(randf(q_bs * c.B, -2.0f, 2.0f));
+            auto k = both(randf(k_bs * c.B, -2.0f, 2.0f));
+            Pair<int32_t> mask;
+            if (c.mask) mask = both(make_mask(rng, c));
+            const size_t np = (size_t)c.B * c.H * c.Tq * c.Tk;
+            auto probs = both(randf(np, 5.0f, 6.0f)); // overwritten
+            const float scale = 1.0f / std::sqrt((float)c.D);
+            ASSERT_EQ(cpu->ops->attn_probs(cpu, probs.c, q.c, q_bs, k.c, k_bs, mask.c, c.B, c.Tq,
+                                           c.Tk, c.H, c.D, scale),
+                      CVENE_OK);
+            ASSERT_EQ(gpu->ops->attn_probs(gpu, probs.g, q.g, q_bs, k.g, k_bs, mask.g, c.B, c.Tq,
+                                           c.Tk, c.H, c.D, scale),
+                      CVENE_OK)
+                << msg(gpu);
+            const std::string what = "attn_probs " + tag({{"B", c.B},
+                                                          {"H", c.H},
+                                                          {"Tq", c.Tq},
+                                                          {"Tk", c.Tk},
+                                                          {"D", c.D},
+                                                          {"mask", c.mask},
+                                                          {"strided", strided}});
+            std::vector<float> hc = download(cpu, probs.c, np), hg = download(gpu, probs.g, np);
+            expect_close_host(hc, hg, what);
+            if (c.mask == 2) { // batch 0 is fully masked: the CUDA rows must be exactly zero
+                const size_t n0 = (size_t)c.H * c.Tq * c.Tk;
+                for (size_t i = 0; i < n0; i++) ASSERT_EQ(hg[i], 0.0f) << what << " index " << i;
+            }
+        }
+}
+
+TEST_F(CudaOps, AttnApply) {
+    for (const AttnCase &c : kAttnCases)
+        for (int strided : {0, 1}) {
+            const int C = c.H * c.D;
+            const size_t v_bs = (size_t)c.Tk * C + (strided ? 13 : 0);
+            const size_t np = (size_t)c.B * c.H * c.Tq * c.Tk;
+            // probabilities with exact zeros (masked / causal keys) and an all-zero row
+            std::vector<float> p = randf(np, 0.0f, 1.0f);
+            std::bernoulli_distribution zero(0.3);
+            for (auto &x : p)
+                if (zero(rng)) x = 0.0f;
+            for (int j = 0; j < c.Tk; j++) p[j] = 0.0f; // row (0, 0, 0)
+            auto probs = both(p);
+            auto v = both(randf(v_bs * c.B));
+            const size_t no = (size_t)c.B * c.Tq * C;
+            auto out = both(randf(no, 50.0f, 60.0f)); // overwritten
+            ASSERT_EQ(cpu->ops->attn_apply(cpu, out.c, probs.c, v.c, v_bs, c.B, c.Tq, c.Tk, c.H,
+                                           c.D),
+                      CVENE_OK);
+            ASSERT_EQ(gpu->ops->attn_apply(gpu, out.g, probs.g, v.g, v_bs, c.B, c.Tq, c.Tk, c.H,
+                                           c.D),
+                      CVENE_OK)
+                << msg(gpu);
+            expect_close(out.c, out.g, no,
+                         "attn_apply " + tag({{"B", c.B},
+                                              {"H", c.H},
+                                              {"Tq", c.Tq},
+                                              {"Tk", c.Tk},
+                                              {"D", c.D},
+                                              {"strided", strided}}));
+        }
+}
+
+TEST_F(CudaOps, Activation) {
+    for (cvene_act act : {CVENE_GELU_TANH, CVENE_GELU_ERF, CVENE_ACT_RELU})
+        for (size_t n : {size_t(1), size_t(7), size_t(33), size_t(1000), size_t(100003)}) {
+            auto x = both(randf(n, -6.0f, 6.0f));
+            ASSERT_EQ(cpu->ops->activation(cpu, x.c, n, act), CVENE_OK);
+            ASSERT_EQ(gpu->ops->activation(gpu, x.g, n, act), CVENE_OK) << msg(gpu);
+            expect_close(x.c, x.g, n, "activation " + tag({{"act", (long long)act}, {"n", (long long)n}}));
+        }
+}
+
+TEST_F(CudaOps, Softmax) {
+    for (int N : {1, 7, 33})
+        for (int C : {1, 5, 48, 130, 1000, 5003}) {
+            std::vector<float> h = randf((size_t)N * C, -8.0f, 8.0f);
+            h[0] = 80.0f; // a large logit: needs the max subtraction
+            auto x = both(h);
+            ASSERT_EQ(cpu->ops->softmax(cpu, x.c, N, C), CVENE_OK);
+            ASSERT_EQ(gpu->ops->softmax(gpu, x.g, N, C), CVENE_OK) << msg(gpu);
+            expect_close(x.c, x.g, (size_t)N * C, "softmax " + tag({{"N", N}, {"C", C}}));
+        }
+}
+
+TEST_F(CudaOps, ResidualAdd) {
+    for (size_t n : {size_t(1), size_t(7), size_t(33), size_t(130), size_t(1000003)}) {
+        auto x = both(randf(n));
+        auto y = both(randf(n));
+        ASSERT_EQ(cpu->ops->residual_add(cpu, x.c, y.c, n), CVENE_OK);
+        ASSERT_EQ(gpu->ops->residual_add(gpu, x.g, y.g, n), CVENE_OK) << msg(gpu);
+        expect_close(x.c, x.g, n, "residual_add " + tag({{"n", (long long)n}}));
+    }
+}
+
+TEST_F(CudaOps, PermuteHeads) {
+    const int shapes[][4] = {{1, 1, 1, 1}, {2, 7, 3, 5}, {3, 33, 4, 48}, {1, 5, 12, 64}};
+    for (const auto &s : shapes)
+        for (int to_heads : {1, 0}) {
+            const int B = s[0], T = s[1], H = s[2], D = s[3];
+            const size_t n = (size_t)B * T * H * D;
+            auto src = both(randf(n));
+            auto dst = both(randf(n, 10.0f, 11.0f)); // overwritten
+            ASSERT_EQ(cpu->ops->permute_heads(cpu, dst.c, src.c, B, T, H, D, to_heads), CVENE_OK);
+            ASSERT_EQ(gpu->ops->permute_heads(gpu, dst.g, src.g, B, T, H, D, to_heads), CVENE_OK)
+                << msg(gpu);
+            expect_close(dst.c, dst.g, n,
+                         "permute_heads " +
+                             tag({{"B", B}, {"T", T}, {"H", H}, {"D", D}, {"to_heads", to_heads}}));
+        }
+}
+
+// A small attention block end to end on both backends (ops chained on the CUDA stream
+// without intermediate syncs), to catch ordering mistakes between ops.
+TEST_F(CudaOps, ChainedAttentionBlock) {
+    const int B = 2, T = 9, H = 3, D = 8, C = H * D;
+    const size_t N = (size_t)B * T;
+    auto x = both(randf(N * C));
+    auto lw = both(randf(C, 0.5f, 1.5f));
+    auto lb = both(randf(C));
+    auto wqkv = both(randf((size_t)C * 3 * C, -0.3f, 0.3f)); // (C, 3C) Conv1D layout
+    auto bqkv = both(randf(3 * C));
+    std::vector<int32_t> m(N, 1);
+    m[0] = m[1] = 0; // left padding on batch 0
+    auto mask = both(m);
+    auto h = both(std::vector<float>(N * C));
+    auto q = both(std::vector<float>(N * C));
+    auto k = both(std::vector<float>(N * C));
+    auto v = both(std::vector<float>(N * C));
+    auto p = both(std::vector<float>((size_t)B * H * T * T));
+    auto o = both(std::vector<float>(N * C));
+    auto oh = both(std::vector<float>(N * C));
+    for (cvene_backend *be : {cpu, gpu}) {
+        const bool g = be == gpu;
+        auto pick = [g](const Pair<float> &pr) { return g ? pr.g : pr.c; };
+        ASSERT_EQ(be->ops->layernorm(be, pick(h), pick(x), pick(lw), pick(lb), (int)N, C, 1e-5f),
+                  CVENE_OK);
+        // q, k, v as column slices of the fused (C, 3C) weight
+        ASSERT_EQ(be->ops->matmul(be, pick(q), pick(h), pick(wqkv), 3 * C, 0, pick(bqkv), (int)N,
+                                  C, C),
+                  CVENE_OK);
+        ASSERT_EQ(be->ops->matmul(be, pick(k), pick(h), pick(wqkv) + C, 3 * C, 0, pick(bqkv) + C,
+                                  (int)N, C, C),
+                  CVENE_OK);
+        ASSERT_EQ(be->ops->matmul(be, pick(v), pick(h), pick(wqkv) + 2 * C, 3 * C, 0,
+                                  pick(bqkv) + 2 * C, (int)N, C, C),
+                  CVENE_OK);
+        ASSERT_EQ(be->ops->attn_probs(be, pick(p), pick(q), (size_t)T * C, pick(k), (size_t)T * C,
+                                      g ? mask.g : mask.c, B, T, T, H, D, 1.0f / std::sqrt((float)D)),
+                  CVENE_OK);
+        ASSERT_EQ(be->ops->attn_apply(be, pick(o), pick(p), pick(v), (size_t)T * C, B, T, T, H, D),
+                  CVENE_OK);
+        ASSERT_EQ(be->ops->activation(be, pick(o), N * C, CVENE_GELU_TANH), CVENE_OK);
+        ASSERT_EQ(be->ops->residual_add(be, pick(o), pick(x), N * C), CVENE_OK);
+        ASSERT_EQ(be->ops->permute_heads(be, pick(oh), pick(o), B, T, H, D, 1), CVENE_OK);
+    }
+    expect_close(p.c, p.g, (size_t)B * H * T * T, "chained probs");
+    expect_close(oh.c, oh.g, N * C, "chained output");
+}
+
+} // namespace
