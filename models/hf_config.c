@@ -6,14 +6,16 @@
 
 #include "models/hf_config.h"
 
-static const char *json_type(const cJSON *j) {
-    if (cJSON_IsNull(j)) return "null";
-    if (cJSON_IsBool(j)) return "a boolean";
-    if (cJSON_IsNumber(j)) return "a number";
-    if (cJSON_IsString(j)) return "a string";
-    if (cJSON_IsArray(j)) return "an array";
-    if (cJSON_IsObject(j)) return "an object";
-    return "invalid";
+/* "a string (\"64\")", "a number (2.5)", ...: the type and, for scalars, the value. */
+static const char *json_desc(const cJSON *j, char *buf, size_t len) {
+    if (cJSON_IsNull(j)) snprintf(buf, len, "null");
+    else if (cJSON_IsBool(j)) snprintf(buf, len, "a boolean (%s)", cJSON_IsTrue(j) ? "true" : "false");
+    else if (cJSON_IsNumber(j)) snprintf(buf, len, "a number (%.17g)", j->valuedouble);
+    else if (cJSON_IsString(j)) snprintf(buf, len, "a string (\"%.64s\")", j->valuestring);
+    else if (cJSON_IsArray(j)) snprintf(buf, len, "an array");
+    else if (cJSON_IsObject(j)) snprintf(buf, len, "an object");
+    else snprintf(buf, len, "invalid");
+    return buf;
 }
 
 cvene_status hf_config_read(cvene_ctx *ctx, const char *dir, cJSON **out) {
@@ -34,6 +36,11 @@ cvene_status hf_config_read(cvene_ctx *ctx, const char *dir, cJSON **out) {
     if (!buf) return cvene_fail(ctx, CVENE_ERR_IO, "%s: cannot read (or larger than 16 MB)", path);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(buf, (size_t)len, &end, 0);
+    while (root && end < buf + len && *end && strchr(" \t\n\r", *end)) end++;
+    if (root && end < buf + len) { /* something after the value */
+        cJSON_Delete(root);
+        root = NULL;
+    }
     if (!root || !cJSON_IsObject(root)) {
         long at = root || !end ? -1 : (long)(end - buf);
         cJSON_Delete(root);
@@ -49,6 +56,7 @@ cvene_status hf_config_read(cvene_ctx *ctx, const char *dir, cJSON **out) {
 static cvene_status get_int(cvene_ctx *ctx, const cJSON *cfg, const char *dir, const char *field,
                             int lo, int hi, int required, int def, int *out) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, field);
+    char desc[96];
     if (!j || cJSON_IsNull(j)) {
         if (required)
             return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: missing required field \"%s\"",
@@ -58,7 +66,7 @@ static cvene_status get_int(cvene_ctx *ctx, const cJSON *cfg, const char *dir, c
     }
     if (!cJSON_IsNumber(j) || floor(j->valuedouble) != j->valuedouble)
         return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: field \"%s\" must be an integer, got %s",
-                          dir, field, json_type(j));
+                          dir, field, json_desc(j, desc, sizeof desc));
     if (j->valuedouble < lo || j->valuedouble > hi)
         return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: field \"%s\" = %.17g is outside [%d, %d]",
                           dir, field, j->valuedouble, lo, hi);
@@ -79,13 +87,14 @@ cvene_status hf_config_int_opt(cvene_ctx *ctx, const cJSON *cfg, const char *dir
 cvene_status hf_config_float_opt(cvene_ctx *ctx, const cJSON *cfg, const char *dir,
                                  const char *field, double def, double *out) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, field);
+    char desc[96];
     if (!j || cJSON_IsNull(j)) {
         *out = def;
         return CVENE_OK;
     }
     if (!cJSON_IsNumber(j) || !isfinite(j->valuedouble))
         return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: field \"%s\" must be a finite number, got %s",
-                          dir, field, json_type(j));
+                          dir, field, json_desc(j, desc, sizeof desc));
     *out = j->valuedouble;
     return CVENE_OK;
 }
@@ -93,13 +102,14 @@ cvene_status hf_config_float_opt(cvene_ctx *ctx, const cJSON *cfg, const char *d
 cvene_status hf_config_bool_opt(cvene_ctx *ctx, const cJSON *cfg, const char *dir,
                                 const char *field, int def, int *out) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, field);
+    char desc[96];
     if (!j || cJSON_IsNull(j)) {
         *out = def;
         return CVENE_OK;
     }
     if (!cJSON_IsBool(j))
         return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: field \"%s\" must be true or false, got %s",
-                          dir, field, json_type(j));
+                          dir, field, json_desc(j, desc, sizeof desc));
     *out = cJSON_IsTrue(j);
     return CVENE_OK;
 }
@@ -107,13 +117,14 @@ cvene_status hf_config_bool_opt(cvene_ctx *ctx, const cJSON *cfg, const char *di
 cvene_status hf_config_str_opt(cvene_ctx *ctx, const cJSON *cfg, const char *dir,
                                const char *field, const char *def, const char **out) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, field);
+    char desc[96];
     if (!j || cJSON_IsNull(j)) {
         *out = def;
         return CVENE_OK;
     }
     if (!cJSON_IsString(j))
         return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: field \"%s\" must be a string, got %s",
-                          dir, field, json_type(j));
+                          dir, field, json_desc(j, desc, sizeof desc));
     *out = j->valuestring;
     return CVENE_OK;
 }

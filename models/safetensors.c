@@ -42,6 +42,19 @@ static int json_uint(const cJSON *j, uint64_t *out) {
     return 1;
 }
 
+/* Parse exactly len bytes of JSON: only whitespace may follow the value. */
+static cJSON *parse_json_exact(const char *s, size_t len) {
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(s, len, &end, 0);
+    if (!root) return NULL;
+    for (; end < s + len; end++)
+        if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
+            cJSON_Delete(root);
+            return NULL;
+        }
+    return root;
+}
+
 typedef struct { size_t begin, end; const char *name; } span;
 static int span_cmp(const void *a, const void *b) {
     const span *x = a, *y = b;
@@ -57,7 +70,9 @@ static cvene_status parse_header(cvene_ctx *ctx, st_archive *a, const char *path
                                  const unsigned char *map, size_t size, int file_idx) {
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | map[i];
-    if (hlen == 0 || hlen > size - 8)
+    if (hlen == 0)
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: safetensors header length is 0", path);
+    if (hlen > size - 8)
         return cvene_fail(ctx, CVENE_ERR_FORMAT,
                           "%s: safetensors header length %llu is past the end of the file "
                           "(%zu bytes)",
@@ -69,7 +84,7 @@ static cvene_status parse_header(cvene_ctx *ctx, st_archive *a, const char *path
     const char *json = (const char *)map + 8;
     const unsigned char *data = map + 8 + hlen;
     size_t data_size = size - 8 - (size_t)hlen;
-    cJSON *root = cJSON_ParseWithLength(json, (size_t)hlen);
+    cJSON *root = parse_json_exact(json, (size_t)hlen);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: safetensors header is not a JSON object",
@@ -97,12 +112,14 @@ static cvene_status parse_header(cvene_ctx *ctx, st_archive *a, const char *path
         const cJSON *js = cJSON_GetObjectItemCaseSensitive(e, "shape");
         const cJSON *jo = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
         uint64_t b = 0, en = 0;
-        if (!cJSON_IsObject(e) || !cJSON_IsString(jd) || !cJSON_IsArray(js) ||
-            !cJSON_IsArray(jo) || cJSON_GetArraySize(jo) != 2) {
-            st = cvene_fail(ctx, CVENE_ERR_FORMAT,
-                            "%s: tensor '%s' needs \"dtype\" (string), \"shape\" (array) and "
-                            "\"data_offsets\" ([begin, end])",
-                            path, name);
+        const char *bad = !cJSON_IsObject(e)   ? "entry is not an object"
+                          : !cJSON_IsString(jd) ? "\"dtype\" is missing or not a string"
+                          : !cJSON_IsArray(js)  ? "\"shape\" is missing or not an array"
+                          : !cJSON_IsArray(jo) || cJSON_GetArraySize(jo) != 2
+                              ? "\"data_offsets\" is missing or not [begin, end]"
+                              : NULL;
+        if (bad) {
+            st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s': %s", path, name, bad);
             break;
         }
         if (!st_dtype_parse(jd->valuestring, &t->dtype)) {
@@ -128,17 +145,25 @@ static cvene_status parse_header(cvene_ctx *ctx, st_archive *a, const char *path
             if (v && numel > UINT64_MAX / v) { dim_ok = 0; break; }
             numel *= v;
         }
+        if (dim_ok && numel > UINT64_MAX / st_dtype_size(t->dtype)) dim_ok = 0; /* byte count wraps */
         if (!dim_ok) {
             st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' has an invalid shape", path,
                             name);
             break;
         }
         t->ndim = nd;
-        if (!json_uint(cJSON_GetArrayItem(jo, 0), &b) || !json_uint(cJSON_GetArrayItem(jo, 1), &en) ||
-            b > en || en > data_size) {
+        if (!json_uint(cJSON_GetArrayItem(jo, 0), &b) || !json_uint(cJSON_GetArrayItem(jo, 1), &en)) {
+            char *txt = cJSON_PrintUnformatted(jo);
             st = cvene_fail(ctx, CVENE_ERR_FORMAT,
-                            "%s: tensor '%s' data_offsets [%llu, %llu] are outside the data "
-                            "region (%zu bytes)",
+                            "%s: tensor '%s' data_offsets %s must be two non-negative integers", path,
+                            name, txt ? txt : "");
+            cJSON_free(txt);
+            break;
+        }
+        if (b > en || en > data_size) {
+            st = cvene_fail(ctx, CVENE_ERR_FORMAT,
+                            "%s: tensor '%s' data_offsets [%llu, %llu] are not a range within "
+                            "the data region (%zu bytes)",
                             path, name, (unsigned long long)b, (unsigned long long)en, data_size);
             break;
         }
@@ -150,8 +175,13 @@ static cvene_status parse_header(cvene_ctx *ctx, st_archive *a, const char *path
                             (unsigned long long)want);
             break;
         }
-        if (st_archive_find(a, name)) {
-            st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' appears twice", path, name);
+        const st_tensor *prev = st_archive_find(a, name);
+        if (prev) {
+            if (prev->file == file_idx)
+                st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' appears twice", path, name);
+            else
+                st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' appears twice (also in %s)",
+                                path, name, a->files[prev->file].path);
             break;
         }
         t->name = strdup(name);
@@ -168,14 +198,20 @@ static cvene_status parse_header(cvene_ctx *ctx, st_archive *a, const char *path
     }
     if (st == CVENE_OK) {
         qsort(spans, (size_t)k, sizeof(span), span_cmp);
-        for (int i = 1; i < k; i++)
-            if (spans[i].begin < spans[i - 1].end && spans[i].end > spans[i].begin) {
+        /* compare each non-empty span with the earlier one reaching furthest, so an
+         * empty tensor sorted in between cannot hide an overlap */
+        int far = -1;
+        for (int i = 0; i < k; i++) {
+            if (spans[i].end == spans[i].begin) continue;
+            if (far >= 0 && spans[i].begin < spans[far].end) {
                 st = cvene_fail(ctx, CVENE_ERR_FORMAT,
                                 "%s: tensors '%s' [%zu, %zu) and '%s' [%zu, %zu) overlap", path,
-                                spans[i - 1].name, spans[i - 1].begin, spans[i - 1].end,
+                                spans[far].name, spans[far].begin, spans[far].end,
                                 spans[i].name, spans[i].begin, spans[i].end);
                 break;
             }
+            if (far < 0 || spans[i].end > spans[far].end) far = i;
+        }
     }
     free(spans);
     cJSON_Delete(root);
@@ -238,7 +274,7 @@ static cvene_status open_index(cvene_ctx *ctx, st_archive *a, const char *dir, c
     }
     fclose(f);
     if (!buf) return cvene_fail(ctx, CVENE_ERR_IO, "%s: cannot read", ipath);
-    cJSON *root = cJSON_ParseWithLength(buf, (size_t)len);
+    cJSON *root = parse_json_exact(buf, (size_t)len);
     free(buf);
     const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
     if (!cJSON_IsObject(wm)) {
