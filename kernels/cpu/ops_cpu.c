@@ -149,7 +149,9 @@ static cvene_status cpu_activation(cvene_backend *be, float *x, size_t n, cvene_
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
         switch (act) {
-        case CVENE_GELU_TANH: x[i] = 0.5f * v * (1.0f + tanhf(k0 * (v + 0.044715f * v * v * v))); break;
+        /* 0.5 v (1 + tanh(u)) == v / (1 + exp(-2u)): same function, and expf is far
+         * cheaper than tanhf (a tenth of a 1 x 16 GPT-2 forward went to tanhf) */
+        case CVENE_GELU_TANH: x[i] = v / (1.0f + expf(-2.0f * k0 * (v + 0.044715f * v * v * v))); break;
         case CVENE_GELU_ERF: x[i] = 0.5f * v * (1.0f + erff(v * rs2)); break;
         case CVENE_ACT_RELU: x[i] = v > 0.0f ? v : 0.0f; break;
         }
