@@ -6,6 +6,8 @@
 #include "kernels/backend.h"
 
 #define CVENE_ERR_LEN 1024
+/* internal: a site callback ended the forward early on purpose (never returned) */
+#define CVENE_SITE_STOPPED ((cvene_status)100)
 
 struct cvene_ctx {
     cvene_ctx_params params;

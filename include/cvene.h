@@ -117,6 +117,9 @@ cvene_component cvene_component_from_name(const char *name);
  * (CVENE_ERR_CALLBACK). */
 typedef int (*cvene_site_fn)(void *user, cvene_component comp, int layer,
                              cvene_tensor_view *t);
+/* A site callback may return this to end the forward early with success (the
+ * rest of the forward, logits included, is skipped). */
+#define CVENE_SITE_STOP 0x5709
 
 typedef struct {
     const int32_t *attention_mask; /* (B, T) 1 = token, 0 = padding; NULL = all 1 */
@@ -132,6 +135,122 @@ typedef struct {
 /* One forward over a (B, T) batch of token ids on the context's device. */
 cvene_status cvene_forward(cvene_model *m, const int32_t *input_ids, int B, int T,
                            const cvene_run_opts *opts);
+
+
+/* ---- interventions (pyvene-compatible) ---------------------------------
+ * A config is pyvene's IntervenableConfig: a list of representations (where and
+ * what to intervene) and a mode. A request is one call: base inputs, sources,
+ * unit_locations and subspaces. cvene_run plans the forward passes, runs them
+ * and returns a result (logits, collected activations). See
+ * docs/interventions.md for the semantics and where they differ from pyvene. */
+typedef enum {
+    CVENE_IV_VANILLA = 0,   /* base[S] = source[S] */
+    CVENE_IV_ADDITION,      /* base[S] += source[S] */
+    CVENE_IV_SUBTRACTION,   /* base[S] -= source[S] */
+    CVENE_IV_ZERO,          /* base[S] = 0 */
+    CVENE_IV_COLLECT,       /* return base[S], leave the model alone */
+    CVENE_IV_SKIP,          /* base = the source run's input of this component */
+    CVENE_IV_NOISE,         /* base += level * RandomState(seed).randn(1, U, D) (pyvene's) */
+    CVENE_IV_CALLBACK,      /* base = fn(base, source) (pyvene's LambdaIntervention) */
+    CVENE_IV_N_TYPES
+} cvene_intervention_type;
+
+typedef enum { CVENE_UNIT_POS = 0, CVENE_UNIT_H, CVENE_UNIT_H_POS, CVENE_N_UNITS } cvene_unit;
+typedef enum { CVENE_MODE_PARALLEL = 0, CVENE_MODE_SERIAL = 1 } cvene_mode;
+
+/* A callback intervention. base is the gathered (B, U, R, D) block, row-major,
+ * to be modified in place (R = rows per unit: 1 for positions, T for a head's
+ * positions, Tq for attention_weight); source is the gathered source with the
+ * same shape, or NULL when the call has none. dims/n_dims: the subspace of
+ * example b (NULL = all D). Return non-zero to abort the run. */
+typedef int (*cvene_intervention_fn)(void *user, float *base, const float *source,
+                                     const int64_t shape[4], int example, const int *dims,
+                                     int n_dims);
+
+typedef struct {
+    int layer;
+    cvene_component component;
+    cvene_unit unit;
+    int max_number_of_units;   /* default 1; kept for pyvene round-trips */
+    int low_rank_dimension;    /* 0 = unset; kept for pyvene round-trips */
+    cvene_intervention_type type;
+    int group_key;             /* -1 = none: then intervention i has its own source i */
+    int link_key;              /* -1 = none (pyvene's intervention_link_key) */
+    /* subspace_partition: n_partitions parts; part p is the dims
+     * partition_dims[partition_offsets[p] .. partition_offsets[p + 1]). */
+    int n_partitions;
+    const int *partition_offsets; /* n_partitions + 1 entries */
+    const int *partition_dims;
+    const float *source;       /* constant source (Vanilla/Addition/Subtraction): D floats */
+    int64_t source_len;
+    cvene_intervention_fn fn;  /* CVENE_IV_CALLBACK */
+    void *fn_user;
+    double noise_level;        /* CVENE_IV_NOISE; pyvene's 0.13462981581687927 by default */
+    uint32_t noise_seed;       /* CVENE_IV_NOISE; pyvene's 1 by default */
+} cvene_representation;
+
+typedef struct cvene_config cvene_config;
+
+cvene_representation cvene_representation_default(void);
+const char *cvene_intervention_type_name(cvene_intervention_type t); /* pyvene class name */
+const char *cvene_unit_name(cvene_unit u);
+
+/* Configs copy everything they are given. Free with cvene_config_free. */
+cvene_status cvene_config_new(cvene_ctx *ctx, cvene_mode mode, cvene_config **out);
+cvene_status cvene_config_add(cvene_config *c, const cvene_representation *r);
+/* Parse pyvene's IntervenableConfig JSON: what IntervenableModel.save writes
+ * (positional representations, "<class '...'>" types) or the dict form
+ * {"mode":..., "representations":[{"layer":..,"component":..,...}]}. A
+ * representation may name a callback ("intervention_type": "LambdaIntervention",
+ * "callback": "NAME"); bind it with cvene_config_bind_callback before running. */
+cvene_status cvene_config_parse(cvene_ctx *ctx, const char *json, cvene_config **out);
+cvene_status cvene_config_bind_callback(cvene_config *c, const char *name,
+                                        cvene_intervention_fn fn, void *user);
+/* Dict-form JSON; *json is malloc'd, free with cvene_free. */
+cvene_status cvene_config_to_json(const cvene_config *c, char **json);
+int cvene_config_count(const cvene_config *c);
+void cvene_config_free(cvene_config *c);
+void cvene_free(void *p);
+
+/* ---- requests ---------------------------------------------------------- */
+typedef struct {
+    const int32_t *input_ids;      /* (B, T) */
+    const int32_t *attention_mask; /* (B, T) or NULL */
+    int B, T;
+} cvene_input;
+
+typedef struct cvene_request cvene_request;
+
+cvene_status cvene_request_new(cvene_ctx *ctx, cvene_request **out);
+void cvene_request_free(cvene_request *r);
+/* Inputs are copied. Sources are indexed by group (parallel) or by chain
+ * position (serial); a missing source is pyvene's None. */
+cvene_status cvene_request_set_base(cvene_request *r, const cvene_input *in);
+cvene_status cvene_request_set_source(cvene_request *r, int index, const cvene_input *in);
+/* unit_locations and subspaces in pyvene's forms, as JSON text (tuples as
+ * 2-element lists, None as null); checked against the config in cvene_run. */
+cvene_status cvene_request_set_unit_locations(cvene_request *r, const char *json);
+cvene_status cvene_request_set_subspaces(cvene_request *r, const char *json);
+void cvene_request_set_output_original(cvene_request *r, int on);
+/* A whole request as JSON: {"base": {"input_ids": [[..]], "attention_mask": [[..]]},
+ * "sources": [{..} | null, ...], "unit_locations": .., "subspaces": ..,
+ * "output_original_output": bool}. */
+cvene_status cvene_request_parse(cvene_ctx *ctx, const char *json, cvene_request **out);
+
+/* ---- runs -------------------------------------------------------------- */
+typedef struct cvene_result cvene_result;
+
+/* Plan and run the request. On failure nothing is returned and the model is
+ * unchanged. The result is owned by the caller (cvene_result_free). */
+cvene_status cvene_run(cvene_model *m, const cvene_config *c, const cvene_request *r,
+                       cvene_result **out);
+const float *cvene_result_logits(const cvene_result *res, int *B, int *T, int *V);
+const float *cvene_result_original_logits(const cvene_result *res); /* NULL unless asked */
+int cvene_result_n_collected(const cvene_result *res);
+/* Collected activations in config order of the Collect interventions. */
+cvene_tensor_view cvene_result_collected(const cvene_result *res, int k);
+int cvene_result_n_passes(const cvene_result *res); /* forwards the plan ran */
+void cvene_result_free(cvene_result *res);
 
 #ifdef __cplusplus
 }

@@ -255,6 +255,7 @@ static cvene_status site_call(const site_run *r, cvene_component c, int l, float
     int64_t shape[4] = {d0, d1, d2, d3};
     cvene_tensor_view v = cvene_tensor_make(data, CVENE_F32, r->m->ctx->be->device, ndim, shape);
     int rc = r->o->site_fn(r->o->site_user, c, l, &v);
+    if (rc == CVENE_SITE_STOP) return CVENE_SITE_STOPPED;
     if (rc != 0)
         return cvene_fail(r->m->ctx, CVENE_ERR_CALLBACK, "site callback at %s layer %d returned %d",
                           cvene_component_name(c), l, rc);
@@ -309,7 +310,16 @@ static cvene_status check_inputs(cvene_model *m, const int32_t *ids, int B, int 
     return CVENE_OK;
 }
 
+static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B, int T,
+                                      const cvene_run_opts *o);
+
 cvene_status gpt2_forward(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o) {
+    cvene_status st = gpt2_forward_impl(m, ids, B, T, o);
+    return st == CVENE_SITE_STOPPED ? CVENE_OK : st;
+}
+
+static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B, int T,
+                                      const cvene_run_opts *o) {
     CVENE_TRY(check_inputs(m, ids, B, T, o));
     cvene_ctx *ctx = m->ctx;
     cvene_backend *be = ctx->be;

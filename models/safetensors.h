@@ -57,3 +57,18 @@ void st_archive_close(st_archive *a);
 cvene_status st_tensor_to_f32(cvene_ctx *ctx, const st_tensor *t, float *dst);
 
 #endif
+
+/* ---- writing ------------------------------------------------------------ */
+typedef struct {
+    const char *name;
+    st_dtype dtype;   /* F32 or I32 */
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    const void *data;
+} st_out_tensor;
+
+/* Write tensors (in the given order) and string metadata pairs to path,
+ * atomically: a temporary file in the same directory is renamed over path, so
+ * a reader never sees a half-written file. */
+cvene_status st_write(cvene_ctx *ctx, const char *path, const st_out_tensor *t, int n,
+                      const char *const *meta_kv, int n_meta);

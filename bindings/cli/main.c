@@ -1,4 +1,5 @@
 /* cvene command-line interface.
+ *   cvene run ...     (bindings/cli/cmd_run.c)
  *   cvene predict --model DIR --ids 1,2,3[;4,5,6] [--top K] [--threads N] [--device cpu|cuda]
  * Loads a Hugging Face model directory and prints the top-K next-token
  * predictions after the last token of each sequence. Sequences separated by ';'
@@ -12,10 +13,13 @@
 #include <time.h>
 
 #include "cvene.h"
+#include "bindings/cli/cli.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: cvene predict --model DIR --ids IDS [--top K] [--threads N] [--device cpu|cuda]\n"
+            "       cvene run --model DIR --config CONFIG.json --inputs INPUTS.json [--out OUT.safetensors]\n"
+            "       cvene run --model DIR --config CONFIG.json --inputs INPUTS.json [--out OUT.safetensors]\n"
             "  IDS   comma-separated token ids; separate sequences with ';' (e.g. \"464,3290;464\")\n"
             "  --top K       predictions to print per sequence (default 5)\n"
             "  --threads N   CPU threads (default: OpenMP default)\n"
@@ -103,13 +107,7 @@ static int parse_ids(const char *s, batch *out, char *err, size_t errlen) {
     return 0;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmd_predict(int argc, char **argv) {
+int cmd_predict(int argc, char **argv) {
     const char *model_dir = NULL, *ids_arg = NULL, *device = "cpu";
     int top = 5, threads = 0;
     for (int i = 0; i < argc; i++) {
@@ -168,12 +166,12 @@ static int cmd_predict(int argc, char **argv) {
         fprintf(stderr, "cvene: %s\n", err);
         goto done;
     }
-    double t0 = now_s();
+    double t0 = cli_now();
     if (cvene_model_load(ctx, model_dir, &m) != CVENE_OK) {
         fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
         goto done;
     }
-    double t1 = now_s();
+    double t1 = cli_now();
     cvene_model_info info = cvene_model_get_info(m);
     printf("model %s: %d layers, %d heads, n_embd %d, vocab %d, %.1fM parameters (loaded in %.2fs)\n",
            model_dir, info.n_layer, info.n_head, info.n_embd, info.vocab_size,
@@ -192,7 +190,7 @@ static int cmd_predict(int argc, char **argv) {
         fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
         goto done;
     }
-    double t2 = now_s();
+    double t2 = cli_now();
     printf("forward: batch %d x %d tokens in %.1f ms\n", bt.B, bt.T, 1e3 * (t2 - t1));
     for (int b = 0; b < bt.B; b++) {
         const float *row = logits + ((size_t)b * bt.T + (size_t)(bt.len[b] - 1)) * info.vocab_size;
@@ -230,6 +228,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "predict")) return cmd_predict(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "run")) return cmd_run(argc - 2, argv + 2);
     fprintf(stderr, "cvene: unknown command \"%s\"\n", argv[1]);
     usage(stderr);
     return 2;

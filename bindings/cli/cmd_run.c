@@ -1,0 +1,206 @@
+/* cvene run --model DIR --config CONFIG.json --inputs INPUTS.json [--out FILE] [--top K]
+ * Runs a pyvene-style intervention request, prints a summary (top tokens
+ * before and after at each example's last real token, logit differences) and
+ * writes logits, original logits and collected activations to a safetensors
+ * file that numpy/torch read directly. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cvene.h"
+#include "bindings/cli/cli.h"
+#include "engine/intervene.h"
+#include "models/safetensors.h"
+
+char *cli_read_file(const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    long len = -1;
+    if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
+    if (len >= 0 && len < (256L << 20) && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1))) {
+        if (fread(buf, 1, (size_t)len, f) != (size_t)len) {
+            free(buf);
+            buf = NULL;
+        } else {
+            buf[len] = 0;
+        }
+    }
+    fclose(f);
+    if (!buf) snprintf(err, errlen, "%s: cannot read (or larger than 256 MB)", path);
+    return buf;
+}
+
+static void top_k(const float *row, int V, int k, int *out) {
+    for (int j = 0; j < k; j++) {
+        int arg = -1;
+        for (int v = 0; v < V; v++) {
+            int taken = 0;
+            for (int q = 0; q < j && !taken; q++) taken = out[q] == v;
+            if (!taken && (arg < 0 || row[v] > row[arg])) arg = v;
+        }
+        out[j] = arg;
+    }
+}
+
+static double log_softmax_at(const float *row, int V, int v) {
+    double mx = -INFINITY, z = 0;
+    for (int q = 0; q < V; q++) mx = row[q] > mx ? row[q] : mx;
+    for (int q = 0; q < V; q++) z += exp(row[q] - mx);
+    return row[v] - mx - log(z);
+}
+
+int cmd_run(int argc, char **argv) {
+    const char *model_dir = NULL, *config_path = NULL, *inputs_path = NULL, *out_path = NULL;
+    int top = 5, threads = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            printf("usage: cvene run --model DIR --config CONFIG.json --inputs INPUTS.json [--out OUT.safetensors]\n"
+                   "                 [--top K] [--threads N]\n"
+                   "CONFIG.json: pyvene IntervenableConfig (as IntervenableModel.save writes it, or dict form)\n"
+                   "INPUTS.json: {\"base\": {\"input_ids\": [[..]], \"attention_mask\": [[..]]}, \"sources\": [..],\n"
+                   "              \"unit_locations\": {\"sources->base\": [SRC, BASE]}, \"subspaces\": ..}\n");
+            return 0;
+        }
+        if (!v) {
+            fprintf(stderr, "cvene run: option %s needs a value\n", a);
+            return 2;
+        }
+        if (!strcmp(a, "--model")) model_dir = v;
+        else if (!strcmp(a, "--config")) config_path = v;
+        else if (!strcmp(a, "--inputs")) inputs_path = v;
+        else if (!strcmp(a, "--out")) out_path = v;
+        else if (!strcmp(a, "--top") || !strcmp(a, "--threads")) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || n < 0 || n > 1000) {
+                fprintf(stderr, "cvene run: %s must be a small non-negative integer, got \"%s\"\n", a, v);
+                return 2;
+            }
+            if (!strcmp(a, "--top")) top = (int)n;
+            else threads = (int)n;
+        } else {
+            fprintf(stderr, "cvene run: unknown option %s (see cvene run --help)\n", a);
+            return 2;
+        }
+        i++;
+    }
+    if (!model_dir || !config_path || !inputs_path) {
+        fprintf(stderr, "cvene run: --model, --config and --inputs are required (see cvene run --help)\n");
+        return 2;
+    }
+    char err[1024];
+    char *config_json = cli_read_file(config_path, err, sizeof err), *inputs_json = NULL;
+    if (config_json) inputs_json = cli_read_file(inputs_path, err, sizeof err);
+    if (!config_json || !inputs_json) {
+        fprintf(stderr, "cvene: %s\n", err);
+        free(config_json);
+        return 1;
+    }
+    cvene_ctx_params cp = cvene_ctx_default_params();
+    cp.n_threads = threads;
+    cvene_ctx *ctx = NULL;
+    cvene_model *m = NULL;
+    cvene_config *cfg = NULL;
+    cvene_request *req = NULL;
+    cvene_result *res = NULL;
+    int rc = 1;
+    if (cvene_ctx_new(&cp, &ctx, err, sizeof err) != CVENE_OK) {
+        fprintf(stderr, "cvene: %s\n", err);
+        goto done;
+    }
+    if (cvene_config_parse(ctx, config_json, &cfg) != CVENE_OK) {
+        fprintf(stderr, "cvene: %s: %s\n", config_path, cvene_ctx_error(ctx));
+        goto done;
+    }
+    if (cvene_request_parse(ctx, inputs_json, &req) != CVENE_OK) {
+        fprintf(stderr, "cvene: %s: %s\n", inputs_path, cvene_ctx_error(ctx));
+        goto done;
+    }
+    if (cvene_model_load(ctx, model_dir, &m) != CVENE_OK) {
+        fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+        goto done;
+    }
+    cvene_request_set_output_original(req, 1); /* for the before/after summary */
+    double t0 = cli_now();
+    if (cvene_run(m, cfg, req, &res) != CVENE_OK) {
+        fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+        goto done;
+    }
+    double t1 = cli_now();
+    int B, T, V;
+    const float *logits = cvene_result_logits(res, &B, &T, &V);
+    const float *orig = cvene_result_original_logits(res);
+    const cvene_request *rq = req;
+    printf("%d intervention%s, %d forward pass%s, %.1f ms\n", cvene_config_count(cfg),
+           cvene_config_count(cfg) == 1 ? "" : "s", cvene_result_n_passes(res),
+           cvene_result_n_passes(res) == 1 ? "" : "es", 1e3 * (t1 - t0));
+    if (top > V) top = V;
+    int *ta = malloc(sizeof(int) * (size_t)(top ? top : 1)), *tb = malloc(sizeof(int) * (size_t)(top ? top : 1));
+    for (int b = 0; b < B && ta && tb; b++) {
+        int last = T - 1;
+        const int32_t *mask = rq->base.mask;
+        while (mask && last > 0 && !mask[(size_t)b * T + last]) last--;
+        const float *before = orig + ((size_t)b * T + last) * V, *after = logits + ((size_t)b * T + last) * V;
+        double maxd = 0;
+        for (int v = 0; v < V; v++) maxd = fmax(maxd, fabs((double)after[v] - before[v]));
+        printf("example %d, last token (position %d): max |logit change| %.4g\n", b, last, maxd);
+        top_k(before, V, top, tb);
+        top_k(after, V, top, ta);
+        printf("  %-28s %-28s\n", "before: id (log p)", "after: id (log p)");
+        for (int k = 0; k < top; k++)
+            printf("  %6d (%8.4f)             %6d (%8.4f)\n", tb[k], log_softmax_at(before, V, tb[k]), ta[k],
+                   log_softmax_at(after, V, ta[k]));
+    }
+    free(ta);
+    free(tb);
+    for (int k = 0; k < cvene_result_n_collected(res); k++) {
+        cvene_tensor_view t = cvene_result_collected(res, k);
+        printf("collected %d: shape (", k);
+        for (int d = 0; d < t.ndim; d++) printf("%s%lld", d ? ", " : "", (long long)t.shape[d]);
+        printf(")\n");
+    }
+    if (out_path) {
+        int nc = cvene_result_n_collected(res);
+        st_out_tensor *ts = calloc((size_t)nc + 2, sizeof(st_out_tensor));
+        char (*names)[32] = calloc((size_t)nc + 1, 32);
+        if (!ts || !names) {
+            free(ts), free(names);
+            fprintf(stderr, "cvene: out of memory\n");
+            goto done;
+        }
+        ts[0] = (st_out_tensor){"logits", ST_F32, 3, {B, T, V}, logits};
+        ts[1] = (st_out_tensor){"original_logits", ST_F32, 3, {B, T, V}, orig};
+        for (int k = 0; k < nc; k++) {
+            cvene_tensor_view t = cvene_result_collected(res, k);
+            snprintf(names[k], 32, "collected.%d", k);
+            ts[2 + k] = (st_out_tensor){names[k], ST_F32, t.ndim, {0}, t.data};
+            for (int d = 0; d < t.ndim; d++) ts[2 + k].shape[d] = t.shape[d];
+        }
+        const char *meta[] = {"producer", "cvene run", "model", model_dir, "config", config_path};
+        cvene_status st = st_write(ctx, out_path, ts, nc + 2, meta, 3);
+        free(ts), free(names);
+        if (st != CVENE_OK) {
+            fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+            goto done;
+        }
+        printf("wrote %s (logits, original_logits%s)\n", out_path, nc ? ", collected.*" : "");
+    }
+    rc = 0;
+done:
+    cvene_result_free(res);
+    cvene_request_free(req);
+    cvene_config_free(cfg);
+    cvene_model_free(m);
+    cvene_ctx_free(ctx);
+    free(config_json);
+    free(inputs_json);
+    return rc;
+}

@@ -1,0 +1,67 @@
+/* Intervention internals: configs, requests, runs (not public). */
+#ifndef CVENE_INTERVENE_H
+#define CVENE_INTERVENE_H
+
+#include <cjson/cJSON.h>
+#include "engine/ctx.h"
+
+typedef struct {
+    cvene_representation r; /* arrays below are owned copies */
+    int *partition_offsets, *partition_dims;
+    float *source;
+    char *callback_name;    /* from JSON; bound later */
+} iv_rep;
+
+struct cvene_config {
+    cvene_ctx *ctx;
+    cvene_mode mode;
+    int n, cap;
+    iv_rep *reps;
+    int n_groups;           /* groups of sources: max group_key + 1, or n */
+};
+
+/* group of intervention i */
+static inline int iv_group(const cvene_config *c, int i) {
+    return c->reps[i].r.group_key >= 0 ? c->reps[i].r.group_key : i;
+}
+
+typedef struct {
+    int32_t *ids, *mask; /* owned (B, T); mask may be NULL */
+    int B, T;
+    int present;
+} iv_input;
+
+struct cvene_request {
+    cvene_ctx *ctx;
+    iv_input base;
+    iv_input *sources;
+    int n_sources;
+    cJSON *locations;  /* the unit_locations JSON (owned); NULL = pyvene's None */
+    cJSON *subspaces;  /* NULL = none */
+    int output_original;
+};
+
+/* Canonical locations of one intervention side: idx (B, U); for h.pos also
+ * pos (B, U2). present == 0 means pyvene's None (the whole stream). */
+typedef struct {
+    int present;
+    int U, U2;
+    int *idx, *pos;
+} iv_locs;
+
+/* Resolve request locations/subspaces against a config (engine/locations.c).
+ * locs has 2 * n entries: [2i] source side, [2i + 1] base side. subspaces has
+ * n * B entries of (dims, count) with count -1 = all dims; dims owned. */
+typedef struct {
+    int *dims;
+    int n; /* -1 = all */
+} iv_dims;
+
+cvene_status iv_resolve_locations(cvene_ctx *ctx, const cvene_config *c, const cJSON *json, int B,
+                                  iv_locs *locs);
+cvene_status iv_resolve_subspaces(cvene_ctx *ctx, const cvene_config *c, const cJSON *json, int B,
+                                  iv_dims *out);
+void iv_locs_free(iv_locs *l, int n);
+void iv_dims_free(iv_dims *d, int n);
+
+#endif

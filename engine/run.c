@@ -1,0 +1,652 @@
+/* Running a request: plan the forward passes, gather sources at their sites,
+ * apply interventions to the base rows, collect results.
+ *
+ * A pass is one batched forward over blocks of rows (a source, the base, the
+ * clean base for output_original_output). At each site, for each block: first
+ * its setters (interventions applied to its rows, in config order), then its
+ * getters (source activations gathered from its rows). Rows never interact in
+ * a forward, so putting sources and the base in one batch is exact; the plan
+ * does so whenever they share a sequence length (parallel mode), and otherwise
+ * runs sources first, stopping each at the last site it feeds. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/intervene.h"
+#include "engine/numpy_random.h"
+#include "models/model.h"
+
+struct cvene_result {
+    float *logits, *orig_logits;
+    int B, T, V;
+    int n_collected;
+    cvene_tensor_view *collected; /* data owned */
+    int n_passes;
+};
+
+/* Geometry of one intervention's stream in a run of length T. A unit is a
+ * contiguous block of R x D floats inside an example. */
+typedef struct {
+    int A;        /* what a "pos"/"h" index addresses: T, or heads */
+    int R, D;     /* rows per unit and the last dim */
+    int H, T, hd; /* for head streams */
+    int64_t E;    /* floats per example */
+} geom;
+
+enum { ROLE_SOURCE, ROLE_BASE, ROLE_ORIG };
+
+typedef struct {
+    int role, group;      /* group: for sources */
+    const iv_input *in;
+    int row0;             /* first row in the pass */
+    int *setters, n_setters;
+    int *getters, n_getters;
+} block;
+
+typedef struct {
+    cvene_ctx *ctx;
+    cvene_model *m;
+    const cvene_config *c;
+    iv_locs *locs;        /* 2n */
+    iv_dims *dims;        /* n * B */
+    int B;
+    float **store;        /* per intervention: gathered source (B, U, R, D) */
+    float **hot;          /* per link key: last linked result */
+    int64_t *hot_len;
+    int n_links;
+    float *scratch;       /* (B, U, R, D) base gather */
+    size_t scratch_len;
+    double **noise;       /* per intervention (U * D) doubles */
+    cvene_result *res;
+    int *collect_slot;    /* per intervention: index into res->collected or -1 */
+    block *blocks;
+    int n_blocks;
+    int T;                /* this pass */
+    int in_base_T;        /* the base's sequence length */
+    int last_site;        /* stop the pass after this site order (-1 = run to the end) */
+    cvene_status err;
+} run_state;
+
+/* forward order of sites inside a layer (GPT-2), for stopping early */
+static int site_order(cvene_component c, int layer) { return layer * CVENE_N_COMPONENTS + (int)c; }
+
+static int is_head(cvene_component c) {
+    return c == CVENE_HEAD_QUERY_OUTPUT || c == CVENE_HEAD_KEY_OUTPUT || c == CVENE_HEAD_VALUE_OUTPUT ||
+           c == CVENE_HEAD_ATTENTION_VALUE_OUTPUT;
+}
+
+static geom stream_geom(const cvene_model_info *mi, cvene_component comp, cvene_unit unit, int T,
+                        int present) {
+    geom g;
+    memset(&g, 0, sizeof g);
+    int C = mi->n_embd, H = mi->n_head, hd = C / H;
+    g.H = H, g.T = T, g.hd = hd;
+    if (comp == CVENE_ATTENTION_WEIGHT) {
+        g.E = (int64_t)H * T * T, g.A = H, g.R = T, g.D = T;
+    } else if (is_head(comp)) {
+        g.E = (int64_t)H * T * hd, g.A = H, g.D = hd, g.R = unit == CVENE_UNIT_H ? T : 1;
+    } else {
+        g.D = comp == CVENE_MLP_ACTIVATION ? mi->n_inner : C;
+        g.E = (int64_t)T * g.D, g.A = T, g.R = 1;
+    }
+    if (!present) g.R = (int)(g.E / g.D); /* the whole example as one unit */
+    return g;
+}
+
+static int n_units(const iv_locs *l) { return !l->present ? 1 : (l->pos ? l->U * l->U2 : l->U); }
+
+/* float offset of unit u of example b inside that example */
+static int64_t unit_offset(const iv_locs *l, const geom *g, cvene_component comp, int b, int u) {
+    if (!l->present) return 0;
+    if (l->pos) {
+        int h = l->idx[b * l->U + u / l->U2], p = l->pos[b * l->U2 + u % l->U2];
+        return ((int64_t)h * g->T + p) * g->hd;
+    }
+    int idx = l->idx[b * l->U + u];
+    if (comp == CVENE_ATTENTION_WEIGHT) return (int64_t)idx * g->T * g->T;
+    if (is_head(comp)) return (int64_t)idx * g->T * g->hd;
+    return (int64_t)idx * g->D;
+}
+
+/* (B, U, R, D) <-> rows [row0, row0 + B) of the site tensor */
+static void gather(float *dst, const float *site, int row0, int B, const iv_locs *l, const geom *g,
+                   cvene_component comp) {
+    int U = n_units(l);
+    int64_t L = (int64_t)g->R * g->D;
+    for (int b = 0; b < B; b++)
+        for (int u = 0; u < U; u++)
+            memcpy(dst + ((int64_t)b * U + u) * L, site + (int64_t)(row0 + b) * g->E + unit_offset(l, g, comp, b, u),
+                   sizeof(float) * (size_t)L);
+}
+
+static void scatter(float *site, const float *src, int row0, int B, const iv_locs *l, const geom *g,
+                    cvene_component comp) {
+    int U = n_units(l);
+    int64_t L = (int64_t)g->R * g->D;
+    for (int b = 0; b < B; b++)
+        for (int u = 0; u < U; u++)
+            memcpy(site + (int64_t)(row0 + b) * g->E + unit_offset(l, g, comp, b, u), src + ((int64_t)b * U + u) * L,
+                   sizeof(float) * (size_t)L);
+}
+
+/* The site Skip reads: the input of the module pyvene hooks. */
+static cvene_component getter_component(const cvene_representation *r) {
+    if (r->type != CVENE_IV_SKIP) return r->component;
+    if (r->component == CVENE_BLOCK_OUTPUT) return CVENE_BLOCK_INPUT;
+    if (r->component == CVENE_MLP_OUTPUT) return CVENE_MLP_INPUT;
+    return r->component; /* pre-hooked components and attention_output read themselves */
+}
+
+static int needs_source(const cvene_representation *r) {
+    return r->type == CVENE_IV_VANILLA || r->type == CVENE_IV_ADDITION || r->type == CVENE_IV_SUBTRACTION ||
+           r->type == CVENE_IV_SKIP;
+}
+
+/* ---- applying one intervention to a block's rows ----------------------- */
+
+static cvene_status apply(run_state *s, int i, float *site, const block *bk) {
+    const cvene_config *c = s->c;
+    const cvene_representation *r = &c->reps[i].r;
+    cvene_model_info mi = cvene_model_get_info(s->m);
+    const iv_locs *bl = &s->locs[2 * i + 1];
+    geom g = stream_geom(&mi, r->component, r->unit, bk->in->T, bl->present);
+    int B = s->B, U = n_units(bl);
+    int64_t L = (int64_t)g.R * g.D, n = (int64_t)B * U * L;
+    float *gb = s->scratch;
+    gather(gb, site, bk->row0, B, bl, &g, r->component);
+    if (r->link_key >= 0 && s->hot[r->link_key]) {
+        if (s->hot_len[r->link_key] != n)
+            return cvene_fail(s->ctx, CVENE_ERR_INVALID_ARG,
+                              "intervention %d shares intervention_link_key %d with an earlier one but selects a "
+                              "different number of units", i, r->link_key);
+        memcpy(gb, s->hot[r->link_key], sizeof(float) * (size_t)n);
+    }
+    const float *gs = s->store[i];
+    int64_t src_len = gs ? n : 0;
+    if (!gs && r->source) gs = r->source, src_len = r->source_len; /* constant source */
+    for (int b = 0; b < B; b++) {
+        const iv_dims *dm = &s->dims[i * B + b];
+        float *eb = gb + (int64_t)b * U * L;
+        if (r->type == CVENE_IV_CALLBACK) {
+            int64_t shape[4] = {1, U, g.R, g.D};
+            const float *es = s->store[i] ? s->store[i] + (int64_t)b * U * L : NULL;
+            int rc = r->fn(r->fn_user, eb, es, shape, b, dm->n >= 0 ? dm->dims : NULL, dm->n >= 0 ? dm->n : 0);
+            if (rc != 0)
+                return cvene_fail(s->ctx, CVENE_ERR_CALLBACK, "callback of intervention %d returned %d", i, rc);
+            continue;
+        }
+        if (r->type == CVENE_IV_COLLECT) continue;
+        if (r->type == CVENE_IV_NOISE) {
+            /* pyvene adds the float64 noise times the float32 level in double */
+            double level = (double)(float)r->noise_level;
+            const double *nz = s->noise[i];
+            for (int u = 0; u < U; u++)
+                for (int64_t d = 0; d < L; d++) {
+                    float *x = &eb[u * L + d];
+                    *x = (float)((double)*x + nz[u * g.D + d % g.D] * level);
+                }
+            continue;
+        }
+        for (int u = 0; u < U; u++)
+            for (int rr = 0; rr < g.R; rr++) {
+                float *x = eb + u * L + (int64_t)rr * g.D;
+                const float *y = NULL;
+                if (gs) y = src_len == g.D ? gs : gs + (int64_t)b * U * L + u * L + (int64_t)rr * g.D;
+                int nd = dm->n >= 0 ? dm->n : g.D;
+                for (int k = 0; k < nd; k++) {
+                    int d = dm->n >= 0 ? dm->dims[k] : k;
+                    switch (r->type) {
+                    case CVENE_IV_VANILLA: case CVENE_IV_SKIP: x[d] = y[d]; break;
+                    case CVENE_IV_ADDITION: x[d] = x[d] + y[d]; break;
+                    case CVENE_IV_SUBTRACTION: x[d] = x[d] - y[d]; break;
+                    case CVENE_IV_ZERO: x[d] = 0.0f; break;
+                    default: break;
+                    }
+                }
+            }
+    }
+    if (r->type == CVENE_IV_COLLECT) {
+        cvene_tensor_view *t = &s->res->collected[s->collect_slot[i]];
+        const iv_dims *d0 = &s->dims[i * B];
+        if (d0->n < 0) {
+            memcpy(t->data, gb, sizeof(float) * (size_t)n);
+        } else { /* pyvene picks subspace dims from the flattened (U x D) vector */
+            float *o = t->data;
+            int per = d0->n / U;
+            for (int b = 0; b < B; b++)
+                for (int k = 0; k < d0->n; k++) o[(int64_t)b * U * per + k] = gb[(int64_t)b * U * L + s->dims[i * B + b].dims[k]];
+        }
+    } else {
+        scatter(site, gb, bk->row0, B, bl, &g, r->component);
+    }
+    if (r->link_key >= 0) {
+        if (!s->hot[r->link_key] && !(s->hot[r->link_key] = malloc(sizeof(float) * (size_t)n)))
+            return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
+        memcpy(s->hot[r->link_key], gb, sizeof(float) * (size_t)n);
+        s->hot_len[r->link_key] = n;
+    }
+    return CVENE_OK;
+}
+
+static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_view *t) {
+    run_state *s = user;
+    const cvene_config *c = s->c;
+    float *site = t->data;
+    for (int k = 0; k < s->n_blocks; k++) {
+        const block *bk = &s->blocks[k];
+        for (int j = 0; j < bk->n_setters; j++) {
+            int i = bk->setters[j];
+            if (c->reps[i].r.component != comp || c->reps[i].r.layer != layer) continue;
+            s->err = apply(s, i, site, bk);
+            if (s->err != CVENE_OK) return 1;
+        }
+        for (int j = 0; j < bk->n_getters; j++) {
+            int i = bk->getters[j];
+            const cvene_representation *r = &c->reps[i].r;
+            if (getter_component(r) != comp || r->layer != layer) continue;
+            cvene_model_info mi = cvene_model_get_info(s->m);
+            const iv_locs *sl = &s->locs[2 * i];
+            geom g = stream_geom(&mi, comp, r->unit, bk->in->T, sl->present);
+            gather(s->store[i], site, bk->row0, s->B, sl, &g, comp);
+        }
+    }
+    return s->last_site >= 0 && site_order(comp, layer) >= s->last_site ? CVENE_SITE_STOP : 0;
+}
+
+/* ---- one pass ----------------------------------------------------------- */
+
+static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want_logits) {
+    int N = 0, T = blocks[0].in->T;
+    for (int k = 0; k < n_blocks; k++) {
+        blocks[k].row0 = N;
+        N += blocks[k].in->B;
+    }
+    cvene_model_info mi = cvene_model_get_info(s->m);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)N * T);
+    int32_t *mask = malloc(sizeof(int32_t) * (size_t)N * T);
+    float *logits = want_logits ? malloc(sizeof(float) * (size_t)N * T * mi.vocab_size) : NULL;
+    if (!ids || !mask || (want_logits && !logits)) {
+        free(ids), free(mask), free(logits);
+        return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory assembling a batch of %d x %d", N, T);
+    }
+    cvene_run_opts o;
+    memset(&o, 0, sizeof o);
+    s->last_site = -1;
+    for (int k = 0; k < n_blocks; k++) {
+        const iv_input *in = blocks[k].in;
+        memcpy(ids + (size_t)blocks[k].row0 * T, in->ids, sizeof(int32_t) * (size_t)in->B * T);
+        for (int64_t q = 0; q < (int64_t)in->B * T; q++)
+            mask[(size_t)blocks[k].row0 * T + q] = in->mask ? in->mask[q] : 1;
+        for (int j = 0; j < blocks[k].n_setters; j++) {
+            const cvene_representation *r = &s->c->reps[blocks[k].setters[j]].r;
+            o.sites[r->component] |= 1ull << r->layer;
+        }
+        for (int j = 0; j < blocks[k].n_getters; j++) {
+            const cvene_representation *r = &s->c->reps[blocks[k].getters[j]].r;
+            o.sites[getter_component(r)] |= 1ull << r->layer;
+            int so = site_order(getter_component(r), r->layer);
+            if (!want_logits && so > s->last_site) s->last_site = so;
+        }
+    }
+    if (want_logits) s->last_site = -1;
+    o.attention_mask = mask;
+    o.logits = logits;
+    o.site_fn = on_site;
+    o.site_user = s;
+    s->blocks = blocks;
+    s->n_blocks = n_blocks;
+    s->T = T;
+    s->err = CVENE_OK;
+    for (int l = 0; l < s->n_links; l++) { /* link chains live within one forward */
+        free(s->hot[l]);
+        s->hot[l] = NULL;
+    }
+    cvene_status st = cvene_forward(s->m, ids, N, T, &o);
+    if (st == CVENE_ERR_CALLBACK && s->err != CVENE_OK) st = s->err;
+    s->res->n_passes++;
+    if (st == CVENE_OK && want_logits) {
+        size_t per = (size_t)s->B * T * mi.vocab_size;
+        for (int k = 0; k < n_blocks; k++) {
+            float **dst = blocks[k].role == ROLE_BASE ? &s->res->logits
+                        : blocks[k].role == ROLE_ORIG ? &s->res->orig_logits : NULL;
+            if (!dst) continue;
+            if (!(*dst = malloc(sizeof(float) * per))) {
+                st = cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
+                break;
+            }
+            memcpy(*dst, logits + (size_t)blocks[k].row0 * T * mi.vocab_size, sizeof(float) * per);
+        }
+    }
+    free(ids), free(mask), free(logits);
+    return st;
+}
+
+/* ---- validation against the model --------------------------------------- */
+
+static cvene_status check_locs(run_state *s, int i, int side, int T) {
+    const cvene_representation *r = &s->c->reps[i].r;
+    const iv_locs *l = &s->locs[2 * i + side];
+    const char *sn = side ? "base" : "source";
+    cvene_model_info mi = cvene_model_get_info(s->m);
+    geom g = stream_geom(&mi, r->component, r->unit, T, l->present);
+    if (!l->present) return CVENE_OK;
+    const char *what = r->unit == CVENE_UNIT_POS && r->component != CVENE_ATTENTION_WEIGHT ? "position" : "head";
+    for (int k = 0; k < s->B * l->U; k++)
+        if (l->idx[k] >= g.A)
+            return cvene_fail(s->ctx, CVENE_ERR_INVALID_ARG,
+                              "unit_locations: intervention %d (%s, layer %d), example %d: %s %s %d is out of range "
+                              "[0, %d)", i, cvene_component_name(r->component), r->layer, k / l->U, sn, what,
+                              l->idx[k], g.A);
+    for (int k = 0; l->pos && k < s->B * l->U2; k++)
+        if (l->pos[k] >= T)
+            return cvene_fail(s->ctx, CVENE_ERR_INVALID_ARG,
+                              "unit_locations: intervention %d (%s, layer %d), example %d: %s position %d is out of "
+                              "range [0, %d)", i, cvene_component_name(r->component), r->layer, k / l->U2, sn,
+                              l->pos[k], T);
+    return CVENE_OK;
+}
+
+static cvene_status check_input(cvene_ctx *ctx, const iv_input *in, int B, const char *what) {
+    if (in->B != B)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "%s has batch size %d but the base has %d", what, in->B, B);
+    return CVENE_OK;
+}
+
+static int same_input(const iv_input *a, const iv_input *b) {
+    if (a->B != b->B || a->T != b->T || !a->mask != !b->mask) return 0;
+    size_t n = (size_t)a->B * a->T;
+    return !memcmp(a->ids, b->ids, n * 4) && (!a->mask || !memcmp(a->mask, b->mask, n * 4));
+}
+
+/* ---- the run ------------------------------------------------------------- */
+
+static void state_free(run_state *s, int n) {
+    for (int i = 0; s->store && i < n; i++) free(s->store[i]);
+    for (int i = 0; s->noise && i < n; i++) free(s->noise[i]);
+    for (int l = 0; s->hot && l < s->n_links; l++) free(s->hot[l]);
+    free(s->store), free(s->noise), free(s->hot), free(s->hot_len), free(s->scratch), free(s->collect_slot);
+    if (s->locs) iv_locs_free(s->locs, 2 * n);
+    if (s->dims) iv_dims_free(s->dims, n * s->B);
+    free(s->locs), free(s->dims);
+}
+
+void cvene_result_free(cvene_result *res) {
+    if (!res) return;
+    for (int k = 0; k < res->n_collected; k++) free(res->collected[k].data);
+    free(res->collected), free(res->logits), free(res->orig_logits);
+    free(res);
+}
+
+static cvene_status prepare(run_state *s, const iv_input **src) {
+    const cvene_config *c = s->c;
+    cvene_ctx *ctx = s->ctx;
+    int n = c->n, B = s->B;
+    cvene_model_info mi = cvene_model_get_info(s->m);
+    int T = 0;
+    s->store = calloc((size_t)n, sizeof(float *));
+    s->noise = calloc((size_t)n, sizeof(double *));
+    s->collect_slot = malloc(sizeof(int) * (size_t)n);
+    s->res->collected = calloc((size_t)n, sizeof(cvene_tensor_view));
+    if (!s->store || !s->noise || !s->collect_slot || !s->res->collected)
+        return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    size_t scratch = 0;
+    for (int i = 0; i < n; i++) {
+        const cvene_representation *r = &c->reps[i].r;
+        int g = iv_group(c, i);
+        const char *cn = cvene_component_name(r->component);
+        s->collect_slot[i] = -1;
+        if (r->layer >= mi.n_layer)
+            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                              "representations[%d].layer = %d is out of range: the model has %d layers", i, r->layer,
+                              mi.n_layer);
+        if (r->type == CVENE_IV_CALLBACK && !r->fn)
+            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                              "representations[%d]: callback \"%s\" is not bound (cvene_config_bind_callback)", i,
+                              c->reps[i].callback_name ? c->reps[i].callback_name : "?");
+        if (r->type == CVENE_IV_COLLECT && src[g])
+            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                              "representations[%d] is a CollectIntervention, which reads the base run: give its "
+                              "group (%d) no source", i, g);
+        const iv_locs *bl = &s->locs[2 * i + 1], *sl = &s->locs[2 * i];
+        T = s->in_base_T;
+        CVENE_TRY(check_locs(s, i, 1, T));
+        geom gb = stream_geom(&mi, r->component, r->unit, T, bl->present);
+        int U = n_units(bl);
+        size_t len = (size_t)B * U * gb.R * gb.D;
+        if (len > scratch) scratch = len;
+        for (int b = 0; b < B; b++) {
+            const iv_dims *d = &s->dims[i * B + b];
+            int lim = r->type == CVENE_IV_COLLECT && d->n >= 0 ? U * gb.D : gb.D;
+            for (int k = 0; k < d->n; k++)
+                if (d->dims[k] >= lim)
+                    return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                                      "subspaces: intervention %d (%s), example %d: dimension %d is out of range [0, %d)",
+                                      i, cn, b, d->dims[k], lim);
+        }
+        if (needs_source(r) && src[g] && !r->source) {
+            CVENE_TRY(check_locs(s, i, 0, src[g]->T));
+            geom gs = stream_geom(&mi, getter_component(r), r->unit, src[g]->T, sl->present);
+            if (n_units(sl) != U || (sl->pos && sl->U != bl->U) || gs.R * gs.D != gb.R * gb.D)
+                return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                                  "intervention %d (%s, layer %d): the source selects %d unit(s) of %d values but the "
+                                  "base %d unit(s) of %d values; they must match", i, cn, r->layer, n_units(sl),
+                                  gs.R * gs.D, U, gb.R * gb.D);
+            if (!(s->store[i] = malloc(sizeof(float) * len))) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+        }
+        if (r->source && r->source_len != gb.D && (size_t)r->source_len != len)
+            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                              "representations[%d].source_representation has %lld values; %s needs %d (one unit) or %zu",
+                              i, (long long)r->source_len, cn, gb.D, len);
+        if (r->type == CVENE_IV_COLLECT) {
+            const iv_dims *d0 = &s->dims[i * B];
+            cvene_tensor_view *t = &s->res->collected[s->res->n_collected];
+            t->dtype = CVENE_F32;
+            t->device = CVENE_DEVICE_CPU;
+            if (d0->n >= 0) {
+                if (gb.R != 1 || bl->pos || d0->n % U)
+                    return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                                      "intervention %d: Collect with subspaces needs unit pos on a (B, T, D) stream "
+                                      "and a number of dims divisible by the %d units", i, U);
+                for (int b = 1; b < B; b++)
+                    if (s->dims[i * B + b].n != d0->n)
+                        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                                          "intervention %d: Collect needs the same number of subspace dims in every "
+                                          "example", i);
+                t->ndim = 3, t->shape[0] = B, t->shape[1] = U, t->shape[2] = d0->n / U;
+            } else if (bl->pos) {
+                t->ndim = 4, t->shape[0] = B, t->shape[1] = bl->U, t->shape[2] = bl->U2, t->shape[3] = gb.D;
+            } else if (gb.R == 1) {
+                t->ndim = 3, t->shape[0] = B, t->shape[1] = U, t->shape[2] = gb.D;
+            } else {
+                t->ndim = 4, t->shape[0] = B, t->shape[1] = U, t->shape[2] = gb.R, t->shape[3] = gb.D;
+            }
+            if (!(t->data = malloc(sizeof(float) * len))) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+            s->collect_slot[i] = s->res->n_collected++;
+        }
+        if (r->type == CVENE_IV_NOISE) {
+            if (!(s->noise[i] = malloc(sizeof(double) * (size_t)U * gb.D)))
+                return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+            cvene_np_randn(r->noise_seed, s->noise[i], (size_t)U * gb.D);
+        }
+        if (r->link_key >= s->n_links) s->n_links = r->link_key + 1;
+    }
+    s->hot = calloc((size_t)s->n_links + 1, sizeof(float *));
+    s->hot_len = calloc((size_t)s->n_links + 1, sizeof(int64_t));
+    s->scratch = malloc(sizeof(float) * (scratch ? scratch : 1));
+    s->scratch_len = scratch;
+    if (!s->hot || !s->hot_len || !s->scratch) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    return CVENE_OK;
+}
+
+static int is_active(const cvene_representation *r, const iv_input *src) {
+    switch (r->type) {
+    case CVENE_IV_CALLBACK: case CVENE_IV_ZERO: case CVENE_IV_NOISE: case CVENE_IV_COLLECT: return 1;
+    default: return r->source != NULL || src != NULL;
+    }
+}
+
+/* Interventions of group g (or all when g < 0) that act on a run. */
+static int collect_setters(const run_state *s, const iv_input **src, int g, int *out) {
+    int k = 0;
+    for (int i = 0; i < s->c->n; i++)
+        if ((g < 0 || iv_group(s->c, i) == g) && is_active(&s->c->reps[i].r, src[iv_group(s->c, i)])) out[k++] = i;
+    return k;
+}
+
+static cvene_status plan_parallel(run_state *s, const iv_input **src, const iv_input *base, int orig) {
+    const cvene_config *c = s->c;
+    int n = c->n;
+    /* one block per distinct source input: never run the same source twice */
+    block *blocks = calloc((size_t)c->n_groups + 2, sizeof(block));
+    int *lists = malloc(sizeof(int) * (size_t)(2 * n + 1) * ((size_t)c->n_groups + 2));
+    if (!blocks || !lists) {
+        free(blocks), free(lists);
+        return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
+    }
+    int nb = 0;
+    for (int i = 0; i < n; i++) {
+        if (!s->store[i]) continue;
+        const iv_input *in = src[iv_group(c, i)];
+        int k = 0;
+        while (k < nb && !same_input(blocks[k].in, in)) k++;
+        if (k == nb) {
+            blocks[nb] = (block){ROLE_SOURCE, iv_group(c, i), in, 0, NULL, 0, lists + (size_t)nb * (2 * n + 1), 0};
+            nb++;
+        }
+        blocks[k].getters[blocks[k].n_getters++] = i;
+    }
+    block *pass = calloc((size_t)nb + 2, sizeof(block));
+    if (!pass) {
+        free(blocks), free(lists);
+        return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
+    }
+    cvene_status st = CVENE_OK;
+    /* sources of another length run first, batched by length, stopping at their last site */
+    for (int k = 0; k < nb && st == CVENE_OK; k++) {
+        if (blocks[k].in->T == base->T || blocks[k].role != ROLE_SOURCE) continue;
+        int m = 0, T = blocks[k].in->T;
+        for (int q = k; q < nb; q++)
+            if (blocks[q].role == ROLE_SOURCE && blocks[q].in->T == T) {
+                pass[m++] = blocks[q];
+                blocks[q].role = -1; /* done */
+            }
+        st = run_pass(s, pass, m, 0);
+    }
+    /* the base pass: same-length sources, the base, and the clean base */
+    int m = 0;
+    for (int k = 0; k < nb; k++)
+        if (blocks[k].role == ROLE_SOURCE) pass[m++] = blocks[k];
+    int *setters = lists + (size_t)(c->n_groups + 1) * (2 * n + 1);
+    pass[m++] = (block){ROLE_BASE, -1, base, 0, setters, collect_setters(s, src, -1, setters), NULL, 0};
+    if (orig) pass[m++] = (block){ROLE_ORIG, -1, base, 0, NULL, 0, NULL, 0};
+    if (st == CVENE_OK) st = run_pass(s, pass, m, 1);
+    free(blocks), free(lists), free(pass);
+    return st;
+}
+
+static cvene_status plan_serial(run_state *s, const iv_input **src, const iv_input *base, int orig) {
+    const cvene_config *c = s->c;
+    int n = c->n;
+    int *prev = malloc(sizeof(int) * (size_t)(n + 1)), *cur = malloc(sizeof(int) * (size_t)(n + 1));
+    int *get = malloc(sizeof(int) * (size_t)(n + 1));
+    if (!prev || !cur || !get) {
+        free(prev), free(cur), free(get);
+        return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
+    }
+    int n_prev = 0;
+    cvene_status st = CVENE_OK;
+    for (int g = 0; g < c->n_groups && st == CVENE_OK; g++) {
+        if (!src[g]) continue; /* as pyvene: the previous setters stay active */
+        int ng = 0;
+        for (int i = 0; i < n; i++)
+            if (iv_group(c, i) == g && s->store[i]) get[ng++] = i;
+        if (ng) {
+            block b = {ROLE_SOURCE, g, src[g], 0, prev, n_prev, get, ng};
+            st = run_pass(s, &b, 1, 0);
+        }
+        n_prev = collect_setters(s, src, g, cur);
+        int *t = prev;
+        prev = cur, cur = t;
+    }
+    if (st == CVENE_OK) {
+        block pass[2] = {{ROLE_BASE, -1, base, 0, prev, n_prev, NULL, 0}, {ROLE_ORIG, -1, base, 0, NULL, 0, NULL, 0}};
+        st = run_pass(s, pass, orig ? 2 : 1, 1);
+    }
+    free(prev), free(cur), free(get);
+    return st;
+}
+
+cvene_status cvene_run(cvene_model *m, const cvene_config *c, const cvene_request *r, cvene_result **out) {
+    if (!out) return CVENE_ERR_INVALID_ARG;
+    *out = NULL;
+    if (!m || !c || !r) return CVENE_ERR_INVALID_ARG;
+    cvene_ctx *ctx = m->ctx;
+    if (ctx->be->device != CVENE_DEVICE_CPU)
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                          "interventions run on the CPU backend for now (fused CUDA intervention kernels are not "
+                          "written yet)");
+    if (!r->base.present) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "the request has no base input");
+    const iv_input *base = &r->base;
+    int G = c->n_groups, B = base->B;
+    if (r->n_sources > 1 && r->n_sources != G)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                          "the request has %d sources but the config has %d source group%s (one source per group, "
+                          "or one source shared by all)", r->n_sources, G, G == 1 ? "" : "s");
+    const iv_input **src = calloc((size_t)G + 1, sizeof(iv_input *));
+    if (!src) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    cvene_status st = CVENE_OK;
+    for (int g = 0; g < G && st == CVENE_OK; g++) {
+        const iv_input *in = r->n_sources == 1 ? &r->sources[0] : g < r->n_sources ? &r->sources[g] : NULL;
+        src[g] = in && in->present ? in : NULL;
+        char what[32];
+        snprintf(what, sizeof what, "source %d", g);
+        if (src[g]) st = check_input(ctx, src[g], B, what);
+    }
+    run_state s;
+    memset(&s, 0, sizeof s);
+    s.ctx = ctx, s.m = m, s.c = c, s.B = B, s.in_base_T = base->T;
+    cvene_result *res = calloc(1, sizeof *res);
+    s.res = res;
+    s.locs = calloc(2 * (size_t)c->n, sizeof(iv_locs));
+    s.dims = calloc((size_t)c->n * B, sizeof(iv_dims));
+    if (st == CVENE_OK && (!res || !s.locs || !s.dims)) st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    if (st == CVENE_OK) st = iv_resolve_locations(ctx, c, r->locations, B, s.locs);
+    if (st == CVENE_OK) st = iv_resolve_subspaces(ctx, c, r->subspaces, B, s.dims);
+    else if (s.dims) for (int k = 0; k < c->n * B; k++) s.dims[k] = (iv_dims){NULL, -1};
+    if (st == CVENE_OK && c->mode == CVENE_MODE_SERIAL)
+        for (int i = 0; i < c->n && st == CVENE_OK; i++)
+            if (src[iv_group(c, i)] && needs_source(&c->reps[i].r) && !s.locs[2 * i + 1].present &&
+                r->locations)
+                st = cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                                "unit_locations: serial mode needs an entry for group %d (\"source_%d->%s\")",
+                                iv_group(c, i), iv_group(c, i), iv_group(c, i) == G - 1 ? "base" : "source_N");
+    if (st == CVENE_OK) st = prepare(&s, src);
+    if (st == CVENE_OK)
+        st = c->mode == CVENE_MODE_SERIAL ? plan_serial(&s, src, base, r->output_original)
+                                          : plan_parallel(&s, src, base, r->output_original);
+    if (res) res->B = B, res->T = base->T, res->V = cvene_model_get_info(m).vocab_size;
+    state_free(&s, c->n);
+    free(src);
+    if (st != CVENE_OK) {
+        cvene_result_free(res);
+        return st;
+    }
+    *out = res;
+    return CVENE_OK;
+}
+
+const float *cvene_result_logits(const cvene_result *res, int *B, int *T, int *V) {
+    if (B) *B = res->B;
+    if (T) *T = res->T;
+    if (V) *V = res->V;
+    return res->logits;
+}
+const float *cvene_result_original_logits(const cvene_result *res) { return res->orig_logits; }
+int cvene_result_n_collected(const cvene_result *res) { return res->n_collected; }
+cvene_tensor_view cvene_result_collected(const cvene_result *res, int k) {
+    cvene_tensor_view none;
+    memset(&none, 0, sizeof none);
+    return k >= 0 && k < res->n_collected ? res->collected[k] : none;
+}
+int cvene_result_n_passes(const cvene_result *res) { return res->n_passes; }
