@@ -25,12 +25,16 @@ struct cvene_result {
     int n_passes;
 };
 
-/* Geometry of one intervention's stream in a run of length T. A unit is a
- * contiguous block of R x D floats inside an example. */
+/* Geometry of one intervention's stream in a run of length T. A unit is R rows
+ * of D floats, row stride S, starting at an offset inside the example. Per-head
+ * components are served on their (B, T, C) stream (query_output for
+ * head_query_output, ...): head h of position p is the hd floats at p*C + h*hd.
+ * That keeps every intervention on one tensor in config order, as pyvene's
+ * hooks on one module fire. */
 typedef struct {
     int A;        /* what a "pos"/"h" index addresses: T, or heads */
-    int R, D;     /* rows per unit and the last dim */
-    int H, T, hd; /* for head streams */
+    int R, D, S;  /* rows per unit, the last dim, row stride */
+    int T, C, hd; /* for head units */
     int64_t E;    /* floats per example */
 } geom;
 
@@ -60,6 +64,7 @@ typedef struct {
     double **noise;       /* per intervention (U * D) doubles */
     cvene_result *res;
     int *collect_slot;    /* per intervention: index into res->collected or -1 */
+    int *target_T;        /* per intervention: length of the run its setter acts on */
     block *blocks;
     int n_blocks;
     int T;                /* this pass */
@@ -76,21 +81,37 @@ static int is_head(cvene_component c) {
            c == CVENE_HEAD_ATTENTION_VALUE_OUTPUT;
 }
 
+/* The site whose tensor holds a component. */
+static cvene_component physical(cvene_component c) {
+    switch (c) {
+    case CVENE_HEAD_QUERY_OUTPUT: return CVENE_QUERY_OUTPUT;
+    case CVENE_HEAD_KEY_OUTPUT: return CVENE_KEY_OUTPUT;
+    case CVENE_HEAD_VALUE_OUTPUT: return CVENE_VALUE_OUTPUT;
+    case CVENE_HEAD_ATTENTION_VALUE_OUTPUT: return CVENE_ATTENTION_VALUE_OUTPUT;
+    default: return c;
+    }
+}
+
 static geom stream_geom(const cvene_model_info *mi, cvene_component comp, cvene_unit unit, int T,
                         int present) {
     geom g;
     memset(&g, 0, sizeof g);
     int C = mi->n_embd, H = mi->n_head, hd = C / H;
-    g.H = H, g.T = T, g.hd = hd;
+    g.T = T, g.C = C, g.hd = hd;
     if (comp == CVENE_ATTENTION_WEIGHT) {
         g.E = (int64_t)H * T * T, g.A = H, g.R = T, g.D = T;
     } else if (is_head(comp)) {
-        g.E = (int64_t)H * T * hd, g.A = H, g.D = hd, g.R = unit == CVENE_UNIT_H ? T : 1;
+        g.E = (int64_t)T * C, g.A = H, g.D = hd, g.R = unit == CVENE_UNIT_H ? T : 1, g.S = C;
     } else {
         g.D = comp == CVENE_MLP_ACTIVATION ? mi->n_inner : C;
         g.E = (int64_t)T * g.D, g.A = T, g.R = 1;
     }
-    if (!present) g.R = (int)(g.E / g.D); /* the whole example as one unit */
+    if (!present) { /* the whole example as one unit */
+        g.D = is_head(comp) ? C : g.D;
+        g.R = (int)(g.E / g.D);
+        g.S = g.D;
+    }
+    if (!g.S) g.S = g.D;
     return g;
 }
 
@@ -101,33 +122,28 @@ static int64_t unit_offset(const iv_locs *l, const geom *g, cvene_component comp
     if (!l->present) return 0;
     if (l->pos) {
         int h = l->idx[b * l->U + u / l->U2], p = l->pos[b * l->U2 + u % l->U2];
-        return ((int64_t)h * g->T + p) * g->hd;
+        return (int64_t)p * g->C + (int64_t)h * g->hd;
     }
     int idx = l->idx[b * l->U + u];
     if (comp == CVENE_ATTENTION_WEIGHT) return (int64_t)idx * g->T * g->T;
-    if (is_head(comp)) return (int64_t)idx * g->T * g->hd;
+    if (is_head(comp)) return (int64_t)idx * g->hd;
     return (int64_t)idx * g->D;
 }
 
-/* (B, U, R, D) <-> rows [row0, row0 + B) of the site tensor */
-static void gather(float *dst, const float *site, int row0, int B, const iv_locs *l, const geom *g,
-                   cvene_component comp) {
+/* (B, U, R, D) <-> rows [row0, row0 + B) of the site tensor; dir 0 gathers, 1 scatters */
+static void move_units(float *packed, float *site, int row0, int B, const iv_locs *l, const geom *g,
+                       cvene_component comp, int dir) {
     int U = n_units(l);
     int64_t L = (int64_t)g->R * g->D;
     for (int b = 0; b < B; b++)
-        for (int u = 0; u < U; u++)
-            memcpy(dst + ((int64_t)b * U + u) * L, site + (int64_t)(row0 + b) * g->E + unit_offset(l, g, comp, b, u),
-                   sizeof(float) * (size_t)L);
-}
-
-static void scatter(float *site, const float *src, int row0, int B, const iv_locs *l, const geom *g,
-                    cvene_component comp) {
-    int U = n_units(l);
-    int64_t L = (int64_t)g->R * g->D;
-    for (int b = 0; b < B; b++)
-        for (int u = 0; u < U; u++)
-            memcpy(site + (int64_t)(row0 + b) * g->E + unit_offset(l, g, comp, b, u), src + ((int64_t)b * U + u) * L,
-                   sizeof(float) * (size_t)L);
+        for (int u = 0; u < U; u++) {
+            float *pk = packed + ((int64_t)b * U + u) * L;
+            float *st = site + (int64_t)(row0 + b) * g->E + unit_offset(l, g, comp, b, u);
+            for (int r = 0; r < g->R; r++) {
+                if (dir) memcpy(st + (int64_t)r * g->S, pk + (int64_t)r * g->D, sizeof(float) * (size_t)g->D);
+                else memcpy(pk + (int64_t)r * g->D, st + (int64_t)r * g->S, sizeof(float) * (size_t)g->D);
+            }
+        }
 }
 
 /* The site Skip reads: the input of the module pyvene hooks. */
@@ -154,7 +170,7 @@ static cvene_status apply(run_state *s, int i, float *site, const block *bk) {
     int B = s->B, U = n_units(bl);
     int64_t L = (int64_t)g.R * g.D, n = (int64_t)B * U * L;
     float *gb = s->scratch;
-    gather(gb, site, bk->row0, B, bl, &g, r->component);
+    move_units(gb, site, bk->row0, B, bl, &g, r->component, 0);
     if (r->link_key >= 0 && s->hot[r->link_key]) {
         if (s->hot_len[r->link_key] != n)
             return cvene_fail(s->ctx, CVENE_ERR_INVALID_ARG,
@@ -218,7 +234,7 @@ static cvene_status apply(run_state *s, int i, float *site, const block *bk) {
                 for (int k = 0; k < d0->n; k++) o[(int64_t)b * U * per + k] = gb[(int64_t)b * U * L + s->dims[i * B + b].dims[k]];
         }
     } else {
-        scatter(site, gb, bk->row0, B, bl, &g, r->component);
+        move_units(gb, site, bk->row0, B, bl, &g, r->component, 1);
     }
     if (r->link_key >= 0) {
         if (!s->hot[r->link_key] && !(s->hot[r->link_key] = malloc(sizeof(float) * (size_t)n)))
@@ -237,18 +253,18 @@ static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_vie
         const block *bk = &s->blocks[k];
         for (int j = 0; j < bk->n_setters; j++) {
             int i = bk->setters[j];
-            if (c->reps[i].r.component != comp || c->reps[i].r.layer != layer) continue;
+            if (physical(c->reps[i].r.component) != comp || c->reps[i].r.layer != layer) continue;
             s->err = apply(s, i, site, bk);
             if (s->err != CVENE_OK) return 1;
         }
         for (int j = 0; j < bk->n_getters; j++) {
             int i = bk->getters[j];
             const cvene_representation *r = &c->reps[i].r;
-            if (getter_component(r) != comp || r->layer != layer) continue;
+            if (physical(getter_component(r)) != comp || r->layer != layer) continue;
             cvene_model_info mi = cvene_model_get_info(s->m);
             const iv_locs *sl = &s->locs[2 * i];
-            geom g = stream_geom(&mi, comp, r->unit, bk->in->T, sl->present);
-            gather(s->store[i], site, bk->row0, s->B, sl, &g, comp);
+            geom g = stream_geom(&mi, r->component, r->unit, bk->in->T, sl->present);
+            move_units(s->store[i], site, bk->row0, s->B, sl, &g, r->component, 0);
         }
     }
     return s->last_site >= 0 && site_order(comp, layer) >= s->last_site ? CVENE_SITE_STOP : 0;
@@ -280,12 +296,12 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
             mask[(size_t)blocks[k].row0 * T + q] = in->mask ? in->mask[q] : 1;
         for (int j = 0; j < blocks[k].n_setters; j++) {
             const cvene_representation *r = &s->c->reps[blocks[k].setters[j]].r;
-            o.sites[r->component] |= 1ull << r->layer;
+            o.sites[physical(r->component)] |= 1ull << r->layer;
         }
         for (int j = 0; j < blocks[k].n_getters; j++) {
             const cvene_representation *r = &s->c->reps[blocks[k].getters[j]].r;
-            o.sites[getter_component(r)] |= 1ull << r->layer;
-            int so = site_order(getter_component(r), r->layer);
+            o.sites[physical(getter_component(r))] |= 1ull << r->layer;
+            int so = site_order(physical(getter_component(r)), r->layer);
             if (!want_logits && so > s->last_site) s->last_site = so;
         }
     }
@@ -365,7 +381,7 @@ static void state_free(run_state *s, int n) {
     for (int i = 0; s->store && i < n; i++) free(s->store[i]);
     for (int i = 0; s->noise && i < n; i++) free(s->noise[i]);
     for (int l = 0; s->hot && l < s->n_links; l++) free(s->hot[l]);
-    free(s->store), free(s->noise), free(s->hot), free(s->hot_len), free(s->scratch), free(s->collect_slot);
+    free(s->store), free(s->noise), free(s->hot), free(s->hot_len), free(s->scratch), free(s->collect_slot), free(s->target_T);
     if (s->locs) iv_locs_free(s->locs, 2 * n);
     if (s->dims) iv_dims_free(s->dims, n * s->B);
     free(s->locs), free(s->dims);
@@ -409,7 +425,7 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
                               "representations[%d] is a CollectIntervention, which reads the base run: give its "
                               "group (%d) no source", i, g);
         const iv_locs *bl = &s->locs[2 * i + 1], *sl = &s->locs[2 * i];
-        T = s->in_base_T;
+        T = s->target_T[i];
         CVENE_TRY(check_locs(s, i, 1, T));
         geom gb = stream_geom(&mi, r->component, r->unit, T, bl->present);
         int U = n_units(bl);
@@ -424,7 +440,7 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
                                       "subspaces: intervention %d (%s), example %d: dimension %d is out of range [0, %d)",
                                       i, cn, b, d->dims[k], lim);
         }
-        if (needs_source(r) && src[g] && !r->source) {
+        if ((needs_source(r) || r->type == CVENE_IV_CALLBACK) && src[g] && !r->source) {
             CVENE_TRY(check_locs(s, i, 0, src[g]->T));
             geom gs = stream_geom(&mi, getter_component(r), r->unit, src[g]->T, sl->present);
             if (n_units(sl) != U || (sl->pos && sl->U != bl->U) || gs.R * gs.D != gb.R * gb.D)
@@ -621,6 +637,17 @@ cvene_status cvene_run(cvene_model *m, const cvene_config *c, const cvene_reques
                 st = cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
                                 "unit_locations: serial mode needs an entry for group %d (\"source_%d->%s\")",
                                 iv_group(c, i), iv_group(c, i), iv_group(c, i) == G - 1 ? "base" : "source_N");
+    if (st == CVENE_OK && !(s.target_T = malloc(sizeof(int) * (size_t)c->n)))
+        st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    for (int i = 0; st == CVENE_OK && i < c->n; i++) {
+        /* serial: group g's setters act on the next source present, else the base */
+        s.target_T[i] = base->T;
+        for (int g = iv_group(c, i) + 1; c->mode == CVENE_MODE_SERIAL && g < G; g++)
+            if (src[g]) {
+                s.target_T[i] = src[g]->T;
+                break;
+            }
+    }
     if (st == CVENE_OK) st = prepare(&s, src);
     if (st == CVENE_OK)
         st = c->mode == CVENE_MODE_SERIAL ? plan_serial(&s, src, base, r->output_original)

@@ -1,0 +1,147 @@
+// Intervention runs vs pyvene 0.1.8 (fixtures from tools/make_pyvene_fixtures.py):
+// each case's config and inputs go through cvene's own JSON readers, then the
+// intervened logits, original logits and collected activations must match
+// pyvene within 1e-5 of the largest reference magnitude (f32 vs f32, as in
+// test_gpt2_parity). Rows at padded base positions are skipped: there pyvene's
+// values come from transformers' mask arithmetic and mean nothing.
+#include <cjson/cJSON.h>
+
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+
+#include "test_util.h"
+
+namespace {
+
+const double kTol = 1e-5;
+const std::string kDir = std::string(CVENE_FIXTURES) + "/pyvene";
+
+std::string slurp(const std::string &path) {
+    std::ifstream f(path, std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+std::vector<std::string> case_names() {
+    std::vector<std::string> names;
+    cJSON *m = cJSON_Parse(slurp(kDir + "/manifest.json").c_str());
+    for (const cJSON *e = m ? m->child : nullptr; e; e = e->next) {
+        const cJSON *n = cJSON_GetObjectItem(e, "name");
+        if (cJSON_IsString(n)) names.push_back(n->valuestring);
+    }
+    cJSON_Delete(m);
+    return names;
+}
+
+// The callbacks the fixtures name (tests/fixtures/pyvene/README.md).
+int half_base_plus_source(void *, float *base, const float *src, const int64_t shape[4], int, const int *, int) {
+    int64_t n = shape[0] * shape[1] * shape[2] * shape[3];
+    for (int64_t i = 0; i < n; i++) base[i] = base[i] * 0.5f + (src ? src[i] : 0.0f);
+    return 0;
+}
+int negate_base(void *, float *base, const float *, const int64_t shape[4], int, const int *, int) {
+    int64_t n = shape[0] * shape[1] * shape[2] * shape[3];
+    for (int64_t i = 0; i < n; i++) base[i] = -base[i];
+    return 0;
+}
+
+double rel_err(const float *got, const std::vector<float> &ref, int64_t rows, int64_t X,
+               const std::vector<int32_t> *mask, std::string *where) {
+    double mx = 0, err = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        if (mask && !(*mask)[r]) continue;
+        for (int64_t x = 0; x < X; x++) {
+            double a = got[r * X + x], e = ref[r * X + x];
+            mx = std::max(mx, std::fabs(e));
+            if (!(std::fabs(a - e) <= err)) {
+                err = std::isnan(a) ? INFINITY : std::fabs(a - e);
+                *where = "row " + std::to_string(r) + " col " + std::to_string(x) + ": got " + std::to_string(a) +
+                         " want " + std::to_string(e);
+            }
+        }
+    }
+    return err / std::max(mx, 1e-30);
+}
+
+class PyveneParity : public ::testing::TestWithParam<std::string> {
+  protected:
+    static std::map<std::string, std::unique_ptr<Loaded>> models;
+    Loaded &model(const std::string &name) {
+        auto &p = models[name];
+        if (!p) p = std::make_unique<Loaded>(std::string(CVENE_FIXTURES) + "/gpt2/" + name + "/model");
+        return *p;
+    }
+  public:
+    static void TearDownTestSuite() { models.clear(); }
+};
+std::map<std::string, std::unique_ptr<Loaded>> PyveneParity::models;
+
+TEST_P(PyveneParity, MatchesPyvene) {
+    std::string dir = kDir + "/cases/" + GetParam();
+    std::string inputs = slurp(dir + "/inputs.json");
+    cJSON *in = cJSON_Parse(inputs.c_str());
+    ASSERT_NE(in, nullptr) << dir;
+    std::string model_name = cJSON_GetObjectItem(in, "model")->valuestring;
+    cJSON_Delete(in);
+    Loaded &L = model(model_name);
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+
+    cvene_config *cfg = nullptr;
+    ASSERT_EQ(cvene_config_parse(L.ctx, slurp(dir + "/config.json").c_str(), &cfg), CVENE_OK) << L.error();
+    cvene_config_bind_callback(cfg, "half_base_plus_source", half_base_plus_source, nullptr);
+    cvene_config_bind_callback(cfg, "negate_base", negate_base, nullptr);
+    cvene_request *req = nullptr;
+    ASSERT_EQ(cvene_request_parse(L.ctx, inputs.c_str(), &req), CVENE_OK) << L.error();
+    cvene_result *res = nullptr;
+    cvene_status st = cvene_run(L.model, cfg, req, &res);
+    ASSERT_EQ(st, CVENE_OK) << L.error();
+
+    Archive ref(dir + "/expected.safetensors");
+    std::vector<int64_t> shape;
+    auto want = ref.get<float>("logits", &shape);
+    int B, T, V;
+    const float *got = cvene_result_logits(res, &B, &T, &V);
+    ASSERT_EQ(shape, (std::vector<int64_t>{B, T, V}));
+    // base attention mask (rows to compare), from the inputs
+    std::vector<int32_t> mask(B * T, 1);
+    {
+        cJSON *j = cJSON_Parse(inputs.c_str());
+        const cJSON *m = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "base"), "attention_mask");
+        int k = 0;
+        for (const cJSON *row = m ? m->child : nullptr; row; row = row->next)
+            for (const cJSON *e = row->child; e; e = e->next) mask[k++] = (int32_t)e->valuedouble;
+        cJSON_Delete(j);
+    }
+    std::string where;
+    EXPECT_LE(rel_err(got, want, B * T, V, &mask, &where), kTol) << "logits " << where;
+    if (ref.find("original_logits")) {
+        auto worig = ref.get<float>("original_logits");
+        const float *orig = cvene_result_original_logits(res);
+        ASSERT_NE(orig, nullptr) << "output_original_output was not honoured";
+        EXPECT_LE(rel_err(orig, worig, B * T, V, &mask, &where), kTol) << "original_logits " << where;
+    }
+    int k = 0;
+    for (; ref.find("collected." + std::to_string(k)); k++) {
+        std::vector<int64_t> cshape;
+        auto wc = ref.get<float>("collected." + std::to_string(k), &cshape);
+        ASSERT_LT(k, cvene_result_n_collected(res));
+        cvene_tensor_view t = cvene_result_collected(res, k);
+        ASSERT_EQ(std::vector<int64_t>(t.shape, t.shape + t.ndim), cshape) << "collected." << k;
+        EXPECT_LE(rel_err(static_cast<float *>(t.data), wc, 1, (int64_t)wc.size(), nullptr, &where), kTol)
+            << "collected." << k << " " << where;
+    }
+    EXPECT_EQ(k, cvene_result_n_collected(res));
+    cvene_result_free(res);
+    cvene_request_free(req);
+    cvene_config_free(cfg);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, PyveneParity, ::testing::ValuesIn(case_names()),
+                         [](const ::testing::TestParamInfo<std::string> &i) { return i.param; });
+
+TEST(PyveneFixtures, AtLeastEightyCases) { EXPECT_GE(case_names().size(), 80u); }
+
+}  // namespace
