@@ -26,6 +26,7 @@ cvene_status cvene_model_load(cvene_ctx *ctx, const char *dir, cvene_model **out
     }
     cJSON_Delete(cfg);
     if (st != CVENE_OK) {
+        if (m && m->param_mem) ctx->be->ops->free(ctx->be, m->param_mem);
         free(m);
         return st;
     }
@@ -35,7 +36,10 @@ cvene_status cvene_model_load(cvene_ctx *ctx, const char *dir, cvene_model **out
 
 void cvene_model_free(cvene_model *m) {
     if (!m) return;
-    gpt2_free(m);
+    cvene_backend *be = m->ctx->be;
+    if (m->vt) m->vt->free(m);
+    if (m->param_mem) be->ops->free(be, m->param_mem);
+    if (m->act_mem) be->ops->free(be, m->act_mem);
     free(m);
 }
 
@@ -44,5 +48,5 @@ cvene_model_info cvene_model_get_info(const cvene_model *m) { return m->info; }
 cvene_status cvene_forward(cvene_model *m, const int32_t *input_ids, int B, int T,
                            const cvene_run_opts *opts) {
     if (!m) return CVENE_ERR_INVALID_ARG;
-    return gpt2_forward(m, input_ids, B, T, opts);
+    return m->vt->forward(m, input_ids, B, T, opts);
 }

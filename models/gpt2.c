@@ -9,6 +9,31 @@
 #include "engine/tensor.h"
 #include "models/hf_config.h"
 #include "models/model.h"
+#include "models/weights.h"
+
+typedef struct {
+    int vocab_size, n_positions, n_embd, n_layer, n_head, n_inner;
+    float ln_eps;
+    cvene_act act;
+    int scale_attn_weights, scale_by_inverse_layer_idx, tied;
+} gpt2_config;
+
+typedef struct {
+    float *ln_1_w, *ln_1_b;           // (C)
+    float *c_attn_w, *c_attn_b;       // (C, 3C), (3C)   Conv1D [in, out]
+    float *attn_proj_w, *attn_proj_b; // (C, C), (C)
+    float *ln_2_w, *ln_2_b;           // (C)
+    float *c_fc_w, *c_fc_b;           // (C, I), (I)
+    float *mlp_proj_w, *mlp_proj_b;   // (I, C), (C)
+} gpt2_layer;
+
+typedef struct {
+    float *wte;  // (V, C)
+    float *wpe;  // (P, C)
+    gpt2_layer *layers;
+    float *ln_f_w, *ln_f_b; // (C)
+    float *lm_head;         // (V, C): wte when tied
+} gpt2_params;
 
 /* ---- config ------------------------------------------------------------ */
 
@@ -52,25 +77,7 @@ static cvene_status parse_config(cvene_ctx *ctx, const char *dir, const cJSON *j
 
 /* ---- weights ----------------------------------------------------------- */
 
-typedef struct {
-    char name[96];
-    int ndim;
-    int64_t shape[2];
-    float **dst;
-    const st_tensor *src;
-} weight_spec;
-
-static int add_spec(weight_spec *s, int n, float **dst, int64_t d0, int64_t d1, const char *fmt, int l) {
-    snprintf(s[n].name, sizeof s[n].name, fmt, l);
-    s[n].ndim = d1 ? 2 : 1;
-    s[n].shape[0] = d0;
-    s[n].shape[1] = d1;
-    s[n].dst = dst;
-    s[n].src = NULL;
-    return n + 1;
-}
-
-static int build_specs(gpt2_config *c, gpt2_params *p, weight_spec *s) {
+static int build_specs(const gpt2_config *c, gpt2_params *p, weight_spec *s) {
     int64_t C = c->n_embd, I = c->n_inner, V = c->vocab_size, P = c->n_positions;
     int n = 0;
     n = add_spec(s, n, &p->wte, V, C, "wte.weight", 0);
@@ -92,112 +99,58 @@ static int build_specs(gpt2_config *c, gpt2_params *p, weight_spec *s) {
     }
     n = add_spec(s, n, &p->ln_f_w, C, 0, "ln_f.weight", 0);
     n = add_spec(s, n, &p->ln_f_b, C, 0, "ln_f.bias", 0);
-    if (!c->tied) n = add_spec(s, n, &p->lm_head, V, C, "lm_head.weight", 0);
+    if (!c->tied) n = add_spec(s, n, &p->lm_head, V, C, "lm_head.weight", 0), s[n - 1].no_prefix = 1;
     return n;
 }
 
-static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape) {
-    size_t o = (size_t)snprintf(buf, len, "[");
-    for (int d = 0; d < ndim && o < len; d++)
-        o += (size_t)snprintf(buf + o, len - o, "%s%lld", d ? ", " : "", (long long)shape[d]);
-    if (o < len) snprintf(buf + o, len - o, "]");
+typedef struct {
+    gpt2_config cfg;
+    gpt2_params p;
+} gpt2_model;
+
+static void gpt2_free(cvene_model *m) {
+    gpt2_model *g = m->arch;
+    if (g) free(g->p.layers);
+    free(g);
+    m->arch = NULL;
 }
 
-/* Find every tensor, check dtype and shape against the config. */
-static cvene_status resolve_specs(cvene_ctx *ctx, const char *dir, const st_archive *ar,
-                                  weight_spec *s, int n) {
-    char full[128], want[64], got[64];
-    for (int i = 0; i < n; i++) {
-        int is_head = strncmp(s[i].name, "lm_head", 7) == 0;
-        snprintf(full, sizeof full, "transformer.%s", s[i].name);
-        const st_tensor *t = is_head ? NULL : st_archive_find(ar, full);
-        if (!t) t = st_archive_find(ar, s[i].name);
-        if (!t) {
-            if (is_head)
-                return cvene_fail(ctx, CVENE_ERR_FORMAT,
-                                  "%s: tie_word_embeddings is false but the checkpoint has no "
-                                  "tensor 'lm_head.weight'", dir);
-            return cvene_fail(ctx, CVENE_ERR_FORMAT,
-                              "%s: checkpoint is missing tensor '%s' (also tried '%s')", dir, full,
-                              s[i].name);
-        }
-        if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
-            return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' has dtype %s; expected F32, F16 or BF16",
-                              dir, t->name, st_dtype_name(t->dtype));
-        int ok = t->ndim == s[i].ndim;
-        for (int d = 0; ok && d < s[i].ndim; d++) ok = t->shape[d] == s[i].shape[d];
-        if (!ok) {
-            shape_str(want, sizeof want, s[i].ndim, s[i].shape);
-            shape_str(got, sizeof got, t->ndim, t->shape);
-            return cvene_fail(ctx, CVENE_ERR_FORMAT,
-                              "%s: tensor '%s' has shape %s but config.json implies %s", dir,
-                              t->name, got, want);
-        }
-        s[i].src = t;
-    }
-    return CVENE_OK;
-}
-
-static cvene_status upload_weights(cvene_model *m, weight_spec *s, int n) {
-    cvene_ctx *ctx = m->ctx;
-    cvene_backend *be = ctx->be;
-    size_t total = 0, largest = 0;
-    for (int i = 0; i < n; i++) {
-        size_t numel = s[i].src->nbytes / st_dtype_size(s[i].src->dtype);
-        total += (numel + 63) & ~(size_t)63; /* keep every tensor 256-byte aligned */
-        if (numel > largest) largest = numel;
-    }
-    if (be->ops->alloc(be, &m->param_mem, total * sizeof(float)) != CVENE_OK)
-        return cvene_fail(ctx, CVENE_ERR_OOM, "cannot allocate %zu bytes for parameters on %s",
-                          total * sizeof(float), be->ops->name);
-    float *staging = NULL;
-    if (be->device != CVENE_DEVICE_CPU && !(staging = malloc(largest * sizeof(float))))
-        return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory staging parameters");
-    float *cur = m->param_mem;
-    cvene_status st = CVENE_OK;
-    for (int i = 0; i < n && st == CVENE_OK; i++) {
-        size_t numel = s[i].src->nbytes / st_dtype_size(s[i].src->dtype);
-        st = st_tensor_to_f32(ctx, s[i].src, staging ? staging : cur);
-        if (st == CVENE_OK && staging) st = be->ops->to_device(be, cur, staging, numel * sizeof(float));
-        *s[i].dst = cur;
-        cur += (numel + 63) & ~(size_t)63;
-    }
-    free(staging);
-    return st;
-}
-
-void gpt2_free(cvene_model *m) {
-    cvene_backend *be = m->ctx->be;
-    if (m->param_mem) be->ops->free(be, m->param_mem);
-    if (m->act_mem) be->ops->free(be, m->act_mem);
-    free(m->p.layers);
-    m->param_mem = m->act_mem = NULL;
-    m->p.layers = NULL;
-}
+static cvene_status gpt2_forward(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o);
+static const cvene_model_vtable gpt2_vtable = {"gpt2", gpt2_forward, gpt2_free};
 
 cvene_status gpt2_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     cvene_ctx *ctx = m->ctx;
-    gpt2_config *c = &m->cfg;
-    CVENE_TRY(parse_config(ctx, dir, cfg, c));
+    gpt2_model *g = calloc(1, sizeof *g);
+    if (!g) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    m->arch = g;
+    m->vt = &gpt2_vtable;
+    gpt2_config *c = &g->cfg;
+    cvene_status pst = parse_config(ctx, dir, cfg, c);
+    if (pst != CVENE_OK) {
+        gpt2_free(m);
+        return pst;
+    }
     st_archive ar;
-    CVENE_TRY(st_archive_open_dir(ctx, &ar, dir));
+    pst = st_archive_open_dir(ctx, &ar, dir);
+    if (pst != CVENE_OK) {
+        gpt2_free(m);
+        return pst;
+    }
     int max_specs = 5 + 12 * c->n_layer;
     weight_spec *specs = malloc(sizeof(weight_spec) * (size_t)max_specs);
-    m->p.layers = calloc((size_t)c->n_layer, sizeof(gpt2_layer));
+    g->p.layers = calloc((size_t)c->n_layer, sizeof(gpt2_layer));
     cvene_status st = CVENE_OK;
-    if (!specs || !m->p.layers) st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory loading %s", dir);
-    int n = st == CVENE_OK ? build_specs(c, &m->p, specs) : 0;
-    if (st == CVENE_OK) st = resolve_specs(ctx, dir, &ar, specs, n);
-    if (st == CVENE_OK) st = upload_weights(m, specs, n);
-    if (st == CVENE_OK && c->tied) m->p.lm_head = m->p.wte;
-    int64_t params = 0;
-    for (int i = 0; st == CVENE_OK && i < n; i++)
-        params += (int64_t)(specs[i].src->nbytes / st_dtype_size(specs[i].src->dtype));
+    if (!specs || !g->p.layers) st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory loading %s", dir);
+    int n = st == CVENE_OK ? build_specs(c, &g->p, specs) : 0;
+    if (st == CVENE_OK) st = weights_resolve(ctx, dir, &ar, specs, n, "transformer.");
+    if (st == CVENE_OK) st = weights_upload(m, specs, n);
+    if (st == CVENE_OK && c->tied) g->p.lm_head = g->p.wte;
+    int64_t params = st == CVENE_OK ? weights_count(specs, n) : 0;
     free(specs);
     st_archive_close(&ar);
     if (st != CVENE_OK) {
         gpt2_free(m);
-        return st;
+        return st;  /* the caller frees param_mem */
     }
     m->info = (cvene_model_info){CVENE_ARCH_GPT2, c->n_layer, c->n_head, c->n_embd, c->n_inner,
                                  c->vocab_size, c->n_positions, params};
@@ -265,7 +218,7 @@ static cvene_status site_call(const site_run *r, cvene_component c, int l, float
 /* (B, T, C) site and, if asked, its per-head (B, H, T, D) form. */
 static cvene_status site_btc(const site_run *r, cvene_component c, cvene_component head_c, int l,
                              float *data) {
-    const gpt2_config *g = &r->m->cfg;
+    const gpt2_config *g = &((gpt2_model *)r->m->arch)->cfg;
     int B = r->B, T = r->T, C = g->n_embd, H = g->n_head, D = C / H;
     if (c != CVENE_N_COMPONENTS) CVENE_TRY(site_call(r, c, l, data, 3, B, T, C, 0));
     if (head_c == CVENE_N_COMPONENTS || !site_on(r, head_c, l)) return CVENE_OK;
@@ -277,7 +230,7 @@ static cvene_status site_btc(const site_run *r, cvene_component c, cvene_compone
 
 static cvene_status check_inputs(cvene_model *m, const int32_t *ids, int B, int T,
                                  const cvene_run_opts *o) {
-    const gpt2_config *c = &m->cfg;
+    const gpt2_config *c = &((gpt2_model *)m->arch)->cfg;
     cvene_ctx *ctx = m->ctx;
     if (!ids) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "input_ids is NULL");
     if (B <= 0 || T <= 0)
@@ -313,7 +266,7 @@ static cvene_status check_inputs(cvene_model *m, const int32_t *ids, int B, int 
 static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B, int T,
                                       const cvene_run_opts *o);
 
-cvene_status gpt2_forward(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o) {
+static cvene_status gpt2_forward(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o) {
     cvene_status st = gpt2_forward_impl(m, ids, B, T, o);
     return st == CVENE_SITE_STOPPED ? CVENE_OK : st;
 }
@@ -324,8 +277,8 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     cvene_ctx *ctx = m->ctx;
     cvene_backend *be = ctx->be;
     const cvene_ops *op = be->ops;
-    const gpt2_config *c = &m->cfg;
-    const gpt2_params *p = &m->p;
+    const gpt2_config *c = &((gpt2_model *)m->arch)->cfg;
+    const gpt2_params *p = &((gpt2_model *)m->arch)->p;
     const int C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, V = c->vocab_size;
     const int BT = B * T;
     const int on_host = be->device == CVENE_DEVICE_CPU;
@@ -335,15 +288,7 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     cvene_arena a = {NULL, 0, 0};
     gpt2_acts s;
     carve(&a, &s, c, B, T, !on_host, !on_host && logits_out);
-    if (a.used > m->act_cap) {
-        if (m->act_mem) op->free(be, m->act_mem);
-        m->act_mem = NULL;
-        m->act_cap = 0;
-        if (op->alloc(be, &m->act_mem, a.used) != CVENE_OK)
-            return cvene_fail(ctx, CVENE_ERR_OOM, "cannot allocate %zu bytes of activations for B=%d T=%d",
-                              a.used, B, T);
-        m->act_cap = a.used;
-    }
+    CVENE_TRY(model_reserve_activations(m, a.used, B, T));
     a = (cvene_arena){m->act_mem, 0, m->act_cap};
     carve(&a, &s, c, B, T, !on_host, !on_host && logits_out);
 

@@ -1,0 +1,99 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/weights.h"
+
+int add_spec(weight_spec *s, int n, float **dst, int64_t d0, int64_t d1, const char *fmt, int layer) {
+    memset(&s[n], 0, sizeof s[n]);
+    snprintf(s[n].name, sizeof s[n].name, fmt, layer);
+    s[n].ndim = d1 ? 2 : 1;
+    s[n].shape[0] = d0;
+    s[n].shape[1] = d1;
+    s[n].dst = dst;
+    return n + 1;
+}
+
+static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape) {
+    size_t o = (size_t)snprintf(buf, len, "[");
+    for (int d = 0; d < ndim && o < len; d++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (o < len) snprintf(buf + o, len - o, "]");
+}
+
+cvene_status weights_resolve(cvene_ctx *ctx, const char *dir, const st_archive *ar, weight_spec *s,
+                             int n, const char *prefix) {
+    char full[160], want[64], got[64];
+    for (int i = 0; i < n; i++) {
+        snprintf(full, sizeof full, "%s%s", prefix, s[i].name);
+        const st_tensor *t = s[i].no_prefix ? NULL : st_archive_find(ar, full);
+        if (!t) t = st_archive_find(ar, s[i].name);
+        if (!t) {
+            if (s[i].no_prefix)
+                return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                                  "%s: the output head is untied (tie_word_embeddings false) but the "
+                                  "checkpoint has no tensor '%s'", dir, s[i].name);
+            return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: checkpoint is missing tensor '%s' (also tried '%s')",
+                              dir, full, s[i].name);
+        }
+        if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
+            return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' has dtype %s; expected F32, F16 or BF16",
+                              dir, t->name, st_dtype_name(t->dtype));
+        int ok = t->ndim == s[i].ndim;
+        for (int d = 0; ok && d < s[i].ndim; d++) ok = t->shape[d] == s[i].shape[d];
+        if (!ok) {
+            shape_str(want, sizeof want, s[i].ndim, s[i].shape);
+            shape_str(got, sizeof got, t->ndim, t->shape);
+            return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' has shape %s but config.json implies %s",
+                              dir, t->name, got, want);
+        }
+        s[i].src = t;
+    }
+    return CVENE_OK;
+}
+
+int64_t weights_count(const weight_spec *s, int n) {
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += (int64_t)(s[i].src->nbytes / st_dtype_size(s[i].src->dtype));
+    return total;
+}
+
+cvene_status weights_upload(cvene_model *m, weight_spec *s, int n) {
+    cvene_ctx *ctx = m->ctx;
+    cvene_backend *be = ctx->be;
+    size_t total = 0, largest = 0;
+    for (int i = 0; i < n; i++) {
+        size_t numel = s[i].src->nbytes / st_dtype_size(s[i].src->dtype);
+        total += (numel + 63) & ~(size_t)63; /* keep every tensor 256-byte aligned */
+        if (numel > largest) largest = numel;
+    }
+    if (be->ops->alloc(be, &m->param_mem, total * sizeof(float)) != CVENE_OK)
+        return cvene_fail(ctx, CVENE_ERR_OOM, "cannot allocate %zu bytes for parameters on %s",
+                          total * sizeof(float), be->ops->name);
+    float *staging = NULL;
+    if (be->device != CVENE_DEVICE_CPU && !(staging = malloc(largest * sizeof(float))))
+        return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory staging parameters");
+    float *cur = m->param_mem;
+    cvene_status st = CVENE_OK;
+    for (int i = 0; i < n && st == CVENE_OK; i++) {
+        size_t numel = s[i].src->nbytes / st_dtype_size(s[i].src->dtype);
+        st = st_tensor_to_f32(ctx, s[i].src, staging ? staging : cur);
+        if (st == CVENE_OK && staging) st = be->ops->to_device(be, cur, staging, numel * sizeof(float));
+        *s[i].dst = cur;
+        cur += (numel + 63) & ~(size_t)63;
+    }
+    free(staging);
+    return st;
+}
+
+cvene_status model_reserve_activations(cvene_model *m, size_t bytes, int B, int T) {
+    if (bytes <= m->act_cap) return CVENE_OK;
+    cvene_backend *be = m->ctx->be;
+    if (m->act_mem) be->ops->free(be, m->act_mem);
+    m->act_mem = NULL;
+    m->act_cap = 0;
+    if (be->ops->alloc(be, &m->act_mem, bytes) != CVENE_OK)
+        return cvene_fail(m->ctx, CVENE_ERR_OOM, "cannot allocate %zu bytes of activations for B=%d T=%d", bytes, B, T);
+    m->act_cap = bytes;
+    return CVENE_OK;
+}
