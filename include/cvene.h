@@ -69,7 +69,7 @@ typedef struct {
 /* ---- models ----------------------------------------------------------- */
 typedef struct cvene_model cvene_model;
 
-typedef enum { CVENE_ARCH_GPT2 = 0 } cvene_arch;
+typedef enum { CVENE_ARCH_GPT2 = 0, CVENE_ARCH_GPT_NEOX = 1, CVENE_ARCH_GRU = 2 } cvene_arch;
 
 typedef struct {
     cvene_arch arch;
@@ -251,6 +251,59 @@ int cvene_result_n_collected(const cvene_result *res);
 cvene_tensor_view cvene_result_collected(const cvene_result *res, int k);
 int cvene_result_n_passes(const cvene_result *res); /* forwards the plan ran */
 void cvene_result_free(cvene_result *res);
+
+/* ---- sweeps: activation patching and causal tracing ------------------------
+ * Patch one component from a source run into a base run at every (layer,
+ * position) — or a chosen subset — and score each patched run by a metric at
+ * the last position. The fast path reuses everything a patch cannot change:
+ * layers below it, and positions before it (their keys/values are cached), and
+ * packs many sites into one batched forward. `naive` runs one full forward per
+ * site instead (the reference the fast path is tested against). */
+typedef enum { CVENE_METRIC_LOGIT_DIFF = 0, CVENE_METRIC_PROB = 1, CVENE_METRIC_KL = 2 } cvene_metric;
+typedef void (*cvene_progress_fn)(void *user, int64_t done, int64_t total);
+
+typedef struct {
+    cvene_component component; /* block_output (default), block_input, attention_output, mlp_output,
+                                  mlp_activation, attention_value_output, head_attention_value_output */
+    int head;                  /* head_attention_value_output: which head */
+    cvene_metric metric;       /* LOGIT_DIFF: logit[token] - logit[token_b]; PROB: p(token);
+                                  KL: KL(source || patched) over the vocabulary */
+    int32_t token, token_b;
+    const int *layers;         /* layers to sweep (NULL = all) */
+    int n_layers;
+    const int *positions;      /* positions to sweep (NULL = all) */
+    int n_positions;
+    int window;                /* patch layers [l - window/2, l + ceil(window/2)) together (ROME); default 1 */
+    /* Causal tracing (ROME): the base is the source prompt with Gaussian noise
+     * added to the embeddings of the subject positions; base_ids are ignored. */
+    int trace;
+    const int *subject;
+    int n_subject;
+    float noise_scale;         /* 0 = 3 x the standard deviation of the token embeddings */
+    int n_samples;             /* noise samples averaged (default 10) */
+    uint32_t seed;             /* sample s draws numpy RandomState(seed + s).randn(n_subject, C) */
+    int naive;                 /* 1: one full forward per site (reference) */
+    int max_batch;             /* sites per batched forward (0 = automatic) */
+    cvene_progress_fn progress;
+    void *progress_user;
+} cvene_sweep_params;
+
+typedef struct {
+    double base_score;         /* metric of the unpatched base (trace: mean over noise samples) */
+    double source_score;       /* metric of the source run */
+    int64_t forwards;          /* forward passes run */
+    int64_t sites;             /* patched runs scored */
+} cvene_sweep_summary;
+
+cvene_sweep_params cvene_sweep_default_params(void);
+/* base_ids and source_ids are (T) token ids of one prompt each (the same
+ * length: positions are patched one to one). scores is (n_layers, n_positions),
+ * caller-owned, in the order of params->layers / positions. */
+cvene_status cvene_sweep(cvene_model *m, const int32_t *base_ids, const int32_t *source_ids, int T,
+                         const cvene_sweep_params *p, float *scores, cvene_sweep_summary *summary);
+
+/* ---- tokenizer ----------------------------------------------------------- */
+/* (declared by the tokenizer work: models/tokenizer.c) */
 
 #ifdef __cplusplus
 }

@@ -61,6 +61,12 @@ typedef struct cvene_ops {
     cvene_status (*softmax)(cvene_backend *be, float *x, int N, int C);
     /* x (n) += y (n) */
     cvene_status (*residual_add)(cvene_backend *be, float *x, const float *y, size_t n);
+    /* Rotary position embedding in place on x (B, T, H*D) with row stride ld
+     * (floats between consecutive tokens): GPT-NeoX's rotate-half over the first
+     * rot_dims of each head, angle pos * base^(-2i/rot_dims); pos (B, T) or NULL
+     * for 0..T-1. (Implemented by the GPT-NeoX work.) */
+    cvene_status (*rotary)(cvene_backend *be, float *x, int ld, const int32_t *pos, int B, int T,
+                           int H, int D, int rot_dims, float base);
     /* dst (B, H, T, D) <- src (B, T, H, D) when to_heads, else the reverse. */
     cvene_status (*permute_heads)(cvene_backend *be, float *dst, const float *src, int B,
                                   int T, int H, int D, int to_heads);

@@ -116,7 +116,16 @@ static void gpt2_free(cvene_model *m) {
 }
 
 static cvene_status gpt2_forward(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o);
-static const cvene_model_vtable gpt2_vtable = {"gpt2", gpt2_forward, gpt2_free};
+static cvene_status gpt2_forward_from(cvene_model *m, const cvene_resume *rs, int B, int T,
+                                      const cvene_run_opts *o);
+static const float *gpt2_token_embeddings(cvene_model *m, int *V, int *C) {
+    gpt2_model *g = m->arch;
+    *V = g->cfg.vocab_size;
+    *C = g->cfg.n_embd;
+    return g->p.wte;
+}
+static const cvene_model_vtable gpt2_vtable = {"gpt2", gpt2_forward, gpt2_free, gpt2_forward_from,
+                                               gpt2_token_embeddings};
 
 cvene_status gpt2_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     cvene_ctx *ctx = m->ctx;
@@ -163,7 +172,8 @@ typedef struct {
     float *x;      // (B, T, C) residual stream
     float *ln;     // (B, T, C) layernorm output
     float *q, *k, *v; // (B, T, C)
-    float *probs;  // (B, H, T, T)
+    float *kf, *vf;   // (B, Tk, C) cached prefix + new keys/values when resuming
+    float *probs;  // (B, H, T, Tk)
     float *att;    // (B, T, C) merged heads
     float *out;    // (B, T, C) attention / mlp output
     float *fc;     // (B, T, I)
@@ -172,20 +182,24 @@ typedef struct {
     int32_t *ids, *pos, *mask; // (B, T) device copies of the inputs
 } gpt2_acts;
 
-static void carve(cvene_arena *a, gpt2_acts *s, const gpt2_config *c, int B, int T, int dev_inputs,
-                  int dev_logits) {
-    size_t BT = (size_t)B * T, C = (size_t)c->n_embd, F = sizeof(float);
+/* Tq: positions computed; Tk: positions attended (Tk > Tq when resuming after a
+ * cached prefix, then kf/vf hold the full keys/values). */
+static void carve(cvene_arena *a, gpt2_acts *s, const gpt2_config *c, int B, int Tq, int Tk, int dev_inputs,
+                  int logit_rows) {
+    size_t BT = (size_t)B * Tq, C = (size_t)c->n_embd, F = sizeof(float);
     s->x = cvene_arena_take(a, BT * C * F);
     s->ln = cvene_arena_take(a, BT * C * F);
     s->q = cvene_arena_take(a, BT * C * F);
     s->k = cvene_arena_take(a, BT * C * F);
     s->v = cvene_arena_take(a, BT * C * F);
-    s->probs = cvene_arena_take(a, BT * (size_t)c->n_head * (size_t)T * F);
+    s->kf = Tk > Tq ? cvene_arena_take(a, (size_t)B * Tk * C * F) : NULL;
+    s->vf = Tk > Tq ? cvene_arena_take(a, (size_t)B * Tk * C * F) : NULL;
+    s->probs = cvene_arena_take(a, BT * (size_t)c->n_head * (size_t)Tk * F);
     s->att = cvene_arena_take(a, BT * C * F);
     s->out = cvene_arena_take(a, BT * C * F);
     s->fc = cvene_arena_take(a, BT * (size_t)c->n_inner * F);
     s->heads = cvene_arena_take(a, BT * C * F);
-    s->logits = dev_logits ? cvene_arena_take(a, BT * (size_t)c->vocab_size * F) : NULL;
+    s->logits = logit_rows ? cvene_arena_take(a, (size_t)logit_rows * (size_t)c->vocab_size * F) : NULL;
     s->ids = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
     s->pos = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
     s->mask = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
@@ -264,36 +278,55 @@ static cvene_status check_inputs(cvene_model *m, const int32_t *ids, int B, int 
 }
 
 static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B, int T,
-                                      const cvene_run_opts *o);
+                                      const cvene_run_opts *o, const cvene_resume *rs);
 
 static cvene_status gpt2_forward(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o) {
-    cvene_status st = gpt2_forward_impl(m, ids, B, T, o);
+    cvene_status st = gpt2_forward_impl(m, ids, B, T, o, NULL);
     return st == CVENE_SITE_STOPPED ? CVENE_OK : st;
 }
 
-static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B, int T,
+static cvene_status gpt2_forward_from(cvene_model *m, const cvene_resume *rs, int B, int T,
                                       const cvene_run_opts *o) {
-    CVENE_TRY(check_inputs(m, ids, B, T, o));
+    const gpt2_config *c = &((gpt2_model *)m->arch)->cfg;
+    if (B <= 0 || T <= 0 || T > c->n_positions || rs->past < 0 || rs->past >= T || rs->layer < 0 ||
+        rs->layer > c->n_layer || (o && (o->attention_mask || o->position_ids)))
+        return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG,
+                          "resumed forward: B=%d T=%d past=%d layer=%d out of range (or a mask given)", B, T,
+                          rs->past, rs->layer);
+    cvene_status st = gpt2_forward_impl(m, NULL, B, T, o, rs);
+    return st == CVENE_SITE_STOPPED ? CVENE_OK : st;
+}
+
+/* A full forward (rs NULL) or one resumed at layer rs->layer for positions
+ * [rs->past, T), attending to cached keys/values for the earlier positions. */
+static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B, int T,
+                                      const cvene_run_opts *o, const cvene_resume *rs) {
+    if (!rs) CVENE_TRY(check_inputs(m, ids, B, T, o));
     cvene_ctx *ctx = m->ctx;
     cvene_backend *be = ctx->be;
     const cvene_ops *op = be->ops;
     const gpt2_config *c = &((gpt2_model *)m->arch)->cfg;
     const gpt2_params *p = &((gpt2_model *)m->arch)->p;
     const int C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, V = c->vocab_size;
+    const int past = rs ? rs->past : 0, Tk = T;
+    const int last_only = rs && rs->last_logits_only;
+    T = Tk - past; /* positions computed from here on */
     const int BT = B * T;
     const int on_host = be->device == CVENE_DEVICE_CPU;
     float *logits_out = o ? o->logits : NULL;
+    const int logit_rows = last_only ? B : BT;
 
     /* size the arena, grow it if this (B, T) needs more, then carve */
     cvene_arena a = {NULL, 0, 0};
     gpt2_acts s;
-    carve(&a, &s, c, B, T, !on_host, !on_host && logits_out);
-    CVENE_TRY(model_reserve_activations(m, a.used, B, T));
+    int dev_logits = logits_out && (!on_host || last_only);
+    carve(&a, &s, c, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0);
+    CVENE_TRY(model_reserve_activations(m, a.used, B, Tk));
     a = (cvene_arena){m->act_mem, 0, m->act_cap};
-    carve(&a, &s, c, B, T, !on_host, !on_host && logits_out);
+    carve(&a, &s, c, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0);
 
     const int32_t *d_ids = ids, *d_pos = o ? o->position_ids : NULL, *d_mask = o ? o->attention_mask : NULL;
-    if (!on_host) {
+    if (!on_host && !rs) {
         CVENE_TRY(op->to_device(be, s.ids, ids, (size_t)BT * 4));
         d_ids = s.ids;
         if (d_pos) {
@@ -309,8 +342,9 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     site_run r = {m, o, B, T, s.heads};
     const float scale0 = c->scale_attn_weights ? 1.0f / sqrtf((float)D) : 1.0f;
 
-    CVENE_TRY(op->embedding(be, s.x, d_ids, d_pos, p->wte, p->wpe, B, T, C)); // (B, T, C)
-    for (int l = 0; l < c->n_layer; l++) {
+    if (rs) CVENE_TRY(op->copy(be, s.x, rs->x, (size_t)BT * C * sizeof(float)));
+    else CVENE_TRY(op->embedding(be, s.x, d_ids, d_pos, p->wte, p->wpe, B, T, C)); // (B, T, C)
+    for (int l = rs ? rs->layer : 0; l < c->n_layer; l++) {
         const gpt2_layer *L = &p->layers[l];
         float scale = c->scale_by_inverse_layer_idx ? scale0 / (float)(l + 1) : scale0;
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
@@ -327,9 +361,21 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_QUERY_OUTPUT, l, s.q));
         CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_KEY_OUTPUT, l, s.k));
         CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, s.v));
-        CVENE_TRY(op->attn_probs(be, s.probs, s.q, (size_t)T * C, s.k, (size_t)T * C, d_mask, B, T, T, H, D, scale));
-        CVENE_TRY(site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, T));
-        CVENE_TRY(op->attn_apply(be, s.att, s.probs, s.v, (size_t)T * C, B, T, T, H, D)); // (B, T, C)
+        const float *kk = s.k, *vv = s.v;
+        if (s.kf) { /* resuming: cached prefix keys/values, shared by every row, then ours */
+            for (int b = 0; b < B; b++) {
+                size_t row = (size_t)b * Tk * C, pre = (size_t)past * C * sizeof(float);
+                size_t cur = (size_t)T * C * sizeof(float);
+                CVENE_TRY(op->copy(be, s.kf + row, rs->k_cache[l], pre));
+                CVENE_TRY(op->copy(be, s.vf + row, rs->v_cache[l], pre));
+                CVENE_TRY(op->copy(be, s.kf + row + (size_t)past * C, s.k + (size_t)b * T * C, cur));
+                CVENE_TRY(op->copy(be, s.vf + row + (size_t)past * C, s.v + (size_t)b * T * C, cur));
+            }
+            kk = s.kf, vv = s.vf;
+        }
+        CVENE_TRY(op->attn_probs(be, s.probs, s.q, (size_t)T * C, kk, (size_t)Tk * C, d_mask, B, T, Tk, H, D, scale));
+        CVENE_TRY(site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, Tk));
+        CVENE_TRY(op->attn_apply(be, s.att, s.probs, vv, (size_t)Tk * C, B, T, Tk, H, D)); // (B, T, C)
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
         CVENE_TRY(op->matmul(be, s.out, s.att, L->attn_proj_w, C, 0, L->attn_proj_b, BT, C, C));
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
@@ -345,9 +391,15 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
     }
     if (!logits_out) return op->sync(be);
-    CVENE_TRY(op->layernorm(be, s.ln, s.x, p->ln_f_w, p->ln_f_b, BT, C, c->ln_eps));
-    float *dst = on_host ? logits_out : s.logits;
-    CVENE_TRY(op->matmul(be, dst, s.ln, p->lm_head, C, 1, NULL, BT, C, V)); // (B, T, V)
-    if (!on_host) CVENE_TRY(op->to_host(be, logits_out, s.logits, (size_t)BT * V * sizeof(float)));
+    const float *hx = s.x;
+    if (last_only) { /* only each row's last position: gather those rows first */
+        for (int b = 0; b < B; b++)
+            CVENE_TRY(op->copy(be, s.out + (size_t)b * C, s.x + ((size_t)b * T + T - 1) * C, C * sizeof(float)));
+        hx = s.out;
+    }
+    CVENE_TRY(op->layernorm(be, s.ln, hx, p->ln_f_w, p->ln_f_b, logit_rows, C, c->ln_eps));
+    float *dst = dev_logits ? s.logits : logits_out;
+    CVENE_TRY(op->matmul(be, dst, s.ln, p->lm_head, C, 1, NULL, logit_rows, C, V)); // (rows, V)
+    if (dev_logits) CVENE_TRY(op->to_host(be, logits_out, s.logits, (size_t)logit_rows * V * sizeof(float)));
     return op->sync(be);
 }

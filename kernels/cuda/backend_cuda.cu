@@ -542,9 +542,10 @@ const cvene_ops cuda_ops = {
     cu_activation,    /* activation */
     cu_softmax,       /* softmax */
     cu_residual_add,  /* residual_add */
+    nullptr,          /* rotary: not yet written for CUDA (GPT-NeoX work) */
     cu_permute_heads, /* permute_heads */
 };
-static_assert(sizeof(cvene_ops) == 16 * sizeof(void *),
+static_assert(sizeof(cvene_ops) == 17 * sizeof(void *),
               "cvene_ops changed: update the CUDA op table (cuda_ops)");
 
 } // namespace

@@ -1,0 +1,86 @@
+// Sweeps: the fast path (prefix and K/V reuse, packed sites, last-position
+// logits) must equal the naive path (one full forward per site) within f32
+// rounding: the two compute the same function with different batch shapes and
+// summation orders, so 1e-5 of the largest score magnitude (1e-6 absolute floor
+// for probabilities near 0) bounds the difference.
+#include <random>
+
+#include "test_util.h"
+
+namespace {
+
+struct Case {
+    const char *model;
+    cvene_component comp;
+    cvene_metric metric;
+    int window;
+    int trace;
+    int max_batch;
+};
+
+void PrintTo(const Case &c, std::ostream *os) {
+    *os << c.model << "/" << cvene_component_name(c.comp) << "/m" << c.metric << "/w" << c.window << "/t" << c.trace
+        << "/b" << c.max_batch;
+}
+
+class SweepFastEqualsNaive : public ::testing::TestWithParam<Case> {};
+
+TEST_P(SweepFastEqualsNaive, AllSites) {
+    const Case &k = GetParam();
+    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/" + k.model + "/model");
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    cvene_model_info mi = cvene_model_get_info(L.model);
+    const int T = 9;
+    std::mt19937 g(7);
+    std::vector<int32_t> base(T), src(T);
+    for (int t = 0; t < T; t++) base[t] = (int32_t)(g() % mi.vocab_size), src[t] = (int32_t)(g() % mi.vocab_size);
+    cvene_sweep_params p = cvene_sweep_default_params();
+    p.component = k.comp;
+    p.head = 1;
+    p.metric = k.metric;
+    p.token = 5;
+    p.token_b = 17;
+    p.window = k.window;
+    p.max_batch = k.max_batch;
+    int subject[2] = {2, 3};
+    if (k.trace) {
+        p.trace = 1;
+        p.subject = subject;
+        p.n_subject = 2;
+        p.n_samples = 3;
+        p.seed = 11;
+    }
+    std::vector<float> fast(mi.n_layer * T), naive(mi.n_layer * T);
+    cvene_sweep_summary sf{}, sn{};
+    ASSERT_EQ(cvene_sweep(L.model, base.data(), src.data(), T, &p, fast.data(), &sf), CVENE_OK) << L.error();
+    p.naive = 1;
+    ASSERT_EQ(cvene_sweep(L.model, base.data(), src.data(), T, &p, naive.data(), &sn), CVENE_OK) << L.error();
+    double mx = 1e-1, err = 0;
+    for (size_t i = 0; i < fast.size(); i++) {
+        mx = std::max(mx, (double)std::fabs(naive[i]));
+        err = std::max(err, (double)std::fabs(fast[i] - naive[i]));
+    }
+    EXPECT_LE(err / mx, 1e-5) << "max |fast - naive| = " << err;
+    EXPECT_EQ(sf.base_score, sn.base_score);
+    EXPECT_LT(sf.forwards, sn.forwards);
+    // a sweep patches the source into the base: at the last layer's block_output
+    // and last position the patched run IS the source run
+    if (k.comp == CVENE_BLOCK_OUTPUT && !k.trace && k.window == 1) {
+        EXPECT_NEAR(naive[(mi.n_layer - 1) * T + T - 1], sn.source_score, 1e-5 * std::max(1.0, std::fabs(sn.source_score)));
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Models, SweepFastEqualsNaive,
+    ::testing::Values(Case{"small", CVENE_BLOCK_OUTPUT, CVENE_METRIC_PROB, 1, 0, 4},
+                      Case{"small", CVENE_BLOCK_OUTPUT, CVENE_METRIC_LOGIT_DIFF, 1, 0, 32},
+                      Case{"small", CVENE_BLOCK_INPUT, CVENE_METRIC_KL, 1, 0, 3},
+                      Case{"small", CVENE_ATTENTION_OUTPUT, CVENE_METRIC_PROB, 1, 0, 5},
+                      Case{"small", CVENE_HEAD_ATTENTION_VALUE_OUTPUT, CVENE_METRIC_LOGIT_DIFF, 1, 0, 4},
+                      Case{"inner_erf", CVENE_MLP_OUTPUT, CVENE_METRIC_PROB, 3, 0, 4},
+                      Case{"inner_erf", CVENE_MLP_ACTIVATION, CVENE_METRIC_KL, 1, 0, 2},
+                      Case{"inner_erf", CVENE_BLOCK_OUTPUT, CVENE_METRIC_PROB, 1, 1, 4},
+                      Case{"sharded", CVENE_MLP_OUTPUT, CVENE_METRIC_PROB, 2, 1, 6},
+                      Case{"fp16", CVENE_ATTENTION_VALUE_OUTPUT, CVENE_METRIC_LOGIT_DIFF, 1, 0, 9}));
+
+}  // namespace
