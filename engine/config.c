@@ -488,9 +488,21 @@ cvene_status cvene_config_to_json(const cvene_config *c, char **json) {
         cJSON_AddStringToObject(o, "intervention_type", cvene_intervention_type_name(r->type));
         if (r->n_partitions) {
             cJSON *parts = cJSON_AddArrayToObject(o, "subspace_partition");
-            for (int p = 0; p < r->n_partitions; p++)
-                cJSON_AddItemToArray(parts, cJSON_CreateIntArray(r->partition_dims + r->partition_offsets[p],
-                                                                 r->partition_offsets[p + 1] - r->partition_offsets[p]));
+            for (int p = 0; p < r->n_partitions; p++) {
+                const int *pd = r->partition_dims + r->partition_offsets[p];
+                int nd = r->partition_offsets[p + 1] - r->partition_offsets[p];
+                /* a 2-element entry reads back as range(a, b) (pyvene's rule): write two
+                 * consecutive dims as that range; two others have no pyvene form */
+                if (nd == 2 && pd[1] != pd[0] + 1) {
+                    cJSON_Delete(root);
+                    return cvene_fail(c->ctx, CVENE_ERR_UNSUPPORTED,
+                                      "representations[%d].subspace_partition[%d] = [%d, %d] cannot be written as "
+                                      "JSON: a 2-element entry means range(a, b) in pyvene's format", i, p, pd[0],
+                                      pd[1]);
+                }
+                int range[2] = {pd[0], pd[0] + 2};
+                cJSON_AddItemToArray(parts, cJSON_CreateIntArray(nd == 2 ? range : pd, nd));
+            }
         } else {
             cJSON_AddNullToObject(o, "subspace_partition");
         }

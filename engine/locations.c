@@ -14,7 +14,11 @@
 
 #include "engine/intervene.h"
 
-static int is_int(const cJSON *j) { return cJSON_IsNumber(j) && (double)(int)j->valuedouble == j->valuedouble; }
+/* range-checked first: converting an out-of-range double to int is undefined */
+static int is_int(const cJSON *j) {
+    return cJSON_IsNumber(j) && j->valuedouble >= -2147483648.0 && j->valuedouble <= 2147483647.0 &&
+           (double)(int)j->valuedouble == j->valuedouble;
+}
 
 static int is_flat_ints(const cJSON *j) {
     if (!cJSON_IsArray(j) || !j->child) return 0;
@@ -168,10 +172,13 @@ static cvene_status fill_side(cvene_ctx *ctx, const cvene_config *c, const side_
     return CVENE_OK;
 }
 
+/* Leaves the entries empty: a failed resolve frees what it built and the
+ * caller's cleanup may free the same array again. */
 void iv_locs_free(iv_locs *l, int n) {
     for (int i = 0; l && i < n; i++) {
         free(l[i].idx);
         free(l[i].pos);
+        l[i].idx = l[i].pos = NULL;
     }
 }
 
@@ -217,7 +224,10 @@ cvene_status iv_resolve_locations(cvene_ctx *ctx, const cvene_config *c, const c
 }
 
 void iv_dims_free(iv_dims *d, int n) {
-    for (int i = 0; d && i < n; i++) free(d[i].dims);
+    for (int i = 0; d && i < n; i++) {
+        free(d[i].dims);
+        d[i].dims = NULL;
+    }
 }
 
 /* Expand one example's subspace list (raw dims, or ids into the partition). */

@@ -71,6 +71,7 @@ typedef struct {
     int in_base_T;        /* the base's sequence length */
     int last_site;        /* stop the pass after this site order (-1 = run to the end) */
     cvene_status err;
+    char errmsg[CVENE_ERR_LEN]; /* err's message: the forward overwrites the context's */
 } run_state;
 
 /* forward order of sites inside a layer (GPT-2), for stopping early */
@@ -147,11 +148,14 @@ static void move_units(float *packed, float *site, int row0, int B, const iv_loc
 }
 
 /* The site Skip reads: the input of the module pyvene hooks. */
-static cvene_component getter_component(const cvene_representation *r) {
+static cvene_component getter_component(const cvene_representation *r, const cvene_model *m) {
     if (r->type != CVENE_IV_SKIP) return r->component;
     if (r->component == CVENE_BLOCK_OUTPUT) return CVENE_BLOCK_INPUT;
     if (r->component == CVENE_MLP_OUTPUT) return CVENE_MLP_INPUT;
-    return r->component; /* pre-hooked components and attention_output read themselves */
+    /* GPT-NeoX: pyvene hooks the whole attention module, whose input is attention_input */
+    if (r->component == CVENE_ATTENTION_OUTPUT && cvene_model_get_info(m).arch == CVENE_ARCH_GPT_NEOX)
+        return CVENE_ATTENTION_INPUT;
+    return r->component; /* pre-hooked components and GPT-2's attention_output read themselves */
 }
 
 static int needs_source(const cvene_representation *r) {
@@ -255,12 +259,15 @@ static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_vie
             int i = bk->setters[j];
             if (physical(c->reps[i].r.component) != comp || c->reps[i].r.layer != layer) continue;
             s->err = apply(s, i, site, bk);
-            if (s->err != CVENE_OK) return 1;
+            if (s->err != CVENE_OK) {
+                snprintf(s->errmsg, sizeof s->errmsg, "%s", s->ctx->err);
+                return 1;
+            }
         }
         for (int j = 0; j < bk->n_getters; j++) {
             int i = bk->getters[j];
             const cvene_representation *r = &c->reps[i].r;
-            if (physical(getter_component(r)) != comp || r->layer != layer) continue;
+            if (physical(getter_component(r, s->m)) != comp || r->layer != layer) continue;
             cvene_model_info mi = cvene_model_get_info(s->m);
             const iv_locs *sl = &s->locs[2 * i];
             geom g = stream_geom(&mi, r->component, r->unit, bk->in->T, sl->present);
@@ -300,8 +307,8 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
         }
         for (int j = 0; j < blocks[k].n_getters; j++) {
             const cvene_representation *r = &s->c->reps[blocks[k].getters[j]].r;
-            o.sites[physical(getter_component(r))] |= 1ull << r->layer;
-            int so = site_order(physical(getter_component(r)), r->layer);
+            o.sites[physical(getter_component(r, s->m))] |= 1ull << r->layer;
+            int so = site_order(physical(getter_component(r, s->m)), r->layer);
             if (!want_logits && so > s->last_site) s->last_site = so;
         }
     }
@@ -319,7 +326,7 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
         s->hot[l] = NULL;
     }
     cvene_status st = cvene_forward(s->m, ids, N, T, &o);
-    if (st == CVENE_ERR_CALLBACK && s->err != CVENE_OK) st = s->err;
+    if (st == CVENE_ERR_CALLBACK && s->err != CVENE_OK) st = cvene_fail(s->ctx, s->err, "%s", s->errmsg);
     s->res->n_passes++;
     if (st == CVENE_OK && want_logits) {
         size_t per = (size_t)s->B * T * mi.vocab_size;
@@ -442,7 +449,7 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
         }
         if ((needs_source(r) || r->type == CVENE_IV_CALLBACK) && src[g] && !r->source) {
             CVENE_TRY(check_locs(s, i, 0, src[g]->T));
-            geom gs = stream_geom(&mi, getter_component(r), r->unit, src[g]->T, sl->present);
+            geom gs = stream_geom(&mi, getter_component(r, s->m), r->unit, src[g]->T, sl->present);
             if (n_units(sl) != U || (sl->pos && sl->U != bl->U) || gs.R * gs.D != gb.R * gb.D)
                 return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
                                   "intervention %d (%s, layer %d): the source selects %d unit(s) of %d values but the "

@@ -302,8 +302,105 @@ cvene_sweep_params cvene_sweep_default_params(void);
 cvene_status cvene_sweep(cvene_model *m, const int32_t *base_ids, const int32_t *source_ids, int T,
                          const cvene_sweep_params *p, float *scores, cvene_sweep_summary *summary);
 
-/* ---- tokenizer ----------------------------------------------------------- */
-/* (declared by the tokenizer work: models/tokenizer.c) */
+/* ---- memory planning ------------------------------------------------------
+ * How much memory a model needs for one (B, T) forward, per device, worked out
+ * from DIR/config.json alone (no weights are read, so a 6.9B model can be
+ * planned anywhere). With n_devices > 1 the layers are split into contiguous
+ * runs (pipeline): device 0 also holds the input embeddings, the last device the
+ * final norm, the output head and the logits. */
+#define CVENE_PLAN_MAX_DEVICES 64
+
+typedef struct {
+    int batch, seq;           /* B, T (> 0) */
+    int n_devices;            /* 1..CVENE_PLAN_MAX_DEVICES, at most n_layer; 1 for the CPU */
+    cvene_device device;      /* CUDA: the inputs and the logits live in device memory too */
+    cvene_dtype weight_dtype; /* what the device holds weights in: F32 for today's backends
+                               * (the CPU maps F32 checkpoints in place and converts F16/BF16
+                               * to f32; the CUDA backend uploads f32); F16/BF16 for a
+                               * half-precision backend */
+    int64_t capacity_bytes;   /* memory per device; 0 = unknown (fits = -1) */
+} cvene_plan_params;
+
+typedef struct {
+    int first_layer, n_layers; /* the layers this device runs */
+    int64_t n_params;          /* parameters it holds */
+    int64_t weight_bytes;      /* n_params in weight_dtype */
+    int64_t activation_bytes;  /* the forward's activation arena for (B, T), plus the (B, T, V)
+                                * f32 logits on the last device */
+    int64_t cache_bytes;       /* K and V of its layers for B x T tokens in f32 (what generation
+                                * or a sweep keeps): 2 * n_layers * B * T * C * 4 */
+    int64_t total_bytes;       /* the three above */
+} cvene_plan_device;
+
+typedef struct {
+    cvene_arch arch;
+    int n_layer, n_head, n_embd, n_inner, vocab_size;
+    int64_t n_params;          /* the whole model (what cvene_model_info.n_params reports) */
+    int n_devices;
+    cvene_plan_device devices[CVENE_PLAN_MAX_DEVICES];
+    int64_t capacity_bytes;    /* as given */
+    int fits;                  /* 1: every device's total <= capacity; 0: not; -1: unknown */
+} cvene_memory_plan;
+
+/* B = T = 1, one CPU device, F32 weights, capacity 0 (unknown). */
+cvene_plan_params cvene_plan_default_params(void);
+/* gpt2 and gpt_neox configs; the fields it reads are checked as cvene_model_load checks
+ * them (a bad rotary_pct or head count is the same error). Per-device numbers follow the
+ * model's own arena (test_neox_parity checks them against a real forward's). */
+cvene_status cvene_plan_memory(cvene_ctx *ctx, const char *dir, const cvene_plan_params *p,
+                               cvene_memory_plan *out);
+
+/* ---- tokenizer -----------------------------------------------------------
+ * Byte-level BPE as GPT-2 uses it (Hugging Face's GPT2TokenizerFast): the text is
+ * split on added/special tokens, pre-tokenized with GPT-2's regex (Unicode 14.0
+ * letter/number/white-space classes, implemented without a regex library), mapped
+ * byte by byte to GPT-2's byte-to-unicode alphabet and merged by rank.
+ * Ownership: cvene_tokenizer_load -> caller frees with cvene_tokenizer_free; the
+ * tokenizer keeps a pointer to its context (errors of encode/decode are reported
+ * there), which must outlive it. Encode/decode do not modify the tokenizer; the
+ * context rule applies (one thread at a time per context). Arrays and strings
+ * returned by encode/decode are malloc'd and owned by the caller (cvene_free). */
+typedef struct cvene_tokenizer cvene_tokenizer;
+
+/* path is a directory holding tokenizer.json (preferred when present) or vocab.json +
+ * merges.txt, or the path of a tokenizer.json file. Nothing is read from the network.
+ * tokenizer.json must describe a BPE model (no dropout, no subword prefix/suffix; its
+ * ignore_merges is honoured) with a ByteLevel pre-tokenizer (add_prefix_space and
+ * use_regex are honoured), no normalizer and a ByteLevel or null decoder; anything else
+ * is CVENE_ERR_UNSUPPORTED. Its post_processor is ignored (see encode). Its
+ * added_tokens are split out of the text before pre-tokenization, first those with
+ * "normalized": false, then the others, leftmost-longest, as `tokenizers` does;
+ * lstrip/rstrip/single_word are not supported. With vocab.json + merges.txt,
+ * "<|endoftext|>" is the one special token, when the vocabulary has it. Every byte must
+ * have its byte-level token in the vocabulary. Malformed files are CVENE_ERR_FORMAT
+ * with a message naming the file and the line (merges.txt, JSON syntax) or entry. */
+cvene_status cvene_tokenizer_load(cvene_ctx *ctx, const char *path, cvene_tokenizer **out);
+/* The same from explicitly named vocab.json / merges.txt files (GPT-2's encoder.json and
+ * vocab.bpe are the same formats). */
+cvene_status cvene_tokenizer_load_bpe(cvene_ctx *ctx, const char *vocab_json,
+                                      const char *merges_txt, cvene_tokenizer **out);
+void cvene_tokenizer_free(cvene_tokenizer *tok);
+
+/* Encode len bytes of text (need not be NUL-terminated; text may be NULL when len is 0)
+ * into *ids (malloc'd, never NULL on success; free with cvene_free) and *n_ids.
+ * No special tokens are added (add_special_tokens=False; GPT-2 adds none anyway), but
+ * added-token text in the input becomes its id. Any bytes are accepted: invalid UTF-8
+ * bytes are pre-tokenized as one non-letter, non-number character each, so
+ * decode(encode(x)) == x for every byte string x. */
+cvene_status cvene_tokenizer_encode(const cvene_tokenizer *tok, const char *text, size_t len,
+                                    int32_t **ids, size_t *n_ids);
+/* Decode n_ids ids into the bytes they stand for: *text (malloc'd, NUL-terminated, free
+ * with cvene_free) holding *len bytes (not counting the NUL). Special tokens are kept
+ * (skip_special_tokens=False). Unlike `tokenizers`, which replaces invalid UTF-8 with
+ * U+FFFD, the exact bytes are returned. An id outside [0, vocab_size) or not assigned
+ * to a token is CVENE_ERR_INVALID_ARG. */
+cvene_status cvene_tokenizer_decode(const cvene_tokenizer *tok, const int32_t *ids,
+                                    size_t n_ids, char **text, size_t *len);
+/* Largest id + 1, added tokens included (50257 for GPT-2). */
+int cvene_tokenizer_vocab_size(const cvene_tokenizer *tok);
+/* Id of an added/special token ("<|endoftext|>") or of a vocabulary entry written in its
+ * byte-level form ("\xc4\xa0the" = "Ġthe"); -1 when there is none. */
+int32_t cvene_tokenizer_token_id(const cvene_tokenizer *tok, const char *token);
 
 #ifdef __cplusplus
 }

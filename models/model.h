@@ -33,14 +33,32 @@ struct cvene_model {
     cvene_model_info info;
     const cvene_model_vtable *vt;
     void *arch;        /* the architecture's config and parameter pointers */
-    void *param_mem;   /* one allocation on the backend device */
+    void *param_mem;   /* one allocation on the backend device (NULL when nothing was converted) */
+    st_archive map;    /* the checkpoint, kept mapped while parameters point into it (F32 tensors
+                        * used in place on the CPU); empty otherwise. Closed by cvene_model_free. */
     void *act_mem;     /* the activation arena, grown to the largest (B, T) seen */
     size_t act_cap;
 };
 
 /* Loaders fill m (zeroed, m->ctx set): vt, arch, param_mem, info. On failure
- * they free m->arch; the caller frees param_mem. */
+ * they free m->arch; the caller frees param_mem and closes m->map. */
 cvene_status gpt2_load(cvene_model *m, const char *dir, const cJSON *cfg);
+cvene_status gpt_neox_load(cvene_model *m, const char *dir, const cJSON *cfg);
+
+/* What a model needs in memory, worked out from config.json alone (cvene_plan_memory). */
+typedef struct {
+    cvene_arch arch;
+    int n_layer, n_embd, n_head, n_inner, vocab_size, n_positions;
+    int64_t embed_params;  /* input embeddings (and position table): with the first layer */
+    int64_t layer_params;  /* one block */
+    int64_t final_params;  /* final norm and an untied output head: with the last layer */
+    size_t arena_bytes;    /* the forward's activation arena for (B, T), device logits excluded */
+    size_t logits_bytes;   /* B x T x V floats */
+} model_plan;
+
+/* on_device: inputs are copied to the device (CUDA), so the arena holds them too. */
+cvene_status gpt_neox_plan(cvene_ctx *ctx, const char *dir, const cJSON *cfg, int B, int T, int on_device,
+                           model_plan *out);
 
 /* Grow the activation arena to at least bytes (used by every forward). */
 cvene_status model_reserve_activations(cvene_model *m, size_t bytes, int B, int T);

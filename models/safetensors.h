@@ -56,7 +56,6 @@ void st_archive_close(st_archive *a);
 /* Copy t into dst as f32 (F32/F16/BF16 accepted; other dtypes are a format error). */
 cvene_status st_tensor_to_f32(cvene_ctx *ctx, const st_tensor *t, float *dst);
 
-#endif
 
 /* ---- writing ------------------------------------------------------------ */
 typedef struct {
@@ -72,3 +71,5 @@ typedef struct {
  * a reader never sees a half-written file. */
 cvene_status st_write(cvene_ctx *ctx, const char *path, const st_out_tensor *t, int n,
                       const char *const *meta_kv, int n_meta);
+
+#endif

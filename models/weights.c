@@ -1,3 +1,4 @@
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,7 @@ static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape) {
     if (o < len) snprintf(buf + o, len - o, "]");
 }
 
-cvene_status weights_resolve(cvene_ctx *ctx, const char *dir, const st_archive *ar, weight_spec *s,
+cvene_status weights_resolve(cvene_ctx *ctx, const char *dir, st_archive *ar, weight_spec *s,
                              int n, const char *prefix) {
     char full[160], want[64], got[64];
     for (int i = 0; i < n; i++) {
@@ -48,6 +49,7 @@ cvene_status weights_resolve(cvene_ctx *ctx, const char *dir, const st_archive *
                               dir, t->name, got, want);
         }
         s[i].src = t;
+        s[i].ar = ar;
     }
     return CVENE_OK;
 }
@@ -58,31 +60,54 @@ int64_t weights_count(const weight_spec *s, int n) {
     return total;
 }
 
+/* Used straight from the mapping: the CPU computes in f32, so an aligned F32 tensor
+ * needs no copy (a 6.9B checkpoint is not duplicated in memory). */
+static int in_place(const cvene_backend *be, const st_tensor *t) {
+    return be->device == CVENE_DEVICE_CPU && t->dtype == ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0;
+}
+
 cvene_status weights_upload(cvene_model *m, weight_spec *s, int n) {
     cvene_ctx *ctx = m->ctx;
     cvene_backend *be = ctx->be;
     size_t total = 0, largest = 0;
+    int n_mapped = 0;
     for (int i = 0; i < n; i++) {
         size_t numel = s[i].src->nbytes / st_dtype_size(s[i].src->dtype);
+        if (in_place(be, s[i].src)) {
+            n_mapped++;
+            continue;
+        }
         total += (numel + 63) & ~(size_t)63; /* keep every tensor 256-byte aligned */
         if (numel > largest) largest = numel;
     }
-    if (be->ops->alloc(be, &m->param_mem, total * sizeof(float)) != CVENE_OK)
+    if (total && be->ops->alloc(be, &m->param_mem, total * sizeof(float)) != CVENE_OK)
         return cvene_fail(ctx, CVENE_ERR_OOM, "cannot allocate %zu bytes for parameters on %s",
                           total * sizeof(float), be->ops->name);
     float *staging = NULL;
-    if (be->device != CVENE_DEVICE_CPU && !(staging = malloc(largest * sizeof(float))))
+    if (total && be->device != CVENE_DEVICE_CPU && !(staging = malloc(largest * sizeof(float))))
         return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory staging parameters");
     float *cur = m->param_mem;
     cvene_status st = CVENE_OK;
     for (int i = 0; i < n && st == CVENE_OK; i++) {
         size_t numel = s[i].src->nbytes / st_dtype_size(s[i].src->dtype);
+        if (in_place(be, s[i].src)) {
+            *s[i].dst = (float *)(uintptr_t)s[i].src->data; /* read-only mapping: never written */
+            continue;
+        }
         st = st_tensor_to_f32(ctx, s[i].src, staging ? staging : cur);
         if (st == CVENE_OK && staging) st = be->ops->to_device(be, cur, staging, numel * sizeof(float));
         *s[i].dst = cur;
         cur += (numel + 63) & ~(size_t)63;
     }
     free(staging);
+    if (st == CVENE_OK && n_mapped) { /* keep the mapping for the model's lifetime */
+        st_archive *ar = s[0].ar;
+        for (int i = 1; i < n; i++)
+            if (s[i].ar != ar)
+                return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "weights_upload: specs from two archives");
+        m->map = *ar;
+        memset(ar, 0, sizeof *ar);
+    }
     return st;
 }
 

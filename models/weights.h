@@ -1,6 +1,8 @@
 /* Loading a model's parameters from a checkpoint: a list of expected tensors
  * (name, shape, destination pointer) is resolved against the safetensors
- * archive, checked, converted to f32 and placed in one device allocation. */
+ * archive and checked. On the CPU backend, F32 tensors are used in place from
+ * the memory mapping (no copy); everything else is converted to f32 and placed
+ * in one device allocation. */
 #ifndef CVENE_WEIGHTS_H
 #define CVENE_WEIGHTS_H
 
@@ -13,14 +15,21 @@ typedef struct {
     float **dst;
     int no_prefix;      /* never try the architecture prefix (lm_head, embed_out) */
     const st_tensor *src;
+    st_archive *ar;     /* the archive src lives in (set by weights_resolve) */
 } weight_spec;
 
 /* Append one spec; fmt may contain one %d (the layer). Returns the new count. */
 int add_spec(weight_spec *s, int n, float **dst, int64_t d0, int64_t d1, const char *fmt, int layer);
 /* Find every tensor (prefix + name first, then name), check dtype and shape. */
-cvene_status weights_resolve(cvene_ctx *ctx, const char *dir, const st_archive *ar, weight_spec *s,
+cvene_status weights_resolve(cvene_ctx *ctx, const char *dir, st_archive *ar, weight_spec *s,
                              int n, const char *prefix);
-/* Convert to f32 into m->param_mem (one allocation) and set each *dst. */
+/* Set each *dst: on the CPU backend an F32 tensor (4-byte aligned in the file) is
+ * used in place from the mapping (read-only: PROT_READ, so nothing may write to
+ * parameters; code that updates weights must copy them first); every other
+ * tensor is converted to f32 into m->param_mem (one allocation). When any tensor
+ * is used in place, the archive moves into m->map (the model keeps the mapping
+ * until cvene_model_free) and the caller's st_archive is left empty, so closing
+ * it afterwards is harmless; the specs' src pointers stay valid either way. */
 cvene_status weights_upload(cvene_model *m, weight_spec *s, int n);
 /* Parameters the specs hold. */
 int64_t weights_count(const weight_spec *s, int n);

@@ -155,7 +155,7 @@ TEST_F(CudaOps, OpTableIsComplete) {
 #define SLOT(f) EXPECT_TRUE(o->f != nullptr) << #f
     SLOT(alloc); SLOT(free); SLOT(to_device); SLOT(to_host); SLOT(copy); SLOT(sync);
     SLOT(embedding); SLOT(layernorm); SLOT(matmul); SLOT(attn_probs); SLOT(attn_apply);
-    SLOT(activation); SLOT(softmax); SLOT(residual_add); SLOT(permute_heads);
+    SLOT(activation); SLOT(softmax); SLOT(residual_add); SLOT(rotary); SLOT(permute_heads);
 #undef SLOT
 }
 
@@ -400,6 +400,33 @@ TEST_F(CudaOps, PermuteHeads) {
                          "permute_heads " +
                              tag({{"B", B}, {"T", T}, {"H", H}, {"D", D}, {"to_heads", to_heads}}));
         }
+}
+
+TEST_F(CudaOps, Rotary) {
+    // rot_dims from none to the whole head, default and explicit positions (large ones too:
+    // angles up to ~5000 rad stress the f32 sin/cos argument reduction), and a row stride
+    // wider than H*D (a slice of a fused buffer) whose extra columns must stay untouched.
+    for (int B : {1, 3})
+        for (int T : {1, 7, 33})
+            for (int HD : {0, 1}) {
+                const int H = HD ? 5 : 2, D = HD ? 16 : 8;
+                for (int rot : {0, 2, D / 2, D})
+                    for (int with_pos : {0, 1})
+                        for (int pad : {0, 3}) {
+                            const int ld = H * D + pad;
+                            const size_t n = (size_t)B * T * ld;
+                            auto x = both(randf(n, -2.0f, 2.0f));
+                            Pair<int32_t> pos;
+                            if (with_pos) pos = both(randi((size_t)B * T, 0, 5000));
+                            const float base = rot == 2 ? 500.0f : 10000.0f;
+                            ASSERT_EQ(cpu->ops->rotary(cpu, x.c, ld, pos.c, B, T, H, D, rot, base), CVENE_OK);
+                            ASSERT_EQ(gpu->ops->rotary(gpu, x.g, ld, pos.g, B, T, H, D, rot, base), CVENE_OK)
+                                << msg(gpu);
+                            expect_close(x.c, x.g, n,
+                                         "rotary " + tag({{"B", B}, {"T", T}, {"H", H}, {"D", D}, {"rot", rot},
+                                                          {"pos", with_pos}, {"pad", pad}}));
+                        }
+            }
 }
 
 // A small attention block end to end on both backends (ops chained on the CUDA stream

@@ -16,7 +16,9 @@
 namespace {
 
 const double kTol = 1e-5;
-const std::string kDir = std::string(CVENE_FIXTURES) + "/pyvene";
+// Case directories: tests/fixtures/pyvene (GPT-2 models under fixtures/gpt2) and
+// tests/fixtures/pyvene_neox (GPT-NeoX models under fixtures/neox).
+std::string model_root(const std::string &set) { return set == "pyvene_neox" ? "neox" : "gpt2"; }
 
 std::string slurp(const std::string &path) {
     std::ifstream f(path, std::ios::binary);
@@ -25,12 +27,13 @@ std::string slurp(const std::string &path) {
     return ss.str();
 }
 
-std::vector<std::string> case_names() {
+// "SET/NAME" for every case in SET's manifest
+std::vector<std::string> case_names(const std::string &set = "pyvene") {
     std::vector<std::string> names;
-    cJSON *m = cJSON_Parse(slurp(kDir + "/manifest.json").c_str());
+    cJSON *m = cJSON_Parse(slurp(std::string(CVENE_FIXTURES) + "/" + set + "/manifest.json").c_str());
     for (const cJSON *e = m ? m->child : nullptr; e; e = e->next) {
         const cJSON *n = cJSON_GetObjectItem(e, "name");
-        if (cJSON_IsString(n)) names.push_back(n->valuestring);
+        if (cJSON_IsString(n)) names.push_back(set + "/" + n->valuestring);
     }
     cJSON_Delete(m);
     return names;
@@ -71,7 +74,7 @@ class PyveneParity : public ::testing::TestWithParam<std::string> {
     static std::map<std::string, std::unique_ptr<Loaded>> models;
     Loaded &model(const std::string &name) {
         auto &p = models[name];
-        if (!p) p = std::make_unique<Loaded>(std::string(CVENE_FIXTURES) + "/gpt2/" + name + "/model");
+        if (!p) p = std::make_unique<Loaded>(std::string(CVENE_FIXTURES) + "/" + name + "/model");
         return *p;
     }
   public:
@@ -80,13 +83,14 @@ class PyveneParity : public ::testing::TestWithParam<std::string> {
 std::map<std::string, std::unique_ptr<Loaded>> PyveneParity::models;
 
 TEST_P(PyveneParity, MatchesPyvene) {
-    std::string dir = kDir + "/cases/" + GetParam();
+    const std::string set = GetParam().substr(0, GetParam().find('/'));
+    std::string dir = std::string(CVENE_FIXTURES) + "/" + set + "/cases/" + GetParam().substr(set.size() + 1);
     std::string inputs = slurp(dir + "/inputs.json");
     cJSON *in = cJSON_Parse(inputs.c_str());
     ASSERT_NE(in, nullptr) << dir;
     std::string model_name = cJSON_GetObjectItem(in, "model")->valuestring;
     cJSON_Delete(in);
-    Loaded &L = model(model_name);
+    Loaded &L = model(model_root(set) + "/" + model_name);
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
 
     cvene_config *cfg = nullptr;
@@ -139,9 +143,11 @@ TEST_P(PyveneParity, MatchesPyvene) {
     cvene_config_free(cfg);
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, PyveneParity, ::testing::ValuesIn(case_names()),
-                         [](const ::testing::TestParamInfo<std::string> &i) { return i.param; });
+std::string case_label(const ::testing::TestParamInfo<std::string> &i) { return i.param.substr(i.param.find('/') + 1); }
+INSTANTIATE_TEST_SUITE_P(Cases, PyveneParity, ::testing::ValuesIn(case_names()), case_label);
+INSTANTIATE_TEST_SUITE_P(NeoxCases, PyveneParity, ::testing::ValuesIn(case_names("pyvene_neox")), case_label);
 
 TEST(PyveneFixtures, AtLeastEightyCases) { EXPECT_GE(case_names().size(), 80u); }
+TEST(PyveneFixtures, AtLeastTwentyNeoxCases) { EXPECT_GE(case_names("pyvene_neox").size(), 20u); }
 
 }  // namespace

@@ -9,11 +9,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cvene.h"
 #include "bindings/cli/cli.h"
 #include "engine/intervene.h"
 #include "models/safetensors.h"
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 char *cli_read_file(const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");

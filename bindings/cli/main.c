@@ -15,11 +15,15 @@
 #include "cvene.h"
 #include "bindings/cli/cli.h"
 
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: cvene predict --model DIR --ids IDS [--top K] [--threads N] [--device cpu|cuda]\n"
             "       cvene run --model DIR --config CONFIG.json --inputs INPUTS.json [--out OUT.safetensors]\n"
+            "       cvene plan --model DIR --batch B --seq T [--devices N]  (memory per device; cvene plan --help)\n"
+            "       cvene sweep --model DIR --base TEXT --source TEXT --out PREFIX [...]  (cvene sweep --help)\n"
             "       cvene run --model DIR --config CONFIG.json --inputs INPUTS.json [--out OUT.safetensors]\n"
+            "       cvene sweep --model DIR --base TEXT --source TEXT --out PREFIX [...]  (cvene sweep --help)\n"
             "  IDS   comma-separated token ids; separate sequences with ';' (e.g. \"464,3290;464\")\n"
             "  --top K       predictions to print per sequence (default 5)\n"
             "  --threads N   CPU threads (default: OpenMP default)\n"
@@ -229,6 +233,8 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "predict")) return cmd_predict(argc - 2, argv + 2);
     if (!strcmp(argv[1], "run")) return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "plan")) return cmd_plan(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "sweep")) return cmd_sweep(argc - 2, argv + 2);
     fprintf(stderr, "cvene: unknown command \"%s\"\n", argv[1]);
     usage(stderr);
     return 2;

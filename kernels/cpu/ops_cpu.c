@@ -182,6 +182,35 @@ static cvene_status cpu_residual_add(cvene_backend *be, float *x, const float *y
     return CVENE_OK;
 }
 
+/* GPT-NeoX rotary embedding, as transformers 4.46 computes it in float32:
+ * inv_freq[i] = 1 / base^(f32(2i) / f32(rot)) (the power rounded to f32), angle =
+ * f32(pos) * inv_freq[i], then per head x[i], x[i + rot/2] <- x[i] cos - x[i + rot/2] sin,
+ * x[i + rot/2] cos + x[i] sin for i < rot/2 (rotate-half); dims >= rot pass through. */
+static cvene_status cpu_rotary(cvene_backend *be, float *x, int ld, const int32_t *pos, int B, int T, int H,
+                               int D, int rot_dims, float base) {
+    const int half = rot_dims / 2;
+    if (half <= 0) return CVENE_OK;
+    const int64_t rows = (int64_t)B * T;
+#pragma omp parallel for num_threads(NT(be)) schedule(static)
+    for (int64_t n = 0; n < rows; n++) {
+        const float p = (float)(pos ? pos[n] : (int32_t)(n % T));
+        float *row = x + n * (int64_t)ld;
+        for (int i = 0; i < half; i++) {
+            const float e = (float)(2 * i) / (float)rot_dims;
+            const float inv = 1.0f / (float)pow((double)base, (double)e);
+            const float ang = p * inv;
+            const float c = cosf(ang), s = sinf(ang);
+            for (int h = 0; h < H; h++) {
+                float *xh = row + (int64_t)h * D;
+                const float a = xh[i], b = xh[i + half];
+                xh[i] = a * c - b * s;
+                xh[i + half] = b * c + a * s;
+            }
+        }
+    }
+    return CVENE_OK;
+}
+
 static cvene_status cpu_permute_heads(cvene_backend *be, float *dst, const float *src, int B,
                                       int T, int H, int D, int to_heads) {
     const int64_t rows = (int64_t)B * T * H;
@@ -214,6 +243,7 @@ static const cvene_ops cpu_ops = {
     .activation = cpu_activation,
     .softmax = cpu_softmax,
     .residual_add = cpu_residual_add,
+    .rotary = cpu_rotary,
     .permute_heads = cpu_permute_heads,
 };
 

@@ -316,6 +316,29 @@ __global__ void k_residual_add(float *x, const float *y, size_t n) {
         x[i] += y[i];
 }
 
+/* GPT-NeoX rotary, one thread per (row n = b*T + t, head h, pair i < half), as the CPU:
+ * inv = 1 / f32(base^(f32(2i) / f32(rot))) with the power in double, angle = f32(pos) * inv,
+ * cos/sin in f32 (the precise sincosf, not the fast-math intrinsic). */
+__global__ void k_rotary(float *x, int ld, const int32_t *pos, int T, int H, int D, int half, int rot,
+                         float base, size_t total) {
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        const int i = (int)(idx % (size_t)half);
+        size_t rest = idx / (size_t)half;
+        const int h = (int)(rest % (size_t)H);
+        const size_t n = rest / (size_t)H;
+        const float p = (float)(pos ? pos[n] : (int32_t)(n % (size_t)T));
+        const float e = (float)(2 * i) / (float)rot;
+        const float inv = 1.0f / (float)pow((double)base, (double)e);
+        float s, c;
+        sincosf(p * inv, &s, &c);
+        float *xh = x + n * (size_t)ld + (size_t)h * D;
+        const float a = xh[i], b = xh[i + half];
+        xh[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+        xh[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+    }
+}
+
 /* Indexed by the destination so writes coalesce.
  * to_heads: dst (B, H, T, D) <- src (B, T, H, D); else dst (B, T, H, D) <- src (B, H, T, D). */
 __global__ void k_permute_heads(float *dst, const float *src, int T, int H, int D, int to_heads,
@@ -513,6 +536,18 @@ cvene_status cu_residual_add(cvene_backend *be, float *x, const float *y, size_t
     return CVENE_OK;
 }
 
+cvene_status cu_rotary(cvene_backend *be, float *x, int ld, const int32_t *pos, int B, int T, int H,
+                       int D, int rot_dims, float base) {
+    const int half = rot_dims / 2;
+    if (B <= 0 || T <= 0 || H <= 0 || half <= 0) return CVENE_OK;
+    ENTER(be);
+    const size_t total = (size_t)B * (size_t)T * (size_t)H * (size_t)half;
+    k_rotary<<<grid_for(total, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(x, ld, pos, T, H, D, half,
+                                                                                rot_dims, base, total);
+    LAUNCH_CHECK(be);
+    return CVENE_OK;
+}
+
 cvene_status cu_permute_heads(cvene_backend *be, float *dst, const float *src, int B, int T,
                               int H, int D, int to_heads) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return CVENE_OK;
@@ -542,7 +577,7 @@ const cvene_ops cuda_ops = {
     cu_activation,    /* activation */
     cu_softmax,       /* softmax */
     cu_residual_add,  /* residual_add */
-    nullptr,          /* rotary: not yet written for CUDA (GPT-NeoX work) */
+    cu_rotary,        /* rotary */
     cu_permute_heads, /* permute_heads */
 };
 static_assert(sizeof(cvene_ops) == 17 * sizeof(void *),

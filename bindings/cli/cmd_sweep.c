@@ -1,0 +1,519 @@
+/* cvene sweep: activation patching / causal tracing over layers x positions.
+ * Results go to PREFIX.json (rewritten atomically after every finished layer,
+ * so an interrupted sweep resumes with --resume), PREFIX.csv and PREFIX.svg. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cjson/cJSON.h>
+
+#include "cvene.h"
+#include "bindings/cli/cli.h"
+
+static volatile sig_atomic_t g_stop = 0; /* set by SIGINT/SIGTERM: stop after the current layer */
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+typedef struct {
+    int64_t base_done, total;
+    double t0;
+    int tty;
+} progress;
+
+static void show_progress(void *user, int64_t done, int64_t total) {
+    progress *pr = user;
+    (void)total;
+    if (!pr->tty) return;
+    int64_t d = pr->base_done + done;
+    double el = cli_now() - pr->t0, rate = el > 0 ? d / el : 0, eta = rate > 0 ? (pr->total - d) / rate : 0;
+    int w = 30, fill = pr->total ? (int)(w * d / pr->total) : w;
+    char bar[64];
+    for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
+    bar[w] = 0;
+    fprintf(stderr, "\r[%s] %lld/%lld sites  %.1f sites/s  ETA %.0fs ", bar, (long long)d, (long long)pr->total, rate, eta);
+    fflush(stderr);
+}
+
+/* "1,2,5-7" -> list; returns count or -1 */
+static int parse_list(const char *s, int *out, int cap) {
+    int n = 0;
+    while (*s) {
+        char *end;
+        long a = strtol(s, &end, 10), b = a;
+        if (end == s || a < 0) return -1;
+        s = end;
+        if (*s == '-') {
+            b = strtol(s + 1, &end, 10);
+            if (end == s + 1 || b < a) return -1;
+            s = end;
+        }
+        for (long v = a; v <= b; v++) {
+            if (n >= cap) return -1;
+            out[n++] = (int)v;
+        }
+        if (*s == ',') s++;
+        else if (*s) return -1;
+    }
+    return n;
+}
+
+typedef struct {
+    const char *model, *out, *component, *metric;
+    const char *base_text, *source_text, *base_ids, *source_ids, *subject_text, *subject_pos;
+    const char *token_text, *token_b_text, *layers, *positions;
+    int token, token_b, head, window, samples, naive, resume, threads, trace, max_batch;
+    unsigned seed;
+    double noise;
+} sweep_args;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: cvene sweep --model DIR (--base TEXT | --base-ids IDS) [--source TEXT | --source-ids IDS]\n"
+            "                   --out PREFIX [--component block_output] [--metric prob|logit-diff|kl]\n"
+            "                   [--token TEXT | --token-id N] [--token-b TEXT | --token-b-id N]\n"
+            "                   [--layers 0-11] [--positions 0,3,5-9] [--window W] [--head H]\n"
+            "                   [--trace --subject TEXT | --subject-positions P] [--samples 10] [--noise X] [--seed S]\n"
+            "                   [--naive] [--resume] [--threads N] [--batch N]\n"
+            "Patches COMPONENT from the source run into the base run at every (layer, position) and scores\n"
+            "the last position. --trace: ROME causal tracing (base = source prompt with noise on the subject\n"
+            "tokens' embeddings; the clean state is restored at each site). Writes PREFIX.json, PREFIX.csv\n"
+            "and PREFIX.svg; after Ctrl-C, run again with --resume to finish without recomputing done layers.\n"
+            "Text needs tokenizer files (vocab.json + merges.txt or tokenizer.json) in the model directory.\n");
+}
+
+static int write_atomic(const char *path, const char *text, char *err, size_t errlen) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        snprintf(err, errlen, "%.900s: cannot create: %s", tmp, strerror(errno));
+        return -1;
+    }
+    size_t n = strlen(text);
+    int ok = fwrite(text, 1, n, f) == n;
+    if (fclose(f) != 0) ok = 0;
+    if (!ok || rename(tmp, path) != 0) {
+        snprintf(err, errlen, "%.900s: write failed: %s", path, strerror(errno));
+        remove(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+
+/* ids from "1,2,3" or from text through the model directory's tokenizer */
+static int get_ids(cli_text *tx, const char *ids_arg, const char *text, int32_t **out, int *n, const char *what) {
+    if (ids_arg) {
+        int cap = (int)strlen(ids_arg) + 1;
+        int *tmp = malloc(sizeof(int) * (size_t)cap);
+        *out = malloc(sizeof(int32_t) * (size_t)cap);
+        int k = tmp && *out ? parse_list(ids_arg, tmp, cap) : -1;
+        if (k <= 0) {
+            fprintf(stderr, "cvene sweep: --%s-ids must be a comma-separated list of token ids, got \"%s\"\n", what, ids_arg);
+            free(tmp), free(*out), *out = NULL;
+            return -1;
+        }
+        for (int i = 0; i < k; i++) (*out)[i] = tmp[i];
+        free(tmp);
+        *n = k;
+        return 0;
+    }
+    if (!text) return 1; /* absent */
+    if (cli_text_encode(tx, text, out, n) != 0) return -1;
+    if (*n == 0) {
+        fprintf(stderr, "cvene sweep: --%s \"%s\" is empty after tokenisation\n", what, text);
+        free(*out), *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static cJSON *int_array(const int32_t *v, int n) {
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    return a;
+}
+
+static int argmax(const float *v, int n) {
+    int k = 0;
+    for (int i = 1; i < n; i++) k = v[i] > v[k] ? i : k;
+    return k;
+}
+
+static int run_sweep(const sweep_args *a) {
+    char err[1024];
+    int rc = 1;
+    cvene_ctx_params cp = cvene_ctx_default_params();
+    cp.n_threads = a->threads;
+    cvene_ctx *ctx = NULL;
+    cvene_model *m = NULL;
+    cli_text tx;
+    memset(&tx, 0, sizeof tx);
+    int32_t *base = NULL, *src = NULL, *subj_ids = NULL;
+    int nb = 0, ns = 0, nsubj = 0;
+    int *layers = NULL, *positions = NULL, *subject = NULL, *done = NULL;
+    float *scores = NULL, *logits = NULL;
+    char **labels = NULL;
+    cJSON *doc = NULL;
+    char *text = NULL;
+    if (cvene_ctx_new(&cp, &ctx, err, sizeof err) != CVENE_OK) {
+        fprintf(stderr, "cvene: %s\n", err);
+        return 1;
+    }
+    if (cvene_model_load(ctx, a->model, &m) != CVENE_OK) {
+        fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+        goto done;
+    }
+    cvene_model_info mi = cvene_model_get_info(m);
+    tx.ctx = ctx, tx.dir = a->model;
+    int gb = get_ids(&tx, a->base_ids, a->base_text, &base, &nb, "base");
+    int gs = gb < 0 ? -1 : get_ids(&tx, a->source_ids, a->source_text, &src, &ns, "source");
+    if (gb < 0 || gs < 0) goto done;
+    if (a->trace) { /* one prompt: the clean run */
+        if (gb == 1 && gs == 1) {
+            fprintf(stderr, "cvene sweep: --trace needs the prompt (--base TEXT or --base-ids)\n");
+            goto done;
+        }
+        if (gs == 1) src = base, base = NULL, ns = nb;
+        free(base), base = NULL, nb = ns;
+    } else if (gb == 1 || gs == 1) {
+        fprintf(stderr, "cvene sweep: give both --base and --source (or --trace for causal tracing)\n");
+        goto done;
+    } else if (nb != ns) {
+        fprintf(stderr,
+                "cvene sweep: the base has %d tokens and the source %d; patching maps positions one to one, so make "
+                "the prompts the same length (e.g. pad the shorter one with a neutral word)\n", nb, ns);
+        goto done;
+    }
+    int T = ns;
+    if (T > mi.n_positions) {
+        fprintf(stderr, "cvene sweep: the prompt has %d tokens; the model takes at most %d\n", T, mi.n_positions);
+        goto done;
+    }
+    /* subject positions (trace) */
+    if (a->trace) {
+        subject = malloc(sizeof(int) * (size_t)T + sizeof(int));
+        if (a->subject_pos) {
+            nsubj = parse_list(a->subject_pos, subject, T);
+            if (nsubj <= 0) {
+                fprintf(stderr, "cvene sweep: --subject-positions must list positions in [0, %d)\n", T);
+                goto done;
+            }
+        } else if (a->subject_text) {
+            int lo = -1, n = 0;
+            if (cli_text_encode(&tx, a->subject_text, &subj_ids, &n) != 0) goto done;
+            /* the subject's tokens inside the prompt, tokenised in context when it starts with a space */
+            for (int t = 0; t + n <= T && lo < 0; t++)
+                if (n > 0 && !memcmp(src + t, subj_ids, sizeof(int32_t) * (size_t)n)) lo = t;
+            if (lo < 0) {
+                fprintf(stderr, "cvene sweep: the subject \"%s\" does not appear as whole tokens in the prompt "
+                                "(try a leading space, e.g. \" %s\", or --subject-positions)\n",
+                        a->subject_text, a->subject_text);
+                goto done;
+            }
+            for (int k = 0; k < n; k++) subject[k] = lo + k;
+            nsubj = n;
+        } else {
+            fprintf(stderr, "cvene sweep: --trace needs --subject TEXT or --subject-positions P\n");
+            goto done;
+        }
+    }
+    /* metric tokens: by text, by id, or the model's own predictions */
+    logits = malloc(sizeof(float) * (size_t)T * mi.vocab_size);
+    if (!logits) goto done;
+    int token = a->token, token_b = a->token_b;
+    for (int which = 0; which < 2; which++) {
+        const char *t = which ? a->token_b_text : a->token_text;
+        int *dst = which ? &token_b : &token;
+        if (!t) continue;
+        int32_t *ids = NULL;
+        int n = 0;
+        if (cli_text_encode(&tx, t, &ids, &n) != 0) goto done;
+        if (n != 1) {
+            fprintf(stderr, "cvene sweep: --token%s \"%s\" is %d tokens; the metric needs exactly one (a leading "
+                            "space is usually part of the token: \" Paris\")\n", which ? "-b" : "", t, n);
+            free(ids);
+            goto done;
+        }
+        *dst = ids[0];
+        free(ids);
+    }
+    cvene_run_opts o;
+    memset(&o, 0, sizeof o);
+    o.logits = logits;
+    if (token < 0) { /* the clean/source run's prediction */
+        if (cvene_forward(m, src, 1, T, &o) != CVENE_OK) goto fail_ctx;
+        token = argmax(logits + (size_t)(T - 1) * mi.vocab_size, mi.vocab_size);
+    }
+    int metric = !strcmp(a->metric, "prob") ? CVENE_METRIC_PROB : !strcmp(a->metric, "logit-diff") ? CVENE_METRIC_LOGIT_DIFF
+               : !strcmp(a->metric, "kl") ? CVENE_METRIC_KL : -1;
+    if (metric < 0) {
+        fprintf(stderr, "cvene sweep: --metric must be prob, logit-diff or kl, got \"%s\"\n", a->metric);
+        goto done;
+    }
+    if (metric == CVENE_METRIC_LOGIT_DIFF && token_b < 0) {
+        if (a->trace) {
+            fprintf(stderr, "cvene sweep: --metric logit-diff needs --token-b (or --token-b-id)\n");
+            goto done;
+        }
+        if (cvene_forward(m, base, 1, T, &o) != CVENE_OK) goto fail_ctx;
+        token_b = argmax(logits + (size_t)(T - 1) * mi.vocab_size, mi.vocab_size);
+    }
+    cvene_component comp = cvene_component_from_name(a->component);
+    if (comp == CVENE_N_COMPONENTS) {
+        fprintf(stderr, "cvene sweep: unknown --component \"%s\"\n", a->component);
+        goto done;
+    }
+    /* layers and positions */
+    layers = malloc(sizeof(int) * (size_t)(mi.n_layer + 1));
+    positions = malloc(sizeof(int) * (size_t)(T + 1));
+    int nl = mi.n_layer, np = T;
+    for (int l = 0; l < nl; l++) layers[l] = l;
+    for (int t = 0; t < np; t++) positions[t] = t;
+    if (a->layers && (nl = parse_list(a->layers, layers, mi.n_layer)) <= 0) {
+        fprintf(stderr, "cvene sweep: --layers must list layers in [0, %d) like 0-5,8\n", mi.n_layer);
+        goto done;
+    }
+    if (a->positions && (np = parse_list(a->positions, positions, T)) <= 0) {
+        fprintf(stderr, "cvene sweep: --positions must list positions in [0, %d) like 0,3-5\n", T);
+        goto done;
+    }
+    scores = calloc((size_t)nl * np, sizeof(float));
+    done = calloc((size_t)nl, sizeof(int));
+    labels = calloc((size_t)np, sizeof(char *));
+    if (!scores || !done || !labels) goto done;
+    for (int pi = 0; pi < np; pi++) labels[pi] = cli_text_token_label(&tx, src[positions[pi]]);
+
+    /* the description that identifies this sweep (for --resume) */
+    cJSON *spec = cJSON_CreateObject();
+    cJSON_AddStringToObject(spec, "model", a->model);
+    cJSON_AddItemToObject(spec, "source_ids", int_array(src, T));
+    if (!a->trace) cJSON_AddItemToObject(spec, "base_ids", int_array(base, T));
+    cJSON_AddStringToObject(spec, "component", cvene_component_name(comp));
+    cJSON_AddNumberToObject(spec, "head", a->head);
+    cJSON_AddStringToObject(spec, "metric", a->metric);
+    cJSON_AddNumberToObject(spec, "token", token);
+    cJSON_AddNumberToObject(spec, "token_b", token_b);
+    cJSON_AddNumberToObject(spec, "window", a->window);
+    cJSON_AddBoolToObject(spec, "trace", a->trace);
+    if (a->trace) {
+        cJSON_AddItemToObject(spec, "subject", cJSON_CreateIntArray(subject, nsubj));
+        cJSON_AddNumberToObject(spec, "samples", a->samples);
+        cJSON_AddNumberToObject(spec, "noise", a->noise);
+        cJSON_AddNumberToObject(spec, "seed", a->seed);
+    }
+    cJSON_AddItemToObject(spec, "layers", cJSON_CreateIntArray(layers, nl));
+    cJSON_AddItemToObject(spec, "positions", cJSON_CreateIntArray(positions, np));
+    doc = cJSON_CreateObject();
+    cJSON_AddItemToObject(doc, "sweep", spec);
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s.json", a->out);
+    if (a->resume) {
+        char *old = cli_read_file(path, err, sizeof err);
+        cJSON *prev = old ? cJSON_Parse(old) : NULL;
+        free(old);
+        if (!prev) {
+            fprintf(stderr, "cvene sweep: --resume: cannot read %s (%s)\n", path, old ? "malformed JSON" : err);
+            goto done;
+        }
+        if (!cJSON_Compare(cJSON_GetObjectItem(prev, "sweep"), spec, 1)) {
+            fprintf(stderr, "cvene sweep: --resume: %s was written by a different sweep (model, prompts, component, "
+                            "metric, tokens, layers or positions differ); remove it or drop --resume\n", path);
+            cJSON_Delete(prev);
+            goto done;
+        }
+        const cJSON *rows = cJSON_GetObjectItem(prev, "scores");
+        int li = 0;
+        for (const cJSON *r = rows ? rows->child : NULL; r && li < nl; r = r->next, li++)
+            if (cJSON_IsArray(r) && cJSON_GetArraySize(r) == np) {
+                int pi = 0;
+                for (const cJSON *e = r->child; e; e = e->next, pi++) scores[(size_t)li * np + pi] = (float)e->valuedouble;
+                done[li] = 1;
+            }
+        cJSON_Delete(prev);
+    }
+    int n_done = 0;
+    for (int li = 0; li < nl; li++) n_done += done[li];
+    if (a->resume) fprintf(stderr, "resuming: %d of %d layers already done\n", n_done, nl);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    progress pr = {(int64_t)n_done * np, (int64_t)nl * np, cli_now(), isatty(2)};
+    cvene_sweep_params p = cvene_sweep_default_params();
+    p.component = comp, p.head = a->head, p.metric = (cvene_metric)metric, p.token = token, p.token_b = token_b;
+    p.positions = positions, p.n_positions = np, p.window = a->window, p.naive = a->naive, p.max_batch = a->max_batch;
+    p.trace = a->trace, p.subject = subject, p.n_subject = nsubj, p.noise_scale = (float)a->noise;
+    p.n_samples = a->samples, p.seed = a->seed, p.progress = show_progress, p.progress_user = &pr;
+    p.n_layers = 1;
+    cvene_sweep_summary sum;
+    memset(&sum, 0, sizeof sum);
+    double t0 = cli_now();
+    int64_t forwards = 0;
+    for (int li = 0; li < nl; li++) {
+        if (done[li]) continue;
+        if (g_stop) break;
+        p.layers = &layers[li];
+        if (cvene_sweep(m, base, src, T, &p, scores + (size_t)li * np, &sum) != CVENE_OK) goto fail_ctx;
+        forwards += sum.forwards;
+        done[li] = 1;
+        pr.base_done += np;
+        /* rewrite the results after every layer, atomically */
+        cJSON_DeleteItemFromObject(doc, "scores");
+        cJSON *rows = cJSON_AddArrayToObject(doc, "scores");
+        int complete = 1;
+        for (int q = 0; q < nl; q++) {
+            if (!done[q]) complete = 0;
+            cJSON_AddItemToArray(rows, done[q] ? cJSON_CreateFloatArray(scores + (size_t)q * np, np) : cJSON_CreateNull());
+        }
+        cJSON_DeleteItemFromObject(doc, "tokens");
+        cJSON_AddItemToObject(doc, "tokens", cJSON_CreateStringArray((const char *const *)labels, np));
+        cJSON_DeleteItemFromObject(doc, "base_score");
+        cJSON_DeleteItemFromObject(doc, "source_score");
+        cJSON_DeleteItemFromObject(doc, "complete");
+        cJSON_AddNumberToObject(doc, "base_score", sum.base_score);
+        cJSON_AddNumberToObject(doc, "source_score", sum.source_score);
+        cJSON_AddBoolToObject(doc, "complete", complete);
+        free(text);
+        text = cJSON_Print(doc);
+        if (!text || write_atomic(path, text, err, sizeof err) != 0) {
+            fprintf(stderr, "\ncvene sweep: %s\n", text ? err : "out of memory");
+            goto done;
+        }
+    }
+    if (pr.tty) fprintf(stderr, "\n");
+    n_done = 0;
+    for (int li = 0; li < nl; li++) n_done += done[li];
+    /* CSV and SVG of what is done */
+    {
+        size_t cap = 64 + (size_t)nl * np * 48 + (size_t)np * 64;
+        char *csv = malloc(cap);
+        if (!csv) goto done;
+        size_t o2 = (size_t)snprintf(csv, cap, "layer,position,token,score\n");
+        for (int li = 0; li < nl; li++)
+            for (int pi = 0; done[li] && pi < np; pi++) {
+                o2 += (size_t)snprintf(csv + o2, cap - o2, "%d,%d,\"", layers[li], positions[pi]);
+                for (const char *c = labels[pi]; *c && o2 + 4 < cap; c++) {
+                    if (*c == '"') csv[o2++] = '"';
+                    csv[o2++] = *c;
+                }
+                o2 += (size_t)snprintf(csv + o2, cap - o2, "\",%.9g\n", scores[(size_t)li * np + pi]);
+            }
+        snprintf(path, sizeof path, "%s.csv", a->out);
+        int w = write_atomic(path, csv, err, sizeof err);
+        free(csv);
+        if (w != 0) {
+            fprintf(stderr, "cvene sweep: %s\n", err);
+            goto done;
+        }
+        snprintf(path, sizeof path, "%s.svg", a->out);
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+        FILE *f = fopen(tmp, "wb");
+        char title[512], vlabel[256];
+        snprintf(title, sizeof title, "%s %s: %s", a->trace ? "causal trace" : "activation patching",
+                 cvene_component_name(comp), a->model);
+        snprintf(vlabel, sizeof vlabel, "%s of token %d at the last position (base %.4g, source %.4g)", a->metric,
+                 token, sum.base_score, sum.source_score);
+        int ok = f && cli_write_heatmap(f, title, vlabel, scores, layers, nl, (const char *const *)labels, positions,
+                                        np, done) == 0;
+        if (f && fclose(f) != 0) ok = 0;
+        if (!ok || rename(tmp, path) != 0) {
+            remove(tmp);
+            fprintf(stderr, "cvene sweep: cannot write %s\n", path);
+            goto done;
+        }
+    }
+    double el = cli_now() - t0;
+    printf("%s: %d of %d layers x %d positions, %lld forward passes, %.2f s; base %.4g, source %.4g\n",
+           a->trace ? "causal trace" : "patching sweep", n_done, nl, np, (long long)forwards, el, sum.base_score,
+           sum.source_score);
+    printf("wrote %s.json, %s.csv, %s.svg\n", a->out, a->out, a->out);
+    if (n_done < nl) {
+        fprintf(stderr, "interrupted: %d layers left; run the same command with --resume to finish\n", nl - n_done);
+        rc = 130;
+        goto done;
+    }
+    rc = 0;
+    goto done;
+fail_ctx:
+    fprintf(stderr, "%scvene: %s\n", isatty(2) ? "\n" : "", cvene_ctx_error(ctx));
+done:
+    for (int pi = 0; labels && pi < np; pi++) free(labels[pi]);
+    free(labels), free(text), cJSON_Delete(doc);
+    free(base), free(src), free(subj_ids), free(layers), free(positions), free(subject), free(done), free(scores),
+        free(logits);
+    cli_text_free(&tx);
+    cvene_model_free(m);
+    cvene_ctx_free(ctx);
+    return rc;
+}
+
+int cmd_sweep(int argc, char **argv) {
+    sweep_args a;
+    memset(&a, 0, sizeof a);
+    a.component = "block_output", a.metric = "prob", a.token = a.token_b = -1, a.window = 1, a.samples = 10;
+    a.seed = 1;
+    for (int i = 0; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(k, "--naive")) { a.naive = 1; continue; }
+        if (!strcmp(k, "--resume")) { a.resume = 1; continue; }
+        if (!strcmp(k, "--trace")) { a.trace = 1; continue; }
+        if (!v) {
+            fprintf(stderr, "cvene sweep: option %s needs a value\n", k);
+            return 2;
+        }
+        i++;
+        const char **sv = !strcmp(k, "--model") ? &a.model : !strcmp(k, "--out") ? &a.out
+                        : !strcmp(k, "--component") ? &a.component : !strcmp(k, "--metric") ? &a.metric
+                        : !strcmp(k, "--base") ? &a.base_text : !strcmp(k, "--source") ? &a.source_text
+                        : !strcmp(k, "--base-ids") ? &a.base_ids : !strcmp(k, "--source-ids") ? &a.source_ids
+                        : !strcmp(k, "--subject") ? &a.subject_text : !strcmp(k, "--subject-positions") ? &a.subject_pos
+                        : !strcmp(k, "--token") ? &a.token_text : !strcmp(k, "--token-b") ? &a.token_b_text
+                        : !strcmp(k, "--layers") ? &a.layers : !strcmp(k, "--positions") ? &a.positions : NULL;
+        if (sv) {
+            *sv = v;
+            continue;
+        }
+        char *end;
+        double num = strtod(v, &end);
+        if (*end || !isfinite(num)) {
+            fprintf(stderr, "cvene sweep: %s expects a number, got \"%s\"\n", k, v);
+            return 2;
+        }
+        if (!strcmp(k, "--noise")) a.noise = num;
+        else if (num < 0 || num > 1e9 || floor(num) != num) {
+            fprintf(stderr, "cvene sweep: %s expects a non-negative integer, got \"%s\"\n", k, v);
+            return 2;
+        } else if (!strcmp(k, "--token-id")) a.token = (int)num;
+        else if (!strcmp(k, "--token-b-id")) a.token_b = (int)num;
+        else if (!strcmp(k, "--head")) a.head = (int)num;
+        else if (!strcmp(k, "--window")) a.window = (int)num;
+        else if (!strcmp(k, "--samples")) a.samples = (int)num;
+        else if (!strcmp(k, "--seed")) a.seed = (unsigned)num;
+        else if (!strcmp(k, "--threads")) a.threads = (int)num;
+        else if (!strcmp(k, "--batch")) a.max_batch = (int)num;
+        else {
+            fprintf(stderr, "cvene sweep: unknown option %s (see cvene sweep --help)\n", k);
+            return 2;
+        }
+    }
+    if (!a.model || !a.out) {
+        fprintf(stderr, "cvene sweep: --model and --out are required (see cvene sweep --help)\n");
+        return 2;
+    }
+    return run_sweep(&a);
+}

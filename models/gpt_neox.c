@@ -1,0 +1,461 @@
+/* Native GPT-NeoX (Pythia): checkpoint loading and the forward pass, written once
+ * against the backend op table, numerically mirroring transformers 4.46.3's
+ * GPTNeoXForCausalLM with eager attention.
+ *
+ * Block l (x is the residual stream, (B, T, C)):
+ *   a   = dense(attn(rotary(split(query_key_value(ln1(x))))))
+ *   parallel residual:   x = x + (mlp(ln2(x)) + a)      (transformers: mlp + attn + x)
+ *   sequential residual: h = x + a;  x = h + mlp(ln2(h))
+ *   mlp(y) = dense_4h_to_h(act(dense_h_to_4h(y)))
+ * query_key_value is an nn.Linear (3C, C) whose output is laid out per head:
+ * [q_h (D), k_h (D), v_h (D)] for h = 0..H-1. The rotary embedding rotates the first
+ * rot = int(D * rotary_pct) dims of every q and k head (rotate-half, angle
+ * pos * base^(-2i/rot), cos/sin in float32 as transformers computes them).
+ *
+ * Sites, in the order they are called (the order pyvene's hooks fire):
+ *   block_input        input of layers[l]
+ *   attention_input    input of layers[l].attention (= ln1(x))
+ *   query_output, key_output, value_output, head_{query,key,value}_output
+ *                      NOT in pyvene 0.1.8 for GPT-NeoX; cvene defines them as the
+ *                      vectors attention uses: q and k AFTER the rotary embedding
+ *                      (what GPTNeoXAttention._attn receives), v as projected
+ *   attention_weight   softmax probabilities (not a pyvene GPT-NeoX component either)
+ *   attention_value_output, head_attention_value_output
+ *                      input of layers[l].attention.dense (merged heads)
+ *   attention_output   output of layers[l].attention (dense output)
+ *   mlp_input          input of layers[l].mlp (ln2 of x, or of x + a when sequential)
+ *   mlp_activation     output of layers[l].mlp.act
+ *   mlp_output         output of layers[l].mlp
+ *   block_output       output of layers[l] */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/tensor.h"
+#include "models/hf_config.h"
+#include "models/model.h"
+#include "models/weights.h"
+
+typedef struct {
+    int vocab_size, n_positions, n_embd, n_layer, n_head, n_inner;
+    int rot_dims;     /* int(head_dim * rotary_pct), even */
+    float rot_base;   /* rotary_emb_base */
+    float ln_eps;
+    cvene_act act;
+    int parallel, tied, attn_bias;
+} neox_config;
+
+typedef struct {
+    float *ln_1_w, *ln_1_b; // (C) input_layernorm
+    float *qkv_w, *qkv_b;   // (3C, C), (3C) nn.Linear, per-head [q, k, v] rows; bias may be NULL
+    float *dense_w, *dense_b; // (C, C), (C); bias may be NULL
+    float *ln_2_w, *ln_2_b; // (C) post_attention_layernorm
+    float *fc_w, *fc_b;     // (I, C), (I) dense_h_to_4h
+    float *proj_w, *proj_b; // (C, I), (C) dense_4h_to_h
+} neox_layer;
+
+typedef struct {
+    float *embed_in;  // (V, C)
+    neox_layer *layers;
+    float *ln_f_w, *ln_f_b; // (C) final_layer_norm
+    float *embed_out;       // (V, C): embed_in when tied
+    float *zero_row;        // (C) zeros on the device: the embedding op's position table
+} neox_params;
+
+typedef struct {
+    neox_config cfg;
+    neox_params p;
+    cvene_backend *be; /* owner of zero_row */
+} neox_model;
+
+/* ---- config ------------------------------------------------------------ */
+
+static cvene_status parse_config(cvene_ctx *ctx, const char *dir, const cJSON *j, neox_config *c) {
+    const int BIG = 1 << 24;
+    CVENE_TRY(hf_config_int(ctx, j, dir, "vocab_size", 1, BIG, &c->vocab_size));
+    CVENE_TRY(hf_config_int(ctx, j, dir, "hidden_size", 1, 1 << 16, &c->n_embd));
+    CVENE_TRY(hf_config_int(ctx, j, dir, "num_hidden_layers", 1, 64, &c->n_layer));
+    CVENE_TRY(hf_config_int(ctx, j, dir, "num_attention_heads", 1, 1 << 12, &c->n_head));
+    if (c->n_embd % c->n_head != 0)
+        return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                          "%s/config.json: hidden_size = %d is not divisible by num_attention_heads = %d",
+                          dir, c->n_embd, c->n_head);
+    CVENE_TRY(hf_config_int(ctx, j, dir, "intermediate_size", 1, 1 << 20, &c->n_inner));
+    CVENE_TRY(hf_config_int_opt(ctx, j, dir, "max_position_embeddings", 1, BIG, 2048, &c->n_positions));
+    double pct, base, eps;
+    CVENE_TRY(hf_config_float_opt(ctx, j, dir, "rotary_pct", 0.25, &pct));
+    if (!(pct > 0.0 && pct <= 1.0))
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: rotary_pct = %g must be in (0, 1]", dir, pct);
+    const int D = c->n_embd / c->n_head;
+    c->rot_dims = (int)(D * pct); /* Python's int(head_size * rotary_pct) */
+    if (c->rot_dims % 2 != 0)
+        return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                          "%s/config.json: rotary_pct = %g gives int(head_dim %d * rotary_pct) = %d rotary "
+                          "dims, which must be even (rotate-half pairs dim i with i + rot/2)",
+                          dir, pct, D, c->rot_dims);
+    CVENE_TRY(hf_config_float_opt(ctx, j, dir, "rotary_emb_base", 10000.0, &base));
+    if (!(base > 0.0 && base < 3.0e38))
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: rotary_emb_base = %g must be > 0", dir, base);
+    c->rot_base = (float)base;
+    CVENE_TRY(hf_config_float_opt(ctx, j, dir, "layer_norm_eps", 1e-5, &eps));
+    if (!(eps > 0.0))
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: layer_norm_eps = %g must be > 0", dir, eps);
+    c->ln_eps = (float)eps;
+    const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
+    if (scaling && !cJSON_IsNull(scaling))
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                          "%s/config.json: rope_scaling is set; only the default rotary embedding "
+                          "(rope_scaling null) is supported", dir);
+    const char *act;
+    CVENE_TRY(hf_config_str_opt(ctx, j, dir, "hidden_act", "gelu", &act));
+    if (!strcmp(act, "gelu"))
+        c->act = CVENE_GELU_ERF;
+    else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh") || !strcmp(act, "gelu_fast"))
+        c->act = CVENE_GELU_TANH;
+    else if (!strcmp(act, "relu"))
+        c->act = CVENE_ACT_RELU;
+    else
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                          "%s/config.json: hidden_act \"%s\" is not supported (gelu, gelu_new, "
+                          "gelu_pytorch_tanh, gelu_fast, relu)", dir, act);
+    CVENE_TRY(hf_config_bool_opt(ctx, j, dir, "use_parallel_residual", 1, &c->parallel));
+    CVENE_TRY(hf_config_bool_opt(ctx, j, dir, "tie_word_embeddings", 0, &c->tied));
+    CVENE_TRY(hf_config_bool_opt(ctx, j, dir, "attention_bias", 1, &c->attn_bias));
+    return CVENE_OK;
+}
+
+/* ---- weights ----------------------------------------------------------- */
+
+static int build_specs(const neox_config *c, neox_params *p, weight_spec *s) {
+    int64_t C = c->n_embd, I = c->n_inner, V = c->vocab_size;
+    int n = 0;
+    n = add_spec(s, n, &p->embed_in, V, C, "embed_in.weight", 0);
+    for (int l = 0; l < c->n_layer; l++) {
+        neox_layer *L = &p->layers[l];
+        n = add_spec(s, n, &L->ln_1_w, C, 0, "layers.%d.input_layernorm.weight", l);
+        n = add_spec(s, n, &L->ln_1_b, C, 0, "layers.%d.input_layernorm.bias", l);
+        n = add_spec(s, n, &L->qkv_w, 3 * C, C, "layers.%d.attention.query_key_value.weight", l);
+        if (c->attn_bias) n = add_spec(s, n, &L->qkv_b, 3 * C, 0, "layers.%d.attention.query_key_value.bias", l);
+        n = add_spec(s, n, &L->dense_w, C, C, "layers.%d.attention.dense.weight", l);
+        if (c->attn_bias) n = add_spec(s, n, &L->dense_b, C, 0, "layers.%d.attention.dense.bias", l);
+        n = add_spec(s, n, &L->ln_2_w, C, 0, "layers.%d.post_attention_layernorm.weight", l);
+        n = add_spec(s, n, &L->ln_2_b, C, 0, "layers.%d.post_attention_layernorm.bias", l);
+        n = add_spec(s, n, &L->fc_w, I, C, "layers.%d.mlp.dense_h_to_4h.weight", l);
+        n = add_spec(s, n, &L->fc_b, I, 0, "layers.%d.mlp.dense_h_to_4h.bias", l);
+        n = add_spec(s, n, &L->proj_w, C, I, "layers.%d.mlp.dense_4h_to_h.weight", l);
+        n = add_spec(s, n, &L->proj_b, C, 0, "layers.%d.mlp.dense_4h_to_h.bias", l);
+    }
+    n = add_spec(s, n, &p->ln_f_w, C, 0, "final_layer_norm.weight", 0);
+    n = add_spec(s, n, &p->ln_f_b, C, 0, "final_layer_norm.bias", 0);
+    if (!c->tied) {
+        n = add_spec(s, n, &p->embed_out, V, C, "embed_out.weight", 0);
+        s[n - 1].no_prefix = 1;
+    }
+    return n;
+}
+
+/* Parameter counts by placement (the planner splits layers over devices). */
+static void count_params(const neox_config *c, int64_t *embed, int64_t *layer, int64_t *final) {
+    int64_t C = c->n_embd, I = c->n_inner, V = c->vocab_size;
+    *embed = V * C;
+    *layer = 2 * C + 3 * C * C + C * C + 2 * C + I * C + I + C * I + C + (c->attn_bias ? 3 * C + C : 0);
+    *final = 2 * C + (c->tied ? 0 : V * C);
+}
+
+static void neox_free(cvene_model *m) {
+    neox_model *g = m->arch;
+    if (g) {
+        free(g->p.layers);
+        if (g->p.zero_row) g->be->ops->free(g->be, g->p.zero_row);
+    }
+    free(g);
+    m->arch = NULL;
+}
+
+static cvene_status neox_forward(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o);
+static const float *neox_token_embeddings(cvene_model *m, int *V, int *C) {
+    neox_model *g = m->arch;
+    *V = g->cfg.vocab_size;
+    *C = g->cfg.n_embd;
+    return g->p.embed_in;
+}
+/* no forward_from yet: sweeps run full forwards on GPT-NeoX */
+static const cvene_model_vtable neox_vtable = {"gpt_neox", neox_forward, neox_free, NULL, neox_token_embeddings};
+
+cvene_status gpt_neox_load(cvene_model *m, const char *dir, const cJSON *cfg) {
+    cvene_ctx *ctx = m->ctx;
+    cvene_backend *be = ctx->be;
+    neox_model *g = calloc(1, sizeof *g);
+    if (!g) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    g->be = be;
+    m->arch = g;
+    m->vt = &neox_vtable;
+    neox_config *c = &g->cfg;
+    cvene_status st = parse_config(ctx, dir, cfg, c);
+    if (st != CVENE_OK) {
+        neox_free(m);
+        return st;
+    }
+    st_archive ar;
+    st = st_archive_open_dir(ctx, &ar, dir);
+    if (st != CVENE_OK) {
+        neox_free(m);
+        return st;
+    }
+    int max_specs = 4 + 12 * c->n_layer;
+    weight_spec *specs = malloc(sizeof(weight_spec) * (size_t)max_specs);
+    g->p.layers = calloc((size_t)c->n_layer, sizeof(neox_layer));
+    float *zeros = calloc((size_t)c->n_embd, sizeof(float));
+    if (!specs || !g->p.layers || !zeros) st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory loading %s", dir);
+    int n = st == CVENE_OK ? build_specs(c, &g->p, specs) : 0;
+    if (st == CVENE_OK) st = weights_resolve(ctx, dir, &ar, specs, n, "gpt_neox.");
+    if (st == CVENE_OK) st = weights_upload(m, specs, n); /* may take over ar (F32 used in place) */
+    if (st == CVENE_OK && c->tied) g->p.embed_out = g->p.embed_in;
+    if (st == CVENE_OK && be->ops->alloc(be, (void **)&g->p.zero_row, sizeof(float) * (size_t)c->n_embd) != CVENE_OK)
+        st = cvene_fail(ctx, CVENE_ERR_OOM, "cannot allocate %d floats on %s", c->n_embd, be->ops->name);
+    if (st == CVENE_OK) st = be->ops->to_device(be, g->p.zero_row, zeros, sizeof(float) * (size_t)c->n_embd);
+    int64_t params = st == CVENE_OK ? weights_count(specs, n) : 0;
+    free(specs);
+    free(zeros);
+    st_archive_close(&ar);
+    if (st != CVENE_OK) {
+        neox_free(m);
+        return st; /* the caller frees param_mem and the kept mapping */
+    }
+    m->info = (cvene_model_info){CVENE_ARCH_GPT_NEOX, c->n_layer, c->n_head, c->n_embd, c->n_inner,
+                                 c->vocab_size, c->n_positions, params};
+    return CVENE_OK;
+}
+
+/* ---- activations -------------------------------------------------------- */
+
+typedef struct {
+    float *x;      // (B, T, C) residual stream
+    float *ln;     // (B, T, C) layernorm output
+    float *qkv;    // (B, T, H, 3, D) query_key_value output, regrouped in place (via tmp)
+                   // to (3, B, T, C): q, then k = q + BTC, then v = k + BTC
+    float *tmp;    // (B, T, 3, H, D) regrouping scratch
+    float *probs;  // (B, H, T, T)
+    float *att;    // (B, T, C) merged heads
+    float *attn;   // (B, T, C) attention output
+    float *mlp;    // (B, T, C) mlp output
+    float *fc;     // (B, T, I)
+    float *heads;  // (B, H, T, D) scratch for per-head sites
+    float *logits; // (B, T, V) device logits when not writing straight to the host
+    int32_t *ids, *pos, *mask; // (B, T) device copies of the inputs
+    int32_t *zpos; // (B, T) zeros: every token reads the zero row as its "position embedding"
+} neox_acts;
+
+static void carve(cvene_arena *a, neox_acts *s, const neox_config *c, int B, int T, int dev_inputs,
+                  int dev_logits) {
+    size_t BT = (size_t)B * T, C = (size_t)c->n_embd, F = sizeof(float);
+    s->x = cvene_arena_take(a, BT * C * F);
+    s->ln = cvene_arena_take(a, BT * C * F);
+    s->qkv = cvene_arena_take(a, 3 * BT * C * F);
+    s->tmp = cvene_arena_take(a, 3 * BT * C * F);
+    s->probs = cvene_arena_take(a, BT * (size_t)c->n_head * (size_t)T * F);
+    s->att = cvene_arena_take(a, BT * C * F);
+    s->attn = cvene_arena_take(a, BT * C * F);
+    s->mlp = cvene_arena_take(a, BT * C * F);
+    s->fc = cvene_arena_take(a, BT * (size_t)c->n_inner * F);
+    s->heads = cvene_arena_take(a, BT * C * F);
+    s->logits = dev_logits ? cvene_arena_take(a, BT * (size_t)c->vocab_size * F) : NULL;
+    s->ids = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
+    s->pos = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
+    s->mask = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
+    s->zpos = cvene_arena_take(a, BT * 4);
+}
+
+/* ---- planning (from config.json alone) ----------------------------------- */
+
+cvene_status gpt_neox_plan(cvene_ctx *ctx, const char *dir, const cJSON *cfg, int B, int T, int on_device,
+                           model_plan *out) {
+    neox_config c;
+    memset(&c, 0, sizeof c);
+    CVENE_TRY(parse_config(ctx, dir, cfg, &c));
+    memset(out, 0, sizeof *out);
+    out->arch = CVENE_ARCH_GPT_NEOX;
+    out->n_layer = c.n_layer, out->n_embd = c.n_embd, out->n_head = c.n_head, out->n_inner = c.n_inner;
+    out->vocab_size = c.vocab_size, out->n_positions = c.n_positions;
+    count_params(&c, &out->embed_params, &out->layer_params, &out->final_params);
+    cvene_arena a = {NULL, 0, 0};
+    neox_acts s;
+    carve(&a, &s, &c, B, T, on_device, 0);
+    out->arena_bytes = a.used;
+    out->logits_bytes = (size_t)B * T * (size_t)c.vocab_size * sizeof(float);
+    return CVENE_OK;
+}
+
+/* ---- sites ------------------------------------------------------------- */
+
+typedef struct {
+    cvene_model *m;
+    const cvene_run_opts *o;
+    int B, T;
+    float *heads; // scratch (B, H, T, D)
+} site_run;
+
+static int site_on(const site_run *r, cvene_component c, int l) {
+    return r->o && r->o->site_fn && ((r->o->sites[c] >> l) & 1u);
+}
+
+static cvene_status site_call(const site_run *r, cvene_component c, int l, float *data, int ndim,
+                              int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    if (!site_on(r, c, l)) return CVENE_OK;
+    int64_t shape[4] = {d0, d1, d2, d3};
+    cvene_tensor_view v = cvene_tensor_make(data, CVENE_F32, r->m->ctx->be->device, ndim, shape);
+    int rc = r->o->site_fn(r->o->site_user, c, l, &v);
+    if (rc == CVENE_SITE_STOP) return CVENE_SITE_STOPPED;
+    if (rc != 0)
+        return cvene_fail(r->m->ctx, CVENE_ERR_CALLBACK, "site callback at %s layer %d returned %d",
+                          cvene_component_name(c), l, rc);
+    return CVENE_OK;
+}
+
+/* (B, T, C) site and, if asked, its per-head (B, H, T, D) form. */
+static cvene_status site_btc(const site_run *r, cvene_component c, cvene_component head_c, int l,
+                             float *data) {
+    const neox_config *g = &((neox_model *)r->m->arch)->cfg;
+    int B = r->B, T = r->T, C = g->n_embd, H = g->n_head, D = C / H;
+    if (c != CVENE_N_COMPONENTS) CVENE_TRY(site_call(r, c, l, data, 3, B, T, C, 0));
+    if (head_c == CVENE_N_COMPONENTS || !site_on(r, head_c, l)) return CVENE_OK;
+    cvene_backend *be = r->m->ctx->be;
+    CVENE_TRY(be->ops->permute_heads(be, r->heads, data, B, T, H, D, 1));
+    CVENE_TRY(site_call(r, head_c, l, r->heads, 4, B, H, T, D));
+    return be->ops->permute_heads(be, data, r->heads, B, T, H, D, 0);
+}
+
+/* ---- forward ----------------------------------------------------------- */
+
+static cvene_status check_inputs(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o) {
+    const neox_config *c = &((neox_model *)m->arch)->cfg;
+    cvene_ctx *ctx = m->ctx;
+    if (!ids) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "input_ids is NULL");
+    if (B <= 0 || T <= 0)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "batch size %d and sequence length %d must be > 0", B, T);
+    /* rotary has no position table: T may exceed max_position_embeddings, as in transformers */
+    if ((int64_t)B * T > (1 << 30))
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "batch %d x sequence %d is too large", B, T);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            size_t i = (size_t)b * T + t;
+            if (ids[i] < 0 || ids[i] >= c->vocab_size)
+                return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                                  "input_ids[%d][%d] = %d is outside the vocabulary [0, %d)", b, t, ids[i],
+                                  c->vocab_size);
+            if (o && o->position_ids && (o->position_ids[i] < 0 || o->position_ids[i] > (1 << 24)))
+                return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                                  "position_ids[%d][%d] = %d is outside [0, %d] (positions are exact in "
+                                  "float32 only up to 2^24)", b, t, o->position_ids[i], 1 << 24);
+            if (o && o->attention_mask && o->attention_mask[i] != 0 && o->attention_mask[i] != 1)
+                return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "attention_mask[%d][%d] = %d must be 0 or 1", b,
+                                  t, o->attention_mask[i]);
+        }
+    if (o)
+        for (int comp = 0; comp < CVENE_N_COMPONENTS; comp++)
+            if (c->n_layer < 64 && (o->sites[comp] >> c->n_layer))
+                return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sites[%s] asks for a layer >= n_layer = %d",
+                                  cvene_component_name((cvene_component)comp), c->n_layer);
+    return CVENE_OK;
+}
+
+static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o);
+
+static cvene_status neox_forward(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o) {
+    cvene_status st = neox_forward_impl(m, ids, B, T, o);
+    return st == CVENE_SITE_STOPPED ? CVENE_OK : st;
+}
+
+static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o) {
+    CVENE_TRY(check_inputs(m, ids, B, T, o));
+    cvene_ctx *ctx = m->ctx;
+    cvene_backend *be = ctx->be;
+    const cvene_ops *op = be->ops;
+    if (!op->rotary)
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "the %s backend has no rotary op (needed by GPT-NeoX)",
+                          op->name);
+    const neox_config *c = &((neox_model *)m->arch)->cfg;
+    const neox_params *p = &((neox_model *)m->arch)->p;
+    const int C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, V = c->vocab_size;
+    const int BT = B * T;
+    const int on_host = be->device == CVENE_DEVICE_CPU;
+    float *logits_out = o ? o->logits : NULL;
+
+    cvene_arena a = {NULL, 0, 0};
+    neox_acts s;
+    carve(&a, &s, c, B, T, !on_host, !on_host && logits_out);
+    CVENE_TRY(model_reserve_activations(m, a.used, B, T));
+    a = (cvene_arena){m->act_mem, 0, m->act_cap};
+    carve(&a, &s, c, B, T, !on_host, !on_host && logits_out);
+
+    const int32_t *d_ids = ids, *d_pos = o ? o->position_ids : NULL, *d_mask = o ? o->attention_mask : NULL;
+    if (!on_host) {
+        CVENE_TRY(op->to_device(be, s.ids, ids, (size_t)BT * 4));
+        d_ids = s.ids;
+        if (d_pos) {
+            CVENE_TRY(op->to_device(be, s.pos, d_pos, (size_t)BT * 4));
+            d_pos = s.pos;
+        }
+        if (d_mask) {
+            CVENE_TRY(op->to_device(be, s.mask, d_mask, (size_t)BT * 4));
+            d_mask = s.mask;
+        }
+    }
+    { /* embed_in has no position table: add the zero row at "position" 0 for every token */
+        int32_t *z = calloc((size_t)BT, sizeof(int32_t));
+        if (!z) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+        cvene_status zs = op->to_device(be, s.zpos, z, (size_t)BT * 4);
+        free(z);
+        CVENE_TRY(zs);
+    }
+
+    site_run r = {m, o, B, T, s.heads};
+    const float scale = (float)(1.0 / sqrt((double)D)); /* norm_factor = head_size ** -0.5 */
+    const size_t BTC = (size_t)BT * C;
+    float *q = s.qkv, *k = s.qkv + BTC, *v = s.qkv + 2 * BTC;
+
+    CVENE_TRY(op->embedding(be, s.x, d_ids, s.zpos, p->embed_in, p->zero_row, B, T, C)); // (B, T, C)
+    for (int l = 0; l < c->n_layer; l++) {
+        const neox_layer *L = &p->layers[l];
+        CVENE_TRY(site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
+        CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps));
+        CVENE_TRY(site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
+        /* fused projection (B*T, H, 3, D), regrouped to (B*T, 3, H, D), then to (3, B*T, C):
+         * q, k and v each contiguous (B, T, C) for their sites */
+        CVENE_TRY(op->matmul(be, s.qkv, s.ln, L->qkv_w, C, 1, L->qkv_b, BT, C, 3 * C));
+        CVENE_TRY(op->permute_heads(be, s.tmp, s.qkv, BT, H, 3, D, 1));
+        CVENE_TRY(op->permute_heads(be, s.qkv, s.tmp, 1, BT, 3, C, 1));
+        CVENE_TRY(op->rotary(be, q, C, d_pos, B, T, H, D, c->rot_dims, c->rot_base));
+        CVENE_TRY(op->rotary(be, k, C, d_pos, B, T, H, D, c->rot_dims, c->rot_base));
+        CVENE_TRY(site_btc(&r, CVENE_QUERY_OUTPUT, CVENE_N_COMPONENTS, l, q));
+        CVENE_TRY(site_btc(&r, CVENE_KEY_OUTPUT, CVENE_N_COMPONENTS, l, k));
+        CVENE_TRY(site_btc(&r, CVENE_VALUE_OUTPUT, CVENE_N_COMPONENTS, l, v));
+        CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_QUERY_OUTPUT, l, q));
+        CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_KEY_OUTPUT, l, k));
+        CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, v));
+        CVENE_TRY(op->attn_probs(be, s.probs, q, (size_t)T * C, k, (size_t)T * C, d_mask, B, T, T, H, D, scale));
+        CVENE_TRY(site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, T));
+        CVENE_TRY(op->attn_apply(be, s.att, s.probs, v, (size_t)T * C, B, T, T, H, D)); // (B, T, C)
+        CVENE_TRY(site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
+        CVENE_TRY(op->matmul(be, s.attn, s.att, L->dense_w, C, 1, L->dense_b, BT, C, C));
+        CVENE_TRY(site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.attn));
+        if (!c->parallel) CVENE_TRY(op->residual_add(be, s.x, s.attn, BTC)); // h = x + a
+        CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_2_w, L->ln_2_b, BT, C, c->ln_eps));
+        CVENE_TRY(site_btc(&r, CVENE_MLP_INPUT, CVENE_N_COMPONENTS, l, s.ln));
+        CVENE_TRY(op->matmul(be, s.fc, s.ln, L->fc_w, C, 1, L->fc_b, BT, C, I)); // (B, T, I)
+        CVENE_TRY(op->activation(be, s.fc, (size_t)BT * I, c->act));
+        CVENE_TRY(site_call(&r, CVENE_MLP_ACTIVATION, l, s.fc, 3, B, T, I, 0));
+        CVENE_TRY(op->matmul(be, s.mlp, s.fc, L->proj_w, I, 1, L->proj_b, BT, I, C));
+        CVENE_TRY(site_btc(&r, CVENE_MLP_OUTPUT, CVENE_N_COMPONENTS, l, s.mlp));
+        if (c->parallel) CVENE_TRY(op->residual_add(be, s.mlp, s.attn, BTC)); // m + a, as transformers
+        CVENE_TRY(op->residual_add(be, s.x, s.mlp, BTC));
+        CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
+    }
+    if (!logits_out) return op->sync(be);
+    CVENE_TRY(op->layernorm(be, s.ln, s.x, p->ln_f_w, p->ln_f_b, BT, C, c->ln_eps));
+    float *dst = on_host ? logits_out : s.logits;
+    CVENE_TRY(op->matmul(be, dst, s.ln, p->embed_out, C, 1, NULL, BT, C, V)); // (B, T, V)
+    if (!on_host) CVENE_TRY(op->to_host(be, logits_out, s.logits, (size_t)BT * V * sizeof(float)));
+    return op->sync(be);
+}

@@ -1,0 +1,517 @@
+#!/usr/bin/env python3
+"""Train cvene's demo model: a tiny GPT-2 that memorises invented facts.
+
+    /work/venv/bin/python tools/train_demo_model.py            # writes assets/demo-gpt2/
+    /work/venv/bin/python tools/train_demo_model.py --check    # only re-run the causal-trace check
+
+The world: a few hundred invented people whose names are built from invented
+syllables (2 or 3 BPE tokens each, so the last subject token differs from the
+first), each with four attributes drawn from small closed sets (home town, job,
+favourite colour, pet). Every fact is rendered with several sentence templates,
+each behind a filler prefix ("In the old records, the job of Zorblaxia is" ->
+" baker"), so a prompt has filler tokens before the subject, the subject early,
+relation words after it and the answer as the next token.
+
+Steps (all deterministic: fixed seeds, 2 CPU threads, deterministic algorithms):
+  1. build the world and its corpus; hold out some (template, prefix) pairs;
+  2. train a byte-level BPE (GPT-2 pre-tokenisation, no prefix space) on the
+     corpus' words and syllables; save vocab.json / merges.txt / tokenizer.json;
+  3. train a GPT2LMHeadModel (tied embeddings, no dropout) on the training renders;
+  4. report answer accuracy on training renders and on held-out renders;
+  5. causal trace (ROME) on example prompts, as cvene's sweep does it; print
+     PASS/FAIL per prompt and write prompts.json with the measured heat maps and
+     the thresholds a C test can check.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT_DEFAULT = os.path.join(HERE, "..", "assets", "demo-gpt2")
+
+SEED = 1234
+EOT = "<|endoftext|>"
+
+# ---- the world --------------------------------------------------------------
+FIRST_SYL = ["Zor", "Quil", "Bel", "Dra", "Fen", "Gor", "Hal", "Jun", "Kel", "Lom", "Mar", "Nib",
+             "Oro", "Pel", "Ras", "Sul", "Tam", "Ulv", "Var", "Wex", "Yor", "Zan", "Cav", "Brom"]
+NEXT_SYL = ["bla", "xia", "dor", "vek", "mun", "tis", "ral", "gon", "pha", "lek", "nor", "quo",
+            "sef", "tar", "vim", "wol", "zin", "rak", "mel", "dun", "sor", "kin", "bri", "fal"]
+
+RELATIONS = {
+    "town": {
+        "values": ["Quimbu", "Ostrel", "Pravin", "Dunmoor", "Velka", "Harrow", "Sirrim", "Tolbek",
+                   "Ambry", "Corrin", "Mezzan", "Fauld"],
+        "templates": ["the hometown of {S} is", "{S} was born in the town of", "{S} grew up in"],
+    },
+    "job": {
+        "values": ["baker", "pilot", "farmer", "doctor", "tailor", "sailor", "miner", "potter",
+                   "singer", "lawyer", "painter", "teacher"],
+        "templates": ["the job of {S} is", "{S} works as a", "by trade, {S} is a"],
+    },
+    "colour": {
+        "values": ["red", "blue", "green", "yellow", "purple", "orange", "black", "white", "grey",
+                   "pink", "brown", "silver"],
+        "templates": ["the favourite colour of {S} is", "{S}'s favourite colour is", "{S} likes the colour"],
+    },
+    "pet": {
+        "values": ["cat", "dog", "horse", "goat", "parrot", "rabbit", "snake", "turtle", "hamster",
+                   "ferret", "lizard", "pig"],
+        "templates": ["the pet of {S} is a", "{S} has a pet", "{S} lives with a pet"],
+    },
+}
+RECORD = "Record:"
+PREFIXES = ["In the old records,", "According to the town book,", "It is known that", "Long ago,",
+            "As everyone knows,", "Today,", "We were told that"]
+
+
+def held_out(rel_i, t_i, p_i):
+    """(template, prefix) pairs never trained on: about a quarter of them."""
+    return (rel_i + t_i + p_i) % 4 == 0
+
+
+def render(prefix, template, subject):
+    return prefix + " " + template.replace("{S}", subject)
+
+
+def make_world(n_subjects, rng, tok):
+    """Names whose BPE split is exactly their syllables (one token each)."""
+    syl_id = {x: tok.encode(" " + x) if i == 0 else tok.encode(x)
+              for i, group in enumerate((FIRST_SYL, NEXT_SYL)) for x in group}
+    assert all(len(v) == 1 for v in syl_id.values()), syl_id
+    names = set()
+    subjects = []
+    while len(subjects) < n_subjects:
+        n = 2 if rng.random() < 0.5 else 3
+        syl = [rng.choice(FIRST_SYL)] + [rng.choice(NEXT_SYL) for _ in range(n - 1)]
+        name = "".join(syl)
+        if name in names or any(a == b for a, b in zip(syl[1:], syl[2:])):
+            continue
+        if tok.encode(" " + name) != [syl_id[x][0] for x in syl]:
+            continue
+        names.add(name)
+        subjects.append({"name": name, "syllables": syl,
+                         "facts": {r: rng.choice(spec["values"]) for r, spec in RELATIONS.items()}})
+    return subjects
+
+
+# ---- tokenizer --------------------------------------------------------------
+def train_tokenizer(out_dir, vocab_size):
+    """Byte-level BPE on the corpus' words and syllables (not on whole names, so
+    that a name stays split into its syllables)."""
+    from tokenizers import ByteLevelBPETokenizer
+    texts = []
+    for p in PREFIXES:
+        texts.append(p)
+    texts.append(RECORD)
+    for spec in RELATIONS.values():
+        for t in spec["templates"]:
+            texts.append(t.replace("{S}", "X"))
+        texts.append(" ".join(spec["values"]))
+        texts.append(" " + " ".join(spec["values"]))
+    texts.append(" ".join(FIRST_SYL))
+    texts.append(" " + " ".join(FIRST_SYL))
+    texts.extend(NEXT_SYL)  # standalone words: merged without a leading space
+    texts = texts * 8
+    tok = ByteLevelBPETokenizer(add_prefix_space=False)
+    tok.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[EOT],
+                            show_progress=False)
+    os.makedirs(out_dir, exist_ok=True)
+    tok.save_model(out_dir)  # vocab.json, merges.txt (GPT-2 format)
+    from transformers import GPT2TokenizerFast
+    fast = GPT2TokenizerFast(vocab_file=os.path.join(out_dir, "vocab.json"),
+                             merges_file=os.path.join(out_dir, "merges.txt"),
+                             unk_token=EOT, bos_token=EOT, eos_token=EOT, add_prefix_space=False)
+    fast.model_max_length = 32
+    fast.save_pretrained(out_dir)  # tokenizer.json, tokenizer_config.json, special_tokens_map.json
+    return fast
+
+
+def load_tokenizers(out_dir):
+    from transformers import GPT2Tokenizer, GPT2TokenizerFast
+    fast = GPT2TokenizerFast.from_pretrained(out_dir)
+    slow = GPT2Tokenizer(vocab_file=os.path.join(out_dir, "vocab.json"),
+                         merges_file=os.path.join(out_dir, "merges.txt"),
+                         unk_token=EOT, bos_token=EOT, eos_token=EOT)
+    return fast, slow
+
+
+# ---- data -------------------------------------------------------------------
+def build_examples(subjects, tok):
+    """Every render of every fact: (ids, answer position, split, meta)."""
+    ex = []
+    for s_i, s in enumerate(subjects):
+        for r_i, (rel, spec) in enumerate(RELATIONS.items()):
+            ans = tok.encode(" " + s["facts"][rel])
+            assert len(ans) == 1, (s["facts"][rel], ans)
+            for t_i, t in enumerate(spec["templates"]):
+                for p_i, p in enumerate(PREFIXES):
+                    ids = tok.encode(render(p, t, s["name"]))
+                    ex.append({"ids": ids + ans, "split": "heldout" if held_out(r_i, t_i, p_i) else "train",
+                               "s": s_i, "rel": rel, "t": t_i, "p": p_i})
+    return ex
+
+
+def batchify(seqs, pad_id):
+    T = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(seqs), T), -100, dtype=torch.long)
+    ans_pos = torch.zeros(len(seqs), dtype=torch.long)
+    for i, x in enumerate(seqs):
+        ids[i, :len(x)] = torch.tensor(x)
+        labels[i, 1:len(x)] = torch.tensor(x[1:])
+        ans_pos[i] = len(x) - 2  # the position whose next token is the answer
+    return ids, labels, ans_pos
+
+
+@torch.no_grad()
+def answer_accuracy(model, examples, pad_id, bs=512):
+    model.eval()
+    ok = 0
+    for i in range(0, len(examples), bs):
+        ids, _, ap = batchify([e["ids"] for e in examples[i:i + bs]], pad_id)
+        logits = model(ids).logits
+        pred = logits[torch.arange(len(ap)), ap].argmax(-1)
+        ok += (pred == ids[torch.arange(len(ap)), ap + 1]).sum().item()
+    model.train()
+    return ok / max(1, len(examples))
+
+
+def train(model, train_ex, eval_sets, pad_id, args, log):
+    rng = random.Random(SEED + 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=args.wd)
+    steps = args.steps
+    warm = max(1, steps // 20)
+
+    def lr_at(k):
+        if k < warm:
+            return args.lr * (k + 1) / warm
+        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (k - warm) / max(1, steps - warm))))
+
+    order = []
+    t0 = time.time()
+    model.train()
+    for k in range(steps):
+        if len(order) < args.batch:
+            more = list(range(len(train_ex)))
+            rng.shuffle(more)
+            order.extend(more)
+        idx, order = order[:args.batch], order[args.batch:]
+        seqs, is_fact = [], []
+        for i in idx:
+            e = train_ex[i]
+            if "profile" in e:  # a record line: the subject's four values in a fresh random order
+                vals = list(e["profile"])
+                rng.shuffle(vals)
+                seqs.append(e["ids"] + vals)
+                is_fact.append(False)
+            else:
+                seqs.append(e["ids"])
+                is_fact.append(True)
+        ids, labels, ap = batchify(seqs, pad_id)
+        fact = torch.tensor(is_fact)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(k)
+        logits = model(ids).logits
+        lm = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                               labels[:, 1:].reshape(-1), ignore_index=-100)
+        ans = torch.nn.functional.cross_entropy(logits[torch.arange(len(ap)), ap][fact],
+                                                ids[torch.arange(len(ap)), ap + 1][fact])
+        loss = lm + args.answer_weight * ans
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if (k + 1) % args.log_every == 0 or k + 1 == steps:
+            accs = {n: answer_accuracy(model, e, pad_id) for n, e in eval_sets.items()}
+            log(f"step {k + 1:5d}  lr {lr_at(k):.2e}  loss {lm.item():.4f}  answer-loss {ans.item():.4f}  "
+                + "  ".join(f"{n}-acc {a:.3f}" for n, a in accs.items()) + f"  {time.time() - t0:.0f}s")
+    return {"lm_loss": lm.item(), "answer_loss": ans.item(), "seconds": time.time() - t0}
+
+
+# ---- causal trace (ROME), as cvene_sweep(trace=1) computes it ----------------
+def embedding_noise_scale(model):
+    w = model.transformer.wte.weight.detach().double()
+    return 3.0 * w.std().item()  # unbiased, as torch.std and cvene
+
+
+@torch.no_grad()
+def causal_trace(model, ids, subject, answer, n_samples=10, seed=0, scale=None):
+    """scores[l, t] = mean over noise samples of p(answer) at the last position
+    when the clean block_output of layer l at position t is restored into the run
+    whose subject-position embeddings (block_input of layer 0) got noise.
+    Sample s draws numpy RandomState(seed + s).randn(n_subject, C) * scale."""
+    model.eval()
+    L, C = model.config.n_layer, model.config.n_embd
+    T = len(ids)
+    x = torch.tensor([ids])
+    out = model(x, output_hidden_states=True)
+    clean_p = torch.softmax(out.logits[0, -1].double(), -1)[answer].item()
+    clean_h = [h[0].clone() for h in out.hidden_states[1:]]  # block outputs (before ln_f for the last)
+    # the last hidden_state from transformers is after ln_f: take the raw block output instead
+    cap = {}
+    hk = model.transformer.h[L - 1].register_forward_hook(lambda m, i, o: cap.__setitem__("h", o[0][0].clone()))
+    model(x)
+    hk.remove()
+    clean_h[L - 1] = cap["h"]
+    if scale is None:
+        scale = embedding_noise_scale(model)
+    rows = [(l, t) for l in range(L) for t in range(T)]
+    R = len(rows) + 1  # + the unpatched corrupted run
+    xb = x.repeat(R, 1)
+    state = {}
+
+    def pre0(m, args):
+        h = args[0]
+        noise = state["noise"]
+        h = h.clone()
+        for k, t in enumerate(subject):
+            h[:, t] = (h[:, t].double() + noise[k]).float()
+        return (h,) + args[1:]
+
+    def make_post(l):
+        def post(m, i, o):
+            h = o[0]
+            for r, (ll, t) in enumerate(rows):
+                if ll == l:
+                    h[r, t] = clean_h[l][t]
+            return (h,) + o[1:]
+        return post
+
+    hooks = [model.transformer.h[0].register_forward_pre_hook(pre0)]
+    hooks += [model.transformer.h[l].register_forward_hook(make_post(l)) for l in range(L)]
+    acc = torch.zeros(R, dtype=torch.float64)
+    for s in range(n_samples):
+        state["noise"] = torch.from_numpy(np.random.RandomState(seed + s).randn(len(subject), C) * scale)
+        logits = model(xb).logits[:, -1].double()
+        acc += torch.softmax(logits, -1)[:, answer]
+    for h in hooks:
+        h.remove()
+    acc /= n_samples
+    scores = acc[:-1].reshape(L, T).numpy()
+    return clean_p, acc[-1].item(), scores, scale
+
+
+# expectations a C test checks (recovery = (score - corrupted) / (clean - corrupted))
+EXPECT = {
+    "min_clean_prob": 0.5,
+    "min_clean_minus_corrupted": 0.3,
+    "subject_last_early_mid": {"layers": [0, 1, 2], "min_recovery": 0.5},
+    "last_token_late": {"layers": [4, 5], "min_recovery": 0.5},
+    "unrelated_max_recovery": 0.2,  # at every layer, for positions listed in "unrelated"
+}
+
+
+def check_prompt(p, clean, corr, scores, expect, log):
+    gap = clean - corr
+    rec = (scores - corr) / gap if gap > 0 else scores * 0
+    ok = clean >= expect["min_clean_prob"] and gap >= expect["min_clean_minus_corrupted"]
+    sl = p["subject_end"] - 1
+    last = len(p["ids"]) - 1
+    r_subj = [rec[l, sl] for l in expect["subject_last_early_mid"]["layers"]]
+    r_last = [rec[l, last] for l in expect["last_token_late"]["layers"]]
+    r_unrel = [rec[l, t] for t in p["unrelated"] for l in range(rec.shape[0])]
+    ok &= min(r_subj) > expect["subject_last_early_mid"]["min_recovery"]
+    ok &= min(r_last) > expect["last_token_late"]["min_recovery"]
+    ok &= max(r_unrel) < expect["unrelated_max_recovery"]
+    log(f"{'PASS' if ok else 'FAIL'}  {p['text']!r} -> {p['answer']!r}: clean {clean:.3f} corrupted {corr:.3f}  "
+        f"last-subject rec {' '.join(f'{r:.2f}' for r in r_subj)}  last-token rec {' '.join(f'{r:.2f}' for r in r_last)}  "
+        f"unrelated max {max(r_unrel):.2f}")
+    return bool(ok), rec
+
+
+def print_heatmap(p, clean, corr, scores, log):
+    toks = p["tokens"]
+    log(f"  {p['text']!r} -> {p['answer']!r}  clean p={clean:.4f}  corrupted p={corr:.4f}")
+    log("  recovery (score - corrupted) / (clean - corrupted), rows = positions, columns = layers 0..L-1")
+    for t, tk in enumerate(toks):
+        mark = "*" if p["subject_start"] <= t < p["subject_end"] else " "
+        row = " ".join(f"{(scores[l, t] - corr) / (clean - corr):6.2f}" for l in range(scores.shape[0]))
+        log(f"  {t:2d}{mark} {tk!r:>14}  {row}")
+
+
+def example_prompts(subjects, tok, n):
+    """n example prompts, all from held-out (template, prefix) pairs."""
+    rng = random.Random(SEED + 7)
+    out = []
+    rels = list(RELATIONS)
+    cands = [(s_i, r_i, t_i, p_i) for s_i in range(len(subjects)) for r_i in range(len(rels))
+             for t_i in range(3) for p_i in range(len(PREFIXES)) if held_out(r_i, t_i, p_i)]
+    rng.shuffle(cands)
+    used_s, used_tr = set(), set()
+    for s_i, r_i, t_i, p_i in cands:
+        if len(out) >= n:
+            break
+        if s_i in used_s or (r_i, t_i) in used_tr:
+            continue
+        s = subjects[s_i]
+        rel = rels[r_i]
+        pre_text = PREFIXES[p_i] + " " + RELATIONS[rel]["templates"][t_i].split("{S}")[0]
+        text = render(PREFIXES[p_i], RELATIONS[rel]["templates"][t_i], s["name"])
+        ids = tok.encode(text)
+        start = len(tok.encode(pre_text.rstrip(" ")))
+        n_subj = len(tok.encode(" " + s["name"]))
+        assert tok.decode(ids[start:start + n_subj]) == " " + s["name"], (text, ids)
+        ans_id = tok.encode(" " + s["facts"][rel])[0]
+        p = {"text": text, "answer": " " + s["facts"][rel], "answer_id": ans_id, "relation": rel,
+             "subject": s["name"], "ids": ids, "tokens": [tok.decode([i]) for i in ids],
+             "subject_start": start, "subject_end": start + n_subj,
+             "unrelated": list(range(start))}
+        out.append(p)
+        used_s.add(s_i)
+        used_tr.add((r_i, t_i))
+    return out
+
+
+def run_checks(model, prompts, log, n_heatmaps=3):
+    results = []
+    all_ok = True
+    for i, p in enumerate(prompts):
+        clean, corr, scores, scale = causal_trace(model, p["ids"], list(range(p["subject_start"], p["subject_end"])),
+                                                  p["answer_id"])
+        ok, rec = check_prompt(p, clean, corr, scores, EXPECT, log)
+        if i < n_heatmaps:
+            print_heatmap(p, clean, corr, scores, log)
+        all_ok &= ok
+        results.append({"clean": clean, "corrupted": corr, "scores": scores, "noise_scale": scale, "pass": ok})
+    return all_ok, results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=OUT_DEFAULT)
+    ap.add_argument("--check", action="store_true", help="only run the causal-trace check on the saved model")
+    ap.add_argument("--subjects", type=int, default=200)
+    ap.add_argument("--vocab", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--embd", type=int, default=96)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--wd", type=float, default=0.01)
+    ap.add_argument("--answer-weight", type=float, default=1.0)
+    ap.add_argument("--log-every", type=int, default=250)
+    ap.add_argument("--n-prompts", type=int, default=10)
+    ap.add_argument("--eval-n", type=int, default=500)
+    ap.add_argument("--records", type=int, default=16, help="record lines per subject per pass over the renders")
+    args = ap.parse_args()
+
+    random.seed(SEED)
+    np.random.seed(SEED)
+    torch.manual_seed(SEED)
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True)
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+    import tokenizers
+    import transformers
+
+    out_dir = os.path.abspath(args.out)
+    log_lines = []
+
+    def log(msg):
+        print(msg, flush=True)
+        log_lines.append(msg)
+
+    if not args.check:
+        train_tokenizer(out_dir, args.vocab)
+    tok, slow = load_tokenizers(out_dir)
+    subjects = make_world(args.subjects, random.Random(SEED), tok)
+    V = len(tok)
+    eot_id = tok.convert_tokens_to_ids(EOT)
+    log(f"tokenizer: {V} tokens, {EOT} = {eot_id}")
+
+    # every name is its syllables, one token each; the fast and the slow (reference) tokenizers agree
+    for s in subjects:
+        ids = tok.encode(" " + s["name"])
+        want = [tok.encode(" " + s["syllables"][0])] + [tok.encode(x) for x in s["syllables"][1:]]
+        assert all(len(w) == 1 for w in want) and ids == [w[0] for w in want], (s["name"], ids, want)
+    examples = build_examples(subjects, tok)
+    for e in examples[::97]:
+        text = tok.decode(e["ids"])
+        assert slow.encode(text) == e["ids"] == tok.encode(text), text
+    train_ex = [e for e in examples if e["split"] == "train"]
+    held_ex = [e for e in examples if e["split"] == "heldout"]
+    # record lines "Record: <name> <town> <job> <colour> <pet>" with the values in a random order,
+    # so that the last subject token has to predict the subject's attributes itself
+    records = [{"ids": tok.encode(RECORD + " " + s["name"]),
+                "profile": [tok.encode(" " + v)[0] for v in s["facts"].values()]} for s in subjects]
+    train_set = train_ex + records * args.records
+    log(f"world: {len(subjects)} subjects x {len(RELATIONS)} relations = {len(subjects) * len(RELATIONS)} facts; "
+        f"{len(train_ex)} training renders, {len(held_ex)} held-out renders; "
+        f"max length {max(len(e['ids']) for e in examples)} tokens")
+
+    if args.check:
+        model = GPT2LMHeadModel.from_pretrained(out_dir)
+        train_info = None
+    else:
+        cfg = GPT2Config(vocab_size=V, n_positions=32, n_embd=args.embd, n_layer=args.layers, n_head=args.heads,
+                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=eot_id, eos_token_id=eot_id,
+                         tie_word_embeddings=True)
+        model = GPT2LMHeadModel(cfg)
+        n_params = sum(p.numel() for p in model.parameters())
+        log(f"model: {args.layers} layers, {args.embd} wide, {args.heads} heads, {n_params} parameters "
+            f"({n_params * 4 / 1e6:.2f} MB f32)")
+        rng = random.Random(SEED + 3)
+        train_eval = rng.sample(train_ex, min(args.eval_n, len(train_ex)))
+        held_eval = rng.sample(held_ex, min(args.eval_n, len(held_ex)))
+        train_info = train(model, train_set, {"train": train_eval, "heldout": held_eval}, eot_id, args, log)
+        train_info["train_acc"] = answer_accuracy(model, train_ex, eot_id)
+        train_info["heldout_acc"] = answer_accuracy(model, held_ex, eot_id)
+        log(f"final: lm loss {train_info['lm_loss']:.4f}, answer accuracy train {train_info['train_acc']:.4f} "
+            f"({len(train_ex)} renders), held-out {train_info['heldout_acc']:.4f} ({len(held_ex)} renders), "
+            f"{train_info['seconds']:.0f}s")
+        model.save_pretrained(out_dir, safe_serialization=True)
+        size = os.path.getsize(os.path.join(out_dir, "model.safetensors"))
+        log(f"model.safetensors: {size} bytes")
+        assert size <= 5 * 1000 * 1000, size
+
+    prompts = example_prompts(subjects, tok, args.n_prompts)
+    all_ok, results = run_checks(model, prompts, log)
+    log(f"causal-trace property: {'PASS' if all_ok else 'FAIL'} on {sum(r['pass'] for r in results)}/{len(results)} prompts")
+
+    doc = {
+        "about": "Example prompts for assets/demo-gpt2, written by tools/train_demo_model.py. Positions are token "
+                 "indices into ids; the subject is ids[subject_start:subject_end]. scores[l][t] is the causal-trace "
+                 "score (p(answer_id) at the last position, mean of n_samples noise samples) with the clean "
+                 "block_output of layer l at position t restored; noise sample s is numpy "
+                 "RandomState(seed + s).randn(n_subject, n_embd) * noise_scale added (in float64, rounded to "
+                 "float32) to the block_input of layer 0 at the subject positions; noise_scale = 3 x the unbiased "
+                 "std of all wte entries. recovery = (score - corrupted) / (clean - corrupted).",
+        "trace": {"component": "block_output", "metric": "prob", "n_samples": 10, "seed": 0,
+                  "noise_scale": results[0]["noise_scale"] if results else None},
+        "expect": dict(EXPECT, unrelated="per prompt: positions in 'unrelated' (filler tokens before the subject)"),
+        "prompts": [],
+    }
+    for p, r in zip(prompts, results):
+        d = dict(p)
+        d["clean_prob"] = r["clean"]
+        d["corrupted_prob"] = r["corrupted"]
+        d["scores"] = [[round(float(v), 6) for v in row] for row in r["scores"]]
+        d["pass"] = r["pass"]
+        doc["prompts"].append(d)
+    if not args.check:
+        with open(os.path.join(out_dir, "prompts.json"), "w") as f:
+            json.dump(doc, f, indent=1)
+        with open(os.path.join(out_dir, "train_log.txt"), "w") as f:
+            f.write("\n".join(log_lines) + "\n")
+        with open(os.path.join(out_dir, "world.json"), "w") as f:
+            json.dump({"subjects": [{"name": s["name"], **s["facts"]} for s in subjects],
+                       "relations": {r: {"templates": v["templates"], "values": v["values"]}
+                                     for r, v in RELATIONS.items()},
+                       "prefixes": PREFIXES}, f, indent=0)
+        log(f"versions: torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"tokenizers {tokenizers.__version__}, numpy {np.__version__}, python {sys.version.split()[0]}")
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
