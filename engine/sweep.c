@@ -34,8 +34,8 @@ typedef struct {
     int D;                 /* width of the site's stream */
     int T, L, C, V;
     float *src;            /* (L, T, D) source component */
-    float *resid;          /* (L + 1, T, C) base residual entering each layer (+ final) */
-    float *kc, *vc;        /* (L, T, C) base keys / values */
+    float *resid;          /* (L + 1, T, C) base residual entering each layer (+ final), current sample */
+    float *kc, *vc;        /* (L, T, C) base keys / values, current sample */
     float **kp, **vp;      /* per-layer pointers into kc / vc */
     float *src_logits;     /* (V) source logits, last position */
     double *src_logp;      /* (V) log-softmax of the source (KL) */
@@ -194,69 +194,116 @@ static cvene_status full_forward(sweep_state *s, const int32_t *ids, int rows, f
 typedef struct { int pos, idx; } pos_idx;
 static int pos_cmp(const void *a, const void *b) { return ((const pos_idx *)a)->pos - ((const pos_idx *)b)->pos; }
 
-cvene_status cvene_sweep(cvene_model *m, const int32_t *base_ids, const int32_t *source_ids, int T,
-                         const cvene_sweep_params *p, float *scores, cvene_sweep_summary *summary) {
-    if (!m || !p || !scores || !source_ids || (!p->trace && !base_ids))
+struct cvene_sweep_session {
+    sweep_state s;
+    cvene_sweep_params p;      /* copy; p.positions points at positions below */
+    int *positions, *subject;
+    int np, n_samples, fast;
+    int32_t *base;             /* (T) the base prompt (trace: the clean prompt) */
+    float *caches;             /* per sample: resid (L+1)TC, kc LTC, vc LTC */
+    double *noise;             /* per sample: (n_subject, C) */
+    float *logits_full, *last, *x;
+    int *row_pos;
+    pos_idx *order;
+    double *acc;
+    cvene_sweep_summary sum;
+    int64_t done;
+};
+
+void cvene_sweep_end(cvene_sweep_session *ss) {
+    if (!ss) return;
+    sweep_state *s = &ss->s;
+    free(s->src), free(s->kp), free(s->vp), free(s->src_logp);
+    free(ss->positions), free(ss->subject), free(ss->base), free(ss->caches), free(ss->noise);
+    free(ss->logits_full), free(ss->last), free(ss->x), free(ss->row_pos), free(ss->order), free(ss->acc);
+    free(ss);
+}
+
+/* point the state at sample k's caches (and noise) */
+static void use_sample(cvene_sweep_session *ss, int k) {
+    sweep_state *s = &ss->s;
+    size_t TC = (size_t)s->T * s->C, per = (size_t)(3 * s->L + 1) * TC;
+    s->resid = ss->caches + per * k;
+    s->kc = s->resid + (size_t)(s->L + 1) * TC;
+    s->vc = s->kc + (size_t)s->L * TC;
+    for (int l = 0; l < s->L; l++) s->kp[l] = s->kc + l * TC, s->vp[l] = s->vc + l * TC;
+    s->noise = ss->noise ? ss->noise + (size_t)k * ss->p.n_subject * s->C : NULL;
+}
+
+cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const int32_t *source_ids, int T,
+                               const cvene_sweep_params *p, cvene_sweep_session **out) {
+    if (!out) return CVENE_ERR_INVALID_ARG;
+    *out = NULL;
+    if (!m || !p || !source_ids || (!p->trace && !base_ids))
         return cvene_fail(m ? m->ctx : NULL, CVENE_ERR_INVALID_ARG, "sweep: NULL argument");
     cvene_ctx *ctx = m->ctx;
     if (ctx->be->device != CVENE_DEVICE_CPU)
         return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "sweep: runs on the CPU backend for now");
     cvene_model_info mi = cvene_model_get_info(m);
     CVENE_TRY(check_params(ctx, &mi, p, T, base_ids, source_ids));
+    cvene_sweep_session *ss = calloc(1, sizeof *ss);
+    if (!ss) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     const int L = mi.n_layer, C = mi.n_embd, V = mi.vocab_size;
-    const int nl = p->layers ? p->n_layers : L, np = p->positions ? p->n_positions : T;
-    const int n_samples = p->trace ? p->n_samples : 1;
     const int head = p->component == CVENE_HEAD_ATTENTION_VALUE_OUTPUT;
-
-    sweep_state s;
-    memset(&s, 0, sizeof s);
-    s.m = m, s.p = p, s.T = T, s.L = L, s.C = C, s.V = V;
-    s.phys = head ? CVENE_ATTENTION_VALUE_OUTPUT : p->component;
-    s.D = p->component == CVENE_MLP_ACTIVATION ? mi.n_inner : C;
-    s.off = head ? p->head * (C / mi.n_head) : 0;
-    s.len = head ? C / mi.n_head : s.D;
+    sweep_state *s = &ss->s;
+    ss->p = *p;
+    ss->np = p->positions ? p->n_positions : T;
+    ss->n_samples = p->trace ? p->n_samples : 1;
+    ss->fast = !p->naive && m->vt->forward_from;
+    s->m = m, s->p = &ss->p, s->T = T, s->L = L, s->C = C, s->V = V;
+    s->phys = head ? CVENE_ATTENTION_VALUE_OUTPUT : p->component;
+    s->D = p->component == CVENE_MLP_ACTIVATION ? mi.n_inner : C;
+    s->off = head ? p->head * (C / mi.n_head) : 0;
+    s->len = head ? C / mi.n_head : s->D;
     int max_batch = p->max_batch > 0 ? p->max_batch : 32;
-    if (max_batch > np) max_batch = np;
+    if (max_batch > ss->np) max_batch = ss->np;
+    ss->p.max_batch = max_batch;
     size_t TC = (size_t)T * C;
-    s.src = malloc(sizeof(float) * (size_t)L * T * s.D);
-    s.resid = malloc(sizeof(float) * (L + 1) * TC);
-    s.kc = malloc(sizeof(float) * L * TC);
-    s.vc = malloc(sizeof(float) * L * TC);
-    s.kp = malloc(sizeof(float *) * (size_t)L);
-    s.vp = malloc(sizeof(float *) * (size_t)L);
-    s.src_logp = malloc(sizeof(double) * (size_t)V);
-    double *noise = p->trace ? malloc(sizeof(double) * (size_t)p->n_subject * C) : NULL;
-    float *logits_full = malloc(sizeof(float) * (size_t)max_batch * T * V);
-    float *last = malloc(sizeof(float) * (size_t)max_batch * V);
-    float *x = malloc(sizeof(float) * (size_t)max_batch * TC);
-    int *row_pos = malloc(sizeof(int) * (size_t)max_batch);
-    int32_t *ids_rep = malloc(sizeof(int32_t) * (size_t)max_batch * T);
-    pos_idx *order = malloc(sizeof(pos_idx) * (size_t)np);
-    double *acc = calloc((size_t)nl * np, sizeof(double));
-    cvene_status st = CVENE_OK;
-    if (!s.src || !s.resid || !s.kc || !s.vc || !s.kp || !s.vp || !s.src_logp || (p->trace && !noise) || !logits_full ||
-        !last || !x || !row_pos || !ids_rep || !order || !acc)
-        st = cvene_fail(ctx, CVENE_ERR_OOM, "sweep: out of memory for caches (T=%d, %d layers)", T, L);
-    for (int l = 0; st == CVENE_OK && l < L; l++) s.kp[l] = s.kc + l * TC, s.vp[l] = s.vc + l * TC;
-    for (int k = 0; st == CVENE_OK && k < np; k++) order[k] = (pos_idx){p->positions ? p->positions[k] : k, k};
-    if (st == CVENE_OK) qsort(order, (size_t)np, sizeof *order, pos_cmp);
-    s.pos = row_pos;
-    int64_t forwards = 0, done = 0, total = (int64_t)n_samples * nl * np;
-    double base_score = 0, source_score = 0;
-    uint64_t sites[CVENE_N_COMPONENTS];
+    s->src = malloc(sizeof(float) * (size_t)L * T * s->D);
+    s->kp = malloc(sizeof(float *) * (size_t)L);
+    s->vp = malloc(sizeof(float *) * (size_t)L);
+    s->src_logp = malloc(sizeof(double) * (size_t)V);
+    ss->positions = malloc(sizeof(int) * (size_t)ss->np);
+    ss->base = malloc(sizeof(int32_t) * (size_t)T);
+    ss->caches = malloc(sizeof(float) * (size_t)(3 * L + 1) * TC * (size_t)ss->n_samples);
+    ss->noise = p->trace ? malloc(sizeof(double) * (size_t)p->n_subject * C * (size_t)ss->n_samples) : NULL;
+    ss->subject = p->trace ? malloc(sizeof(int) * (size_t)p->n_subject) : NULL;
+    ss->logits_full = malloc(sizeof(float) * (size_t)T * V);
+    ss->last = malloc(sizeof(float) * (size_t)max_batch * V);
+    ss->x = malloc(sizeof(float) * (size_t)max_batch * TC);
+    ss->row_pos = malloc(sizeof(int) * (size_t)max_batch);
+    ss->order = malloc(sizeof(pos_idx) * (size_t)ss->np);
+    ss->acc = malloc(sizeof(double) * (size_t)ss->np);
+    if (!s->src || !s->kp || !s->vp || !s->src_logp || !ss->positions || !ss->base || !ss->caches ||
+        (p->trace && (!ss->noise || !ss->subject)) || !ss->logits_full || !ss->last || !ss->x || !ss->row_pos ||
+        !ss->order || !ss->acc) {
+        cvene_sweep_end(ss);
+        return cvene_fail(ctx, CVENE_ERR_OOM, "sweep: out of memory for caches (T=%d, %d layers, %d samples)", T, L,
+                          ss->n_samples);
+    }
+    for (int k = 0; k < ss->np; k++) ss->positions[k] = p->positions ? p->positions[k] : k;
+    ss->p.positions = ss->positions, ss->p.n_positions = ss->np;
+    ss->p.layers = NULL, ss->p.n_layers = 0; /* layers are chosen per call */
+    if (p->trace) {
+        memcpy(ss->subject, p->subject, sizeof(int) * (size_t)p->n_subject);
+        ss->p.subject = ss->subject;
+    }
+    for (int k = 0; k < ss->np; k++) ss->order[k] = (pos_idx){ss->positions[k], k};
+    qsort(ss->order, (size_t)ss->np, sizeof *ss->order, pos_cmp);
+    memcpy(ss->base, p->trace ? source_ids : base_ids, sizeof(int32_t) * (size_t)T);
+    s->pos = ss->row_pos;
 
     /* the source run: its component at every layer, and its last-position logits */
+    uint64_t sites[CVENE_N_COMPONENTS], all = L >= 64 ? ~0ull : (1ull << L) - 1;
+    memset(sites, 0, sizeof sites);
+    sites[s->phys] = all;
+    s->caching = 2;
+    cvene_status st = full_forward(s, source_ids, 1, ss->logits_full, ss->last, sites);
+    s->caching = 0;
+    ss->sum.forwards++;
     if (st == CVENE_OK) {
-        memset(sites, 0, sizeof sites);
-        sites[s.phys] = L >= 64 ? ~0ull : (1ull << L) - 1;
-        s.caching = 2;
-        st = full_forward(&s, source_ids, 1, logits_full, last, sites);
-        forwards++;
-        s.caching = 0;
-        if (st == CVENE_OK) {
-            softmax_log(last, V, s.src_logp);
-            source_score = metric(&s, last);
-        }
+        softmax_log(ss->last, V, s->src_logp);
+        ss->sum.source_score = metric(s, ss->last);
     }
     double scale = p->noise_scale;
     if (st == CVENE_OK && p->trace && scale == 0) {
@@ -264,78 +311,108 @@ cvene_status cvene_sweep(cvene_model *m, const int32_t *base_ids, const int32_t 
         st = embedding_std(m, &sd);
         scale = 3.0 * sd;
     }
-    const int32_t *base = p->trace ? source_ids : base_ids;
-    const int fast = !p->naive && m->vt->forward_from;
-    for (int smp = 0; smp < n_samples && st == CVENE_OK; smp++) {
+    /* the base runs (one per noise sample): residual stream, keys and values at every layer */
+    for (int k = 0; k < ss->n_samples && st == CVENE_OK; k++) {
         if (p->trace) {
-            cvene_np_randn(p->seed + (uint32_t)smp, noise, (size_t)p->n_subject * C);
-            for (size_t k = 0; k < (size_t)p->n_subject * C; k++) noise[k] *= scale;
-            s.noise = noise;
+            double *nz = ss->noise + (size_t)k * p->n_subject * C;
+            cvene_np_randn(p->seed + (uint32_t)k, nz, (size_t)p->n_subject * C);
+            for (size_t q = 0; q < (size_t)p->n_subject * C; q++) nz[q] *= scale;
         }
-        /* the base run: residual stream, keys and values at every layer */
+        use_sample(ss, k);
         memset(sites, 0, sizeof sites);
-        uint64_t all = L >= 64 ? ~0ull : (1ull << L) - 1;
         sites[CVENE_BLOCK_INPUT] = all, sites[CVENE_KEY_OUTPUT] = all, sites[CVENE_VALUE_OUTPUT] = all;
         sites[CVENE_BLOCK_OUTPUT] = 1ull << (L - 1);
-        s.caching = 1, s.add_noise = 1;
-        st = full_forward(&s, base, 1, logits_full, last, sites);
-        s.caching = 0;
-        forwards++;
-        if (st != CVENE_OK) break;
-        base_score += metric(&s, last) / n_samples;
-        for (int li = 0; li < nl && st == CVENE_OK; li++) {
-            int l = p->layers ? p->layers[li] : li;
-            s.lo = window_lo(l, p->window), s.hi = window_hi(l, p->window, L);
-            /* block_input / block_output with no window: patch the residual directly */
-            int direct = p->window == 1 && (p->component == CVENE_BLOCK_OUTPUT || p->component == CVENE_BLOCK_INPUT);
-            int start = !direct ? s.lo : p->component == CVENE_BLOCK_OUTPUT ? l + 1 : l;
-            for (int k0 = 0; k0 < np && st == CVENE_OK; k0 += max_batch) {
-                int nb = np - k0 < max_batch ? np - k0 : max_batch;
-                for (int b = 0; b < nb; b++) row_pos[b] = order[k0 + b].pos;
-                if (!fast) { /* reference: one full forward per site */
-                    for (int b = 0; b < nb && st == CVENE_OK; b++) {
-                        s.pos = &row_pos[b], s.past = 0, s.patching = 1, s.add_noise = 1;
-                        memset(sites, 0, sizeof sites);
-                        for (int q = s.lo; q < s.hi; q++) sites[s.phys] |= 1ull << q;
-                        sites[CVENE_BLOCK_INPUT] |= 1; /* noise */
-                        st = full_forward(&s, base, 1, logits_full, last + (size_t)b * V, sites);
-                        forwards++;
-                    }
-                    s.pos = row_pos;
-                } else {
-                    int past = row_pos[0], Tq = T - past;
-                    for (int b = 0; b < nb; b++) {
-                        memcpy(x + (size_t)b * Tq * C, s.resid + start * TC + (size_t)past * C, sizeof(float) * (size_t)Tq * C);
-                        if (direct)
-                            memcpy(x + ((size_t)b * Tq + row_pos[b] - past) * C, s.src + (size_t)l * TC + (size_t)row_pos[b] * C,
-                                   sizeof(float) * (size_t)C);
-                    }
-                    cvene_resume rs = {start, past, x, s.kp, s.vp, 1};
-                    cvene_run_opts o;
-                    memset(&o, 0, sizeof o);
-                    o.logits = last;
-                    if (!direct) {
-                        for (int q = s.lo; q < s.hi; q++) o.sites[s.phys] |= 1ull << q;
-                        o.site_fn = on_site;
-                        o.site_user = &s;
-                        s.past = past, s.patching = 1, s.add_noise = 0;
-                    }
-                    st = m->vt->forward_from(m, &rs, nb, T, &o);
-                    forwards++;
+        s->caching = 1, s->add_noise = 1;
+        st = full_forward(s, ss->base, 1, ss->logits_full, ss->last, sites);
+        s->caching = 0;
+        ss->sum.forwards++;
+        if (st == CVENE_OK) ss->sum.base_score += metric(s, ss->last) / ss->n_samples;
+    }
+    if (st != CVENE_OK) {
+        cvene_sweep_end(ss);
+        return st;
+    }
+    *out = ss;
+    return CVENE_OK;
+}
+
+cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
+    sweep_state *s = &ss->s;
+    const cvene_sweep_params *p = &ss->p;
+    cvene_model *m = s->m;
+    const int L = s->L, T = s->T, C = s->C, V = s->V, np = ss->np, max_batch = p->max_batch;
+    const size_t TC = (size_t)T * C;
+    if (l < 0 || l >= L) return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "sweep: layer %d is out of range [0, %d)", l, L);
+    s->lo = window_lo(l, p->window), s->hi = window_hi(l, p->window, L);
+    /* block_input / block_output with no window: patch the residual directly */
+    int direct = p->window == 1 && (p->component == CVENE_BLOCK_OUTPUT || p->component == CVENE_BLOCK_INPUT);
+    int start = !direct ? s->lo : p->component == CVENE_BLOCK_OUTPUT ? l + 1 : l;
+    int *row_pos = ss->row_pos;
+    float *last = ss->last;
+    cvene_status st = CVENE_OK;
+    for (int k = 0; k < np; k++) ss->acc[k] = 0;
+    uint64_t sites[CVENE_N_COMPONENTS];
+    for (int smp = 0; smp < ss->n_samples && st == CVENE_OK; smp++) {
+        use_sample(ss, smp);
+        for (int k0 = 0; k0 < np && st == CVENE_OK; k0 += max_batch) {
+            int nb = np - k0 < max_batch ? np - k0 : max_batch;
+            for (int b = 0; b < nb; b++) row_pos[b] = ss->order[k0 + b].pos;
+            if (!ss->fast) { /* reference: one full forward per site */
+                for (int b = 0; b < nb && st == CVENE_OK; b++) {
+                    s->pos = &row_pos[b], s->past = 0, s->patching = 1, s->add_noise = 1;
+                    memset(sites, 0, sizeof sites);
+                    for (int q = s->lo; q < s->hi; q++) sites[s->phys] |= 1ull << q;
+                    sites[CVENE_BLOCK_INPUT] |= 1; /* noise */
+                    st = full_forward(s, ss->base, 1, ss->logits_full, last + (size_t)b * V, sites);
+                    ss->sum.forwards++;
                 }
-                for (int b = 0; b < nb && st == CVENE_OK; b++)
-                    acc[(size_t)li * np + order[k0 + b].idx] += metric(&s, last + (size_t)b * V) / n_samples;
-                s.patching = 0;
-                done += nb;
-                if (p->progress && st == CVENE_OK) p->progress(p->progress_user, done, total);
+                s->pos = row_pos;
+            } else {
+                int past = row_pos[0], Tq = T - past;
+                for (int b = 0; b < nb; b++) {
+                    memcpy(ss->x + (size_t)b * Tq * C, s->resid + start * TC + (size_t)past * C, sizeof(float) * (size_t)Tq * C);
+                    if (direct)
+                        memcpy(ss->x + ((size_t)b * Tq + row_pos[b] - past) * C,
+                               s->src + (size_t)l * TC + (size_t)row_pos[b] * C, sizeof(float) * (size_t)C);
+                }
+                cvene_resume rs = {start, past, ss->x, s->kp, s->vp, 1};
+                cvene_run_opts o;
+                memset(&o, 0, sizeof o);
+                o.logits = last;
+                if (!direct) {
+                    for (int q = s->lo; q < s->hi; q++) o.sites[s->phys] |= 1ull << q;
+                    o.site_fn = on_site;
+                    o.site_user = s;
+                    s->past = past, s->patching = 1, s->add_noise = 0;
+                }
+                st = m->vt->forward_from(m, &rs, nb, T, &o);
+                ss->sum.forwards++;
             }
+            for (int b = 0; b < nb && st == CVENE_OK; b++)
+                ss->acc[ss->order[k0 + b].idx] += metric(s, last + (size_t)b * V) / ss->n_samples;
+            s->patching = 0;
+            ss->done += nb;
+            if (p->progress && st == CVENE_OK) p->progress(p->progress_user, ss->done, 0);
         }
     }
-    if (st == CVENE_OK) {
-        for (size_t k = 0; k < (size_t)nl * np; k++) scores[k] = (float)acc[k];
-        if (summary) *summary = (cvene_sweep_summary){base_score, source_score, forwards, total};
-    }
-    free(s.src), free(s.resid), free(s.kc), free(s.vc), free(s.kp), free(s.vp), free(s.src_logp), free(noise);
-    free(logits_full), free(last), free(x), free(row_pos), free(ids_rep), free(order), free(acc);
+    if (st != CVENE_OK) return st;
+    for (int k = 0; k < np; k++) scores[k] = (float)ss->acc[k];
+    ss->sum.sites += np;
+    return CVENE_OK;
+}
+
+cvene_sweep_summary cvene_sweep_get_summary(const cvene_sweep_session *ss) { return ss->sum; }
+
+cvene_status cvene_sweep(cvene_model *m, const int32_t *base_ids, const int32_t *source_ids, int T,
+                         const cvene_sweep_params *p, float *scores, cvene_sweep_summary *summary) {
+    cvene_sweep_session *ss;
+    CVENE_TRY(cvene_sweep_begin(m, base_ids, source_ids, T, p, &ss));
+    cvene_model_info mi = cvene_model_get_info(m);
+    int nl = p->layers ? p->n_layers : mi.n_layer;
+    cvene_status st = CVENE_OK;
+    for (int li = 0; li < nl && st == CVENE_OK; li++)
+        st = cvene_sweep_layer(ss, p->layers ? p->layers[li] : li, scores + (size_t)li * ss->np);
+    if (st == CVENE_OK && summary) *summary = ss->sum;
+    cvene_sweep_end(ss);
     return st;
 }

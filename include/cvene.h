@@ -302,6 +302,19 @@ cvene_sweep_params cvene_sweep_default_params(void);
 cvene_status cvene_sweep(cvene_model *m, const int32_t *base_ids, const int32_t *source_ids, int T,
                          const cvene_sweep_params *p, float *scores, cvene_sweep_summary *summary);
 
+/* The same one layer at a time (progress, interruption, resume): begin runs
+ * the source and base forwards once and keeps their caches (one base cache per
+ * noise sample); each cvene_sweep_layer scores one layer's positions into
+ * scores (n_positions). params->layers is ignored here. The session copies the
+ * params and ids; free it with cvene_sweep_end. progress gets the sites done so
+ * far (total 0). */
+typedef struct cvene_sweep_session cvene_sweep_session;
+cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const int32_t *source_ids, int T,
+                               const cvene_sweep_params *p, cvene_sweep_session **out);
+cvene_status cvene_sweep_layer(cvene_sweep_session *s, int layer, float *scores);
+cvene_sweep_summary cvene_sweep_get_summary(const cvene_sweep_session *s);
+void cvene_sweep_end(cvene_sweep_session *s);
+
 /* ---- memory planning ------------------------------------------------------
  * How much memory a model needs for one (B, T) forward, per device, worked out
  * from DIR/config.json alone (no weights are read, so a 6.9B model can be

@@ -67,7 +67,7 @@ typedef struct {
     const char *model, *out, *component, *metric;
     const char *base_text, *source_text, *base_ids, *source_ids, *subject_text, *subject_pos;
     const char *token_text, *token_b_text, *layers, *positions;
-    int token, token_b, head, window, samples, naive, resume, threads, trace, max_batch;
+    int token, token_b, head, window, samples, naive, resume, threads, trace, max_batch, stop_after;
     unsigned seed;
     double noise;
 } sweep_args;
@@ -79,11 +79,12 @@ static void usage(FILE *f) {
             "                   [--token TEXT | --token-id N] [--token-b TEXT | --token-b-id N]\n"
             "                   [--layers 0-11] [--positions 0,3,5-9] [--window W] [--head H]\n"
             "                   [--trace --subject TEXT | --subject-positions P] [--samples 10] [--noise X] [--seed S]\n"
-            "                   [--naive] [--resume] [--threads N] [--batch N]\n"
+            "                   [--naive] [--resume] [--threads N] [--batch N] [--stop-after N]\n"
             "Patches COMPONENT from the source run into the base run at every (layer, position) and scores\n"
             "the last position. --trace: ROME causal tracing (base = source prompt with noise on the subject\n"
             "tokens' embeddings; the clean state is restored at each site). Writes PREFIX.json, PREFIX.csv\n"
             "and PREFIX.svg; after Ctrl-C, run again with --resume to finish without recomputing done layers.\n"
+            "--stop-after N computes at most N layers in this run (then stops as if interrupted).\n"
             "Text needs tokenizer files (vocab.json + merges.txt or tokenizer.json) in the model directory.\n");
 }
 
@@ -162,6 +163,9 @@ static int run_sweep(const sweep_args *a) {
     char **labels = NULL;
     cJSON *doc = NULL;
     char *text = NULL;
+    cvene_sweep_session *session = NULL;
+    cvene_sweep_summary resumed;
+    memset(&resumed, 0, sizeof resumed);
     if (cvene_ctx_new(&cp, &ctx, err, sizeof err) != CVENE_OK) {
         fprintf(stderr, "cvene: %s\n", err);
         return 1;
@@ -329,6 +333,9 @@ static int run_sweep(const sweep_args *a) {
             cJSON_Delete(prev);
             goto done;
         }
+        const cJSON *bs = cJSON_GetObjectItem(prev, "base_score"), *ssc = cJSON_GetObjectItem(prev, "source_score");
+        if (cJSON_IsNumber(bs)) resumed.base_score = bs->valuedouble;
+        if (cJSON_IsNumber(ssc)) resumed.source_score = ssc->valuedouble;
         const cJSON *rows = cJSON_GetObjectItem(prev, "scores");
         int li = 0;
         for (const cJSON *r = rows ? rows->child : NULL; r && li < nl; r = r->next, li++)
@@ -354,19 +361,17 @@ static int run_sweep(const sweep_args *a) {
     p.positions = positions, p.n_positions = np, p.window = a->window, p.naive = a->naive, p.max_batch = a->max_batch;
     p.trace = a->trace, p.subject = subject, p.n_subject = nsubj, p.noise_scale = (float)a->noise;
     p.n_samples = a->samples, p.seed = a->seed, p.progress = show_progress, p.progress_user = &pr;
-    p.n_layers = 1;
-    cvene_sweep_summary sum;
-    memset(&sum, 0, sizeof sum);
+    cvene_sweep_summary sum = resumed;
     double t0 = cli_now();
-    int64_t forwards = 0;
+    if (n_done < nl && cvene_sweep_begin(m, base, src, T, &p, &session) != CVENE_OK) goto fail_ctx;
+    int computed = 0;
     for (int li = 0; li < nl; li++) {
         if (done[li]) continue;
-        if (g_stop) break;
-        p.layers = &layers[li];
-        if (cvene_sweep(m, base, src, T, &p, scores + (size_t)li * np, &sum) != CVENE_OK) goto fail_ctx;
-        forwards += sum.forwards;
+        if (g_stop || (a->stop_after > 0 && computed >= a->stop_after)) break;
+        computed++;
+        if (cvene_sweep_layer(session, layers[li], scores + (size_t)li * np) != CVENE_OK) goto fail_ctx;
+        sum = cvene_sweep_get_summary(session);
         done[li] = 1;
-        pr.base_done += np;
         /* rewrite the results after every layer, atomically */
         cJSON_DeleteItemFromObject(doc, "scores");
         cJSON *rows = cJSON_AddArrayToObject(doc, "scores");
@@ -435,7 +440,7 @@ static int run_sweep(const sweep_args *a) {
     }
     double el = cli_now() - t0;
     printf("%s: %d of %d layers x %d positions, %lld forward passes, %.2f s; base %.4g, source %.4g\n",
-           a->trace ? "causal trace" : "patching sweep", n_done, nl, np, (long long)forwards, el, sum.base_score,
+           a->trace ? "causal trace" : "patching sweep", n_done, nl, np, (long long)sum.forwards, el, sum.base_score,
            sum.source_score);
     printf("wrote %s.json, %s.csv, %s.svg\n", a->out, a->out, a->out);
     if (n_done < nl) {
@@ -453,6 +458,7 @@ done:
     free(base), free(src), free(subj_ids), free(layers), free(positions), free(subject), free(done), free(scores),
         free(logits);
     cli_text_free(&tx);
+    cvene_sweep_end(session);
     cvene_model_free(m);
     cvene_ctx_free(ctx);
     return rc;
@@ -506,6 +512,7 @@ int cmd_sweep(int argc, char **argv) {
         else if (!strcmp(k, "--seed")) a.seed = (unsigned)num;
         else if (!strcmp(k, "--threads")) a.threads = (int)num;
         else if (!strcmp(k, "--batch")) a.max_batch = (int)num;
+        else if (!strcmp(k, "--stop-after")) a.stop_after = (int)num;
         else {
             fprintf(stderr, "cvene sweep: unknown option %s (see cvene sweep --help)\n", k);
             return 2;
