@@ -1,11 +1,12 @@
 /* Forward-pass throughput of the native engine on one model directory.
- *   cvene_bench_forward DIR B T [iters] [threads]
+ *   cvene_bench_forward DIR B T [iters] [threads] [cpu|cuda]
  * Random token ids (fixed seed), one warm-up pass, then `iters` timed passes
  * with full logits. Prints one JSON line: {"B":..,"T":..,"ms":..,"tok_s":..}.
  * Used by bench/bench_cpu_forward.py, which runs transformers beside it. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "cvene.h"
@@ -18,7 +19,7 @@ static double now_s(void) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s MODEL_DIR B T [iters=10] [threads=0]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL_DIR B T [iters=10] [threads=0] [cpu|cuda]\n", argv[0]);
         return 2;
     }
     int B = atoi(argv[2]), T = atoi(argv[3]);
@@ -29,6 +30,7 @@ int main(int argc, char **argv) {
     }
     cvene_ctx_params cp = cvene_ctx_default_params();
     cp.n_threads = threads;
+    if (argc > 6 && !strcmp(argv[6], "cuda")) cp.device = CVENE_DEVICE_CUDA;
     char err[512];
     cvene_ctx *ctx;
     if (cvene_ctx_new(&cp, &ctx, err, sizeof err) != CVENE_OK) {
