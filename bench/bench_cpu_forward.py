@@ -1,29 +1,37 @@
-"""CPU forward throughput: cvene native GPT-2 vs transformers on torch, one run,
-same machine, same thread count. Writes the table into bench/RESULTS.md.
+"""CPU forward throughput: cvene native GPT-2 and GPT-NeoX vs transformers on
+torch, one run, same machine, same thread count. Writes the table into
+bench/RESULTS.md.
 
     /work/venv/bin/python bench/bench_cpu_forward.py [--build build] [--iters 10]
 
 Needs the pinned packages of tools/requirements.txt (torch, transformers) and a
-built cvene (tools/build.sh). The model is GPT-2-small's shape (124M) with
-random weights, saved once under bench/out/.
+built cvene (tools/build.sh). The models are GPT-2-small's shape (124M) and
+Pythia-160M's shape (GPT-NeoX), random weights, saved once under bench/out/.
 """
 import argparse, json, os, platform, subprocess, sys, time
 from pathlib import Path
 
 import torch
 import transformers
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = [(1, 16), (8, 128)]
 
 
-def make_model(out: Path):
+PYTHIA_160M = dict(vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                   intermediate_size=3072, rotary_pct=0.25, max_position_embeddings=2048,
+                   use_parallel_residual=True, tie_word_embeddings=False)
+MODELS = {"gpt2-small": (GPT2LMHeadModel, lambda: GPT2Config()),  # 124M: 12 layers, 12 heads, n_embd 768
+          "pythia-160m": (GPTNeoXForCausalLM, lambda: GPTNeoXConfig(**PYTHIA_160M))}
+
+
+def make_model(name: str, out: Path):
     if (out / "model.safetensors").exists():
         return
     torch.manual_seed(0)
-    m = GPT2LMHeadModel(GPT2Config())  # 124M: 12 layers, 12 heads, n_embd 768
-    m.save_pretrained(out, safe_serialization=True)
+    cls, cfg = MODELS[name]
+    cls(cfg()).save_pretrained(out, safe_serialization=True)
 
 
 def torch_tok_s(model, B, T, iters, vocab):
@@ -45,10 +53,18 @@ def main():
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     args = ap.parse_args()
-    out = ROOT / "bench" / "out" / "gpt2-small"
-    make_model(out)
     torch.set_num_threads(args.threads)
-    model = GPT2LMHeadModel.from_pretrained(out).eval()
+    rows = []
+    for name in MODELS:
+        out = ROOT / "bench" / "out" / name
+        make_model(name, out)
+        model = MODELS[name][0].from_pretrained(out).eval()
+        rows += bench_model(name, out, model, args)
+        del model
+    write_table(rows, args)
+
+
+def bench_model(name, out, model, args):
     rows = []
     for B, T in SHAPES:
         r = subprocess.run([f"{args.build}/cvene_bench_forward", str(out), str(B), str(T),
@@ -57,25 +73,29 @@ def main():
                            env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
         c = json.loads(r.stdout.strip().splitlines()[-1])
         t_tok, t_ms = torch_tok_s(model, B, T, args.iters, model.config.vocab_size)
-        rows.append((B, T, c["tok_s"], c["ms_mean"], t_tok, t_ms, c["tok_s"] / t_tok))
-        print(f"B={B} T={T}: cvene {c['tok_s']:.0f} tok/s ({c['ms_mean']:.1f} ms), "
+        rows.append((name, B, T, c["tok_s"], c["ms_mean"], t_tok, t_ms, c["tok_s"] / t_tok))
+        print(f"{name} B={B} T={T}: cvene {c['tok_s']:.0f} tok/s ({c['ms_mean']:.1f} ms), "
               f"torch {t_tok:.0f} tok/s ({t_ms:.1f} ms), speed-up {c['tok_s'] / t_tok:.2f}x")
+    return rows
+
+
+def write_table(rows, args):
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
     table = [
-        "## CPU forward: GPT-2-small (124M, random weights), full logits",
+        "## CPU forward: GPT-2-small (124M) and Pythia-160M shapes, random weights, full logits",
         "",
         f"Machine: {cpu}, {args.threads} threads for both; torch {torch.__version__}, "
         f"transformers {transformers.__version__}; {args.iters} timed passes after one warm-up; "
         f"{time.strftime('%Y-%m-%d')}.",
         f"Command: `python bench/bench_cpu_forward.py` (targets: >= 3x at 1x16, >= 1.0x at 8x128).",
         "",
-        "| batch x seq | cvene tok/s | cvene ms/pass | transformers tok/s | transformers ms/pass | speed-up |",
-        "|---|---|---|---|---|---|",
-    ] + [f"| {B} x {T} | {c:.0f} | {cm:.1f} | {t:.0f} | {tm:.1f} | {s:.2f}x |" for B, T, c, cm, t, tm, s in rows]
+        "| model | batch x seq | cvene tok/s | cvene ms/pass | transformers tok/s | transformers ms/pass | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ] + [f"| {n} | {B} x {T} | {c:.0f} | {cm:.1f} | {t:.0f} | {tm:.1f} | {s:.2f}x |" for n, B, T, c, cm, t, tm, s in rows]
     write_section(ROOT / "bench" / "RESULTS.md", "cpu-forward-gpt2", "\n".join(table))
 
 

@@ -6,7 +6,7 @@
  *     `iters` timed times (cvene_run only: parsing and cvene_result_free are
  *     outside the timed region). Prints one JSON line:
  *       {"iters":..,"ms_median":..,"ms_min":..,"ms_max":..,"passes":..,"B":..,"T":..,"V":..,
- *        "collected":[[shape],..]}
+ *        "collected":[[shape],..],"ms_all":[every timed call, sorted]}
  *     With DUMP, the last result is written there as raw little-endian f32: the
  *     logits (B, T, V), then each collected tensor in order.
  *
@@ -178,6 +178,8 @@ static int bench_run(int argc, char **argv) {
         for (int d = 0; d < v.ndim; d++) printf("%s%lld", d ? ", " : "", (long long)v.shape[d]);
         printf("]");
     }
+    printf("], \"ms_all\": [");
+    for (int i = 0; i < iters; i++) printf("%s%.4f", i ? ", " : "", 1e3 * t[i]); /* sorted */
     printf("]}\n");
     rc = 0;
 done:

@@ -14,7 +14,7 @@ static const char *const type_names[CVENE_IV_N_TYPES] = {
     "ZeroIntervention",    "CollectIntervention",  "SkipIntervention",
     "NoiseIntervention",   "LambdaIntervention",
 };
-static const char *const unit_names[CVENE_N_UNITS] = {"pos", "h", "h.pos"};
+static const char *const unit_names[CVENE_N_UNITS] = {"pos", "h", "h.pos", "t"};
 
 const char *cvene_intervention_type_name(cvene_intervention_type t) {
     return (t >= 0 && t < CVENE_IV_N_TYPES) ? type_names[t] : "?";
@@ -97,12 +97,28 @@ static cvene_status check_rep(cvene_ctx *ctx, const cvene_representation *r, int
                           (int)r->type);
     if (r->unit < 0 || r->unit >= CVENE_N_UNITS)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "representations[%d].unit = %d is unknown", idx, (int)r->unit);
+    /* GRU streams are indexed by timestep, transformer streams by position/head */
+    int gru = cvene_component_is_gru(r->component);
+    if (gru && r->unit != CVENE_UNIT_T)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                          "representations[%d]: unit \"%s\" is not valid for GRU component %s: a GRU's "
+                          "streams are indexed by timestep, use unit \"t\"",
+                          idx, cvene_unit_name(r->unit), cn);
+    if (!gru && r->unit == CVENE_UNIT_T)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                          "representations[%d]: unit \"t\" (GRU timesteps) is only valid for GRU components "
+                          "(cell_input, cell_output, {reset,update,new}_gate_{input,output}, x2h_output, "
+                          "h2h_output, {reset,update,new}_{x2h,h2h}_output); %s takes \"%s\"",
+                          idx, cn, is_head_component(r->component) ? "h\" or \"h.pos" : "pos");
+    if (gru && r->link_key >= 0)
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                          "representations[%d]: intervention_link_key is not supported with unit \"t\"", idx);
     int head = is_head_component(r->component);
     if (head && r->unit == CVENE_UNIT_POS)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
                           "representations[%d]: unit \"pos\" is not valid for component %s (use \"h\" or \"h.pos\")",
                           idx, cn);
-    if (!head && r->unit != CVENE_UNIT_POS)
+    if (!head && !gru && r->unit != CVENE_UNIT_POS)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
                           "representations[%d]: unit \"%s\" is only valid for per-head components "
                           "(head_query_output, head_key_output, head_value_output, "
@@ -347,7 +363,9 @@ static cvene_status parse_rep(cvene_ctx *ctx, const cJSON *j, int idx, const cJS
                               "block_output, attention_input, attention_output, attention_value_output, "
                               "head_attention_value_output, attention_weight, query_output, key_output, "
                               "value_output, head_query_output, head_key_output, head_value_output, "
-                              "mlp_input, mlp_activation, mlp_output)",
+                              "mlp_input, mlp_activation, mlp_output; GRU components: cell_input, "
+                              "cell_output, {reset,update,new}_gate_{input,output}, x2h_output, h2h_output, "
+                              "{reset,update,new}_{x2h,h2h}_output)",
                               idx, f[F_COMPONENT]->valuestring);
     }
     if (f[F_UNIT] && !cJSON_IsNull(f[F_UNIT])) {
@@ -357,7 +375,7 @@ static cvene_status parse_rep(cvene_ctx *ctx, const cJSON *j, int idx, const cJS
         while (u < CVENE_N_UNITS && strcmp(unit_names[u], f[F_UNIT]->valuestring) != 0) u++;
         if (u == CVENE_N_UNITS)
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
-                              "representations[%d].unit \"%s\" is unknown (pos, h, h.pos)", idx, f[F_UNIT]->valuestring);
+                              "representations[%d].unit \"%s\" is unknown (pos, h, h.pos, t)", idx, f[F_UNIT]->valuestring);
         r.unit = (cvene_unit)u;
     }
     if (f[F_MAX_UNITS] && !cJSON_IsNull(f[F_MAX_UNITS]))

@@ -117,7 +117,25 @@ static const char *const component_names[CVENE_N_COMPONENTS] = {
     [CVENE_MLP_ACTIVATION] = "mlp_activation",
     [CVENE_MLP_OUTPUT] = "mlp_output",
     [CVENE_BLOCK_OUTPUT] = "block_output",
+    [CVENE_CELL_INPUT] = "cell_input",
+    [CVENE_X2H_OUTPUT] = "x2h_output",
+    [CVENE_RESET_X2H_OUTPUT] = "reset_x2h_output",
+    [CVENE_UPDATE_X2H_OUTPUT] = "update_x2h_output",
+    [CVENE_NEW_X2H_OUTPUT] = "new_x2h_output",
+    [CVENE_H2H_OUTPUT] = "h2h_output",
+    [CVENE_RESET_H2H_OUTPUT] = "reset_h2h_output",
+    [CVENE_UPDATE_H2H_OUTPUT] = "update_h2h_output",
+    [CVENE_NEW_H2H_OUTPUT] = "new_h2h_output",
+    [CVENE_RESET_GATE_INPUT] = "reset_gate_input",
+    [CVENE_RESET_GATE_OUTPUT] = "reset_gate_output",
+    [CVENE_UPDATE_GATE_INPUT] = "update_gate_input",
+    [CVENE_UPDATE_GATE_OUTPUT] = "update_gate_output",
+    [CVENE_NEW_GATE_INPUT] = "new_gate_input",
+    [CVENE_NEW_GATE_OUTPUT] = "new_gate_output",
+    [CVENE_CELL_OUTPUT] = "cell_output",
 };
+
+int cvene_component_is_gru(cvene_component c) { return c >= CVENE_CELL_INPUT && c < CVENE_N_COMPONENTS; }
 
 const char *cvene_component_name(cvene_component c) {
     return (c >= 0 && c < CVENE_N_COMPONENTS) ? component_names[c] : "?";

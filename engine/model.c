@@ -21,9 +21,10 @@ cvene_status cvene_model_load(cvene_ctx *ctx, const char *dir, cvene_model **out
     if (st == CVENE_OK) {
         if (!strcmp(type, "gpt2")) load = gpt2_load;
         else if (!strcmp(type, "gpt_neox")) load = gpt_neox_load;
+        else if (!strcmp(type, "gru")) load = gru_load; /* pyvene's GRUConfig.model_type */
         else
             st = cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
-                            "%s/config.json: model_type \"%s\" is not supported (supported: gpt2, gpt_neox)",
+                            "%s/config.json: model_type \"%s\" is not supported (supported: gpt2, gpt_neox, gru)",
                             dir, type);
     }
     cvene_model *m = NULL;

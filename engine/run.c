@@ -7,7 +7,15 @@
  * getters (source activations gathered from its rows). Rows never interact in
  * a forward, so putting sources and the base in one batch is exact; the plan
  * does so whenever they share a sequence length (parallel mode), and otherwise
- * runs sources first, stopping each at the last site it feeds. */
+ * runs sources first, stopping each at the last site it feeds.
+ *
+ * GRUs (unit "t", docs/interventions.md "GRU"): the model calls each site once per
+ * timestep with that step's (B, W) rows, so here a site call is one timestep, counted
+ * per (component, layer) as pyvene counts hook calls. At step t, example b's setter
+ * acts if t is among its base timesteps, taking the k-th source vector when t is the
+ * k-th smallest of them; getters store the k-th smallest source timestep in slot k.
+ * A source timestep may come after the base timestep it feeds, so sources read at unit
+ * t always run in a pass before the base. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,13 +77,17 @@ typedef struct {
     int n_blocks;
     int T;                /* this pass */
     int in_base_T;        /* the base's sequence length */
-    int last_site;        /* stop the pass after this site order (-1 = run to the end) */
+    int64_t last_site;    /* stop the pass after this site order (-1 = run to the end) */
+    int step[CVENE_N_COMPONENTS][64]; /* GRU: calls so far of (site, layer) in this pass = timestep */
     cvene_status err;
     char errmsg[CVENE_ERR_LEN]; /* err's message: the forward overwrites the context's */
 } run_state;
 
-/* forward order of sites inside a layer (GPT-2), for stopping early */
-static int site_order(cvene_component c, int layer) { return layer * CVENE_N_COMPONENTS + (int)c; }
+/* forward order of sites, for stopping early: layer by layer in a transformer (step 0);
+ * a GRU runs every layer inside each timestep, so there the step comes first */
+static int64_t site_order(cvene_component c, int layer, int step) {
+    return ((int64_t)step * 64 + layer) * CVENE_N_COMPONENTS + (int)c;
+}
 
 static int is_head(cvene_component c) {
     return c == CVENE_HEAD_QUERY_OUTPUT || c == CVENE_HEAD_KEY_OUTPUT || c == CVENE_HEAD_VALUE_OUTPUT ||
@@ -89,6 +101,10 @@ static cvene_component physical(cvene_component c) {
     case CVENE_HEAD_KEY_OUTPUT: return CVENE_KEY_OUTPUT;
     case CVENE_HEAD_VALUE_OUTPUT: return CVENE_VALUE_OUTPUT;
     case CVENE_HEAD_ATTENTION_VALUE_OUTPUT: return CVENE_ATTENTION_VALUE_OUTPUT;
+    /* a GRU gate's third of x2h / h2h is served on the whole (B, 3h) output, so every
+     * intervention on that module's output acts in config order, as pyvene's hooks */
+    case CVENE_RESET_X2H_OUTPUT: case CVENE_UPDATE_X2H_OUTPUT: case CVENE_NEW_X2H_OUTPUT: return CVENE_X2H_OUTPUT;
+    case CVENE_RESET_H2H_OUTPUT: case CVENE_UPDATE_H2H_OUTPUT: case CVENE_NEW_H2H_OUTPUT: return CVENE_H2H_OUTPUT;
     default: return c;
     }
 }
@@ -99,6 +115,14 @@ static geom stream_geom(const cvene_model_info *mi, cvene_component comp, cvene_
     memset(&g, 0, sizeof g);
     int C = mi->n_embd, H = mi->n_head, hd = C / H;
     g.T = T, g.C = C, g.hd = hd;
+    if (unit == CVENE_UNIT_T) {
+        /* a GRU site call is one timestep: (B, W) rows, W = 3h on x2h/h2h (whose thirds are
+         * served there), h otherwise; a unit is one timestep's D floats (present or not) */
+        int W = physical(comp) == CVENE_X2H_OUTPUT || physical(comp) == CVENE_H2H_OUTPUT ? 3 * C : C;
+        g.E = W, g.A = T, g.R = 1;
+        g.D = g.S = comp == CVENE_X2H_OUTPUT || comp == CVENE_H2H_OUTPUT ? 3 * C : C;
+        return g;
+    }
     if (comp == CVENE_ATTENTION_WEIGHT) {
         g.E = (int64_t)H * T * T, g.A = H, g.R = T, g.D = T;
     } else if (is_head(comp)) {
@@ -117,6 +141,34 @@ static geom stream_geom(const cvene_model_info *mi, cvene_component comp, cvene_
 }
 
 static int n_units(const iv_locs *l) { return !l->present ? 1 : (l->pos ? l->U * l->U2 : l->U); }
+
+/* Units an intervention side selects in a run of length T: for unit t, no locations
+ * (pyvene's None) means every timestep. */
+static int units_of(const cvene_representation *r, const iv_locs *l, int T) {
+    return r->unit == CVENE_UNIT_T && !l->present ? T : n_units(l);
+}
+
+/* Unit t: the slot of timestep `step` for example b (its rank among the example's listed
+ * timesteps, which check_locs made distinct), or -1 when the step is not listed. */
+static int step_slot(const iv_locs *l, int b, int step) {
+    if (!l->present) return step;
+    int rank = 0, found = 0;
+    for (int u = 0; u < l->U; u++) {
+        int v = l->idx[b * l->U + u];
+        if (v == step) found = 1;
+        else if (v < step) rank++;
+    }
+    return found ? rank : -1;
+}
+
+/* Unit t: where a component's D floats start in a (B, W) row of its site. */
+static int64_t gru_offset(cvene_component comp, const geom *g) {
+    switch (comp) {
+    case CVENE_UPDATE_X2H_OUTPUT: case CVENE_UPDATE_H2H_OUTPUT: return g->C;
+    case CVENE_NEW_X2H_OUTPUT: case CVENE_NEW_H2H_OUTPUT: return 2 * (int64_t)g->C;
+    default: return 0; /* reset third, or the whole row */
+    }
+}
 
 /* float offset of unit u of example b inside that example */
 static int64_t unit_offset(const iv_locs *l, const geom *g, cvene_component comp, int b, int u) {
@@ -164,6 +216,72 @@ static int needs_source(const cvene_representation *r) {
 }
 
 /* ---- applying one intervention to a block's rows ----------------------- */
+
+/* x[S] op= y[S] on one row of D floats (S: the example's subspace dims, or all). */
+static void combine(cvene_intervention_type type, float *x, const float *y, const iv_dims *dm, int D) {
+    int nd = dm->n >= 0 ? dm->n : D;
+    for (int k = 0; k < nd; k++) {
+        int d = dm->n >= 0 ? dm->dims[k] : k;
+        switch (type) {
+        case CVENE_IV_VANILLA: case CVENE_IV_SKIP: x[d] = y[d]; break;
+        case CVENE_IV_ADDITION: x[d] = x[d] + y[d]; break;
+        case CVENE_IV_SUBTRACTION: x[d] = x[d] - y[d]; break;
+        case CVENE_IV_ZERO: x[d] = 0.0f; break;
+        default: break;
+        }
+    }
+}
+
+/* Unit t at one timestep: every example of the block that lists `step` gets its
+ * intervention on its row, with the source (or collect) slot of that step. Unit t
+ * excludes Noise, Skip and link keys (engine/config.c). */
+static cvene_status apply_step(run_state *s, int i, float *site, const block *bk, int step) {
+    const cvene_representation *r = &s->c->reps[i].r;
+    cvene_model_info mi = cvene_model_get_info(s->m);
+    const iv_locs *bl = &s->locs[2 * i + 1];
+    geom g = stream_geom(&mi, r->component, r->unit, bk->in->T, bl->present);
+    int B = s->B, U = units_of(r, bl, bk->in->T);
+    int64_t off = gru_offset(r->component, &g);
+    for (int b = 0; b < B; b++) {
+        int k = step_slot(bl, b, step);
+        if (k < 0) continue;
+        float *x = site + (int64_t)(bk->row0 + b) * g.E + off;
+        const iv_dims *dm = &s->dims[i * B + b];
+        int64_t slot = ((int64_t)b * U + k) * g.D;
+        const float *y = s->store[i] ? s->store[i] + slot : NULL;
+        if (!y && r->source) y = r->source_len == g.D ? r->source : r->source + slot; /* constant source */
+        if (r->type == CVENE_IV_COLLECT) {
+            float *o = s->res->collected[s->collect_slot[i]].data;
+            if (dm->n < 0) memcpy(o + slot, x, sizeof(float) * (size_t)g.D);
+            else
+                for (int d = 0; d < dm->n; d++) o[((int64_t)b * U + k) * dm->n + d] = x[dm->dims[d]];
+        } else if (r->type == CVENE_IV_CALLBACK) {
+            int64_t shape[4] = {1, 1, 1, g.D};
+            int rc = r->fn(r->fn_user, x, y, shape, b, dm->n >= 0 ? dm->dims : NULL, dm->n >= 0 ? dm->n : 0);
+            if (rc != 0)
+                return cvene_fail(s->ctx, CVENE_ERR_CALLBACK, "callback of intervention %d returned %d", i, rc);
+        } else {
+            combine(r->type, x, y, dm, g.D);
+        }
+    }
+    return CVENE_OK;
+}
+
+/* Unit t: store each listed source timestep of the block's examples in its slot. */
+static void gather_step(run_state *s, int i, const float *site, const block *bk, int step) {
+    const cvene_representation *r = &s->c->reps[i].r;
+    cvene_model_info mi = cvene_model_get_info(s->m);
+    const iv_locs *sl = &s->locs[2 * i];
+    geom g = stream_geom(&mi, r->component, r->unit, bk->in->T, sl->present);
+    int U = units_of(r, sl, bk->in->T);
+    int64_t off = gru_offset(r->component, &g);
+    for (int b = 0; b < s->B; b++) {
+        int k = step_slot(sl, b, step);
+        if (k >= 0)
+            memcpy(s->store[i] + ((int64_t)b * U + k) * g.D, site + (int64_t)(bk->row0 + b) * g.E + off,
+                   sizeof(float) * (size_t)g.D);
+    }
+}
 
 static cvene_status apply(run_state *s, int i, float *site, const block *bk) {
     const cvene_config *c = s->c;
@@ -213,17 +331,7 @@ static cvene_status apply(run_state *s, int i, float *site, const block *bk) {
                 float *x = eb + u * L + (int64_t)rr * g.D;
                 const float *y = NULL;
                 if (gs) y = src_len == g.D ? gs : gs + (int64_t)b * U * L + u * L + (int64_t)rr * g.D;
-                int nd = dm->n >= 0 ? dm->n : g.D;
-                for (int k = 0; k < nd; k++) {
-                    int d = dm->n >= 0 ? dm->dims[k] : k;
-                    switch (r->type) {
-                    case CVENE_IV_VANILLA: case CVENE_IV_SKIP: x[d] = y[d]; break;
-                    case CVENE_IV_ADDITION: x[d] = x[d] + y[d]; break;
-                    case CVENE_IV_SUBTRACTION: x[d] = x[d] - y[d]; break;
-                    case CVENE_IV_ZERO: x[d] = 0.0f; break;
-                    default: break;
-                    }
-                }
+                combine(r->type, x, y, dm, g.D);
             }
     }
     if (r->type == CVENE_IV_COLLECT) {
@@ -253,12 +361,14 @@ static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_vie
     run_state *s = user;
     const cvene_config *c = s->c;
     float *site = t->data;
+    const int gru = cvene_component_is_gru(comp);
+    const int step = gru ? s->step[comp][layer] : 0; /* this call's timestep */
     for (int k = 0; k < s->n_blocks; k++) {
         const block *bk = &s->blocks[k];
         for (int j = 0; j < bk->n_setters; j++) {
             int i = bk->setters[j];
             if (physical(c->reps[i].r.component) != comp || c->reps[i].r.layer != layer) continue;
-            s->err = apply(s, i, site, bk);
+            s->err = gru ? apply_step(s, i, site, bk, step) : apply(s, i, site, bk);
             if (s->err != CVENE_OK) {
                 snprintf(s->errmsg, sizeof s->errmsg, "%s", s->ctx->err);
                 return 1;
@@ -268,13 +378,18 @@ static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_vie
             int i = bk->getters[j];
             const cvene_representation *r = &c->reps[i].r;
             if (physical(getter_component(r, s->m)) != comp || r->layer != layer) continue;
+            if (gru) {
+                gather_step(s, i, site, bk, step);
+                continue;
+            }
             cvene_model_info mi = cvene_model_get_info(s->m);
             const iv_locs *sl = &s->locs[2 * i];
             geom g = stream_geom(&mi, r->component, r->unit, bk->in->T, sl->present);
             move_units(s->store[i], site, bk->row0, s->B, sl, &g, r->component, 0);
         }
     }
-    return s->last_site >= 0 && site_order(comp, layer) >= s->last_site ? CVENE_SITE_STOP : 0;
+    if (gru) s->step[comp][layer]++;
+    return s->last_site >= 0 && site_order(comp, layer, step) >= s->last_site ? CVENE_SITE_STOP : 0;
 }
 
 /* ---- one pass ----------------------------------------------------------- */
@@ -296,6 +411,7 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
     cvene_run_opts o;
     memset(&o, 0, sizeof o);
     s->last_site = -1;
+    memset(s->step, 0, sizeof s->step);
     for (int k = 0; k < n_blocks; k++) {
         const iv_input *in = blocks[k].in;
         memcpy(ids + (size_t)blocks[k].row0 * T, in->ids, sizeof(int32_t) * (size_t)in->B * T);
@@ -308,7 +424,14 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
         for (int j = 0; j < blocks[k].n_getters; j++) {
             const cvene_representation *r = &s->c->reps[blocks[k].getters[j]].r;
             o.sites[physical(getter_component(r, s->m))] |= 1ull << r->layer;
-            int so = site_order(physical(getter_component(r, s->m)), r->layer);
+            int last_step = 0; /* unit t: the last source timestep read */
+            if (r->unit == CVENE_UNIT_T) {
+                const iv_locs *sl = &s->locs[2 * blocks[k].getters[j]];
+                last_step = sl->present ? 0 : T - 1;
+                for (int q = 0; sl->present && q < s->B * sl->U; q++)
+                    if (sl->idx[q] > last_step) last_step = sl->idx[q];
+            }
+            int64_t so = site_order(physical(getter_component(r, s->m)), r->layer, last_step);
             if (!want_logits && so > s->last_site) s->last_site = so;
         }
     }
@@ -354,13 +477,21 @@ static cvene_status check_locs(run_state *s, int i, int side, int T) {
     cvene_model_info mi = cvene_model_get_info(s->m);
     geom g = stream_geom(&mi, r->component, r->unit, T, l->present);
     if (!l->present) return CVENE_OK;
-    const char *what = r->unit == CVENE_UNIT_POS && r->component != CVENE_ATTENTION_WEIGHT ? "position" : "head";
+    const char *what = r->unit == CVENE_UNIT_T ? "timestep"
+                     : r->unit == CVENE_UNIT_POS && r->component != CVENE_ATTENTION_WEIGHT ? "position" : "head";
     for (int k = 0; k < s->B * l->U; k++)
         if (l->idx[k] >= g.A)
             return cvene_fail(s->ctx, CVENE_ERR_INVALID_ARG,
                               "unit_locations: intervention %d (%s, layer %d), example %d: %s %s %d is out of range "
                               "[0, %d)", i, cvene_component_name(r->component), r->layer, k / l->U, sn, what,
                               l->idx[k], g.A);
+    for (int k = 0; r->unit == CVENE_UNIT_T && k < s->B * l->U; k++) /* a timestep is a slot: once */
+        for (int q = k + 1; q < (k / l->U + 1) * l->U; q++)
+            if (l->idx[q] == l->idx[k])
+                return cvene_fail(s->ctx, CVENE_ERR_INVALID_ARG,
+                                  "unit_locations: intervention %d (%s, layer %d), example %d: %s timestep %d is "
+                                  "listed twice", i, cvene_component_name(r->component), r->layer, k / l->U, sn,
+                                  l->idx[k]);
     for (int k = 0; l->pos && k < s->B * l->U2; k++)
         if (l->pos[k] >= T)
             return cvene_fail(s->ctx, CVENE_ERR_INVALID_ARG,
@@ -423,6 +554,15 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
                               "representations[%d].layer = %d is out of range: the model has %d layers", i, r->layer,
                               mi.n_layer);
+        if (cvene_component_is_gru(r->component) != (mi.arch == CVENE_ARCH_GRU))
+            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                              mi.arch == CVENE_ARCH_GRU
+                                  ? "representations[%d].component = %s: the model is a GRU (%s), which has no such "
+                                    "stream (GRU components: cell_input, cell_output, {reset,update,new}_gate_{input,"
+                                    "output}, x2h_output, h2h_output, {reset,update,new}_{x2h,h2h}_output)"
+                                  : "representations[%d].component = %s is a GRU component but the model is a "
+                                    "transformer (%s)",
+                              i, cn, s->m->vt->name);
         if (r->type == CVENE_IV_CALLBACK && !r->fn)
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
                               "representations[%d]: callback \"%s\" is not bound (cvene_config_bind_callback)", i,
@@ -435,12 +575,13 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
         T = s->target_T[i];
         CVENE_TRY(check_locs(s, i, 1, T));
         geom gb = stream_geom(&mi, r->component, r->unit, T, bl->present);
-        int U = n_units(bl);
+        int U = units_of(r, bl, T);
         size_t len = (size_t)B * U * gb.R * gb.D;
         if (len > scratch) scratch = len;
         for (int b = 0; b < B; b++) {
             const iv_dims *d = &s->dims[i * B + b];
-            int lim = r->type == CVENE_IV_COLLECT && d->n >= 0 ? U * gb.D : gb.D;
+            /* Collect picks dims of the flattened (U x D) units; at unit t, of each timestep */
+            int lim = r->type == CVENE_IV_COLLECT && d->n >= 0 && r->unit != CVENE_UNIT_T ? U * gb.D : gb.D;
             for (int k = 0; k < d->n; k++)
                 if (d->dims[k] >= lim)
                     return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
@@ -450,11 +591,13 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
         if ((needs_source(r) || r->type == CVENE_IV_CALLBACK) && src[g] && !r->source) {
             CVENE_TRY(check_locs(s, i, 0, src[g]->T));
             geom gs = stream_geom(&mi, getter_component(r, s->m), r->unit, src[g]->T, sl->present);
-            if (n_units(sl) != U || (sl->pos && sl->U != bl->U) || gs.R * gs.D != gb.R * gb.D)
+            int Us = units_of(r, sl, src[g]->T);
+            if (Us != U || (sl->pos && sl->U != bl->U) || gs.R * gs.D != gb.R * gb.D)
                 return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
-                                  "intervention %d (%s, layer %d): the source selects %d unit(s) of %d values but the "
-                                  "base %d unit(s) of %d values; they must match", i, cn, r->layer, n_units(sl),
-                                  gs.R * gs.D, U, gb.R * gb.D);
+                                  "intervention %d (%s, layer %d): the source selects %d %s(s) of %d values but the "
+                                  "base %d %s(s) of %d values; they must match", i, cn, r->layer, Us,
+                                  r->unit == CVENE_UNIT_T ? "timestep" : "unit", gs.R * gs.D, U,
+                                  r->unit == CVENE_UNIT_T ? "timestep" : "unit", gb.R * gb.D);
             if (!(s->store[i] = malloc(sizeof(float) * len))) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
         }
         if (r->source && r->source_len != gb.D && (size_t)r->source_len != len)
@@ -466,7 +609,15 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
             cvene_tensor_view *t = &s->res->collected[s->res->n_collected];
             t->dtype = CVENE_F32;
             t->device = CVENE_DEVICE_CPU;
-            if (d0->n >= 0) {
+            if (d0->n >= 0 && r->unit == CVENE_UNIT_T) { /* (B, U, dims) */
+                for (int b = 1; b < B; b++)
+                    if (s->dims[i * B + b].n != d0->n)
+                        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                                          "intervention %d: Collect needs the same number of subspace dims in every "
+                                          "example", i);
+                t->ndim = 3, t->shape[0] = B, t->shape[1] = U, t->shape[2] = d0->n;
+                len = (size_t)B * U * (size_t)d0->n;
+            } else if (d0->n >= 0) {
                 if (gb.R != 1 || bl->pos || d0->n % U)
                     return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
                                       "intervention %d: Collect with subspaces needs unit pos on a (B, T, D) stream "
@@ -517,6 +668,13 @@ static int collect_setters(const run_state *s, const iv_input **src, int g, int 
     return k;
 }
 
+static int runs_first(const run_state *s, const block *bk, const iv_input *base) {
+    if (bk->in->T != base->T) return 1;
+    for (int j = 0; j < bk->n_getters; j++)
+        if (s->c->reps[bk->getters[j]].r.unit == CVENE_UNIT_T) return 1;
+    return 0;
+}
+
 static cvene_status plan_parallel(run_state *s, const iv_input **src, const iv_input *base, int orig) {
     const cvene_config *c = s->c;
     int n = c->n;
@@ -545,12 +703,14 @@ static cvene_status plan_parallel(run_state *s, const iv_input **src, const iv_i
         return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
     }
     cvene_status st = CVENE_OK;
-    /* sources of another length run first, batched by length, stopping at their last site */
+    /* sources of another length (and GRU sources read at unit t, whose timesteps may come
+     * after the base steps they feed) run first, batched by length, stopping at their
+     * last site */
     for (int k = 0; k < nb && st == CVENE_OK; k++) {
-        if (blocks[k].in->T == base->T || blocks[k].role != ROLE_SOURCE) continue;
+        if (!runs_first(s, &blocks[k], base) || blocks[k].role != ROLE_SOURCE) continue;
         int m = 0, T = blocks[k].in->T;
         for (int q = k; q < nb; q++)
-            if (blocks[q].role == ROLE_SOURCE && blocks[q].in->T == T) {
+            if (blocks[q].role == ROLE_SOURCE && blocks[q].in->T == T && runs_first(s, &blocks[q], base)) {
                 pass[m++] = blocks[q];
                 blocks[q].role = -1; /* done */
             }

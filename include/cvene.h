@@ -73,12 +73,17 @@ typedef enum { CVENE_ARCH_GPT2 = 0, CVENE_ARCH_GPT_NEOX = 1, CVENE_ARCH_GRU = 2 
 
 typedef struct {
     cvene_arch arch;
+    /* GRU: n_embd = h_dim, n_head = 1, n_inner = 3 h_dim (the x2h / h2h width);
+     * vocab_size is the logits' last dimension, i.e. n_labels for GRUForClassification */
     int n_layer, n_head, n_embd, n_inner, vocab_size, n_positions;
     int64_t n_params; /* parameters actually used by the forward */
 } cvene_model_info;
 
 /* Load a Hugging Face model directory: config.json plus model.safetensors, or
- * model.safetensors.index.json with its shards. Nothing is read from the network. */
+ * model.safetensors.index.json with its shards. Nothing is read from the network.
+ * model_type "gpt2", "gpt_neox", or "gru" (pyvene's GRUConfig; the head is chosen by
+ * "architectures": GRULMHeadModel or GRUForClassification, else by the checkpoint's
+ * lm_head.weight / score.weight). */
 cvene_status cvene_model_load(cvene_ctx *ctx, const char *dir, cvene_model **out);
 void cvene_model_free(cvene_model *m);
 cvene_model_info cvene_model_get_info(const cvene_model *m);
@@ -104,8 +109,38 @@ typedef enum {
     CVENE_MLP_ACTIVATION,             /* (B, T, I) after GELU */
     CVENE_MLP_OUTPUT,                 /* (B, T, C) mlp c_proj output */
     CVENE_BLOCK_OUTPUT,               /* (B, T, C) residual leaving block l */
+    /* GRU (models/gru.c; pyvene's GRU mapping). A GRU's streams exist per timestep:
+     * the site of (component, layer) is called once per timestep t = 0, 1, ..., T-1,
+     * in that order, with a (B, W) view of the stream at that step (W = h_dim, or
+     * 3 h_dim for x2h_output / h2h_output), and what the callback leaves there
+     * feeds the rest of the recurrence. Listed in the order they fire within a
+     * (timestep, layer); layers run 0..L-1 inside each timestep. */
+    CVENE_CELL_INPUT,                 /* cells[l] input x_t: the embedding (l = 0) or cell_output of
+                                       * layer l-1 at t -- the same buffer, which is also layer l-1's
+                                       * hidden state for step t+1 (pyvene's in-place semantics) */
+    CVENE_X2H_OUTPUT,                 /* x2h(x_t) = [x_r | x_z | x_n], 3 h_dim */
+    CVENE_RESET_X2H_OUTPUT,           /* x_r */
+    CVENE_UPDATE_X2H_OUTPUT,          /* x_z */
+    CVENE_NEW_X2H_OUTPUT,             /* x_n */
+    CVENE_H2H_OUTPUT,                 /* h2h(h_{t-1}) = [h_r | h_z | h_n], 3 h_dim */
+    CVENE_RESET_H2H_OUTPUT,           /* h_r */
+    CVENE_UPDATE_H2H_OUTPUT,          /* h_z */
+    CVENE_NEW_H2H_OUTPUT,             /* h_n */
+    CVENE_RESET_GATE_INPUT,           /* x_r + h_r */
+    CVENE_RESET_GATE_OUTPUT,          /* r = sigmoid(x_r + h_r) */
+    CVENE_UPDATE_GATE_INPUT,          /* x_z + h_z */
+    CVENE_UPDATE_GATE_OUTPUT,         /* z = sigmoid(x_z + h_z) */
+    CVENE_NEW_GATE_INPUT,             /* x_n + r * h_n */
+    CVENE_NEW_GATE_OUTPUT,            /* n = tanh(x_n + r * h_n) */
+    CVENE_CELL_OUTPUT,                /* h_t = z * h_{t-1} + (1 - z) * n */
     CVENE_N_COMPONENTS
 } cvene_component;
+
+/* Components below this one are the transformer (GPT-2 / GPT-NeoX) ones; from it up
+ * to CVENE_N_COMPONENTS the GRU ones. */
+#define CVENE_N_TRANSFORMER_COMPONENTS ((int)CVENE_CELL_INPUT)
+/* 1 for a GRU component (unit "t"), 0 for a transformer one. */
+int cvene_component_is_gru(cvene_component c);
 
 const char *cvene_component_name(cvene_component c);
 /* Returns CVENE_N_COMPONENTS when the name is unknown. */
@@ -122,9 +157,15 @@ typedef int (*cvene_site_fn)(void *user, cvene_component comp, int layer,
 #define CVENE_SITE_STOP 0x5709
 
 typedef struct {
-    const int32_t *attention_mask; /* (B, T) 1 = token, 0 = padding; NULL = all 1 */
-    const int32_t *position_ids;   /* (B, T); NULL = 0..T-1 as transformers */
-    float *logits;                 /* (B, T, V) out, f32 on the host; NULL = skip lm_head */
+    const int32_t *attention_mask; /* (B, T) 1 = token, 0 = padding; NULL = all 1 (a GRU reads
+                                    * every token, as pyvene's; the mask only says which rows
+                                    * are padding) */
+    const int32_t *position_ids;   /* (B, T); NULL = 0..T-1 as transformers. GRU: NULL = no
+                                    * position embedding (pyvene's GRUModel adds wpe only when
+                                    * position_ids are given) */
+    float *logits;                 /* (B, T, V) out, f32 on the host; NULL = skip lm_head. A GRU
+                                    * classifier writes its score head at every timestep
+                                    * (B, T, n_labels); pyvene's pooled logits are row len - 1 */
     cvene_site_fn site_fn;         /* NULL = no sites */
     void *site_user;
     /* sites[c] is a bitmask over layers (bit l = layer l, up to 64 layers) of
@@ -155,7 +196,9 @@ typedef enum {
     CVENE_IV_N_TYPES
 } cvene_intervention_type;
 
-typedef enum { CVENE_UNIT_POS = 0, CVENE_UNIT_H, CVENE_UNIT_H_POS, CVENE_N_UNITS } cvene_unit;
+/* pos: positions; h: heads; h.pos: heads then positions (transformers); t: GRU
+ * timesteps (GRU components only; docs/interventions.md, "GRU"). */
+typedef enum { CVENE_UNIT_POS = 0, CVENE_UNIT_H, CVENE_UNIT_H_POS, CVENE_UNIT_T, CVENE_N_UNITS } cvene_unit;
 typedef enum { CVENE_MODE_PARALLEL = 0, CVENE_MODE_SERIAL = 1 } cvene_mode;
 
 /* A callback intervention. base is the gathered (B, U, R, D) block, row-major,

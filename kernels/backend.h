@@ -17,7 +17,19 @@ extern "C" {
 
 typedef struct cvene_backend cvene_backend;
 
-typedef enum { CVENE_GELU_TANH = 0, CVENE_GELU_ERF = 1, CVENE_ACT_RELU = 2 } cvene_act;
+typedef enum {
+    CVENE_GELU_TANH = 0,
+    CVENE_GELU_ERF = 1,
+    CVENE_ACT_RELU = 2,
+    CVENE_ACT_SIGMOID = 3, /* 1 / (1 + exp(-x)) (GRU gates) */
+    CVENE_ACT_TANH = 4     /* tanh(x) (GRU new gate) */
+} cvene_act;
+
+/* The element-wise GRU steps that are not an activation (gru_pointwise). */
+typedef enum {
+    CVENE_GRU_NEW_GATE_IN = 0, /* out = a + b * c          (x_n + r * h_n) */
+    CVENE_GRU_HIDDEN = 1       /* out = a * b + (1 - a) * c (z * h + (1 - z) * n) */
+} cvene_gru_step;
 
 typedef struct cvene_ops {
     const char *name;
@@ -70,6 +82,10 @@ typedef struct cvene_ops {
     /* dst (B, H, T, D) <- src (B, T, H, D) when to_heads, else the reverse. */
     cvene_status (*permute_heads)(cvene_backend *be, float *dst, const float *src, int B,
                                   int T, int H, int D, int to_heads);
+    /* out (n) = step(a, b, c) element-wise, each product and sum rounded to f32 in the
+     * order written (as torch evaluates pyvene's GRUCell); out may alias any input. */
+    cvene_status (*gru_pointwise)(cvene_backend *be, float *out, const float *a, const float *b,
+                                  const float *c, size_t n, cvene_gru_step step);
 } cvene_ops;
 
 struct cvene_backend {

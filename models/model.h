@@ -44,6 +44,7 @@ struct cvene_model {
  * they free m->arch; the caller frees param_mem and closes m->map. */
 cvene_status gpt2_load(cvene_model *m, const char *dir, const cJSON *cfg);
 cvene_status gpt_neox_load(cvene_model *m, const char *dir, const cJSON *cfg);
+cvene_status gru_load(cvene_model *m, const char *dir, const cJSON *cfg); /* model_type "gru" (pyvene) */
 
 /* What a model needs in memory, worked out from config.json alone (cvene_plan_memory). */
 typedef struct {

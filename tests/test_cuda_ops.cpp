@@ -156,6 +156,7 @@ TEST_F(CudaOps, OpTableIsComplete) {
     SLOT(alloc); SLOT(free); SLOT(to_device); SLOT(to_host); SLOT(copy); SLOT(sync);
     SLOT(embedding); SLOT(layernorm); SLOT(matmul); SLOT(attn_probs); SLOT(attn_apply);
     SLOT(activation); SLOT(softmax); SLOT(residual_add); SLOT(rotary); SLOT(permute_heads);
+    SLOT(gru_pointwise);
 #undef SLOT
 }
 
@@ -354,7 +355,7 @@ TEST_F(CudaOps, AttnApply) {
 }
 
 TEST_F(CudaOps, Activation) {
-    for (cvene_act act : {CVENE_GELU_TANH, CVENE_GELU_ERF, CVENE_ACT_RELU})
+    for (cvene_act act : {CVENE_GELU_TANH, CVENE_GELU_ERF, CVENE_ACT_RELU, CVENE_ACT_SIGMOID, CVENE_ACT_TANH})
         for (size_t n : {size_t(1), size_t(7), size_t(33), size_t(1000), size_t(100003)}) {
             auto x = both(randf(n, -6.0f, 6.0f));
             ASSERT_EQ(cpu->ops->activation(cpu, x.c, n, act), CVENE_OK);
@@ -383,6 +384,26 @@ TEST_F(CudaOps, ResidualAdd) {
         ASSERT_EQ(gpu->ops->residual_add(gpu, x.g, y.g, n), CVENE_OK) << msg(gpu);
         expect_close(x.c, x.g, n, "residual_add " + tag({{"n", (long long)n}}));
     }
+}
+
+// GRU steps (models/gru.c), out of place and in place on each operand.
+TEST_F(CudaOps, GruPointwise) {
+    for (cvene_gru_step step : {CVENE_GRU_NEW_GATE_IN, CVENE_GRU_HIDDEN})
+        for (size_t n : {size_t(1), size_t(7), size_t(48), size_t(1000), size_t(100003)})
+            for (int alias = 0; alias < 4; alias++) { // 0: separate out; 1..3: out = a, b, c
+                auto a = both(randf(n, step == CVENE_GRU_HIDDEN ? 0.0f : -3.0f, step == CVENE_GRU_HIDDEN ? 1.0f : 3.0f));
+                auto b = both(randf(n, -3.0f, 3.0f));
+                auto c = both(randf(n, -3.0f, 3.0f));
+                auto o = both(randf(n, 10.0f, 11.0f));
+                Pair<float> out = alias == 1 ? a : alias == 2 ? b : alias == 3 ? c : o;
+                ASSERT_EQ(cpu->ops->gru_pointwise(cpu, out.c, a.c, b.c, c.c, n, step), CVENE_OK);
+                ASSERT_EQ(gpu->ops->gru_pointwise(gpu, out.g, a.g, b.g, c.g, n, step), CVENE_OK) << msg(gpu);
+                expect_close(out.c, out.g, n,
+                             "gru_pointwise " + tag({{"step", (long long)step}, {"n", (long long)n}, {"alias", alias}}));
+            }
+    EXPECT_EQ(gpu->ops->gru_pointwise(gpu, nullptr, nullptr, nullptr, nullptr, 0, (cvene_gru_step)7),
+              CVENE_ERR_INVALID_ARG);
+    EXPECT_NE(std::string(msg(gpu)).find("unknown step"), std::string::npos) << msg(gpu);
 }
 
 TEST_F(CudaOps, PermuteHeads) {

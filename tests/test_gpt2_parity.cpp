@@ -90,7 +90,7 @@ TEST_P(Gpt2Parity, LogitsAndEveryStreamMatchTransformers) {
         o.logits = logits.data();
         o.site_fn = collect;
         o.site_user = &col;
-        for (int c = 0; c < CVENE_N_COMPONENTS; c++) o.sites[c] = (1ull << info.n_layer) - 1;
+        for (int c = 0; c < CVENE_N_TRANSFORMER_COMPONENTS; c++) o.sites[c] = (1ull << info.n_layer) - 1;
         ASSERT_EQ(cvene_forward(L.model, ids.data(), B, T, &o), CVENE_OK) << L.error();
 
         std::vector<int64_t> lshape;
@@ -99,7 +99,7 @@ TEST_P(Gpt2Parity, LogitsAndEveryStreamMatchTransformers) {
         double e = rel_err(logits, ref_logits, lshape, mask, T, false, &where);
         EXPECT_LE(e, kTol) << GetParam() << " " << pre << "logits: " << where;
         checked++;
-        for (int c = 0; c < CVENE_N_COMPONENTS; c++)
+        for (int c = 0; c < CVENE_N_TRANSFORMER_COMPONENTS; c++)
             for (int l = 0; l < info.n_layer; l++) {
                 std::string key = std::string(cvene_component_name((cvene_component)c)) + "." + std::to_string(l);
                 std::vector<int64_t> shape;
@@ -110,7 +110,7 @@ TEST_P(Gpt2Parity, LogitsAndEveryStreamMatchTransformers) {
                 checked++;
             }
     }
-    EXPECT_GE(checked, 3 * (1 + CVENE_N_COMPONENTS * info.n_layer));
+    EXPECT_GE(checked, 3 * (1 + CVENE_N_TRANSFORMER_COMPONENTS * info.n_layer));
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Gpt2Parity,

@@ -115,7 +115,7 @@ TEST_P(NeoxParity, LogitsAndEveryStreamMatchTransformers) {
         o.logits = logits.data();
         o.site_fn = collect;
         o.site_user = &col;
-        for (int c = 0; c < CVENE_N_COMPONENTS; c++) o.sites[c] = (1ull << info.n_layer) - 1;
+        for (int c = 0; c < CVENE_N_TRANSFORMER_COMPONENTS; c++) o.sites[c] = (1ull << info.n_layer) - 1;
         ASSERT_EQ(cvene_forward(L.model, ids.data(), B, T, &o), CVENE_OK) << L.error();
 
         std::vector<int64_t> lshape;
@@ -125,7 +125,7 @@ TEST_P(NeoxParity, LogitsAndEveryStreamMatchTransformers) {
         EXPECT_LE(e, kTol) << GetParam() << " " << pre << "logits: " << where;
         worst_logits = std::max(worst_logits, e);
         checked++;
-        for (int c = 0; c < CVENE_N_COMPONENTS; c++)
+        for (int c = 0; c < CVENE_N_TRANSFORMER_COMPONENTS; c++)
             for (int l = 0; l < info.n_layer; l++) {
                 std::string key = std::string(cvene_component_name((cvene_component)c)) + "." + std::to_string(l);
                 std::vector<int64_t> shape;
@@ -138,7 +138,7 @@ TEST_P(NeoxParity, LogitsAndEveryStreamMatchTransformers) {
             }
     }
     EXPECT_GE(n_cases, 2);
-    EXPECT_EQ(checked, n_cases * (1 + CVENE_N_COMPONENTS * info.n_layer));
+    EXPECT_EQ(checked, n_cases * (1 + CVENE_N_TRANSFORMER_COMPONENTS * info.n_layer));
     std::printf("[ neox parity ] %-10s %d cases: max rel err logits %.3g, streams %.3g (%s)\n",
                 GetParam().c_str(), n_cases, worst_logits, worst_stream, worst_where.c_str());
 }
@@ -155,7 +155,7 @@ TEST(NeoxSites, OrderInsideALayer) {
     cvene_run_opts o{};
     o.site_fn = collect;
     o.site_user = &col;
-    for (int c = 0; c < CVENE_N_COMPONENTS; c++) o.sites[c] = 1ull << 1;
+    for (int c = 0; c < CVENE_N_TRANSFORMER_COMPONENTS; c++) o.sites[c] = 1ull << 1;
     ASSERT_EQ(cvene_forward(L.model, ids, 1, 4, &o), CVENE_OK) << L.error();
     std::vector<std::string> want = {"block_input", "attention_input", "query_output", "key_output",
                                      "value_output", "head_query_output", "head_key_output",

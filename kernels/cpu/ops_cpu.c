@@ -3,6 +3,7 @@
  * accumulations that decide accuracy (layernorm statistics, softmax sums) run
  * in double. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
@@ -11,6 +12,11 @@
 #include "kernels/backend.h"
 
 #define NT(be) ((be)->n_threads > 0 ? (be)->n_threads : omp_get_max_threads())
+/* Element-wise loops over fewer floats than this run on one thread: a parallel region
+ * costs more than the work (a GRU step is a few (B, h) ops), and on a loaded machine a
+ * region's barrier can wait milliseconds for a descheduled thread. Iterations are
+ * independent, so results do not depend on it. */
+#define PAR_MIN 32768
 
 static cvene_status cpu_alloc(cvene_backend *be, void **ptr, size_t nbytes) {
     (void)be;
@@ -65,7 +71,7 @@ static cvene_status cpu_matmul(cvene_backend *be, float *out, const float *in, c
                                int ldw, int trans_w, const float *bias, int M, int K, int N) {
     float beta = 0.0f;
     if (bias) {
-#pragma omp parallel for num_threads(NT(be)) schedule(static)
+#pragma omp parallel for num_threads(NT(be)) schedule(static) if ((int64_t)M * N >= PAR_MIN)
         for (int m = 0; m < M; m++) memcpy(out + (int64_t)m * N, bias, sizeof(float) * N);
         beta = 1.0f;
     }
@@ -145,7 +151,7 @@ static cvene_status cpu_attn_apply(cvene_backend *be, float *out, const float *p
 static cvene_status cpu_activation(cvene_backend *be, float *x, size_t n, cvene_act act) {
     const float k0 = 0.7978845608028654f; /* sqrt(2/pi) */
     const float rs2 = 0.7071067811865476f; /* 1/sqrt(2) */
-#pragma omp parallel for num_threads(NT(be)) schedule(static)
+#pragma omp parallel for num_threads(NT(be)) schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
         switch (act) {
@@ -154,6 +160,8 @@ static cvene_status cpu_activation(cvene_backend *be, float *x, size_t n, cvene_
         case CVENE_GELU_TANH: x[i] = v / (1.0f + expf(-2.0f * k0 * (v + 0.044715f * v * v * v))); break;
         case CVENE_GELU_ERF: x[i] = 0.5f * v * (1.0f + erff(v * rs2)); break;
         case CVENE_ACT_RELU: x[i] = v > 0.0f ? v : 0.0f; break;
+        case CVENE_ACT_SIGMOID: x[i] = 1.0f / (1.0f + expf(-v)); break;
+        case CVENE_ACT_TANH: x[i] = tanhf(v); break;
         }
     }
     return CVENE_OK;
@@ -177,7 +185,7 @@ static cvene_status cpu_softmax(cvene_backend *be, float *x, int N, int C) {
 }
 
 static cvene_status cpu_residual_add(cvene_backend *be, float *x, const float *y, size_t n) {
-#pragma omp parallel for num_threads(NT(be)) schedule(static)
+#pragma omp parallel for num_threads(NT(be)) schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) x[i] += y[i];
     return CVENE_OK;
 }
@@ -214,7 +222,7 @@ static cvene_status cpu_rotary(cvene_backend *be, float *x, int ld, const int32_
 static cvene_status cpu_permute_heads(cvene_backend *be, float *dst, const float *src, int B,
                                       int T, int H, int D, int to_heads) {
     const int64_t rows = (int64_t)B * T * H;
-#pragma omp parallel for num_threads(NT(be)) schedule(static)
+#pragma omp parallel for num_threads(NT(be)) schedule(static) if (rows * D >= PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int h = (int)(r % H);
         int t = (int)((r / H) % T);
@@ -223,6 +231,28 @@ static cvene_status cpu_permute_heads(cvene_backend *be, float *dst, const float
         size_t bht = (((size_t)b * H + h) * T + t) * D; /* (B, H, T, D) */
         if (to_heads) memcpy(dst + bht, src + bth, sizeof(float) * D);
         else memcpy(dst + bth, src + bht, sizeof(float) * D);
+    }
+    return CVENE_OK;
+}
+
+/* Products and sums rounded separately, as torch computes them (the library is built
+ * as ISO C11, where GCC does not contract a * b + c into an FMA: -ffp-contract=off). */
+static cvene_status cpu_gru_pointwise(cvene_backend *be, float *out, const float *a, const float *b,
+                                      const float *c, size_t n, cvene_gru_step step) {
+    if (step != CVENE_GRU_NEW_GATE_IN && step != CVENE_GRU_HIDDEN) {
+        if (be->err && be->err_len) snprintf(be->err, be->err_len, "gru_pointwise: unknown step %d", (int)step);
+        return CVENE_ERR_INVALID_ARG;
+    }
+#pragma omp parallel for num_threads(NT(be)) schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        const float x = a[i], y = b[i], w = c[i];
+        if (step == CVENE_GRU_NEW_GATE_IN) {
+            const float p = y * w;
+            out[i] = x + p;
+        } else {
+            const float p = x * y, q = (1.0f - x) * w;
+            out[i] = p + q;
+        }
     }
     return CVENE_OK;
 }
@@ -245,6 +275,7 @@ static const cvene_ops cpu_ops = {
     .residual_add = cpu_residual_add,
     .rotary = cpu_rotary,
     .permute_heads = cpu_permute_heads,
+    .gru_pointwise = cpu_gru_pointwise,
 };
 
 cvene_backend *cvene_backend_cpu_new(int n_threads, char *err, size_t err_len) {

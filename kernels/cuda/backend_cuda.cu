@@ -286,6 +286,8 @@ __global__ void k_activation(float *x, size_t n, int act) {
         switch (act) {
         case CVENE_GELU_TANH: y = 0.5f * v * (1.0f + tanhf(k0 * (v + 0.044715f * v * v * v))); break;
         case CVENE_GELU_ERF: y = 0.5f * v * (1.0f + erff(v * rs2)); break;
+        case CVENE_ACT_SIGMOID: y = 1.0f / (1.0f + expf(-v)); break;
+        case CVENE_ACT_TANH: y = tanhf(v); break;
         default: y = v > 0.0f ? v : 0.0f; break; /* CVENE_ACT_RELU (validated on the host) */
         }
         x[i] = y;
@@ -308,6 +310,20 @@ __global__ void k_softmax(float *x, int C) {
     }
     const float inv = (float)(1.0 / block_sum(sum, shd));
     for (int c = threadIdx.x; c < C; c += blockDim.x) r[c] *= inv;
+}
+
+/* GRU element-wise steps; __fmul_rn/__fadd_rn keep each product and sum rounded on its
+ * own (nvcc would otherwise fuse them into an FMA), as the CPU and torch compute them. */
+__global__ void k_gru_pointwise(float *out, const float *a, const float *b, const float *c, size_t n,
+                                int step) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const float x = a[i], y = b[i], w = c[i];
+        if (step == CVENE_GRU_NEW_GATE_IN)
+            out[i] = __fadd_rn(x, __fmul_rn(y, w));
+        else
+            out[i] = __fadd_rn(__fmul_rn(x, y), __fmul_rn(__fadd_rn(1.0f, -x), w));
+    }
 }
 
 __global__ void k_residual_add(float *x, const float *y, size_t n) {
@@ -507,7 +523,8 @@ cvene_status cu_attn_apply(cvene_backend *be, float *out, const float *probs, co
 }
 
 cvene_status cu_activation(cvene_backend *be, float *x, size_t n, cvene_act act) {
-    if (act != CVENE_GELU_TANH && act != CVENE_GELU_ERF && act != CVENE_ACT_RELU) {
+    if (act != CVENE_GELU_TANH && act != CVENE_GELU_ERF && act != CVENE_ACT_RELU && act != CVENE_ACT_SIGMOID &&
+        act != CVENE_ACT_TANH) {
         if (be->err && be->err_len)
             snprintf(be->err, be->err_len, "%s:%d: unknown activation %d", short_file(__FILE__),
                      __LINE__, (int)act);
@@ -548,6 +565,21 @@ cvene_status cu_rotary(cvene_backend *be, float *x, int ld, const int32_t *pos, 
     return CVENE_OK;
 }
 
+cvene_status cu_gru_pointwise(cvene_backend *be, float *out, const float *a, const float *b, const float *c,
+                              size_t n, cvene_gru_step step) {
+    if (step != CVENE_GRU_NEW_GATE_IN && step != CVENE_GRU_HIDDEN) {
+        if (be->err && be->err_len)
+            snprintf(be->err, be->err_len, "%s:%d: gru_pointwise: unknown step %d", short_file(__FILE__),
+                     __LINE__, (int)step);
+        return CVENE_ERR_INVALID_ARG;
+    }
+    if (!n) return CVENE_OK;
+    ENTER(be);
+    k_gru_pointwise<<<grid_for(n, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(out, a, b, c, n, (int)step);
+    LAUNCH_CHECK(be);
+    return CVENE_OK;
+}
+
 cvene_status cu_permute_heads(cvene_backend *be, float *dst, const float *src, int B, int T,
                               int H, int D, int to_heads) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return CVENE_OK;
@@ -579,8 +611,9 @@ const cvene_ops cuda_ops = {
     cu_residual_add,  /* residual_add */
     cu_rotary,        /* rotary */
     cu_permute_heads, /* permute_heads */
+    cu_gru_pointwise, /* gru_pointwise */
 };
-static_assert(sizeof(cvene_ops) == 17 * sizeof(void *),
+static_assert(sizeof(cvene_ops) == 18 * sizeof(void *),
               "cvene_ops changed: update the CUDA op table (cuda_ops)");
 
 } // namespace
