@@ -26,7 +26,8 @@
 #include "models/model.h"
 
 struct cvene_result {
-    float *logits, *orig_logits;
+    float *logits, *orig_logits; /* views into logits_mem */
+    float *logits_mem;
     int B, T, V;
     int n_collected;
     cvene_tensor_view *collected; /* data owned */
@@ -403,7 +404,12 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
     cvene_model_info mi = cvene_model_get_info(s->m);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)N * T);
     int32_t *mask = malloc(sizeof(int32_t) * (size_t)N * T);
-    float *logits = want_logits ? malloc(sizeof(float) * (size_t)N * T * mi.vocab_size) : NULL;
+    /* logits only for the base (and clean base) rows, which come last: written straight
+     * into the result, the clean base's right after the base's */
+    int row0 = N;
+    for (int k = 0; want_logits && k < n_blocks; k++)
+        if (blocks[k].role != ROLE_SOURCE && blocks[k].row0 < row0) row0 = blocks[k].row0;
+    float *logits = want_logits ? malloc(sizeof(float) * (size_t)(N - row0) * T * mi.vocab_size) : NULL;
     if (!ids || !mask || (want_logits && !logits)) {
         free(ids), free(mask), free(logits);
         return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory assembling a batch of %d x %d", N, T);
@@ -438,6 +444,7 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
     if (want_logits) s->last_site = -1;
     o.attention_mask = mask;
     o.logits = logits;
+    o.logits_row0 = want_logits ? row0 : 0;
     o.site_fn = on_site;
     o.site_user = s;
     s->blocks = blocks;
@@ -452,17 +459,12 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
     if (st == CVENE_ERR_CALLBACK && s->err != CVENE_OK) st = cvene_fail(s->ctx, s->err, "%s", s->errmsg);
     s->res->n_passes++;
     if (st == CVENE_OK && want_logits) {
-        size_t per = (size_t)s->B * T * mi.vocab_size;
         for (int k = 0; k < n_blocks; k++) {
-            float **dst = blocks[k].role == ROLE_BASE ? &s->res->logits
-                        : blocks[k].role == ROLE_ORIG ? &s->res->orig_logits : NULL;
-            if (!dst) continue;
-            if (!(*dst = malloc(sizeof(float) * per))) {
-                st = cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
-                break;
-            }
-            memcpy(*dst, logits + (size_t)blocks[k].row0 * T * mi.vocab_size, sizeof(float) * per);
+            if (blocks[k].role == ROLE_BASE) s->res->logits = logits + (size_t)(blocks[k].row0 - row0) * T * mi.vocab_size;
+            if (blocks[k].role == ROLE_ORIG) s->res->orig_logits = logits + (size_t)(blocks[k].row0 - row0) * T * mi.vocab_size;
         }
+        s->res->logits_mem = logits; /* owns both */
+        logits = NULL;
     }
     free(ids), free(mask), free(logits);
     return st;
@@ -528,7 +530,7 @@ static void state_free(run_state *s, int n) {
 void cvene_result_free(cvene_result *res) {
     if (!res) return;
     for (int k = 0; k < res->n_collected; k++) free(res->collected[k].data);
-    free(res->collected), free(res->logits), free(res->orig_logits);
+    free(res->collected), free(res->logits_mem);
     free(res);
 }
 

@@ -166,6 +166,8 @@ typedef struct {
     float *logits;                 /* (B, T, V) out, f32 on the host; NULL = skip lm_head. A GRU
                                     * classifier writes its score head at every timestep
                                     * (B, T, n_labels); pyvene's pooled logits are row len - 1 */
+    int logits_row0;               /* logits only for batch rows logits_row0 .. B-1, so logits is
+                                    * (B - logits_row0, T, V); default 0: every row */
     cvene_site_fn site_fn;         /* NULL = no sites */
     void *site_user;
     /* sites[c] is a bitmask over layers (bit l = layer l, up to 64 layers) of

@@ -314,7 +314,10 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     const int BT = B * T;
     const int on_host = be->device == CVENE_DEVICE_CPU;
     float *logits_out = o ? o->logits : NULL;
-    const int logit_rows = last_only ? B : BT;
+    const int row0 = o && !last_only ? o->logits_row0 : 0;
+    if (row0 < 0 || row0 >= B)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "logits_row0 = %d is outside [0, %d)", row0, B);
+    const int logit_rows = last_only ? B : (B - row0) * T;
 
     /* size the arena, grow it if this (B, T) needs more, then carve */
     cvene_arena a = {NULL, 0, 0};
@@ -391,7 +394,7 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
     }
     if (!logits_out) return op->sync(be);
-    const float *hx = s.x;
+    const float *hx = s.x + (size_t)row0 * T * C;
     if (last_only) { /* only each row's last position: gather those rows first */
         for (int b = 0; b < B; b++)
             CVENE_TRY(op->copy(be, s.out + (size_t)b * C, s.x + ((size_t)b * T + T - 1) * C, C * sizeof(float)));

@@ -453,9 +453,12 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
     }
     if (!logits_out) return op->sync(be);
-    CVENE_TRY(op->layernorm(be, s.ln, s.x, p->ln_f_w, p->ln_f_b, BT, C, c->ln_eps));
+    const int row0 = o->logits_row0, rows = (B - row0) * T; /* logits for rows row0.. only */
+    if (row0 < 0 || row0 >= B)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "logits_row0 = %d is outside [0, %d)", row0, B);
+    CVENE_TRY(op->layernorm(be, s.ln, s.x + (size_t)row0 * T * C, p->ln_f_w, p->ln_f_b, rows, C, c->ln_eps));
     float *dst = on_host ? logits_out : s.logits;
-    CVENE_TRY(op->matmul(be, dst, s.ln, p->embed_out, C, 1, NULL, BT, C, V)); // (B, T, V)
-    if (!on_host) CVENE_TRY(op->to_host(be, logits_out, s.logits, (size_t)BT * V * sizeof(float)));
+    CVENE_TRY(op->matmul(be, dst, s.ln, p->embed_out, C, 1, NULL, rows, C, V)); // (rows, V)
+    if (!on_host) CVENE_TRY(op->to_host(be, logits_out, s.logits, (size_t)rows * V * sizeof(float)));
     return op->sync(be);
 }

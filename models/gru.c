@@ -426,9 +426,12 @@ static cvene_status gru_forward_impl(cvene_model *m, const int32_t *ids, int B, 
         CVENE_TRY(op->copy(be, s.outT + (size_t)t * Bh, s.h + (size_t)(L - 1) * Bh, Bh * sizeof(float)));
     }
     if (!logits_out) return op->sync(be);
+    const int row0 = o->logits_row0, rows = (B - row0) * T; /* logits for rows row0.. only */
+    if (row0 < 0 || row0 >= B)
+        return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "logits_row0 = %d is outside [0, %d)", row0, B);
     CVENE_TRY(op->permute_heads(be, s.tmp, s.outT, 1, T, B, h, 1)); // (T, B, h) -> (B, T, h)
     float *dst = on_host ? logits_out : s.logits;
-    CVENE_TRY(op->matmul(be, dst, s.tmp, p->head, h, 1, NULL, (int)BT, h, V)); // (B, T, n_out)
-    if (!on_host) CVENE_TRY(op->to_host(be, logits_out, s.logits, BT * (size_t)V * sizeof(float)));
+    CVENE_TRY(op->matmul(be, dst, s.tmp + (size_t)row0 * T * h, p->head, h, 1, NULL, rows, h, V)); // (rows, n_out)
+    if (!on_host) CVENE_TRY(op->to_host(be, logits_out, s.logits, (size_t)rows * V * sizeof(float)));
     return op->sync(be);
 }
