@@ -184,7 +184,10 @@ def answer_accuracy(model, examples, pad_id, bs=512):
     return ok / max(1, len(examples))
 
 
-def train(model, train_ex, eval_sets, pad_id, args, log):
+def train(model, train_ex, records, eval_sets, pad_id, args, log, on_log=None):
+    """The first args.record_steps steps see only record lines (the "pretraining"
+    that stores each subject's attributes at its last token); the rest see the
+    relation renders mixed with record lines."""
     rng = random.Random(SEED + 1)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=args.wd)
     steps = args.steps
@@ -198,19 +201,31 @@ def train(model, train_ex, eval_sets, pad_id, args, log):
     order = []
     t0 = time.time()
     model.train()
+    phase2 = train_ex + records * args.records
     for k in range(steps):
+        pool = records if k < args.record_steps else phase2
+        if k == args.record_steps:
+            order = []
+            if args.freeze_layers:
+                # questions train only the upper blocks: what a question needs from the subject
+                # must come from what the record lines stored at the name's last token
+                frozen = [model.transformer.wte, model.transformer.wpe] + \
+                    list(model.transformer.h[:args.freeze_layers])
+                for mod in frozen:
+                    for q in mod.parameters():
+                        q.requires_grad_(False)
         if len(order) < args.batch:
-            more = list(range(len(train_ex)))
+            more = list(range(len(pool)))
             rng.shuffle(more)
             order.extend(more)
         idx, order = order[:args.batch], order[args.batch:]
         seqs, is_fact = [], []
         for i in idx:
-            e = train_ex[i]
+            e = pool[i]
             if "profile" in e:  # a record line: the subject's four values in a fresh random order
                 vals = list(e["profile"])
                 rng.shuffle(vals)
-                seqs.append(e["ids"] + vals)
+                seqs.append(e["ids"] + vals[:args.record_values])
                 is_fact.append(False)
             else:
                 seqs.append(e["ids"])
@@ -222,8 +237,11 @@ def train(model, train_ex, eval_sets, pad_id, args, log):
         logits = model(ids).logits
         lm = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                                                labels[:, 1:].reshape(-1), ignore_index=-100)
-        ans = torch.nn.functional.cross_entropy(logits[torch.arange(len(ap)), ap][fact],
-                                                ids[torch.arange(len(ap)), ap + 1][fact])
+        if fact.any():
+            ans = torch.nn.functional.cross_entropy(logits[torch.arange(len(ap)), ap][fact],
+                                                    ids[torch.arange(len(ap)), ap + 1][fact])
+        else:
+            ans = torch.zeros(())
         loss = lm + args.answer_weight * ans
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -233,6 +251,9 @@ def train(model, train_ex, eval_sets, pad_id, args, log):
             accs = {n: answer_accuracy(model, e, pad_id) for n, e in eval_sets.items()}
             log(f"step {k + 1:5d}  lr {lr_at(k):.2e}  loss {lm.item():.4f}  answer-loss {ans.item():.4f}  "
                 + "  ".join(f"{n}-acc {a:.3f}" for n, a in accs.items()) + f"  {time.time() - t0:.0f}s")
+            if on_log:
+                on_log()
+                model.train()
     return {"lm_loss": lm.item(), "answer_loss": ans.item(), "seconds": time.time() - t0}
 
 
@@ -327,6 +348,16 @@ def check_prompt(p, clean, corr, scores, expect, log):
     return bool(ok), rec
 
 
+def trace_summary(model, p):
+    clean, corr, scores, _ = causal_trace(model, p["ids"], list(range(p["subject_start"], p["subject_end"])),
+                                          p["answer_id"])
+    ok, rec = check_prompt(p, clean, corr, scores, EXPECT, lambda m: None)
+    sl, last = p["subject_end"] - 1, len(p["ids"]) - 1
+    return (ok, min(rec[l, sl] for l in EXPECT["subject_last_early_mid"]["layers"]),
+            min(rec[l, last] for l in EXPECT["last_token_late"]["layers"]),
+            max(rec[l, p["subject_start"]] for l in range(rec.shape[0])))
+
+
 def print_heatmap(p, clean, corr, scores, log):
     toks = p["tokens"]
     log(f"  {p['text']!r} -> {p['answer']!r}  clean p={clean:.4f}  corrupted p={corr:.4f}")
@@ -402,6 +433,9 @@ def main():
     ap.add_argument("--n-prompts", type=int, default=10)
     ap.add_argument("--eval-n", type=int, default=500)
     ap.add_argument("--records", type=int, default=16, help="record lines per subject per pass over the renders")
+    ap.add_argument("--record-values", type=int, default=1, help="values per record line (random relations)")
+    ap.add_argument("--freeze-layers", type=int, default=3, help="blocks (and embeddings) frozen after the record steps")
+    ap.add_argument("--record-steps", type=int, default=300, help="steps on record lines only, first")
     args = ap.parse_args()
 
     random.seed(SEED)
@@ -444,7 +478,6 @@ def main():
     # so that the last subject token has to predict the subject's attributes itself
     records = [{"ids": tok.encode(RECORD + " " + s["name"]),
                 "profile": [tok.encode(" " + v)[0] for v in s["facts"].values()]} for s in subjects]
-    train_set = train_ex + records * args.records
     log(f"world: {len(subjects)} subjects x {len(RELATIONS)} relations = {len(subjects) * len(RELATIONS)} facts; "
         f"{len(train_ex)} training renders, {len(held_ex)} held-out renders; "
         f"max length {max(len(e['ids']) for e in examples)} tokens")
@@ -463,7 +496,24 @@ def main():
         rng = random.Random(SEED + 3)
         train_eval = rng.sample(train_ex, min(args.eval_n, len(train_ex)))
         held_eval = rng.sample(held_ex, min(args.eval_n, len(held_ex)))
-        train_info = train(model, train_set, {"train": train_eval, "heldout": held_eval}, eot_id, args, log)
+        prompts = example_prompts(subjects, tok, args.n_prompts)
+
+        def on_log():
+            model.eval()
+            with torch.no_grad():
+                ids, _, ap = batchify([r["ids"] for r in records], eot_id)
+                pr = torch.softmax(model(ids).logits[torch.arange(len(ap)), ap + 1], -1)
+                vals = torch.tensor([r["profile"] for r in records])
+                mass = pr.gather(1, vals).sum(1)
+                top4 = (pr.topk(4, -1).indices.sort(-1).values == vals.sort(-1).values).all(-1).float()
+            log("    records: value mass at the name's last token %.3f, top-4 = the 4 values %.3f" % (
+                mass.mean().item(), top4.mean().item()))
+            res = [trace_summary(model, p) for p in prompts]
+            log("    trace: pass %d/%d; mean recovery last-subject(early-mid) %.2f last-token(late) %.2f "
+                "first-subject %.2f; min %.2f %.2f" % (
+                    sum(r[0] for r in res), len(res), np.mean([r[1] for r in res]), np.mean([r[2] for r in res]),
+                    np.mean([r[3] for r in res]), min(r[1] for r in res), min(r[2] for r in res)))
+        train_info = train(model, train_ex, records, {"train": train_eval, "heldout": held_eval}, eot_id, args, log, on_log)
         train_info["train_acc"] = answer_accuracy(model, train_ex, eot_id)
         train_info["heldout_acc"] = answer_accuracy(model, held_ex, eot_id)
         log(f"final: lm loss {train_info['lm_loss']:.4f}, answer accuracy train {train_info['train_acc']:.4f} "

@@ -38,6 +38,10 @@ int cli_write_heatmap(FILE *f, const char *title, const char *value_label, const
                       const int *done_rows) {
     const int cell = 28, left = 70, top = 60, label_h = 110, legend_w = 90;
     int W = left + n_positions * cell + legend_w + 20, H = top + n_layers * cell + label_h;
+    /* room for the title and the value line (about 8 and 6.5 px per character) */
+    int tw = left + 8 * (int)strlen(title) + 20, vw = left + (int)(6.5 * (double)strlen(value_label)) + 20;
+    if (tw > W) W = tw;
+    if (vw > W) W = vw;
     double lo = INFINITY, hi = -INFINITY;
     for (int li = 0; li < n_layers; li++)
         for (int pi = 0; done_rows[li] && pi < n_positions; pi++) {
