@@ -15,12 +15,20 @@
  *     single-position Vanilla interchange at block_output of the middle layer
  *     (n_layer / 2), one source of the base's length (so the plan is one
  *     batched pass over source + base rows), random ids and positions (fixed
- *     seed). Config and request are built once, outside the timed loop. Each
- *     iteration times, in alternating order, a plain cvene_forward of the same
- *     (2B, T) batch with full logits into a reused buffer, and cvene_run.
- *     Prints one JSON line with the medians, overhead_pct = run / (passes *
- *     forward) - 1, overhead_us = run - passes * forward, and the mean minor
- *     page faults per call of each (first touches of freshly mapped memory).
+ *     seed). Config and request are built once, outside the timed loop;
+ *     cvene_result_free is outside the timed region. Each iteration times, in
+ *     rotating order, three calls on the same (2B, T) batch (source rows, then
+ *     base rows):
+ *       full:    plain cvene_forward with logits for all 2B rows;
+ *       forward: plain cvene_forward with logits for the base rows only
+ *                (logits_row0 = B), the forward cvene_run's plan runs;
+ *       run:     cvene_run.
+ *     Both forwards write into buffers reused across iterations. Prints one
+ *     JSON line with the medians, overhead_pct = run / (passes * forward) - 1,
+ *     overhead_us = run - passes * forward, vs_full_pct = run / full - 1, and
+ *     the mean minor page faults per call (first touches of fresh memory), and
+ *     fresh_result_ms_median: malloc + memset + free of a (B, T, V) f32 buffer
+ *     alone (the result buffer cvene_run allocates per call).
  *
  * Used by bench/bench_interventions.py, which runs pyvene beside it. */
 #define _POSIX_C_SOURCE 200809L
@@ -226,11 +234,12 @@ static int bench_overhead(int argc, char **argv) {
     int rc = 1;
     int32_t *ids = malloc(sizeof(int32_t) * 2 * (size_t)B * T);
     int *sp = malloc(sizeof(int) * (size_t)B), *bp = malloc(sizeof(int) * (size_t)B);
-    double *tf = malloc(sizeof(double) * (size_t)iters), *tr = malloc(sizeof(double) * (size_t)iters);
+    double *tu = malloc(sizeof(double) * (size_t)iters), *tf = malloc(sizeof(double) * (size_t)iters);
+    double *tr = malloc(sizeof(double) * (size_t)iters), *tz = malloc(sizeof(double) * (size_t)iters);
     size_t loc_cap = 64 + 24 * (size_t)B;
     char *ls = malloc(loc_cap), *lb = malloc(loc_cap), *ul = malloc(2 * loc_cap + 64);
     float *logits = NULL;
-    if (!ids || !sp || !bp || !tf || !tr || !ls || !lb || !ul) goto oom;
+    if (!ids || !sp || !bp || !tu || !tf || !tr || !tz || !ls || !lb || !ul) goto oom;
     if (!open_model(argv[2], threads, &ctx, &m)) goto done;
     cvene_model_info info = cvene_model_get_info(m);
     if (T > info.n_positions) {
@@ -257,44 +266,59 @@ static int bench_overhead(int argc, char **argv) {
         fprintf(stderr, "building the request: %s\n", cvene_ctx_error(ctx));
         goto done;
     }
-    cvene_run_opts o;
-    memset(&o, 0, sizeof o);
-    o.logits = logits;
+    cvene_run_opts o_full, o_base;
+    memset(&o_full, 0, sizeof o_full);
+    o_full.logits = logits;
+    o_base = o_full;
+    o_base.logits_row0 = B;
     int passes = 0;
-    long flt_f = 0, flt_r = 0; /* page faults over the timed iterations */
+    long flt[3] = {0, 0, 0}; /* page faults over the timed iterations: full, forward, run */
     int warm = iters >= 100 ? 20 : 1;
     for (int it = -warm; it < iters; it++) {
-        double dt_f = 0, dt_r = 0;
-        for (int k = 0; k < 2; k++) {
-            int do_run = (k == 0) == (it & 1); /* alternate which goes first */
+        double dt[3] = {0, 0, 0};
+        for (int k = 0; k < 3; k++) {
+            int which = (k + (it < 0 ? 0 : it)) % 3; /* rotate which goes first */
             cvene_result_free(res);
             res = NULL;
             long f0 = minor_faults();
             double t0 = now_s();
-            cvene_status st = do_run ? cvene_run(m, cfg, req, &res) : cvene_forward(m, ids, 2 * B, T, &o);
-            double dt = now_s() - t0;
-            if (it >= 0) *(do_run ? &flt_r : &flt_f) += minor_faults() - f0;
+            cvene_status st = which == 2 ? cvene_run(m, cfg, req, &res)
+                                         : cvene_forward(m, ids, 2 * B, T, which == 0 ? &o_full : &o_base);
+            double t1 = now_s();
+            if (it >= 0) flt[which] += minor_faults() - f0;
             if (st != CVENE_OK) {
-                fprintf(stderr, "%s: %s\n", do_run ? "cvene_run" : "cvene_forward", cvene_ctx_error(ctx));
+                fprintf(stderr, "%s: %s\n", which == 2 ? "cvene_run" : "cvene_forward", cvene_ctx_error(ctx));
                 goto done;
             }
-            if (do_run) {
-                dt_r = dt;
-                passes = cvene_result_n_passes(res);
-            } else {
-                dt_f = dt;
-            }
+            if (which == 2) passes = cvene_result_n_passes(res);
+            dt[which] = t1 - t0;
         }
-        if (it >= 0) tf[it] = dt_f, tr[it] = dt_r;
+        if (it >= 0) tu[it] = dt[0], tf[it] = dt[1], tr[it] = dt[2];
     }
-    double f = median(tf, iters), r = median(tr, iters); /* sorted: [0] is the min */
+    /* what a fresh (B, T, V) result buffer costs by itself: malloc, first touch (memset
+     * stands in for the forward writing the logits), free */
+    size_t res_bytes = sizeof(float) * (size_t)B * T * info.vocab_size;
+    volatile char sink = 0;
+    for (int it = 0; it < iters; it++) {
+        double t0 = now_s();
+        char *p = malloc(res_bytes);
+        if (!p) goto oom;
+        memset(p, 1, res_bytes); /* not 0: malloc + memset 0 may become calloc */
+        sink = p[res_bytes / 2]; /* keep the buffer alive */
+        free(p);
+        tz[it] = now_s() - t0;
+    }
+    /* sorted by median(): [0] is the min */
+    double u = median(tu, iters), f = median(tf, iters), r = median(tr, iters), z = median(tz, iters);
+    (void)sink;
     printf("{\"mode\": \"overhead\", \"model\": \"%s\", \"B\": %d, \"T\": %d, \"layer\": %d, \"iters\": %d, "
-           "\"passes\": %d, \"forward_ms_median\": %.5f, \"run_ms_median\": %.5f, \"forward_ms_min\": %.5f, "
-           "\"run_ms_min\": %.5f, \"overhead_pct\": %.3f, \"overhead_us\": %.2f, "
-           "\"forward_page_faults\": %.1f, \"run_page_faults\": %.1f}\n",
-           argv[2], B, T, layer, iters, passes, 1e3 * f, 1e3 * r, 1e3 * tf[0], 1e3 * tr[0],
-           100.0 * (r / (passes * f) - 1.0), 1e6 * (r - passes * f), (double)flt_f / iters,
-           (double)flt_r / iters);
+           "\"passes\": %d, \"full_ms_median\": %.5f, \"forward_ms_median\": %.5f, \"run_ms_median\": %.5f, "
+           "\"forward_ms_min\": %.5f, \"run_ms_min\": %.5f, \"overhead_pct\": %.3f, \"overhead_us\": %.2f, "
+           "\"vs_full_pct\": %.3f, \"full_page_faults\": %.1f, \"forward_page_faults\": %.1f, "
+           "\"run_page_faults\": %.1f, \"fresh_result_ms_median\": %.5f}\n",
+           argv[2], B, T, layer, iters, passes, 1e3 * u, 1e3 * f, 1e3 * r, 1e3 * tf[0], 1e3 * tr[0],
+           100.0 * (r / (passes * f) - 1.0), 1e6 * (r - passes * f), 100.0 * (r / u - 1.0),
+           (double)flt[0] / iters, (double)flt[1] / iters, (double)flt[2] / iters, 1e3 * z);
     rc = 0;
     goto done;
 oom:
@@ -305,7 +329,7 @@ done:
     cvene_config_free(cfg);
     cvene_model_free(m);
     cvene_ctx_free(ctx);
-    free(ids), free(sp), free(bp), free(tf), free(tr), free(ls), free(lb), free(ul), free(logits);
+    free(ids), free(sp), free(bp), free(tu), free(tf), free(tr), free(tz), free(ls), free(lb), free(ul), free(logits);
     return rc;
 }
 

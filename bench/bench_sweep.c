@@ -1,15 +1,19 @@
 /* Timing of one full activation-patching sweep with the native engine.
  *   cvene_bench_sweep DIR IDS_JSON OUT_JSON [reps_fast=3] [reps_naive=1] [threads=0] [naive_layers=all]
+ *                     [breakdown=0]
  * IDS_JSON: {"base": [T ids], "source": [T ids], "token": id, "token_b": id}.
  * Sweeps block_output over all layers x all positions with the logit-difference
  * metric (logit[token] - logit[token_b] at the last position), once with the
  * fast path (naive = 0) and once with one full forward per site (naive = 1).
  * naive_layers (e.g. "0,6,11") restricts the naive sweep to those layers (all
  * positions): its cost per site is the same everywhere, so a subset can be
- * extrapolated when the full naive sweep would take too long.
+ * extrapolated when the full naive sweep would take too long. breakdown = 1
+ * adds one more fast sweep through the session API (cvene_sweep_begin, then
+ * cvene_sweep_layer per layer), timing the source + base runs and each layer.
  * Model loading is outside the timed region; each timed region is one whole
- * cvene_sweep call (its source and base runs included). One untimed warm-up
- * forward first. Writes OUT_JSON: the seconds of every repetition and the
+ * cvene_sweep call (its source and base runs included). Untimed warm-ups
+ * first: one plain forward, and a fast sweep of one layer (the packed forward's
+ * buffers at full size). Writes OUT_JSON: the seconds of every repetition and the
  * scores (n_layer x T, row-major) of the last repetition of each path. Used by
  * bench/bench_sweep.py, which runs pyvene beside it. */
 #define _POSIX_C_SOURCE 200809L
@@ -68,7 +72,7 @@ static void put_times(FILE *f, const char *key, const double *t, int n) {
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s MODEL_DIR IDS_JSON OUT_JSON [reps_fast=3] [reps_naive=1] [threads=0] "
-                "[naive_layers=all]\n", argv[0]);
+                "[naive_layers=all] [breakdown=0]\n", argv[0]);
         return 2;
     }
     int reps_fast = argc > 4 ? atoi(argv[4]) : 3, reps_naive = argc > 5 ? atoi(argv[5]) : 1;
@@ -130,6 +134,11 @@ int main(int argc, char **argv) {
     p.metric = CVENE_METRIC_LOGIT_DIFF;
     p.token = (int32_t)tok->valueint;
     p.token_b = (int32_t)tok_b->valueint;
+    /* warm-up of the fast path's packed (T rows x T positions) forward: one layer */
+    int warm_layer = L >= 2 ? L - 2 : 0;
+    p.layers = &warm_layer, p.n_layers = 1;
+    if (rc == 0 && reps_fast && cvene_sweep(m, base, src, T, &p, fast, NULL) != CVENE_OK) rc = 1;
+    p.layers = NULL, p.n_layers = 0;
     for (int r = 0; r < reps_fast && rc == 0; r++) {
         p.naive = 0;
         double t0 = now_s();
@@ -145,6 +154,22 @@ int main(int argc, char **argv) {
         if (cvene_sweep(m, base, src, T, &p, naive, &sum_naive) != CVENE_OK) rc = 1;
         t_naive[r] = now_s() - t0;
         fprintf(stderr, "naive rep %d: %.3f s (%lld forwards)\n", r, t_naive[r], (long long)sum_naive.forwards);
+    }
+    double t_begin = 0, t_layer[64];
+    int breakdown = argc > 8 && atoi(argv[8]) != 0 && L <= 64;
+    if (rc == 0 && breakdown) {
+        p.naive = 0;
+        p.layers = NULL, p.n_layers = 0;
+        cvene_sweep_session *ss = NULL;
+        double t0 = now_s();
+        if (cvene_sweep_begin(m, base, src, T, &p, &ss) != CVENE_OK) rc = 1;
+        t_begin = now_s() - t0;
+        for (int l = 0; l < L && rc == 0; l++) {
+            t0 = now_s();
+            if (cvene_sweep_layer(ss, l, fast + (size_t)l * T) != CVENE_OK) rc = 1;
+            t_layer[l] = now_s() - t0;
+        }
+        cvene_sweep_end(ss);
     }
     if (rc) fprintf(stderr, "%s\n", cvene_ctx_error(ctx));
     FILE *f = rc == 0 ? fopen(argv[3], "w") : NULL;
@@ -167,6 +192,10 @@ int main(int argc, char **argv) {
         fprintf(f, ", \"naive_layers\": [");
         for (int i = 0; i < (nl_naive ? nl_naive : L); i++) fprintf(f, "%s%d", i ? ", " : "", nl_naive ? naive_layers[i] : i);
         fprintf(f, "]");
+        if (breakdown) {
+            fprintf(f, ", \"seconds_begin\": %.6f, ", t_begin);
+            put_times(f, "seconds_per_layer", t_layer, L);
+        }
         fprintf(f, "}\n");
         fclose(f);
     }
