@@ -15,7 +15,17 @@
  * acts if t is among its base timesteps, taking the k-th source vector when t is the
  * k-th smallest of them; getters store the k-th smallest source timestep in slot k.
  * A source timestep may come after the base timestep it feeds, so sources read at unit
- * t always run in a pass before the base. */
+ * t always run in a pass before the base.
+ *
+ * Fused path (both backends): every source gather, and every Vanilla / Addition /
+ * Subtraction / Zero / Collect / Skip intervention outside unit t without a link key, is
+ * one iv_units op (kernels/backend.h) at its site, on the backend's device. Its index
+ * arrays (unit offsets, subspace dims) are built once per request in prepare() and
+ * uploaded in one buffer per element type; offsets are relative to the block's first
+ * row, so one set serves whichever rows of the pass the block lands on. Sources,
+ * constant sources and collect buffers live on the device; collected values come back to
+ * the host at the end of the run. The host path (move_units, combine) remains for
+ * callbacks, Noise, link keys and unit t, on the CPU backend only. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +59,26 @@ typedef struct {
 
 enum { ROLE_SOURCE, ROLE_BASE, ROLE_ORIG };
 
+/* One iv_units call: its shape and where its index arrays sit in the request's packed
+ * index buffers (idx64: x_off, src_off, dims_off; idx32: dims, dims_n). */
+typedef struct {
+    int on;              /* 0: no fused call for this side */
+    int op;              /* cvene_iv_op */
+    int n, R, D;         /* units, rows per unit, floats per row */
+    int64_t x_rs, src_rs;
+    int64_t E;           /* floats per example of the site: the block's rows start at row0 * E */
+    int T;               /* sequence length of the run it acts on */
+    int64_t x_off, src_off, dims_off; /* element offsets into idx64 */
+    int64_t dims_n;      /* element offset into idx32, -1 = every unit takes all D */
+} fused_call;
+
+/* Host-side growing index arrays, uploaded once in prepare(). */
+typedef struct {
+    int64_t *v64;
+    int32_t *v32;
+    size_t n64, cap64, n32, cap32;
+} idx_pool;
+
 typedef struct {
     int role, group;      /* group: for sources */
     const iv_input *in;
@@ -64,7 +94,12 @@ typedef struct {
     iv_locs *locs;        /* 2n */
     iv_dims *dims;        /* n * B */
     int B;
-    float **store;        /* per intervention: gathered source (B, U, R, D) */
+    float **store;        /* per intervention: gathered source (B, U, R, D), on the device */
+    float **csrc;         /* per intervention: its constant source on the device (fused path) */
+    float **coll;         /* per Collect: its result on the device (CPU: the result's own buffer) */
+    fused_call *set, *get; /* per intervention: fused setter / source gather */
+    int64_t *idx64;       /* packed index arrays on the device (fused_call offsets point here) */
+    int32_t *idx32;
     float **hot;          /* per link key: last linked result */
     int64_t *hot_len;
     int n_links;
@@ -216,6 +251,26 @@ static int needs_source(const cvene_representation *r) {
            r->type == CVENE_IV_SKIP;
 }
 
+/* Types the fused path (iv_units) covers; the rest run on the host path (CPU only). */
+static int fused_type(const cvene_representation *r) {
+    if (r->unit == CVENE_UNIT_T || r->link_key >= 0) return 0;
+    switch (r->type) {
+    case CVENE_IV_VANILLA: case CVENE_IV_ADDITION: case CVENE_IV_SUBTRACTION: case CVENE_IV_ZERO:
+    case CVENE_IV_COLLECT: case CVENE_IV_SKIP: return 1;
+    default: return 0;
+    }
+}
+
+static int iv_op_of(cvene_intervention_type t) {
+    switch (t) {
+    case CVENE_IV_ADDITION: return CVENE_IVOP_ADDITION;
+    case CVENE_IV_SUBTRACTION: return CVENE_IVOP_SUBTRACTION;
+    case CVENE_IV_ZERO: return CVENE_IVOP_ZERO;
+    case CVENE_IV_COLLECT: return CVENE_IVOP_COLLECT;
+    default: return CVENE_IVOP_VANILLA; /* Vanilla, Skip */
+    }
+}
+
 /* ---- applying one intervention to a block's rows ----------------------- */
 
 /* x[S] op= y[S] on one row of D floats (S: the example's subspace dims, or all). */
@@ -358,6 +413,25 @@ static cvene_status apply(run_state *s, int i, float *site, const block *bk) {
     return CVENE_OK;
 }
 
+/* One fused call on a block's rows of the site; src: the call's source / destination. */
+static cvene_status run_fused(run_state *s, const fused_call *f, float *site, const block *bk, float *src) {
+    if (bk->in->T != f->T) /* the plan and prepare() disagree: a bug, not a user error */
+        return cvene_fail(s->ctx, CVENE_ERR_UNSUPPORTED, "internal: fused intervention call planned for length %d runs on %d",
+                          f->T, bk->in->T);
+    cvene_backend *be = s->ctx->be;
+    const int32_t *dims_n = f->dims_n >= 0 ? s->idx32 + f->dims_n : NULL;
+    const int64_t *src_off = f->op == CVENE_IVOP_ZERO ? NULL : s->idx64 + f->src_off;
+    return be->ops->iv_units(be, site + (int64_t)bk->row0 * f->E, s->idx64 + f->x_off, f->x_rs, src, src_off,
+                             f->src_rs, s->idx32, s->idx64 + f->dims_off, dims_n, f->n, f->R, f->D, f->op);
+}
+
+static float *fused_source(const run_state *s, int i) {
+    const fused_call *f = &s->set[i];
+    if (f->op == CVENE_IVOP_COLLECT) return s->coll[i];
+    if (f->op == CVENE_IVOP_ZERO) return NULL;
+    return s->store[i] ? s->store[i] : s->csrc[i];
+}
+
 static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_view *t) {
     run_state *s = user;
     const cvene_config *c = s->c;
@@ -369,7 +443,9 @@ static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_vie
         for (int j = 0; j < bk->n_setters; j++) {
             int i = bk->setters[j];
             if (physical(c->reps[i].r.component) != comp || c->reps[i].r.layer != layer) continue;
-            s->err = gru ? apply_step(s, i, site, bk, step) : apply(s, i, site, bk);
+            s->err = gru ? apply_step(s, i, site, bk, step)
+                   : s->set[i].on ? run_fused(s, &s->set[i], site, bk, fused_source(s, i))
+                                  : apply(s, i, site, bk);
             if (s->err != CVENE_OK) {
                 snprintf(s->errmsg, sizeof s->errmsg, "%s", s->ctx->err);
                 return 1;
@@ -383,10 +459,11 @@ static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_vie
                 gather_step(s, i, site, bk, step);
                 continue;
             }
-            cvene_model_info mi = cvene_model_get_info(s->m);
-            const iv_locs *sl = &s->locs[2 * i];
-            geom g = stream_geom(&mi, r->component, r->unit, bk->in->T, sl->present);
-            move_units(s->store[i], site, bk->row0, s->B, sl, &g, r->component, 0);
+            s->err = run_fused(s, &s->get[i], site, bk, s->store[i]);
+            if (s->err != CVENE_OK) {
+                snprintf(s->errmsg, sizeof s->errmsg, "%s", s->ctx->err);
+                return 1;
+            }
         }
     }
     if (gru) s->step[comp][layer]++;
@@ -518,7 +595,17 @@ static int same_input(const iv_input *a, const iv_input *b) {
 /* ---- the run ------------------------------------------------------------- */
 
 static void state_free(run_state *s, int n) {
-    for (int i = 0; s->store && i < n; i++) free(s->store[i]);
+    cvene_backend *be = s->ctx->be;
+    /* device buffers (cudaFree waits for queued kernels that still use them) */
+    for (int i = 0; s->store && i < n; i++)
+        if (s->store[i]) be->ops->free(be, s->store[i]);
+    for (int i = 0; s->csrc && i < n; i++)
+        if (s->csrc[i]) be->ops->free(be, s->csrc[i]);
+    for (int i = 0; s->coll && be->device != CVENE_DEVICE_CPU && i < n; i++)
+        if (s->coll[i]) be->ops->free(be, s->coll[i]);
+    if (s->idx64) be->ops->free(be, s->idx64);
+    if (s->idx32) be->ops->free(be, s->idx32);
+    free(s->csrc), free(s->coll), free(s->set), free(s->get);
     for (int i = 0; s->noise && i < n; i++) free(s->noise[i]);
     for (int l = 0; s->hot && l < s->n_links; l++) free(s->hot[l]);
     free(s->store), free(s->noise), free(s->hot), free(s->hot_len), free(s->scratch), free(s->collect_slot), free(s->target_T);
@@ -534,6 +621,198 @@ void cvene_result_free(cvene_result *res) {
     free(res);
 }
 
+/* ---- fused calls: index arrays built once per request ------------------- */
+
+static cvene_status dev_alloc(run_state *s, void **p, size_t nbytes, const char *what) {
+    cvene_backend *be = s->ctx->be;
+    cvene_status st = be->ops->alloc(be, p, nbytes ? nbytes : 4);
+    if (st != CVENE_OK) {
+        *p = NULL;
+        return cvene_fail(s->ctx, st, "allocating %zu bytes for %s on the %s backend failed", nbytes, what,
+                          be->ops->name);
+    }
+    return CVENE_OK;
+}
+
+/* Reserve n entries at the end of a pool array; returns their offset, or -1 (out of memory). */
+static int64_t take64(idx_pool *p, size_t n) {
+    if (p->n64 + n > p->cap64) {
+        size_t cap = 2 * (p->n64 + n) + 64;
+        int64_t *v = realloc(p->v64, sizeof(int64_t) * cap);
+        if (!v) return -1;
+        p->v64 = v, p->cap64 = cap;
+    }
+    p->n64 += n;
+    return (int64_t)(p->n64 - n);
+}
+static int64_t take32(idx_pool *p, size_t n) {
+    if (p->n32 + n > p->cap32) {
+        size_t cap = 2 * (p->n32 + n) + 64;
+        int32_t *v = realloc(p->v32, sizeof(int32_t) * cap);
+        if (!v) return -1;
+        p->v32 = v, p->cap32 = cap;
+    }
+    p->n32 += n;
+    return (int64_t)(p->n32 - n);
+}
+
+/* x_off, src_off and dims_off of f's n units, reserved together. */
+static int take_units(idx_pool *p, fused_call *f) {
+    f->x_off = take64(p, (size_t)f->n);
+    f->src_off = take64(p, (size_t)f->n);
+    f->dims_off = take64(p, (size_t)f->n);
+    return f->x_off >= 0 && f->src_off >= 0 && f->dims_off >= 0;
+}
+
+/* Does a later unit of example b write the same place? pyvene's scatter keeps the last
+ * write, so the earlier one is dropped (the fused op needs units that do not overlap;
+ * distinct units of one stream never overlap partially). */
+static int overwritten_later(const iv_locs *l, const geom *g, cvene_component comp, int b, int u, int U) {
+    int64_t o = unit_offset(l, g, comp, b, u);
+    for (int v = u + 1; v < U; v++)
+        if (unit_offset(l, g, comp, b, v) == o) return 1;
+    return 0;
+}
+
+/* Collect with subspaces: pyvene picks dims of the flattened (U x D) units, so each picked
+ * float is a unit of one row of one float, written compactly (B, U, n / U). */
+static int build_collect_dims(run_state *s, int i, const geom *g, idx_pool *p) {
+    const cvene_representation *r = &s->c->reps[i].r;
+    const iv_locs *bl = &s->locs[2 * i + 1];
+    fused_call *f = &s->set[i];
+    int B = s->B, nd = s->dims[i * B].n;
+    f->n = B * nd, f->R = 1, f->D = 1, f->x_rs = 1, f->src_rs = 1, f->dims_n = -1;
+    if (!take_units(p, f)) return 0;
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < nd; k++) {
+            int flat = s->dims[i * B + b].dims[k], u = flat / g->D, d = flat % g->D;
+            int64_t q = (int64_t)b * nd + k; /* = b * U * (nd / U) + k */
+            p->v64[f->x_off + q] = (int64_t)b * g->E + unit_offset(bl, g, r->component, b, u) + d;
+            p->v64[f->src_off + q] = q;
+            p->v64[f->dims_off + q] = 0;
+        }
+    return 1;
+}
+
+/* Each example's subspace dims (first occurrences, in order: a dim listed twice is still
+ * one gathered value) into the pool; off[b] = its offset, or -1 for all dims. */
+static int take_dims(run_state *s, int i, int D, idx_pool *p, int64_t *off, int *cnt) {
+    for (int b = 0; b < s->B; b++) {
+        const iv_dims *dm = &s->dims[i * s->B + b];
+        off[b] = -1, cnt[b] = -1;
+        if (dm->n < 0) continue;
+        if ((off[b] = take32(p, (size_t)dm->n)) < 0) return 0;
+        int m = 0;
+        for (int k = 0; k < dm->n; k++) {
+            int dup = 0;
+            for (int q = 0; q < k && !dup; q++) dup = dm->dims[q] == dm->dims[k];
+            if (!dup && dm->dims[k] < D) p->v32[off[b] + m++] = dm->dims[k];
+        }
+        cnt[b] = m;
+    }
+    return 1;
+}
+
+/* The setter of intervention i on its base rows. */
+static int build_setter(run_state *s, int i, idx_pool *p) {
+    const cvene_representation *r = &s->c->reps[i].r;
+    cvene_model_info mi = cvene_model_get_info(s->m);
+    const iv_locs *bl = &s->locs[2 * i + 1];
+    fused_call *f = &s->set[i];
+    int B = s->B, U = n_units(bl);
+    geom g = stream_geom(&mi, r->component, r->unit, s->target_T[i], bl->present);
+    f->on = 1, f->op = iv_op_of(r->type), f->T = s->target_T[i], f->E = g.E;
+    if (f->op == CVENE_IVOP_COLLECT && s->dims[i * B].n >= 0) return build_collect_dims(s, i, &g, p);
+    const int writes_x = f->op != CVENE_IVOP_COLLECT;
+    /* a constant source of one unit's D floats is broadcast over rows, units and examples */
+    const int bcast = !s->store[i] && r->source && r->source_len == g.D;
+    int64_t L = (int64_t)g.R * g.D;
+    int64_t *doff = malloc(sizeof(int64_t) * (size_t)B);
+    int *dcnt = malloc(sizeof(int) * (size_t)B);
+    int ok = doff && dcnt;
+    int any_dims = 0;
+    /* Collect without subspaces returns every value (as the host path) */
+    if (ok && writes_x) ok = take_dims(s, i, g.D, p, doff, dcnt);
+    for (int b = 0; ok && b < B; b++) {
+        if (!writes_x) doff[b] = -1, dcnt[b] = -1;
+        any_dims |= dcnt[b] >= 0;
+    }
+    f->n = 0;
+    for (int b = 0; ok && b < B; b++)
+        for (int u = 0; u < U; u++) f->n += !(writes_x && overwritten_later(bl, &g, r->component, b, u, U));
+    f->R = g.R, f->D = g.D, f->x_rs = g.S, f->src_rs = bcast ? 0 : g.D, f->dims_n = -1;
+    if (ok) ok = take_units(p, f);
+    if (ok && any_dims) ok = (f->dims_n = take32(p, (size_t)f->n)) >= 0;
+    int64_t q = 0;
+    for (int b = 0; ok && b < B; b++)
+        for (int u = 0; u < U; u++) {
+            if (writes_x && overwritten_later(bl, &g, r->component, b, u, U)) continue;
+            p->v64[f->x_off + q] = (int64_t)b * g.E + unit_offset(bl, &g, r->component, b, u);
+            p->v64[f->src_off + q] = bcast ? 0 : ((int64_t)b * U + u) * L;
+            p->v64[f->dims_off + q] = doff[b] >= 0 ? doff[b] : 0;
+            if (any_dims) p->v32[f->dims_n + q] = dcnt[b];
+            q++;
+        }
+    free(doff), free(dcnt);
+    return ok;
+}
+
+/* The gather of intervention i's source into s->store[i]: (B, U, R, D). */
+static int build_getter(run_state *s, int i, int T, idx_pool *p) {
+    const cvene_representation *r = &s->c->reps[i].r;
+    cvene_model_info mi = cvene_model_get_info(s->m);
+    const iv_locs *sl = &s->locs[2 * i];
+    fused_call *f = &s->get[i];
+    geom g = stream_geom(&mi, r->component, r->unit, T, sl->present);
+    int B = s->B, U = n_units(sl);
+    int64_t L = (int64_t)g.R * g.D;
+    f->on = 1, f->op = CVENE_IVOP_COLLECT, f->T = T, f->E = g.E;
+    f->n = B * U, f->R = g.R, f->D = g.D, f->x_rs = g.S, f->src_rs = g.D, f->dims_n = -1;
+    if (!take_units(p, f)) return 0;
+    for (int b = 0; b < B; b++)
+        for (int u = 0; u < U; u++) {
+            int64_t q = (int64_t)b * U + u;
+            p->v64[f->x_off + q] = (int64_t)b * g.E + unit_offset(sl, &g, r->component, b, u);
+            p->v64[f->src_off + q] = q * L;
+            p->v64[f->dims_off + q] = 0;
+        }
+    return 1;
+}
+
+/* Every fused call of the request, and one upload of their index arrays. */
+static cvene_status build_fused(run_state *s, const iv_input **src) {
+    idx_pool p;
+    memset(&p, 0, sizeof p);
+    int ok = 1;
+    for (int i = 0; ok && i < s->c->n; i++) {
+        const cvene_representation *r = &s->c->reps[i].r;
+        if (s->store[i] && r->unit != CVENE_UNIT_T) ok = build_getter(s, i, src[iv_group(s->c, i)]->T, &p);
+        if (ok && fused_type(r)) ok = build_setter(s, i, &p);
+    }
+    cvene_status st = ok ? CVENE_OK : cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
+    cvene_backend *be = s->ctx->be;
+    if (st == CVENE_OK) st = dev_alloc(s, (void **)&s->idx64, sizeof(int64_t) * p.n64, "intervention indices");
+    if (st == CVENE_OK) st = dev_alloc(s, (void **)&s->idx32, sizeof(int32_t) * p.n32, "subspace indices");
+    if (st == CVENE_OK && p.n64) st = be->ops->to_device(be, s->idx64, p.v64, sizeof(int64_t) * p.n64);
+    if (st == CVENE_OK && p.n32) st = be->ops->to_device(be, s->idx32, p.v32, sizeof(int32_t) * p.n32);
+    free(p.v64), free(p.v32);
+    return st;
+}
+
+/* CUDA: bring the collected values back into the result (host memory). */
+static cvene_status fetch_collected(run_state *s) {
+    cvene_backend *be = s->ctx->be;
+    if (be->device == CVENE_DEVICE_CPU) return CVENE_OK;
+    for (int i = 0; i < s->c->n; i++) {
+        if (!s->coll[i]) continue;
+        const cvene_tensor_view *t = &s->res->collected[s->collect_slot[i]];
+        size_t n = 1;
+        for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
+        CVENE_TRY(be->ops->to_host(be, t->data, s->coll[i], sizeof(float) * n));
+    }
+    return CVENE_OK;
+}
+
 static cvene_status prepare(run_state *s, const iv_input **src) {
     const cvene_config *c = s->c;
     cvene_ctx *ctx = s->ctx;
@@ -541,10 +820,15 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
     cvene_model_info mi = cvene_model_get_info(s->m);
     int T = 0;
     s->store = calloc((size_t)n, sizeof(float *));
+    s->csrc = calloc((size_t)n, sizeof(float *));
+    s->coll = calloc((size_t)n, sizeof(float *));
+    s->set = calloc((size_t)n, sizeof(fused_call));
+    s->get = calloc((size_t)n, sizeof(fused_call));
     s->noise = calloc((size_t)n, sizeof(double *));
     s->collect_slot = malloc(sizeof(int) * (size_t)n);
     s->res->collected = calloc((size_t)n, sizeof(cvene_tensor_view));
-    if (!s->store || !s->noise || !s->collect_slot || !s->res->collected)
+    if (!s->store || !s->csrc || !s->coll || !s->set || !s->get || !s->noise || !s->collect_slot ||
+        !s->res->collected)
         return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     size_t scratch = 0;
     for (int i = 0; i < n; i++) {
@@ -552,6 +836,16 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
         int g = iv_group(c, i);
         const char *cn = cvene_component_name(r->component);
         s->collect_slot[i] = -1;
+        if (ctx->be->device != CVENE_DEVICE_CPU && !fused_type(r))
+            return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                              "representations[%d]: %s%s is not supported on the %s backend yet (its fused kernels "
+                              "cover Vanilla, Addition, Subtraction, Zero, Collect and Skip interventions on "
+                              "transformer components, units pos / h / h.pos, without intervention_link_key); run "
+                              "it on the CPU backend", i, cvene_intervention_type_name(r->type),
+                              r->unit == CVENE_UNIT_T ? " at unit t (GRU)"
+                              : r->link_key >= 0     ? " with intervention_link_key"
+                                                     : "",
+                              ctx->be->ops->name);
         if (r->layer >= mi.n_layer)
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
                               "representations[%d].layer = %d is out of range: the model has %d layers", i, r->layer,
@@ -600,7 +894,7 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
                                   "base %d %s(s) of %d values; they must match", i, cn, r->layer, Us,
                                   r->unit == CVENE_UNIT_T ? "timestep" : "unit", gs.R * gs.D, U,
                                   r->unit == CVENE_UNIT_T ? "timestep" : "unit", gb.R * gb.D);
-            if (!(s->store[i] = malloc(sizeof(float) * len))) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+            CVENE_TRY(dev_alloc(s, (void **)&s->store[i], sizeof(float) * len, "a source store"));
         }
         if (r->source && r->source_len != gb.D && (size_t)r->source_len != len)
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
@@ -639,6 +933,13 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
             }
             if (!(t->data = malloc(sizeof(float) * len))) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
             s->collect_slot[i] = s->res->n_collected++;
+            if (ctx->be->device == CVENE_DEVICE_CPU) s->coll[i] = t->data; /* the device is the host */
+            else CVENE_TRY(dev_alloc(s, (void **)&s->coll[i], sizeof(float) * len, "a Collect result"));
+        }
+        if (r->source && fused_type(r) && needs_source(r)) {
+            size_t nb = sizeof(float) * (size_t)r->source_len;
+            CVENE_TRY(dev_alloc(s, (void **)&s->csrc[i], nb, "a constant source"));
+            CVENE_TRY(ctx->be->ops->to_device(ctx->be, s->csrc[i], r->source, nb));
         }
         if (r->type == CVENE_IV_NOISE) {
             if (!(s->noise[i] = malloc(sizeof(double) * (size_t)U * gb.D)))
@@ -647,6 +948,7 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
         }
         if (r->link_key >= s->n_links) s->n_links = r->link_key + 1;
     }
+    CVENE_TRY(build_fused(s, src));
     s->hot = calloc((size_t)s->n_links + 1, sizeof(float *));
     s->hot_len = calloc((size_t)s->n_links + 1, sizeof(int64_t));
     s->scratch = malloc(sizeof(float) * (scratch ? scratch : 1));
@@ -821,6 +1123,7 @@ cvene_status cvene_run(cvene_model *m, const cvene_config *c, const cvene_reques
     if (st == CVENE_OK)
         st = c->mode == CVENE_MODE_SERIAL ? plan_serial(&s, src, base, r->output_original)
                                           : plan_parallel(&s, src, base, r->output_original);
+    if (st == CVENE_OK) st = fetch_collected(&s);
     if (res) res->B = B, res->T = base->T, res->V = cvene_model_get_info(m).vocab_size;
     state_free(&s, c->n);
     free(src);

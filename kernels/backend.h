@@ -31,6 +31,15 @@ typedef enum {
     CVENE_GRU_HIDDEN = 1       /* out = a * b + (1 - a) * c (z * h + (1 - z) * n) */
 } cvene_gru_step;
 
+/* What iv_units does to each touched float of a unit (x: the site, s: the source). */
+typedef enum {
+    CVENE_IVOP_VANILLA = 0,     /* x = s */
+    CVENE_IVOP_ADDITION = 1,    /* x = x + s */
+    CVENE_IVOP_SUBTRACTION = 2, /* x = x - s */
+    CVENE_IVOP_ZERO = 3,        /* x = 0 (src unused, may be NULL) */
+    CVENE_IVOP_COLLECT = 4      /* s = x (gather into src; x unchanged) */
+} cvene_iv_op;
+
 typedef struct cvene_ops {
     const char *name;
 
@@ -86,6 +95,30 @@ typedef struct cvene_ops {
      * order written (as torch evaluates pyvene's GRUCell); out may alias any input. */
     cvene_status (*gru_pointwise)(cvene_backend *be, float *out, const float *a, const float *b,
                                   const float *c, size_t n, cvene_gru_step step);
+
+    /* ---- fused interventions (engine/run.c); one launch each, no device sync ----
+     * iv_units: gather / compute / scatter over n units in one pass. Unit u is R rows of
+     * D floats: row r at x + x_off[u] + r * x_rs; its source row r at
+     * src + src_off[u] + r * src_rs (src_rs = 0 broadcasts one row, a constant source).
+     * The unit touches dims[dims_off[u] .. + dims_n[u]) of each row (indices in [0, D),
+     * at most D of them), or all D when dims_n[u] < 0 or dims_n is NULL (then dims and
+     * dims_off are not read). op is a cvene_iv_op. The index arrays live on the backend's
+     * device. Units that op writes (x for VANILLA..ZERO, src for COLLECT) must not
+     * overlap one another; the caller dedupes (pyvene's scatter keeps the last). */
+    cvene_status (*iv_units)(cvene_backend *be, float *x, const int64_t *x_off, int64_t x_rs,
+                             float *src, const int64_t *src_off, int64_t src_rs,
+                             const int32_t *dims, const int64_t *dims_off, const int32_t *dims_n,
+                             int n, int R, int D, int op);
+    /* iv_rotated: rotated-subspace interchange on n vectors of D floats, x_i at
+     * x + x_off[i], s_i at s + s_off[i] (x_off / s_off NULL: i * D), in place on x:
+     *   trans = 0: x_i <- x_i + W^T (W s_i - W x_i), W (k, D) row-major: rows of an
+     *              orthogonal rotation (pyvene's RotatedSpaceIntervention, interchange_dim k);
+     *   trans = 1: x_i <- x_i + W (W^T s_i - W^T x_i), W (D, k) row-major
+     *              (pyvene's LowRankRotatedSpaceIntervention).
+     * Computed as W^T (W (s_i - x_i)) with f32 accumulation. Vectors must not overlap;
+     * s may alias x only where s_i == x_i exactly (a no-op). */
+    cvene_status (*iv_rotated)(cvene_backend *be, float *x, const int64_t *x_off, const float *s,
+                               const int64_t *s_off, const float *W, int n, int D, int k, int trans);
 } cvene_ops;
 
 struct cvene_backend {
@@ -100,10 +133,27 @@ struct cvene_backend {
 /* Constructors; on failure return NULL and write a message to err. */
 cvene_backend *cvene_backend_cpu_new(int n_threads, char *err, size_t err_len);
 void cvene_backend_cpu_free(cvene_backend *be);
+/* The CPU iv_units / iv_rotated (kernels/cpu/ops_intervene.c), as in cvene_ops. */
+cvene_status cvene_cpu_iv_units(cvene_backend *be, float *x, const int64_t *x_off, int64_t x_rs, float *src,
+                                const int64_t *src_off, int64_t src_rs, const int32_t *dims,
+                                const int64_t *dims_off, const int32_t *dims_n, int n, int R, int D, int op);
+cvene_status cvene_cpu_iv_rotated(cvene_backend *be, float *x, const int64_t *x_off, const float *s,
+                                  const int64_t *s_off, const float *W, int n, int D, int k, int trans);
 #ifdef CVENE_WITH_CUDA
 cvene_backend *cvene_backend_cuda_new(int device, char *err, size_t err_len);
 void cvene_backend_cuda_free(cvene_backend *be);
 int cvene_backend_cuda_device_count(void);
+/* The backend's stream (a cudaStream_t) and device ordinal: for kernels/cuda/intervene.cu
+ * and benchmarks that time work queued by ops (CUDA events on this stream). */
+void *cvene_backend_cuda_stream(cvene_backend *be);
+int cvene_backend_cuda_ordinal(cvene_backend *be);
+/* The CUDA iv_units / iv_rotated (kernels/cuda/intervene.cu), as in cvene_ops. */
+cvene_status cvene_cuda_iv_units(cvene_backend *be, float *x, const int64_t *x_off, int64_t x_rs,
+                                 float *src, const int64_t *src_off, int64_t src_rs, const int32_t *dims,
+                                 const int64_t *dims_off, const int32_t *dims_n, int n, int R, int D,
+                                 int op);
+cvene_status cvene_cuda_iv_rotated(cvene_backend *be, float *x, const int64_t *x_off, const float *s,
+                                   const int64_t *s_off, const float *W, int n, int D, int k, int trans);
 #endif
 
 #ifdef __cplusplus

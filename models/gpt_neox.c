@@ -84,19 +84,40 @@ static cvene_status parse_config(cvene_ctx *ctx, const char *dir, const cJSON *j
     CVENE_TRY(hf_config_int(ctx, j, dir, "intermediate_size", 1, 1 << 20, &c->n_inner));
     CVENE_TRY(hf_config_int_opt(ctx, j, dir, "max_position_embeddings", 1, BIG, 2048, &c->n_positions));
     double pct, base, eps;
-    CVENE_TRY(hf_config_float_opt(ctx, j, dir, "rotary_pct", 0.25, &pct));
+    /* transformers >= 5 saves the rotary settings as rope_parameters {rope_type,
+     * partial_rotary_factor, rope_theta} instead of rotary_pct / rotary_emb_base:
+     * read the legacy key when it is there, else the new one. */
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(j, "rope_parameters");
+    if (rp && !cJSON_IsNull(rp)) {
+        if (!cJSON_IsObject(rp))
+            return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: rope_parameters must be an object", dir);
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(rp, "rope_type");
+        if (type && !(cJSON_IsString(type) && !strcmp(type->valuestring, "default")))
+            return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                              "%s/config.json: rope_parameters.rope_type = %s; only the default rotary "
+                              "embedding is supported", dir, cJSON_IsString(type) ? type->valuestring : "(not a string)");
+    } else {
+        rp = NULL;
+    }
+    const cJSON *pct_obj = j, *base_obj = j;
+    const char *pct_key = "rotary_pct", *base_key = "rotary_emb_base";
+    if (!cJSON_HasObjectItem(j, "rotary_pct") && rp && cJSON_HasObjectItem(rp, "partial_rotary_factor"))
+        pct_obj = rp, pct_key = "partial_rotary_factor";
+    if (!cJSON_HasObjectItem(j, "rotary_emb_base") && rp && cJSON_HasObjectItem(rp, "rope_theta"))
+        base_obj = rp, base_key = "rope_theta";
+    CVENE_TRY(hf_config_float_opt(ctx, pct_obj, dir, pct_key, 0.25, &pct));
     if (!(pct > 0.0 && pct <= 1.0))
-        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: rotary_pct = %g must be in (0, 1]", dir, pct);
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: %s = %g must be in (0, 1]", dir, pct_key, pct);
     const int D = c->n_embd / c->n_head;
     c->rot_dims = (int)(D * pct); /* Python's int(head_size * rotary_pct) */
     if (c->rot_dims % 2 != 0)
         return cvene_fail(ctx, CVENE_ERR_FORMAT,
-                          "%s/config.json: rotary_pct = %g gives int(head_dim %d * rotary_pct) = %d rotary "
+                          "%s/config.json: %s = %g gives int(head_dim %d * %s) = %d rotary "
                           "dims, which must be even (rotate-half pairs dim i with i + rot/2)",
-                          dir, pct, D, c->rot_dims);
-    CVENE_TRY(hf_config_float_opt(ctx, j, dir, "rotary_emb_base", 10000.0, &base));
+                          dir, pct_key, pct, D, pct_key, c->rot_dims);
+    CVENE_TRY(hf_config_float_opt(ctx, base_obj, dir, base_key, 10000.0, &base));
     if (!(base > 0.0 && base < 3.0e38))
-        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: rotary_emb_base = %g must be > 0", dir, base);
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: %s = %g must be > 0", dir, base_key, base);
     c->rot_base = (float)base;
     CVENE_TRY(hf_config_float_opt(ctx, j, dir, "layer_norm_eps", 1e-5, &eps));
     if (!(eps > 0.0))

@@ -156,7 +156,7 @@ TEST_F(CudaOps, OpTableIsComplete) {
     SLOT(alloc); SLOT(free); SLOT(to_device); SLOT(to_host); SLOT(copy); SLOT(sync);
     SLOT(embedding); SLOT(layernorm); SLOT(matmul); SLOT(attn_probs); SLOT(attn_apply);
     SLOT(activation); SLOT(softmax); SLOT(residual_add); SLOT(rotary); SLOT(permute_heads);
-    SLOT(gru_pointwise);
+    SLOT(gru_pointwise); SLOT(iv_units); SLOT(iv_rotated);
 #undef SLOT
 }
 
@@ -496,6 +496,96 @@ TEST_F(CudaOps, ChainedAttentionBlock) {
     }
     expect_close(p.c, p.g, (size_t)B * H * T * T, "chained probs");
     expect_close(oh.c, oh.g, N * C, "chained output");
+}
+
+// iv_units: the same units (scattered offsets, padded strides, per-unit subspaces, a
+// broadcast source) on both backends, every op; the ops only copy or add/subtract once,
+// so the whole buffers (gaps included) must agree bit for bit.
+TEST_F(CudaOps, IvUnits) {
+    for (int op = CVENE_IVOP_VANILLA; op <= CVENE_IVOP_COLLECT; op++)
+        for (int D : {1, 5, 64, 1031, 4100})
+            for (int R : {1, 3})
+                for (int variant = 0; variant < 3; variant++) {
+                    // 0: packed rows, all dims; 1: padded strides, subspaces; 2: broadcast source row
+                    if (variant == 2 && op == CVENE_IVOP_COLLECT) continue;
+                    const int n = variant == 1 ? 7 : 4;
+                    const int64_t x_rs = variant == 1 ? D + 3 : D;
+                    const int64_t src_rs = variant == 2 ? 0 : variant == 1 ? D + 1 : D;
+                    const int64_t xslot = R * x_rs + 4, sslot = src_rs ? R * src_rs + 4 : 0;
+                    std::vector<int> perm(n);
+                    for (int i = 0; i < n; i++) perm[i] = n - 1 - i; // offsets not monotonic in u
+                    std::vector<int64_t> x_off(n), src_off(n), dims_off(n);
+                    std::vector<int32_t> dims, dims_n(n, -1);
+                    for (int u = 0; u < n; u++) {
+                        x_off[u] = perm[u] * xslot + (u & 1);  // odd offsets: the scalar path
+                        src_off[u] = src_rs ? u * sslot + 4 * (u % 2) : 0;
+                        dims_off[u] = (int64_t)dims.size();
+                        if (variant == 1 && u % 3 != 2) {
+                            std::vector<int32_t> all(D);
+                            for (int d = 0; d < D; d++) all[d] = d;
+                            std::shuffle(all.begin(), all.end(), rng);
+                            int m = std::uniform_int_distribution<int>(0, D)(rng);
+                            dims.insert(dims.end(), all.begin(), all.begin() + m);
+                            dims_n[u] = m;
+                        }
+                    }
+                    const size_t nx = (size_t)(n * xslot + 2), ns = src_rs ? (size_t)(n * sslot + 8) : (size_t)D + 8;
+                    auto x = both(randf(nx));
+                    auto src = both(op == CVENE_IVOP_COLLECT ? std::vector<float>(ns, -7.0f) : randf(ns));
+                    auto xo = both(x_off);
+                    auto so = both(src_off);
+                    auto dm = both(dims.empty() ? std::vector<int32_t>{0} : dims);
+                    auto doff = both(dims_off);
+                    auto dn = both(dims_n);
+                    const bool sub = variant == 1;
+                    for (cvene_backend *be : {cpu, gpu}) {
+                        const bool g = be == gpu;
+                        ASSERT_EQ(be->ops->iv_units(be, g ? x.g : x.c, g ? xo.g : xo.c, x_rs,
+                                                    op == CVENE_IVOP_ZERO ? nullptr : (g ? src.g : src.c),
+                                                    g ? so.g : so.c, src_rs, g ? dm.g : dm.c, g ? doff.g : doff.c,
+                                                    sub ? (g ? dn.g : dn.c) : nullptr, n, R, D, op),
+                                  CVENE_OK)
+                            << msg(be);
+                    }
+                    const std::string t = "iv_units " + tag({{"op", op}, {"D", D}, {"R", R}, {"variant", variant}});
+                    std::vector<float> cx = download(cpu, x.c, nx), gx = download(gpu, x.g, nx);
+                    std::vector<float> cs = download(cpu, src.c, ns), gs = download(gpu, src.g, ns);
+                    EXPECT_EQ(std::memcmp(cx.data(), gx.data(), nx * sizeof(float)), 0) << t << " (x)";
+                    EXPECT_EQ(std::memcmp(cs.data(), gs.data(), ns * sizeof(float)), 0) << t << " (src)";
+                }
+}
+
+// iv_rotated (and the low-rank transpose form) on scattered vectors, both backends; f32
+// accumulation in different orders, so the usual 1e-5 relative tolerance. Sizes cover one
+// vector per block and four per block (n >= 1024), and D larger than a block.
+TEST_F(CudaOps, IvRotated) {
+    for (int D : {7, 96, 769})
+        for (int k : {1, 5, 64})
+            for (int n : {3, 1030})
+                for (int trans : {0, 1}) {
+                    if (k > D) continue;
+                    const int64_t slot = D + 2;
+                    std::vector<int64_t> xo(n), so(n);
+                    for (int i = 0; i < n; i++) xo[i] = (int64_t)(n - 1 - i) * slot + 1, so[i] = (int64_t)i * slot;
+                    const size_t nb = (size_t)n * slot + 2;
+                    auto x = both(randf(nb));
+                    auto sv = both(randf(nb));
+                    auto W = both(randf((size_t)k * D, -0.2f, 0.2f));
+                    auto xoff = both(xo);
+                    auto soff = both(so);
+                    ASSERT_EQ(cpu->ops->iv_rotated(cpu, x.c, xoff.c, sv.c, soff.c, W.c, n, D, k, trans), CVENE_OK);
+                    ASSERT_EQ(gpu->ops->iv_rotated(gpu, x.g, xoff.g, sv.g, soff.g, W.g, n, D, k, trans), CVENE_OK)
+                        << msg(gpu);
+                    expect_close(x.c, x.g, nb, "iv_rotated " + tag({{"D", D}, {"k", k}, {"n", n}, {"trans", trans}}));
+                }
+    // contiguous vectors (NULL offsets)
+    const int n = 9, D = 33, k = 4;
+    auto x = both(randf((size_t)n * D));
+    auto sv = both(randf((size_t)n * D));
+    auto W = both(randf((size_t)k * D, -0.3f, 0.3f));
+    ASSERT_EQ(cpu->ops->iv_rotated(cpu, x.c, nullptr, sv.c, nullptr, W.c, n, D, k, 0), CVENE_OK);
+    ASSERT_EQ(gpu->ops->iv_rotated(gpu, x.g, nullptr, sv.g, nullptr, W.g, n, D, k, 0), CVENE_OK) << msg(gpu);
+    expect_close(x.c, x.g, (size_t)n * D, "iv_rotated contiguous");
 }
 
 } // namespace

@@ -3,15 +3,28 @@
 // 1e-5 of the largest reference magnitude: f32 vs f32 computed in a different
 // order (OpenBLAS vs MKL-free torch GEMMs) differs by a few ulps per op, which
 // stays well under 1e-5 relative after a handful of layers.
+//
+// Built twice: test_gpt2_parity (CPU, label parity) and test_gpt2_parity_cuda
+// (CVENE_TEST_CUDA=1, label cuda: the same checks with the model on CVENE_DEVICE_CUDA,
+// sites read through device-to-host copies; skipped without a GPU). The CUDA build's
+// test names carry "Cuda" so the two never share a ctest name.
 #include <map>
 
+#include "test_device.h"
 #include "test_util.h"
 
 namespace {
 
 const double kTol = 1e-5;
 
+#if CVENE_TEST_CUDA
+#define GPT2_SITES Gpt2SitesCuda
+#else
+#define GPT2_SITES Gpt2Sites
+#endif
+
 struct Collector {
+    cvene_backend *be = nullptr;  // the run's backend (device-to-host copies on CUDA)
     std::map<std::string, std::vector<float>> got;
     std::map<std::string, std::vector<int64_t>> shape;
 };
@@ -19,15 +32,10 @@ struct Collector {
 int collect(void *user, cvene_component c, int layer, cvene_tensor_view *t) {
     auto *col = static_cast<Collector *>(user);
     std::string key = std::string(cvene_component_name(c)) + "." + std::to_string(layer);
-    int64_t n = 1;
-    std::vector<int64_t> shp;
-    for (int d = 0; d < t->ndim; d++) {
-        n *= t->shape[d];
-        shp.push_back(t->shape[d]);
-    }
-    const float *p = static_cast<const float *>(t->data);
-    col->got[key].assign(p, p + n);
-    col->shape[key] = shp;
+    SiteHost h(col->be, t);
+    if (!h.ok) return 1;
+    col->got[key].assign(h.p, h.p + h.n);
+    col->shape[key].assign(t->shape, t->shape + t->ndim);
     return 0;
 }
 
@@ -68,8 +76,9 @@ double rel_err(const std::vector<float> &got, const std::vector<float> &ref,
 class Gpt2Parity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Gpt2Parity, LogitsAndEveryStreamMatchTransformers) {
+    CVENE_SKIP_WITHOUT_DEVICE();
     std::string dir = std::string(CVENE_FIXTURES) + "/gpt2/" + GetParam();
-    Loaded L(dir + "/model");
+    Loaded L(dir + "/model", kTestDevice);
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
     cvene_model_info info = cvene_model_get_info(L.model);
     Archive ref(dir + "/reference.safetensors");
@@ -84,6 +93,7 @@ TEST_P(Gpt2Parity, LogitsAndEveryStreamMatchTransformers) {
         auto mask = ref.get<int32_t>(pre + "attention_mask");
         int B = (int)ishape[0], T = (int)ishape[1];
         Collector col;
+        col.be = L.ctx->be;
         std::vector<float> logits((size_t)B * T * info.vocab_size);
         cvene_run_opts o{};
         o.attention_mask = mask.data();
@@ -113,33 +123,42 @@ TEST_P(Gpt2Parity, LogitsAndEveryStreamMatchTransformers) {
     EXPECT_GE(checked, 3 * (1 + CVENE_N_TRANSFORMER_COMPONENTS * info.n_layer));
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, Gpt2Parity,
-                         ::testing::Values("small", "inner_erf", "sharded", "fp16", "bf16_base"));
+#define GPT2_FIXTURES ::testing::Values("small", "inner_erf", "sharded", "fp16", "bf16_base")
+#if CVENE_TEST_CUDA
+INSTANTIATE_TEST_SUITE_P(Cuda, Gpt2Parity, GPT2_FIXTURES);
+#else
+INSTANTIATE_TEST_SUITE_P(Fixtures, Gpt2Parity, GPT2_FIXTURES);
+#endif
 
 // Writing at a site changes what follows: with the last layer's mlp_output zeroed,
 // its block_output must equal block_input + attention_output from transformers.
 struct ZeroMlp {
+    cvene_backend *be;
     int layer;
     std::vector<float> block_out;
 };
 int zero_mlp(void *user, cvene_component c, int layer, cvene_tensor_view *t) {
     auto *z = static_cast<ZeroMlp *>(user);
-    int64_t n = t->shape[0] * t->shape[1] * t->shape[2];
-    float *p = static_cast<float *>(t->data);
-    if (c == CVENE_MLP_OUTPUT && layer == z->layer) std::fill(p, p + n, 0.0f);
-    if (c == CVENE_BLOCK_OUTPUT && layer == z->layer) z->block_out.assign(p, p + n);
+    SiteHost h(z->be, t);
+    if (!h.ok) return 1;
+    if (c == CVENE_MLP_OUTPUT && layer == z->layer) {
+        std::fill(h.p, h.p + h.n, 0.0f);
+        if (!h.write_back()) return 1;
+    }
+    if (c == CVENE_BLOCK_OUTPUT && layer == z->layer) z->block_out.assign(h.p, h.p + h.n);
     return 0;
 }
 
-TEST(Gpt2Sites, OverwritingMlpOutputFeedsTheResidual) {
+TEST(GPT2_SITES, OverwritingMlpOutputFeedsTheResidual) {
+    CVENE_SKIP_WITHOUT_DEVICE();
     std::string dir = std::string(CVENE_FIXTURES) + "/gpt2/small";
-    Loaded L(dir + "/model");
+    Loaded L(dir + "/model", kTestDevice);
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
     Archive ref(dir + "/reference.safetensors");
     std::vector<int64_t> ishape;
     auto ids = ref.get<int32_t>("case0.input_ids", &ishape);
     int B = (int)ishape[0], T = (int)ishape[1], last = cvene_model_get_info(L.model).n_layer - 1;
-    ZeroMlp z{last, {}};
+    ZeroMlp z{L.ctx->be, last, {}};
     cvene_run_opts o{};
     o.site_fn = zero_mlp;
     o.site_user = &z;
@@ -158,8 +177,9 @@ TEST(Gpt2Sites, OverwritingMlpOutputFeedsTheResidual) {
     EXPECT_LE(err / mx, kTol);
 }
 
-TEST(Gpt2Sites, CallbackCanStopTheForward) {
-    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/small/model");
+TEST(GPT2_SITES, CallbackCanStopTheForward) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice);
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
     int32_t ids[3] = {1, 2, 3};
     cvene_run_opts o{};

@@ -7,6 +7,12 @@
 // 1e-5 of the largest reference magnitude over real-token rows (the GPT-2 tolerance: f32
 // vs f32 in a different summation order). q/k/v are the post-rotary vectors
 // GPTNeoXAttention._attn receives.
+//
+// Built twice: test_neox_parity (CPU, label parity: everything below) and
+// test_neox_parity_cuda (CVENE_TEST_CUDA=1, label cuda: the parity and site tests with the
+// model on CVENE_DEVICE_CUDA, sites read and written through host copies; skipped without
+// a GPU; the CPU-only rotary, loading, config and planner tests are left out). The CUDA
+// build's test names carry "Cuda" so the two never share a ctest name.
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -15,7 +21,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 
+#include "test_device.h"
 #include "test_util.h"
 extern "C" {
 #include "models/model.h"
@@ -28,7 +36,14 @@ namespace {
 const double kTol = 1e-5;
 const std::string kNeox = std::string(CVENE_FIXTURES) + "/neox/";
 
+#if CVENE_TEST_CUDA
+#define NEOX_SITES NeoxSitesCuda
+#else
+#define NEOX_SITES NeoxSites
+#endif
+
 struct Collector {
+    cvene_backend *be = nullptr;  // the run's backend (device-to-host copies on CUDA)
     std::map<std::string, std::vector<float>> got;
     std::map<std::string, std::vector<int64_t>> shape;
     std::vector<std::string> order;
@@ -37,15 +52,10 @@ struct Collector {
 int collect(void *user, cvene_component c, int layer, cvene_tensor_view *t) {
     auto *col = static_cast<Collector *>(user);
     std::string key = std::string(cvene_component_name(c)) + "." + std::to_string(layer);
-    int64_t n = 1;
-    std::vector<int64_t> shp;
-    for (int d = 0; d < t->ndim; d++) {
-        n *= t->shape[d];
-        shp.push_back(t->shape[d]);
-    }
-    const float *p = static_cast<const float *>(t->data);
-    col->got[key].assign(p, p + n);
-    col->shape[key] = shp;
+    SiteHost h(col->be, t);
+    if (!h.ok) return 1;
+    col->got[key].assign(h.p, h.p + h.n);
+    col->shape[key].assign(t->shape, t->shape + t->ndim);
     col->order.push_back(key);
     return 0;
 }
@@ -88,8 +98,9 @@ const std::vector<std::string> kModels = {"par_rot25", "seq_rot100", "fp16", "bf
 class NeoxParity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(NeoxParity, LogitsAndEveryStreamMatchTransformers) {
+    CVENE_SKIP_WITHOUT_DEVICE();
     std::string dir = kNeox + GetParam();
-    Loaded L(dir + "/model");
+    Loaded L(dir + "/model", kTestDevice);
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
     cvene_model_info info = cvene_model_get_info(L.model);
     EXPECT_EQ(info.arch, CVENE_ARCH_GPT_NEOX);
@@ -108,6 +119,7 @@ TEST_P(NeoxParity, LogitsAndEveryStreamMatchTransformers) {
         if (ref.find(pre + "position_ids")) pos = ref.get<int32_t>(pre + "position_ids");
         int B = (int)ishape[0], T = (int)ishape[1];
         Collector col;
+        col.be = L.ctx->be;
         std::vector<float> logits((size_t)B * T * info.vocab_size);
         cvene_run_opts o{};
         o.attention_mask = mask.data();
@@ -143,15 +155,21 @@ TEST_P(NeoxParity, LogitsAndEveryStreamMatchTransformers) {
                 GetParam().c_str(), n_cases, worst_logits, worst_stream, worst_where.c_str());
 }
 
+#if CVENE_TEST_CUDA
+INSTANTIATE_TEST_SUITE_P(Cuda, NeoxParity, ::testing::ValuesIn(kModels));
+#else
 INSTANTIATE_TEST_SUITE_P(Fixtures, NeoxParity, ::testing::ValuesIn(kModels));
+#endif
 
 // Sites fire in the order pyvene's hooks would (block_input ... block_output), q/k/v
 // (post-rotary) and attention_weight in the positions the forward computes them.
-TEST(NeoxSites, OrderInsideALayer) {
-    Loaded L(kNeox + "seq_rot100/model");
+TEST(NEOX_SITES, OrderInsideALayer) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    Loaded L(kNeox + "seq_rot100/model", kTestDevice);
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
     int32_t ids[4] = {5, 9, 1, 33};
     Collector col;
+    col.be = L.ctx->be;
     cvene_run_opts o{};
     o.site_fn = collect;
     o.site_user = &col;
@@ -171,12 +189,15 @@ TEST(NeoxSites, OrderInsideALayer) {
 // query zeroed, +0.25 on dims 0..2 of every layer-0 key head, position 2 of the last
 // layer's value negated).
 struct IvEdit {
+    cvene_backend *be;
     int last;
     std::vector<float> q0, v_last;
 };
 int iv_edit(void *user, cvene_component c, int layer, cvene_tensor_view *t) {
     auto *e = static_cast<IvEdit *>(user);
-    float *p = static_cast<float *>(t->data);
+    SiteHost h(e->be, t);
+    if (!h.ok) return 1;
+    float *p = h.p;
     const int64_t B = t->shape[0];
     if (c == CVENE_HEAD_QUERY_OUTPUT && layer == 0) {  // (B, H, T, D)
         const int64_t H = t->shape[1], T = t->shape[2], D = t->shape[3];
@@ -194,12 +215,13 @@ int iv_edit(void *user, cvene_component c, int layer, cvene_tensor_view *t) {
             for (int64_t x = 0; x < C; x++) p[(b * T + 2) * C + x] = -p[(b * T + 2) * C + x];
         e->v_last.assign(p, p + B * T * C);
     }
-    return 0;
+    return h.write_back() ? 0 : 1;
 }
 
 TEST_P(NeoxParity, WritingPostRotaryQKVMatchesTransformers) {
+    CVENE_SKIP_WITHOUT_DEVICE();
     std::string dir = kNeox + GetParam();
-    Loaded L(dir + "/model");
+    Loaded L(dir + "/model", kTestDevice);
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
     cvene_model_info info = cvene_model_get_info(L.model);
     Archive ref(dir + "/reference.safetensors");
@@ -207,7 +229,7 @@ TEST_P(NeoxParity, WritingPostRotaryQKVMatchesTransformers) {
     auto ids = ref.get<int32_t>("case0.input_ids", &ishape);
     auto mask = ref.get<int32_t>("case0.attention_mask");
     int B = (int)ishape[0], T = (int)ishape[1], last = info.n_layer - 1;
-    IvEdit e{last, {}, {}};
+    IvEdit e{L.ctx->be, last, {}, {}};
     std::vector<float> logits((size_t)B * T * info.vocab_size);
     cvene_run_opts o{};
     o.attention_mask = mask.data();
@@ -230,6 +252,7 @@ TEST_P(NeoxParity, WritingPostRotaryQKVMatchesTransformers) {
     EXPECT_LE(rel_err(e.v_last, want, shape, mask, T, false, &where), kTol) << "iv.value_output " << where;
 }
 
+#if !CVENE_TEST_CUDA  // the rest runs on the CPU only
 // ---- the rotary op ------------------------------------------------------------
 
 TEST(NeoxRotary, CpuOpMatchesDoubleFormula) {
@@ -381,6 +404,61 @@ TEST(NeoxConfig, BadConfigsAreClearErrors) {
     fs::remove_all(d);
 }
 
+// transformers >= 5 saves rotary_pct / rotary_emb_base as rope_parameters {rope_type,
+// partial_rotary_factor, rope_theta}. seq_rot100 (rotary 1.0, base 500: neither is the
+// default 0.25 / 10000) rewritten that way must still give transformers' logits, and the
+// same config without rope_parameters (so the defaults apply) must not.
+TEST(NeoxConfig, TransformersV5RopeParameters) {
+    const std::string src = kNeox + "seq_rot100/model";
+    std::ifstream in(src + "/config.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    cJSON *cfg = cJSON_Parse(ss.str().c_str());
+    ASSERT_NE(cfg, nullptr);
+    for (const char *k : {"rotary_pct", "rotary_emb_base", "partial_rotary_factor", "rope_theta", "rope_scaling"})
+        cJSON_DeleteItemFromObjectCaseSensitive(cfg, k);
+    auto write_dir = [&](const std::string &name, cJSON *c) {
+        std::string d = tmp_dir(name);
+        char *text = cJSON_Print(c);
+        write_text(d + "/config.json", text);
+        cJSON_free(text);
+        fs::copy_file(src + "/model.safetensors", d + "/model.safetensors");
+        return d;
+    };
+    std::string defaults = write_dir("v5_defaults", cfg);
+    cJSON *rp = cJSON_Parse(R"({"rope_type": "default", "rope_theta": 500, "partial_rotary_factor": 1.0})");
+    cJSON_AddItemToObject(cfg, "rope_parameters", rp);
+    std::string v5 = write_dir("v5", cfg);
+    cJSON_ReplaceItemInObjectCaseSensitive(rp, "rope_type", cJSON_CreateString("linear"));
+    std::string scaled = write_dir("v5_linear", cfg);
+    cJSON_Delete(cfg);
+
+    Archive ref(kNeox + "seq_rot100/reference.safetensors");
+    std::vector<int64_t> ishape, lshape;
+    auto ids = ref.get<int32_t>("case0.input_ids", &ishape);
+    auto mask = ref.get<int32_t>("case0.attention_mask");
+    auto want = ref.get<float>("case0.logits", &lshape);
+    int B = (int)ishape[0], T = (int)ishape[1];
+    auto err_of = [&](const std::string &dir) {
+        Loaded L(dir);
+        EXPECT_EQ(L.status, CVENE_OK) << L.error();
+        if (L.status != CVENE_OK) return (double)INFINITY;
+        std::vector<float> logits(want.size());
+        cvene_run_opts o{};
+        o.attention_mask = mask.data();
+        o.logits = logits.data();
+        EXPECT_EQ(cvene_forward(L.model, ids.data(), B, T, &o), CVENE_OK) << L.error();
+        std::string where;
+        return rel_err(logits, want, lshape, mask, T, false, &where);
+    };
+    EXPECT_LE(err_of(v5), 1e-5);      // f32 vs f32, as the parity suite
+    EXPECT_GT(err_of(defaults), 1e-3); // the rotary settings matter: the test can fail
+    Loaded bad(scaled);
+    EXPECT_EQ(bad.status, CVENE_ERR_UNSUPPORTED);
+    EXPECT_NE(bad.error().find("rope_parameters.rope_type = linear"), std::string::npos) << bad.error();
+    for (const auto &d : {defaults, v5, scaled}) fs::remove_all(d);
+}
+
 TEST(NeoxConfig, ForwardInputChecks) {
     Loaded L(kNeox + "par_rot25/model");
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
@@ -530,5 +608,6 @@ TEST(NeoxPlan, MatchesLoadedModelsAndTheirArena) {
         EXPECT_EQ((size_t)m.devices[0].activation_bytes, L.model->act_cap + logits.size() * sizeof(float)) << dir;
     }
 }
+#endif  // !CVENE_TEST_CUDA
 
 }  // namespace

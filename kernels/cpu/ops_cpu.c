@@ -276,6 +276,8 @@ static const cvene_ops cpu_ops = {
     .rotary = cpu_rotary,
     .permute_heads = cpu_permute_heads,
     .gru_pointwise = cpu_gru_pointwise,
+    .iv_units = cvene_cpu_iv_units,     /* kernels/cpu/ops_intervene.c */
+    .iv_rotated = cvene_cpu_iv_rotated,
 };
 
 cvene_backend *cvene_backend_cpu_new(int n_threads, char *err, size_t err_len) {

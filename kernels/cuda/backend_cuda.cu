@@ -612,8 +612,10 @@ const cvene_ops cuda_ops = {
     cu_rotary,        /* rotary */
     cu_permute_heads, /* permute_heads */
     cu_gru_pointwise, /* gru_pointwise */
+    cvene_cuda_iv_units,   /* iv_units (kernels/cuda/intervene.cu) */
+    cvene_cuda_iv_rotated, /* iv_rotated */
 };
-static_assert(sizeof(cvene_ops) == 18 * sizeof(void *),
+static_assert(sizeof(cvene_ops) == 20 * sizeof(void *),
               "cvene_ops changed: update the CUDA op table (cuda_ops)");
 
 } // namespace
@@ -645,6 +647,9 @@ extern "C" int cvene_backend_cuda_device_count(void) {
     }
     return n > 0 ? n : 0;
 }
+
+extern "C" void *cvene_backend_cuda_stream(cvene_backend *be) { return impl_of(be)->stream; }
+extern "C" int cvene_backend_cuda_ordinal(cvene_backend *be) { return impl_of(be)->device; }
 
 extern "C" cvene_backend *cvene_backend_cuda_new(int device, char *err, size_t err_len) {
     cvene_backend *be = nullptr;
