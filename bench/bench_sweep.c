@@ -1,6 +1,8 @@
 /* Timing of one full activation-patching sweep with the native engine.
  *   cvene_bench_sweep DIR IDS_JSON OUT_JSON [reps_fast=3] [reps_naive=1] [threads=0] [naive_layers=all]
- *                     [breakdown=0]
+ *                     [breakdown=0] [device=cpu]
+ * device: cpu or cuda (the model and the whole sweep on the GPU; exit status 3 when no
+ * CUDA device is visible). To name a device with every naive layer, give naive_layers as "".
  * IDS_JSON: {"base": [T ids], "source": [T ids], "token": id, "token_b": id}.
  * Sweeps block_output over all layers x all positions with the logit-difference
  * metric (logit[token] - logit[token_b] at the last position), once with the
@@ -19,6 +21,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
@@ -72,7 +75,7 @@ static void put_times(FILE *f, const char *key, const double *t, int n) {
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s MODEL_DIR IDS_JSON OUT_JSON [reps_fast=3] [reps_naive=1] [threads=0] "
-                "[naive_layers=all] [breakdown=0]\n", argv[0]);
+                "[naive_layers=all] [breakdown=0] [device=cpu|cuda]\n", argv[0]);
         return 2;
     }
     int reps_fast = argc > 4 ? atoi(argv[4]) : 3, reps_naive = argc > 5 ? atoi(argv[5]) : 1;
@@ -93,8 +96,20 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: needs base and source id lists of one length, token and token_b\n", argv[2]);
         return 2;
     }
+    const char *device = argc > 9 ? argv[9] : "cpu";
+    if (strcmp(device, "cpu") && strcmp(device, "cuda")) {
+        fprintf(stderr, "device must be cpu or cuda, not %s\n", device);
+        return 2;
+    }
     cvene_ctx_params cp = cvene_ctx_default_params();
     cp.n_threads = threads;
+    if (!strcmp(device, "cuda")) {
+        if (!cvene_cuda_available()) {
+            fprintf(stderr, "no CUDA device (or a build without the CUDA backend)\n");
+            return 3;
+        }
+        cp.device = CVENE_DEVICE_CUDA;
+    }
     char err[512];
     cvene_ctx *ctx;
     if (cvene_ctx_new(&cp, &ctx, err, sizeof err) != CVENE_OK) {
@@ -178,7 +193,7 @@ int main(int argc, char **argv) {
         rc = 1;
     }
     if (f) {
-        fprintf(f, "{\"n_layer\": %d, \"T\": %d, \"n_threads\": %d, ", L, T, threads);
+        fprintf(f, "{\"device\": \"%s\", \"n_layer\": %d, \"T\": %d, \"n_threads\": %d, ", device, L, T, threads);
         fprintf(f, "\"base_score\": %.9g, \"source_score\": %.9g, ", sum_fast.base_score, sum_fast.source_score);
         fprintf(f, "\"forwards_fast\": %lld, \"forwards_naive\": %lld, ", (long long)sum_fast.forwards,
                 (long long)sum_naive.forwards);

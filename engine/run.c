@@ -1069,10 +1069,6 @@ cvene_status cvene_run(cvene_model *m, const cvene_config *c, const cvene_reques
     *out = NULL;
     if (!m || !c || !r) return CVENE_ERR_INVALID_ARG;
     cvene_ctx *ctx = m->ctx;
-    if (ctx->be->device != CVENE_DEVICE_CPU)
-        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
-                          "interventions run on the CPU backend for now (fused CUDA intervention kernels are not "
-                          "written yet)");
     if (!r->base.present) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "the request has no base input");
     const iv_input *base = &r->base;
     int G = c->n_groups, B = base->B;

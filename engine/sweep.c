@@ -7,7 +7,16 @@
  * values; then, for a batch of positions of one layer, it resumes the forward
  * at l (at l + 1 for block_output) for positions >= the batch's smallest p only,
  * attending to the cached keys/values of earlier positions, and computes logits
- * for the last position only. The naive path runs one full forward per site. */
+ * for the last position only. The naive path runs one full forward per site.
+ *
+ * Both backends run the same code through the backend's ops: every buffer a site
+ * reads or writes (the source component, the per-sample caches, the packed input
+ * of a batched forward, the patch index arrays) lives on the backend's device
+ * (be->ops->alloc), the caches are filled by device-to-device copies, and patches
+ * are one iv_units op per site. Only small things cross to the host: the
+ * last-position logits rows the metric reads, the patch index arrays (to_device)
+ * and, in causal tracing, the subject rows of block_input(0) (the noise is drawn
+ * and added there in float64, as ROME/numpy do, then the rows go back). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,15 +37,26 @@ cvene_sweep_params cvene_sweep_default_params(void) {
 
 typedef struct {
     cvene_model *m;
+    cvene_backend *be;
+    int on_host;           /* the backend's memory is the host's (CPU): no staging copies */
     const cvene_sweep_params *p;
     cvene_component phys;  /* site that holds the component */
     int off, len;          /* the patched slice of each position's vector */
     int D;                 /* width of the site's stream */
     int T, L, C, V;
-    float *src;            /* (L, T, D) source component */
-    float *resid;          /* (L + 1, T, C) base residual entering each layer (+ final), current sample */
-    float *kc, *vc;        /* (L, T, C) base keys / values, current sample */
-    float **kp, **vp;      /* per-layer pointers into kc / vc */
+    int max_batch;
+    float *src;            /* (L, T, D) source component (device) */
+    float *resid;          /* (L + 1, T, C) base residual entering each layer (+ final), current sample (device) */
+    float *kc, *vc;        /* (L, T, C) base keys / values, current sample (device) */
+    float **kp, **vp;      /* per-layer device pointers into kc / vc (the arrays are host) */
+    /* patch index arrays for iv_units, (4, max_batch) int64 on the device (d_idx) and
+     * their host staging (h_idx): per row b of the current forward
+     *   [0]: patch x_off    (b * Tq + pos[b] - past) * D + off  (into the site tensor)
+     *   [1]: patch src_off  pos[b] * D + off                    (into src's layer)
+     *   [2]: prefix x_off   b * Tq * C                          (into the packed input)
+     *   [3]: prefix src_off past * C                            (into resid's layer) */
+    int64_t *d_idx, *h_idx;
+    float *host_rows;      /* (T, C) host staging of block_input(0) rows for the noise (CUDA) */
     float *src_logits;     /* (V) source logits, last position */
     double *src_logp;      /* (V) log-softmax of the source (KL) */
     const double *noise;   /* (n_subject, C) noise of the current sample, or NULL */
@@ -47,45 +67,98 @@ typedef struct {
     int caching;           /* 1: the base run, filling resid/kc/vc; 2: the source run, filling src */
     int add_noise;         /* add the sample's noise at block_input(0) */
     int patching;          /* patch phys at window layers */
+    cvene_status err;      /* an op failed inside a site callback: its status and message (the */
+    char errmsg[CVENE_ERR_LEN]; /* forward's own "callback returned" message overwrites ctx->err) */
 } sweep_state;
 
 static int window_lo(int l, int w) { return l - w / 2 < 0 ? 0 : l - w / 2; }
 static int window_hi(int l, int w, int L) { return l + (w + 1) / 2 > L ? L : l + (w + 1) / 2; }
 
-/* Sites of the base run (caching, noise) and of patched forwards. */
-static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_view *t) {
-    sweep_state *s = user;
+/* Fill the patch (and, for a packed forward, prefix) index arrays of rows [0, nb) from
+ * s->pos and upload them: one small to_device per forward. */
+static cvene_status upload_index(sweep_state *s, int nb, int past, int Tq) {
+    const int mb = s->max_batch;
+    int64_t *h = s->h_idx;
+    for (int b = 0; b < nb; b++) {
+        h[b] = ((int64_t)b * Tq + s->pos[b] - past) * s->D + s->off;
+        h[mb + b] = (int64_t)s->pos[b] * s->D + s->off;
+        h[2 * mb + b] = (int64_t)b * Tq * s->C;
+        h[3 * mb + b] = (int64_t)past * s->C;
+    }
+    return s->be->ops->to_device(s->be, s->d_idx, h, sizeof(int64_t) * 4 * (size_t)mb);
+}
+
+/* As ROME: float64 noise added to the float32 embeddings of the subject positions, rounded
+ * back to f32, row by row. On a device, the rows spanning the subject positions go to the
+ * host for this and come back (n_subject is a handful; the rest stays on the device). */
+static cvene_status add_noise(sweep_state *s, float *x, int rows, int Tq, int W) {
+    const cvene_sweep_params *p = s->p;
+    int lo = p->subject[0], hi = p->subject[0];
+    for (int k = 1; k < p->n_subject; k++) {
+        lo = p->subject[k] < lo ? p->subject[k] : lo;
+        hi = p->subject[k] > hi ? p->subject[k] : hi;
+    }
+    const size_t span = (size_t)(hi - lo + 1) * W * sizeof(float);
+    for (int b = 0; b < rows; b++) {
+        float *dev = x + ((size_t)b * Tq + lo) * W; /* (hi - lo + 1, W) */
+        float *h = s->on_host ? dev : s->host_rows;
+        if (!s->on_host) CVENE_TRY(s->be->ops->to_host(s->be, h, dev, span));
+        for (int k = 0; k < p->n_subject; k++)
+            for (int c = 0; c < W; c++) {
+                float *e = &h[(size_t)(p->subject[k] - lo) * W + c];
+                *e = (float)((double)*e + s->noise[(size_t)k * W + c]);
+            }
+        if (!s->on_host) CVENE_TRY(s->be->ops->to_device(s->be, dev, h, span));
+    }
+    return CVENE_OK;
+}
+
+/* Sites of the base run (caching, noise), of the source run (caching) and of patched
+ * forwards. The site tensor is on the backend's device. */
+static cvene_status site_work(sweep_state *s, cvene_component comp, int layer, cvene_tensor_view *t) {
+    cvene_backend *be = s->be;
     float *x = t->data;
     int rows = (int)t->shape[0], Tq = (int)t->shape[1], W = (int)t->shape[2];
-    if (comp == CVENE_BLOCK_INPUT && layer == 0 && s->add_noise && s->noise) {
-        /* as ROME: float64 noise added to the float32 embeddings */
-        const cvene_sweep_params *p = s->p;
-        for (int b = 0; b < rows; b++)
-            for (int k = 0; k < p->n_subject; k++)
-                for (int c = 0; c < W; c++) {
-                    float *e = &x[((size_t)b * Tq + p->subject[k]) * W + c];
-                    *e = (float)((double)*e + s->noise[(size_t)k * W + c]);
-                }
-    }
+    if (comp == CVENE_BLOCK_INPUT && layer == 0 && s->add_noise && s->noise) CVENE_TRY(add_noise(s, x, rows, Tq, W));
     if (s->caching == 2) {
-        if (comp == s->phys) memcpy(s->src + (size_t)layer * s->T * s->D, x, sizeof(float) * (size_t)s->T * s->D);
-        return 0;
+        if (comp == s->phys)
+            CVENE_TRY(be->ops->copy(be, s->src + (size_t)layer * s->T * s->D, x, sizeof(float) * (size_t)s->T * s->D));
+        return CVENE_OK;
     }
     if (s->caching) {
         size_t n = (size_t)s->T * s->C;
-        if (comp == CVENE_BLOCK_INPUT) memcpy(s->resid + (size_t)layer * n, x, n * sizeof(float));
-        if (comp == CVENE_BLOCK_OUTPUT && layer == s->L - 1) memcpy(s->resid + (size_t)s->L * n, x, n * sizeof(float));
-        if (comp == CVENE_KEY_OUTPUT) memcpy(s->kc + (size_t)layer * n, x, n * sizeof(float));
-        if (comp == CVENE_VALUE_OUTPUT) memcpy(s->vc + (size_t)layer * n, x, n * sizeof(float));
-        return 0;
+        float *dst = comp == CVENE_BLOCK_INPUT ? s->resid + (size_t)layer * n
+                     : comp == CVENE_BLOCK_OUTPUT && layer == s->L - 1 ? s->resid + (size_t)s->L * n
+                     : comp == CVENE_KEY_OUTPUT ? s->kc + (size_t)layer * n
+                     : comp == CVENE_VALUE_OUTPUT ? s->vc + (size_t)layer * n : NULL;
+        if (dst) CVENE_TRY(be->ops->copy(be, dst, x, n * sizeof(float)));
+        return CVENE_OK;
     }
+    /* x[b, pos[b] - past, off : off + len] = src[layer, pos[b], off : off + len] for every row b:
+     * one iv_units op over the index arrays upload_index staged for this forward */
     if (s->patching && comp == s->phys && layer >= s->lo && layer < s->hi)
-        for (int b = 0; b < rows; b++) {
-            int q = s->pos[b] - s->past;
-            memcpy(x + ((size_t)b * Tq + q) * W + s->off,
-                   s->src + ((size_t)layer * s->T + s->pos[b]) * s->D + s->off, sizeof(float) * (size_t)s->len);
-        }
-    return 0;
+        CVENE_TRY(be->ops->iv_units(be, x, s->d_idx, 0, s->src + (size_t)layer * s->T * s->D, s->d_idx + s->max_batch,
+                                    0, NULL, NULL, NULL, rows, 1, s->len, CVENE_IVOP_VANILLA));
+    return CVENE_OK;
+}
+
+static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_view *t) {
+    sweep_state *s = user;
+    cvene_status st = site_work(s, comp, layer, t);
+    if (st == CVENE_OK) return 0;
+    s->err = st;
+    memcpy(s->errmsg, s->m->ctx->err, sizeof s->errmsg); /* both CVENE_ERR_LEN */
+    s->errmsg[sizeof s->errmsg - 1] = 0;
+    return 1;
+}
+
+/* The status of a forward run with on_site: an op's failure inside the callback is
+ * reported as that op's status and message rather than as "callback returned 1". */
+static cvene_status site_status(sweep_state *s, cvene_status st) {
+    if (st == CVENE_OK || !s->err) return st;
+    st = s->err;
+    s->err = CVENE_OK;
+    return cvene_fail(s->m->ctx, st, "sweep: %s", s->errmsg);
 }
 
 static double metric(const sweep_state *s, const float *logits) {
@@ -155,16 +228,38 @@ static cvene_status check_params(cvene_ctx *ctx, const cvene_model_info *mi, con
     return CVENE_OK;
 }
 
-/* ROME's noise level: the standard deviation of the token-embedding entries. */
+/* ROME's noise level: the standard deviation of the token-embedding entries. The matrix is
+ * on the backend's device; off the CPU it is read in chunks through a host buffer, summed in
+ * the same order either way. */
 static cvene_status embedding_std(cvene_model *m, double *std) {
     int V = 0, C = 0;
     const float *wte = m->vt->token_embeddings ? m->vt->token_embeddings(m, &V, &C) : NULL;
     if (!wte) return cvene_fail(m->ctx, CVENE_ERR_UNSUPPORTED, "sweep: this model exposes no token embeddings; give noise_scale");
-    double s1 = 0, s2 = 0;
-    size_t n = (size_t)V * C;
-    for (size_t i = 0; i < n; i++) s1 += wte[i];
-    double mean = s1 / (double)n;
-    for (size_t i = 0; i < n; i++) s2 += (wte[i] - mean) * (wte[i] - mean);
+    cvene_backend *be = m->ctx->be;
+    const int on_host = be->device == CVENE_DEVICE_CPU;
+    const size_t n = (size_t)V * C, chunk = on_host ? n : (size_t)1 << 20;
+    float *buf = on_host ? NULL : malloc(sizeof(float) * (chunk < n ? chunk : n));
+    if (!on_host && !buf) return cvene_fail(m->ctx, CVENE_ERR_OOM, "sweep: out of memory");
+    double s1 = 0, s2 = 0, mean = 0;
+    cvene_status st = CVENE_OK;
+    for (int pass = 0; pass < 2 && st == CVENE_OK; pass++) {
+        for (size_t i0 = 0; i0 < n && st == CVENE_OK; i0 += chunk) {
+            size_t k = n - i0 < chunk ? n - i0 : chunk;
+            const float *w = wte + i0;
+            if (!on_host) {
+                st = be->ops->to_host(be, buf, wte + i0, sizeof(float) * k);
+                w = buf;
+                if (st != CVENE_OK) break;
+            }
+            if (pass == 0)
+                for (size_t i = 0; i < k; i++) s1 += w[i];
+            else
+                for (size_t i = 0; i < k; i++) s2 += (w[i] - mean) * (w[i] - mean);
+        }
+        mean = s1 / (double)n;
+    }
+    free(buf);
+    if (st != CVENE_OK) return st;
     *std = sqrt(s2 / (double)(n > 1 ? n - 1 : 1)); /* torch.std is unbiased */
     return CVENE_OK;
 }
@@ -185,7 +280,7 @@ static cvene_status full_forward(sweep_state *s, const int32_t *ids, int rows, f
     o.site_fn = on_site;
     o.site_user = s;
     o.logits = logits_full;
-    CVENE_TRY(cvene_forward(s->m, ids, rows, s->T, &o));
+    CVENE_TRY(site_status(s, cvene_forward(s->m, ids, rows, s->T, &o)));
     for (int b = 0; b < rows; b++)
         memcpy(last + (size_t)b * s->V, logits_full + ((size_t)b * s->T + s->T - 1) * s->V, sizeof(float) * (size_t)s->V);
     return CVENE_OK;
@@ -200,9 +295,11 @@ struct cvene_sweep_session {
     int *positions, *subject;
     int np, n_samples, fast;
     int32_t *base;             /* (T) the base prompt (trace: the clean prompt) */
-    float *caches;             /* per sample: resid (L+1)TC, kc LTC, vc LTC */
-    double *noise;             /* per sample: (n_subject, C) */
-    float *logits_full, *last, *x;
+    float *caches;             /* per sample: resid (L+1)TC, kc LTC, vc LTC (device) */
+    double *noise;             /* per sample: (n_subject, C) (host) */
+    float *logits_full;        /* (T, V) logits of a full forward (host) */
+    float *last;               /* (max_batch, V) last-position logits of the rows of a forward (host) */
+    float *x;                  /* (max_batch, T, C) packed input of a resumed forward (device) */
     int *row_pos;
     pos_idx *order;
     double *acc;
@@ -210,12 +307,19 @@ struct cvene_sweep_session {
     int64_t done;
 };
 
+static void dev_free(cvene_backend *be, void *p) {
+    if (p) be->ops->free(be, p);
+}
+
 void cvene_sweep_end(cvene_sweep_session *ss) {
     if (!ss) return;
     sweep_state *s = &ss->s;
-    free(s->src), free(s->kp), free(s->vp), free(s->src_logp);
-    free(ss->positions), free(ss->subject), free(ss->base), free(ss->caches), free(ss->noise);
-    free(ss->logits_full), free(ss->last), free(ss->x), free(ss->row_pos), free(ss->order), free(ss->acc);
+    if (s->be) {
+        dev_free(s->be, s->src), dev_free(s->be, ss->caches), dev_free(s->be, ss->x), dev_free(s->be, s->d_idx);
+    }
+    free(s->kp), free(s->vp), free(s->src_logp), free(s->h_idx), free(s->host_rows);
+    free(ss->positions), free(ss->subject), free(ss->base), free(ss->noise);
+    free(ss->logits_full), free(ss->last), free(ss->row_pos), free(ss->order), free(ss->acc);
     free(ss);
 }
 
@@ -237,8 +341,7 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
     if (!m || !p || !source_ids || (!p->trace && !base_ids))
         return cvene_fail(m ? m->ctx : NULL, CVENE_ERR_INVALID_ARG, "sweep: NULL argument");
     cvene_ctx *ctx = m->ctx;
-    if (ctx->be->device != CVENE_DEVICE_CPU)
-        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "sweep: runs on the CPU backend for now");
+    cvene_backend *be = ctx->be;
     cvene_model_info mi = cvene_model_get_info(m);
     CVENE_TRY(check_params(ctx, &mi, p, T, base_ids, source_ids));
     cvene_sweep_session *ss = calloc(1, sizeof *ss);
@@ -250,7 +353,8 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
     ss->np = p->positions ? p->n_positions : T;
     ss->n_samples = p->trace ? p->n_samples : 1;
     ss->fast = !p->naive && m->vt->forward_from;
-    s->m = m, s->p = &ss->p, s->T = T, s->L = L, s->C = C, s->V = V;
+    s->m = m, s->be = be, s->on_host = be->device == CVENE_DEVICE_CPU;
+    s->p = &ss->p, s->T = T, s->L = L, s->C = C, s->V = V;
     s->phys = head ? CVENE_ATTENTION_VALUE_OUTPUT : p->component;
     s->D = p->component == CVENE_MLP_ACTIVATION ? mi.n_inner : C;
     s->off = head ? p->head * (C / mi.n_head) : 0;
@@ -258,29 +362,44 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
     int max_batch = p->max_batch > 0 ? p->max_batch : 32;
     if (max_batch > ss->np) max_batch = ss->np;
     ss->p.max_batch = max_batch;
+    s->max_batch = max_batch;
     size_t TC = (size_t)T * C;
-    s->src = malloc(sizeof(float) * (size_t)L * T * s->D);
     s->kp = malloc(sizeof(float *) * (size_t)L);
     s->vp = malloc(sizeof(float *) * (size_t)L);
     s->src_logp = malloc(sizeof(double) * (size_t)V);
+    s->h_idx = malloc(sizeof(int64_t) * 4 * (size_t)max_batch);
+    s->host_rows = p->trace && !s->on_host ? malloc(sizeof(float) * TC) : NULL;
     ss->positions = malloc(sizeof(int) * (size_t)ss->np);
     ss->base = malloc(sizeof(int32_t) * (size_t)T);
-    ss->caches = malloc(sizeof(float) * (size_t)(3 * L + 1) * TC * (size_t)ss->n_samples);
     ss->noise = p->trace ? malloc(sizeof(double) * (size_t)p->n_subject * C * (size_t)ss->n_samples) : NULL;
     ss->subject = p->trace ? malloc(sizeof(int) * (size_t)p->n_subject) : NULL;
     ss->logits_full = malloc(sizeof(float) * (size_t)T * V);
     ss->last = malloc(sizeof(float) * (size_t)max_batch * V);
-    ss->x = malloc(sizeof(float) * (size_t)max_batch * TC);
     ss->row_pos = malloc(sizeof(int) * (size_t)max_batch);
     ss->order = malloc(sizeof(pos_idx) * (size_t)ss->np);
     ss->acc = malloc(sizeof(double) * (size_t)ss->np);
-    if (!s->src || !s->kp || !s->vp || !s->src_logp || !ss->positions || !ss->base || !ss->caches ||
-        (p->trace && (!ss->noise || !ss->subject)) || !ss->logits_full || !ss->last || !ss->x || !ss->row_pos ||
-        !ss->order || !ss->acc) {
+    if (!s->kp || !s->vp || !s->src_logp || !s->h_idx || (p->trace && !s->on_host && !s->host_rows) ||
+        !ss->positions || !ss->base || (p->trace && (!ss->noise || !ss->subject)) || !ss->logits_full ||
+        !ss->last || !ss->row_pos || !ss->order || !ss->acc) {
         cvene_sweep_end(ss);
-        return cvene_fail(ctx, CVENE_ERR_OOM, "sweep: out of memory for caches (T=%d, %d layers, %d samples)", T, L,
-                          ss->n_samples);
+        return cvene_fail(ctx, CVENE_ERR_OOM, "sweep: out of memory (host buffers, T=%d, V=%d)", T, V);
     }
+    /* what sites read and write, on the backend's device */
+    struct { void **ptr; size_t bytes; } dev[] = {
+        {(void **)&s->src, sizeof(float) * (size_t)L * T * s->D},
+        {(void **)&ss->caches, sizeof(float) * (size_t)(3 * L + 1) * TC * (size_t)ss->n_samples},
+        {(void **)&ss->x, sizeof(float) * (size_t)max_batch * TC},
+        {(void **)&s->d_idx, sizeof(int64_t) * 4 * (size_t)max_batch},
+    };
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        if (be->ops->alloc(be, dev[i].ptr, dev[i].bytes) != CVENE_OK) {
+            *dev[i].ptr = NULL;
+            cvene_sweep_end(ss);
+            return cvene_fail(ctx, CVENE_ERR_OOM,
+                              "sweep: out of %s memory for caches (%zu bytes; T=%d, %d layers, %d samples, batch %d)",
+                              be->device == CVENE_DEVICE_CPU ? "host" : "device", dev[i].bytes, T, L,
+                              ss->n_samples, max_batch);
+        }
     for (int k = 0; k < ss->np; k++) ss->positions[k] = p->positions ? p->positions[k] : k;
     ss->p.positions = ss->positions, ss->p.n_positions = ss->np;
     ss->p.layers = NULL, ss->p.n_layers = 0; /* layers are chosen per call */
@@ -363,18 +482,24 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
                     memset(sites, 0, sizeof sites);
                     for (int q = s->lo; q < s->hi; q++) sites[s->phys] |= 1ull << q;
                     sites[CVENE_BLOCK_INPUT] |= 1; /* noise */
-                    st = full_forward(s, ss->base, 1, ss->logits_full, last + (size_t)b * V, sites);
+                    st = upload_index(s, 1, 0, T);
+                    if (st == CVENE_OK) st = full_forward(s, ss->base, 1, ss->logits_full, last + (size_t)b * V, sites);
                     ss->sum.forwards++;
                 }
                 s->pos = row_pos;
             } else {
+                cvene_backend *be = s->be;
                 int past = row_pos[0], Tq = T - past;
-                for (int b = 0; b < nb; b++) {
-                    memcpy(ss->x + (size_t)b * Tq * C, s->resid + start * TC + (size_t)past * C, sizeof(float) * (size_t)Tq * C);
-                    if (direct)
-                        memcpy(ss->x + ((size_t)b * Tq + row_pos[b] - past) * C,
-                               s->src + (size_t)l * TC + (size_t)row_pos[b] * C, sizeof(float) * (size_t)C);
-                }
+                st = upload_index(s, nb, past, Tq);
+                /* every row: x (nb, Tq, C) = the base residual entering `start` at positions >= past
+                 * (one iv_units op: nb units of Tq rows, all reading the same rows of resid) */
+                if (st == CVENE_OK)
+                    st = be->ops->iv_units(be, ss->x, s->d_idx + 2 * max_batch, C, s->resid + start * TC,
+                                           s->d_idx + 3 * max_batch, C, NULL, NULL, NULL, nb, Tq, C, CVENE_IVOP_VANILLA);
+                /* direct: row b's position pos[b] takes the source's vector (D = C, off = 0 here) */
+                if (st == CVENE_OK && direct)
+                    st = be->ops->iv_units(be, ss->x, s->d_idx, 0, s->src + (size_t)l * TC, s->d_idx + max_batch, 0,
+                                           NULL, NULL, NULL, nb, 1, C, CVENE_IVOP_VANILLA);
                 cvene_resume rs = {start, past, ss->x, s->kp, s->vp, 1};
                 cvene_run_opts o;
                 memset(&o, 0, sizeof o);
@@ -385,7 +510,7 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
                     o.site_user = s;
                     s->past = past, s->patching = 1, s->add_noise = 0;
                 }
-                st = m->vt->forward_from(m, &rs, nb, T, &o);
+                if (st == CVENE_OK) st = site_status(s, m->vt->forward_from(m, &rs, nb, T, &o));
                 ss->sum.forwards++;
             }
             for (int b = 0; b < nb && st == CVENE_OK; b++)

@@ -45,6 +45,17 @@ typedef struct {
     cvene_device device; /* CPU (default) or CUDA */
     int n_threads;       /* CPU threads; 0 = OpenMP default */
     int cuda_device;     /* CUDA ordinal when device == CUDA */
+    /* Precision of the big GEMMs (attention and MLP projections, the output head) of the
+     * models loaded on this context. CVENE_F32 (the default, 0): everything in f32.
+     * CVENE_BF16 / CVENE_F16: those weights are held in that dtype on the device (half the
+     * memory) and multiplied with the activations rounded to it (nearest even, as torch
+     * running a bf16 / f16 model), accumulating in f32. Embeddings, layer norms, biases,
+     * attention, softmax and the residual stream stay f32, and sites still see f32 tensors.
+     * Logits then move by about 1e-2 relative (bf16) from the f32 ones. GPT-2 and GPT-NeoX
+     * on CUDA and on the CPU (the CPU path is the reference: it converts each weight back
+     * to f32 at every GEMM, so it is slow); other architectures fail to load with
+     * CVENE_ERR_UNSUPPORTED, and CVENE_I32 with CVENE_ERR_INVALID_ARG. */
+    cvene_dtype compute_dtype;
 } cvene_ctx_params;
 
 cvene_ctx_params cvene_ctx_default_params(void);
@@ -372,10 +383,12 @@ typedef struct {
     int batch, seq;           /* B, T (> 0) */
     int n_devices;            /* 1..CVENE_PLAN_MAX_DEVICES, at most n_layer; 1 for the CPU */
     cvene_device device;      /* CUDA: the inputs and the logits live in device memory too */
-    cvene_dtype weight_dtype; /* what the device holds weights in: F32 for today's backends
-                               * (the CPU maps F32 checkpoints in place and converts F16/BF16
-                               * to f32; the CUDA backend uploads f32); F16/BF16 for a
-                               * half-precision backend */
+    cvene_dtype weight_dtype; /* what the device holds weights in: F32 by default (the CPU
+                               * maps F32 checkpoints in place and converts F16/BF16 to f32;
+                               * the CUDA backend uploads f32); F16/BF16 approximates a
+                               * context with that compute_dtype (which keeps embeddings,
+                               * norms and biases in f32 and adds a 16-bit copy of a tied
+                               * output head; this counts every parameter at 2 bytes) */
     int64_t capacity_bytes;   /* memory per device; 0 = unknown (fits = -1) */
 } cvene_plan_params;
 

@@ -119,6 +119,20 @@ typedef struct cvene_ops {
      * s may alias x only where s_i == x_i exactly (a no-op). */
     cvene_status (*iv_rotated)(cvene_backend *be, float *x, const int64_t *x_off, const float *s,
                                const int64_t *s_off, const float *W, int n, int D, int k, int trans);
+
+    /* ---- reduced precision (opt-in; issue #5) ----
+     * matmul_lp: out (M, N) = round(in) (M, K) @ W + bias, where W holds w_dtype elements
+     * (F16 or BF16, 16-bit patterns; layout, ldw and trans_w exactly as matmul) and round()
+     * rounds each input activation to w_dtype (round-to-nearest-even, as torch does when a
+     * bf16 / f16 model runs). Products of the rounded operands are accumulated in f32 and
+     * written as f32; bias (f32, may be NULL) is added in f32. w_dtype F32 is exactly
+     * matmul (W is then float). Both backends multiply the same rounded operands, so they
+     * differ only by f32 accumulation order. CUDA: the rounded inputs go to a grow-only
+     * scratch buffer of the backend (stream-ordered, no sync), then cuBLAS GemmEx with
+     * CUBLAS_COMPUTE_32F. CPU (the oracle): rounds in and W to f32 copies and calls matmul. */
+    cvene_status (*matmul_lp)(cvene_backend *be, float *out, const float *in, const void *w,
+                              cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,
+                              int K, int N);
 } cvene_ops;
 
 struct cvene_backend {
@@ -139,6 +153,10 @@ cvene_status cvene_cpu_iv_units(cvene_backend *be, float *x, const int64_t *x_of
                                 const int64_t *dims_off, const int32_t *dims_n, int n, int R, int D, int op);
 cvene_status cvene_cpu_iv_rotated(cvene_backend *be, float *x, const int64_t *x_off, const float *s,
                                   const int64_t *s_off, const float *W, int n, int D, int k, int trans);
+/* The CPU matmul_lp (kernels/cpu/ops_lowp.c), as in cvene_ops. */
+cvene_status cvene_cpu_matmul_lp(cvene_backend *be, float *out, const float *in, const void *w,
+                                 cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,
+                                 int K, int N);
 #ifdef CVENE_WITH_CUDA
 cvene_backend *cvene_backend_cuda_new(int device, char *err, size_t err_len);
 void cvene_backend_cuda_free(cvene_backend *be);
@@ -154,6 +172,17 @@ cvene_status cvene_cuda_iv_units(cvene_backend *be, float *x, const int64_t *x_o
                                  int op);
 cvene_status cvene_cuda_iv_rotated(cvene_backend *be, float *x, const int64_t *x_off, const float *s,
                                    const int64_t *s_off, const float *W, int n, int D, int k, int trans);
+/* The CUDA matmul_lp (kernels/cuda/lowp.cu), as in cvene_ops. */
+cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, const float *in, const void *w,
+                                  cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,
+                                  int K, int N);
+/* For kernels/cuda/lowp.cu: the backend's cuBLAS handle (a cublasHandle_t, bound to its
+ * stream), and its scratch buffer grown to at least nbytes. The scratch is one buffer
+ * owned by the backend, valid until the next call that grows it; growing frees the old
+ * one stream-ordered (cudaFreeAsync), so work already queued on the stream may still
+ * read it and nothing waits. One op at a time may use it (ops are issued in order). */
+void *cvene_backend_cuda_blas(cvene_backend *be);
+cvene_status cvene_backend_cuda_scratch(cvene_backend *be, size_t nbytes, void **out);
 #endif
 
 #ifdef __cplusplus

@@ -18,13 +18,20 @@ typedef struct {
     int scale_attn_weights, scale_by_inverse_layer_idx, tied;
 } gpt2_config;
 
+/* The GEMM weights (const void *) are in the model's gemm_dtype: f32, or f16 / bf16 when
+ * the context asked for reduced precision (cvene_ctx_params.compute_dtype); everything
+ * else is f32. */
 typedef struct {
     float *ln_1_w, *ln_1_b;           // (C)
-    float *c_attn_w, *c_attn_b;       // (C, 3C), (3C)   Conv1D [in, out]
-    float *attn_proj_w, *attn_proj_b; // (C, C), (C)
+    const void *c_attn_w;             // (C, 3C)   Conv1D [in, out]
+    float *c_attn_b;                  // (3C)
+    const void *attn_proj_w;          // (C, C)
+    float *attn_proj_b;               // (C)
     float *ln_2_w, *ln_2_b;           // (C)
-    float *c_fc_w, *c_fc_b;           // (C, I), (I)
-    float *mlp_proj_w, *mlp_proj_b;   // (I, C), (C)
+    const void *c_fc_w;               // (C, I)
+    float *c_fc_b;                    // (I)
+    const void *mlp_proj_w;           // (I, C)
+    float *mlp_proj_b;                // (C)
 } gpt2_layer;
 
 typedef struct {
@@ -32,7 +39,8 @@ typedef struct {
     float *wpe;  // (P, C)
     gpt2_layer *layers;
     float *ln_f_w, *ln_f_b; // (C)
-    float *lm_head;         // (V, C): wte when tied
+    const void *lm_head;    // (V, C): wte when tied (a 16-bit copy of it in reduced precision)
+    cvene_dtype gemm_dtype; // of the GEMM weights
 } gpt2_params;
 
 /* ---- config ------------------------------------------------------------ */
@@ -86,20 +94,20 @@ static int build_specs(const gpt2_config *c, gpt2_params *p, weight_spec *s) {
         gpt2_layer *L = &p->layers[l];
         n = add_spec(s, n, &L->ln_1_w, C, 0, "h.%d.ln_1.weight", l);
         n = add_spec(s, n, &L->ln_1_b, C, 0, "h.%d.ln_1.bias", l);
-        n = add_spec(s, n, &L->c_attn_w, C, 3 * C, "h.%d.attn.c_attn.weight", l);
+        n = add_gemm_spec(s, n, &L->c_attn_w, C, 3 * C, "h.%d.attn.c_attn.weight", l);
         n = add_spec(s, n, &L->c_attn_b, 3 * C, 0, "h.%d.attn.c_attn.bias", l);
-        n = add_spec(s, n, &L->attn_proj_w, C, C, "h.%d.attn.c_proj.weight", l);
+        n = add_gemm_spec(s, n, &L->attn_proj_w, C, C, "h.%d.attn.c_proj.weight", l);
         n = add_spec(s, n, &L->attn_proj_b, C, 0, "h.%d.attn.c_proj.bias", l);
         n = add_spec(s, n, &L->ln_2_w, C, 0, "h.%d.ln_2.weight", l);
         n = add_spec(s, n, &L->ln_2_b, C, 0, "h.%d.ln_2.bias", l);
-        n = add_spec(s, n, &L->c_fc_w, C, I, "h.%d.mlp.c_fc.weight", l);
+        n = add_gemm_spec(s, n, &L->c_fc_w, C, I, "h.%d.mlp.c_fc.weight", l);
         n = add_spec(s, n, &L->c_fc_b, I, 0, "h.%d.mlp.c_fc.bias", l);
-        n = add_spec(s, n, &L->mlp_proj_w, I, C, "h.%d.mlp.c_proj.weight", l);
+        n = add_gemm_spec(s, n, &L->mlp_proj_w, I, C, "h.%d.mlp.c_proj.weight", l);
         n = add_spec(s, n, &L->mlp_proj_b, C, 0, "h.%d.mlp.c_proj.bias", l);
     }
     n = add_spec(s, n, &p->ln_f_w, C, 0, "ln_f.weight", 0);
     n = add_spec(s, n, &p->ln_f_b, C, 0, "ln_f.bias", 0);
-    if (!c->tied) n = add_spec(s, n, &p->lm_head, V, C, "lm_head.weight", 0), s[n - 1].no_prefix = 1;
+    if (!c->tied) n = add_gemm_spec(s, n, &p->lm_head, V, C, "lm_head.weight", 0), s[n - 1].no_prefix = 1;
     return n;
 }
 
@@ -145,16 +153,22 @@ cvene_status gpt2_load(cvene_model *m, const char *dir, const cJSON *cfg) {
         gpt2_free(m);
         return pst;
     }
-    int max_specs = 5 + 12 * c->n_layer;
+    int max_specs = 6 + 12 * c->n_layer;
+    g->p.gemm_dtype = ctx->params.compute_dtype;
     weight_spec *specs = malloc(sizeof(weight_spec) * (size_t)max_specs);
     g->p.layers = calloc((size_t)c->n_layer, sizeof(gpt2_layer));
     cvene_status st = CVENE_OK;
     if (!specs || !g->p.layers) st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory loading %s", dir);
     int n = st == CVENE_OK ? build_specs(c, &g->p, specs) : 0;
+    /* tied head in reduced precision: a 16-bit copy of wte for the output GEMM (the
+     * embedding lookup keeps reading the f32 wte); not counted as extra parameters */
+    const int n_counted = n;
+    if (st == CVENE_OK && c->tied && g->p.gemm_dtype != CVENE_F32)
+        n = add_gemm_spec(specs, n, &g->p.lm_head, c->vocab_size, c->n_embd, "wte.weight", 0);
     if (st == CVENE_OK) st = weights_resolve(ctx, dir, &ar, specs, n, "transformer.");
     if (st == CVENE_OK) st = weights_upload(m, specs, n);
-    if (st == CVENE_OK && c->tied) g->p.lm_head = g->p.wte;
-    int64_t params = st == CVENE_OK ? weights_count(specs, n) : 0;
+    if (st == CVENE_OK && c->tied && g->p.gemm_dtype == CVENE_F32) g->p.lm_head = g->p.wte;
+    int64_t params = st == CVENE_OK ? weights_count(specs, n_counted) : 0;
     free(specs);
     st_archive_close(&ar);
     if (st != CVENE_OK) {
@@ -167,6 +181,11 @@ cvene_status gpt2_load(cvene_model *m, const char *dir, const cJSON *cfg) {
 }
 
 /* ---- forward ----------------------------------------------------------- */
+
+/* Element off of a GEMM weight w held in dtype dt (column slices of c_attn). */
+static const void *wat(const void *w, cvene_dtype dt, size_t off) {
+    return (const char *)w + off * cvene_dtype_size(dt);
+}
 
 typedef struct {
     float *x;      // (B, T, C) residual stream
@@ -307,6 +326,7 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     const cvene_ops *op = be->ops;
     const gpt2_config *c = &((gpt2_model *)m->arch)->cfg;
     const gpt2_params *p = &((gpt2_model *)m->arch)->p;
+    const cvene_dtype wdt = p->gemm_dtype; /* f32: matmul_lp is exactly matmul */
     const int C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, V = c->vocab_size;
     const int past = rs ? rs->past : 0, Tk = T;
     const int last_only = rs && rs->last_logits_only;
@@ -355,9 +375,10 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
         /* c_attn as three column slices of the (C, 3C) Conv1D weight, so q, k and v
          * each land contiguous (B, T, C) for their sites */
-        CVENE_TRY(op->matmul(be, s.q, s.ln, L->c_attn_w, 3 * C, 0, L->c_attn_b, BT, C, C));
-        CVENE_TRY(op->matmul(be, s.k, s.ln, L->c_attn_w + C, 3 * C, 0, L->c_attn_b + C, BT, C, C));
-        CVENE_TRY(op->matmul(be, s.v, s.ln, L->c_attn_w + 2 * C, 3 * C, 0, L->c_attn_b + 2 * C, BT, C, C));
+        CVENE_TRY(op->matmul_lp(be, s.q, s.ln, L->c_attn_w, wdt, 3 * C, 0, L->c_attn_b, BT, C, C));
+        CVENE_TRY(op->matmul_lp(be, s.k, s.ln, wat(L->c_attn_w, wdt, C), wdt, 3 * C, 0, L->c_attn_b + C, BT, C, C));
+        CVENE_TRY(op->matmul_lp(be, s.v, s.ln, wat(L->c_attn_w, wdt, 2 * (size_t)C), wdt, 3 * C, 0, L->c_attn_b + 2 * C,
+                                BT, C, C));
         CVENE_TRY(site_btc(&r, CVENE_QUERY_OUTPUT, CVENE_N_COMPONENTS, l, s.q));
         CVENE_TRY(site_btc(&r, CVENE_KEY_OUTPUT, CVENE_N_COMPONENTS, l, s.k));
         CVENE_TRY(site_btc(&r, CVENE_VALUE_OUTPUT, CVENE_N_COMPONENTS, l, s.v));
@@ -380,15 +401,15 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, Tk));
         CVENE_TRY(op->attn_apply(be, s.att, s.probs, vv, (size_t)Tk * C, B, T, Tk, H, D)); // (B, T, C)
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
-        CVENE_TRY(op->matmul(be, s.out, s.att, L->attn_proj_w, C, 0, L->attn_proj_b, BT, C, C));
+        CVENE_TRY(op->matmul_lp(be, s.out, s.att, L->attn_proj_w, wdt, C, 0, L->attn_proj_b, BT, C, C));
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
         CVENE_TRY(op->residual_add(be, s.x, s.out, (size_t)BT * C));
         CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_2_w, L->ln_2_b, BT, C, c->ln_eps));
         CVENE_TRY(site_btc(&r, CVENE_MLP_INPUT, CVENE_N_COMPONENTS, l, s.ln));
-        CVENE_TRY(op->matmul(be, s.fc, s.ln, L->c_fc_w, I, 0, L->c_fc_b, BT, C, I)); // (B, T, I)
+        CVENE_TRY(op->matmul_lp(be, s.fc, s.ln, L->c_fc_w, wdt, I, 0, L->c_fc_b, BT, C, I)); // (B, T, I)
         CVENE_TRY(op->activation(be, s.fc, (size_t)BT * I, c->act));
         CVENE_TRY(site_call(&r, CVENE_MLP_ACTIVATION, l, s.fc, 3, B, T, I, 0));
-        CVENE_TRY(op->matmul(be, s.out, s.fc, L->mlp_proj_w, C, 0, L->mlp_proj_b, BT, I, C));
+        CVENE_TRY(op->matmul_lp(be, s.out, s.fc, L->mlp_proj_w, wdt, C, 0, L->mlp_proj_b, BT, I, C));
         CVENE_TRY(site_btc(&r, CVENE_MLP_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
         CVENE_TRY(op->residual_add(be, s.x, s.out, (size_t)BT * C));
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
@@ -402,7 +423,7 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     }
     CVENE_TRY(op->layernorm(be, s.ln, hx, p->ln_f_w, p->ln_f_b, logit_rows, C, c->ln_eps));
     float *dst = dev_logits ? s.logits : logits_out;
-    CVENE_TRY(op->matmul(be, dst, s.ln, p->lm_head, C, 1, NULL, logit_rows, C, V)); // (rows, V)
+    CVENE_TRY(op->matmul_lp(be, dst, s.ln, p->lm_head, wdt, C, 1, NULL, logit_rows, C, V)); // (rows, V)
     if (dev_logits) CVENE_TRY(op->to_host(be, logits_out, s.logits, (size_t)logit_rows * V * sizeof(float)));
     return op->sync(be);
 }

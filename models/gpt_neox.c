@@ -48,18 +48,25 @@ typedef struct {
 
 typedef struct {
     float *ln_1_w, *ln_1_b; // (C) input_layernorm
-    float *qkv_w, *qkv_b;   // (3C, C), (3C) nn.Linear, per-head [q, k, v] rows; bias may be NULL
-    float *dense_w, *dense_b; // (C, C), (C); bias may be NULL
+    /* the GEMM weights (const void *) are in neox_params.gemm_dtype: f32, or f16 / bf16
+     * when the context asked for reduced precision (cvene_ctx_params.compute_dtype) */
+    const void *qkv_w;      // (3C, C) nn.Linear, per-head [q, k, v] rows
+    float *qkv_b;           // (3C); may be NULL
+    const void *dense_w;    // (C, C)
+    float *dense_b;         // (C); may be NULL
     float *ln_2_w, *ln_2_b; // (C) post_attention_layernorm
-    float *fc_w, *fc_b;     // (I, C), (I) dense_h_to_4h
-    float *proj_w, *proj_b; // (C, I), (C) dense_4h_to_h
+    const void *fc_w;       // (I, C) dense_h_to_4h
+    float *fc_b;            // (I)
+    const void *proj_w;     // (C, I) dense_4h_to_h
+    float *proj_b;          // (C)
 } neox_layer;
 
 typedef struct {
     float *embed_in;  // (V, C)
     neox_layer *layers;
     float *ln_f_w, *ln_f_b; // (C) final_layer_norm
-    float *embed_out;       // (V, C): embed_in when tied
+    const void *embed_out;  // (V, C): embed_in when tied (a 16-bit copy of it in reduced precision)
+    cvene_dtype gemm_dtype; // of the GEMM weights
     float *zero_row;        // (C) zeros on the device: the embedding op's position table
 } neox_params;
 
@@ -156,21 +163,21 @@ static int build_specs(const neox_config *c, neox_params *p, weight_spec *s) {
         neox_layer *L = &p->layers[l];
         n = add_spec(s, n, &L->ln_1_w, C, 0, "layers.%d.input_layernorm.weight", l);
         n = add_spec(s, n, &L->ln_1_b, C, 0, "layers.%d.input_layernorm.bias", l);
-        n = add_spec(s, n, &L->qkv_w, 3 * C, C, "layers.%d.attention.query_key_value.weight", l);
+        n = add_gemm_spec(s, n, &L->qkv_w, 3 * C, C, "layers.%d.attention.query_key_value.weight", l);
         if (c->attn_bias) n = add_spec(s, n, &L->qkv_b, 3 * C, 0, "layers.%d.attention.query_key_value.bias", l);
-        n = add_spec(s, n, &L->dense_w, C, C, "layers.%d.attention.dense.weight", l);
+        n = add_gemm_spec(s, n, &L->dense_w, C, C, "layers.%d.attention.dense.weight", l);
         if (c->attn_bias) n = add_spec(s, n, &L->dense_b, C, 0, "layers.%d.attention.dense.bias", l);
         n = add_spec(s, n, &L->ln_2_w, C, 0, "layers.%d.post_attention_layernorm.weight", l);
         n = add_spec(s, n, &L->ln_2_b, C, 0, "layers.%d.post_attention_layernorm.bias", l);
-        n = add_spec(s, n, &L->fc_w, I, C, "layers.%d.mlp.dense_h_to_4h.weight", l);
+        n = add_gemm_spec(s, n, &L->fc_w, I, C, "layers.%d.mlp.dense_h_to_4h.weight", l);
         n = add_spec(s, n, &L->fc_b, I, 0, "layers.%d.mlp.dense_h_to_4h.bias", l);
-        n = add_spec(s, n, &L->proj_w, C, I, "layers.%d.mlp.dense_4h_to_h.weight", l);
+        n = add_gemm_spec(s, n, &L->proj_w, C, I, "layers.%d.mlp.dense_4h_to_h.weight", l);
         n = add_spec(s, n, &L->proj_b, C, 0, "layers.%d.mlp.dense_4h_to_h.bias", l);
     }
     n = add_spec(s, n, &p->ln_f_w, C, 0, "final_layer_norm.weight", 0);
     n = add_spec(s, n, &p->ln_f_b, C, 0, "final_layer_norm.bias", 0);
     if (!c->tied) {
-        n = add_spec(s, n, &p->embed_out, V, C, "embed_out.weight", 0);
+        n = add_gemm_spec(s, n, &p->embed_out, V, C, "embed_out.weight", 0);
         s[n - 1].no_prefix = 1;
     }
     return n;
@@ -224,19 +231,25 @@ cvene_status gpt_neox_load(cvene_model *m, const char *dir, const cJSON *cfg) {
         neox_free(m);
         return st;
     }
-    int max_specs = 4 + 12 * c->n_layer;
+    int max_specs = 5 + 12 * c->n_layer;
+    g->p.gemm_dtype = ctx->params.compute_dtype;
     weight_spec *specs = malloc(sizeof(weight_spec) * (size_t)max_specs);
     g->p.layers = calloc((size_t)c->n_layer, sizeof(neox_layer));
     float *zeros = calloc((size_t)c->n_embd, sizeof(float));
     if (!specs || !g->p.layers || !zeros) st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory loading %s", dir);
     int n = st == CVENE_OK ? build_specs(c, &g->p, specs) : 0;
+    /* tied head in reduced precision: a 16-bit copy of embed_in for the output GEMM (the
+     * embedding lookup keeps the f32 one); not counted as extra parameters */
+    const int n_counted = n;
+    if (st == CVENE_OK && c->tied && g->p.gemm_dtype != CVENE_F32)
+        n = add_gemm_spec(specs, n, &g->p.embed_out, c->vocab_size, c->n_embd, "embed_in.weight", 0);
     if (st == CVENE_OK) st = weights_resolve(ctx, dir, &ar, specs, n, "gpt_neox.");
     if (st == CVENE_OK) st = weights_upload(m, specs, n); /* may take over ar (F32 used in place) */
-    if (st == CVENE_OK && c->tied) g->p.embed_out = g->p.embed_in;
+    if (st == CVENE_OK && c->tied && g->p.gemm_dtype == CVENE_F32) g->p.embed_out = g->p.embed_in;
     if (st == CVENE_OK && be->ops->alloc(be, (void **)&g->p.zero_row, sizeof(float) * (size_t)c->n_embd) != CVENE_OK)
         st = cvene_fail(ctx, CVENE_ERR_OOM, "cannot allocate %d floats on %s", c->n_embd, be->ops->name);
     if (st == CVENE_OK) st = be->ops->to_device(be, g->p.zero_row, zeros, sizeof(float) * (size_t)c->n_embd);
-    int64_t params = st == CVENE_OK ? weights_count(specs, n) : 0;
+    int64_t params = st == CVENE_OK ? weights_count(specs, n_counted) : 0;
     free(specs);
     free(zeros);
     st_archive_close(&ar);
@@ -398,6 +411,7 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
                           op->name);
     const neox_config *c = &((neox_model *)m->arch)->cfg;
     const neox_params *p = &((neox_model *)m->arch)->p;
+    const cvene_dtype wdt = p->gemm_dtype; /* f32: matmul_lp is exactly matmul */
     const int C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, V = c->vocab_size;
     const int BT = B * T;
     const int on_host = be->device == CVENE_DEVICE_CPU;
@@ -444,7 +458,7 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
         /* fused projection (B*T, H, 3, D), regrouped to (B*T, 3, H, D), then to (3, B*T, C):
          * q, k and v each contiguous (B, T, C) for their sites */
-        CVENE_TRY(op->matmul(be, s.qkv, s.ln, L->qkv_w, C, 1, L->qkv_b, BT, C, 3 * C));
+        CVENE_TRY(op->matmul_lp(be, s.qkv, s.ln, L->qkv_w, wdt, C, 1, L->qkv_b, BT, C, 3 * C));
         CVENE_TRY(op->permute_heads(be, s.tmp, s.qkv, BT, H, 3, D, 1));
         CVENE_TRY(op->permute_heads(be, s.qkv, s.tmp, 1, BT, 3, C, 1));
         CVENE_TRY(op->rotary(be, q, C, d_pos, B, T, H, D, c->rot_dims, c->rot_base));
@@ -459,15 +473,15 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, T));
         CVENE_TRY(op->attn_apply(be, s.att, s.probs, v, (size_t)T * C, B, T, T, H, D)); // (B, T, C)
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
-        CVENE_TRY(op->matmul(be, s.attn, s.att, L->dense_w, C, 1, L->dense_b, BT, C, C));
+        CVENE_TRY(op->matmul_lp(be, s.attn, s.att, L->dense_w, wdt, C, 1, L->dense_b, BT, C, C));
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.attn));
         if (!c->parallel) CVENE_TRY(op->residual_add(be, s.x, s.attn, BTC)); // h = x + a
         CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_2_w, L->ln_2_b, BT, C, c->ln_eps));
         CVENE_TRY(site_btc(&r, CVENE_MLP_INPUT, CVENE_N_COMPONENTS, l, s.ln));
-        CVENE_TRY(op->matmul(be, s.fc, s.ln, L->fc_w, C, 1, L->fc_b, BT, C, I)); // (B, T, I)
+        CVENE_TRY(op->matmul_lp(be, s.fc, s.ln, L->fc_w, wdt, C, 1, L->fc_b, BT, C, I)); // (B, T, I)
         CVENE_TRY(op->activation(be, s.fc, (size_t)BT * I, c->act));
         CVENE_TRY(site_call(&r, CVENE_MLP_ACTIVATION, l, s.fc, 3, B, T, I, 0));
-        CVENE_TRY(op->matmul(be, s.mlp, s.fc, L->proj_w, I, 1, L->proj_b, BT, I, C));
+        CVENE_TRY(op->matmul_lp(be, s.mlp, s.fc, L->proj_w, wdt, I, 1, L->proj_b, BT, I, C));
         CVENE_TRY(site_btc(&r, CVENE_MLP_OUTPUT, CVENE_N_COMPONENTS, l, s.mlp));
         if (c->parallel) CVENE_TRY(op->residual_add(be, s.mlp, s.attn, BTC)); // m + a, as transformers
         CVENE_TRY(op->residual_add(be, s.x, s.mlp, BTC));
@@ -479,7 +493,7 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "logits_row0 = %d is outside [0, %d)", row0, B);
     CVENE_TRY(op->layernorm(be, s.ln, s.x + (size_t)row0 * T * C, p->ln_f_w, p->ln_f_b, rows, C, c->ln_eps));
     float *dst = on_host ? logits_out : s.logits;
-    CVENE_TRY(op->matmul(be, dst, s.ln, p->embed_out, C, 1, NULL, rows, C, V)); // (rows, V)
+    CVENE_TRY(op->matmul_lp(be, dst, s.ln, p->embed_out, wdt, C, 1, NULL, rows, C, V)); // (rows, V)
     if (!on_host) CVENE_TRY(op->to_host(be, logits_out, s.logits, (size_t)rows * V * sizeof(float)));
     return op->sync(be);
 }

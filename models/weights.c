@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/dtype.h"
+#include "engine/tensor.h"
 #include "models/weights.h"
 
 int add_spec(weight_spec *s, int n, float **dst, int64_t d0, int64_t d1, const char *fmt, int layer) {
@@ -20,6 +22,12 @@ static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape) {
     for (int d = 0; d < ndim && o < len; d++)
         o += (size_t)snprintf(buf + o, len - o, "%s%lld", d ? ", " : "", (long long)shape[d]);
     if (o < len) snprintf(buf + o, len - o, "]");
+}
+
+int add_gemm_spec(weight_spec *s, int n, const void **dst, int64_t d0, int64_t d1, const char *fmt, int layer) {
+    n = add_spec(s, n, NULL, d0, d1, fmt, layer);
+    s[n - 1].gemm_dst = dst;
+    return n;
 }
 
 cvene_status weights_resolve(cvene_ctx *ctx, const char *dir, st_archive *ar, weight_spec *s,
@@ -66,40 +74,81 @@ static int in_place(const cvene_backend *be, const st_tensor *t) {
     return be->device == CVENE_DEVICE_CPU && t->dtype == ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0;
 }
 
+/* Point spec i's destination at p (f32 data, or the compute_dtype copy of a GEMM weight). */
+static void set_dst(weight_spec *s, void *p) {
+    if (s->dst) *s->dst = (float *)p;
+    if (s->gemm_dst) *s->gemm_dst = p;
+}
+
 cvene_status weights_upload(cvene_model *m, weight_spec *s, int n) {
     cvene_ctx *ctx = m->ctx;
     cvene_backend *be = ctx->be;
-    size_t total = 0, largest = 0;
+    const cvene_dtype gdt = ctx->params.compute_dtype;
+    if (gdt != CVENE_F32 && !cvene_dtype_is_half(gdt))
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "compute_dtype %s: expected f32, f16 or bf16",
+                          cvene_dtype_name(gdt));
+    const int half = cvene_dtype_is_half(gdt);
+    if (half) {
+        int any = 0;
+        for (int i = 0; i < n; i++) any |= s[i].gemm_dst != NULL;
+        if (!any)
+            return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                              "compute_dtype %s: this architecture has no reduced-precision path (use f32)",
+                              cvene_dtype_name(gdt));
+    }
+    /* bytes per tensor, each rounded up to 256 so every tensor stays 256-byte aligned */
+    size_t total = 0, largest = 0, largest_half = 0;
     int n_mapped = 0;
     for (int i = 0; i < n; i++) {
         size_t numel = s[i].src->nbytes / st_dtype_size(s[i].src->dtype);
-        if (in_place(be, s[i].src)) {
+        const int h = half && s[i].gemm_dst;
+        if (!h && in_place(be, s[i].src)) {
             n_mapped++;
             continue;
         }
-        total += (numel + 63) & ~(size_t)63; /* keep every tensor 256-byte aligned */
+        total += (numel * (h ? 2 : 4) + 255) & ~(size_t)255;
         if (numel > largest) largest = numel;
+        if (h && numel > largest_half) largest_half = numel;
     }
-    if (total && be->ops->alloc(be, &m->param_mem, total * sizeof(float)) != CVENE_OK)
-        return cvene_fail(ctx, CVENE_ERR_OOM, "cannot allocate %zu bytes for parameters on %s",
-                          total * sizeof(float), be->ops->name);
+    if (total && be->ops->alloc(be, &m->param_mem, total) != CVENE_OK)
+        return cvene_fail(ctx, CVENE_ERR_OOM, "cannot allocate %zu bytes for parameters on %s", total,
+                          be->ops->name);
+    /* f32 staging: every tensor bound for a device, and every 16-bit one (converted from
+     * f32 there); 16-bit staging: those bound for a device */
+    const int on_dev = be->device != CVENE_DEVICE_CPU;
     float *staging = NULL;
-    if (total && be->device != CVENE_DEVICE_CPU && !(staging = malloc(largest * sizeof(float))))
+    uint16_t *staging16 = NULL;
+    if (total && (on_dev || largest_half) && !(staging = malloc(largest * sizeof(float))))
         return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory staging parameters");
-    float *cur = m->param_mem;
+    if (on_dev && largest_half && !(staging16 = malloc(largest_half * sizeof(uint16_t)))) {
+        free(staging);
+        return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory staging parameters");
+    }
+    char *cur = m->param_mem;
     cvene_status st = CVENE_OK;
     for (int i = 0; i < n && st == CVENE_OK; i++) {
         size_t numel = s[i].src->nbytes / st_dtype_size(s[i].src->dtype);
-        if (in_place(be, s[i].src)) {
-            *s[i].dst = (float *)(uintptr_t)s[i].src->data; /* read-only mapping: never written */
+        const int h = half && s[i].gemm_dst;
+        if (!h && in_place(be, s[i].src)) {
+            set_dst(&s[i], (void *)(uintptr_t)s[i].src->data); /* read-only mapping: never written */
             continue;
         }
-        st = st_tensor_to_f32(ctx, s[i].src, staging ? staging : cur);
-        if (st == CVENE_OK && staging) st = be->ops->to_device(be, cur, staging, numel * sizeof(float));
-        *s[i].dst = cur;
-        cur += (numel + 63) & ~(size_t)63;
+        if (h) { /* checkpoint dtype -> f32 (exact) -> compute dtype (one rounding) */
+            uint16_t *hd = on_dev ? staging16 : (uint16_t *)(void *)cur;
+            st = st_tensor_to_f32(ctx, s[i].src, staging);
+            if (st == CVENE_OK) cvene_f32_to_half_array(hd, staging, numel, gdt);
+            if (st == CVENE_OK && on_dev) st = be->ops->to_device(be, cur, hd, numel * sizeof(uint16_t));
+        } else {
+            st = st_tensor_to_f32(ctx, s[i].src, on_dev ? staging : (float *)(void *)cur);
+            if (st == CVENE_OK && on_dev) st = be->ops->to_device(be, cur, staging, numel * sizeof(float));
+        }
+        set_dst(&s[i], cur);
+        cur += (numel * (h ? 2 : 4) + 255) & ~(size_t)255;
     }
+    /* a pageable host buffer may be reused or freed once to_device returns (the CUDA
+     * runtime has staged it: kernels/cuda/backend_cuda.cu, cu_to_device) */
     free(staging);
+    free(staging16);
     if (st == CVENE_OK && n_mapped) { /* keep the mapping for the model's lifetime */
         st_archive *ar = s[0].ar;
         for (int i = 1; i < n; i++)

@@ -12,7 +12,10 @@ typedef struct {
     char name[96];
     int ndim;
     int64_t shape[2];
-    float **dst;
+    float **dst;        /* f32 parameters (NULL for a GEMM weight: see gemm_dst) */
+    const void **gemm_dst; /* a big GEMM's weight (add_gemm_spec): set to the tensor in the
+                         * context's compute_dtype (f32 by default; f16 / bf16 when asked,
+                         * for the backend's matmul_lp) */
     int no_prefix;      /* never try the architecture prefix (lm_head, embed_out) */
     const st_tensor *src;
     st_archive *ar;     /* the archive src lives in (set by weights_resolve) */
@@ -20,6 +23,9 @@ typedef struct {
 
 /* Append one spec; fmt may contain one %d (the layer). Returns the new count. */
 int add_spec(weight_spec *s, int n, float **dst, int64_t d0, int64_t d1, const char *fmt, int layer);
+/* The same for a GEMM weight (attention / MLP projections, output head): stored in the
+ * context's compute_dtype (cvene_ctx_params.compute_dtype) and multiplied with matmul_lp. */
+int add_gemm_spec(weight_spec *s, int n, const void **dst, int64_t d0, int64_t d1, const char *fmt, int layer);
 /* Find every tensor (prefix + name first, then name), check dtype and shape. */
 cvene_status weights_resolve(cvene_ctx *ctx, const char *dir, st_archive *ar, weight_spec *s,
                              int n, const char *prefix);
@@ -29,7 +35,11 @@ cvene_status weights_resolve(cvene_ctx *ctx, const char *dir, st_archive *ar, we
  * tensor is converted to f32 into m->param_mem (one allocation). When any tensor
  * is used in place, the archive moves into m->map (the model keeps the mapping
  * until cvene_model_free) and the caller's st_archive is left empty, so closing
- * it afterwards is harmless; the specs' src pointers stay valid either way. */
+ * it afterwards is harmless; the specs' src pointers stay valid either way.
+ * GEMM specs (gemm_dst) follow the context's compute_dtype: F32 as above; F16 / BF16
+ * rounded (nearest even) into 16-bit copies in param_mem. Asking for F16 / BF16 with no
+ * GEMM spec at all (an architecture without a reduced-precision path) fails with
+ * CVENE_ERR_UNSUPPORTED rather than silently computing in f32. */
 cvene_status weights_upload(cvene_model *m, weight_spec *s, int n);
 /* Parameters the specs hold. */
 int64_t weights_count(const weight_spec *s, int n);

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -22,6 +23,10 @@
 #include <utility>
 #include <vector>
 
+extern "C" {
+#include "engine/dtype.h"
+#include "engine/tensor.h"
+}
 #include "kernels/backend.h"
 
 namespace {
@@ -156,7 +161,7 @@ TEST_F(CudaOps, OpTableIsComplete) {
     SLOT(alloc); SLOT(free); SLOT(to_device); SLOT(to_host); SLOT(copy); SLOT(sync);
     SLOT(embedding); SLOT(layernorm); SLOT(matmul); SLOT(attn_probs); SLOT(attn_apply);
     SLOT(activation); SLOT(softmax); SLOT(residual_add); SLOT(rotary); SLOT(permute_heads);
-    SLOT(gru_pointwise); SLOT(iv_units); SLOT(iv_rotated);
+    SLOT(gru_pointwise); SLOT(iv_units); SLOT(iv_rotated); SLOT(matmul_lp);
 #undef SLOT
 }
 
@@ -257,6 +262,115 @@ TEST_F(CudaOps, Matmul) {
                                                       {"N", N},
                                                       {"variant", variant}}));
                     }
+}
+
+// ---- matmul_lp: bf16 / f16 weights, inputs rounded to the weight dtype, f32 accumulation.
+// Tolerance: the same kRelTol = 1e-5 as the f32 ops. Both backends multiply identical
+// operands -- the weights are the same 16-bit patterns, and the CUDA rounding of the inputs
+// (__float2bfloat16_rn / __float2half_rn) is bit-identical to the host's (checked by
+// MatmulLpRoundsLikeTheHost) -- every product of two 16-bit floats is exact in f32, and
+// both accumulate in f32 (CUBLAS_COMPUTE_32F; OpenBLAS sgemm). So they differ only by the
+// summation order of K = 65 terms of magnitude <= 1, as the f32 Matmul test does.
+
+std::vector<uint16_t> to_half(const std::vector<float> &f, cvene_dtype dt) {
+    std::vector<uint16_t> h(f.size());
+    cvene_f32_to_half_array(h.data(), f.data(), f.size(), dt);
+    return h;
+}
+
+TEST_F(CudaOps, MatmulLp) {
+    for (cvene_dtype dt : {CVENE_BF16, CVENE_F16})
+        for (int trans_w : {0, 1})
+            for (int M : {1, 7, 33})
+                for (int K : {65, 1, 130})
+                    for (int N : {129, 5})
+                        for (int variant : {0, 1, 2}) {
+                            if (K != 65 && N != 129) continue; // the brief's sizes, plus a few edges
+                            // variant 0: dense W, no bias; 1: dense W + bias;
+                            // 2: W is a column/row slice of a wider matrix (ldw > width, offset) + bias
+                            const int off = variant == 2 ? 3 : 0;
+                            const int width = trans_w ? K : N;
+                            const int ldw = variant == 2 ? width + 2 * off + 1 : width;
+                            const int rows = trans_w ? N : K;
+                            auto wbuf = both(to_half(randf((size_t)rows * ldw), dt));
+                            auto in = both(randf((size_t)M * K));
+                            Pair<float> bias;
+                            if (variant >= 1) bias = both(randf(N));
+                            auto out = both(randf((size_t)M * N, 100.0f, 200.0f)); // overwritten
+                            ASSERT_EQ(cpu->ops->matmul_lp(cpu, out.c, in.c, wbuf.c + off, dt, ldw, trans_w, bias.c,
+                                                          M, K, N),
+                                      CVENE_OK)
+                                << msg(cpu);
+                            ASSERT_EQ(gpu->ops->matmul_lp(gpu, out.g, in.g, wbuf.g + off, dt, ldw, trans_w, bias.g,
+                                                          M, K, N),
+                                      CVENE_OK)
+                                << msg(gpu);
+                            expect_close(out.c, out.g, (size_t)M * N,
+                                         std::string("matmul_lp ") + (dt == CVENE_BF16 ? "bf16 " : "f16 ") +
+                                             tag({{"trans_w", trans_w}, {"M", M}, {"K", K}, {"N", N},
+                                                  {"variant", variant}}));
+                        }
+}
+
+// K = 1 and W = [1]: out = round(x) exactly, so the device rounding must equal the host's
+// bit for bit: ties to even, f16 subnormals and overflow, Inf and NaN.
+TEST_F(CudaOps, MatmulLpRoundsLikeTheHost) {
+    auto fb = [](uint32_t b) {
+        float f;
+        std::memcpy(&f, &b, 4);
+        return f;
+    };
+    std::vector<float> x = {1.0f, fb(0x3f808000u), fb(0x3f818000u), fb(0x3f808001u),
+                            1.0f + std::ldexp(1.0f, -11), 1.0f + 3 * std::ldexp(1.0f, -11), 65504.0f,
+                            65519.996f, 65520.0f, -1e6f, INFINITY, -INFINITY, NAN, fb(0x7f7f7fffu), FLT_MAX};
+    std::vector<float> f16_only = {std::ldexp(1.0f, -24), std::ldexp(1.0f, -25), std::ldexp(1.5f, -25),
+                                   std::ldexp(3.0f, -25), std::ldexp(5.0f, -25), std::ldexp(2047.0f, -25),
+                                   -std::ldexp(1023.0f, -24)};
+    auto r = randf(1000, -3.0f, 3.0f);
+    x.insert(x.end(), r.begin(), r.end());
+    for (cvene_dtype dt : {CVENE_BF16, CVENE_F16}) {
+        std::vector<float> xs = x;
+        if (dt == CVENE_F16) xs.insert(xs.end(), f16_only.begin(), f16_only.end());
+        const int M = (int)xs.size();
+        const std::vector<uint16_t> one = {(uint16_t)(dt == CVENE_BF16 ? 0x3f80 : 0x3c00)};
+        auto w = both(one);
+        auto in = both(xs);
+        auto out = both(randf((size_t)M));
+        ASSERT_EQ(gpu->ops->matmul_lp(gpu, out.g, in.g, w.g, dt, 1, 0, nullptr, M, 1, 1), CVENE_OK) << msg(gpu);
+        std::vector<float> got = download(gpu, out.g, (size_t)M);
+        for (int m = 0; m < M; m++) {
+            const float want = cvene_round_to_half(xs[m], dt);
+            uint32_t wb, gb;
+            std::memcpy(&wb, &want, 4);
+            std::memcpy(&gb, &got[m], 4);
+            if (std::isnan(want)) EXPECT_TRUE(std::isnan(got[m])) << m;
+            else EXPECT_EQ(gb, wb) << (dt == CVENE_BF16 ? "bf16" : "f16") << " m=" << m << " x=" << xs[m]
+                                   << " want=" << want << " got=" << got[m];
+        }
+    }
+}
+
+// The scratch grows while earlier GEMMs that read it are still queued (no sync between the
+// calls): each result must still be its own.
+TEST_F(CudaOps, MatmulLpScratchGrowthKeepsQueuedWork) {
+    const int K = 65, N = 129;
+    const cvene_dtype dt = CVENE_BF16;
+    auto w = both(to_half(randf((size_t)K * N), dt));
+    std::vector<Pair<float>> outs, ins;
+    const int Ms[] = {3, 40, 7, 700, 2};
+    for (int M : Ms) {
+        ins.push_back(both(randf((size_t)M * K)));
+        outs.push_back(both(randf((size_t)M * N)));
+        ASSERT_EQ(gpu->ops->matmul_lp(gpu, outs.back().g, ins.back().g, w.g, dt, N, 0, nullptr, M, K, N), CVENE_OK)
+            << msg(gpu);
+    }
+    for (size_t i = 0; i < outs.size(); i++) {
+        const int M = Ms[i];
+        ASSERT_EQ(cpu->ops->matmul_lp(cpu, outs[i].c, ins[i].c, w.c, dt, N, 0, nullptr, M, K, N), CVENE_OK);
+        expect_close(outs[i].c, outs[i].g, (size_t)M * N, "matmul_lp queued M=" + std::to_string(M));
+    }
+    EXPECT_EQ(gpu->ops->matmul_lp(gpu, outs[0].g, ins[0].g, w.g, CVENE_I32, N, 0, nullptr, 3, K, N),
+              CVENE_ERR_INVALID_ARG);
 }
 
 struct AttnCase {

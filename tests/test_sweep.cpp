@@ -3,8 +3,14 @@
 // rounding: the two compute the same function with different batch shapes and
 // summation orders, so 1e-5 of the largest score magnitude (1e-6 absolute floor
 // for probabilities near 0) bounds the difference.
+//
+// Built twice (tests/CMakeLists.txt): test_sweep on the CPU, and test_sweep_cuda
+// (CVENE_TEST_CUDA=1) with the model on CUDA, where both paths run on the GPU and each
+// must also match the CPU's naive path within the same bound (the devices sum in
+// different orders); without a GPU every CUDA test skips.
 #include <random>
 
+#include "test_device.h"
 #include "test_util.h"
 
 namespace {
@@ -25,9 +31,22 @@ void PrintTo(const Case &c, std::ostream *os) {
 
 class SweepFastEqualsNaive : public ::testing::TestWithParam<Case> {};
 
+// max |a - b| / max(max |ref|, 0.1)
+double rel_err(const std::vector<float> &a, const std::vector<float> &b, const std::vector<float> &ref, double *abs_err) {
+    double mx = 1e-1, err = 0;
+    for (size_t i = 0; i < a.size(); i++) {
+        mx = std::max(mx, (double)std::fabs(ref[i]));
+        err = std::max(err, (double)std::fabs(a[i] - b[i]));
+    }
+    *abs_err = err;
+    return err / mx;
+}
+
 TEST_P(SweepFastEqualsNaive, AllSites) {
+    CVENE_SKIP_WITHOUT_DEVICE();
     const Case &k = GetParam();
-    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/" + k.model + "/model");
+    const std::string dir = std::string(CVENE_FIXTURES) + "/gpt2/" + k.model + "/model";
+    Loaded L(dir, kTestDevice);
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
     cvene_model_info mi = cvene_model_get_info(L.model);
     const int T = 9;
@@ -55,18 +74,61 @@ TEST_P(SweepFastEqualsNaive, AllSites) {
     ASSERT_EQ(cvene_sweep(L.model, base.data(), src.data(), T, &p, fast.data(), &sf), CVENE_OK) << L.error();
     p.naive = 1;
     ASSERT_EQ(cvene_sweep(L.model, base.data(), src.data(), T, &p, naive.data(), &sn), CVENE_OK) << L.error();
-    double mx = 1e-1, err = 0;
-    for (size_t i = 0; i < fast.size(); i++) {
-        mx = std::max(mx, (double)std::fabs(naive[i]));
-        err = std::max(err, (double)std::fabs(fast[i] - naive[i]));
-    }
-    EXPECT_LE(err / mx, 1e-5) << "max |fast - naive| = " << err;
+    double err = 0;
+    EXPECT_LE(rel_err(fast, naive, naive, &err), 1e-5) << "max |fast - naive| = " << err;
     EXPECT_EQ(sf.base_score, sn.base_score);
     EXPECT_LT(sf.forwards, sn.forwards);
     // a sweep patches the source into the base: at the last layer's block_output
     // and last position the patched run IS the source run
     if (k.comp == CVENE_BLOCK_OUTPUT && !k.trace && k.window == 1) {
         EXPECT_NEAR(naive[(mi.n_layer - 1) * T + T - 1], sn.source_score, 1e-5 * std::max(1.0, std::fabs(sn.source_score)));
+    }
+    if (kTestDevice == CVENE_DEVICE_CPU) return;
+    // on a GPU: both paths against the CPU's naive path (the reference)
+    Loaded C(dir, CVENE_DEVICE_CPU);
+    ASSERT_EQ(C.status, CVENE_OK) << C.error();
+    std::vector<float> ref(mi.n_layer * T);
+    cvene_sweep_summary sr{};
+    ASSERT_EQ(cvene_sweep(C.model, base.data(), src.data(), T, &p, ref.data(), &sr), CVENE_OK) << C.error();
+    EXPECT_LE(rel_err(fast, ref, ref, &err), 1e-5) << "max |cuda fast - cpu naive| = " << err;
+    EXPECT_LE(rel_err(naive, ref, ref, &err), 1e-5) << "max |cuda naive - cpu naive| = " << err;
+    EXPECT_NEAR(sf.base_score, sr.base_score, 1e-5 * std::max(1.0, std::fabs(sr.base_score)));
+    EXPECT_NEAR(sf.source_score, sr.source_score, 1e-5 * std::max(1.0, std::fabs(sr.source_score)));
+    EXPECT_EQ(sn.forwards, sr.forwards);
+}
+
+// The session API over a subset of positions and layers out of order (the fast path's first
+// batch then starts past position 0), against the naive path on the same device.
+TEST(Sweep, SessionSubsetMatchesNaive) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice);
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    cvene_model_info mi = cvene_model_get_info(L.model);
+    const int T = 8;
+    std::mt19937 g(3);
+    std::vector<int32_t> base(T), src(T);
+    for (int t = 0; t < T; t++) base[t] = (int32_t)(g() % mi.vocab_size), src[t] = (int32_t)(g() % mi.vocab_size);
+    int positions[3] = {6, 3, 7};
+    cvene_sweep_params p = cvene_sweep_default_params();
+    p.component = CVENE_MLP_OUTPUT;
+    p.metric = CVENE_METRIC_LOGIT_DIFF;
+    p.token = 2, p.token_b = 9;
+    p.positions = positions, p.n_positions = 3;
+    p.max_batch = 2;
+    std::vector<float> fast(3), naive(3);
+    for (int l = mi.n_layer - 1; l >= 0; l--) {
+        p.naive = 0;
+        cvene_sweep_session *sf = nullptr, *sn = nullptr;
+        ASSERT_EQ(cvene_sweep_begin(L.model, base.data(), src.data(), T, &p, &sf), CVENE_OK) << L.error();
+        ASSERT_EQ(cvene_sweep_layer(sf, l, fast.data()), CVENE_OK) << L.error();
+        p.naive = 1;
+        ASSERT_EQ(cvene_sweep_begin(L.model, base.data(), src.data(), T, &p, &sn), CVENE_OK) << L.error();
+        ASSERT_EQ(cvene_sweep_layer(sn, l, naive.data()), CVENE_OK) << L.error();
+        EXPECT_EQ(cvene_sweep_get_summary(sf).sites, 3);
+        cvene_sweep_end(sf);
+        cvene_sweep_end(sn);
+        double err = 0;
+        EXPECT_LE(rel_err(fast, naive, naive, &err), 1e-5) << "layer " << l << ": max |fast - naive| = " << err;
     }
 }
 

@@ -31,6 +31,9 @@ struct cuda_impl {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
+    /* grow-only scratch (matmul_lp's rounded activations), allocated stream-ordered */
+    void *scratch;
+    size_t scratch_cap;
 };
 
 inline cuda_impl *impl_of(cvene_backend *be) { return static_cast<cuda_impl *>(be->impl); }
@@ -614,8 +617,9 @@ const cvene_ops cuda_ops = {
     cu_gru_pointwise, /* gru_pointwise */
     cvene_cuda_iv_units,   /* iv_units (kernels/cuda/intervene.cu) */
     cvene_cuda_iv_rotated, /* iv_rotated */
+    cvene_cuda_matmul_lp,  /* matmul_lp (kernels/cuda/lowp.cu) */
 };
-static_assert(sizeof(cvene_ops) == 20 * sizeof(void *),
+static_assert(sizeof(cvene_ops) == 21 * sizeof(void *),
               "cvene_ops changed: update the CUDA op table (cuda_ops)");
 
 } // namespace
@@ -650,6 +654,44 @@ extern "C" int cvene_backend_cuda_device_count(void) {
 
 extern "C" void *cvene_backend_cuda_stream(cvene_backend *be) { return impl_of(be)->stream; }
 extern "C" int cvene_backend_cuda_ordinal(cvene_backend *be) { return impl_of(be)->device; }
+extern "C" void *cvene_backend_cuda_blas(cvene_backend *be) { return impl_of(be)->blas; }
+
+/* Stream-ordered (cudaMallocAsync / cudaFreeAsync on the backend's stream): the old buffer
+ * is released only after the work queued before it, so growing never waits for the device
+ * and never frees memory a queued kernel still reads. Grows by at least 1.5x so a run of
+ * slowly increasing sizes reallocates O(log) times. */
+extern "C" cvene_status cvene_backend_cuda_scratch(cvene_backend *be, size_t nbytes, void **out) {
+    cuda_impl *im = impl_of(be);
+    *out = nullptr;
+    if (nbytes <= im->scratch_cap && im->scratch) {
+        *out = im->scratch;
+        return CVENE_OK;
+    }
+    ENTER(be);
+    size_t cap = im->scratch_cap + im->scratch_cap / 2;
+    if (cap < nbytes) cap = nbytes;
+    cap = (cap + 255) & ~(size_t)255;
+    if (im->scratch) {
+        void *old = im->scratch;
+        im->scratch = nullptr;
+        im->scratch_cap = 0;
+        CU_CHECK(be, cudaFreeAsync(old, im->stream));
+    }
+    void *p = nullptr;
+    cudaError_t e = cudaMallocAsync(&p, cap, im->stream);
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError(); /* not sticky: clear it so later checks do not see it */
+        if (be->err && be->err_len)
+            snprintf(be->err, be->err_len, "%s:%d: cudaMallocAsync(%zu bytes) for scratch on device %d: %s",
+                     short_file(__FILE__), __LINE__, cap, im->device, cudaGetErrorString(e));
+        return CVENE_ERR_OOM;
+    }
+    if (e != cudaSuccess) return cuda_fail(be->err, be->err_len, __FILE__, __LINE__, "cudaMallocAsync", e);
+    im->scratch = p;
+    im->scratch_cap = cap;
+    *out = p;
+    return CVENE_OK;
+}
 
 extern "C" cvene_backend *cvene_backend_cuda_new(int device, char *err, size_t err_len) {
     cvene_backend *be = nullptr;
@@ -711,6 +753,7 @@ extern "C" void cvene_backend_cuda_free(cvene_backend *be) {
     if (im) {
         /* best effort: nothing can be returned from here */
         if (cudaSetDevice(im->device) == cudaSuccess) {
+            if (im->scratch) (void)cudaFreeAsync(im->scratch, im->stream);
             (void)cudaStreamSynchronize(im->stream);
             (void)cublasDestroy(im->blas);
             (void)cudaStreamDestroy(im->stream);

@@ -1,0 +1,139 @@
+/* Reduced-precision GEMM on the CUDA backend (kernels/backend.h: matmul_lp).
+ *
+ * out (M, N) = round(in) @ W + bias with W stored in bf16 or f16 and f32 accumulation:
+ *  1. k_round_to_half rounds the f32 activations (M, K) to W's dtype into the backend's
+ *     grow-only scratch buffer (round-to-nearest-even: __float2bfloat16_rn /
+ *     __float2half_rn, the conversions torch's .to(dtype) performs; NaN stays NaN, f16
+ *     overflow becomes Inf). The CPU oracle (kernels/cpu/ops_lowp.c) rounds the same way
+ *     on the host, so both sides multiply identical operands.
+ *  2. out = bias per row (f32), then cublasGemmEx with 16-bit A and B, f32 C and
+ *     CUBLAS_COMPUTE_32F: products of two 16-bit floats are exact in f32 and the sums are
+ *     f32, so the result differs from the CPU's only by accumulation order (tensor cores
+ *     are allowed here -- they are the point -- and keep f32 accumulation).
+ * Nothing waits: the conversion, the bias fill and the GEMM are queued on the backend's
+ * stream in order, and the scratch is reused only by later work on that stream. */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cublas_v2.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kernels/backend.h"
+
+namespace {
+
+constexpr int kLpBlock = 256;
+
+const char *short_file(const char *f) {
+    const char *k = strstr(f, "kernels/");
+    return k ? k : f;
+}
+
+cvene_status lp_cuda_fail(cvene_backend *be, int line, const char *call, cudaError_t e) {
+    if (be->err && be->err_len)
+        snprintf(be->err, be->err_len, "%s:%d: %s: %s (%s)", short_file(__FILE__), line, call,
+                 cudaGetErrorString(e), cudaGetErrorName(e));
+    return CVENE_ERR_BACKEND;
+}
+
+cvene_status lp_blas_fail(cvene_backend *be, int line, const char *call, cublasStatus_t s) {
+    if (be->err && be->err_len)
+        snprintf(be->err, be->err_len, "%s:%d: %s: %s (%s)", short_file(__FILE__), line, call,
+                 cublasGetStatusString(s), cublasGetStatusName(s));
+    return CVENE_ERR_BACKEND;
+}
+
+cvene_status lp_msg(cvene_backend *be, cvene_status st, int line, const char *msg) {
+    if (be->err && be->err_len) snprintf(be->err, be->err_len, "%s:%d: %s", short_file(__FILE__), line, msg);
+    return st;
+}
+
+} // namespace
+
+/* Check a CUDA runtime call / the launch just made; write "file:line: call: reason". */
+#define LP_CU_CHECK(be, call)                                                                \
+    do {                                                                                     \
+        cudaError_t e_ = (call);                                                             \
+        if (e_ != cudaSuccess) return lp_cuda_fail((be), __LINE__, #call, e_);               \
+    } while (0)
+/* Check a cuBLAS call. */
+#define LP_BLAS_CHECK(be, call)                                                              \
+    do {                                                                                     \
+        cublasStatus_t s_ = (call);                                                          \
+        if (s_ != CUBLAS_STATUS_SUCCESS) return lp_blas_fail((be), __LINE__, #call, s_);     \
+    } while (0)
+
+namespace {
+
+unsigned grid_for(size_t n) {
+    size_t g = (n + kLpBlock - 1) / kLpBlock;
+    const size_t cap = (size_t)1 << 20; /* grid-stride loops cover the rest */
+    if (g > cap) g = cap;
+    if (g == 0) g = 1;
+    return (unsigned)g;
+}
+
+__device__ __forceinline__ void to_half(__nv_bfloat16 *d, float x) { *d = __float2bfloat16_rn(x); }
+__device__ __forceinline__ void to_half(__half *d, float x) { *d = __float2half_rn(x); }
+
+/* dst (n) = src (n) rounded to nearest even in H (bf16 or f16) */
+template <class H> __global__ void k_round_to_half(H *dst, const float *src, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        to_half(dst + i, src[i]);
+}
+
+/* out (M, N) = bias broadcast over rows (zeros when bias is NULL) */
+__global__ void k_lp_bias_fill(float *out, const float *bias, int N, size_t total) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = bias ? bias[i % (size_t)N] : 0.0f;
+}
+
+} // namespace
+
+/* Row-major out (M, N) = x (M, K) @ W is, read column-major, out^T (N, M) = W^T (N, K) @
+ * x^T (K, M), as cu_matmul: cuBLAS A = W (lda = ldw; op N for (K, N), T for (N, K)),
+ * B = the rounded x (ldb = K), C = out (ldc = N). */
+extern "C" cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, const float *in, const void *w,
+                                             cvene_dtype w_dtype, int ldw, int trans_w, const float *bias,
+                                             int M, int K, int N) {
+    if (w_dtype == CVENE_F32)
+        return be->ops->matmul(be, out, in, static_cast<const float *>(w), ldw, trans_w, bias, M, K, N);
+    if (w_dtype != CVENE_F16 && w_dtype != CVENE_BF16)
+        return lp_msg(be, CVENE_ERR_INVALID_ARG, __LINE__, "matmul_lp: w_dtype must be F32, F16 or BF16");
+    if (M <= 0 || N <= 0) return CVENE_OK;
+    LP_CU_CHECK(be, cudaSetDevice(cvene_backend_cuda_ordinal(be)));
+    cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
+    cublasHandle_t blas = static_cast<cublasHandle_t>(cvene_backend_cuda_blas(be));
+    const size_t total = (size_t)M * (size_t)N;
+    float beta = 0.0f;
+    if (bias || K <= 0) { /* out = bias per row (or zeros for an empty K) */
+        k_lp_bias_fill<<<grid_for(total), kLpBlock, 0, st>>>(out, bias, N, total);
+        LP_CU_CHECK(be, cudaGetLastError());
+        beta = 1.0f;
+    }
+    if (K <= 0) return CVENE_OK;
+
+    const size_t nx = (size_t)M * (size_t)K;
+    void *xs = nullptr;
+    {
+        const cvene_status s = cvene_backend_cuda_scratch(be, nx * sizeof(uint16_t), &xs);
+        if (s != CVENE_OK) return s;
+    }
+    cudaDataType_t dt;
+    if (w_dtype == CVENE_BF16) {
+        k_round_to_half<<<grid_for(nx), kLpBlock, 0, st>>>(static_cast<__nv_bfloat16 *>(xs), in, nx);
+        dt = CUDA_R_16BF;
+    } else {
+        k_round_to_half<<<grid_for(nx), kLpBlock, 0, st>>>(static_cast<__half *>(xs), in, nx);
+        dt = CUDA_R_16F;
+    }
+    LP_CU_CHECK(be, cudaGetLastError());
+    const float alpha = 1.0f;
+    LP_BLAS_CHECK(be, cublasGemmEx(blas, trans_w ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &alpha, w,
+                                   dt, ldw, xs, dt, K, &beta, out, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT));
+    return CVENE_OK;
+}
