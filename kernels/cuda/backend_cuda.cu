@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "kernels/cuda/cuda_check.h"
 
 namespace {
 
@@ -38,49 +39,7 @@ struct cuda_impl {
 
 inline cuda_impl *impl_of(cvene_backend *be) { return static_cast<cuda_impl *>(be->impl); }
 
-/* ---- error reporting --------------------------------------------------- */
-
-const char *short_file(const char *f) {
-    const char *k = strstr(f, "kernels/");
-    return k ? k : f;
-}
-
-cvene_status cuda_fail(char *err, size_t err_len, const char *file, int line, const char *call,
-                       cudaError_t e) {
-    if (err && err_len)
-        snprintf(err, err_len, "%s:%d: %s: %s (%s)", short_file(file), line, call,
-                 cudaGetErrorString(e), cudaGetErrorName(e));
-    return CVENE_ERR_BACKEND;
-}
-
-cvene_status cublas_fail(char *err, size_t err_len, const char *file, int line, const char *call,
-                         cublasStatus_t s) {
-    if (err && err_len)
-        snprintf(err, err_len, "%s:%d: %s: %s (%s)", short_file(file), line, call,
-                 cublasGetStatusString(s), cublasGetStatusName(s));
-    return CVENE_ERR_BACKEND;
-}
-
 } // namespace
-
-/* Check a CUDA runtime call; on failure write the message to be->err and return. */
-#define CU_CHECK(be, call)                                                                   \
-    do {                                                                                     \
-        cudaError_t e_ = (call);                                                             \
-        if (e_ != cudaSuccess)                                                               \
-            return cuda_fail((be)->err, (be)->err_len, __FILE__, __LINE__, #call, e_);       \
-    } while (0)
-
-/* Check a cuBLAS call. */
-#define CUBLAS_CHECK(be, call)                                                               \
-    do {                                                                                     \
-        cublasStatus_t s_ = (call);                                                          \
-        if (s_ != CUBLAS_STATUS_SUCCESS)                                                     \
-            return cublas_fail((be)->err, (be)->err_len, __FILE__, __LINE__, #call, s_);     \
-    } while (0)
-
-/* Check the launch just made (configuration errors, and sticky errors of earlier work). */
-#define LAUNCH_CHECK(be) CU_CHECK(be, cudaGetLastError())
 
 /* Make the backend's device current for this thread (two contexts on two devices may
  * share a thread; cudaSetDevice on the already-current device is cheap). */
@@ -385,7 +344,7 @@ __global__ void k_permute_heads(float *dst, const float *src, int T, int H, int 
 cvene_status too_many_rows(cvene_backend *be, int line, size_t rows) {
     if (be->err && be->err_len)
         snprintf(be->err, be->err_len, "%s:%d: %zu blocks exceed the CUDA grid limit",
-                 short_file(__FILE__), line, rows);
+                 cvene_cuda_short_file(__FILE__), line, rows);
     return CVENE_ERR_UNSUPPORTED;
 }
 
@@ -399,13 +358,13 @@ cvene_status cu_alloc(cvene_backend *be, void **ptr, size_t nbytes) {
         *ptr = nullptr;
         if (be->err && be->err_len)
             snprintf(be->err, be->err_len, "%s:%d: cudaMalloc(%zu bytes) on device %d: %s",
-                     short_file(__FILE__), __LINE__, nbytes, impl_of(be)->device,
+                     cvene_cuda_short_file(__FILE__), __LINE__, nbytes, impl_of(be)->device,
                      cudaGetErrorString(e));
         return CVENE_ERR_OOM;
     }
     if (e != cudaSuccess) {
         *ptr = nullptr;
-        return cuda_fail(be->err, be->err_len, __FILE__, __LINE__, "cudaMalloc", e);
+        return cvene_cuda_fail(be->err, be->err_len, __FILE__, __LINE__, "cudaMalloc", e);
     }
     return CVENE_OK;
 }
@@ -529,7 +488,7 @@ cvene_status cu_activation(cvene_backend *be, float *x, size_t n, cvene_act act)
     if (act != CVENE_GELU_TANH && act != CVENE_GELU_ERF && act != CVENE_ACT_RELU && act != CVENE_ACT_SIGMOID &&
         act != CVENE_ACT_TANH) {
         if (be->err && be->err_len)
-            snprintf(be->err, be->err_len, "%s:%d: unknown activation %d", short_file(__FILE__),
+            snprintf(be->err, be->err_len, "%s:%d: unknown activation %d", cvene_cuda_short_file(__FILE__),
                      __LINE__, (int)act);
         return CVENE_ERR_INVALID_ARG;
     }
@@ -572,7 +531,7 @@ cvene_status cu_gru_pointwise(cvene_backend *be, float *out, const float *a, con
                               size_t n, cvene_gru_step step) {
     if (step != CVENE_GRU_NEW_GATE_IN && step != CVENE_GRU_HIDDEN) {
         if (be->err && be->err_len)
-            snprintf(be->err, be->err_len, "%s:%d: gru_pointwise: unknown step %d", short_file(__FILE__),
+            snprintf(be->err, be->err_len, "%s:%d: gru_pointwise: unknown step %d", cvene_cuda_short_file(__FILE__),
                      __LINE__, (int)step);
         return CVENE_ERR_INVALID_ARG;
     }
@@ -630,7 +589,7 @@ static_assert(sizeof(cvene_ops) == 21 * sizeof(void *),
     do {                                                                                     \
         cudaError_t e_ = (call);                                                             \
         if (e_ != cudaSuccess) {                                                             \
-            cuda_fail(err, err_len, __FILE__, __LINE__, #call, e_);                          \
+            cvene_cuda_fail(err, err_len, __FILE__, __LINE__, #call, e_);                          \
             goto fail;                                                                       \
         }                                                                                    \
     } while (0)
@@ -638,7 +597,7 @@ static_assert(sizeof(cvene_ops) == 21 * sizeof(void *),
     do {                                                                                     \
         cublasStatus_t s_ = (call);                                                          \
         if (s_ != CUBLAS_STATUS_SUCCESS) {                                                   \
-            cublas_fail(err, err_len, __FILE__, __LINE__, #call, s_);                        \
+            cvene_cublas_fail(err, err_len, __FILE__, __LINE__, #call, s_);                        \
             goto fail;                                                                       \
         }                                                                                    \
     } while (0)
@@ -683,10 +642,10 @@ extern "C" cvene_status cvene_backend_cuda_scratch(cvene_backend *be, size_t nby
         (void)cudaGetLastError(); /* not sticky: clear it so later checks do not see it */
         if (be->err && be->err_len)
             snprintf(be->err, be->err_len, "%s:%d: cudaMallocAsync(%zu bytes) for scratch on device %d: %s",
-                     short_file(__FILE__), __LINE__, cap, im->device, cudaGetErrorString(e));
+                     cvene_cuda_short_file(__FILE__), __LINE__, cap, im->device, cudaGetErrorString(e));
         return CVENE_ERR_OOM;
     }
-    if (e != cudaSuccess) return cuda_fail(be->err, be->err_len, __FILE__, __LINE__, "cudaMallocAsync", e);
+    if (e != cudaSuccess) return cvene_cuda_fail(be->err, be->err_len, __FILE__, __LINE__, "cudaMallocAsync", e);
     im->scratch = p;
     im->scratch_cap = cap;
     *out = p;
@@ -701,7 +660,7 @@ extern "C" cvene_backend *cvene_backend_cuda_new(int device, char *err, size_t e
     cudaError_t ce = cudaGetDeviceCount(&count);
     if (ce != cudaSuccess) {
         (void)cudaGetLastError();
-        cuda_fail(err, err_len, __FILE__, __LINE__, "cudaGetDeviceCount", ce);
+        cvene_cuda_fail(err, err_len, __FILE__, __LINE__, "cudaGetDeviceCount", ce);
         return nullptr;
     }
     if (device < 0 || device >= count) {

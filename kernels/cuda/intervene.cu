@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "kernels/cuda/cuda_check.h"
 
 namespace {
 
@@ -28,33 +29,6 @@ constexpr int kRotBlock = 256;
 constexpr unsigned kFull = 0xffffffffu;
 constexpr int64_t kMaxGrid = 1 << 20; /* grid-stride loops cover the rest */
 
-const char *short_file(const char *f) {
-    const char *k = strstr(f, "kernels/");
-    return k ? k : f;
-}
-
-cvene_status iv_fail(cvene_backend *be, int line, const char *call, cudaError_t e) {
-    if (be->err && be->err_len)
-        snprintf(be->err, be->err_len, "%s:%d: %s: %s (%s)", short_file(__FILE__), line, call,
-                 cudaGetErrorString(e), cudaGetErrorName(e));
-    return CVENE_ERR_BACKEND;
-}
-
-cvene_status iv_msg(cvene_backend *be, cvene_status st, int line, const char *msg) {
-    if (be->err && be->err_len) snprintf(be->err, be->err_len, "%s:%d: %s", short_file(__FILE__), line, msg);
-    return st;
-}
-
-} // namespace
-
-/* Check a CUDA runtime call; on failure write "file:line: call: reason" to be->err. */
-#define IV_CHECK(be, call)                                                                   \
-    do {                                                                                     \
-        cudaError_t e_ = (call);                                                             \
-        if (e_ != cudaSuccess) return iv_fail((be), __LINE__, #call, e_);                    \
-    } while (0)
-
-namespace {
 
 /* ---- iv_units ---------------------------------------------------------- */
 
@@ -211,7 +185,7 @@ template <int OP> cvene_status launch_units(cvene_backend *be, cudaStream_t st, 
     if (blocks > kMaxGrid) blocks = kMaxGrid;
     k_iv_units<OP><<<(unsigned)blocks, kIvBlock, 0, st>>>(x, x_off, x_rs, src, src_off, src_rs, dims, dims_off,
                                                          dims_n, R, D, chunks, items);
-    IV_CHECK(be, cudaGetLastError());
+    CU_CHECK(be, cudaGetLastError());
     return CVENE_OK;
 }
 
@@ -220,11 +194,11 @@ cvene_status launch_rotated(cvene_backend *be, cudaStream_t st, size_t smem, flo
                             const float *s, const int64_t *s_off, const float *W, int n, int D, int k) {
     auto kern = k_iv_rotated<V, TRANS>;
     if (smem > 48 * 1024) /* beyond the default: opt in (host-side attribute, no sync) */
-        IV_CHECK(be, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        CU_CHECK(be, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int64_t blocks = ((int64_t)n + V - 1) / V;
     if (blocks > kMaxGrid) blocks = kMaxGrid;
     kern<<<(unsigned)blocks, kRotBlock, smem, st>>>(x, x_off, s, s_off, W, n, D, k);
-    IV_CHECK(be, cudaGetLastError());
+    CU_CHECK(be, cudaGetLastError());
     return CVENE_OK;
 }
 
@@ -234,11 +208,11 @@ cvene_status cvene_cuda_iv_units(cvene_backend *be, float *x, const int64_t *x_o
                                  const int64_t *src_off, int64_t src_rs, const int32_t *dims,
                                  const int64_t *dims_off, const int32_t *dims_n, int n, int R, int D, int op) {
     if (op < CVENE_IVOP_VANILLA || op > CVENE_IVOP_COLLECT)
-        return iv_msg(be, CVENE_ERR_INVALID_ARG, __LINE__, "iv_units: unknown op");
+        return CUDA_OP_FAIL(be, CVENE_ERR_INVALID_ARG, "iv_units: unknown op");
     if (n <= 0 || R <= 0 || D <= 0) return CVENE_OK;
     if (op != CVENE_IVOP_ZERO && (!src || !src_off))
-        return iv_msg(be, CVENE_ERR_INVALID_ARG, __LINE__, "iv_units: this op needs a source");
-    IV_CHECK(be, cudaSetDevice(cvene_backend_cuda_ordinal(be)));
+        return CUDA_OP_FAIL(be, CVENE_ERR_INVALID_ARG, "iv_units: this op needs a source");
+    CU_CHECK(be, cudaSetDevice(cvene_backend_cuda_ordinal(be)));
     cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
 #define IV_ARGS be, st, x, x_off, x_rs, src, src_off, src_rs, dims, dims_off, dims_n, n, R, D
     switch (op) {
@@ -254,12 +228,12 @@ cvene_status cvene_cuda_iv_units(cvene_backend *be, float *x, const int64_t *x_o
 cvene_status cvene_cuda_iv_rotated(cvene_backend *be, float *x, const int64_t *x_off, const float *s,
                                    const int64_t *s_off, const float *W, int n, int D, int k, int trans) {
     if (n <= 0 || D <= 0 || k <= 0) return CVENE_OK;
-    if (!x || !s || !W) return iv_msg(be, CVENE_ERR_INVALID_ARG, __LINE__, "iv_rotated: NULL buffer");
+    if (!x || !s || !W) return CUDA_OP_FAIL(be, CVENE_ERR_INVALID_ARG, "iv_rotated: NULL buffer");
     const int dev = cvene_backend_cuda_ordinal(be);
-    IV_CHECK(be, cudaSetDevice(dev));
+    CU_CHECK(be, cudaSetDevice(dev));
     cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
     int optin = 0;
-    IV_CHECK(be, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    CU_CHECK(be, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     const size_t per = sizeof(float) * ((size_t)D + (size_t)k); /* one vector's delta and proj */
     /* four vectors per block share each read of W once there are enough vectors to keep
      * every SM busy; otherwise one per block */
@@ -268,7 +242,7 @@ cvene_status cvene_cuda_iv_rotated(cvene_backend *be, float *x, const int64_t *x
         char m[160];
         snprintf(m, sizeof m, "iv_rotated: D + k = %zu floats exceed the %d bytes of shared memory per block",
                  per / sizeof(float), optin);
-        return iv_msg(be, CVENE_ERR_UNSUPPORTED, __LINE__, m);
+        return CUDA_OP_FAIL(be, CVENE_ERR_UNSUPPORTED, m);
     }
     if (V == 4)
         return trans ? launch_rotated<4, true>(be, st, 4 * per, x, x_off, s, s_off, W, n, D, k)

@@ -22,51 +22,12 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "kernels/cuda/cuda_check.h"
 
 namespace {
 
 constexpr int kLpBlock = 256;
 
-const char *short_file(const char *f) {
-    const char *k = strstr(f, "kernels/");
-    return k ? k : f;
-}
-
-cvene_status lp_cuda_fail(cvene_backend *be, int line, const char *call, cudaError_t e) {
-    if (be->err && be->err_len)
-        snprintf(be->err, be->err_len, "%s:%d: %s: %s (%s)", short_file(__FILE__), line, call,
-                 cudaGetErrorString(e), cudaGetErrorName(e));
-    return CVENE_ERR_BACKEND;
-}
-
-cvene_status lp_blas_fail(cvene_backend *be, int line, const char *call, cublasStatus_t s) {
-    if (be->err && be->err_len)
-        snprintf(be->err, be->err_len, "%s:%d: %s: %s (%s)", short_file(__FILE__), line, call,
-                 cublasGetStatusString(s), cublasGetStatusName(s));
-    return CVENE_ERR_BACKEND;
-}
-
-cvene_status lp_msg(cvene_backend *be, cvene_status st, int line, const char *msg) {
-    if (be->err && be->err_len) snprintf(be->err, be->err_len, "%s:%d: %s", short_file(__FILE__), line, msg);
-    return st;
-}
-
-} // namespace
-
-/* Check a CUDA runtime call / the launch just made; write "file:line: call: reason". */
-#define LP_CU_CHECK(be, call)                                                                \
-    do {                                                                                     \
-        cudaError_t e_ = (call);                                                             \
-        if (e_ != cudaSuccess) return lp_cuda_fail((be), __LINE__, #call, e_);               \
-    } while (0)
-/* Check a cuBLAS call. */
-#define LP_BLAS_CHECK(be, call)                                                              \
-    do {                                                                                     \
-        cublasStatus_t s_ = (call);                                                          \
-        if (s_ != CUBLAS_STATUS_SUCCESS) return lp_blas_fail((be), __LINE__, #call, s_);     \
-    } while (0)
-
-namespace {
 
 unsigned grid_for(size_t n) {
     size_t g = (n + kLpBlock - 1) / kLpBlock;
@@ -102,16 +63,16 @@ extern "C" cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, cons
     if (w_dtype == CVENE_F32)
         return be->ops->matmul(be, out, in, static_cast<const float *>(w), ldw, trans_w, bias, M, K, N);
     if (w_dtype != CVENE_F16 && w_dtype != CVENE_BF16)
-        return lp_msg(be, CVENE_ERR_INVALID_ARG, __LINE__, "matmul_lp: w_dtype must be F32, F16 or BF16");
+        return CUDA_OP_FAIL(be, CVENE_ERR_INVALID_ARG, "matmul_lp: w_dtype must be F32, F16 or BF16");
     if (M <= 0 || N <= 0) return CVENE_OK;
-    LP_CU_CHECK(be, cudaSetDevice(cvene_backend_cuda_ordinal(be)));
+    CU_CHECK(be, cudaSetDevice(cvene_backend_cuda_ordinal(be)));
     cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
     cublasHandle_t blas = static_cast<cublasHandle_t>(cvene_backend_cuda_blas(be));
     const size_t total = (size_t)M * (size_t)N;
     float beta = 0.0f;
     if (bias || K <= 0) { /* out = bias per row (or zeros for an empty K) */
         k_lp_bias_fill<<<grid_for(total), kLpBlock, 0, st>>>(out, bias, N, total);
-        LP_CU_CHECK(be, cudaGetLastError());
+        CU_CHECK(be, cudaGetLastError());
         beta = 1.0f;
     }
     if (K <= 0) return CVENE_OK;
@@ -130,9 +91,9 @@ extern "C" cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, cons
         k_round_to_half<<<grid_for(nx), kLpBlock, 0, st>>>(static_cast<__half *>(xs), in, nx);
         dt = CUDA_R_16F;
     }
-    LP_CU_CHECK(be, cudaGetLastError());
+    CU_CHECK(be, cudaGetLastError());
     const float alpha = 1.0f;
-    LP_BLAS_CHECK(be, cublasGemmEx(blas, trans_w ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &alpha, w,
+    CUBLAS_CHECK(be, cublasGemmEx(blas, trans_w ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &alpha, w,
                                    dt, ldw, xs, dt, K, &beta, out, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
                                    CUBLAS_GEMM_DEFAULT));
     return CVENE_OK;
