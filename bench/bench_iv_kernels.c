@@ -216,7 +216,26 @@ int main(int argc, char **argv) {
 
     u.dims = d_dims, u.dims_off = d_zo, u.dims_n = d_dn;
     ms = time_case(be, run_units, &u, reps);
-    report("iv_units vanilla all pos, 256 dims", 2.0 * n_all * 256.0 * sizeof(float), ms, copy_gbs);
+    report("iv_units vanilla all pos, 256 random dims", 2.0 * n_all * 256.0 * sizeof(float), ms, copy_gbs);
+
+    /* contiguous subspaces (pyvene's usual [0, k) ranges): whole 32-byte sectors move, so these
+     * can stream; the random dims above touch a sector per 4-byte value (8x the counted bytes) */
+    int32_t *first = malloc(sizeof(int32_t) * C);
+    int32_t *dn2 = malloc(sizeof(int32_t) * (size_t)n_all);
+    if (!first || !dn2) return 1;
+    for (int d = 0; d < C; d++) first[d] = d;
+    int32_t *d_first = upload(be, first, sizeof(int32_t) * C);
+    u.dims = d_first;
+    ms = time_case(be, run_units, &u, reps);
+    report("iv_units vanilla all pos, dims [0, 256)", 2.0 * n_all * 256.0 * sizeof(float), ms, copy_gbs);
+    for (int i = 0; i < n_all; i++) dn2[i] = C / 2;
+    int32_t *d_dn2 = upload(be, dn2, sizeof(int32_t) * (size_t)n_all);
+    u.dims_n = d_dn2;
+    ms = time_case(be, run_units, &u, reps);
+    report("iv_units vanilla all pos, dims [0, 2048)", 2.0 * n_all * (C / 2.0) * sizeof(float), ms, copy_gbs);
+    u.dims = NULL, u.dims_off = NULL, u.dims_n = NULL;
+    be->ops->free(be, d_first), be->ops->free(be, d_dn2);
+    free(first), free(dn2);
 
     /* rotated: n = 4096 vectors of D = 4096 (the same buffers), W (64, 4096) */
     const int n = 4096, D = 4096, k = 64;

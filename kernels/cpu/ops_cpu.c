@@ -77,8 +77,16 @@ static cvene_status cpu_matmul(cvene_backend *be, float *out, const float *in, c
         for (int m = 0; m < M; m++) memcpy(out + (int64_t)m * N, bias, sizeof(float) * N);
         beta = 1.0f;
     }
+    /* A tiny weight matrix (a demo or test model) or a tiny product runs on one thread:
+     * OpenBLAS's OpenMP build takes its thread count from the calling thread's
+     * omp_get_max_threads() (a per-thread setting, restored right after), and its threads
+     * cost more than they save here, badly so on a busy machine (see PAR_MIN). */
+    const int serial = (int64_t)N * K < 65536 || (int64_t)M * N * K < (1 << 22);
+    const int prev = serial ? omp_get_max_threads() : 0;
+    if (serial) omp_set_num_threads(1);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_w ? CblasTrans : CblasNoTrans, M, N, K,
                 1.0f, in, K, w, ldw, beta, out, N);
+    if (serial) omp_set_num_threads(prev);
     return CVENE_OK;
 }
 
