@@ -427,8 +427,14 @@ static int run_sweep(const sweep_args *a) {
         char title[512], vlabel[256];
         snprintf(title, sizeof title, "%s %s: %s", a->trace ? "causal trace" : "activation patching",
                  cvene_component_name(comp), a->model);
-        snprintf(vlabel, sizeof vlabel, "%s of token %d at the last position (base %.4g, source %.4g)", a->metric,
-                 token, sum.base_score, sum.source_score);
+        char *tl = cli_text_token_label(&tx, token), *tbl = token_b >= 0 ? cli_text_token_label(&tx, token_b) : NULL;
+        if (tbl)
+            snprintf(vlabel, sizeof vlabel, "%s of \"%s\" (%d) vs \"%s\" (%d) at the last position (base %.4g, source %.4g)",
+                     a->metric, tl ? tl : "?", token, tbl, token_b, sum.base_score, sum.source_score);
+        else
+            snprintf(vlabel, sizeof vlabel, "%s of \"%s\" (token %d) at the last position (base %.4g, source %.4g)",
+                     a->metric, tl ? tl : "?", token, sum.base_score, sum.source_score);
+        free(tl), free(tbl);
         int ok = f && cli_write_heatmap(f, title, vlabel, scores, layers, nl, (const char *const *)labels, positions,
                                         np, done) == 0;
         if (f && fclose(f) != 0) ok = 0;
