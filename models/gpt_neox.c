@@ -235,8 +235,7 @@ cvene_status gpt_neox_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     g->p.gemm_dtype = ctx->params.compute_dtype;
     weight_spec *specs = malloc(sizeof(weight_spec) * (size_t)max_specs);
     g->p.layers = calloc((size_t)c->n_layer, sizeof(neox_layer));
-    float *zeros = calloc((size_t)c->n_embd, sizeof(float));
-    if (!specs || !g->p.layers || !zeros) st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory loading %s", dir);
+    if (!specs || !g->p.layers) st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory loading %s", dir);
     int n = st == CVENE_OK ? build_specs(c, &g->p, specs) : 0;
     /* tied head in reduced precision: a 16-bit copy of embed_in for the output GEMM (the
      * embedding lookup keeps the f32 one); not counted as extra parameters */
@@ -246,12 +245,9 @@ cvene_status gpt_neox_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     if (st == CVENE_OK) st = weights_resolve(ctx, dir, &ar, specs, n, "gpt_neox.");
     if (st == CVENE_OK) st = weights_upload(m, specs, n); /* may take over ar (F32 used in place) */
     if (st == CVENE_OK && c->tied && g->p.gemm_dtype == CVENE_F32) g->p.embed_out = g->p.embed_in;
-    if (st == CVENE_OK && be->ops->alloc(be, (void **)&g->p.zero_row, sizeof(float) * (size_t)c->n_embd) != CVENE_OK)
-        st = cvene_fail(ctx, CVENE_ERR_OOM, "cannot allocate %d floats on %s", c->n_embd, be->ops->name);
-    if (st == CVENE_OK) st = be->ops->to_device(be, g->p.zero_row, zeros, sizeof(float) * (size_t)c->n_embd);
+    if (st == CVENE_OK) st = weights_zero_row(ctx, &g->p.zero_row, c->n_embd);
     int64_t params = st == CVENE_OK ? weights_count(specs, n_counted) : 0;
     free(specs);
-    free(zeros);
     st_archive_close(&ar);
     if (st != CVENE_OK) {
         neox_free(m);

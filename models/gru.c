@@ -210,18 +210,14 @@ cvene_status gru_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     int max_specs = 3 + 4 * c->n_layer;
     weight_spec *specs = malloc(sizeof(weight_spec) * (size_t)max_specs);
     g->p.layers = calloc((size_t)c->n_layer, sizeof(gru_layer));
-    float *zeros = calloc((size_t)c->h_dim, sizeof(float));
-    if (st == CVENE_OK && (!specs || !g->p.layers || !zeros))
+    if (st == CVENE_OK && (!specs || !g->p.layers))
         st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory loading %s", dir);
     int n = st == CVENE_OK ? build_specs(c, &g->p, specs) : 0;
     if (st == CVENE_OK) st = weights_resolve(ctx, dir, &ar, specs, n, "gru.");
     if (st == CVENE_OK) st = weights_upload(m, specs, n); /* may take over ar (F32 used in place) */
-    if (st == CVENE_OK && be->ops->alloc(be, (void **)&g->p.zero_row, sizeof(float) * (size_t)c->h_dim) != CVENE_OK)
-        st = cvene_fail(ctx, CVENE_ERR_OOM, "cannot allocate %d floats on %s", c->h_dim, be->ops->name);
-    if (st == CVENE_OK) st = be->ops->to_device(be, g->p.zero_row, zeros, sizeof(float) * (size_t)c->h_dim);
+    if (st == CVENE_OK) st = weights_zero_row(ctx, &g->p.zero_row, c->h_dim);
     int64_t params = st == CVENE_OK ? weights_count(specs, n) : 0;
     free(specs);
-    free(zeros);
     st_archive_close(&ar);
     if (st != CVENE_OK) {
         gru_free(m);

@@ -171,3 +171,19 @@ cvene_status model_reserve_activations(cvene_model *m, size_t bytes, int B, int 
     m->act_cap = bytes;
     return CVENE_OK;
 }
+
+cvene_status weights_zero_row(cvene_ctx *ctx, float **row, int n) {
+    cvene_backend *be = ctx->be;
+    *row = NULL;
+    float *zeros = calloc((size_t)n, sizeof(float));
+    if (!zeros) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    cvene_status st = CVENE_OK;
+    if (be->ops->alloc(be, (void **)row, sizeof(float) * (size_t)n) != CVENE_OK) {
+        *row = NULL;
+        st = cvene_fail(ctx, CVENE_ERR_OOM, "cannot allocate %d floats on %s", n, be->ops->name);
+    } else {
+        st = be->ops->to_device(be, *row, zeros, sizeof(float) * (size_t)n);
+    }
+    free(zeros);
+    return st; /* on failure *row may still be set: the model's free releases it */
+}

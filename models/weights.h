@@ -43,5 +43,8 @@ cvene_status weights_resolve(cvene_ctx *ctx, const char *dir, st_archive *ar, we
 cvene_status weights_upload(cvene_model *m, weight_spec *s, int n);
 /* Parameters the specs hold. */
 int64_t weights_count(const weight_spec *s, int n);
+/* *row = n zeros on the context's backend (GPT-NeoX and the GRU use it as the embedding op's
+ * position table when there are no learned positions). */
+cvene_status weights_zero_row(cvene_ctx *ctx, float **row, int n);
 
 #endif

@@ -321,25 +321,6 @@ TEST(LowpMatmul, F32IsPlainMatmulAndBadDtypeFails) {
 
 // ---- model level: compute_dtype on a context -------------------------------------------
 
-struct LpModel {
-    cvene_ctx *ctx = nullptr;
-    cvene_model *model = nullptr;
-    cvene_status status = CVENE_OK;
-    LpModel(const std::string &dir, cvene_device dev, cvene_dtype dt) {
-        cvene_ctx_params p = cvene_ctx_default_params();
-        p.device = dev;
-        p.compute_dtype = dt;
-        char err[512];
-        status = cvene_ctx_new(&p, &ctx, err, sizeof err);
-        if (status == CVENE_OK) status = cvene_model_load(ctx, dir.c_str(), &model);
-    }
-    ~LpModel() {
-        cvene_model_free(model);
-        cvene_ctx_free(ctx);
-    }
-    std::string error() const { return ctx ? cvene_ctx_error(ctx) : "no context"; }
-};
-
 // max |got - ref| over rows of real tokens, relative to max |ref| over those rows
 double logits_err(const std::vector<float> &got, const std::vector<float> &ref, const std::vector<int32_t> &mask,
                   int64_t V) {
@@ -369,9 +350,9 @@ TEST_P(LowpModel, LogitsWithin1e2OfTransformers) {
     CVENE_SKIP_WITHOUT_DEVICE();
     const LpCase pc = GetParam();
     const std::string dir = std::string(CVENE_FIXTURES) + "/" + pc.fixture;
-    LpModel lp(dir + "/model", kTestDevice, pc.dt);
+    Loaded lp(dir + "/model", kTestDevice, pc.dt);
     ASSERT_EQ(lp.status, CVENE_OK) << lp.error();
-    LpModel f32(dir + "/model", kTestDevice, CVENE_F32);
+    Loaded f32(dir + "/model", kTestDevice, CVENE_F32);
     ASSERT_EQ(f32.status, CVENE_OK) << f32.error();
     const cvene_model_info info = cvene_model_get_info(lp.model);
     EXPECT_EQ(info.n_params, cvene_model_get_info(f32.model).n_params);
@@ -426,12 +407,12 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(LowpModelLoad, BadOrUnsupportedComputeDtypeFails) {
     CVENE_SKIP_WITHOUT_DEVICE();
     {
-        LpModel m(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice, CVENE_I32);
+        Loaded m(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice, CVENE_I32);
         EXPECT_EQ(m.status, CVENE_ERR_INVALID_ARG);
         EXPECT_NE(m.error().find("compute_dtype"), std::string::npos) << m.error();
     }
     {   // the GRU has no reduced-precision path: it must refuse, not silently run f32
-        LpModel m(std::string(CVENE_FIXTURES) + "/gru/lm2/model", kTestDevice, CVENE_BF16);
+        Loaded m(std::string(CVENE_FIXTURES) + "/gru/lm2/model", kTestDevice, CVENE_BF16);
         EXPECT_EQ(m.status, CVENE_ERR_UNSUPPORTED);
         EXPECT_NE(m.error().find("compute_dtype"), std::string::npos) << m.error();
     }
