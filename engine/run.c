@@ -694,23 +694,47 @@ static int build_collect_dims(run_state *s, int i, const geom *g, idx_pool *p) {
     return 1;
 }
 
-/* Each example's subspace dims (first occurrences, in order: a dim listed twice is still
- * one gathered value) into the pool; off[b] = its offset, or -1 for all dims. */
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Each example's subspace dims into the pool, sorted ascending without repeats (a dim
+ * listed twice is still one value; the order of a subspace does not change what an
+ * interchange, addition, subtraction or zeroing does, and ascending dims let neighbouring
+ * threads share memory sectors); off[b] = its offset, or -1 for all dims. */
 static int take_dims(run_state *s, int i, int D, idx_pool *p, int64_t *off, int *cnt) {
     for (int b = 0; b < s->B; b++) {
         const iv_dims *dm = &s->dims[i * s->B + b];
         off[b] = -1, cnt[b] = -1;
         if (dm->n < 0) continue;
         if ((off[b] = take32(p, (size_t)dm->n)) < 0) return 0;
+        int32_t *v = p->v32 + off[b];
         int m = 0;
-        for (int k = 0; k < dm->n; k++) {
-            int dup = 0;
-            for (int q = 0; q < k && !dup; q++) dup = dm->dims[q] == dm->dims[k];
-            if (!dup && dm->dims[k] < D) p->v32[off[b] + m++] = dm->dims[k];
-        }
-        cnt[b] = m;
+        for (int k = 0; k < dm->n; k++)
+            if (dm->dims[k] < D) v[m++] = dm->dims[k];
+        qsort(v, (size_t)m, sizeof *v, cmp_i32);
+        int u = 0;
+        for (int k = 0; k < m; k++)
+            if (u == 0 || v[k] != v[u - 1]) v[u++] = v[k];
+        cnt[b] = u;
     }
     return 1;
+}
+
+/* When every example's subspace is one run [first, first + m) of the same length m (pyvene's
+ * usual subspace, e.g. dims 0..k-1), the setter is a plain whole-row call on m floats that
+ * start `first` floats in: the kernel then streams rows (wide loads) instead of walking a
+ * dims list. Returns m and fills first[b], or -1. */
+static int contiguous_dims(const idx_pool *p, const int64_t *off, const int *cnt, int B, int *first) {
+    int m = cnt[0];
+    for (int b = 0; b < B; b++) {
+        if (cnt[b] != m || m <= 0) return -1;
+        const int32_t *v = p->v32 + off[b];
+        if (v[m - 1] - v[0] != m - 1) return -1; /* sorted and unique: a run iff the span is m */
+        first[b] = v[0];
+    }
+    return m;
 }
 
 /* The setter of intervention i on its base rows. */
@@ -741,19 +765,27 @@ static int build_setter(run_state *s, int i, idx_pool *p) {
     for (int b = 0; ok && b < B; b++)
         for (int u = 0; u < U; u++) f->n += !(writes_x && overwritten_later(bl, &g, r->component, b, u, U));
     f->R = g.R, f->D = g.D, f->x_rs = g.S, f->src_rs = bcast ? 0 : g.D, f->dims_n = -1;
+    int *first = ok && any_dims ? malloc(sizeof(int) * (size_t)B) : NULL;
+    int run = first ? contiguous_dims(p, doff, dcnt, B, first) : -1;
+    if (any_dims && !first) ok = 0;
+    if (run > 0) {
+        p->n32 = (size_t)doff[0]; /* the lists are not read: give their pool space back */
+        f->D = run, any_dims = 0;
+    }
     if (ok) ok = take_units(p, f);
     if (ok && any_dims) ok = (f->dims_n = take32(p, (size_t)f->n)) >= 0;
     int64_t q = 0;
     for (int b = 0; ok && b < B; b++)
         for (int u = 0; u < U; u++) {
             if (writes_x && overwritten_later(bl, &g, r->component, b, u, U)) continue;
-            p->v64[f->x_off + q] = (int64_t)b * g.E + unit_offset(bl, &g, r->component, b, u);
-            p->v64[f->src_off + q] = bcast ? 0 : ((int64_t)b * U + u) * L;
-            p->v64[f->dims_off + q] = doff[b] >= 0 ? doff[b] : 0;
+            const int64_t shift = run > 0 ? first[b] : 0;
+            p->v64[f->x_off + q] = (int64_t)b * g.E + unit_offset(bl, &g, r->component, b, u) + shift;
+            p->v64[f->src_off + q] = (bcast ? 0 : ((int64_t)b * U + u) * L) + shift;
+            p->v64[f->dims_off + q] = doff[b] >= 0 && run <= 0 ? doff[b] : 0;
             if (any_dims) p->v32[f->dims_n + q] = dcnt[b];
             q++;
         }
-    free(doff), free(dcnt);
+    free(doff), free(dcnt), free(first);
     return ok;
 }
 

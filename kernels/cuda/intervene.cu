@@ -6,7 +6,7 @@
  * one warp; rows longer than a chunk are split so a few long units (one position of a
  * 4096-wide stream) still spread over many SMs. Rows whose start is 16-byte aligned (and
  * whose source is, or is absent) use float4 loads; the alignment test is per item, since
- * offsets live on the device. Subspace rows walk their dims list (scattered accesses).
+ * offsets live on the device. Subspace rows walk their dims list (subspace_span).
  * (iv_rotated lives in kernels/cuda/iv_rotated.cu.) */
 #include <cuda_runtime.h>
 
@@ -72,6 +72,38 @@ template <int OP> __device__ void row_span(float *xr, float *sr, int lo, int hi,
     }
 }
 
+/* entries [lo, hi) of one row's dims list. Each lane takes kIlp entries per step and
+ * issues all their loads before any store, so a step costs one memory round trip instead
+ * of kIlp (a plain loop serialises them: the compiler cannot move a load of s or x above a
+ * store to x that may alias it). The engine passes sorted dims, so neighbouring lanes
+ * share sectors, and turns a contiguous subspace into a whole-row call (engine/run.c). */
+constexpr int kIlp = 8;
+template <int OP>
+__device__ void subspace_span(float *xr, float *sr, const int32_t *du, int lo, int hi, int lane) {
+    constexpr bool reads_x = OP != CVENE_IVOP_VANILLA && OP != CVENE_IVOP_ZERO;
+    for (int k0 = lo; k0 < hi; k0 += 32 * kIlp) {
+        int d[kIlp];
+        float xv[kIlp], sv[kIlp];
+#pragma unroll
+        for (int j = 0; j < kIlp; j++) {
+            const int k = k0 + j * 32 + lane;
+            d[j] = k < hi ? du[k] : -1;
+        }
+#pragma unroll
+        for (int j = 0; j < kIlp; j++) {
+            xv[j] = d[j] >= 0 && (reads_x || OP == CVENE_IVOP_COLLECT) ? xr[d[j]] : 0.0f;
+            sv[j] = d[j] >= 0 && OP != CVENE_IVOP_ZERO && OP != CVENE_IVOP_COLLECT ? sr[d[j]] : 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < kIlp; j++) {
+            if (d[j] < 0) continue;
+            op1<OP>(xv[j], sv[j]);
+            if (OP == CVENE_IVOP_COLLECT) sr[d[j]] = sv[j];
+            else xr[d[j]] = xv[j];
+        }
+    }
+}
+
 template <int OP>
 __global__ void k_iv_units(float *x, const int64_t *x_off, int64_t x_rs, float *src, const int64_t *src_off,
                            int64_t src_rs, const int32_t *dims, const int64_t *dims_off, const int32_t *dims_n,
@@ -93,14 +125,7 @@ __global__ void k_iv_units(float *x, const int64_t *x_off, int64_t x_rs, float *
         }
         /* subspace: entries [lo, hi) of the dims list; the last chunk takes any excess */
         const int hi = c == chunks - 1 ? nd : min(nd, lo + kChunk);
-        const int32_t *du = dims + dims_off[u];
-        for (int k = lo + lane; k < hi; k += 32) {
-            const int d = du[k];
-            float xv = xr[d], zero = 0.0f;
-            float &s = OP == CVENE_IVOP_ZERO ? zero : sr[d];
-            op1<OP>(xv, s);
-            if (OP != CVENE_IVOP_COLLECT) xr[d] = xv;
-        }
+        subspace_span<OP>(xr, sr, dims + dims_off[u], lo, hi, lane);
     }
 }
 
