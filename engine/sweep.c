@@ -504,7 +504,10 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
                 if (st == CVENE_OK && direct)
                     st = be->ops->iv_units(be, ss->x, s->d_idx, 0, s->src + (size_t)l * TC, s->d_idx + max_batch, 0,
                                            NULL, NULL, NULL, nb, 1, C, CVENE_IVOP_VANILLA);
-                cvene_resume rs = {start, past, ss->x, s->kp, s->vp, 1};
+                /* the logit difference reads two logits: only those two columns of lm_head */
+                const int32_t cols[2] = {p->token, p->token_b};
+                const int narrow = p->metric == CVENE_METRIC_LOGIT_DIFF;
+                cvene_resume rs = {start, past, ss->x, s->kp, s->vp, 1, narrow ? cols : NULL, narrow ? 2 : 0};
                 cvene_run_opts o;
                 memset(&o, 0, sizeof o);
                 o.logits = last;
@@ -517,8 +520,13 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
                 if (st == CVENE_OK) st = site_status(s, m->vt->forward_from(m, &rs, nb, T, &o));
                 ss->sum.forwards++;
             }
-            for (int b = 0; b < nb && st == CVENE_OK; b++)
-                ss->acc[ss->order[k0 + b].idx] += metric(s, last + (size_t)b * V) / ss->n_samples;
+            for (int b = 0; b < nb && st == CVENE_OK; b++) {
+                /* a resumed forward for the logit difference returned (nb, 2): token, token_b */
+                double sc = ss->fast && p->metric == CVENE_METRIC_LOGIT_DIFF
+                                ? (double)last[2 * b] - last[2 * b + 1]
+                                : metric(s, last + (size_t)b * V);
+                ss->acc[ss->order[k0 + b].idx] += sc / ss->n_samples;
+            }
             s->patching = 0;
             ss->done += nb;
             if (p->progress && st == CVENE_OK) p->progress(p->progress_user, ss->done, 0);

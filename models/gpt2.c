@@ -198,13 +198,14 @@ typedef struct {
     float *fc;     // (B, T, I)
     float *heads;  // (B, H, T, D) scratch for per-head sites
     float *logits; // (B, T, V) device logits when not writing straight to the host
+    void *wsel;    // (n_vocab, C) lm_head rows of the columns a resumed forward asked for
     int32_t *ids, *pos, *mask; // (B, T) device copies of the inputs
 } gpt2_acts;
 
 /* Tq: positions computed; Tk: positions attended (Tk > Tq when resuming after a
  * cached prefix, then kf/vf hold the full keys/values). */
 static void carve(cvene_arena *a, gpt2_acts *s, const gpt2_config *c, int B, int Tq, int Tk, int dev_inputs,
-                  int logit_rows) {
+                  int logit_rows, int logit_cols) {
     size_t BT = (size_t)B * Tq, C = (size_t)c->n_embd, F = sizeof(float);
     s->x = cvene_arena_take(a, BT * C * F);
     s->ln = cvene_arena_take(a, BT * C * F);
@@ -218,7 +219,9 @@ static void carve(cvene_arena *a, gpt2_acts *s, const gpt2_config *c, int B, int
     s->out = cvene_arena_take(a, BT * C * F);
     s->fc = cvene_arena_take(a, BT * (size_t)c->n_inner * F);
     s->heads = cvene_arena_take(a, BT * C * F);
-    s->logits = logit_rows ? cvene_arena_take(a, (size_t)logit_rows * (size_t)c->vocab_size * F) : NULL;
+    s->logits = logit_rows ? cvene_arena_take(a, (size_t)logit_rows * (size_t)logit_cols * F) : NULL;
+    /* lm_head rows of the wanted vocabulary columns (resumed forwards with rs->n_vocab) */
+    s->wsel = logit_cols < c->vocab_size ? cvene_arena_take(a, (size_t)logit_cols * C * F) : NULL;
     s->ids = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
     s->pos = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
     s->mask = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
@@ -245,6 +248,21 @@ static cvene_status site_call(const site_run *r, cvene_component c, int l, float
     if (rc != 0)
         return cvene_fail(r->m->ctx, CVENE_ERR_CALLBACK, "site callback at %s layer %d returned %d",
                           cvene_component_name(c), l, rc);
+    return CVENE_OK;
+}
+
+/* Whether any site of layer l is active (then that layer must compute every position). */
+static int layer_has_sites(const site_run *r, int l) {
+    for (int c = 0; c < CVENE_N_COMPONENTS; c++)
+        if (site_on(r, (cvene_component)c, l)) return 1;
+    return 0;
+}
+
+/* rows (B, C) <- row T - 1 of each of the B (T, C) blocks of x */
+static cvene_status gather_last(const cvene_ops *op, cvene_backend *be, float *rows, const float *x, int B,
+                                int T, int C) {
+    for (int b = 0; b < B; b++)
+        CVENE_TRY(op->copy(be, rows + (size_t)b * C, x + ((size_t)b * T + T - 1) * C, C * sizeof(float)));
     return CVENE_OK;
 }
 
@@ -308,10 +326,15 @@ static cvene_status gpt2_forward_from(cvene_model *m, const cvene_resume *rs, in
                                       const cvene_run_opts *o) {
     const gpt2_config *c = &((gpt2_model *)m->arch)->cfg;
     if (B <= 0 || T <= 0 || T > c->n_positions || rs->past < 0 || rs->past >= T || rs->layer < 0 ||
-        rs->layer > c->n_layer || (o && (o->attention_mask || o->position_ids)))
+        rs->layer > c->n_layer || (o && (o->attention_mask || o->position_ids)) || rs->n_vocab < 0 ||
+        rs->n_vocab > c->vocab_size || (rs->n_vocab > 0 && !rs->last_logits_only))
         return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG,
-                          "resumed forward: B=%d T=%d past=%d layer=%d out of range (or a mask given)", B, T,
-                          rs->past, rs->layer);
+                          "resumed forward: B=%d T=%d past=%d layer=%d n_vocab=%d out of range (or a mask given, or "
+                          "n_vocab without last_logits_only)", B, T, rs->past, rs->layer, rs->n_vocab);
+    for (int j = 0; j < rs->n_vocab; j++)
+        if (rs->vocab[j] < 0 || rs->vocab[j] >= c->vocab_size)
+            return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "resumed forward: vocab[%d] = %d is outside [0, %d)", j,
+                              rs->vocab[j], c->vocab_size);
     cvene_status st = gpt2_forward_impl(m, NULL, B, T, o, rs);
     return st == CVENE_SITE_STOPPED ? CVENE_OK : st;
 }
@@ -338,15 +361,16 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     if (row0 < 0 || row0 >= B)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "logits_row0 = %d is outside [0, %d)", row0, B);
     const int logit_rows = last_only ? B : (B - row0) * T;
+    const int NV = rs && rs->n_vocab > 0 ? rs->n_vocab : V; /* logits columns */
 
     /* size the arena, grow it if this (B, T) needs more, then carve */
     cvene_arena a = {NULL, 0, 0};
     gpt2_acts s;
     int dev_logits = logits_out && (!on_host || last_only);
-    carve(&a, &s, c, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0);
+    carve(&a, &s, c, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0, NV);
     CVENE_TRY(model_reserve_activations(m, a.used, B, Tk));
     a = (cvene_arena){m->act_mem, 0, m->act_cap};
-    carve(&a, &s, c, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0);
+    carve(&a, &s, c, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0, NV);
 
     const int32_t *d_ids = ids, *d_pos = o ? o->position_ids : NULL, *d_mask = o ? o->attention_mask : NULL;
     if (!on_host && !rs) {
@@ -365,17 +389,30 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     site_run r = {m, o, B, T, s.heads};
     const float scale0 = c->scale_attn_weights ? 1.0f / sqrtf((float)D) : 1.0f;
 
+    /* When only each row's last-position logits are wanted (sweeps), the last block needs
+     * keys and values of every position but nothing after them except at the last one:
+     * there it runs q, attention and the MLP on B rows instead of B*T (unless a site of
+     * that layer must see every position). xq is then the last rows' residual (B, C). */
+    const int tail = last_only && !layer_has_sites(&r, c->n_layer - 1) ? c->n_layer - 1 : -1;
+    float *xq = s.x;
+
     if (rs) CVENE_TRY(op->copy(be, s.x, rs->x, (size_t)BT * C * sizeof(float)));
     else CVENE_TRY(op->embedding(be, s.x, d_ids, d_pos, p->wte, p->wpe, B, T, C)); // (B, T, C)
     for (int l = rs ? rs->layer : 0; l < c->n_layer; l++) {
         const gpt2_layer *L = &p->layers[l];
         float scale = c->scale_by_inverse_layer_idx ? scale0 / (float)(l + 1) : scale0;
+        const int Tq = l == tail ? 1 : T, Mq = B * Tq; /* query rows of this block */
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
         CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps));
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
         /* c_attn as three column slices of the (C, 3C) Conv1D weight, so q, k and v
          * each land contiguous (B, T, C) for their sites */
-        CVENE_TRY(op->matmul_lp(be, s.q, s.ln, L->c_attn_w, wdt, 3 * C, 0, L->c_attn_b, BT, C, C));
+        if (Tq == T) {
+            CVENE_TRY(op->matmul_lp(be, s.q, s.ln, L->c_attn_w, wdt, 3 * C, 0, L->c_attn_b, BT, C, C));
+        } else { /* the last rows of ln, gathered into att (free until attention) */
+            CVENE_TRY(gather_last(op, be, s.att, s.ln, B, T, C));
+            CVENE_TRY(op->matmul_lp(be, s.q, s.att, L->c_attn_w, wdt, 3 * C, 0, L->c_attn_b, Mq, C, C)); // (B, C)
+        }
         CVENE_TRY(op->matmul_lp(be, s.k, s.ln, wat(L->c_attn_w, wdt, C), wdt, 3 * C, 0, L->c_attn_b + C, BT, C, C));
         CVENE_TRY(op->matmul_lp(be, s.v, s.ln, wat(L->c_attn_w, wdt, 2 * (size_t)C), wdt, 3 * C, 0, L->c_attn_b + 2 * C,
                                 BT, C, C));
@@ -397,33 +434,45 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
             }
             kk = s.kf, vv = s.vf;
         }
-        CVENE_TRY(op->attn_probs(be, s.probs, s.q, (size_t)T * C, kk, (size_t)Tk * C, d_mask, B, T, Tk, H, D, scale));
+        CVENE_TRY(op->attn_probs(be, s.probs, s.q, (size_t)Tq * C, kk, (size_t)Tk * C, d_mask, B, Tq, Tk, H, D, scale));
         CVENE_TRY(site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, Tk));
-        CVENE_TRY(op->attn_apply(be, s.att, s.probs, vv, (size_t)Tk * C, B, T, Tk, H, D)); // (B, T, C)
+        CVENE_TRY(op->attn_apply(be, s.att, s.probs, vv, (size_t)Tk * C, B, Tq, Tk, H, D)); // (B, Tq, C)
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
-        CVENE_TRY(op->matmul_lp(be, s.out, s.att, L->attn_proj_w, wdt, C, 0, L->attn_proj_b, BT, C, C));
+        CVENE_TRY(op->matmul_lp(be, s.out, s.att, L->attn_proj_w, wdt, C, 0, L->attn_proj_b, Mq, C, C));
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
-        CVENE_TRY(op->residual_add(be, s.x, s.out, (size_t)BT * C));
-        CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_2_w, L->ln_2_b, BT, C, c->ln_eps));
+        if (Tq != T) { /* from here on only the last rows: their residual in heads (unused: no sites) */
+            xq = s.heads;
+            CVENE_TRY(gather_last(op, be, xq, s.x, B, T, C));
+        }
+        CVENE_TRY(op->residual_add(be, xq, s.out, (size_t)Mq * C));
+        CVENE_TRY(op->layernorm(be, s.ln, xq, L->ln_2_w, L->ln_2_b, Mq, C, c->ln_eps));
         CVENE_TRY(site_btc(&r, CVENE_MLP_INPUT, CVENE_N_COMPONENTS, l, s.ln));
-        CVENE_TRY(op->matmul_lp(be, s.fc, s.ln, L->c_fc_w, wdt, I, 0, L->c_fc_b, BT, C, I)); // (B, T, I)
-        CVENE_TRY(op->activation(be, s.fc, (size_t)BT * I, c->act));
+        CVENE_TRY(op->matmul_lp(be, s.fc, s.ln, L->c_fc_w, wdt, I, 0, L->c_fc_b, Mq, C, I)); // (B, Tq, I)
+        CVENE_TRY(op->activation(be, s.fc, (size_t)Mq * I, c->act));
         CVENE_TRY(site_call(&r, CVENE_MLP_ACTIVATION, l, s.fc, 3, B, T, I, 0));
-        CVENE_TRY(op->matmul_lp(be, s.out, s.fc, L->mlp_proj_w, wdt, C, 0, L->mlp_proj_b, BT, I, C));
+        CVENE_TRY(op->matmul_lp(be, s.out, s.fc, L->mlp_proj_w, wdt, C, 0, L->mlp_proj_b, Mq, I, C));
         CVENE_TRY(site_btc(&r, CVENE_MLP_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
-        CVENE_TRY(op->residual_add(be, s.x, s.out, (size_t)BT * C));
+        CVENE_TRY(op->residual_add(be, xq, s.out, (size_t)Mq * C));
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
     }
     if (!logits_out) return op->sync(be);
     const float *hx = s.x + (size_t)row0 * T * C;
-    if (last_only) { /* only each row's last position: gather those rows first */
-        for (int b = 0; b < B; b++)
-            CVENE_TRY(op->copy(be, s.out + (size_t)b * C, s.x + ((size_t)b * T + T - 1) * C, C * sizeof(float)));
+    if (last_only && xq != s.x) {
+        hx = xq; /* the last block ran on the last rows only */
+    } else if (last_only) { /* only each row's last position: gather those rows first */
+        CVENE_TRY(gather_last(op, be, s.out, s.x, B, T, C));
         hx = s.out;
     }
     CVENE_TRY(op->layernorm(be, s.ln, hx, p->ln_f_w, p->ln_f_b, logit_rows, C, c->ln_eps));
     float *dst = dev_logits ? s.logits : logits_out;
-    CVENE_TRY(op->matmul_lp(be, dst, s.ln, p->lm_head, wdt, C, 1, NULL, logit_rows, C, V)); // (rows, V)
-    if (dev_logits) CVENE_TRY(op->to_host(be, logits_out, s.logits, (size_t)logit_rows * V * sizeof(float)));
+    const void *lm = p->lm_head;
+    if (NV < V) { /* only some columns (a sweep's logit difference): their rows of lm_head */
+        const size_t row = (size_t)C * cvene_dtype_size(wdt);
+        for (int j = 0; j < NV; j++)
+            CVENE_TRY(op->copy(be, (char *)s.wsel + j * row, wat(p->lm_head, wdt, (size_t)rs->vocab[j] * C), row));
+        lm = s.wsel;
+    }
+    CVENE_TRY(op->matmul_lp(be, dst, s.ln, lm, wdt, C, 1, NULL, logit_rows, C, NV)); // (rows, NV)
+    if (dev_logits) CVENE_TRY(op->to_host(be, logits_out, s.logits, (size_t)logit_rows * NV * sizeof(float)));
     return op->sync(be);
 }

@@ -16,6 +16,8 @@ typedef struct {
     float *const *k_cache;       /* per layer: (past, C) keys (device), or (T, C) with a longer prefix */
     float *const *v_cache;       /* per layer: values, like k_cache */
     int last_logits_only;        /* o->logits gets (B, V): position T - 1 only */
+    const int32_t *vocab;        /* with last_logits_only: only these n_vocab columns (host ids): */
+    int n_vocab;                 /*   o->logits gets (B, n_vocab); 0 = every column */
 } cvene_resume;
 
 typedef struct {
