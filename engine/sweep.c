@@ -7,7 +7,10 @@
  * values; then, for a batch of positions of one layer, it resumes the forward
  * at l (at l + 1 for block_output) for positions >= the batch's smallest p only,
  * attending to the cached keys/values of earlier positions, and computes logits
- * for the last position only. The naive path runs one full forward per site.
+ * for the last position only: its last block runs everything after the keys and
+ * values on the last position alone, and for the logit difference only the two
+ * metric tokens' columns of the output head are computed (models/gpt2.c). The
+ * naive path runs one full forward per site.
  *
  * Both backends run the same code through the backend's ops: every buffer a site
  * reads or writes (the source component, the per-sample caches, the packed input
