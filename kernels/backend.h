@@ -22,7 +22,8 @@ typedef enum {
     CVENE_GELU_ERF = 1,
     CVENE_ACT_RELU = 2,
     CVENE_ACT_SIGMOID = 3, /* 1 / (1 + exp(-x)) (GRU gates) */
-    CVENE_ACT_TANH = 4     /* tanh(x) (GRU new gate) */
+    CVENE_ACT_TANH = 4,    /* tanh(x) (GRU new gate) */
+    CVENE_ACT_NONE = 5     /* identity (matmul_act without an activation) */
 } cvene_act;
 
 /* The element-wise GRU steps that are not an activation (gru_pointwise). */
@@ -61,7 +62,7 @@ typedef struct cvene_ops {
     /* out (M, N) = in (M, K) @ W + bias.  trans_w = 0: W is (K, N) row-major with
      * leading dimension ldw (Conv1D layout, column slices allowed);
      * trans_w = 1: W is (N, K) row-major with leading dimension ldw (nn.Linear /
-     * tied embedding layout). bias may be NULL. */
+     * tied embedding layout). bias may be NULL; K = 0 gives out = bias (zeros without one). */
     cvene_status (*matmul)(cvene_backend *be, float *out, const float *in, const float *w,
                            int ldw, int trans_w, const float *bias, int M, int K, int N);
     /* probs (B, H, Tq, Tk) = softmax(q k^T * scale + masks).
@@ -76,7 +77,7 @@ typedef struct cvene_ops {
     cvene_status (*attn_apply)(cvene_backend *be, float *out, const float *probs,
                                const float *v, size_t v_bs, int B, int Tq, int Tk, int H,
                                int D);
-    /* x (n) = act(x) in place */
+    /* x (n) = act(x) in place (CVENE_ACT_NONE: x unchanged, nothing runs) */
     cvene_status (*activation)(cvene_backend *be, float *x, size_t n, cvene_act act);
     /* x (N, C) = softmax over each row, in place */
     cvene_status (*softmax)(cvene_backend *be, float *x, int N, int C);
@@ -133,6 +134,26 @@ typedef struct cvene_ops {
     cvene_status (*matmul_lp)(cvene_backend *be, float *out, const float *in, const void *w,
                               cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,
                               int K, int N);
+
+    /* ---- fused ops (a model uses them only where no site sits between the parts) ----
+     * residual_layernorm: x (N, C) += y (N, C), then out (N, C) = layernorm(x) with w, b,
+     * eps exactly as the layernorm op: bit for bit residual_add(x, y, N * C) followed by
+     * layernorm(out, x, ...) on the same backend (the add is one f32 add per element either
+     * way; the statistics are the same double sums in the same order). x is updated in
+     * place (it is the residual stream and stays needed); out must not overlap x or y.
+     * CPU: one pass per row while it is in cache; CUDA: one block per row. */
+    cvene_status (*residual_layernorm)(cvene_backend *be, float *x, const float *y, float *out,
+                                       const float *w, const float *b, int N, int C, float eps);
+    /* matmul_act: out (M, N) = act(in (M, K) @ W + bias): exactly matmul_lp (w_dtype, ldw,
+     * trans_w, bias as there) followed by activation(out, M * N, act); CVENE_ACT_NONE is
+     * matmul_lp alone. CPU (the oracle): those two ops. CUDA: f32 weights, a bias and
+     * CVENE_GELU_TANH run as one cuBLASLt GEMM with the GELU+bias epilogue if that epilogue
+     * reproduced gelu_new within 2e-6 when the backend was created (kernels/cuda/gemm.cu;
+     * CVENE_CUDA_GELU_EPILOGUE=0 in the environment turns it off); everything else is the
+     * GEMM (bias in its epilogue) then the activation kernel. */
+    cvene_status (*matmul_act)(cvene_backend *be, float *out, const float *in, const void *w,
+                               cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,
+                               int K, int N, cvene_act act);
 } cvene_ops;
 
 struct cvene_backend {
@@ -172,6 +193,12 @@ cvene_status cvene_cuda_iv_units(cvene_backend *be, float *x, const int64_t *x_o
                                  int op);
 cvene_status cvene_cuda_iv_rotated(cvene_backend *be, float *x, const int64_t *x_off, const float *s,
                                    const int64_t *s_off, const float *W, int n, int D, int k, int trans);
+/* The CUDA matmul / matmul_act (kernels/cuda/gemm.cu: cuBLASLt), as in cvene_ops. */
+cvene_status cvene_cuda_matmul(cvene_backend *be, float *out, const float *in, const float *w, int ldw, int trans_w,
+                               const float *bias, int M, int K, int N);
+cvene_status cvene_cuda_matmul_act(cvene_backend *be, float *out, const float *in, const void *w,
+                                   cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M, int K,
+                                   int N, cvene_act act);
 /* The CUDA matmul_lp (kernels/cuda/lowp.cu), as in cvene_ops. */
 cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, const float *in, const void *w,
                                   cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,
@@ -183,6 +210,12 @@ cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, const float *in
  * read it and nothing waits. One op at a time may use it (ops are issued in order). */
 void *cvene_backend_cuda_blas(cvene_backend *be);
 cvene_status cvene_backend_cuda_scratch(cvene_backend *be, size_t nbytes, void **out);
+/* 1 when this backend's matmul_act fuses CVENE_GELU_TANH into the cuBLASLt epilogue, 0 when
+ * it runs the GEMM and then its own activation kernel (for tests and reports). */
+int cvene_backend_cuda_gelu_epilogue(cvene_backend *be);
+/* How many f32 GEMMs this backend ran through cuBLASLt and through the cuBLAS fallback
+ * (kernels/cuda/gemm.cu); either pointer may be NULL. */
+void cvene_backend_cuda_gemm_counts(cvene_backend *be, int64_t *lt, int64_t *blas);
 #endif
 
 #ifdef __cplusplus

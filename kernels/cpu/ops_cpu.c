@@ -71,7 +71,12 @@ static cvene_status cpu_layernorm(cvene_backend *be, float *out, const float *in
 
 static cvene_status cpu_matmul(cvene_backend *be, float *out, const float *in, const float *w,
                                int ldw, int trans_w, const float *bias, int M, int K, int N) {
+    if (M <= 0 || N <= 0) return CVENE_OK;
     float beta = 0.0f;
+    if (K <= 0) { /* empty sum: out = bias (or zeros), as the CUDA matmul; sgemm refuses lda = 0 */
+        for (size_t i = 0; i < (size_t)M * (size_t)N; i++) out[i] = bias ? bias[i % (size_t)N] : 0.0f;
+        return CVENE_OK;
+    }
     if (bias) {
 #pragma omp parallel for num_threads(NT(be)) schedule(static) if ((int64_t)M * N >= PAR_MIN)
         for (int m = 0; m < M; m++) memcpy(out + (int64_t)m * N, bias, sizeof(float) * N);
@@ -159,6 +164,7 @@ static cvene_status cpu_attn_apply(cvene_backend *be, float *out, const float *p
 }
 
 static cvene_status cpu_activation(cvene_backend *be, float *x, size_t n, cvene_act act) {
+    if (act == CVENE_ACT_NONE) return CVENE_OK;
     const float k0 = 0.7978845608028654f; /* sqrt(2/pi) */
     const float rs2 = 0.7071067811865476f; /* 1/sqrt(2) */
 #pragma omp parallel for num_threads(NT(be)) schedule(static) if (n >= PAR_MIN)
@@ -172,6 +178,7 @@ static cvene_status cpu_activation(cvene_backend *be, float *x, size_t n, cvene_
         case CVENE_ACT_RELU: x[i] = v > 0.0f ? v : 0.0f; break;
         case CVENE_ACT_SIGMOID: x[i] = 1.0f / (1.0f + expf(-v)); break;
         case CVENE_ACT_TANH: x[i] = tanhf(v); break;
+        case CVENE_ACT_NONE: break;
         }
     }
     return CVENE_OK;
@@ -198,6 +205,43 @@ static cvene_status cpu_residual_add(cvene_backend *be, float *x, const float *y
 #pragma omp parallel for num_threads(NT(be)) schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) x[i] += y[i];
     return CVENE_OK;
+}
+
+/* x += y, then out = layernorm(x), one row at a time while the row is in cache. Bit for bit
+ * residual_add + layernorm: the same f32 add per element, and the mean sums the updated x
+ * in the same order (double), then the same variance pass and the same normalisation
+ * expression as cpu_layernorm. */
+static cvene_status cpu_residual_layernorm(cvene_backend *be, float *x, const float *y, float *out,
+                                           const float *w, const float *b, int N, int C, float eps) {
+#pragma omp parallel for num_threads(NT(be)) schedule(static) if ((int64_t)N * C >= PAR_MIN / 4)
+    for (int n = 0; n < N; n++) {
+        float *xr = x + (int64_t)n * C;
+        const float *yr = y + (int64_t)n * C;
+        float *o = out + (int64_t)n * C;
+        double mean = 0.0, var = 0.0;
+        for (int c = 0; c < C; c++) {
+            xr[c] += yr[c];
+            mean += xr[c];
+        }
+        mean /= C;
+        for (int c = 0; c < C; c++) {
+            double d = xr[c] - mean;
+            var += d * d;
+        }
+        var /= C; /* biased, as torch */
+        float m = (float)mean, rstd = (float)(1.0 / sqrt(var + eps));
+        for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * rstd * w[c] + b[c];
+    }
+    return CVENE_OK;
+}
+
+/* matmul_lp then the activation: the reference the CUDA epilogue fusion is tested against. */
+static cvene_status cpu_matmul_act(cvene_backend *be, float *out, const float *in, const void *w,
+                                   cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,
+                                   int K, int N, cvene_act act) {
+    cvene_status st = cvene_cpu_matmul_lp(be, out, in, w, w_dtype, ldw, trans_w, bias, M, K, N);
+    if (st != CVENE_OK || M <= 0 || N <= 0) return st;
+    return cpu_activation(be, out, (size_t)M * (size_t)N, act);
 }
 
 /* GPT-NeoX rotary embedding, as transformers 4.46 computes it in float32:
@@ -289,6 +333,8 @@ static const cvene_ops cpu_ops = {
     .iv_units = cvene_cpu_iv_units,     /* kernels/cpu/ops_intervene.c */
     .iv_rotated = cvene_cpu_iv_rotated,
     .matmul_lp = cvene_cpu_matmul_lp,   /* kernels/cpu/ops_lowp.c */
+    .residual_layernorm = cpu_residual_layernorm,
+    .matmul_act = cpu_matmul_act,
 };
 
 cvene_backend *cvene_backend_cpu_new(int n_threads, char *err, size_t err_len) {

@@ -3,8 +3,9 @@
  * Every op computes the same thing as the CPU reference (kernels/cpu/ops_cpu.c),
  * in f32, with the same accumulations in double where the CPU uses double
  * (layernorm statistics, softmax sums), so results agree to f32 rounding of a
- * different summation order. GEMMs go to cuBLAS with CUBLAS_COMPUTE_32F and the
- * default math mode (no TF32, no BF16x9 emulation).
+ * different summation order. f32 GEMMs go to cuBLASLt with CUBLAS_COMPUTE_32F, the bias
+ * (and gelu_new, for matmul_act) in the GEMM's epilogue, no TF32 and no emulation
+ * (kernels/cuda/gemm.cu; the cuBLAS handle here is its fallback and matmul_lp's).
  *
  * All work is queued on the backend's own stream; ops return as soon as the work
  * is queued, except to_host and sync, which wait for it. Every CUDA / cuBLAS call
@@ -25,6 +26,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/gemm.h"
 
 namespace {
 
@@ -32,6 +34,7 @@ struct cuda_impl {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
+    cvene_cuda_gemm *gemm; /* cuBLASLt handle, workspace and plans (kernels/cuda/gemm.cu) */
     /* grow-only scratch (matmul_lp's rounded activations), allocated stream-ordered */
     void *scratch;
     size_t scratch_cap;
@@ -124,14 +127,12 @@ __global__ void k_embedding(float *out, const int32_t *ids, const int32_t *pos, 
     }
 }
 
-/* One block per row: mean and (biased) variance in double, two passes, as the CPU. */
-__global__ void k_layernorm(float *out, const float *in, const float *w, const float *b, int C,
-                            float eps) {
-    __shared__ double sh[32];
-    const float *x = in + (int64_t)blockIdx.x * C;
-    float *o = out + (int64_t)blockIdx.x * C;
-    double s = 0.0;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) s += x[c];
+/* The rest of one row's layernorm once each thread holds s, the sum of its elements
+ * (c = threadIdx.x, + blockDim.x, ...): mean and (biased) variance in double, two passes,
+ * as the CPU, then the normalised row. Shared by k_layernorm and k_residual_layernorm so
+ * the two produce the same bits (same sums in the same order, same rounding). */
+__device__ __forceinline__ void ln_finish(float *o, const float *x, const float *w, const float *b, int C,
+                                          float eps, double s, double *sh) {
     const double mean = block_sum(s, sh) / C;
     double v = 0.0;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
@@ -143,11 +144,31 @@ __global__ void k_layernorm(float *out, const float *in, const float *w, const f
     for (int c = threadIdx.x; c < C; c += blockDim.x) o[c] = (x[c] - m) * rstd * w[c] + b[c];
 }
 
-/* out (M, N) = bias broadcast over rows */
-__global__ void k_bias_fill(float *out, const float *bias, int N, size_t total) {
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
-         idx += (size_t)gridDim.x * blockDim.x)
-        out[idx] = bias ? bias[idx % (size_t)N] : 0.0f;
+/* One block per row. */
+__global__ void k_layernorm(float *out, const float *in, const float *w, const float *b, int C,
+                            float eps) {
+    __shared__ double sh[32];
+    const float *x = in + (int64_t)blockIdx.x * C;
+    double s = 0.0;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) s += x[c];
+    ln_finish(out + (int64_t)blockIdx.x * C, x, w, b, C, eps, s, sh);
+}
+
+/* One block per row: x += y (one f32 add per element, as k_residual_add), summed while it
+ * is written, then the layernorm of the updated row. The later passes re-read x elements
+ * this same thread wrote, from L1/L2 rather than DRAM for rows of a few thousand floats. */
+__global__ void k_residual_layernorm(float *x, const float *y, float *out, const float *w, const float *b,
+                                     int C, float eps) {
+    __shared__ double sh[32];
+    float *xr = x + (int64_t)blockIdx.x * C;
+    const float *yr = y + (int64_t)blockIdx.x * C;
+    double s = 0.0;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        const float v = xr[c] + yr[c];
+        xr[c] = v;
+        s += v;
+    }
+    ln_finish(out + (int64_t)blockIdx.x * C, xr, w, b, C, eps, s, sh);
 }
 
 /* One block per query row r = (b, h, i). Warps take keys j (any Tk); lanes split D.
@@ -430,26 +451,12 @@ cvene_status cu_layernorm(cvene_backend *be, float *out, const float *in, const 
     return CVENE_OK;
 }
 
-/* Row-major out (M, N) = in (M, K) @ W is, read column-major, out^T (N, M) = W^T (N, K) @
- * in^T (K, M): cuBLAS A = W (lda = ldw; op = N when W is (K, N), T when W is (N, K)),
- * B = in (ldb = K), C = out (ldc = N). */
-cvene_status cu_matmul(cvene_backend *be, float *out, const float *in, const float *w, int ldw,
-                       int trans_w, const float *bias, int M, int K, int N) {
-    if (M <= 0 || N <= 0) return CVENE_OK;
+cvene_status cu_residual_layernorm(cvene_backend *be, float *x, const float *y, float *out, const float *w,
+                                   const float *b, int N, int C, float eps) {
+    if (N <= 0 || C <= 0) return CVENE_OK;
     ENTER(be);
-    cuda_impl *im = impl_of(be);
-    const size_t total = (size_t)M * (size_t)N;
-    float beta = 0.0f;
-    if (bias || K <= 0) { /* out = bias per row (or zeros for an empty K) */
-        k_bias_fill<<<grid_for(total, kEltBlock), kEltBlock, 0, im->stream>>>(out, bias, N, total);
-        LAUNCH_CHECK(be);
-        beta = 1.0f;
-    }
-    if (K <= 0) return CVENE_OK;
-    const float alpha = 1.0f;
-    CUBLAS_CHECK(be, cublasGemmEx(im->blas, trans_w ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, N, M,
-                                  K, &alpha, w, CUDA_R_32F, ldw, in, CUDA_R_32F, K, &beta, out,
-                                  CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    k_residual_layernorm<<<(unsigned)N, kRowBlock, 0, impl_of(be)->stream>>>(x, y, out, w, b, C, eps);
+    LAUNCH_CHECK(be);
     return CVENE_OK;
 }
 
@@ -486,13 +493,13 @@ cvene_status cu_attn_apply(cvene_backend *be, float *out, const float *probs, co
 
 cvene_status cu_activation(cvene_backend *be, float *x, size_t n, cvene_act act) {
     if (act != CVENE_GELU_TANH && act != CVENE_GELU_ERF && act != CVENE_ACT_RELU && act != CVENE_ACT_SIGMOID &&
-        act != CVENE_ACT_TANH) {
+        act != CVENE_ACT_TANH && act != CVENE_ACT_NONE) {
         if (be->err && be->err_len)
             snprintf(be->err, be->err_len, "%s:%d: unknown activation %d", cvene_cuda_short_file(__FILE__),
                      __LINE__, (int)act);
         return CVENE_ERR_INVALID_ARG;
     }
-    if (!n) return CVENE_OK;
+    if (!n || act == CVENE_ACT_NONE) return CVENE_OK;
     ENTER(be);
     k_activation<<<grid_for(n, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(x, n, (int)act);
     LAUNCH_CHECK(be);
@@ -565,7 +572,7 @@ const cvene_ops cuda_ops = {
     cu_sync,          /* sync */
     cu_embedding,     /* embedding */
     cu_layernorm,     /* layernorm */
-    cu_matmul,        /* matmul */
+    cvene_cuda_matmul, /* matmul (kernels/cuda/gemm.cu) */
     cu_attn_probs,    /* attn_probs */
     cu_attn_apply,    /* attn_apply */
     cu_activation,    /* activation */
@@ -577,8 +584,10 @@ const cvene_ops cuda_ops = {
     cvene_cuda_iv_units,   /* iv_units (kernels/cuda/intervene.cu) */
     cvene_cuda_iv_rotated, /* iv_rotated */
     cvene_cuda_matmul_lp,  /* matmul_lp (kernels/cuda/lowp.cu) */
+    cu_residual_layernorm, /* residual_layernorm */
+    cvene_cuda_matmul_act, /* matmul_act (kernels/cuda/gemm.cu) */
 };
-static_assert(sizeof(cvene_ops) == 21 * sizeof(void *),
+static_assert(sizeof(cvene_ops) == 23 * sizeof(void *),
               "cvene_ops changed: update the CUDA op table (cuda_ops)");
 
 } // namespace
@@ -614,6 +623,7 @@ extern "C" int cvene_backend_cuda_device_count(void) {
 extern "C" void *cvene_backend_cuda_stream(cvene_backend *be) { return impl_of(be)->stream; }
 extern "C" int cvene_backend_cuda_ordinal(cvene_backend *be) { return impl_of(be)->device; }
 extern "C" void *cvene_backend_cuda_blas(cvene_backend *be) { return impl_of(be)->blas; }
+cvene_cuda_gemm *cvene_backend_cuda_gemm(cvene_backend *be) { return impl_of(be)->gemm; }
 
 /* Stream-ordered (cudaMallocAsync / cudaFreeAsync on the backend's stream): the old buffer
  * is released only after the work queued before it, so growing never waits for the device
@@ -685,6 +695,8 @@ extern "C" cvene_backend *cvene_backend_cuda_new(int device, char *err, size_t e
     /* plain f32: no TF32 / emulated-BF16 GEMMs, so results match the CPU within 1e-5 */
     CTOR_BLAS(cublasSetMathMode(im->blas, CUBLAS_DEFAULT_MATH));
     CTOR_BLAS(cublasSetPointerMode(im->blas, CUBLAS_POINTER_MODE_HOST));
+    im->gemm = cvene_cuda_gemm_new(err, err_len);
+    if (!im->gemm) goto fail;
 
     be->ops = &cuda_ops;
     be->device = CVENE_DEVICE_CUDA;
@@ -694,10 +706,13 @@ extern "C" cvene_backend *cvene_backend_cuda_new(int device, char *err, size_t e
      * points be->err at one; err here may be a caller's short-lived buffer */
     be->err = nullptr;
     be->err_len = 0;
+    /* decide the gelu_new epilogue now (it waits for the device), never inside a forward */
+    cvene_cuda_gemm_probe_gelu(be);
     return be;
 
 fail:
     if (im) {
+        cvene_cuda_gemm_free(im->gemm);
         if (have_blas) (void)cublasDestroy(im->blas);
         if (have_stream) (void)cudaStreamDestroy(im->stream);
     }
@@ -714,6 +729,7 @@ extern "C" void cvene_backend_cuda_free(cvene_backend *be) {
         if (cudaSetDevice(im->device) == cudaSuccess) {
             if (im->scratch) (void)cudaFreeAsync(im->scratch, im->stream);
             (void)cudaStreamSynchronize(im->stream);
+            cvene_cuda_gemm_free(im->gemm);
             (void)cublasDestroy(im->blas);
             (void)cudaStreamDestroy(im->stream);
         }

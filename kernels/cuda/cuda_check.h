@@ -56,6 +56,16 @@ static inline cvene_status cvene_cuda_msg(cvene_backend *be, cvene_status st, co
             return cvene_cublas_fail((be)->err, (be)->err_len, __FILE__, __LINE__, #call, s_);   \
     } while (0)
 
+/* A cuBLAS(Lt) call for which the status `allowed` is an answer rather than a failure (a
+ * heuristic query's CUBLAS_STATUS_NOT_SUPPORTED): the status is stored in `out`; any other
+ * failure returns as CUBLAS_CHECK does. */
+#define CUBLAS_CHECK_ALLOW(be, call, allowed, out)                                               \
+    do {                                                                                         \
+        (out) = (call);                                                                          \
+        if ((out) != CUBLAS_STATUS_SUCCESS && (out) != (allowed))                                \
+            return cvene_cublas_fail((be)->err, (be)->err_len, __FILE__, __LINE__, #call, (out)); \
+    } while (0)
+
 /* After a kernel launch: launch-configuration errors surface here, without a sync. */
 #define LAUNCH_CHECK(be) CU_CHECK(be, cudaGetLastError())
 
