@@ -251,21 +251,6 @@ static cvene_status site_call(const site_run *r, cvene_component c, int l, float
     return CVENE_OK;
 }
 
-/* Whether any site of layer l is active (then that layer must compute every position). */
-static int layer_has_sites(const site_run *r, int l) {
-    for (int c = 0; c < CVENE_N_COMPONENTS; c++)
-        if (site_on(r, (cvene_component)c, l)) return 1;
-    return 0;
-}
-
-/* rows (B, C) <- row T - 1 of each of the B (T, C) blocks of x */
-static cvene_status gather_last(const cvene_ops *op, cvene_backend *be, float *rows, const float *x, int B,
-                                int T, int C) {
-    for (int b = 0; b < B; b++)
-        CVENE_TRY(op->copy(be, rows + (size_t)b * C, x + ((size_t)b * T + T - 1) * C, C * sizeof(float)));
-    return CVENE_OK;
-}
-
 /* (B, T, C) site and, if asked, its per-head (B, H, T, D) form. */
 static cvene_status site_btc(const site_run *r, cvene_component c, cvene_component head_c, int l,
                              float *data) {
@@ -324,17 +309,7 @@ static cvene_status gpt2_forward(cvene_model *m, const int32_t *ids, int B, int 
 
 static cvene_status gpt2_forward_from(cvene_model *m, const cvene_resume *rs, int B, int T,
                                       const cvene_run_opts *o) {
-    const gpt2_config *c = &((gpt2_model *)m->arch)->cfg;
-    if (B <= 0 || T <= 0 || T > c->n_positions || rs->past < 0 || rs->past >= T || rs->layer < 0 ||
-        rs->layer > c->n_layer || (o && (o->attention_mask || o->position_ids)) || rs->n_vocab < 0 ||
-        rs->n_vocab > c->vocab_size || (rs->n_vocab > 0 && !rs->last_logits_only))
-        return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG,
-                          "resumed forward: B=%d T=%d past=%d layer=%d n_vocab=%d out of range (or a mask given, or "
-                          "n_vocab without last_logits_only)", B, T, rs->past, rs->layer, rs->n_vocab);
-    for (int j = 0; j < rs->n_vocab; j++)
-        if (rs->vocab[j] < 0 || rs->vocab[j] >= c->vocab_size)
-            return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "resumed forward: vocab[%d] = %d is outside [0, %d)", j,
-                              rs->vocab[j], c->vocab_size);
+    CVENE_TRY(resume_check(m, rs, B, T, o));
     cvene_status st = gpt2_forward_impl(m, NULL, B, T, o, rs);
     return st == CVENE_SITE_STOPPED ? CVENE_OK : st;
 }
@@ -393,8 +368,9 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
      * keys and values of every position but nothing after them except at the last one:
      * there it runs q, attention and the MLP on B rows instead of B*T (unless a site of
      * that layer must see every position). xq is then the last rows' residual (B, C). */
-    const int tail = last_only && !layer_has_sites(&r, c->n_layer - 1) ? c->n_layer - 1 : -1;
+    const int tail = last_only && !resume_layer_has_sites(o, c->n_layer - 1) ? c->n_layer - 1 : -1;
     float *xq = s.x;
+    int ln1_ready = 0; /* s.ln already holds this block's ln_1 (fused into the last residual add) */
 
     if (rs) CVENE_TRY(op->copy(be, s.x, rs->x, (size_t)BT * C * sizeof(float)));
     else CVENE_TRY(op->embedding(be, s.x, d_ids, d_pos, p->wte, p->wpe, B, T, C)); // (B, T, C)
@@ -403,14 +379,14 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         float scale = c->scale_by_inverse_layer_idx ? scale0 / (float)(l + 1) : scale0;
         const int Tq = l == tail ? 1 : T, Mq = B * Tq; /* query rows of this block */
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
-        CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps));
+        if (!ln1_ready) CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps));
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
         /* c_attn as three column slices of the (C, 3C) Conv1D weight, so q, k and v
          * each land contiguous (B, T, C) for their sites */
         if (Tq == T) {
             CVENE_TRY(op->matmul_lp(be, s.q, s.ln, L->c_attn_w, wdt, 3 * C, 0, L->c_attn_b, BT, C, C));
         } else { /* the last rows of ln, gathered into att (free until attention) */
-            CVENE_TRY(gather_last(op, be, s.att, s.ln, B, T, C));
+            CVENE_TRY(resume_gather_last(be, s.att, s.ln, B, T, C));
             CVENE_TRY(op->matmul_lp(be, s.q, s.att, L->c_attn_w, wdt, 3 * C, 0, L->c_attn_b, Mq, C, C)); // (B, C)
         }
         CVENE_TRY(op->matmul_lp(be, s.k, s.ln, wat(L->c_attn_w, wdt, C), wdt, 3 * C, 0, L->c_attn_b + C, BT, C, C));
@@ -424,14 +400,8 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, s.v));
         const float *kk = s.k, *vv = s.v;
         if (s.kf) { /* resuming: cached prefix keys/values, shared by every row, then ours */
-            for (int b = 0; b < B; b++) {
-                size_t row = (size_t)b * Tk * C, pre = (size_t)past * C * sizeof(float);
-                size_t cur = (size_t)T * C * sizeof(float);
-                CVENE_TRY(op->copy(be, s.kf + row, rs->k_cache[l], pre));
-                CVENE_TRY(op->copy(be, s.vf + row, rs->v_cache[l], pre));
-                CVENE_TRY(op->copy(be, s.kf + row + (size_t)past * C, s.k + (size_t)b * T * C, cur));
-                CVENE_TRY(op->copy(be, s.vf + row + (size_t)past * C, s.v + (size_t)b * T * C, cur));
-            }
+            CVENE_TRY(resume_join_cache(be, s.kf, rs->k_cache[l], s.k, B, past, T, C));
+            CVENE_TRY(resume_join_cache(be, s.vf, rs->v_cache[l], s.v, B, past, T, C));
             kk = s.kf, vv = s.vf;
         }
         CVENE_TRY(op->attn_probs(be, s.probs, s.q, (size_t)Tq * C, kk, (size_t)Tk * C, d_mask, B, Tq, Tk, H, D, scale));
@@ -442,17 +412,26 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
         if (Tq != T) { /* from here on only the last rows: their residual in heads (unused: no sites) */
             xq = s.heads;
-            CVENE_TRY(gather_last(op, be, xq, s.x, B, T, C));
+            CVENE_TRY(resume_gather_last(be, xq, s.x, B, T, C));
         }
-        CVENE_TRY(op->residual_add(be, xq, s.out, (size_t)Mq * C));
-        CVENE_TRY(op->layernorm(be, s.ln, xq, L->ln_2_w, L->ln_2_b, Mq, C, c->ln_eps));
+        /* fused: no site between the residual add and ln_2 (MLP_INPUT is ln_2's output) */
+        CVENE_TRY(op->residual_layernorm(be, xq, s.out, s.ln, L->ln_2_w, L->ln_2_b, Mq, C, c->ln_eps));
         CVENE_TRY(site_btc(&r, CVENE_MLP_INPUT, CVENE_N_COMPONENTS, l, s.ln));
-        CVENE_TRY(op->matmul_lp(be, s.fc, s.ln, L->c_fc_w, wdt, I, 0, L->c_fc_b, Mq, C, I)); // (B, Tq, I)
-        CVENE_TRY(op->activation(be, s.fc, (size_t)Mq * I, c->act));
+        /* c_fc and its activation in one op (MLP_ACTIVATION is the activation's output) */
+        CVENE_TRY(op->matmul_act(be, s.fc, s.ln, L->c_fc_w, wdt, I, 0, L->c_fc_b, Mq, C, I, c->act)); // (B, Tq, I)
         CVENE_TRY(site_call(&r, CVENE_MLP_ACTIVATION, l, s.fc, 3, B, T, I, 0));
         CVENE_TRY(op->matmul_lp(be, s.out, s.fc, L->mlp_proj_w, wdt, C, 0, L->mlp_proj_b, Mq, I, C));
         CVENE_TRY(site_btc(&r, CVENE_MLP_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
-        CVENE_TRY(op->residual_add(be, xq, s.out, (size_t)Mq * C));
+        /* the next block's ln_1 fused into this residual add when no site sits between them
+         * (this block's BLOCK_OUTPUT, the next one's BLOCK_INPUT); the last block's residual
+         * is followed by ln_f only when logits are wanted, below */
+        ln1_ready = l + 1 < c->n_layer && xq == s.x && Mq == BT && !site_on(&r, CVENE_BLOCK_OUTPUT, l) &&
+                    !site_on(&r, CVENE_BLOCK_INPUT, l + 1);
+        if (ln1_ready)
+            CVENE_TRY(op->residual_layernorm(be, s.x, s.out, s.ln, p->layers[l + 1].ln_1_w, p->layers[l + 1].ln_1_b,
+                                             BT, C, c->ln_eps));
+        else
+            CVENE_TRY(op->residual_add(be, xq, s.out, (size_t)Mq * C));
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
     }
     if (!logits_out) return op->sync(be);
@@ -460,16 +439,14 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     if (last_only && xq != s.x) {
         hx = xq; /* the last block ran on the last rows only */
     } else if (last_only) { /* only each row's last position: gather those rows first */
-        CVENE_TRY(gather_last(op, be, s.out, s.x, B, T, C));
+        CVENE_TRY(resume_gather_last(be, s.out, s.x, B, T, C));
         hx = s.out;
     }
     CVENE_TRY(op->layernorm(be, s.ln, hx, p->ln_f_w, p->ln_f_b, logit_rows, C, c->ln_eps));
     float *dst = dev_logits ? s.logits : logits_out;
     const void *lm = p->lm_head;
     if (NV < V) { /* only some columns (a sweep's logit difference): their rows of lm_head */
-        const size_t row = (size_t)C * cvene_dtype_size(wdt);
-        for (int j = 0; j < NV; j++)
-            CVENE_TRY(op->copy(be, (char *)s.wsel + j * row, wat(p->lm_head, wdt, (size_t)rs->vocab[j] * C), row));
+        CVENE_TRY(resume_head_rows(be, s.wsel, p->lm_head, wdt, rs->vocab, NV, C));
         lm = s.wsel;
     }
     CVENE_TRY(op->matmul_lp(be, dst, s.ln, lm, wdt, C, 1, NULL, logit_rows, C, NV)); // (rows, NV)

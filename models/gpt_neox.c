@@ -202,14 +202,15 @@ static void neox_free(cvene_model *m) {
 }
 
 static cvene_status neox_forward(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o);
+static cvene_status neox_forward_from(cvene_model *m, const cvene_resume *rs, int B, int T, const cvene_run_opts *o);
 static const float *neox_token_embeddings(cvene_model *m, int *V, int *C) {
     neox_model *g = m->arch;
     *V = g->cfg.vocab_size;
     *C = g->cfg.n_embd;
     return g->p.embed_in;
 }
-/* no forward_from yet: sweeps run full forwards on GPT-NeoX */
-static const cvene_model_vtable neox_vtable = {"gpt_neox", neox_forward, neox_free, NULL, neox_token_embeddings};
+static const cvene_model_vtable neox_vtable = {"gpt_neox", neox_forward, neox_free, neox_forward_from,
+                                               neox_token_embeddings};
 
 cvene_status gpt_neox_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     cvene_ctx *ctx = m->ctx;
@@ -266,35 +267,45 @@ typedef struct {
     float *qkv;    // (B, T, H, 3, D) query_key_value output, regrouped in place (via tmp)
                    // to (3, B, T, C): q, then k = q + BTC, then v = k + BTC
     float *tmp;    // (B, T, 3, H, D) regrouping scratch
-    float *probs;  // (B, H, T, T)
+    float *kf, *vf;   // (B, Tk, C) cached prefix + new keys/values when resuming
+    float *probs;  // (B, H, T, Tk)
     float *att;    // (B, T, C) merged heads
     float *attn;   // (B, T, C) attention output
     float *mlp;    // (B, T, C) mlp output
     float *fc;     // (B, T, I)
     float *heads;  // (B, H, T, D) scratch for per-head sites
     float *logits; // (B, T, V) device logits when not writing straight to the host
+    void *wsel;    // (n_vocab, C) output-head rows of the columns a resumed forward asked for
     int32_t *ids, *pos, *mask; // (B, T) device copies of the inputs
     int32_t *zpos; // (B, T) zeros: every token reads the zero row as its "position embedding"
+    int32_t *rpos; // (B, T) rotary positions past .. Tk - 1 of a resumed forward
 } neox_acts;
 
-static void carve(cvene_arena *a, neox_acts *s, const neox_config *c, int B, int T, int dev_inputs,
-                  int dev_logits) {
+/* T: positions computed; Tk: positions attended (Tk > T when resuming after a cached
+ * prefix: kf/vf then hold the full keys/values); logits: device logits floats (0: none);
+ * n_vocab < vocab_size: room for that many output-head rows. */
+static void carve(cvene_arena *a, neox_acts *s, const neox_config *c, int B, int T, int Tk, int dev_inputs,
+                  size_t logits, int n_vocab) {
     size_t BT = (size_t)B * T, C = (size_t)c->n_embd, F = sizeof(float);
     s->x = cvene_arena_take(a, BT * C * F);
     s->ln = cvene_arena_take(a, BT * C * F);
     s->qkv = cvene_arena_take(a, 3 * BT * C * F);
     s->tmp = cvene_arena_take(a, 3 * BT * C * F);
-    s->probs = cvene_arena_take(a, BT * (size_t)c->n_head * (size_t)T * F);
+    s->kf = Tk > T ? cvene_arena_take(a, (size_t)B * Tk * C * F) : NULL;
+    s->vf = Tk > T ? cvene_arena_take(a, (size_t)B * Tk * C * F) : NULL;
+    s->probs = cvene_arena_take(a, BT * (size_t)c->n_head * (size_t)Tk * F);
     s->att = cvene_arena_take(a, BT * C * F);
     s->attn = cvene_arena_take(a, BT * C * F);
     s->mlp = cvene_arena_take(a, BT * C * F);
     s->fc = cvene_arena_take(a, BT * (size_t)c->n_inner * F);
     s->heads = cvene_arena_take(a, BT * C * F);
-    s->logits = dev_logits ? cvene_arena_take(a, BT * (size_t)c->vocab_size * F) : NULL;
+    s->logits = logits ? cvene_arena_take(a, logits * F) : NULL;
+    s->wsel = n_vocab < c->vocab_size ? cvene_arena_take(a, (size_t)n_vocab * C * F) : NULL;
     s->ids = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
     s->pos = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
     s->mask = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
     s->zpos = cvene_arena_take(a, BT * 4);
+    s->rpos = Tk > T ? cvene_arena_take(a, BT * 4) : NULL;
 }
 
 /* ---- planning (from config.json alone) ----------------------------------- */
@@ -311,7 +322,7 @@ cvene_status gpt_neox_plan(cvene_ctx *ctx, const char *dir, const cJSON *cfg, in
     count_params(&c, &out->embed_params, &out->layer_params, &out->final_params);
     cvene_arena a = {NULL, 0, 0};
     neox_acts s;
-    carve(&a, &s, &c, B, T, on_device, 0);
+    carve(&a, &s, &c, B, T, T, on_device, 0, c.vocab_size);
     out->arena_bytes = a.used;
     out->logits_bytes = (size_t)B * T * (size_t)c.vocab_size * sizeof(float);
     return CVENE_OK;
@@ -390,15 +401,25 @@ static cvene_status check_inputs(cvene_model *m, const int32_t *ids, int B, int 
     return CVENE_OK;
 }
 
-static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o);
+static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o,
+                                      const cvene_resume *rs);
 
 static cvene_status neox_forward(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o) {
-    cvene_status st = neox_forward_impl(m, ids, B, T, o);
+    cvene_status st = neox_forward_impl(m, ids, B, T, o, NULL);
     return st == CVENE_SITE_STOPPED ? CVENE_OK : st;
 }
 
-static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o) {
-    CVENE_TRY(check_inputs(m, ids, B, T, o));
+static cvene_status neox_forward_from(cvene_model *m, const cvene_resume *rs, int B, int T, const cvene_run_opts *o) {
+    CVENE_TRY(resume_check(m, rs, B, T, o));
+    cvene_status st = neox_forward_impl(m, NULL, B, T, o, rs);
+    return st == CVENE_SITE_STOPPED ? CVENE_OK : st;
+}
+
+/* A full forward (rs NULL) or one resumed at layer rs->layer for positions [rs->past, T),
+ * attending to cached (rotated) keys and values of the earlier positions. */
+static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o,
+                                      const cvene_resume *rs) {
+    if (!rs) CVENE_TRY(check_inputs(m, ids, B, T, o));
     cvene_ctx *ctx = m->ctx;
     cvene_backend *be = ctx->be;
     const cvene_ops *op = be->ops;
@@ -409,19 +430,29 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
     const neox_params *p = &((neox_model *)m->arch)->p;
     const cvene_dtype wdt = p->gemm_dtype; /* f32: matmul_lp is exactly matmul */
     const int C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, V = c->vocab_size;
+    const int past = rs ? rs->past : 0, Tk = T;
+    const int last_only = rs && rs->last_logits_only;
+    T = Tk - past; /* positions computed from here on */
     const int BT = B * T;
     const int on_host = be->device == CVENE_DEVICE_CPU;
     float *logits_out = o ? o->logits : NULL;
+    const int row0 = o && !last_only ? o->logits_row0 : 0;
+    if (row0 < 0 || row0 >= B)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "logits_row0 = %d is outside [0, %d)", row0, B);
+    const int logit_rows = last_only ? B : (B - row0) * T;
+    const int NV = rs && rs->n_vocab > 0 ? rs->n_vocab : V; /* logits columns */
+    const int dev_logits = logits_out && (!on_host || last_only);
 
     cvene_arena a = {NULL, 0, 0};
     neox_acts s;
-    carve(&a, &s, c, B, T, !on_host, !on_host && logits_out);
-    CVENE_TRY(model_reserve_activations(m, a.used, B, T));
+    const size_t nlog = dev_logits ? (size_t)logit_rows * NV : 0;
+    carve(&a, &s, c, B, T, Tk, !on_host && !rs, nlog, NV);
+    CVENE_TRY(model_reserve_activations(m, a.used, B, Tk));
     a = (cvene_arena){m->act_mem, 0, m->act_cap};
-    carve(&a, &s, c, B, T, !on_host, !on_host && logits_out);
+    carve(&a, &s, c, B, T, Tk, !on_host && !rs, nlog, NV);
 
     const int32_t *d_ids = ids, *d_pos = o ? o->position_ids : NULL, *d_mask = o ? o->attention_mask : NULL;
-    if (!on_host) {
+    if (!on_host && !rs) {
         CVENE_TRY(op->to_device(be, s.ids, ids, (size_t)BT * 4));
         d_ids = s.ids;
         if (d_pos) {
@@ -433,24 +464,36 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
             d_mask = s.mask;
         }
     }
-    { /* embed_in has no position table: add the zero row at "position" 0 for every token */
-        int32_t *z = calloc((size_t)BT, sizeof(int32_t));
-        if (!z) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
-        cvene_status zs = op->to_device(be, s.zpos, z, (size_t)BT * 4);
-        free(z);
-        CVENE_TRY(zs);
-    }
+    /* embed_in has no position table: the zero row at "position" 0 for every token; a
+     * resumed forward needs no embedding but rotary positions past .. Tk - 1 instead */
+    int32_t *hp = calloc((size_t)BT, sizeof(int32_t));
+    if (!hp) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    for (int i = 0; past > 0 && i < BT; i++) hp[i] = past + i % T; /* past = 0: the default 0..T-1 */
+    cvene_status ps = op->to_device(be, past > 0 ? s.rpos : s.zpos, hp, (size_t)BT * 4);
+    free(hp);
+    CVENE_TRY(ps);
+    if (past > 0) d_pos = s.rpos;
 
     site_run r = {m, o, B, T, s.heads};
     const float scale = (float)(1.0 / sqrt((double)D)); /* norm_factor = head_size ** -0.5 */
     const size_t BTC = (size_t)BT * C;
     float *q = s.qkv, *k = s.qkv + BTC, *v = s.qkv + 2 * BTC;
 
-    CVENE_TRY(op->embedding(be, s.x, d_ids, s.zpos, p->embed_in, p->zero_row, B, T, C)); // (B, T, C)
-    for (int l = 0; l < c->n_layer; l++) {
+    /* When only each row's last-position logits are wanted (sweeps), the last block needs
+     * keys and values of every position but nothing after them except at the last one:
+     * there attention and the MLP run on B rows instead of B*T (unless a site of that layer
+     * must see every position). xq is then the last rows' residual (B, C). */
+    const int tail = last_only && !resume_layer_has_sites(o, c->n_layer - 1) ? c->n_layer - 1 : -1;
+    float *xq = s.x;
+
+    if (rs) CVENE_TRY(op->copy(be, s.x, rs->x, BTC * sizeof(float)));
+    else CVENE_TRY(op->embedding(be, s.x, d_ids, s.zpos, p->embed_in, p->zero_row, B, T, C)); // (B, T, C)
+    int ln1_ready = 0; /* s.ln already holds this block's ln_1 (fused into the last residual add) */
+    for (int l = rs ? rs->layer : 0; l < c->n_layer; l++) {
         const neox_layer *L = &p->layers[l];
+        const int Tq = l == tail ? 1 : T, Mq = B * Tq; /* query rows of this block */
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
-        CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps));
+        if (!ln1_ready) CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps));
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
         /* fused projection (B*T, H, 3, D), regrouped to (B*T, 3, H, D), then to (3, B*T, C):
          * q, k and v each contiguous (B, T, C) for their sites */
@@ -465,31 +508,66 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_QUERY_OUTPUT, l, q));
         CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_KEY_OUTPUT, l, k));
         CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, v));
-        CVENE_TRY(op->attn_probs(be, s.probs, q, (size_t)T * C, k, (size_t)T * C, d_mask, B, T, T, H, D, scale));
-        CVENE_TRY(site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, T));
-        CVENE_TRY(op->attn_apply(be, s.att, s.probs, v, (size_t)T * C, B, T, T, H, D)); // (B, T, C)
+        const float *kk = k, *vv = v;
+        if (s.kf) { /* resuming: cached prefix keys/values (already rotated), shared by every row, then ours */
+            CVENE_TRY(resume_join_cache(be, s.kf, rs->k_cache[l], k, B, past, T, C));
+            CVENE_TRY(resume_join_cache(be, s.vf, rs->v_cache[l], v, B, past, T, C));
+            kk = s.kf, vv = s.vf;
+        }
+        /* the tail block's queries: each row's last one, read in place (batch stride T * C) */
+        const float *qq = Tq == T ? q : q + (size_t)(T - 1) * C;
+        CVENE_TRY(op->attn_probs(be, s.probs, qq, (size_t)T * C, kk, (size_t)Tk * C, d_mask, B, Tq, Tk, H, D, scale));
+        CVENE_TRY(site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, Tk));
+        CVENE_TRY(op->attn_apply(be, s.att, s.probs, vv, (size_t)Tk * C, B, Tq, Tk, H, D)); // (B, Tq, C)
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
-        CVENE_TRY(op->matmul_lp(be, s.attn, s.att, L->dense_w, wdt, C, 1, L->dense_b, BT, C, C));
+        CVENE_TRY(op->matmul_lp(be, s.attn, s.att, L->dense_w, wdt, C, 1, L->dense_b, Mq, C, C));
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.attn));
-        if (!c->parallel) CVENE_TRY(op->residual_add(be, s.x, s.attn, BTC)); // h = x + a
-        CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_2_w, L->ln_2_b, BT, C, c->ln_eps));
+        if (Tq != T) { /* from here on only the last rows: their residual in heads (unused: no sites) */
+            xq = s.heads;
+            CVENE_TRY(resume_gather_last(be, xq, s.x, B, T, C));
+        }
+        /* sequential: h = x + a, then ln_2(h), fused (no site between: MLP_INPUT is ln_2's
+         * output); parallel: ln_2 reads the block's input x, which attention left alone */
+        if (!c->parallel)
+            CVENE_TRY(op->residual_layernorm(be, xq, s.attn, s.ln, L->ln_2_w, L->ln_2_b, Mq, C, c->ln_eps));
+        else
+            CVENE_TRY(op->layernorm(be, s.ln, xq, L->ln_2_w, L->ln_2_b, Mq, C, c->ln_eps));
         CVENE_TRY(site_btc(&r, CVENE_MLP_INPUT, CVENE_N_COMPONENTS, l, s.ln));
-        CVENE_TRY(op->matmul_lp(be, s.fc, s.ln, L->fc_w, wdt, C, 1, L->fc_b, BT, C, I)); // (B, T, I)
-        CVENE_TRY(op->activation(be, s.fc, (size_t)BT * I, c->act));
+        /* dense_h_to_4h and its activation in one op (MLP_ACTIVATION is the activation's
+         * output); Pythia's exact-erf gelu runs as GEMM then activation on every backend */
+        CVENE_TRY(op->matmul_act(be, s.fc, s.ln, L->fc_w, wdt, C, 1, L->fc_b, Mq, C, I, c->act)); // (B, Tq, I)
         CVENE_TRY(site_call(&r, CVENE_MLP_ACTIVATION, l, s.fc, 3, B, T, I, 0));
-        CVENE_TRY(op->matmul_lp(be, s.mlp, s.fc, L->proj_w, wdt, I, 1, L->proj_b, BT, I, C));
+        CVENE_TRY(op->matmul_lp(be, s.mlp, s.fc, L->proj_w, wdt, I, 1, L->proj_b, Mq, I, C));
         CVENE_TRY(site_btc(&r, CVENE_MLP_OUTPUT, CVENE_N_COMPONENTS, l, s.mlp));
-        if (c->parallel) CVENE_TRY(op->residual_add(be, s.mlp, s.attn, BTC)); // m + a, as transformers
-        CVENE_TRY(op->residual_add(be, s.x, s.mlp, BTC));
+        if (c->parallel) CVENE_TRY(op->residual_add(be, s.mlp, s.attn, (size_t)Mq * C)); // m + a, as transformers
+        /* x + (m + a) (parallel) or h + m, with the next block's ln_1 fused in when no site
+         * sits between (this block's BLOCK_OUTPUT, the next one's BLOCK_INPUT); after the
+         * last block ln_f follows only when logits are wanted, below */
+        ln1_ready = l + 1 < c->n_layer && xq == s.x && !site_on(&r, CVENE_BLOCK_OUTPUT, l) &&
+                    !site_on(&r, CVENE_BLOCK_INPUT, l + 1);
+        if (ln1_ready)
+            CVENE_TRY(op->residual_layernorm(be, s.x, s.mlp, s.ln, p->layers[l + 1].ln_1_w, p->layers[l + 1].ln_1_b, BT,
+                                             C, c->ln_eps));
+        else
+            CVENE_TRY(op->residual_add(be, xq, s.mlp, (size_t)Mq * C));
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
     }
     if (!logits_out) return op->sync(be);
-    const int row0 = o->logits_row0, rows = (B - row0) * T; /* logits for rows row0.. only */
-    if (row0 < 0 || row0 >= B)
-        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "logits_row0 = %d is outside [0, %d)", row0, B);
-    CVENE_TRY(op->layernorm(be, s.ln, s.x + (size_t)row0 * T * C, p->ln_f_w, p->ln_f_b, rows, C, c->ln_eps));
-    float *dst = on_host ? logits_out : s.logits;
-    CVENE_TRY(op->matmul_lp(be, dst, s.ln, p->embed_out, wdt, C, 1, NULL, rows, C, V)); // (rows, V)
-    if (!on_host) CVENE_TRY(op->to_host(be, logits_out, s.logits, (size_t)rows * V * sizeof(float)));
+    const float *hx = s.x + (size_t)row0 * T * C; /* logits for rows row0.. only */
+    if (last_only && xq != s.x) {
+        hx = xq; /* the last block ran on the last rows only */
+    } else if (last_only) { /* only each row's last position: gather those rows first */
+        CVENE_TRY(resume_gather_last(be, s.attn, s.x, B, T, C));
+        hx = s.attn;
+    }
+    CVENE_TRY(op->layernorm(be, s.ln, hx, p->ln_f_w, p->ln_f_b, logit_rows, C, c->ln_eps));
+    float *dst = dev_logits ? s.logits : logits_out;
+    const void *head = p->embed_out;
+    if (NV < V) { /* only some columns (a sweep's logit difference): their rows of the head */
+        CVENE_TRY(resume_head_rows(be, s.wsel, p->embed_out, wdt, rs->vocab, NV, C));
+        head = s.wsel;
+    }
+    CVENE_TRY(op->matmul_lp(be, dst, s.ln, head, wdt, C, 1, NULL, logit_rows, C, NV)); // (rows, NV)
+    if (dev_logits) CVENE_TRY(op->to_host(be, logits_out, s.logits, (size_t)logit_rows * NV * sizeof(float)));
     return op->sync(be);
 }

@@ -63,6 +63,21 @@ typedef struct {
 cvene_status gpt_neox_plan(cvene_ctx *ctx, const char *dir, const cJSON *cfg, int B, int T, int on_device,
                            model_plan *out);
 
+/* ---- resumed forwards (models/resume.c) ---- */
+/* Arguments of a forward_from: sizes, layer and past in range, no mask or position ids,
+ * vocab columns valid (uses m->info). */
+cvene_status resume_check(cvene_model *m, const cvene_resume *rs, int B, int T, const cvene_run_opts *o);
+/* 1 if any site of layer l is on (then that layer computes every position). */
+int resume_layer_has_sites(const cvene_run_opts *o, int l);
+/* rows (B, C) <- row T - 1 of each (T, C) block of x (B, T, C). */
+cvene_status resume_gather_last(cvene_backend *be, float *rows, const float *x, int B, int T, int C);
+/* full (B, past + T, C) <- per row: cache (past, C), shared by the rows, then cur's (T, C). */
+cvene_status resume_join_cache(cvene_backend *be, float *full, const float *cache, const float *cur, int B, int past,
+                               int T, int C);
+/* dst (n, C) <- rows ids[0..n) of an output head (V, C) held in dt (the head's own dtype). */
+cvene_status resume_head_rows(cvene_backend *be, void *dst, const void *head, cvene_dtype dt, const int32_t *ids,
+                              int n, int C);
+
 /* Grow the activation arena to at least bytes (used by every forward). */
 cvene_status model_reserve_activations(cvene_model *m, size_t bytes, int B, int T);
 

@@ -45,7 +45,10 @@ double rel_err(const std::vector<float> &a, const std::vector<float> &b, const s
 TEST_P(SweepFastEqualsNaive, AllSites) {
     CVENE_SKIP_WITHOUT_DEVICE();
     const Case &k = GetParam();
-    const std::string dir = std::string(CVENE_FIXTURES) + "/gpt2/" + k.model + "/model";
+    // "small" is a GPT-2 fixture; "neox/NAME" a GPT-NeoX one
+    const std::string name = k.model;
+    const std::string dir = std::string(CVENE_FIXTURES) + (name.find('/') == std::string::npos ? "/gpt2/" : "/") +
+                            name + "/model";
     Loaded L(dir, kTestDevice);
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
     cvene_model_info mi = cvene_model_get_info(L.model);
@@ -143,6 +146,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"inner_erf", CVENE_MLP_ACTIVATION, CVENE_METRIC_KL, 1, 0, 2},
                       Case{"inner_erf", CVENE_BLOCK_OUTPUT, CVENE_METRIC_PROB, 1, 1, 4},
                       Case{"sharded", CVENE_MLP_OUTPUT, CVENE_METRIC_PROB, 2, 1, 6},
-                      Case{"fp16", CVENE_ATTENTION_VALUE_OUTPUT, CVENE_METRIC_LOGIT_DIFF, 1, 0, 9}));
+                      Case{"fp16", CVENE_ATTENTION_VALUE_OUTPUT, CVENE_METRIC_LOGIT_DIFF, 1, 0, 9},
+                      // GPT-NeoX (rotary keys cached after rotation; parallel and sequential residual)
+                      Case{"neox/par_rot25", CVENE_BLOCK_OUTPUT, CVENE_METRIC_LOGIT_DIFF, 1, 0, 4},
+                      Case{"neox/par_rot25", CVENE_MLP_OUTPUT, CVENE_METRIC_KL, 2, 1, 3},
+                      Case{"neox/seq_rot100", CVENE_BLOCK_INPUT, CVENE_METRIC_PROB, 1, 0, 32},
+                      Case{"neox/seq_rot100", CVENE_ATTENTION_OUTPUT, CVENE_METRIC_LOGIT_DIFF, 1, 0, 5},
+                      Case{"neox/seq_rot100", CVENE_HEAD_ATTENTION_VALUE_OUTPUT, CVENE_METRIC_PROB, 1, 1, 4},
+                      Case{"neox/fp16", CVENE_BLOCK_OUTPUT, CVENE_METRIC_LOGIT_DIFF, 1, 1, 3}));
 
 }  // namespace

@@ -1,0 +1,52 @@
+/* Pieces every causal LM's resumed forward (cvene_resume, sweeps) shares: the argument
+ * check, gathering each row's last position, joining cached keys/values to the new
+ * ones, and the output-head rows of the few vocabulary columns a metric reads. */
+#include "engine/tensor.h"
+#include "models/model.h"
+
+cvene_status resume_check(cvene_model *m, const cvene_resume *rs, int B, int T, const cvene_run_opts *o) {
+    const cvene_model_info *mi = &m->info;
+    if (B <= 0 || T <= 0 || T > mi->n_positions || rs->past < 0 || rs->past >= T || rs->layer < 0 ||
+        rs->layer > mi->n_layer || (o && (o->attention_mask || o->position_ids)) || rs->n_vocab < 0 ||
+        rs->n_vocab > mi->vocab_size || (rs->n_vocab > 0 && (!rs->last_logits_only || !rs->vocab)))
+        return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG,
+                          "resumed forward: B=%d T=%d past=%d layer=%d n_vocab=%d out of range (or a mask given, or "
+                          "n_vocab without last_logits_only)", B, T, rs->past, rs->layer, rs->n_vocab);
+    for (int j = 0; j < rs->n_vocab; j++)
+        if (rs->vocab[j] < 0 || rs->vocab[j] >= mi->vocab_size)
+            return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "resumed forward: vocab[%d] = %d is outside [0, %d)", j,
+                              rs->vocab[j], mi->vocab_size);
+    return CVENE_OK;
+}
+
+int resume_layer_has_sites(const cvene_run_opts *o, int l) {
+    if (!o || !o->site_fn) return 0;
+    for (int c = 0; c < CVENE_N_COMPONENTS; c++)
+        if ((o->sites[c] >> l) & 1u) return 1;
+    return 0;
+}
+
+cvene_status resume_gather_last(cvene_backend *be, float *rows, const float *x, int B, int T, int C) {
+    for (int b = 0; b < B; b++)
+        CVENE_TRY(be->ops->copy(be, rows + (size_t)b * C, x + ((size_t)b * T + T - 1) * C, C * sizeof(float)));
+    return CVENE_OK;
+}
+
+cvene_status resume_join_cache(cvene_backend *be, float *full, const float *cache, const float *cur, int B, int past,
+                               int T, int C) {
+    const int Tk = past + T;
+    for (int b = 0; b < B; b++) {
+        float *row = full + (size_t)b * Tk * C;
+        CVENE_TRY(be->ops->copy(be, row, cache, (size_t)past * C * sizeof(float)));
+        CVENE_TRY(be->ops->copy(be, row + (size_t)past * C, cur + (size_t)b * T * C, (size_t)T * C * sizeof(float)));
+    }
+    return CVENE_OK;
+}
+
+cvene_status resume_head_rows(cvene_backend *be, void *dst, const void *head, cvene_dtype dt, const int32_t *ids,
+                              int n, int C) {
+    const size_t row = (size_t)C * cvene_dtype_size(dt);
+    for (int j = 0; j < n; j++)
+        CVENE_TRY(be->ops->copy(be, (char *)dst + j * row, (const char *)head + (size_t)ids[j] * row, row));
+    return CVENE_OK;
+}
