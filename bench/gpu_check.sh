@@ -14,7 +14,8 @@
 #   tests       every CUDA test binary in the bundle, run directly (ctest files hold this
 #               build machine's absolute paths): test_cuda_ops, test_gpt2_parity_cuda,
 #               test_neox_parity_cuda, test_gru's GruCuda.*, test_pyvene_parity_cuda,
-#               test_intervene_ops, test_sweep_cuda; fixtures from this tree via CVENE_FIXTURES_DIR
+#               test_intervene_ops, test_sweep_cuda, test_lowp_cuda, test_fused_ops_cuda; fixtures
+#               from this tree via CVENE_FIXTURES_DIR
 #   iv_kernels  cvene_bench_iv_kernels (name GB/s pct_of_copy lines)
 #   sweep       cvene_bench_sweep on the GPU: GPT-2-small's shape (random weights from
 #               cvene_make_random_model), 12 layers x 32 positions, block_output, logit diff;
@@ -170,6 +171,7 @@ run_test test_pyvene_parity_cuda 90
 run_test test_intervene_ops 60
 run_test test_sweep_cuda 90
 run_test test_lowp_cuda 60
+run_test test_fused_ops_cuda 60
 
 # ---- intervention kernel bandwidth --------------------------------------------------
 if [ -z "$RUN" ] || [ ! -x "$RUN/bin/cvene_bench_iv_kernels" ]; then
