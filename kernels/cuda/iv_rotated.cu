@@ -1,10 +1,72 @@
-/* Fused rotated-subspace / low-rank intervention kernel (kernels/backend.h: iv_rotated)
- * on the CUDA backend's stream. Agrees with the CPU reference (kernels/cpu/ops_intervene.c)
- * to f32 rounding: it accumulates in f32 in a different order (warp trees).
+/* Fused rotated-subspace / low-rank intervention (kernels/backend.h: iv_rotated) on the CUDA
+ * backend's stream: x_i <- x_i + M^T (M (s_i - x_i)) with M = W (trans 0, W (k, D)) or
+ * M = W^T (trans 1, W (D, k)). f32 throughout, f32 accumulation; agrees with the CPU
+ * reference (kernels/cpu/ops_intervene.c) to f32 rounding (only the summation order
+ * differs: per-thread chunks, then warp and block trees). No device sync, no host<->device
+ * copy: everything is queued on the backend's stream.
  *
- * One block per V consecutive vectors; the differences s - x sit in shared memory (V, D),
- * each warp takes rows j of W for the dot products (V at once, so W is read once per V
- * vectors), then threads over d add W^T proj to x. */
+ * ---- arithmetic (why the paths are what they are) ------------------------------------
+ * Bytes that must move: read x, s (n D floats each) and W (k D) once, write x once:
+ * 4 (3 n D + k D). FLOPs: 4 n D k (2 n D k for the k dot products, 2 n D k for W^T p).
+ * So the op does about k / 3 FLOP per byte. On an H200 (FP32 without tensor cores ~67
+ * TFLOP/s; device-to-device copy ~3.5 TB/s) the two floors meet at k ~ 57:
+ *   n = 4096, D = 4096, k = 64: 202 MB -> 0.058 ms at copy speed; 4.3 GFLOP -> 0.064 ms at
+ *     FP32 peak. 70% of copy (0.082 ms) would need ~78% of FP32 peak while streaming,
+ *     which FFMA code does not reach; TF32 tensor cores are ruled out (~3e-4 relative
+ *     error breaks the f32 contract). This size is compute-bound.
+ *   k = 8: 0.54 GFLOP -> 8 us of FP32 against 58 us of memory: bandwidth-bound with 7x
+ *     headroom; k = 1: ~1 us of FLOPs. Realistic rotated / low-rank interventions (pyvene's
+ *     RotatedSpaceIntervention with a small interchange_dim, LowRankRotatedSpaceIntervention
+ *     and LoReFT with rank 1..16) are small k, i.e. bandwidth-bound: there the target is
+ *     >= 70% of copy bandwidth, which needs x and s streamed once with wide loads and W
+ *     kept on chip.
+ *
+ * ---- (a) small k: W resident in shared memory (k_rot_resident) ----------------------
+ * When k rows of D floats (padded, see below) plus a few KB fit in the opt-in shared memory
+ * of one block (227 KB on H100/H200: k <= 13 at D = 4096, k <= 74 at D = 768), a
+ * persistent grid (about one or two blocks per SM) runs; each block
+ *   1. copies W into shared memory once, as (k, ldw) rows (for trans 1 it transposes
+ *      while copying, so both forms then run the same code at the same speed); rows are
+ *      padded to ldw = 4 (mod 32) floats: 16-byte aligned rows for float4 reads, and the
+ *      transposing scalar stores spread over the banks (at most 2-way for 2 <= k <= 16;
+ *      k = 1 needs no transpose);
+ *   2. loops over groups of V consecutive vectors (V = 4, 2 or 1): each thread owns C
+ *      float4 chunks of every vector of the group (chunk c = t + m T); it reads x_i and
+ *      s_i once (float4 loads when the vector's address is 16-byte aligned, else scalar;
+ *      the test is per vector since offsets are arbitrary) and keeps x and s - x in
+ *      registers, so x is read from DRAM once;
+ *   3. projections: for 4 rows j of W at a time, each thread accumulates its chunks'
+ *      partial dot products for all V vectors (one shared-memory read of W serves V
+ *      vectors), then a transposing warp reduction sums the 4 V partials with about one
+ *      shuffle each (instead of 5), one value per warp goes to shared memory and threads
+ *      add the warps' values in a fixed order (deterministic);
+ *   4. update: x += sum_j W_j p_j from registers and shared memory, one store per float.
+ * Two block barriers per group; loads of the next group are issued right after the
+ * stores, and the first group's loads overlap the copy of W. The whole-block structure
+ * keeps ~128 KB of loads in flight per SM at D = 4096, enough to keep HBM busy while
+ * other SMs compute.
+ * Registers: at most V C = 8 float4 pairs of x and s - x per thread (64 registers), so
+ * every shape fits 128 registers at 512 threads (ptxas: 90-128, a few bytes of spill in
+ * three shapes); at D = 4096 that is one block of 16 warps per SM.
+ * Expected at n = D = 4096 (V = 4, C = 2, 512 threads, 128 blocks of 8 groups each):
+ * k = 1 and k = 8 bandwidth-bound, ~75-85% (k = 1) and ~70-80% (k = 8) of copy (the FFMA
+ * and shuffle work per group is ~10% (k = 1) to ~35% (k = 8) of the group's memory time and
+ * overlaps other SMs' loads);
+ * trans 1 the same (only the one-time copy of W differs). Small n (n = 32, one position per
+ * example) is latency-bound: one block per vector, each first copying all of W (128 KB at
+ * k = 8) from L2, ~3-4 us per launch.
+ *
+ * ---- (b) larger k ------------------------------------------------------------------
+ * Contiguous vectors (x_off = s_off = NULL) go to cuBLAS (the backend's handle, plain f32
+ * math: checked): three SGEMMs P = S M^T, P -= X M^T, X += P M with P (n, k) in the
+ * backend's scratch buffer. They move 4 n D floats instead of 3 (X is read twice) but run
+ * at FP32 GEMM speed, which is what bounds this regime (expected ~0.15-0.2 ms at n = D =
+ * 4096, k = 64: ~30-40% of copy bandwidth, against 11.5% / 1.8% before).
+ * Scattered vectors use k_iv_rotated: one block per V vectors, s - x in shared memory,
+ * W (k, D) read from L2 with coalesced rows; for trans 1, W (D, k) is first transposed
+ * into the scratch buffer (k, D) so the reads stay coalesced (the old kernel read W^T
+ * columns with a stride of k floats: 1.9% of copy bandwidth). */
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <stdint.h>
@@ -15,25 +77,430 @@
 
 namespace {
 
-constexpr int kRotBlock = 256;
 constexpr unsigned kFull = 0xffffffffu;
-constexpr int64_t kMaxGrid = 1 << 20; /* grid-stride loops cover the rest */
 
-/* ---- iv_rotated -------------------------------------------------------- */
+/* ---- (a) W resident in shared memory ------------------------------------------------ */
+
+constexpr int kResMaxThreads = 512; /* at most 16 warps per block; with C <= 8 chunks per
+                                       thread that covers D <= 16384 */
+constexpr int kRows = 4;            /* rows of W per projection chunk: 4 V partials per lane */
+
+__device__ __forceinline__ float4 f4zero() { return make_float4(0.0f, 0.0f, 0.0f, 0.0f); }
+
+/* x and s are global memory touched once per launch: .cg (L2, not L1) loads and stores,
+ * which also name the global space (the pointers pass through arrays, where the compiler
+ * would otherwise emit generic accesses) */
+/* floats [d, min(d + 4, D)) of p, the rest 0: any alignment, never reads past D */
+__device__ __forceinline__ float4 load_part(const float *p, int d, int D) {
+    float4 r = f4zero();
+    r.x = __ldcg(p + d);
+    if (d + 1 < D) r.y = __ldcg(p + d + 1);
+    if (d + 2 < D) r.z = __ldcg(p + d + 2);
+    if (d + 3 < D) r.w = __ldcg(p + d + 3);
+    return r;
+}
+
+__device__ __forceinline__ void store_part(float *p, int d, int D, float4 r) {
+    __stcg(p + d, r.x);
+    if (d + 1 < D) __stcg(p + d + 1, r.y);
+    if (d + 2 < D) __stcg(p + d + 2, r.z);
+    if (d + 3 < D) __stcg(p + d + 3, r.w);
+}
+
+/* One step of the transposing warp reduction over N partials per lane: lanes whose bit O
+ * is clear keep the lower H partials and send the upper H to their partner (lane ^ O),
+ * which keeps the upper ones; each lane then holds H pair sums. */
+template <int H, int O, int N> __device__ __forceinline__ void tr_step(float (&a)[N], int lane) {
+    const bool up = (lane & O) != 0;
+#pragma unroll
+    for (int i = 0; i < H; i++) {
+        const float send = up ? a[i] : a[i + H];
+        const float keep = up ? a[i + H] : a[i];
+        a[i] = keep + __shfl_xor_sync(kFull, send, O);
+    }
+}
+
+/* Warp totals of N = 4, 8 or 16 partials per lane: halving steps on lane bits 4, 3, ...
+ * (N - 1 shuffles), then plain xor steps on the remaining bits. Returns, in lane L, the
+ * warp total of a[L / (32 / N)] (checked against a lane simulation). 16 partials cost 16
+ * shuffles instead of 5 x 16. */
+template <int N> __device__ __forceinline__ float warp_sum_tr(float (&a)[N], int lane) {
+    static_assert(N == 4 || N == 8 || N == 16, "4, 8 or 16 partials");
+    if constexpr (N == 16) {
+        tr_step<8, 16>(a, lane);
+        tr_step<4, 8>(a, lane);
+        tr_step<2, 4>(a, lane);
+        tr_step<1, 2>(a, lane);
+    } else if constexpr (N == 8) {
+        tr_step<4, 16>(a, lane);
+        tr_step<2, 8>(a, lane);
+        tr_step<1, 4>(a, lane);
+    } else {
+        tr_step<2, 16>(a, lane);
+        tr_step<1, 8>(a, lane);
+    }
+    float r = a[0];
+#pragma unroll
+    for (int o = 16 / N; o > 0; o >>= 1) r += __shfl_xor_sync(kFull, r, o);
+    return r;
+}
+
+/* Copy W into shared memory as Ws (k, ldw): row j = W row j (trans 0) or W column j
+ * (trans 1); columns [D, ldw) zeroed (the last chunk of a row may read up to 3 of them,
+ * multiplied by zeros, and 0 * garbage could be NaN). Loads are batched KS deep (float4
+ * when W is 16-byte aligned) because this copy is latency-bound: ~128 KB per block from L2
+ * at D = 4096, k = 8. KS = 8 where the first group's x and s, live meanwhile, take few
+ * registers; 4 otherwise (8 would spill). The (row, column) of each thread's next element
+ * is advanced incrementally instead of divided out per element. */
+template <int KS>
+__device__ void stage_w(float *Ws, const float *__restrict__ W, int D, int k, int trans, int ldw) {
+    const int t = threadIdx.x, T = blockDim.x;
+    const int pad = ldw - D;
+    for (int e = t; e < k * pad; e += T) {
+        const int j = e / pad;
+        Ws[j * ldw + D + (e - j * pad)] = 0.0f;
+    }
+    const bool a16 = ((uintptr_t)W & 15) == 0;
+    if (!trans) {
+        if (a16 && (D & 3) == 0) { /* rows of whole float4s */
+            const int nc = D >> 2, total = k * nc;
+            int j = t / nc, c = t - j * nc;
+            const int dj = T / nc, dc = T - dj * nc;
+            for (int base = t; base < total; base += KS * T) {
+                float4 r[KS];
+                int o[KS];
+#pragma unroll
+                for (int u = 0; u < KS; u++) {
+                    o[u] = j * ldw + 4 * c;
+                    if (base + u * T < total) r[u] = __ldg(reinterpret_cast<const float4 *>(W + (size_t)j * D) + c);
+                    c += dc;
+                    j += dj;
+                    if (c >= nc) c -= nc, j++;
+                }
+#pragma unroll
+                for (int u = 0; u < KS; u++)
+                    if (base + u * T < total) *reinterpret_cast<float4 *>(Ws + o[u]) = r[u];
+            }
+        } else {
+            for (int j = 0; j < k; j++)
+                for (int d = t; d < D; d += T) Ws[j * ldw + d] = __ldg(W + (size_t)j * D + d);
+        }
+        return;
+    }
+    /* trans 1: W (D, k); element e = d k + j goes to Ws[j][d] */
+    const int total = D * k;
+    if (a16) {
+        const int q4 = total >> 2; /* whole float4s; the last total % 4 floats below */
+        int d = (4 * t) / k, j = 4 * t - d * k;
+        const int dd = (4 * T) / k, dj = 4 * T - dd * k;
+        for (int base = t; base < q4; base += KS * T) {
+            float4 r[KS];
+            int rd[KS], rj[KS];
+#pragma unroll
+            for (int u = 0; u < KS; u++) {
+                rd[u] = d, rj[u] = j;
+                if (base + u * T < q4) r[u] = __ldg(reinterpret_cast<const float4 *>(W) + base + u * T);
+                j += dj;
+                d += dd;
+                if (j >= k) j -= k, d++;
+            }
+#pragma unroll
+            for (int u = 0; u < KS; u++)
+                if (base + u * T < q4) {
+                    const float v4[4] = {r[u].x, r[u].y, r[u].z, r[u].w};
+                    int dq = rd[u], jq = rj[u];
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        Ws[jq * ldw + dq] = v4[e];
+                        if (++jq == k) jq = 0, dq++;
+                    }
+                }
+        }
+        for (int e = 4 * q4 + t; e < total; e += T) {
+            const int de = e / k;
+            Ws[(e - de * k) * ldw + de] = __ldg(W + e);
+        }
+    } else {
+        int d = t / k, j = t - d * k;
+        const int dd = T / k, dj = T - dd * k;
+        for (int e = t; e < total; e += T) {
+            Ws[j * ldw + d] = __ldg(W + e);
+            j += dj;
+            d += dd;
+            if (j >= k) j -= k, d++;
+        }
+    }
+}
+
+/* Issue the loads of group g (vectors g V .. g V + V - 1): x into xr, s into dr (turned
+ * into s - x by finish_group, kept separate so all loads are in flight before the first
+ * use). Vectors past n and chunks past D read as zeros. xp / xa: each vector's x and
+ * whether it is 16-byte aligned (for the stores). */
+template <int V, int C>
+__device__ __forceinline__ void load_group(float *x, const int64_t *__restrict__ x_off, const float *s,
+                                           const int64_t *__restrict__ s_off, int n, int D, int NC, int64_t g,
+                                           float4 (&xr)[V][C], float4 (&dr)[V][C], float *(&xp)[V], bool (&xa)[V]) {
+    const int t = threadIdx.x, T = blockDim.x;
+    const float *sp[V];
+    bool sa[V];
+#pragma unroll
+    for (int v = 0; v < V; v++) { /* offsets first: one round trip for all V vectors */
+        const int64_t i = g * V + v;
+        xp[v] = nullptr, sp[v] = nullptr;
+        if (i < n) {
+            xp[v] = x + (x_off ? __ldg(x_off + i) : i * D);
+            sp[v] = s + (s_off ? __ldg(s_off + i) : i * D);
+        }
+        xa[v] = ((uintptr_t)xp[v] & 15) == 0;
+        sa[v] = ((uintptr_t)sp[v] & 15) == 0;
+    }
+#pragma unroll
+    for (int v = 0; v < V; v++)
+#pragma unroll
+        for (int m = 0; m < C; m++) {
+            const int c = t + m * T, d = 4 * c;
+            float4 xv = f4zero(), sv = f4zero();
+            if (xp[v] && c < NC) {
+                const bool full = d + 4 <= D;
+                xv = xa[v] && full ? __ldcg(reinterpret_cast<const float4 *>(xp[v] + d)) : load_part(xp[v], d, D);
+                /* s is read once: evict-first keeps L2 for W and x */
+                sv = sa[v] && full ? __ldcs(reinterpret_cast<const float4 *>(sp[v] + d)) : load_part(sp[v], d, D);
+            }
+            xr[v][m] = xv;
+            dr[v][m] = sv;
+        }
+}
+
+template <int V, int C> __device__ __forceinline__ void finish_group(const float4 (&xr)[V][C], float4 (&dr)[V][C]) {
+#pragma unroll
+    for (int v = 0; v < V; v++)
+#pragma unroll
+        for (int m = 0; m < C; m++) {
+            dr[v][m].x -= xr[v][m].x;
+            dr[v][m].y -= xr[v][m].y;
+            dr[v][m].z -= xr[v][m].z;
+            dr[v][m].w -= xr[v][m].w;
+        }
+}
+
+/* Dynamic shared memory (floats): Ws (k, ldw) | red (nch, NW, NV) | proj (nch NV), with
+ * NV = kRows V partials per lane and nch = ceil(k / kRows) row chunks;
+ * proj[j V + v] = W_j . (s_v - x_v). Every part starts 16-byte aligned (ldw and NV are
+ * multiples of 4). */
+template <int V, int C>
+__global__ void __launch_bounds__(kResMaxThreads, 1)
+    k_rot_resident(float *x, const int64_t *__restrict__ x_off, const float *s, const int64_t *__restrict__ s_off,
+                   const float *__restrict__ W, int n, int D, int k, int trans, int ldw) {
+    constexpr int NV = kRows * V;
+    extern __shared__ float4 sm4[];
+    float *Ws = reinterpret_cast<float *>(sm4);
+    const int t = threadIdx.x, T = blockDim.x, lane = t & 31, warp = t >> 5, NW = T >> 5;
+    const int NC = (D + 3) >> 2;       /* float4 chunks per vector */
+    const int nch = (k + kRows - 1) / kRows;
+    float *red = Ws + k * ldw;
+    float *proj = red + nch * NW * NV;
+    const int64_t ngroups = ((int64_t)n + V - 1) / V;
+
+    float4 xr[V][C], dr[V][C];
+    float *xp[V];
+    bool xa[V];
+    int64_t g = blockIdx.x; /* the host launches at most ngroups blocks */
+    load_group<V, C>(x, x_off, s, s_off, n, D, NC, g, xr, dr, xp, xa);
+    stage_w<V * C <= 2 ? 8 : 4>(Ws, W, D, k, trans, ldw); /* overlaps the first group's loads */
+    __syncthreads();
+
+    for (; g < ngroups; g += gridDim.x) {
+        finish_group<V, C>(xr, dr);
+        /* projections, kRows rows of W at a time */
+        for (int jc = 0; jc < nch; jc++) {
+            float a[NV]; /* a[jj V + v]: this thread's part of W_{jc kRows + jj} . delta_v */
+#pragma unroll
+            for (int q = 0; q < NV; q++) a[q] = 0.0f;
+#pragma unroll
+            for (int jj = 0; jj < kRows; jj++) {
+                const int j = jc * kRows + jj;
+                if (j < k) { /* uniform over the block */
+                    const float *wr = Ws + j * ldw;
+#pragma unroll
+                    for (int m = 0; m < C; m++) {
+                        const int c = t + m * T;
+                        if (c < NC) {
+                            const float4 w = *reinterpret_cast<const float4 *>(wr + 4 * c);
+#pragma unroll
+                            for (int v = 0; v < V; v++) {
+                                float acc = a[jj * V + v];
+                                acc = fmaf(w.x, dr[v][m].x, acc);
+                                acc = fmaf(w.y, dr[v][m].y, acc);
+                                acc = fmaf(w.z, dr[v][m].z, acc);
+                                acc = fmaf(w.w, dr[v][m].w, acc);
+                                a[jj * V + v] = acc;
+                            }
+                        }
+                    }
+                }
+            }
+            constexpr int LPV = 32 / NV; /* lanes that end with the same total */
+            const float tot = warp_sum_tr<NV>(a, lane); /* warp total of a[lane / LPV] */
+            if (lane % LPV == 0) red[(jc * NW + warp) * NV + lane / LPV] = tot;
+        }
+        __syncthreads();
+        /* block totals: partial q of chunk jc is row jc kRows + q / V, vector q % V, i.e.
+         * proj[(jc kRows + q / V) V + q % V] = proj[jc NV + q]; warps added in order */
+        for (int u = t; u < nch * NV; u += T) {
+            const float *r = red + (u / NV) * NW * NV + (u % NV);
+            float sum = 0.0f;
+            for (int w = 0; w < NW; w++) sum += r[w * NV];
+            proj[u] = sum;
+        }
+        __syncthreads(); /* proj is next written after the next group's first barrier */
+        /* update: up = sum_j W_j p_j (summed first, then added to x, as the CPU does) */
+        float4 up[V][C];
+#pragma unroll
+        for (int v = 0; v < V; v++)
+#pragma unroll
+            for (int m = 0; m < C; m++) up[v][m] = f4zero();
+#pragma unroll 2
+        for (int j = 0; j < k; j++) {
+            float pv[V];
+            if constexpr (V == 4) {
+                const float4 p4 = *reinterpret_cast<const float4 *>(proj + j * 4);
+                pv[0] = p4.x, pv[1] = p4.y, pv[2] = p4.z, pv[3] = p4.w;
+            } else {
+#pragma unroll
+                for (int v = 0; v < V; v++) pv[v] = proj[j * V + v];
+            }
+            const float *wr = Ws + j * ldw;
+#pragma unroll
+            for (int m = 0; m < C; m++) {
+                const int c = t + m * T;
+                if (c < NC) {
+                    const float4 w = *reinterpret_cast<const float4 *>(wr + 4 * c);
+#pragma unroll
+                    for (int v = 0; v < V; v++) {
+                        up[v][m].x = fmaf(w.x, pv[v], up[v][m].x);
+                        up[v][m].y = fmaf(w.y, pv[v], up[v][m].y);
+                        up[v][m].z = fmaf(w.z, pv[v], up[v][m].z);
+                        up[v][m].w = fmaf(w.w, pv[v], up[v][m].w);
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int v = 0; v < V; v++)
+#pragma unroll
+            for (int m = 0; m < C; m++) {
+                const int c = t + m * T, d = 4 * c;
+                if (xp[v] && c < NC) {
+                    const float4 r = make_float4(xr[v][m].x + up[v][m].x, xr[v][m].y + up[v][m].y,
+                                                 xr[v][m].z + up[v][m].z, xr[v][m].w + up[v][m].w);
+                    if (xa[v] && d + 4 <= D) __stcg(reinterpret_cast<float4 *>(xp[v] + d), r);
+                    else store_part(xp[v], d, D, r);
+                }
+            }
+        if (g + gridDim.x < ngroups)
+            load_group<V, C>(x, x_off, s, s_off, n, D, NC, g + gridDim.x, xr, dr, xp, xa);
+    }
+}
+
+/* The resident path's shape for (n, D, k), or ok = false when it does not apply. */
+struct resident_plan {
+    bool ok;
+    int C, V, T, ldw;
+    size_t smem;
+};
+
+resident_plan plan_resident(int n, int D, int k, int optin, int sms) {
+    resident_plan p = {false, 1, 1, 32, 0, 0};
+    const int NC = (D + 3) / 4;
+    /* fewest chunks per thread with at most kResMaxThreads threads: C <= 8 */
+    while (p.C <= 8 && (NC + p.C - 1) / p.C > kResMaxThreads) p.C *= 2;
+    if (p.C > 8) return p;
+    p.T = ((NC + p.C - 1) / p.C + 31) / 32 * 32;
+    /* V vectors per pass share each shared-memory read of W; V C <= 8 float4 pairs keeps
+     * x and s - x in 64 registers (the kernel stays under 128 at 512 threads). Fewer
+     * vectors per pass when n is too small to give every SM a group. */
+    p.V = p.C <= 2 ? 4 : p.C == 4 ? 2 : 1;
+    while (p.V > 1 && ((int64_t)n + p.V - 1) / p.V < sms) p.V /= 2;
+    p.ldw = 4 * NC;
+    p.ldw += (36 - p.ldw % 32) % 32; /* ldw = 4 (mod 32): see the header */
+    const size_t NV = (size_t)kRows * p.V, nch = ((size_t)k + kRows - 1) / kRows, NW = (size_t)p.T / 32;
+    p.smem = sizeof(float) * ((size_t)k * (size_t)p.ldw + nch * NW * NV + nch * NV);
+    p.ok = p.smem <= (size_t)optin;
+    return p;
+}
+
+/* Launch the resident kernel; *launched = false (nothing queued) if the device cannot
+ * hold one block of it, so the caller falls back. */
+template <int V, int C>
+cvene_status launch_resident(cvene_backend *be, cudaStream_t st, const resident_plan &p, int sms, bool *launched,
+                             float *x, const int64_t *x_off, const float *s, const int64_t *s_off, const float *W,
+                             int n, int D, int k, int trans) {
+    auto kern = k_rot_resident<V, C>;
+    *launched = false;
+    if (p.smem > 48 * 1024) /* beyond the default: opt in (host-side attribute, no sync) */
+        CU_CHECK(be, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)p.smem));
+    /* persistent grid: up to ~32 warps per SM (W is copied once per block, so no more
+     * blocks than that) as far as occupancy allows, then as few blocks as give the same
+     * number of rounds, so every block gets the same number of groups (no half-empty last
+     * round). One block always fits (launch bounds: <= 128 registers at 512 threads; the
+     * plan checked shared memory), so with at most one group per SM the occupancy query
+     * (host time that small launches feel) is skipped. */
+    const int64_t ngroups = ((int64_t)n + V - 1) / V;
+    int bps = 1;
+    if (ngroups > sms) {
+        int occ = 0;
+        CU_CHECK(be, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, p.T, p.smem));
+        if (occ < 1) return CVENE_OK;
+        bps = 32 / (p.T / 32);
+        if (bps < 1) bps = 1;
+        if (bps > occ) bps = occ;
+    }
+    const int64_t maxg = (int64_t)sms * bps;
+    const int64_t rounds = (ngroups + maxg - 1) / maxg;
+    const int64_t grid = (ngroups + rounds - 1) / rounds;
+    kern<<<(unsigned)grid, p.T, p.smem, st>>>(x, x_off, s, s_off, W, n, D, k, trans, p.ldw);
+    CU_CHECK(be, cudaGetLastError());
+    *launched = true;
+    return CVENE_OK;
+}
+
+cvene_status run_resident(cvene_backend *be, cudaStream_t st, const resident_plan &p, int sms, bool *launched,
+                          float *x, const int64_t *x_off, const float *s, const int64_t *s_off, const float *W, int n,
+                          int D, int k, int trans) {
+#define RES_ARGS be, st, p, sms, launched, x, x_off, s, s_off, W, n, D, k, trans
+    switch (p.C * 10 + p.V) {
+    case 11: return launch_resident<1, 1>(RES_ARGS);
+    case 12: return launch_resident<2, 1>(RES_ARGS);
+    case 14: return launch_resident<4, 1>(RES_ARGS);
+    case 21: return launch_resident<1, 2>(RES_ARGS);
+    case 22: return launch_resident<2, 2>(RES_ARGS);
+    case 24: return launch_resident<4, 2>(RES_ARGS);
+    case 41: return launch_resident<1, 4>(RES_ARGS);
+    case 42: return launch_resident<2, 4>(RES_ARGS);
+    case 81: return launch_resident<1, 8>(RES_ARGS);
+    default: *launched = false; return CVENE_OK; /* not a planned shape */
+    }
+#undef RES_ARGS
+}
+
+/* ---- (b) larger k, scattered vectors: W from L2 ------------------------------------- */
+
+constexpr int kRotBlock = 256;
+constexpr int64_t kMaxGrid = 1 << 20; /* grid-stride loops cover the rest */
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
     return v;
 }
 
-template <bool TRANS> __device__ __forceinline__ float w_at(const float *W, int j, int d, int D, int k) {
-    return TRANS ? W[(int64_t)d * k + j] : W[(int64_t)j * D + d];
-}
-
-/* dynamic shared memory: delta (V, D) then proj (V, k) */
-template <int V, bool TRANS>
-__global__ void k_iv_rotated(float *x, const int64_t *x_off, const float *s, const int64_t *s_off, const float *W,
-                             int n, int D, int k) {
+/* One block per V consecutive vectors; the differences s - x sit in shared memory (V, D),
+ * each warp takes rows j of W (k, D) for the dot products (V at once, so W is read once
+ * per V vectors; lanes read consecutive floats of a row), then threads over d add
+ * W^T proj to x (consecutive threads, consecutive floats of each row).
+ * Dynamic shared memory: delta (V, D) then proj (V, k). */
+template <int V>
+__global__ void k_iv_rotated(float *x, const int64_t *x_off, const float *s, const int64_t *s_off,
+                             const float *__restrict__ W, int n, int D, int k) {
     extern __shared__ float sm[];
     float *delta = sm, *proj = sm + (size_t)V * D;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
@@ -51,8 +518,9 @@ __global__ void k_iv_rotated(float *x, const int64_t *x_off, const float *s, con
             float acc[V];
 #pragma unroll
             for (int v = 0; v < V; v++) acc[v] = 0.0f;
+            const float *wj = W + (size_t)j * D;
             for (int d = lane; d < D; d += 32) {
-                const float w = w_at<TRANS>(W, j, d, D, k);
+                const float w = __ldg(wj + d);
 #pragma unroll
                 for (int v = 0; v < V; v++) acc[v] += w * delta[(size_t)v * D + d];
             }
@@ -68,7 +536,7 @@ __global__ void k_iv_rotated(float *x, const int64_t *x_off, const float *s, con
 #pragma unroll
             for (int v = 0; v < V; v++) acc[v] = 0.0f;
             for (int j = 0; j < k; j++) {
-                const float w = w_at<TRANS>(W, j, d, D, k);
+                const float w = __ldg(W + (size_t)j * D + d);
 #pragma unroll
                 for (int v = 0; v < V; v++) acc[v] += w * proj[(size_t)v * k + j];
             }
@@ -84,10 +552,10 @@ __global__ void k_iv_rotated(float *x, const int64_t *x_off, const float *s, con
     }
 }
 
-template <int V, bool TRANS>
+template <int V>
 cvene_status launch_rotated(cvene_backend *be, cudaStream_t st, size_t smem, float *x, const int64_t *x_off,
                             const float *s, const int64_t *s_off, const float *W, int n, int D, int k) {
-    auto kern = k_iv_rotated<V, TRANS>;
+    auto kern = k_iv_rotated<V>;
     if (smem > 48 * 1024) /* beyond the default: opt in (host-side attribute, no sync) */
         CU_CHECK(be, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int64_t blocks = ((int64_t)n + V - 1) / V;
@@ -97,17 +565,89 @@ cvene_status launch_rotated(cvene_backend *be, cudaStream_t st, size_t smem, flo
     return CVENE_OK;
 }
 
+/* out (cols, rows) = in (rows, cols)^T, both row-major: 32 x 32 tiles through shared
+ * memory (33 columns: conflict-free both ways), blocks of 32 x 8 threads; coalesced
+ * reads and writes. */
+__global__ void k_transpose(float *__restrict__ out, const float *__restrict__ in, int rows, int cols) {
+    __shared__ float tile[32][33];
+    const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+    for (int i = threadIdx.y; i < 32; i += 8) {
+        const int r = r0 + i, c = c0 + threadIdx.x;
+        if (r < rows && c < cols) tile[i][threadIdx.x] = in[(size_t)r * cols + c];
+    }
+    __syncthreads();
+    for (int i = threadIdx.y; i < 32; i += 8) {
+        const int c = c0 + i, r = r0 + threadIdx.x;
+        if (c < cols && r < rows) out[(size_t)c * rows + r] = tile[threadIdx.x][i];
+    }
+}
+
+/* ---- (b) larger k, contiguous vectors: cuBLAS ---------------------------------------
+ * Row-major X, S (n, D) are column-major X^T, S^T (D, n) with ld D; P (n, k) row-major is
+ * column-major P^T (k, n) with ld k. M is the (k, D) matrix of the projection: W for
+ * trans 0, W^T for trans 1.
+ *   trans 0: W (k, D) row-major = column-major (D, k), ld D; M = op_T of it.
+ *   trans 1: W (D, k) row-major = column-major (k, D), ld k = M itself (op_N).
+ * GEMM 1, 2: P^T (k, n) = M (k, D) S^T (D, n), then P^T -= M X^T
+ *            (m = k, n = n, K = D; A = W with opA = T (trans 0, lda D) or N (trans 1, lda k)).
+ * GEMM 3:    X^T (D, n) += M^T (D, k) P^T (k, n)
+ *            (m = D, n = n, K = k; A = W with opA = N (trans 0, lda D) or T (trans 1, lda k)).
+ * i.e. x_i += M^T (M s_i - M x_i). P = M S - M X rather than M (S - X): S - X would need an
+ * n x D scratch and two more passes over it; the difference is f32 rounding of each
+ * product, relative to |M s| (W has orthonormal-ish rows in every use). When s_i == x_i
+ * the two GEMMs see identical inputs with identical shapes and give identical sums. */
+cvene_status rotated_gemm(cvene_backend *be, cublasHandle_t h, float *x, const float *s, const float *W, int n,
+                          int D, int k, int trans) {
+    void *pv = nullptr;
+    {
+        const cvene_status st = cvene_backend_cuda_scratch(be, sizeof(float) * (size_t)n * (size_t)k, &pv);
+        if (st != CVENE_OK) return st;
+    }
+    float *P = static_cast<float *>(pv);
+    const float one = 1.0f, zero = 0.0f, minus = -1.0f; /* host pointer mode (the backend's) */
+    const int lda = trans ? k : D;
+    const cublasOperation_t op1 = trans ? CUBLAS_OP_N : CUBLAS_OP_T;
+    const cublasOperation_t op3 = trans ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(be, cublasSgemm(h, op1, CUBLAS_OP_N, k, n, D, &one, W, lda, s, D, &zero, P, k));
+    CUBLAS_CHECK(be, cublasSgemm(h, op1, CUBLAS_OP_N, k, n, D, &minus, W, lda, x, D, &one, P, k));
+    CUBLAS_CHECK(be, cublasSgemm(h, op3, CUBLAS_OP_N, D, n, k, &one, W, lda, P, k, &one, x, D));
+    return CVENE_OK;
+}
+
 } // namespace
 
 cvene_status cvene_cuda_iv_rotated(cvene_backend *be, float *x, const int64_t *x_off, const float *s,
                                    const int64_t *s_off, const float *W, int n, int D, int k, int trans) {
     if (n <= 0 || D <= 0 || k <= 0) return CVENE_OK;
     if (!x || !s || !W) return CUDA_OP_FAIL(be, CVENE_ERR_INVALID_ARG, "iv_rotated: NULL buffer");
+    if (k == 1) trans = 0; /* W (D, 1) and W (1, D) are the same floats in the same order */
     const int dev = cvene_backend_cuda_ordinal(be);
     CU_CHECK(be, cudaSetDevice(dev));
     cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
-    int optin = 0;
+    int optin = 0, sms = 0;
     CU_CHECK(be, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    CU_CHECK(be, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    if (sms < 1) sms = 1;
+
+    /* (a) W fits in one block's shared memory */
+    const resident_plan rp = plan_resident(n, D, k, optin, sms);
+    if (rp.ok) {
+        bool launched = false;
+        const cvene_status r = run_resident(be, st, rp, sms, &launched, x, x_off, s, s_off, W, n, D, k, trans);
+        if (r != CVENE_OK || launched) return r;
+    }
+
+    /* (b) contiguous vectors: three SGEMMs, if the handle does plain f32 math (TF32 would
+     * break the f32 contract; the backend sets CUBLAS_DEFAULT_MATH, this guards changes) */
+    if (!x_off && !s_off) {
+        cublasHandle_t h = static_cast<cublasHandle_t>(cvene_backend_cuda_blas(be));
+        cublasMath_t mode = CUBLAS_DEFAULT_MATH;
+        CUBLAS_CHECK(be, cublasGetMathMode(h, &mode));
+        const int base = (int)mode & 0xf;
+        if (base == CUBLAS_DEFAULT_MATH || base == CUBLAS_PEDANTIC_MATH) return rotated_gemm(be, h, x, s, W, n, D, k, trans);
+    }
+
+    /* (b) scattered vectors: delta in shared memory, W (k, D) rows from L2 */
     const size_t per = sizeof(float) * ((size_t)D + (size_t)k); /* one vector's delta and proj */
     /* four vectors per block share each read of W once there are enough vectors to keep
      * every SM busy; otherwise one per block */
@@ -118,9 +658,16 @@ cvene_status cvene_cuda_iv_rotated(cvene_backend *be, float *x, const int64_t *x
                  per / sizeof(float), optin);
         return CUDA_OP_FAIL(be, CVENE_ERR_UNSUPPORTED, m);
     }
-    if (V == 4)
-        return trans ? launch_rotated<4, true>(be, st, 4 * per, x, x_off, s, s_off, W, n, D, k)
-                     : launch_rotated<4, false>(be, st, 4 * per, x, x_off, s, s_off, W, n, D, k);
-    return trans ? launch_rotated<1, true>(be, st, per, x, x_off, s, s_off, W, n, D, k)
-                 : launch_rotated<1, false>(be, st, per, x, x_off, s, s_off, W, n, D, k);
+    const float *Wk = W;
+    if (trans) { /* W (D, k) -> W^T (k, D) in the scratch buffer, so rows read coalesced */
+        void *wt = nullptr;
+        const cvene_status r = cvene_backend_cuda_scratch(be, sizeof(float) * (size_t)D * (size_t)k, &wt);
+        if (r != CVENE_OK) return r;
+        const dim3 grid((unsigned)((k + 31) / 32), (unsigned)((D + 31) / 32)), block(32, 8);
+        k_transpose<<<grid, block, 0, st>>>(static_cast<float *>(wt), W, D, k);
+        CU_CHECK(be, cudaGetLastError());
+        Wk = static_cast<const float *>(wt);
+    }
+    if (V == 4) return launch_rotated<4>(be, st, 4 * per, x, x_off, s, s_off, Wk, n, D, k);
+    return launch_rotated<1>(be, st, per, x, x_off, s, s_off, Wk, n, D, k);
 }
