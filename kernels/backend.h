@@ -213,6 +213,9 @@ cvene_status cvene_backend_cuda_scratch(cvene_backend *be, size_t nbytes, void *
 /* 1 when this backend's matmul_act fuses CVENE_GELU_TANH into the cuBLASLt epilogue, 0 when
  * it runs the GEMM and then its own activation kernel (for tests and reports). */
 int cvene_backend_cuda_gelu_epilogue(cvene_backend *be);
+/* The start-up probe's worst error of that epilogue against gelu_new (relative to
+ * max(1, |gelu_new|)); -1 when the epilogue could not run, -2 when it was not probed. */
+double cvene_backend_cuda_gelu_probe_error(cvene_backend *be);
 /* How many f32 GEMMs this backend ran through cuBLASLt and through the cuBLAS fallback
  * (kernels/cuda/gemm.cu); either pointer may be NULL. */
 void cvene_backend_cuda_gemm_counts(cvene_backend *be, int64_t *lt, int64_t *blas);

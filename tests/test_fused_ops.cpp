@@ -198,8 +198,9 @@ TEST_F(FusedCuda, OpTablesHaveTheFusedOps) {
     // which matmul_act path this GPU takes for gelu_new (see kernels/cuda/gemm.cu)
     const int epi = cvene_backend_cuda_gelu_epilogue(gpu);
     RecordProperty("gelu_epilogue", epi);
-    std::printf("[ INFO     ] gelu_new epilogue fusion: %s\n",
-                epi ? "on (cuBLASLt GELU_BIAS matched gelu_new within 2e-6)" : "off (GEMM, then the activation kernel)");
+    std::printf("[ INFO     ] gelu_new epilogue fusion: %s; probe's worst error %.3g (-1: did not run)\n",
+                epi ? "on (cuBLASLt GELU_BIAS matched gelu_new within 2e-6)" : "off (GEMM, then the activation kernel)",
+                cvene_backend_cuda_gelu_probe_error(gpu));
 }
 
 TEST_F(FusedCuda, ResidualLayerNorm) {
