@@ -56,6 +56,32 @@
  * example) is latency-bound: one block per vector, each first copying all of W (128 KB at
  * k = 8) from L2, ~3-4 us per launch.
  *
+ * ---- (a') one block per SM: x and s through shared memory (k_rot_pipe) -------------
+ * At D = 4096 the (a) kernel runs one block per SM (128 registers x 512 threads fill the
+ * register file; at k = 8 W also takes 131 KB of shared memory), and its phases are
+ * serial: load a group, reduce (barriers), update, store, then load the next. Measured
+ * on an H200 (n = D = 4096): k = 1 85% of copy, k = 8 only 61% (0.086 ms against
+ * 0.052 ms for the bytes): at k = 8 the ~3 us of FFMA / shared-memory / barrier work per
+ * group adds to the ~7 us of memory time instead of hiding under it. A software-pipelined
+ * variant with a second register set (loads of group g + G issued before group g's
+ * compute) did not work: ptxas put all those loads and the shared-memory reads on one
+ * scoreboard, so the first use of group g's data waited for group g + G's loads too
+ * (measured 57%). k_rot_pipe therefore streams x and s through shared memory with
+ * cp.async (LDGSTS: no register scoreboard): after reading group g's chunks into
+ * registers each thread issues the copies of group g + G into the same buffer (it owns
+ * the chunks it copies and reads back, so no barrier guards the buffer) and only then
+ * runs group g's projections and update; the copies are in flight the whole time.
+ * Buffer 2 V C T float4 (V D 8 bytes) beside W: V C = 4 (V = 2 at D = 4096: 64 KB, so
+ * k <= 10 at D = 4096). Used when the plain kernel's occupancy is one block per SM, the
+ * buffer fits, every block gets at least two groups, and k >= 2 (kPipeMinK): at k = 1 the
+ * serial kernel with V = 4 wins (H200: 85.3% against 81.6% for k_rot_pipe with V = 2,
+ * which pays the per-group barriers and reductions for half as many vectors).
+ * Predicted k = 8: ~70% (group compute fully hidden, ~64 KB in flight per SM); measured on
+ * an H200 against the serial kernel in the same runs: k = 8 67.7-68.4% of copy (trans 0
+ * and 1 alike) against 60.5-61.7%, i.e. ~0.078 ms instead of 0.086 ms; k = 1 unchanged
+ * (84-85%, same kernel). Still short of 70%: while a block waits for its group, only that
+ * group's 64 KB is in flight per SM (a second buffer does not fit beside W at k = 8).
+ *
  * ---- (b) larger k ------------------------------------------------------------------
  * Contiguous vectors (x_off = s_off = NULL) go to cuBLAS (the backend's handle, plain f32
  * math: checked): three SGEMMs P = S M^T, P -= X M^T, X += P M with P (n, k) in the
@@ -84,6 +110,7 @@ constexpr unsigned kFull = 0xffffffffu;
 constexpr int kResMaxThreads = 512; /* at most 16 warps per block; with C <= 8 chunks per
                                        thread that covers D <= 16384 */
 constexpr int kRows = 4;            /* rows of W per projection chunk: 4 V partials per lane */
+constexpr int kPipeMinK = 2;        /* smallest k that takes the software-pipelined kernel */
 
 __device__ __forceinline__ float4 f4zero() { return make_float4(0.0f, 0.0f, 0.0f, 0.0f); }
 
@@ -283,10 +310,115 @@ template <int V, int C> __device__ __forceinline__ void finish_group(const float
         }
 }
 
+/* One group with x in xr and s - x in dr (finish_group done): projections (two block
+ * barriers), update and stores. Block-uniform control flow (every thread calls it for the same
+ * groups). red is next written by the next group's projections, which every thread
+ * starts only after passing this group's second barrier, i.e. after the block totals
+ * were read; proj is next written after the next group's first barrier, i.e. after every
+ * thread finished this group's update. */
+template <int V, int C>
+__device__ __forceinline__ void rot_group(const float *Ws, float *red, float *proj, int D, int NC, int k, int nch,
+                                          int ldw, float4 (&xr)[V][C], float4 (&dr)[V][C], float *const (&xp)[V],
+                                          const bool (&xa)[V]) {
+    constexpr int NV = kRows * V;
+    const int t = threadIdx.x, T = blockDim.x, lane = t & 31, warp = t >> 5, NW = T >> 5;
+    /* projections, kRows rows of W at a time */
+    for (int jc = 0; jc < nch; jc++) {
+        float a[NV]; /* a[jj V + v]: this thread's part of W_{jc kRows + jj} . delta_v */
+#pragma unroll
+        for (int q = 0; q < NV; q++) a[q] = 0.0f;
+#pragma unroll
+        for (int jj = 0; jj < kRows; jj++) {
+            const int j = jc * kRows + jj;
+            if (j < k) { /* uniform over the block */
+                const float *wr = Ws + j * ldw;
+#pragma unroll
+                for (int m = 0; m < C; m++) {
+                    const int c = t + m * T;
+                    if (c < NC) {
+                        const float4 w = *reinterpret_cast<const float4 *>(wr + 4 * c);
+#pragma unroll
+                        for (int v = 0; v < V; v++) {
+                            float acc = a[jj * V + v];
+                            acc = fmaf(w.x, dr[v][m].x, acc);
+                            acc = fmaf(w.y, dr[v][m].y, acc);
+                            acc = fmaf(w.z, dr[v][m].z, acc);
+                            acc = fmaf(w.w, dr[v][m].w, acc);
+                            a[jj * V + v] = acc;
+                        }
+                    }
+                }
+            }
+        }
+        constexpr int LPV = 32 / NV; /* lanes that end with the same total */
+        const float tot = warp_sum_tr<NV>(a, lane); /* warp total of a[lane / LPV] */
+        if (lane % LPV == 0) red[(jc * NW + warp) * NV + lane / LPV] = tot;
+    }
+    __syncthreads();
+    /* block totals: partial q of chunk jc is row jc kRows + q / V, vector q % V, i.e.
+     * proj[(jc kRows + q / V) V + q % V] = proj[jc NV + q]; warps added in order */
+    for (int u = t; u < nch * NV; u += T) {
+        const float *r = red + (u / NV) * NW * NV + (u % NV);
+        float sum = 0.0f;
+        for (int w = 0; w < NW; w++) sum += r[w * NV];
+        proj[u] = sum;
+    }
+    __syncthreads();
+    /* update: up = sum_j W_j p_j (summed first, then added to x, as the CPU does) */
+    float4 up[V][C];
+#pragma unroll
+    for (int v = 0; v < V; v++)
+#pragma unroll
+        for (int m = 0; m < C; m++) up[v][m] = f4zero();
+#pragma unroll 2
+    for (int j = 0; j < k; j++) {
+        float pv[V];
+        if constexpr (V == 4) {
+            const float4 p4 = *reinterpret_cast<const float4 *>(proj + j * 4);
+            pv[0] = p4.x, pv[1] = p4.y, pv[2] = p4.z, pv[3] = p4.w;
+        } else {
+#pragma unroll
+            for (int v = 0; v < V; v++) pv[v] = proj[j * V + v];
+        }
+        const float *wr = Ws + j * ldw;
+#pragma unroll
+        for (int m = 0; m < C; m++) {
+            const int c = t + m * T;
+            if (c < NC) {
+                const float4 w = *reinterpret_cast<const float4 *>(wr + 4 * c);
+#pragma unroll
+                for (int v = 0; v < V; v++) {
+                    up[v][m].x = fmaf(w.x, pv[v], up[v][m].x);
+                    up[v][m].y = fmaf(w.y, pv[v], up[v][m].y);
+                    up[v][m].z = fmaf(w.z, pv[v], up[v][m].z);
+                    up[v][m].w = fmaf(w.w, pv[v], up[v][m].w);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int v = 0; v < V; v++)
+#pragma unroll
+        for (int m = 0; m < C; m++) {
+            const int c = t + m * T, d = 4 * c;
+            if (xp[v] && c < NC) {
+                const float4 r = make_float4(xr[v][m].x + up[v][m].x, xr[v][m].y + up[v][m].y,
+                                             xr[v][m].z + up[v][m].z, xr[v][m].w + up[v][m].w);
+                if (xa[v] && d + 4 <= D) __stcg(reinterpret_cast<float4 *>(xp[v] + d), r);
+                else store_part(xp[v], d, D, r);
+            }
+        }
+}
+
 /* Dynamic shared memory (floats): Ws (k, ldw) | red (nch, NW, NV) | proj (nch NV), with
  * NV = kRows V partials per lane and nch = ceil(k / kRows) row chunks;
  * proj[j V + v] = W_j . (s_v - x_v). Every part starts 16-byte aligned (ldw and NV are
- * multiples of 4). */
+ * multiples of 4).
+ * Loads of the next group are issued after this group's stores: the block waits a load
+ * latency per group and has no loads in flight while it computes (k_rot_pipe overlaps
+ * them). The group body is the same arithmetic as rot_group, written out here: calling
+ * rot_group from this kernel made ptxas spill more (<4, 2>: 8/12 bytes instead of 4/4)
+ * and cost k = 1 ~2% of copy bandwidth on an H200 (83.2% against 85.3%). */
 template <int V, int C>
 __global__ void __launch_bounds__(kResMaxThreads, 1)
     k_rot_resident(float *x, const int64_t *__restrict__ x_off, const float *s, const int64_t *__restrict__ s_off,
@@ -402,12 +534,132 @@ __global__ void __launch_bounds__(kResMaxThreads, 1)
     }
 }
 
+/* cp.async (sm_80+): 16-byte copies global -> shared that bypass L1 (.cg), 4-byte ones
+ * (.ca: the only kind for 4 bytes), both zero-filling what src_bytes leaves out (0: only
+ * zeros, nothing read). They complete in the background, outside the register scoreboards;
+ * cp_wait_all waits for this thread's copies and makes them visible to it. */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"((unsigned)__cvta_generic_to_shared(dst)),
+                 "l"(src), "r"(src_bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async4(void *dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"((unsigned)__cvta_generic_to_shared(dst)),
+                 "l"(src), "r"(src_bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+/* Issue group g's copies into buf (2 V rows of C T float4: x_v at row 2 v, s_v at row
+ * 2 v + 1; thread t owns float4 t + m T of each row, the chunks it later reads back, so no
+ * barrier guards buf). Vectors past n and floats past D are zero-filled. xp / xa as in
+ * load_group. */
+template <int V, int C>
+__device__ __forceinline__ void issue_group(float4 *buf, float *x, const int64_t *__restrict__ x_off, const float *s,
+                                            const int64_t *__restrict__ s_off, int n, int D, int NC, int64_t g,
+                                            float *(&xp)[V], bool (&xa)[V]) {
+    const int t = threadIdx.x, T = blockDim.x;
+    const float *sp[V];
+    bool sa[V];
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+        const int64_t i = g * V + v;
+        xp[v] = nullptr, sp[v] = nullptr;
+        if (i < n) {
+            xp[v] = x + (x_off ? __ldg(x_off + i) : i * D);
+            sp[v] = s + (s_off ? __ldg(s_off + i) : i * D);
+        }
+        xa[v] = ((uintptr_t)xp[v] & 15) == 0;
+        sa[v] = ((uintptr_t)sp[v] & 15) == 0;
+    }
+#pragma unroll
+    for (int v = 0; v < V; v++)
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+            const float *p = q ? sp[v] : xp[v];
+            const bool al = q ? sa[v] : xa[v];
+            float4 *row = buf + (2 * v + q) * (C * T);
+#pragma unroll
+            for (int m = 0; m < C; m++) {
+                const int c = t + m * T, d = 4 * c;
+                if (c >= NC) continue; /* never read back */
+                float *dst = reinterpret_cast<float *>(row + c);
+                if (!p) {
+                    cp_async16(dst, x, 0);
+                } else if (al && d + 4 <= D) {
+                    cp_async16(dst, p + d, 16);
+                } else {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) cp_async4(dst + e, p + (d + e < D ? d + e : d), d + e < D ? 4 : 0);
+                }
+            }
+        }
+}
+
+/* W resident, x and s streamed through shared memory with cp.async (software pipelining):
+ * group g's data is read from buf into registers, then the copies of group g + G
+ * (G = gridDim.x) are issued into buf BEFORE group g's projections, barriers and update,
+ * so the SM keeps the next group's V D 8 bytes of loads in flight while it computes.
+ * Same arithmetic and summation order as k_rot_resident. Dynamic shared memory: Ws | red |
+ * proj as there, then buf (2 V C T float4). */
+template <int V, int C>
+__global__ void __launch_bounds__(kResMaxThreads, 1)
+    k_rot_pipe(float *x, const int64_t *__restrict__ x_off, const float *s, const int64_t *__restrict__ s_off,
+               const float *__restrict__ W, int n, int D, int k, int trans, int ldw) {
+    constexpr int NV = kRows * V;
+    extern __shared__ float4 sm4[];
+    float *Ws = reinterpret_cast<float *>(sm4);
+    const int t = threadIdx.x, T = blockDim.x, NW = T >> 5;
+    const int NC = (D + 3) >> 2; /* float4 chunks per vector */
+    const int nch = (k + kRows - 1) / kRows;
+    float *red = Ws + k * ldw;
+    float *proj = red + nch * NW * NV;
+    float4 *buf = reinterpret_cast<float4 *>(proj + nch * NV); /* 16-byte aligned: all parts are */
+    const int64_t ngroups = ((int64_t)n + V - 1) / V;
+    const int64_t G = gridDim.x;
+
+    float *xp[V], *xpn[V];
+    bool xa[V], xan[V];
+    int64_t g = blockIdx.x; /* the host launches at most ngroups blocks */
+    issue_group<V, C>(buf, x, x_off, s, s_off, n, D, NC, g, xpn, xan);
+    cp_commit();
+    stage_w<8>(Ws, W, D, k, trans, ldw); /* overlaps the first group's copies */
+    __syncthreads();
+    for (; g < ngroups; g += G) {
+        float4 xr[V][C], dr[V][C];
+        cp_wait_all();
+#pragma unroll
+        for (int v = 0; v < V; v++) {
+            xp[v] = xpn[v], xa[v] = xan[v];
+#pragma unroll
+            for (int m = 0; m < C; m++) {
+                const int c = t + m * T;
+                xr[v][m] = f4zero(), dr[v][m] = f4zero();
+                if (c < NC) xr[v][m] = buf[(2 * v) * (C * T) + c], dr[v][m] = buf[(2 * v + 1) * (C * T) + c];
+            }
+        }
+        finish_group<V, C>(xr, dr); /* consumes this thread's buf chunks before they are overwritten */
+        if (g + G < ngroups) {
+            issue_group<V, C>(buf, x, x_off, s, s_off, n, D, NC, g + G, xpn, xan);
+            cp_commit();
+        }
+        rot_group<V, C>(Ws, red, proj, D, NC, k, nch, ldw, xr, dr, xp, xa);
+    }
+}
+
 /* The resident path's shape for (n, D, k), or ok = false when it does not apply. */
 struct resident_plan {
     bool ok;
     int C, V, T, ldw;
     size_t smem;
 };
+
+/* Shared memory of the resident kernel in bytes: Ws, red, proj (see k_rot_resident). */
+size_t resident_smem(int k, int ldw, int V, int T) {
+    const size_t NV = (size_t)kRows * V, nch = ((size_t)k + kRows - 1) / kRows, NW = (size_t)T / 32;
+    return sizeof(float) * ((size_t)k * (size_t)ldw + nch * NW * NV + nch * NV);
+}
 
 resident_plan plan_resident(int n, int D, int k, int optin, int sms) {
     resident_plan p = {false, 1, 1, 32, 0, 0};
@@ -423,51 +675,79 @@ resident_plan plan_resident(int n, int D, int k, int optin, int sms) {
     while (p.V > 1 && ((int64_t)n + p.V - 1) / p.V < sms) p.V /= 2;
     p.ldw = 4 * NC;
     p.ldw += (36 - p.ldw % 32) % 32; /* ldw = 4 (mod 32): see the header */
-    const size_t NV = (size_t)kRows * p.V, nch = ((size_t)k + kRows - 1) / kRows, NW = (size_t)p.T / 32;
-    p.smem = sizeof(float) * ((size_t)k * (size_t)p.ldw + nch * NW * NV + nch * NV);
+    p.smem = resident_smem(k, p.ldw, p.V, p.T);
     p.ok = p.smem <= (size_t)optin;
     return p;
+}
+
+/* Queue a resident kernel on a persistent grid of at most maxg blocks: as few blocks as
+ * give the same number of rounds, so every block gets the same number of groups (no
+ * half-empty last round). */
+cvene_status queue_resident(cvene_backend *be, cudaStream_t st,
+                            void (*kern)(float *, const int64_t *, const float *, const int64_t *, const float *, int,
+                                         int, int, int, int),
+                            int T, size_t smem, int ldw, int64_t ngroups, int64_t maxg, float *x, const int64_t *x_off,
+                            const float *s, const int64_t *s_off, const float *W, int n, int D, int k, int trans) {
+    if (smem > 48 * 1024) /* beyond the default: opt in (host-side attribute, no sync) */
+        CU_CHECK(be, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const int64_t rounds = (ngroups + maxg - 1) / maxg;
+    const int64_t grid = (ngroups + rounds - 1) / rounds;
+    kern<<<(unsigned)grid, T, smem, st>>>(x, x_off, s, s_off, W, n, D, k, trans, ldw);
+    CU_CHECK(be, cudaGetLastError());
+    return CVENE_OK;
 }
 
 /* Launch the resident kernel; *launched = false (nothing queued) if the device cannot
  * hold one block of it, so the caller falls back. */
 template <int V, int C>
-cvene_status launch_resident(cvene_backend *be, cudaStream_t st, const resident_plan &p, int sms, bool *launched,
-                             float *x, const int64_t *x_off, const float *s, const int64_t *s_off, const float *W,
-                             int n, int D, int k, int trans) {
+cvene_status launch_resident(cvene_backend *be, cudaStream_t st, const resident_plan &p, int sms, int optin,
+                             bool *launched, float *x, const int64_t *x_off, const float *s, const int64_t *s_off,
+                             const float *W, int n, int D, int k, int trans) {
     auto kern = k_rot_resident<V, C>;
     *launched = false;
-    if (p.smem > 48 * 1024) /* beyond the default: opt in (host-side attribute, no sync) */
-        CU_CHECK(be, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)p.smem));
     /* persistent grid: up to ~32 warps per SM (W is copied once per block, so no more
-     * blocks than that) as far as occupancy allows, then as few blocks as give the same
-     * number of rounds, so every block gets the same number of groups (no half-empty last
-     * round). One block always fits (launch bounds: <= 128 registers at 512 threads; the
-     * plan checked shared memory), so with at most one group per SM the occupancy query
-     * (host time that small launches feel) is skipped. */
+     * blocks than that) as far as occupancy allows. One block always fits (launch bounds:
+     * <= 128 registers at 512 threads; the plan checked shared memory), so with at most
+     * one group per SM the occupancy query (host time that small launches feel) is
+     * skipped. */
     const int64_t ngroups = ((int64_t)n + V - 1) / V;
     int bps = 1;
     if (ngroups > sms) {
+        if (p.smem > 48 * 1024) /* the query needs the opt-in too */
+            CU_CHECK(be, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)p.smem));
         int occ = 0;
         CU_CHECK(be, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, p.T, p.smem));
         if (occ < 1) return CVENE_OK;
+        /* one block fills the SM (shared memory or registers): no other block's loads
+         * overlap this one's compute, so take k_rot_pipe (x and s through shared memory,
+         * VP C <= 4 float4 pairs a thread per group) when its buffer fits beside W and
+         * every block still gets two groups or more (the pipeline needs a next group) */
+        if constexpr (C <= 4) {
+            constexpr int VP = V * C >= 4 ? 4 / C : V;
+            const int64_t ngp = ((int64_t)n + VP - 1) / VP;
+            const size_t smem = resident_smem(k, p.ldw, VP, p.T) + sizeof(float4) * 2 * VP * C * (size_t)p.T;
+            if (occ == 1 && k >= kPipeMinK && ngp > sms && smem <= (size_t)optin) {
+                const cvene_status r =
+                    queue_resident(be, st, k_rot_pipe<VP, C>, p.T, smem, p.ldw, ngp, sms, x, x_off, s, s_off, W, n, D,
+                                   k, trans);
+                *launched = r == CVENE_OK;
+                return r;
+            }
+        }
         bps = 32 / (p.T / 32);
         if (bps < 1) bps = 1;
         if (bps > occ) bps = occ;
     }
-    const int64_t maxg = (int64_t)sms * bps;
-    const int64_t rounds = (ngroups + maxg - 1) / maxg;
-    const int64_t grid = (ngroups + rounds - 1) / rounds;
-    kern<<<(unsigned)grid, p.T, p.smem, st>>>(x, x_off, s, s_off, W, n, D, k, trans, p.ldw);
-    CU_CHECK(be, cudaGetLastError());
-    *launched = true;
-    return CVENE_OK;
+    const cvene_status r = queue_resident(be, st, kern, p.T, p.smem, p.ldw, ngroups, (int64_t)sms * bps, x, x_off, s,
+                                          s_off, W, n, D, k, trans);
+    *launched = r == CVENE_OK;
+    return r;
 }
 
-cvene_status run_resident(cvene_backend *be, cudaStream_t st, const resident_plan &p, int sms, bool *launched,
-                          float *x, const int64_t *x_off, const float *s, const int64_t *s_off, const float *W, int n,
-                          int D, int k, int trans) {
-#define RES_ARGS be, st, p, sms, launched, x, x_off, s, s_off, W, n, D, k, trans
+cvene_status run_resident(cvene_backend *be, cudaStream_t st, const resident_plan &p, int sms, int optin,
+                          bool *launched, float *x, const int64_t *x_off, const float *s, const int64_t *s_off,
+                          const float *W, int n, int D, int k, int trans) {
+#define RES_ARGS be, st, p, sms, optin, launched, x, x_off, s, s_off, W, n, D, k, trans
     switch (p.C * 10 + p.V) {
     case 11: return launch_resident<1, 1>(RES_ARGS);
     case 12: return launch_resident<2, 1>(RES_ARGS);
@@ -633,7 +913,7 @@ cvene_status cvene_cuda_iv_rotated(cvene_backend *be, float *x, const int64_t *x
     const resident_plan rp = plan_resident(n, D, k, optin, sms);
     if (rp.ok) {
         bool launched = false;
-        const cvene_status r = run_resident(be, st, rp, sms, &launched, x, x_off, s, s_off, W, n, D, k, trans);
+        const cvene_status r = run_resident(be, st, rp, sms, optin, &launched, x, x_off, s, s_off, W, n, D, k, trans);
         if (r != CVENE_OK || launched) return r;
     }
 
