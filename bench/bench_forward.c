@@ -1,11 +1,14 @@
 /* Forward-pass throughput of the native engine on one model directory.
  *   cvene_bench_forward DIR B T [iters] [threads] [cpu|cuda] [--ids FILE] [--logits-out FILE]
+ *                       [--keep N]
  * Token ids: random (fixed seed), or --ids FILE: B*T raw little-endian int32 (what
  * bench/bench_gpu_forward.py writes, so both libraries see the same batch). One warm-up
  * pass, then `iters` timed passes, each with full (B, T, V) f32 logits copied to a host
  * buffer. On CUDA the logits copy waits for the device (the backend's to_host synchronizes
  * its stream), so each pass is timed to the end of its GPU work, copy included.
  * --logits-out FILE writes the last pass's logits (raw f32, B*T*V) for a parity check.
+ * --keep N asks for the last N positions' logits only (cvene_run_opts.logits_to_keep):
+ * (B, N, V) cross to the host, and the last block runs only those positions.
  * Prints one JSON line: {"device":..,"B":..,"T":..,"ms_mean":..,"ms_median":..,"tok_s":..}.
  * Used by bench/bench_cpu_forward.py and bench/bench_gpu_forward.py. */
 #define _POSIX_C_SOURCE 200809L
@@ -47,22 +50,23 @@ static int read_exact(const char *path, void *dst, size_t n) {
 int main(int argc, char **argv) {
     const char *ids_path = NULL, *logits_path = NULL;
     const char *pos[6] = {0};
-    int npos = 0;
+    int npos = 0, keep = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ids") && i + 1 < argc) ids_path = argv[++i];
         else if (!strcmp(argv[i], "--logits-out") && i + 1 < argc) logits_path = argv[++i];
+        else if (!strcmp(argv[i], "--keep") && i + 1 < argc) keep = atoi(argv[++i]);
         else if (npos < 6) pos[npos++] = argv[i];
         else npos = 7;
     }
     if (npos < 3 || npos > 6) {
         fprintf(stderr, "usage: %s MODEL_DIR B T [iters=10] [threads=0] [cpu|cuda] [--ids FILE] "
-                        "[--logits-out FILE]\n", argv[0]);
+                        "[--logits-out FILE] [--keep N]\n", argv[0]);
         return 2;
     }
     int B = atoi(pos[1]), T = atoi(pos[2]);
     int iters = npos > 3 ? atoi(pos[3]) : 10, threads = npos > 4 ? atoi(pos[4]) : 0;
-    if (B <= 0 || T <= 0 || iters <= 0) {
-        fprintf(stderr, "B, T and iters must be positive\n");
+    if (B <= 0 || T <= 0 || iters <= 0 || keep < 0 || keep > T) {
+        fprintf(stderr, "B, T and iters must be positive, --keep in [0, T]\n");
         return 2;
     }
     cvene_ctx_params cp = cvene_ctx_default_params();
@@ -85,7 +89,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     cvene_model_info info = cvene_model_get_info(m);
-    const size_t n_logits = (size_t)B * T * info.vocab_size;
+    const size_t n_logits = (size_t)B * (keep ? keep : T) * info.vocab_size;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * T);
     float *logits = malloc(sizeof(float) * n_logits);
     double *times = malloc(sizeof(double) * (size_t)iters);
@@ -101,6 +105,7 @@ int main(int argc, char **argv) {
     }
     cvene_run_opts o = {0};
     o.logits = logits;
+    o.logits_to_keep = keep;
     double total = 0.0;
     for (int it = -1; it < iters && rc == 0; it++) {
         double t0 = now_s();
@@ -126,9 +131,9 @@ int main(int argc, char **argv) {
         qsort(times, (size_t)iters, sizeof(double), cmp_double);
         double median = iters % 2 ? times[iters / 2] : 0.5 * (times[iters / 2 - 1] + times[iters / 2]);
         printf("{\"device\": \"%s\", \"B\": %d, \"T\": %d, \"iters\": %d, \"ms_mean\": %.3f, \"ms_median\": %.3f, "
-               "\"ms_best\": %.3f, \"tok_s\": %.1f}\n",
+               "\"ms_best\": %.3f, \"tok_s\": %.1f, \"logits_to_keep\": %d}\n",
                cp.device == CVENE_DEVICE_CUDA ? "cuda" : "cpu", B, T, iters, 1e3 * total / iters, 1e3 * median,
-               1e3 * times[0], (double)B * T * iters / total);
+               1e3 * times[0], (double)B * T * iters / total, keep);
     }
     free(ids);
     free(logits);

@@ -179,6 +179,12 @@ typedef struct {
                                     * (B, T, n_labels); pyvene's pooled logits are row len - 1 */
     int logits_row0;               /* logits only for batch rows logits_row0 .. B-1, so logits is
                                     * (B - logits_row0, T, V); default 0: every row */
+    int logits_to_keep;            /* 0 (default): logits at every position; N in [1, T]: only each
+                                    * row's last N positions (as transformers' logits_to_keep), so
+                                    * logits is (B - logits_row0, N, V). The last block then runs
+                                    * only those positions after its keys and values (unless a site
+                                    * of that layer is on), and only N rows cross to the host.
+                                    * GPT-2 and GPT-NeoX; a GRU refuses N != 0 */
     cvene_site_fn site_fn;         /* NULL = no sites */
     void *site_user;
     /* sites[c] is a bitmask over layers (bit l = layer l, up to 64 layers) of

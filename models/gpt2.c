@@ -327,21 +327,23 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     const cvene_dtype wdt = p->gemm_dtype; /* f32: matmul_lp is exactly matmul */
     const int C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, V = c->vocab_size;
     const int past = rs ? rs->past : 0, Tk = T;
-    const int last_only = rs && rs->last_logits_only;
+    int keep; /* logits for each row's last `keep` positions only (0: every position) */
+    CVENE_TRY(model_logits_to_keep(m, o, rs, Tk - past, &keep));
     T = Tk - past; /* positions computed from here on */
     const int BT = B * T;
     const int on_host = be->device == CVENE_DEVICE_CPU;
     float *logits_out = o ? o->logits : NULL;
-    const int row0 = o && !last_only ? o->logits_row0 : 0;
+    const int row0 = o && !(rs && keep) ? o->logits_row0 : 0; /* a sweep's rows: all */
     if (row0 < 0 || row0 >= B)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "logits_row0 = %d is outside [0, %d)", row0, B);
-    const int logit_rows = last_only ? B : (B - row0) * T;
+    const int TL = keep ? keep : T; /* logits positions per row */
+    const int logit_rows = (B - row0) * TL;
     const int NV = rs && rs->n_vocab > 0 ? rs->n_vocab : V; /* logits columns */
 
     /* size the arena, grow it if this (B, T) needs more, then carve */
     cvene_arena a = {NULL, 0, 0};
     gpt2_acts s;
-    int dev_logits = logits_out && (!on_host || last_only);
+    int dev_logits = logits_out && (!on_host || keep);
     carve(&a, &s, c, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0, NV);
     CVENE_TRY(model_reserve_activations(m, a.used, B, Tk));
     a = (cvene_arena){m->act_mem, 0, m->act_cap};
@@ -364,11 +366,11 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     site_run r = {m, o, B, T, s.heads};
     const float scale0 = c->scale_attn_weights ? 1.0f / sqrtf((float)D) : 1.0f;
 
-    /* When only each row's last-position logits are wanted (sweeps), the last block needs
-     * keys and values of every position but nothing after them except at the last one:
-     * there it runs q, attention and the MLP on B rows instead of B*T (unless a site of
-     * that layer must see every position). xq is then the last rows' residual (B, C). */
-    const int tail = last_only && !resume_layer_has_sites(o, c->n_layer - 1) ? c->n_layer - 1 : -1;
+    /* When only each row's last `keep` positions' logits are wanted (sweeps: 1), the last
+     * block needs keys and values of every position but nothing after them except at those
+     * positions: there q, attention and the MLP run on B * keep rows instead of B * T (unless
+     * a site of that layer must see every position). xq is then those rows' residual. */
+    const int tail = keep && keep < T && !resume_layer_has_sites(o, c->n_layer - 1) ? c->n_layer - 1 : -1;
     float *xq = s.x;
     int ln1_ready = 0; /* s.ln already holds this block's ln_1 (fused into the last residual add) */
 
@@ -377,7 +379,7 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     for (int l = rs ? rs->layer : 0; l < c->n_layer; l++) {
         const gpt2_layer *L = &p->layers[l];
         float scale = c->scale_by_inverse_layer_idx ? scale0 / (float)(l + 1) : scale0;
-        const int Tq = l == tail ? 1 : T, Mq = B * Tq; /* query rows of this block */
+        const int Tq = l == tail ? keep : T, Mq = B * Tq; /* query rows of this block */
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
         if (!ln1_ready) CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps));
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
@@ -386,8 +388,8 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         if (Tq == T) {
             CVENE_TRY(op->matmul_lp(be, s.q, s.ln, L->c_attn_w, wdt, 3 * C, 0, L->c_attn_b, BT, C, C));
         } else { /* the last rows of ln, gathered into att (free until attention) */
-            CVENE_TRY(resume_gather_last(be, s.att, s.ln, B, T, C));
-            CVENE_TRY(op->matmul_lp(be, s.q, s.att, L->c_attn_w, wdt, 3 * C, 0, L->c_attn_b, Mq, C, C)); // (B, C)
+            CVENE_TRY(resume_gather_tail(be, s.att, s.ln, B, T, Tq, C));
+            CVENE_TRY(op->matmul_lp(be, s.q, s.att, L->c_attn_w, wdt, 3 * C, 0, L->c_attn_b, Mq, C, C)); // (B, Tq, C)
         }
         CVENE_TRY(op->matmul_lp(be, s.k, s.ln, wat(L->c_attn_w, wdt, C), wdt, 3 * C, 0, L->c_attn_b + C, BT, C, C));
         CVENE_TRY(op->matmul_lp(be, s.v, s.ln, wat(L->c_attn_w, wdt, 2 * (size_t)C), wdt, 3 * C, 0, L->c_attn_b + 2 * C,
@@ -412,7 +414,7 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
         if (Tq != T) { /* from here on only the last rows: their residual in heads (unused: no sites) */
             xq = s.heads;
-            CVENE_TRY(resume_gather_last(be, xq, s.x, B, T, C));
+            CVENE_TRY(resume_gather_tail(be, xq, s.x, B, T, Tq, C));
         }
         /* fused: no site between the residual add and ln_2 (MLP_INPUT is ln_2's output) */
         CVENE_TRY(op->residual_layernorm(be, xq, s.out, s.ln, L->ln_2_w, L->ln_2_b, Mq, C, c->ln_eps));
@@ -436,11 +438,11 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     }
     if (!logits_out) return op->sync(be);
     const float *hx = s.x + (size_t)row0 * T * C;
-    if (last_only && xq != s.x) {
-        hx = xq; /* the last block ran on the last rows only */
-    } else if (last_only) { /* only each row's last position: gather those rows first */
-        CVENE_TRY(resume_gather_last(be, s.out, s.x, B, T, C));
-        hx = s.out;
+    if (keep && xq != s.x) {
+        hx = xq + (size_t)row0 * keep * C; /* the last block ran on the kept positions only */
+    } else if (keep) { /* only each row's last `keep` positions: gather those rows first */
+        CVENE_TRY(resume_gather_tail(be, s.out, s.x, B, T, keep, C));
+        hx = s.out + (size_t)row0 * keep * C;
     }
     CVENE_TRY(op->layernorm(be, s.ln, hx, p->ln_f_w, p->ln_f_b, logit_rows, C, c->ln_eps));
     float *dst = dev_logits ? s.logits : logits_out;

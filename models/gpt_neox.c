@@ -431,17 +431,19 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
     const cvene_dtype wdt = p->gemm_dtype; /* f32: matmul_lp is exactly matmul */
     const int C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, V = c->vocab_size;
     const int past = rs ? rs->past : 0, Tk = T;
-    const int last_only = rs && rs->last_logits_only;
+    int keep; /* logits for each row's last `keep` positions only (0: every position) */
+    CVENE_TRY(model_logits_to_keep(m, o, rs, Tk - past, &keep));
     T = Tk - past; /* positions computed from here on */
     const int BT = B * T;
     const int on_host = be->device == CVENE_DEVICE_CPU;
     float *logits_out = o ? o->logits : NULL;
-    const int row0 = o && !last_only ? o->logits_row0 : 0;
+    const int row0 = o && !(rs && keep) ? o->logits_row0 : 0; /* a sweep's rows: all */
     if (row0 < 0 || row0 >= B)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "logits_row0 = %d is outside [0, %d)", row0, B);
-    const int logit_rows = last_only ? B : (B - row0) * T;
+    const int TL = keep ? keep : T; /* logits positions per row */
+    const int logit_rows = (B - row0) * TL;
     const int NV = rs && rs->n_vocab > 0 ? rs->n_vocab : V; /* logits columns */
-    const int dev_logits = logits_out && (!on_host || last_only);
+    const int dev_logits = logits_out && (!on_host || keep);
 
     cvene_arena a = {NULL, 0, 0};
     neox_acts s;
@@ -479,11 +481,11 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
     const size_t BTC = (size_t)BT * C;
     float *q = s.qkv, *k = s.qkv + BTC, *v = s.qkv + 2 * BTC;
 
-    /* When only each row's last-position logits are wanted (sweeps), the last block needs
-     * keys and values of every position but nothing after them except at the last one:
-     * there attention and the MLP run on B rows instead of B*T (unless a site of that layer
-     * must see every position). xq is then the last rows' residual (B, C). */
-    const int tail = last_only && !resume_layer_has_sites(o, c->n_layer - 1) ? c->n_layer - 1 : -1;
+    /* When only each row's last `keep` positions' logits are wanted (sweeps: 1), the last
+     * block needs keys and values of every position but nothing after them except at those
+     * positions: there attention and the MLP run on B * keep rows instead of B * T (unless a
+     * site of that layer must see every position). xq is then those rows' residual. */
+    const int tail = keep && keep < T && !resume_layer_has_sites(o, c->n_layer - 1) ? c->n_layer - 1 : -1;
     float *xq = s.x;
 
     if (rs) CVENE_TRY(op->copy(be, s.x, rs->x, BTC * sizeof(float)));
@@ -491,7 +493,7 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
     int ln1_ready = 0; /* s.ln already holds this block's ln_1 (fused into the last residual add) */
     for (int l = rs ? rs->layer : 0; l < c->n_layer; l++) {
         const neox_layer *L = &p->layers[l];
-        const int Tq = l == tail ? 1 : T, Mq = B * Tq; /* query rows of this block */
+        const int Tq = l == tail ? keep : T, Mq = B * Tq; /* query rows of this block */
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
         if (!ln1_ready) CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps));
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
@@ -514,8 +516,8 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
             CVENE_TRY(resume_join_cache(be, s.vf, rs->v_cache[l], v, B, past, T, C));
             kk = s.kf, vv = s.vf;
         }
-        /* the tail block's queries: each row's last one, read in place (batch stride T * C) */
-        const float *qq = Tq == T ? q : q + (size_t)(T - 1) * C;
+        /* the tail block's queries: each row's last Tq, read in place (batch stride T * C) */
+        const float *qq = Tq == T ? q : q + (size_t)(T - Tq) * C;
         CVENE_TRY(op->attn_probs(be, s.probs, qq, (size_t)T * C, kk, (size_t)Tk * C, d_mask, B, Tq, Tk, H, D, scale));
         CVENE_TRY(site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, Tk));
         CVENE_TRY(op->attn_apply(be, s.att, s.probs, vv, (size_t)Tk * C, B, Tq, Tk, H, D)); // (B, Tq, C)
@@ -524,7 +526,7 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.attn));
         if (Tq != T) { /* from here on only the last rows: their residual in heads (unused: no sites) */
             xq = s.heads;
-            CVENE_TRY(resume_gather_last(be, xq, s.x, B, T, C));
+            CVENE_TRY(resume_gather_tail(be, xq, s.x, B, T, Tq, C));
         }
         /* sequential: h = x + a, then ln_2(h), fused (no site between: MLP_INPUT is ln_2's
          * output); parallel: ln_2 reads the block's input x, which attention left alone */
@@ -554,11 +556,11 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
     }
     if (!logits_out) return op->sync(be);
     const float *hx = s.x + (size_t)row0 * T * C; /* logits for rows row0.. only */
-    if (last_only && xq != s.x) {
-        hx = xq; /* the last block ran on the last rows only */
-    } else if (last_only) { /* only each row's last position: gather those rows first */
-        CVENE_TRY(resume_gather_last(be, s.attn, s.x, B, T, C));
-        hx = s.attn;
+    if (keep && xq != s.x) {
+        hx = xq + (size_t)row0 * keep * C; /* the last block ran on the kept positions only */
+    } else if (keep) { /* only each row's last `keep` positions: gather those rows first */
+        CVENE_TRY(resume_gather_tail(be, s.attn, s.x, B, T, keep, C));
+        hx = s.attn + (size_t)row0 * keep * C;
     }
     CVENE_TRY(op->layernorm(be, s.ln, hx, p->ln_f_w, p->ln_f_b, logit_rows, C, c->ln_eps));
     float *dst = dev_logits ? s.logits : logits_out;

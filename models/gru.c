@@ -291,6 +291,9 @@ static cvene_status check_inputs(cvene_model *m, const int32_t *ids, int B, int 
     if (!ids) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "input_ids is NULL");
     if (B <= 0 || T <= 0)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "batch size %d and sequence length %d must be > 0", B, T);
+    if (o && o->logits_to_keep)
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                          "logits_to_keep = %d: the GRU writes its score head at every step (use 0)", o->logits_to_keep);
     /* the recurrence has no position limit; wpe is read only when position_ids are given */
     if ((int64_t)B * T > (1 << 30))
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "batch %d x sequence %d is too large", B, T);

@@ -69,8 +69,11 @@ cvene_status gpt_neox_plan(cvene_ctx *ctx, const char *dir, const cJSON *cfg, in
 cvene_status resume_check(cvene_model *m, const cvene_resume *rs, int B, int T, const cvene_run_opts *o);
 /* 1 if any site of layer l is on (then that layer computes every position). */
 int resume_layer_has_sites(const cvene_run_opts *o, int l);
-/* rows (B, C) <- row T - 1 of each (T, C) block of x (B, T, C). */
-cvene_status resume_gather_last(cvene_backend *be, float *rows, const float *x, int B, int T, int C);
+/* rows (B, N, C) <- rows T - N .. T - 1 of each (T, C) block of x (B, T, C). */
+cvene_status resume_gather_tail(cvene_backend *be, float *rows, const float *x, int B, int T, int N, int C);
+/* Positions whose logits a forward keeps: 1 for a resumed forward with last_logits_only,
+ * else opts->logits_to_keep (0: all). Fails (naming the field) unless 0 <= N <= T. */
+cvene_status model_logits_to_keep(cvene_model *m, const cvene_run_opts *o, const cvene_resume *rs, int T, int *N);
 /* full (B, past + T, C) <- per row: cache (past, C), shared by the rows, then cur's (T, C). */
 cvene_status resume_join_cache(cvene_backend *be, float *full, const float *cache, const float *cur, int B, int past,
                                int T, int C);

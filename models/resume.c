@@ -1,5 +1,5 @@
 /* Pieces every causal LM's resumed forward (cvene_resume, sweeps) shares: the argument
- * check, gathering each row's last position, joining cached keys/values to the new
+ * check, gathering each row's last positions, joining cached keys/values to the new
  * ones, and the output-head rows of the few vocabulary columns a metric reads. */
 #include "engine/tensor.h"
 #include "models/model.h"
@@ -26,9 +26,10 @@ int resume_layer_has_sites(const cvene_run_opts *o, int l) {
     return 0;
 }
 
-cvene_status resume_gather_last(cvene_backend *be, float *rows, const float *x, int B, int T, int C) {
+cvene_status resume_gather_tail(cvene_backend *be, float *rows, const float *x, int B, int T, int N, int C) {
     for (int b = 0; b < B; b++)
-        CVENE_TRY(be->ops->copy(be, rows + (size_t)b * C, x + ((size_t)b * T + T - 1) * C, C * sizeof(float)));
+        CVENE_TRY(be->ops->copy(be, rows + (size_t)b * N * C, x + ((size_t)b * T + T - N) * C,
+                                (size_t)N * C * sizeof(float)));
     return CVENE_OK;
 }
 
@@ -48,5 +49,13 @@ cvene_status resume_head_rows(cvene_backend *be, void *dst, const void *head, cv
     const size_t row = (size_t)C * cvene_dtype_size(dt);
     for (int j = 0; j < n; j++)
         CVENE_TRY(be->ops->copy(be, (char *)dst + j * row, (const char *)head + (size_t)ids[j] * row, row));
+    return CVENE_OK;
+}
+
+cvene_status model_logits_to_keep(cvene_model *m, const cvene_run_opts *o, const cvene_resume *rs, int T, int *N) {
+    *N = rs ? (rs->last_logits_only ? 1 : 0) : o ? o->logits_to_keep : 0;
+    if (*N < 0 || *N > T)
+        return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "logits_to_keep = %d is outside [0, %d] (the sequence length)",
+                          *N, T);
     return CVENE_OK;
 }

@@ -123,6 +123,18 @@ TEST_P(Gpt2Parity, LogitsAndEveryStreamMatchTransformers) {
     EXPECT_GE(checked, 3 * (1 + CVENE_N_TRANSFORMER_COMPONENTS * info.n_layer));
 }
 
+// logits_to_keep (transformers' argument of that name): the kept rows equal transformers' full
+// logits at those positions, with and without the last block's shortcut.
+TEST_P(Gpt2Parity, LogitsToKeepMatchesTransformers) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    std::string dir = std::string(CVENE_FIXTURES) + "/gpt2/" + GetParam();
+    Loaded L(dir + "/model", kTestDevice);
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    Archive ref(dir + "/reference.safetensors");
+    expect_logits_to_keep_match(L.ctx, L.model, ref, kTol);
+}
+
+
 #define GPT2_FIXTURES ::testing::Values("small", "inner_erf", "sharded", "fp16", "bf16_base")
 #if CVENE_TEST_CUDA
 INSTANTIATE_TEST_SUITE_P(Cuda, Gpt2Parity, GPT2_FIXTURES);

@@ -788,3 +788,17 @@ TEST(GruCuda, ForwardMatchesTheReference) {
 }
 
 }  // namespace
+
+TEST(GruBadInput, LogitsToKeepIsRefused) {
+    Loaded L(kGru + "lm2/model");
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    cvene_model_info mi = cvene_model_get_info(L.model);
+    std::vector<int32_t> ids = {1, 2, 3};
+    std::vector<float> logits(3 * (size_t)mi.vocab_size, 7.0f);
+    cvene_run_opts o{};
+    o.logits = logits.data();
+    o.logits_to_keep = 1;
+    EXPECT_EQ(cvene_forward(L.model, ids.data(), 1, 3, &o), CVENE_ERR_UNSUPPORTED);
+    EXPECT_NE(L.error().find("logits_to_keep = 1"), std::string::npos) << L.error();
+    EXPECT_TRUE(std::all_of(logits.begin(), logits.end(), [](float x) { return x == 7.0f; }));
+}

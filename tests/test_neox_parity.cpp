@@ -155,6 +155,17 @@ TEST_P(NeoxParity, LogitsAndEveryStreamMatchTransformers) {
                 GetParam().c_str(), n_cases, worst_logits, worst_stream, worst_where.c_str());
 }
 
+// logits_to_keep (transformers' argument of that name): the kept rows equal transformers' full
+// logits at those positions, with and without the last block's shortcut.
+TEST_P(NeoxParity, LogitsToKeepMatchesTransformers) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    std::string dir = kNeox + GetParam();
+    Loaded L(dir + "/model", kTestDevice);
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    Archive ref(dir + "/reference.safetensors");
+    expect_logits_to_keep_match(L.ctx, L.model, ref, kTol);
+}
+
 #if CVENE_TEST_CUDA
 INSTANTIATE_TEST_SUITE_P(Cuda, NeoxParity, ::testing::ValuesIn(kModels));
 #else

@@ -60,3 +60,71 @@ struct Archive {
         return v;
     }
 };
+
+// logits_to_keep against transformers' full logits in a fixture's reference.safetensors:
+// every kept position (rows b >= logits_row0, positions t >= T - N, real query tokens)
+// must match the reference row within tol of the largest reference magnitude, for
+// N in {1, 3, T}, logits_row0 in {0, B - 1}, with no site (the last block then runs the
+// kept positions only) and with a site on the last layer (it runs them all). N outside
+// [0, T] must fail naming the field and leave the caller's buffer untouched.
+inline int noop_site(void *, cvene_component, int, cvene_tensor_view *) { return 0; }
+
+inline void expect_logits_to_keep_match(cvene_ctx *ctx, cvene_model *m, const Archive &ref, double tol) {
+    const cvene_model_info info = cvene_model_get_info(m);
+    const int V = info.vocab_size;
+    int checked = 0;
+    for (int k = 0;; k++) {
+        const std::string pre = "case" + std::to_string(k) + ".";
+        if (!ref.find(pre + "input_ids")) break;
+        std::vector<int64_t> ishape;
+        auto ids = ref.get<int32_t>(pre + "input_ids", &ishape);
+        auto mask = ref.get<int32_t>(pre + "attention_mask");
+        std::vector<int32_t> pos;
+        if (ref.find(pre + "position_ids")) pos = ref.get<int32_t>(pre + "position_ids");
+        auto want = ref.get<float>(pre + "logits");
+        const int B = (int)ishape[0], T = (int)ishape[1];
+        std::vector<int> keeps = {1, std::min(3, T), T};
+        keeps.erase(std::unique(keeps.begin(), keeps.end()), keeps.end());
+        for (int N : keeps)
+            for (int row0 : {0, B - 1})
+                for (int site : {0, 1}) {
+                    std::vector<float> got((size_t)(B - row0) * N * V, NAN); // unwritten rows stay NaN
+                    cvene_run_opts o{};
+                    o.attention_mask = mask.data();
+                    o.position_ids = pos.empty() ? nullptr : pos.data();
+                    o.logits = got.data();
+                    o.logits_row0 = row0;
+                    o.logits_to_keep = N;
+                    if (site) o.site_fn = noop_site, o.sites[CVENE_BLOCK_OUTPUT] = 1ull << (info.n_layer - 1);
+                    const std::string tag = pre + " N=" + std::to_string(N) + " row0=" + std::to_string(row0) +
+                                            " site=" + std::to_string(site);
+                    ASSERT_EQ(cvene_forward(m, ids.data(), B, T, &o), CVENE_OK) << tag;
+                    double mx = 0, err = 0;
+                    for (int b = row0; b < B; b++)
+                        for (int i = 0; i < N; i++) {
+                            const int t = T - N + i;
+                            if (!mask[(size_t)b * T + t]) continue; // padding queries: transformers' rows are arbitrary
+                            const float *g = &got[((size_t)(b - row0) * N + i) * V];
+                            const float *w = &want[((size_t)b * T + t) * V];
+                            for (int v = 0; v < V; v++) {
+                                mx = std::max(mx, (double)std::fabs(w[v]));
+                                const double e = std::fabs((double)g[v] - w[v]);
+                                err = std::isnan(e) ? INFINITY : std::max(err, e);
+                            }
+                            checked++;
+                        }
+                    EXPECT_LE(err / std::max(mx, 1e-30), tol) << tag;
+                }
+        for (int bad : {-1, T + 1}) {
+            std::vector<float> buf((size_t)B * T * V, 7.0f);
+            cvene_run_opts o{};
+            o.logits = buf.data();
+            o.logits_to_keep = bad;
+            EXPECT_EQ(cvene_forward(m, ids.data(), B, T, &o), CVENE_ERR_INVALID_ARG) << "logits_to_keep " << bad;
+            EXPECT_NE(std::string(cvene_ctx_error(ctx)).find("logits_to_keep"), std::string::npos)
+                << cvene_ctx_error(ctx);
+            EXPECT_TRUE(std::all_of(buf.begin(), buf.end(), [](float x) { return x == 7.0f; }));
+        }
+    }
+    EXPECT_GT(checked, 0);
+}
