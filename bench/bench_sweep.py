@@ -240,7 +240,7 @@ def main():
         f"cvene (`build/cvene_bench_sweep`, bench/bench_sweep.c): model loaded outside the timing, warm-ups "
         f"(one forward, one one-layer sweep), then each timed run is one whole `cvene_sweep` call (source and "
         f"base runs included). Fast path: {c['forwards_fast']} forwards (source, base, then per layer packed "
-        f"forwards of up to 16 positions each, resumed above the layer with the base's cached K/V from the "
+        f"forwards of up to 8 positions each, resumed above the layer with the base's cached K/V from the "
         f"batch's earliest patched position on, last-position logits only). Naive: one full forward (all positions, full logits) per site. "
         f"pyvene: attn_implementation=\"{attn}\" (the faster in a 5-call calibration: "
         + ", ".join(f"{k} {v:.3f} s/site" for k, v in calib.items()) + "; block_output's hook fires with "
@@ -263,7 +263,7 @@ def main():
         f"Where the fast sweep's time goes (round 0, one more sweep through cvene_sweep_begin / "
         f"cvene_sweep_layer): source + base runs {brk[0]:.2f} s; patching layer 0..{L - 1}: "
         + ", ".join(f"{x:.2f}" for x in brk[1]) + f" s (sum {brk[0] + sum(brk[1]):.2f} s). Layer l's packed "
-        f"forwards run their rows (16 per batch by default, each padded to the batch's earliest patched position) "
+        f"forwards run their rows (8 per batch by default, each padded to the batch's earliest patched position) "
         f"through the {L - 1} - l layers above it, so the cost falls linearly with l.",
         f"Targets: >= 3x over cvene naive: **{'met' if t_naive / t_fast >= 3 else 'not met'}** "
         f"({t_naive / t_fast:.1f}x); >= 20x over pyvene: **{'met' if t_pv / t_fast >= 20 else 'not met'}** "

@@ -363,10 +363,13 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
     s->off = head ? p->head * (C / mi.n_head) : 0;
     s->len = head ? C / mi.n_head : s->D;
     /* Automatic batch: the rows of a resumed forward are padded to its longest (its earliest
-     * patched position), so on the CPU, where every padded token costs its FLOPs, 16 rows beat
-     * 32 (GPT-2-small, 12 x 32 block_output sweep, 2 cores: 5.47 s at 16 or 8, 6.6 s at 32, 6.8 s
-     * at 4). On CUDA the larger batch keeps the GPU busy (measured at 32 only). */
-    int max_batch = p->max_batch > 0 ? p->max_batch : be->device == CVENE_DEVICE_CPU ? 16 : 32;
+     * patched position), so on the CPU, where every padded token costs its FLOPs, small batches
+     * win: GPT-2-small, 12 x 32 block_output sweep, 2 cores, with the last block on the last
+     * position only: 3.97 s at 8, 4.35 s at 16, 6.0 s at 32, 4.7 s at 6 and 4.5-5.4 s at 4 (below
+     * 8 the per-forward work of the keys/values copies and the tail dominates). On CUDA the
+     * larger batch keeps the GPU busy (measured at 32 only). Positions are split into equal
+     * batches (cvene_sweep_layer). */
+    int max_batch = p->max_batch > 0 ? p->max_batch : be->device == CVENE_DEVICE_CPU ? 8 : 32;
     if (max_batch > ss->np) max_batch = ss->np;
     ss->p.max_batch = max_batch;
     s->max_batch = max_batch;
@@ -467,6 +470,9 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
     const cvene_sweep_params *p = &ss->p;
     cvene_model *m = s->m;
     const int L = s->L, T = s->T, C = s->C, V = s->V, np = ss->np, max_batch = p->max_batch;
+    /* equal batches of at most max_batch positions (30 positions at 8: 8, 8, 7, 7, not 8, 8, 8, 6) */
+    const int n_batches = (np + max_batch - 1) / max_batch; /* np >= 1 (check_params) */
+    const int per = (np + n_batches - 1) / n_batches;
     const size_t TC = (size_t)T * C;
     if (l < 0 || l >= L) return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "sweep: layer %d is out of range [0, %d)", l, L);
     s->lo = window_lo(l, p->window), s->hi = window_hi(l, p->window, L);
@@ -480,8 +486,8 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
     uint64_t sites[CVENE_N_COMPONENTS];
     for (int smp = 0; smp < ss->n_samples && st == CVENE_OK; smp++) {
         use_sample(ss, smp);
-        for (int k0 = 0; k0 < np && st == CVENE_OK; k0 += max_batch) {
-            int nb = np - k0 < max_batch ? np - k0 : max_batch;
+        for (int k0 = 0; k0 < np && st == CVENE_OK; k0 += per) {
+            int nb = np - k0 < per ? np - k0 : per;
             for (int b = 0; b < nb; b++) row_pos[b] = ss->order[k0 + b].pos;
             if (!ss->fast) { /* reference: one full forward per site */
                 for (int b = 0; b < nb && st == CVENE_OK; b++) {

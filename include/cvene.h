@@ -345,7 +345,7 @@ typedef struct {
     int n_samples;             /* noise samples averaged (default 10) */
     uint32_t seed;             /* sample s draws numpy RandomState(seed + s).randn(n_subject, C) */
     int naive;                 /* 1: one full forward per site (reference) */
-    int max_batch;             /* sites per batched forward (0 = automatic: 16 on the CPU, 32 on CUDA) */
+    int max_batch;             /* sites per batched forward (0 = automatic: 8 on the CPU, 32 on CUDA) */
     cvene_progress_fn progress;
     void *progress_user;
 } cvene_sweep_params;
