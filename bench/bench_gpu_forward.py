@@ -96,9 +96,9 @@ def no_tf32(torch):
             return f"could not turn TF32 off ({e})"
 
 
-def run_cvene(bin_path, model_dir, ids_path, logits_path, B, T, iters, device, timeout):
+def run_cvene(bin_path, model_dir, ids_path, logits_path, B, T, iters, device, timeout, keep=0):
     cmd = [str(bin_path), str(model_dir), str(B), str(T), str(iters), "0", device, "--ids", str(ids_path),
-           "--logits-out", str(logits_path)]
+           "--logits-out", str(logits_path)] + (["--keep", str(keep)] if keep else [])
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"cvene_bench_forward failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
@@ -133,6 +133,32 @@ def time_torch(torch, model, ids, iters, dev):
                 model(ids, use_cache=False).logits
                 dev_ms.append(1e3 * (time.perf_counter() - t0))
     return median(host), median(dev_ms)
+
+
+def time_torch_last(torch, model, ids, iters, dev):
+    """Median ms of a forward returning only the last position's logits to the host
+    (transformers' logits_to_keep=1; num_logits_to_keep before transformers 4.50)."""
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    kw = None
+    with torch.no_grad():
+        for name in ("logits_to_keep", "num_logits_to_keep"):
+            try:
+                out = model(ids, use_cache=False, **{name: 1}).logits
+            except TypeError:
+                continue
+            if out.shape[1] == 1:  # a model that swallows unknown keywords returns every position
+                kw = {name: 1}
+                break
+        if kw is None:
+            return None
+        sync()
+        ms = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            model(ids, use_cache=False, **kw).logits.cpu()
+            sync()
+            ms.append(1e3 * (time.perf_counter() - t0))
+    return median(ms)
 
 
 def main():
@@ -210,11 +236,25 @@ def main():
                                target=TARGETS.get(B), rel_diff=rel, parity=rel <= TOL, iters=iters,
                                cvene_tok_s=B * T / (c["ms_median"] / 1e3))
                     failed |= rel > TOL
+                    # last-position logits only (cvene logits_to_keep = 1; transformers logits_to_keep = 1):
+                    # what a patching metric reads; parity against the full forward's last position
+                    k1 = run_cvene(bench, mdir, ids_path, logits_path, B, T, iters, dev, args.step_timeout, keep=1)
+                    got1 = torch.from_numpy(np.fromfile(logits_path, dtype=np.float32)).to(dev).view(B, 1, V)
+                    ref1 = ref[:, -1:, :]
+                    rel1 = ((got1 - ref1).abs().max() / ref1.abs().max().clamp_min(1e-30)).item()
+                    if not (rel1 == rel1):
+                        rel1 = float("inf")
+                    t_last = time_torch_last(torch, model, ids_dev, iters, dev)
+                    row.update(cvene_last_ms=k1["ms_median"], torch_last_ms=t_last, rel_diff_last=rel1)
+                    failed |= rel1 > TOL
                     tgt = TARGETS.get(B)
                     print(f"  {name} {B}x{T}: cvene {c['ms_median']:.2f} ms, transformers {t_host:.2f} ms "
                           f"(logits kept on the GPU: {t_dev:.2f} ms), speed-up {speed:.2f}x"
                           + (f" (target {tgt}x: {'met' if speed >= tgt else 'MISSED'})" if tgt else "")
                           + f", max rel diff {rel:.2e} ({'ok' if rel <= TOL else 'FAIL'} <= {TOL:g})", flush=True)
+                    print(f"  {name} {B}x{T}, last-position logits only: cvene {k1['ms_median']:.2f} ms, transformers "
+                          + (f"{t_last:.2f} ms ({t_last / k1['ms_median']:.2f}x)" if t_last else "n/a")
+                          + f", max rel diff {rel1:.2e} ({'ok' if rel1 <= TOL else 'FAIL'})", flush=True)
                     del got, ref
                 except Exception as e:  # keep going: report the other shapes
                     row.update(error=str(e)[-500:])
@@ -233,14 +273,16 @@ def main():
         (out / "forward.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
         lines = [f"Card: {card}; torch {torch.__version__}, transformers {transformers.__version__}; f32, TF32 off; "
                  f"medians; {meta['date']}. Both sides deliver (B, T, V) f32 logits in host memory.", "",
-                 "| model | batch x seq | cvene ms | transformers ms | speed-up (target) | transformers ms, logits left on GPU | max rel diff |",
-                 "|---|---|---|---|---|---|---|"]
+                 "| model | batch x seq | cvene ms | transformers ms | speed-up (target) | transformers ms, logits left on GPU | max rel diff | last-position logits only: cvene ms / transformers ms |",
+                 "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             if "error" in r:
-                lines.append(f"| {r['model']} | {r['B']} x {r['T']} | error: {r['error'][:80]} | | | | |")
+                lines.append(f"| {r['model']} | {r['B']} x {r['T']} | error: {r['error'][:80]} | | | | | |")
             else:
                 lines.append(f"| {r['model']} | {r['B']} x {r['T']} | {r['cvene_ms']:.2f} | {r['torch_ms']:.2f} | "
-                             f"{r['speedup']:.2f}x ({r['target']}x) | {r['torch_dev_ms']:.2f} | {r['rel_diff']:.1e} |")
+                             f"{r['speedup']:.2f}x ({r['target']}x) | {r['torch_dev_ms']:.2f} | {r['rel_diff']:.1e} | "
+                             f"{r['cvene_last_ms']:.2f} / "
+                             + (f"{r['torch_last_ms']:.2f} |" if r.get('torch_last_ms') else "n/a |"))
         (out / "forward.md").write_text("\n".join(lines) + "\n")
     result_line("FAIL" if failed else "PASS", rows, card)
     return 1 if failed else 0
