@@ -474,6 +474,10 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
     const int n_batches = (np + max_batch - 1) / max_batch; /* np >= 1 (check_params) */
     const int per = (np + n_batches - 1) / n_batches;
     const size_t TC = (size_t)T * C;
+    /* the logit difference reads two logits: the resumed forwards compute only those two
+     * columns of the output head and return (rows, 2) = (token, token_b) */
+    const int narrow = ss->fast && p->metric == CVENE_METRIC_LOGIT_DIFF;
+    const int32_t cols[2] = {p->token, p->token_b};
     if (l < 0 || l >= L) return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "sweep: layer %d is out of range [0, %d)", l, L);
     s->lo = window_lo(l, p->window), s->hi = window_hi(l, p->window, L);
     /* block_input / block_output with no window: patch the residual directly */
@@ -513,9 +517,6 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
                 if (st == CVENE_OK && direct)
                     st = be->ops->iv_units(be, ss->x, s->d_idx, 0, s->src + (size_t)l * TC, s->d_idx + max_batch, 0,
                                            NULL, NULL, NULL, nb, 1, C, CVENE_IVOP_VANILLA);
-                /* the logit difference reads two logits: only those two columns of lm_head */
-                const int32_t cols[2] = {p->token, p->token_b};
-                const int narrow = p->metric == CVENE_METRIC_LOGIT_DIFF;
                 cvene_resume rs = {start, past, ss->x, s->kp, s->vp, 1, narrow ? cols : NULL, narrow ? 2 : 0};
                 cvene_run_opts o;
                 memset(&o, 0, sizeof o);
@@ -530,10 +531,7 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
                 ss->sum.forwards++;
             }
             for (int b = 0; b < nb && st == CVENE_OK; b++) {
-                /* a resumed forward for the logit difference returned (nb, 2): token, token_b */
-                double sc = ss->fast && p->metric == CVENE_METRIC_LOGIT_DIFF
-                                ? (double)last[2 * b] - last[2 * b + 1]
-                                : metric(s, last + (size_t)b * V);
+                double sc = narrow ? (double)last[2 * b] - last[2 * b + 1] : metric(s, last + (size_t)b * V);
                 ss->acc[ss->order[k0 + b].idx] += sc / ss->n_samples;
             }
             s->patching = 0;

@@ -437,21 +437,8 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
     }
     if (!logits_out) return op->sync(be);
-    const float *hx = s.x + (size_t)row0 * T * C;
-    if (keep && xq != s.x) {
-        hx = xq + (size_t)row0 * keep * C; /* the last block ran on the kept positions only */
-    } else if (keep) { /* only each row's last `keep` positions: gather those rows first */
-        CVENE_TRY(resume_gather_tail(be, s.out, s.x, B, T, keep, C));
-        hx = s.out + (size_t)row0 * keep * C;
-    }
-    CVENE_TRY(op->layernorm(be, s.ln, hx, p->ln_f_w, p->ln_f_b, logit_rows, C, c->ln_eps));
-    float *dst = dev_logits ? s.logits : logits_out;
-    const void *lm = p->lm_head;
-    if (NV < V) { /* only some columns (a sweep's logit difference): their rows of lm_head */
-        CVENE_TRY(resume_head_rows(be, s.wsel, p->lm_head, wdt, rs->vocab, NV, C));
-        lm = s.wsel;
-    }
-    CVENE_TRY(op->matmul_lp(be, dst, s.ln, lm, wdt, C, 1, NULL, logit_rows, C, NV)); // (rows, NV)
-    if (dev_logits) CVENE_TRY(op->to_host(be, logits_out, s.logits, (size_t)logit_rows * NV * sizeof(float)));
+    model_head_args h = {s.x, xq, s.out, s.ln, p->ln_f_w, p->ln_f_b, c->ln_eps, p->lm_head, wdt, s.wsel, rs,
+                         B, T, C, V, row0, keep, dev_logits ? s.logits : NULL, logits_out};
+    CVENE_TRY(model_head_logits(be, &h));
     return op->sync(be);
 }

@@ -81,6 +81,25 @@ cvene_status resume_join_cache(cvene_backend *be, float *full, const float *cach
 cvene_status resume_head_rows(cvene_backend *be, void *dst, const void *head, cvene_dtype dt, const int32_t *ids,
                               int n, int C);
 
+/* The output head of a causal LM forward (GPT-2, GPT-NeoX): ln_f over the rows whose logits
+ * are kept, then those rows times the head, copied out. */
+typedef struct {
+    const float *x;        /* (B, T, C) final residual stream */
+    const float *xq;       /* (B, keep, C) when the last block ran on the kept positions only, else x */
+    float *gather;         /* (B, keep, C) scratch for gathering kept rows of x */
+    float *ln;             /* (rows, C) scratch for ln_f's output */
+    const float *ln_w, *ln_b;
+    float eps;
+    const void *head;      /* (V, C) in wdt */
+    cvene_dtype wdt;
+    void *wsel;            /* (n_vocab, C) scratch for the head rows a resumed forward asked for */
+    const cvene_resume *rs;
+    int B, T, C, V, row0, keep;
+    float *dev;            /* device logits buffer, or NULL to write out directly (host memory) */
+    float *out;            /* the caller's logits (host) */
+} model_head_args;
+cvene_status model_head_logits(cvene_backend *be, const model_head_args *a);
+
 /* Grow the activation arena to at least bytes (used by every forward). */
 cvene_status model_reserve_activations(cvene_model *m, size_t bytes, int B, int T);
 

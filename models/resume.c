@@ -1,6 +1,7 @@
-/* Pieces every causal LM's resumed forward (cvene_resume, sweeps) shares: the argument
- * check, gathering each row's last positions, joining cached keys/values to the new
- * ones, and the output-head rows of the few vocabulary columns a metric reads. */
+/* Pieces the causal LMs' forwards share: for resumed forwards (cvene_resume, sweeps) the
+ * argument check, gathering each row's last positions, joining cached keys/values to the
+ * new ones and the output-head rows of the few vocabulary columns a metric reads; and the
+ * output head itself with kept positions (logits_to_keep) and columns. */
 #include "engine/tensor.h"
 #include "models/model.h"
 
@@ -57,5 +58,28 @@ cvene_status model_logits_to_keep(cvene_model *m, const cvene_run_opts *o, const
     if (*N < 0 || *N > T)
         return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "logits_to_keep = %d is outside [0, %d] (the sequence length)",
                           *N, T);
+    return CVENE_OK;
+}
+
+cvene_status model_head_logits(cvene_backend *be, const model_head_args *a) {
+    const cvene_ops *op = be->ops;
+    const int C = a->C, TL = a->keep ? a->keep : a->T, rows = (a->B - a->row0) * TL;
+    const int NV = a->rs && a->rs->n_vocab > 0 ? a->rs->n_vocab : a->V;
+    const float *hx = a->x + (size_t)a->row0 * a->T * C;
+    if (a->keep && a->xq != a->x) {
+        hx = a->xq + (size_t)a->row0 * a->keep * C; /* the last block ran on the kept positions only */
+    } else if (a->keep) { /* only each row's last `keep` positions: gather those rows first */
+        CVENE_TRY(resume_gather_tail(be, a->gather, a->x, a->B, a->T, a->keep, C));
+        hx = a->gather + (size_t)a->row0 * a->keep * C;
+    }
+    CVENE_TRY(op->layernorm(be, a->ln, hx, a->ln_w, a->ln_b, rows, C, a->eps));
+    const void *head = a->head;
+    if (NV < a->V) { /* only some columns (a sweep's logit difference): their rows of the head */
+        CVENE_TRY(resume_head_rows(be, a->wsel, a->head, a->wdt, a->rs->vocab, NV, C));
+        head = a->wsel;
+    }
+    float *dst = a->dev ? a->dev : a->out;
+    CVENE_TRY(op->matmul_lp(be, dst, a->ln, head, a->wdt, C, 1, NULL, rows, C, NV)); // (rows, NV)
+    if (a->dev) CVENE_TRY(op->to_host(be, a->out, a->dev, (size_t)rows * NV * sizeof(float)));
     return CVENE_OK;
 }

@@ -49,23 +49,25 @@ static cvene_status cpu_embedding(cvene_backend *be, float *out, const int32_t *
     return CVENE_OK;
 }
 
+/* One row: mean and (biased, as torch) variance in double, two passes, then the f32
+ * normalisation. Shared by layernorm and residual_layernorm, so the two agree bit for bit. */
+static void layernorm_row(float *o, const float *x, const float *w, const float *b, int C, float eps) {
+    double mean = 0.0, var = 0.0;
+    for (int c = 0; c < C; c++) mean += x[c];
+    mean /= C;
+    for (int c = 0; c < C; c++) {
+        double d = x[c] - mean;
+        var += d * d;
+    }
+    var /= C;
+    float m = (float)mean, rstd = (float)(1.0 / sqrt(var + eps));
+    for (int c = 0; c < C; c++) o[c] = (x[c] - m) * rstd * w[c] + b[c];
+}
+
 static cvene_status cpu_layernorm(cvene_backend *be, float *out, const float *in,
                                   const float *w, const float *b, int N, int C, float eps) {
 #pragma omp parallel for num_threads(NT(be)) schedule(static) if ((int64_t)N * C >= PAR_MIN / 4)
-    for (int n = 0; n < N; n++) {
-        const float *x = in + (int64_t)n * C;
-        float *o = out + (int64_t)n * C;
-        double mean = 0.0, var = 0.0;
-        for (int c = 0; c < C; c++) mean += x[c];
-        mean /= C;
-        for (int c = 0; c < C; c++) {
-            double d = x[c] - mean;
-            var += d * d;
-        }
-        var /= C; /* biased, as torch */
-        float m = (float)mean, rstd = (float)(1.0 / sqrt(var + eps));
-        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * rstd * w[c] + b[c];
-    }
+    for (int n = 0; n < N; n++) layernorm_row(out + (int64_t)n * C, in + (int64_t)n * C, w, b, C, eps);
     return CVENE_OK;
 }
 
@@ -207,30 +209,17 @@ static cvene_status cpu_residual_add(cvene_backend *be, float *x, const float *y
     return CVENE_OK;
 }
 
-/* x += y, then out = layernorm(x), one row at a time while the row is in cache. Bit for bit
- * residual_add + layernorm: the same f32 add per element, and the mean sums the updated x
- * in the same order (double), then the same variance pass and the same normalisation
- * expression as cpu_layernorm. */
+/* x += y, then out = layernorm(x), one row at a time while the row is in cache: the same
+ * f32 add per element as residual_add, then the same row routine as layernorm, so the
+ * result is bit for bit residual_add + layernorm. */
 static cvene_status cpu_residual_layernorm(cvene_backend *be, float *x, const float *y, float *out,
                                            const float *w, const float *b, int N, int C, float eps) {
 #pragma omp parallel for num_threads(NT(be)) schedule(static) if ((int64_t)N * C >= PAR_MIN / 4)
     for (int n = 0; n < N; n++) {
         float *xr = x + (int64_t)n * C;
         const float *yr = y + (int64_t)n * C;
-        float *o = out + (int64_t)n * C;
-        double mean = 0.0, var = 0.0;
-        for (int c = 0; c < C; c++) {
-            xr[c] += yr[c];
-            mean += xr[c];
-        }
-        mean /= C;
-        for (int c = 0; c < C; c++) {
-            double d = xr[c] - mean;
-            var += d * d;
-        }
-        var /= C; /* biased, as torch */
-        float m = (float)mean, rstd = (float)(1.0 / sqrt(var + eps));
-        for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * rstd * w[c] + b[c];
+        for (int c = 0; c < C; c++) xr[c] += yr[c];
+        layernorm_row(out + (int64_t)n * C, xr, w, b, C, eps);
     }
     return CVENE_OK;
 }
