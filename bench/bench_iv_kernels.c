@@ -20,7 +20,9 @@
  *                    (the realistic small-k sizes: rotated / low-rank / LoReFT
  *                    interventions of rank 1..16) and 64, W (k, D) and the low-rank form
  *                    W (D, k); k = 64 also with offsets (the scattered-vector kernel the
- *                    engine's calls take); and n = 32 (one position per example), k = 8
+ *                    engine's calls take); k = 8 also with CVENE_IV_ROTATED=smem (W in
+ *                    shared memory instead of registers: both kernels in one run); and
+ *                    n = 32 (one position per example), k = 8
  * and prints one line per case: name, GB/s counting the minimum bytes the op must move
  * (VANILLA: read the source floats, write the site floats; iv_rotated: read x, s and W once,
  * write x), that as a percentage of the 64 MiB copy, and as a percentage of a copy moving
@@ -35,6 +37,7 @@
  * tensor cores): where that exceeds the time the bytes take at copy speed the case is
  * compute-bound (k = 64 at D = 4096), and the copy percentage cannot reach 70%.
  * Without a CUDA device it prints "no CUDA device" and exits 0. */
+#define _POSIX_C_SOURCE 200809L /* setenv, unsetenv */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -363,6 +366,15 @@ int main(int argc, char **argv) {
                      ks[i] <= 16 ? " (realistic small k)" : "");
             rot_case(&bn, &r, name);
         }
+    /* k = 8 again with W in shared memory (the kernel k_rot_wreg replaced for 2 <= k <= 8 at
+     * this size): the A/B of the two on the same card in the same run */
+    setenv("CVENE_IV_ROTATED", "smem", 1);
+    for (int trans = 0; trans <= 1; trans++) {
+        r.k = 8, r.trans = trans;
+        rot_case(&bn, &r, trans ? "iv_rotated low-rank n=4096 D=4096 k=8, W in shared memory (CVENE_IV_ROTATED=smem)"
+                                : "iv_rotated n=4096 D=4096 k=8, W in shared memory (CVENE_IV_ROTATED=smem)");
+    }
+    unsetenv("CVENE_IV_ROTATED");
     /* k = 64 with offsets (here i D, the same vectors): the scattered-vector kernel, which is
      * what the engine's calls (offsets on the device) take when W does not fit on chip */
     r.k = 64, r.trans = 0, r.x_off = d_xo, r.s_off = d_xo;

@@ -185,7 +185,7 @@ else
     timeout -k 5 "$t" "$RUN/bin/cvene_bench_iv_kernels" >"$WORK/iv_kernels.log" 2>&1
     rc=$?
     keep "cvene_bench_iv_kernels (exit $rc)" "$WORK/iv_kernels.log"
-    tail -40 "$WORK/iv_kernels.log"
+    tail -50 "$WORK/iv_kernels.log"
     if [ "$rc" = 0 ]; then add iv_kernels PASS "$(grep -cE '[0-9.]+ +[0-9.]+%' "$WORK/iv_kernels.log") kernels timed (gpu_check.log)"
     elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then add iv_kernels FAIL "timed out after ${t}s"
     else add iv_kernels FAIL "exit $rc (gpu_check.log)"; fi

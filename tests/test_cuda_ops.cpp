@@ -15,6 +15,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <random>
@@ -565,6 +566,9 @@ TEST_F(CudaOps, IvUnits) {
 //     vectors per pass V = 4 (n = 2003, and D = 4096 with n = 600: the bench's shape, two
 //     groups per block), 2 (n = 301), 1 (n = 1, 5); n = 2003 and 301 leave a partial last
 //     group. D = 9000, k = 13 (469 KB of W) takes the larger-k paths.
+//   IvRotatedEveryKBothKernels: k = 2..8 at D = 2048 .. 4096 with n = 300: W in registers
+//     (k_rot_wreg), and with CVENE_IV_ROTATED=smem W in shared memory (k_rot_pipe); also
+//     taken by IvRotated's D = 2500, n = 301, k = 4 and D = 4096, n = 600, k = 8.
 //   IvRotatedLargeK: cuBLAS for NULL offsets, the kernel reading W from L2 for scattered
 //     vectors (W^T transposed into the backend's scratch first when trans = 1), with one or
 //     four vectors per block (n >= 1024); D = 20000 (over 8 chunks per thread at 512 threads)
@@ -666,6 +670,25 @@ TEST_F(CudaOpsRotated, IvRotated) {
         const std::vector<float> hW = randf((size_t)k * D, -0.0625f, 0.0625f);
         check(hx, hx, hW, 0, xo, xo, n, D, k, 1, true, "iv_rotated s == x " + tag({{"offsets", mode}}));
     }
+}
+
+// k = 2..8 at one block per SM (D > 1024 at 512 threads: 128 registers each fill an SM) with
+// n >= 2 x the SMs: W held in registers with a deep cp.async ring (k_rot_wreg), then the same
+// cases with CVENE_IV_ROTATED=smem, which keeps W in shared memory (k_rot_pipe). D = 4093: the
+// last chunk is partial; offsets aligned, misaligned (scalar copies) and NULL.
+TEST_F(CudaOpsRotated, IvRotatedEveryKBothKernels) {
+    for (const char *kernel : {"auto", "smem"}) {
+        ASSERT_EQ(setenv("CVENE_IV_ROTATED", kernel, 1), 0);
+        for (int D : {2048, 4093, 4096})
+            for (int mode : {0, 1, 2}) sweep(D, 300, mode, {2, 3, 4, 5, 6, 7, 8});
+        // s == x (same buffer, same offsets): a no-op
+        std::vector<int64_t> xo, so;
+        const int n = 300, D = 4096, k = 8;
+        const std::vector<float> hx = randf(rot_layout(n, D, 2, xo, so));
+        const std::vector<float> hW = randf((size_t)k * D, -0.03f, 0.03f);
+        check(hx, hx, hW, 0, xo, xo, n, D, k, 0, true, std::string("iv_rotated s == x, kernel ") + kernel);
+    }
+    unsetenv("CVENE_IV_ROTATED");
 }
 
 TEST_F(CudaOpsRotated, IvRotatedLargeK) {

@@ -81,6 +81,11 @@
  * and 1 alike) against 60.5-61.7%, i.e. ~0.078 ms instead of 0.086 ms; k = 1 unchanged
  * (84-85%, same kernel). Still short of 70%: while a block waits for its group, only that
  * group's 64 KB is in flight per SM (a second buffer does not fit beside W at k = 8).
+ * For 2 <= k <= 8 at C <= 2 (D <= 4096) k_rot_wreg below now runs instead (W in registers,
+ * shared memory free for a 4-8 deep ring of whole vectors); k_rot_pipe remains for C = 4
+ * and k up to 10, and behind CVENE_IV_ROTATED=smem (A/B in bench_iv_kernels). Not yet
+ * measured on a GPU (written in a session without one; checked in a host emulator of the
+ * kernel with the copies completing as late as cp.async allows, under ASan + UBSan).
  *
  * ---- (b) larger k ------------------------------------------------------------------
  * Contiguous vectors (x_off = s_off = NULL) go to cuBLAS (the backend's handle, plain f32
@@ -97,6 +102,8 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_check.h"
@@ -648,6 +655,156 @@ __global__ void __launch_bounds__(kResMaxThreads, 1)
     }
 }
 
+/* ---- (a'') small k at one block per SM: W in registers (k_rot_wreg) -------------------
+ * For 2 <= k <= 8 at C <= 2 float4 chunks per thread (D <= 4096 at 512 threads) each thread
+ * keeps the k x 4 C floats of W that meet its own chunks in registers (<= 64 at k = 8,
+ * C = 2), loaded once per block: no shared-memory reads of W at all (k_rot_pipe reads all
+ * of W from shared memory twice per group, ~1 us of LDS.128 per vector at D = 4096, k = 8),
+ * and shared memory is free for an S-stage cp.async ring of whole vectors (S = 8 / C: 128
+ * KB of x and s in flight per SM, against k_rot_pipe's single 64 KB buffer, which at k = 8
+ * left each SM with one group's loads in flight while it waited). One vector per step:
+ *   1. wait for the oldest slot (cp.async.wait_group S - 1: every thread waits for its own
+ *      copies, the only ones it reads), read x and s into registers, s - x;
+ *   2. issue the copies of the vector S steps ahead into the same slot (each thread copies
+ *      exactly the chunks it reads back, so no barrier guards the ring);
+ *   3. k partial dot products, the transposing warp reduction (padded to 4 or 8 partials),
+ *      one value per warp and row into red[step parity]; ONE block barrier; every thread
+ *      then adds the warps' values for all k rows itself (fixed warp order: the same p_j
+ *      in every thread, deterministic). red is double-buffered by step parity: a thread
+ *      writes red[p] again two steps later, after passing the next step's barrier, which
+ *      every thread reaches only after reading red[p];
+ *   4. x + sum_j W_j p_j stored from registers.
+ * Registers (ptxas, sm_90, 512 threads): see the launch's comment. Chunks past NC and floats
+ * past D hold zeros in both W and s - x (cp.async zero-fills), so they add exact zeros.
+ * Same summation structure as the other resident kernels (per-thread chunks, warp tree,
+ * warps in order), so it agrees with the CPU reference to f32 rounding. */
+constexpr int kWregMinK = 2, kWregMaxK = 8;
+
+template <int N> __device__ __forceinline__ void cp_wait_n() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+template <int K, int C, int S>
+__global__ void __launch_bounds__(kResMaxThreads, 1)
+    k_rot_wreg(float *x, const int64_t *__restrict__ x_off, const float *s, const int64_t *__restrict__ s_off,
+               const float *__restrict__ W, int n, int D, int trans) {
+    constexpr int NP = K <= 4 ? 4 : 8; /* partials per lane for warp_sum_tr: K, zero-padded */
+    constexpr int LPV = 32 / NP;       /* lanes that end with the same warp total */
+    extern __shared__ float4 sm4[];
+    const int t = threadIdx.x, T = blockDim.x, lane = t & 31, warp = t >> 5, NW = T >> 5;
+    const int NC = (D + 3) >> 2; /* float4 chunks per vector */
+    float *red = reinterpret_cast<float *>(sm4);       /* 2 x (NW, NP) warp totals */
+    float4 *ring = sm4 + (2 * NW * NP) / 4;            /* S slots of 2 C T float4 (x | s) */
+    const int64_t G = gridDim.x;
+    const int64_t g0 = blockIdx.x; /* the host launches at most n blocks */
+
+    /* the ring's first S vectors, then this thread's part of W (overlapping those copies) */
+    float *xp_unused[1];
+    bool xa_unused[1];
+#pragma unroll
+    for (int q = 0; q < S; q++) {
+        const int64_t g = g0 + q * G;
+        if (g < n) issue_group<1, C>(ring + q * (2 * C * T), x, x_off, s, s_off, n, D, NC, g, xp_unused, xa_unused);
+        cp_commit(); /* one commit group per slot, empty or not: wait_group counts them */
+    }
+    float4 w[K][C]; /* w[j][m]: row j of M = W (trans 0) or W^T (trans 1), floats 4 c .. 4 c + 3 */
+    const bool wa = !trans && ((uintptr_t)W & 15) == 0 && (D & 3) == 0;
+#pragma unroll
+    for (int m = 0; m < C; m++) {
+        const int c = t + m * T, d = 4 * c;
+#pragma unroll
+        for (int j = 0; j < K; j++) {
+            float4 v = f4zero();
+            if (c < NC) {
+                if (wa) {
+                    v = __ldg(reinterpret_cast<const float4 *>(W + (size_t)j * D + d));
+                } else if (!trans) {
+                    v = load_part(W + (size_t)j * D, d, D);
+                } else { /* W (D, K): element (d, j) at d K + j */
+                    v.x = __ldg(W + (size_t)d * K + j);
+                    if (d + 1 < D) v.y = __ldg(W + (size_t)(d + 1) * K + j);
+                    if (d + 2 < D) v.z = __ldg(W + (size_t)(d + 2) * K + j);
+                    if (d + 3 < D) v.w = __ldg(W + (size_t)(d + 3) * K + j);
+                }
+            }
+            w[j][m] = v;
+        }
+    }
+
+    int slot = 0, par = 0;
+    for (int64_t g = g0; g < n; g += G) {
+        cp_wait_n<S - 1>(); /* this thread's copies of vector g (the oldest group) landed */
+        float4 *sb = ring + slot * (2 * C * T);
+        float4 xr[C], dr[C];
+#pragma unroll
+        for (int m = 0; m < C; m++) {
+            const int c = t + m * T;
+            xr[m] = f4zero(), dr[m] = f4zero();
+            if (c < NC) {
+                xr[m] = sb[c];
+                const float4 sv = sb[C * T + c];
+                dr[m] = make_float4(sv.x - xr[m].x, sv.y - xr[m].y, sv.z - xr[m].z, sv.w - xr[m].w);
+            }
+        }
+        {
+            const int64_t gn = g + S * G;
+            if (gn < n) issue_group<1, C>(sb, x, x_off, s, s_off, n, D, NC, gn, xp_unused, xa_unused);
+            cp_commit();
+        }
+        /* projections: a[j] = this thread's part of M_j . (s - x) */
+        float a[NP];
+#pragma unroll
+        for (int j = 0; j < NP; j++) a[j] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < K; j++)
+#pragma unroll
+            for (int m = 0; m < C; m++) {
+                float acc = a[j];
+                acc = fmaf(w[j][m].x, dr[m].x, acc);
+                acc = fmaf(w[j][m].y, dr[m].y, acc);
+                acc = fmaf(w[j][m].z, dr[m].z, acc);
+                acc = fmaf(w[j][m].w, dr[m].w, acc);
+                a[j] = acc;
+            }
+        float *rp = red + par * (NW * NP);
+        const float tot = warp_sum_tr<NP>(a, lane); /* warp total of a[lane / LPV] */
+        if (lane % LPV == 0) rp[warp * NP + lane / LPV] = tot;
+        __syncthreads();
+        float p[NP]; /* block totals, warps added in order (the same in every thread) */
+#pragma unroll
+        for (int j = 0; j < NP; j++) p[j] = 0.0f;
+        for (int wi = 0; wi < NW; wi++) {
+#pragma unroll
+            for (int q = 0; q < NP / 4; q++) {
+                const float4 r = *reinterpret_cast<const float4 *>(rp + wi * NP + 4 * q);
+                p[4 * q] += r.x, p[4 * q + 1] += r.y, p[4 * q + 2] += r.z, p[4 * q + 3] += r.w;
+            }
+        }
+        /* update: x + sum_j M_j p_j (the sum first, then added to x, as the CPU does) */
+        float *xp = x + (x_off ? __ldg(x_off + g) : g * D);
+        const bool xa = ((uintptr_t)xp & 15) == 0;
+#pragma unroll
+        for (int m = 0; m < C; m++) {
+            const int c = t + m * T, d = 4 * c;
+            float4 up = f4zero();
+#pragma unroll
+            for (int j = 0; j < K; j++) {
+                up.x = fmaf(w[j][m].x, p[j], up.x);
+                up.y = fmaf(w[j][m].y, p[j], up.y);
+                up.z = fmaf(w[j][m].z, p[j], up.z);
+                up.w = fmaf(w[j][m].w, p[j], up.w);
+            }
+            if (c < NC) {
+                const float4 r = make_float4(xr[m].x + up.x, xr[m].y + up.y, xr[m].z + up.z, xr[m].w + up.w);
+                if (xa && d + 4 <= D) __stcg(reinterpret_cast<float4 *>(xp + d), r);
+                else store_part(xp, d, D, r);
+            }
+        }
+        slot = slot + 1 == S ? 0 : slot + 1;
+        par ^= 1;
+    }
+}
+
 /* The resident path's shape for (n, D, k), or ok = false when it does not apply. */
 struct resident_plan {
     bool ok;
@@ -697,6 +854,54 @@ cvene_status queue_resident(cvene_backend *be, cudaStream_t st,
     return CVENE_OK;
 }
 
+/* Queue k_rot_wreg<K, C, 8 / C> on a persistent grid of at most sms blocks (one block per
+ * SM: 512 threads at up to 128 registers fill the register file), as few blocks as give
+ * the same number of rounds; *launched = false when its shared memory (ring + red) does not
+ * fit. ptxas (CUDA 13, sm_90) for K = 8, C = 2: see bench/RESULTS.md's GPU section. */
+template <int K, int C>
+cvene_status launch_wreg_k(cvene_backend *be, cudaStream_t st, int T, int sms, int optin, bool *launched, float *x,
+                           const int64_t *x_off, const float *s, const int64_t *s_off, const float *W, int n, int D,
+                           int trans) {
+    constexpr int S = 8 / C, NP = K <= 4 ? 4 : 8;
+    const size_t smem = sizeof(float) * 2 * (size_t)(T / 32) * NP + sizeof(float4) * S * 2 * C * (size_t)T;
+    *launched = false;
+    if (smem > (size_t)optin) return CVENE_OK;
+    auto kern = k_rot_wreg<K, C, S>;
+    if (smem > 48 * 1024) /* beyond the default: opt in (host-side attribute, no sync) */
+        CU_CHECK(be, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const int64_t rounds = ((int64_t)n + sms - 1) / sms;
+    const int64_t grid = ((int64_t)n + rounds - 1) / rounds;
+    kern<<<(unsigned)grid, T, smem, st>>>(x, x_off, s, s_off, W, n, D, trans);
+    CU_CHECK(be, cudaGetLastError());
+    *launched = true;
+    return CVENE_OK;
+}
+
+template <int C>
+cvene_status launch_wreg(cvene_backend *be, cudaStream_t st, int T, int sms, int optin, bool *launched, float *x,
+                         const int64_t *x_off, const float *s, const int64_t *s_off, const float *W, int n, int D,
+                         int k, int trans) {
+#define WREG_ARGS be, st, T, sms, optin, launched, x, x_off, s, s_off, W, n, D, trans
+    switch (k) {
+    case 2: return launch_wreg_k<2, C>(WREG_ARGS);
+    case 3: return launch_wreg_k<3, C>(WREG_ARGS);
+    case 4: return launch_wreg_k<4, C>(WREG_ARGS);
+    case 5: return launch_wreg_k<5, C>(WREG_ARGS);
+    case 6: return launch_wreg_k<6, C>(WREG_ARGS);
+    case 7: return launch_wreg_k<7, C>(WREG_ARGS);
+    case 8: return launch_wreg_k<8, C>(WREG_ARGS);
+    default: *launched = false; return CVENE_OK;
+    }
+#undef WREG_ARGS
+}
+
+/* CVENE_IV_ROTATED=smem in the environment keeps W in shared memory (k_rot_pipe) where
+ * k_rot_wreg would run: for A/B measurements (bench_iv_kernels) and as an escape hatch. */
+bool wreg_disabled() {
+    const char *e = getenv("CVENE_IV_ROTATED");
+    return e && strcmp(e, "smem") == 0;
+}
+
 /* Launch the resident kernel; *launched = false (nothing queued) if the device cannot
  * hold one block of it, so the caller falls back. */
 template <int V, int C>
@@ -722,6 +927,13 @@ cvene_status launch_resident(cvene_backend *be, cudaStream_t st, const resident_
          * overlap this one's compute, so take k_rot_pipe (x and s through shared memory,
          * VP C <= 4 float4 pairs a thread per group) when its buffer fits beside W and
          * every block still gets two groups or more (the pipeline needs a next group) */
+        if constexpr (C <= 2) { /* W in registers, a deep ring of whole vectors */
+            if (occ == 1 && k >= kWregMinK && k <= kWregMaxK && n >= 2 * sms && !wreg_disabled()) {
+                const cvene_status r =
+                    launch_wreg<C>(be, st, p.T, sms, optin, launched, x, x_off, s, s_off, W, n, D, k, trans);
+                if (r != CVENE_OK || *launched) return r;
+            }
+        }
         if constexpr (C <= 4) {
             constexpr int VP = V * C >= 4 ? 4 / C : V;
             const int64_t ngp = ((int64_t)n + VP - 1) / VP;
