@@ -1,6 +1,6 @@
 /* Forward-pass throughput of the native engine on one model directory.
  *   cvene_bench_forward DIR B T [iters] [threads] [cpu|cuda] [--ids FILE] [--logits-out FILE]
- *                       [--keep N]
+ *                       [--keep N] [--dtype f32|bf16|f16]
  * Token ids: random (fixed seed), or --ids FILE: B*T raw little-endian int32 (what
  * bench/bench_gpu_forward.py writes, so both libraries see the same batch). One warm-up
  * pass, then `iters` timed passes, each with full (B, T, V) f32 logits copied to a host
@@ -9,6 +9,8 @@
  * --logits-out FILE writes the last pass's logits (raw f32, B*T*V) for a parity check.
  * --keep N asks for the last N positions' logits only (cvene_run_opts.logits_to_keep):
  * (B, N, V) cross to the host, and the last block runs only those positions.
+ * --dtype bf16 / f16 loads the model with cvene_ctx_params.compute_dtype = that dtype (GEMM
+ * weights in 16 bits, f32 accumulation; the logits are still f32). Default f32.
  * Prints one JSON line: {"device":..,"B":..,"T":..,"ms_mean":..,"ms_median":..,"tok_s":..}.
  * Used by bench/bench_cpu_forward.py and bench/bench_gpu_forward.py. */
 #define _POSIX_C_SOURCE 200809L
@@ -48,19 +50,20 @@ static int read_exact(const char *path, void *dst, size_t n) {
 }
 
 int main(int argc, char **argv) {
-    const char *ids_path = NULL, *logits_path = NULL;
+    const char *ids_path = NULL, *logits_path = NULL, *dtype = "f32";
     const char *pos[6] = {0};
     int npos = 0, keep = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ids") && i + 1 < argc) ids_path = argv[++i];
         else if (!strcmp(argv[i], "--logits-out") && i + 1 < argc) logits_path = argv[++i];
         else if (!strcmp(argv[i], "--keep") && i + 1 < argc) keep = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) dtype = argv[++i];
         else if (npos < 6) pos[npos++] = argv[i];
         else npos = 7;
     }
     if (npos < 3 || npos > 6) {
         fprintf(stderr, "usage: %s MODEL_DIR B T [iters=10] [threads=0] [cpu|cuda] [--ids FILE] "
-                        "[--logits-out FILE] [--keep N]\n", argv[0]);
+                        "[--logits-out FILE] [--keep N] [--dtype f32|bf16|f16]\n", argv[0]);
         return 2;
     }
     int B = atoi(pos[1]), T = atoi(pos[2]);
@@ -71,6 +74,12 @@ int main(int argc, char **argv) {
     }
     cvene_ctx_params cp = cvene_ctx_default_params();
     cp.n_threads = threads;
+    if (!strcmp(dtype, "bf16")) cp.compute_dtype = CVENE_BF16;
+    else if (!strcmp(dtype, "f16")) cp.compute_dtype = CVENE_F16;
+    else if (strcmp(dtype, "f32")) {
+        fprintf(stderr, "--dtype must be f32, bf16 or f16, got '%s'\n", dtype);
+        return 2;
+    }
     if (npos > 5 && !strcmp(pos[5], "cuda")) cp.device = CVENE_DEVICE_CUDA;
     else if (npos > 5 && strcmp(pos[5], "cpu")) {
         fprintf(stderr, "device must be cpu or cuda, got '%s'\n", pos[5]);
@@ -131,9 +140,9 @@ int main(int argc, char **argv) {
         qsort(times, (size_t)iters, sizeof(double), cmp_double);
         double median = iters % 2 ? times[iters / 2] : 0.5 * (times[iters / 2 - 1] + times[iters / 2]);
         printf("{\"device\": \"%s\", \"B\": %d, \"T\": %d, \"iters\": %d, \"ms_mean\": %.3f, \"ms_median\": %.3f, "
-               "\"ms_best\": %.3f, \"tok_s\": %.1f, \"logits_to_keep\": %d}\n",
+               "\"ms_best\": %.3f, \"tok_s\": %.1f, \"logits_to_keep\": %d, \"dtype\": \"%s\"}\n",
                cp.device == CVENE_DEVICE_CUDA ? "cuda" : "cpu", B, T, iters, 1e3 * total / iters, 1e3 * median,
-               1e3 * times[0], (double)B * T * iters / total, keep);
+               1e3 * times[0], (double)B * T * iters / total, keep, dtype);
     }
     free(ids);
     free(logits);

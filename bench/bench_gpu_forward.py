@@ -1,4 +1,4 @@
-"""GPU forward: cvene's CUDA backend vs transformers on torch, same GPU, same batch, f32.
+"""GPU forward: cvene's CUDA backend vs transformers on torch, same GPU, same batch, f32 (and bf16).
 
     python3 bench/bench_gpu_forward.py --bin DIR_WITH_cvene_bench_forward [--out DIR]
 
@@ -19,6 +19,14 @@ TF32 is off in torch (cvene's cuBLAS GEMMs are plain f32), so the logits must ag
 max |cvene - torch| / max |torch| <= 1e-4 over the whole (B, T, V) tensor, per shape.
 Targets: speed-up (host-logits medians) >= 1.5x at batch 1, >= 1.0x at batch 32.
 
+bf16 rows (unless --no-bf16): cvene with compute_dtype bf16 (cvene_bench_forward --dtype bf16:
+GEMM weights in bf16, activations rounded to bf16 at each GEMM, f32 accumulation, f32 logits)
+against the same transformers model converted with .to(torch.bfloat16) (bf16 everywhere),
+timed the same ways (transformers' host copy is of its bf16 logits: half the bytes of
+cvene's f32 ones). Parity: cvene's bf16 logits within TOL_BF16 = 1e-2 of the f32 torch
+logits (issue #5's bf16 tolerance; relative to max |ref|), which fails the run if missed;
+transformers' own bf16 distance from its f32 logits is printed beside it for scale.
+
 Exit status: 0 all parity checks passed (speed targets are reported, not enforced),
 1 a parity check or a run failed, 3 skipped (no torch / transformers, or no CUDA device).
 The last line printed is `RESULT <json>` for gpu_check.sh's summary; --out DIR also gets
@@ -27,10 +35,11 @@ forward.json and forward.md (a table for bench/RESULTS.md).
     python3 bench/bench_gpu_forward.py --bin build/ --device cpu --tiny
 is a smoke test of this script on a machine without a GPU (tiny models, cvene on the CPU).
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile, time
+import argparse, copy, json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 TOL = 1e-4
+TOL_BF16 = 1e-2
 TARGETS = {1: 1.5, 32: 1.0}
 PYTHIA_160M = dict(vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                    intermediate_size=3072, rotary_pct=0.25, rotary_emb_base=10000, max_position_embeddings=2048,
@@ -96,9 +105,9 @@ def no_tf32(torch):
             return f"could not turn TF32 off ({e})"
 
 
-def run_cvene(bin_path, model_dir, ids_path, logits_path, B, T, iters, device, timeout, keep=0):
+def run_cvene(bin_path, model_dir, ids_path, logits_path, B, T, iters, device, timeout, keep=0, dtype="f32"):
     cmd = [str(bin_path), str(model_dir), str(B), str(T), str(iters), "0", device, "--ids", str(ids_path),
-           "--logits-out", str(logits_path)] + (["--keep", str(keep)] if keep else [])
+           "--logits-out", str(logits_path), "--dtype", dtype] + (["--keep", str(keep)] if keep else [])
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"cvene_bench_forward failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
@@ -161,6 +170,35 @@ def time_torch_last(torch, model, ids, iters, dev):
     return median(ms)
 
 
+def rel_diff(got, ref):
+    rel = ((got - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+    return rel if rel == rel else float("inf")  # NaN -> inf
+
+
+def bf16_row(torch, np, bench, mdir, ids_path, logits_path, model16, ids_dev, ref, B, T, iters, dev, timeout):
+    """cvene compute_dtype bf16 vs the transformers model in bf16 on one batch (see the module doc)."""
+    V = ref.shape[-1]
+    c = run_cvene(bench, mdir, ids_path, logits_path, B, T, iters, dev, timeout, dtype="bf16")
+    got = torch.from_numpy(np.fromfile(logits_path, dtype=np.float32)).to(dev).view_as(ref)
+    rel = rel_diff(got, ref)
+    t_host, t_dev = time_torch(torch, model16, ids_dev, iters, dev)
+    with torch.no_grad():
+        rel_t = rel_diff(model16(ids_dev, use_cache=False).logits.float(), ref)
+    k1 = run_cvene(bench, mdir, ids_path, logits_path, B, T, iters, dev, timeout, keep=1, dtype="bf16")
+    got1 = torch.from_numpy(np.fromfile(logits_path, dtype=np.float32)).to(dev).view(B, 1, V)
+    rel1 = rel_diff(got1, ref[:, -1:, :])
+    t_last = time_torch_last(torch, model16, ids_dev, iters, dev)
+    r = dict(cvene_ms=c["ms_median"], torch_ms=t_host, torch_dev_ms=t_dev, speedup=t_host / c["ms_median"],
+             rel_diff=rel, torch_rel_diff=rel_t, rel_diff_last=rel1, cvene_last_ms=k1["ms_median"],
+             torch_last_ms=t_last, parity=rel <= TOL_BF16 and rel1 <= TOL_BF16)
+    print(f"  bf16 {B}x{T}: cvene {r['cvene_ms']:.2f} ms, transformers bf16 {t_host:.2f} ms (logits kept on the "
+          f"GPU: {t_dev:.2f} ms), speed-up {r['speedup']:.2f}x; last position only: cvene {r['cvene_last_ms']:.2f} ms, "
+          f"transformers " + (f"{t_last:.2f} ms" if t_last else "n/a")
+          + f"; vs f32 torch: cvene {rel:.1e} / last {rel1:.1e} ({'ok' if r['parity'] else 'FAIL'} <= {TOL_BF16:g}), "
+          f"transformers bf16 {rel_t:.1e}", flush=True)
+    return r
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin", required=True, help="directory holding cvene_bench_forward")
@@ -170,6 +208,7 @@ def main():
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: smoke test only")
     ap.add_argument("--tiny", action="store_true", help="tiny models (smoke test)")
     ap.add_argument("--step-timeout", type=float, default=120, help="seconds per cvene run")
+    ap.add_argument("--no-bf16", action="store_true", help="f32 rows only")
     args = ap.parse_args()
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
     out = Path(args.out) if args.out else None
@@ -207,6 +246,7 @@ def main():
                 model = cls(cfg).to(torch.float32).eval()
             mdir = tmp / name
             added = save_for_cvene(model, cfg, mdir)
+            model16 = None if args.no_bf16 else copy.deepcopy(model).to(torch.bfloat16).eval()
             print(f"  {name}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, built and saved in "
                   f"{time.time() - t0:.1f} s" + (f" (config.json: added {', '.join(added)})" if added else ""),
                   flush=True)
@@ -255,13 +295,17 @@ def main():
                     print(f"  {name} {B}x{T}, last-position logits only: cvene {k1['ms_median']:.2f} ms, transformers "
                           + (f"{t_last:.2f} ms ({t_last / k1['ms_median']:.2f}x)" if t_last else "n/a")
                           + f", max rel diff {rel1:.2e} ({'ok' if rel1 <= TOL else 'FAIL'})", flush=True)
+                    if model16 is not None:
+                        row["bf16"] = bf16_row(torch, np, bench, mdir, ids_path, logits_path, model16, ids_dev, ref,
+                                               B, T, iters, dev, args.step_timeout)
+                        failed |= not row["bf16"]["parity"]
                     del got, ref
                 except Exception as e:  # keep going: report the other shapes
                     row.update(error=str(e)[-500:])
                     failed = True
                     print(f"  {name} {B}x{T}: FAIL: {e}", flush=True)
                 rows.append(row)
-            del model
+            del model, model16
             if dev == "cuda":
                 torch.cuda.empty_cache()
             shutil.rmtree(mdir, ignore_errors=True)
@@ -283,6 +327,19 @@ def main():
                              f"{r['speedup']:.2f}x ({r['target']}x) | {r['torch_dev_ms']:.2f} | {r['rel_diff']:.1e} | "
                              f"{r['cvene_last_ms']:.2f} / "
                              + (f"{r['torch_last_ms']:.2f} |" if r.get('torch_last_ms') else "n/a |"))
+        b16 = [r for r in rows if "bf16" in r]
+        if b16:
+            lines += ["", "bf16: cvene compute_dtype bf16 (bf16 GEMM weights and inputs, f32 accumulation, f32 "
+                      "logits) vs transformers .to(torch.bfloat16) (bf16 logits to the host); rel diff of each "
+                      f"against the f32 torch logits (cvene must be <= {TOL_BF16:g}).", "",
+                      "| model | batch x seq | cvene ms | transformers ms | speed-up | transformers ms, logits left on GPU | cvene rel diff | transformers bf16 rel diff | last-position logits only: cvene ms / transformers ms |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for r in b16:
+                b = r["bf16"]
+                lines.append(f"| {r['model']} | {r['B']} x {r['T']} | {b['cvene_ms']:.2f} | {b['torch_ms']:.2f} | "
+                             f"{b['speedup']:.2f}x | {b['torch_dev_ms']:.2f} | {b['rel_diff']:.1e} | "
+                             f"{b['torch_rel_diff']:.1e} | {b['cvene_last_ms']:.2f} / "
+                             + (f"{b['torch_last_ms']:.2f} |" if b.get('torch_last_ms') else "n/a |"))
         (out / "forward.md").write_text("\n".join(lines) + "\n")
     result_line("FAIL" if failed else "PASS", rows, card)
     return 1 if failed else 0

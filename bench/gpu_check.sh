@@ -22,7 +22,9 @@
 #               the fast path (3 reps, median) in ms and sites/s, and the naive per-site loop
 #               over layers 0, 6, 11 (per-site time, speed-up); scores of the two must agree
 #   forward     bench/bench_gpu_forward.py: cvene CUDA vs transformers, GPT-2-small and
-#               Pythia-160M shapes, 1x128 and 32x128, f32, logits parity <= 1e-4
+#               Pythia-160M shapes, 1x128 and 32x128, f32, logits parity <= 1e-4; and bf16
+#               rows (cvene compute_dtype bf16 vs transformers .to(bfloat16); cvene's logits
+#               within 1e-2 of the f32 torch ones)
 # A binary the bundle lacks is reported MISSING (not a failure). Without a GPU (or with
 # GPU_CHECK_NO_GPU=1) the tests skip and the benchmarks say "no CUDA device".
 # Logs go under $OUT when set (the device tool returns at most 8 files from there), else
@@ -275,6 +277,13 @@ for r in json.loads(sys.argv[1])["rows"]:
             r["cvene_last_ms"], "%.2f ms" % r["torch_last_ms"] if r.get("torch_last_ms") else "n/a")
     print("%s|%s|cvene %.2f ms, transformers %.2f ms (%.2f on GPU): %.2fx (target %sx), rel diff %.1e%s"
           % (step, st, r["cvene_ms"], r["torch_ms"], r["torch_dev_ms"], r["speedup"], r["target"], r["rel_diff"], last))
+    b = r.get("bf16")
+    if b:  # cvene compute_dtype bf16 vs transformers .to(bfloat16); parity vs the f32 torch logits
+        print("%s bf16|%s|cvene %.2f ms, transformers %.2f ms (%.2f on GPU): %.2fx; last position %.2f / %s ms; "
+              "rel diff vs f32: cvene %.1e, transformers %.1e"
+              % (step, "PASS" if b["parity"] else "FAIL", b["cvene_ms"], b["torch_ms"], b["torch_dev_ms"], b["speedup"],
+                 b["cvene_last_ms"], "%.2f" % b["torch_last_ms"] if b.get("torch_last_ms") else "n/a", b["rel_diff"],
+                 b["torch_rel_diff"]))
 ' "$res" 2>/dev/null)
   fi
 fi
