@@ -369,6 +369,49 @@ TEST_F(FusedCuda, MatmulActWithTheEpilogueSwitchedOff) {
     cvene_backend_cuda_free(off);
 }
 
+// matmul_lp with 16-bit weights: the rounded inputs and W through one cuBLASLt GEMM with the bias in
+// its epilogue (kernels/cuda/gemm.cu: cvene_cuda_lt_matmul_half) for aligned problems, cublasGemmEx
+// after a bias fill otherwise; against the CPU oracle (the same rounded operands in f32, so only
+// the f32 summation order differs: the usual 1e-5 relative tolerance). Same shapes as
+// MatmulEpilogues; W's offsets and leading dimensions count 16-bit elements.
+TEST_F(FusedCuda, MatmulLowPrecisionThroughCublasLt) {
+    const MmCase cases[] = {
+        {33, 768, 2304, 0, 0, 0, 1}, {33, 768, 768, 0, 768, 1536, 1}, {33, 768, 768, 1, 0, 0, 1},
+        {1, 768, 3072, 0, 0, 0, 1},  {7, 130, 129, 0, 3, 7, 2},       {7, 130, 129, 1, 3, 7, 2},
+        {5, 64, 96, 0, 0, 0, 0},     {5, 64, 96, 1, 1, 3, 0},         {3, 2, 2, 0, 0, 0, 1},
+        {4, 1, 9, 0, 0, 0, 1},       {4, 9, 1, 1, 0, 0, 1},
+    };
+    for (cvene_dtype dt : {CVENE_BF16, CVENE_F16})
+        for (const MmCase &c : cases) {
+            const int width = c.trans_w ? c.K : c.N, rows = c.trans_w ? c.N : c.K, ldw = width + c.ldw_extra;
+            std::vector<float> wf = randf((size_t)rows * ldw + c.off, -0.25f, 0.25f);
+            std::vector<uint16_t> wh(wf.size());
+            cvene_f32_to_half_array(wh.data(), wf.data(), wf.size(), dt);
+            auto w = both(wh);
+            auto bias = both(randf((size_t)c.N + 1));
+            const int b_off = c.bias == 2 ? 1 : 0;
+            const float *bc = c.bias ? bias.c + b_off : nullptr, *bg = c.bias ? bias.g + b_off : nullptr;
+            const std::string t = std::string(dt == CVENE_BF16 ? "bf16 " : "f16 ") +
+                                  tag({{"M", c.M}, {"K", c.K}, {"N", c.N}, {"trans_w", c.trans_w}, {"off", c.off},
+                                       {"ldw", ldw}, {"bias", c.bias}});
+            for (int rep = 0; rep < 2; rep++) { // the second time through the cached plan, other inputs
+                auto in = both(randf((size_t)c.M * c.K));
+                auto out = both(randf((size_t)c.M * c.N, 100.0f, 200.0f)); // overwritten
+                const int64_t lt0 = lt_count();
+                ASSERT_EQ(cpu->ops->matmul_lp(cpu, out.c, in.c, w.c + c.off, dt, ldw, c.trans_w, bc, c.M, c.K, c.N),
+                          CVENE_OK);
+                ASSERT_EQ(gpu->ops->matmul_lp(gpu, out.g, in.g, w.g + c.off, dt, ldw, c.trans_w, bg, c.M, c.K, c.N),
+                          CVENE_OK)
+                    << msg(gpu);
+                expect_close(out.c, out.g, (size_t)c.M * c.N, "matmul_lp " + t + (rep ? " (cached plan)" : ""));
+                if (c.M > 1 && c.K > 1 && c.N > 1 && c.off % 64 == 0 && ldw % 64 == 0 && c.bias != 2) {
+                    EXPECT_EQ(lt_count(), lt0 + 1)
+                        << "cuBLASLt offered no 16-bit algorithm with f32 accumulation for " << t;
+                }
+            }
+        }
+}
+
 TEST_F(FusedCuda, MatmulActLowPrecisionWeights) {
     const int M = 7, K = 65, N = 129;
     for (cvene_dtype dt : {CVENE_BF16, CVENE_F16}) {

@@ -1,4 +1,5 @@
-/* f32 GEMMs of the CUDA backend (kernels/backend.h: matmul, matmul_act) through cuBLASLt.
+/* GEMMs of the CUDA backend (kernels/backend.h: matmul, matmul_act, and matmul_lp's 16-bit
+ * GEMM) through cuBLASLt.
  *
  * out (M, N) = act(in (M, K) @ W + bias) is one cublasLtMatmul: the bias (and gelu_new, when
  * allowed) is applied in the GEMM's epilogue instead of a separate pass over out.
@@ -22,6 +23,13 @@
  *
  * Fallback: where cuBLASLt offers no such algorithm (an alignment, a shape), the GEMM runs as
  * before this file existed: out = bias, then cublasGemmEx (CUBLAS_COMPUTE_32F) with beta = 1.
+ *
+ * 16-bit inputs (cvene_cuda_lt_matmul_half, for kernels/cuda/lowp.cu): A = W and B = the
+ * rounded activations both CUDA_R_16BF or both CUDA_R_16F, C = D = out CUDA_R_32F, the f32
+ * bias in the epilogue (saves matmul_lp's bias-fill pass over out and the beta = 1 read of
+ * it). Accepted candidates: tensor cores allowed (they are the point), but the inputs must be
+ * taken as exactly that 16-bit type and the accumulator must be f32 (flags checked as above).
+ * Not yet measured on a GPU; without an accepted algorithm matmul_lp keeps its GemmEx path.
  *
  * gelu_new (CVENE_GELU_TANH): cuBLASLt documents CUBLASLT_EPILOGUE_GELU_BIAS only as "bias,
  * then GELU"; it is the tanh approximation (torch decomposes _addmm_activation(use_gelu=True),
@@ -49,6 +57,7 @@
 /* Types at namespace scope (not anonymous): they are fields of cvene_cuda_gemm. */
 struct cvene_cuda_gemm_key {
     int32_t M, K, N, ldw, trans_w, epi;
+    int32_t ab; /* cvene_dtype of A and B: F32, or F16 / BF16 (16-bit inputs, f32 out) */
     int32_t al_w, al_in, al_out, al_bias; /* alignment in bytes (4 .. 256) */
 };
 
@@ -69,6 +78,23 @@ constexpr int kFillBlock = 256;
 /* Implementation details we refuse: any tensor-core math or down-converted inputs. */
 constexpr uint64_t kBadImpl = CUBLASLT_NUMERICAL_IMPL_FLAGS_TENSOR_OP_MASK | CUBLASLT_NUMERICAL_IMPL_FLAGS_INPUT_16F |
                               CUBLASLT_NUMERICAL_IMPL_FLAGS_INPUT_16BF | CUBLASLT_NUMERICAL_IMPL_FLAGS_INPUT_TF32;
+
+/* The implementation flags an algorithm for A/B of dtype ab must not have: f32 -> kBadImpl;
+ * F16 / BF16 -> any other input type, and any accumulator but f32. */
+uint64_t bad_impl(int32_t ab) {
+    if (ab == CVENE_F32) return kBadImpl;
+    const uint64_t in = ab == CVENE_BF16 ? CUBLASLT_NUMERICAL_IMPL_FLAGS_INPUT_16BF : CUBLASLT_NUMERICAL_IMPL_FLAGS_INPUT_16F;
+    return (CUBLASLT_NUMERICAL_IMPL_FLAGS_OP_INPUT_TYPE_MASK & ~in) |
+           (CUBLASLT_NUMERICAL_IMPL_FLAGS_ACCUMULATOR_TYPE_MASK & ~CUBLASLT_NUMERICAL_IMPL_FLAGS_ACCUMULATOR_32F) |
+           CUBLASLT_NUMERICAL_IMPL_FLAGS_GAUSSIAN;
+}
+
+/* A candidate's flags are acceptable for dtype ab: none of bad_impl(ab), and for 16-bit
+ * inputs positively an f32 accumulator (flags that name none are refused). */
+bool impl_ok(uint64_t flags, int32_t ab) {
+    if (flags & bad_impl(ab)) return false;
+    return ab == CVENE_F32 || (flags & CUBLASLT_NUMERICAL_IMPL_FLAGS_ACCUMULATOR_32F) != 0;
+}
 } // namespace
 
 struct cvene_cuda_gemm {
@@ -85,9 +111,10 @@ struct cvene_cuda_gemm {
 
 namespace {
 
-/* Largest power of two (at most 256) dividing the address and the leading dimension in bytes. */
-int32_t align_bytes(const void *p, int64_t ld) {
-    const uintptr_t a = (uintptr_t)p | ((uintptr_t)ld * sizeof(float)) | (uintptr_t)256;
+/* Largest power of two (at most 256) dividing the address and the leading dimension in bytes
+ * (elements of esz bytes). */
+int32_t align_bytes(const void *p, int64_t ld, size_t esz = sizeof(float)) {
+    const uintptr_t a = (uintptr_t)p | ((uintptr_t)ld * esz) | (uintptr_t)256;
     return (int32_t)(a & (~a + 1));
 }
 
@@ -123,13 +150,14 @@ cvene_status plan_make(cvene_backend *be, cvene_cuda_gemm *g, cvene_cuda_gemm_pl
     }
     /* A is stored as written before op(): N x K for op N, K x N for op T (both ld ldw) */
     const uint64_t a_rows = k.trans_w ? (uint64_t)k.K : (uint64_t)k.N, a_cols = k.trans_w ? (uint64_t)k.N : (uint64_t)k.K;
-    CUBLAS_CHECK(be, cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F, a_rows, a_cols, k.ldw));
-    CUBLAS_CHECK(be, cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F, (uint64_t)k.K, (uint64_t)k.M, k.K));
+    const cudaDataType_t abt = k.ab == CVENE_BF16 ? CUDA_R_16BF : k.ab == CVENE_F16 ? CUDA_R_16F : CUDA_R_32F;
+    CUBLAS_CHECK(be, cublasLtMatrixLayoutCreate(&p->a, abt, a_rows, a_cols, k.ldw));
+    CUBLAS_CHECK(be, cublasLtMatrixLayoutCreate(&p->b, abt, (uint64_t)k.K, (uint64_t)k.M, k.K));
     CUBLAS_CHECK(be, cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, (uint64_t)k.N, (uint64_t)k.M, k.N));
 
     pref_guard pref;
     CUBLAS_CHECK(be, cublasLtMatmulPreferenceCreate(&pref.p));
-    const uint64_t ws = g->ws_size, mask = ~kBadImpl;
+    const uint64_t ws = g->ws_size, mask = ~bad_impl(k.ab);
     const uint32_t al_a = (uint32_t)k.al_w, al_b = (uint32_t)k.al_in, al_c = (uint32_t)k.al_out;
     CUBLAS_CHECK(be, cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
     CUBLAS_CHECK(be, cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_IMPL_MASK, &mask, sizeof mask));
@@ -154,7 +182,7 @@ cvene_status plan_make(cvene_backend *be, cvene_cuda_gemm *g, cvene_cuda_gemm_pl
         CUBLAS_CHECK_ALLOW(be, cublasLtMatmulAlgoCapGetAttribute(&res[i].algo, CUBLASLT_ALGO_CAP_NUMERICAL_IMPL_FLAGS,
                                                                  &flags, sizeof flags, &written),
                            CUBLAS_STATUS_INVALID_VALUE, cs);
-        if (cs != CUBLAS_STATUS_SUCCESS || written != sizeof flags || (flags & kBadImpl)) continue; /* unknown: refuse */
+        if (cs != CUBLAS_STATUS_SUCCESS || written != sizeof flags || !impl_ok(flags, k.ab)) continue; /* unknown: refuse */
         p->algo = res[i].algo;
         p->lt_ok = 1;
     }
@@ -162,17 +190,20 @@ cvene_status plan_make(cvene_backend *be, cvene_cuda_gemm *g, cvene_cuda_gemm_pl
     return CVENE_OK;
 }
 
-/* Runs out = epi(in @ W + bias) with cuBLASLt. *ran = 0 (nothing queued) when no acceptable
- * algorithm exists for this problem, or W has a dimension of 1 (torch's addmm, CUDA >= 12.1,
- * keeps such GEMMs off cuBLASLt too); the caller then takes the cuBLAS path. */
-cvene_status lt_gemm(cvene_backend *be, cvene_cuda_gemm *g, cudaStream_t st, float *out, const float *in, const float *w,
-                     int ldw, int trans_w, const float *bias, int M, int K, int N, cublasLtEpilogue_t epi, int *ran) {
+/* Runs out = epi(in @ W + bias) with cuBLASLt, in and W both of dtype ab (F32, F16 or BF16),
+ * out and bias f32. *ran = 0 (nothing queued) when no acceptable algorithm exists for this
+ * problem, or W has a dimension of 1 (torch's addmm, CUDA >= 12.1, keeps such GEMMs off
+ * cuBLASLt too); the caller then takes the cuBLAS path. */
+cvene_status lt_gemm(cvene_backend *be, cvene_cuda_gemm *g, cudaStream_t st, float *out, const void *in, const void *w,
+                     cvene_dtype ab, int ldw, int trans_w, const float *bias, int M, int K, int N,
+                     cublasLtEpilogue_t epi, int *ran) {
     *ran = 0;
     if (M < 1 || K < 2 || N < 2) return CVENE_OK;
+    const size_t esz = ab == CVENE_F32 ? sizeof(float) : sizeof(uint16_t);
     cvene_cuda_gemm_key k;
     memset(&k, 0, sizeof k); /* compared with memcmp: no stray bytes */
-    k.M = M, k.K = K, k.N = N, k.ldw = ldw, k.trans_w = trans_w ? 1 : 0, k.epi = (int32_t)epi;
-    k.al_w = align_bytes(w, ldw), k.al_in = align_bytes(in, K), k.al_out = align_bytes(out, N);
+    k.M = M, k.K = K, k.N = N, k.ldw = ldw, k.trans_w = trans_w ? 1 : 0, k.epi = (int32_t)epi, k.ab = (int32_t)ab;
+    k.al_w = align_bytes(w, ldw, esz), k.al_in = align_bytes(in, K, esz), k.al_out = align_bytes(out, N);
     k.al_bias = bias ? align_bytes(bias, 0) : 0;
     cvene_cuda_gemm_plan *p = nullptr;
     for (int i = 0; i < kPlans && !p; i++)
@@ -245,7 +276,7 @@ extern "C" cvene_status cvene_cuda_matmul(cvene_backend *be, float *out, const f
     cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
     if (K > 0) {
         int ran = 0;
-        const cvene_status s = lt_gemm(be, g, st, out, in, w, ldw, trans_w, bias, M, K, N,
+        const cvene_status s = lt_gemm(be, g, st, out, in, w, CVENE_F32, ldw, trans_w, bias, M, K, N,
                                        bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, &ran);
         if (s != CVENE_OK || ran) return s;
     }
@@ -264,13 +295,25 @@ extern "C" cvene_status cvene_cuda_matmul_act(cvene_backend *be, float *out, con
         CU_CHECK(be, cudaSetDevice(cvene_backend_cuda_ordinal(be)));
         cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
         int ran = 0;
-        const cvene_status s = lt_gemm(be, g, st, out, in, static_cast<const float *>(w), ldw, trans_w, bias, M, K, N,
-                                       CUBLASLT_EPILOGUE_GELU_BIAS, &ran);
+        const cvene_status s =
+            lt_gemm(be, g, st, out, in, w, CVENE_F32, ldw, trans_w, bias, M, K, N, CUBLASLT_EPILOGUE_GELU_BIAS, &ran);
         if (s != CVENE_OK || ran) return s;
     }
     const cvene_status s = be->ops->matmul_lp(be, out, in, w, w_dtype, ldw, trans_w, bias, M, K, N);
     if (s != CVENE_OK || M <= 0 || N <= 0) return s;
     return be->ops->activation(be, out, (size_t)M * (size_t)N, act);
+}
+
+/* out (M, N) = in16 (M, K) @ W + bias with in16 and W both 16-bit (dt F16 or BF16), f32 out and
+ * bias, one cuBLASLt GEMM with the bias in its epilogue; *ran = 0 (nothing queued) when
+ * cuBLASLt offers no acceptable algorithm (see the header): the caller then runs its own path. */
+cvene_status cvene_cuda_lt_matmul_half(cvene_backend *be, float *out, const void *in16, const void *w, cvene_dtype dt,
+                                       int ldw, int trans_w, const float *bias, int M, int K, int N, int *ran) {
+    *ran = 0;
+    if (dt != CVENE_F16 && dt != CVENE_BF16) return CVENE_OK;
+    cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
+    return lt_gemm(be, cvene_backend_cuda_gemm(be), st, out, in16, w, dt, ldw, trans_w, bias, M, K, N,
+                   bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, ran);
 }
 
 extern "C" int cvene_backend_cuda_gelu_epilogue(cvene_backend *be) { return cvene_backend_cuda_gemm(be)->gelu_epilogue; }
@@ -342,7 +385,8 @@ cvene_status probe_run(cvene_backend *be, cvene_cuda_gemm *g, float *host, float
     CU_CHECK(be, cudaMemcpyAsync(dev, host, (n_in + n_w + n_b) * sizeof(float), cudaMemcpyHostToDevice, st));
     float *in = dev, *w = dev + n_in, *bias = w + n_w, *out = bias + n_b;
     const cvene_status s =
-        lt_gemm(be, g, st, out, in, w, kProbeN, 0, bias, kProbeM, kProbeK, kProbeN, CUBLASLT_EPILOGUE_GELU_BIAS, ran);
+        lt_gemm(be, g, st, out, in, w, CVENE_F32, kProbeN, 0, bias, kProbeM, kProbeK, kProbeN,
+                CUBLASLT_EPILOGUE_GELU_BIAS, ran);
     if (s != CVENE_OK) return s;
     if (*ran)
         CU_CHECK(be, cudaMemcpyAsync(host + n_in + n_w + n_b, out, n_out * sizeof(float), cudaMemcpyDeviceToHost, st));

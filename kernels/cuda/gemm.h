@@ -22,6 +22,12 @@ void cvene_cuda_gemm_free(cvene_cuda_gemm *g);
 /* Decides once, when the backend is created, whether matmul_act may fuse gelu_new into the
  * cuBLASLt epilogue (see gemm.cu); waits for the stream. Never fails: any error means no. */
 void cvene_cuda_gemm_probe_gelu(cvene_backend *be);
+/* For kernels/cuda/lowp.cu: out (M, N) = in16 @ W + bias with 16-bit in16 and W (dt F16 or
+ * BF16; layout, ldw and trans_w as matmul), f32 out and bias, through cuBLASLt with the bias
+ * in the epilogue and f32 accumulation. *ran = 0 and nothing queued when no acceptable
+ * algorithm exists (or dt is not 16-bit); the caller then runs its own path. */
+cvene_status cvene_cuda_lt_matmul_half(cvene_backend *be, float *out, const void *in16, const void *w, cvene_dtype dt,
+                                       int ldw, int trans_w, const float *bias, int M, int K, int N, int *ran);
 /* The state of a CUDA backend (kernels/cuda/backend_cuda.cu). */
 cvene_cuda_gemm *cvene_backend_cuda_gemm(cvene_backend *be);
 

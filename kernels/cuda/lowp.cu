@@ -6,10 +6,12 @@
  *     __float2half_rn, the conversions torch's .to(dtype) performs; NaN stays NaN, f16
  *     overflow becomes Inf). The CPU oracle (kernels/cpu/ops_lowp.c) rounds the same way
  *     on the host, so both sides multiply identical operands.
- *  2. out = bias per row (f32), then cublasGemmEx with 16-bit A and B, f32 C and
- *     CUBLAS_COMPUTE_32F: products of two 16-bit floats are exact in f32 and the sums are
- *     f32, so the result differs from the CPU's only by accumulation order (tensor cores
- *     are allowed here -- they are the point -- and keep f32 accumulation).
+ *  2. one cuBLASLt GEMM (kernels/cuda/gemm.cu: cvene_cuda_lt_matmul_half) with 16-bit A
+ *     and B, f32 D, f32 accumulation and the bias in its epilogue; where cuBLASLt has no
+ *     acceptable algorithm: out = bias per row (f32), then cublasGemmEx with 16-bit A and B,
+ *     f32 C and CUBLAS_COMPUTE_32F. Products of two 16-bit floats are exact in f32 and the
+ *     sums are f32, so the result differs from the CPU's only by accumulation order (tensor
+ *     cores are allowed here -- they are the point -- and keep f32 accumulation).
  * Nothing waits: the conversion, the bias fill and the GEMM are queued on the backend's
  * stream in order, and the scratch is reused only by later work on that stream. */
 #include <cuda_bf16.h>
@@ -23,6 +25,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/gemm.h"
 
 namespace {
 
@@ -69,13 +72,11 @@ extern "C" cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, cons
     cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
     cublasHandle_t blas = static_cast<cublasHandle_t>(cvene_backend_cuda_blas(be));
     const size_t total = (size_t)M * (size_t)N;
-    float beta = 0.0f;
-    if (bias || K <= 0) { /* out = bias per row (or zeros for an empty K) */
+    if (K <= 0) { /* out = bias per row (zeros without one) */
         k_lp_bias_fill<<<grid_for(total), kLpBlock, 0, st>>>(out, bias, N, total);
         CU_CHECK(be, cudaGetLastError());
-        beta = 1.0f;
+        return CVENE_OK;
     }
-    if (K <= 0) return CVENE_OK;
 
     const size_t nx = (size_t)M * (size_t)K;
     void *xs = nullptr;
@@ -92,6 +93,17 @@ extern "C" cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, cons
         dt = CUDA_R_16F;
     }
     CU_CHECK(be, cudaGetLastError());
+    { /* one cuBLASLt GEMM with the bias in its epilogue, where it has an acceptable algorithm */
+        int ran = 0;
+        const cvene_status s = cvene_cuda_lt_matmul_half(be, out, xs, w, w_dtype, ldw, trans_w, bias, M, K, N, &ran);
+        if (s != CVENE_OK || ran) return s;
+    }
+    float beta = 0.0f;
+    if (bias) { /* out = bias per row, then the GEMM accumulates into it */
+        k_lp_bias_fill<<<grid_for(total), kLpBlock, 0, st>>>(out, bias, N, total);
+        CU_CHECK(be, cudaGetLastError());
+        beta = 1.0f;
+    }
     const float alpha = 1.0f;
     CUBLAS_CHECK(be, cublasGemmEx(blas, trans_w ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &alpha, w,
                                    dt, ldw, xs, dt, K, &beta, out, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
