@@ -45,16 +45,16 @@ typedef struct {
     cvene_device device; /* CPU (default) or CUDA */
     int n_threads;       /* CPU threads; 0 = OpenMP default */
     int cuda_device;     /* CUDA ordinal when device == CUDA */
-    /* Precision of the big GEMMs (attention and MLP projections, the output head) of the
-     * models loaded on this context. CVENE_F32 (the default, 0): everything in f32.
-     * CVENE_BF16 / CVENE_F16: those weights are held in that dtype on the device (half the
-     * memory) and multiplied with the activations rounded to it (nearest even, as torch
-     * running a bf16 / f16 model), accumulating in f32. Embeddings, layer norms, biases,
-     * attention, softmax and the residual stream stay f32, and sites still see f32 tensors.
-     * Logits then move by about 1e-2 relative (bf16) from the f32 ones. GPT-2 and GPT-NeoX
-     * on CUDA and on the CPU (the CPU path is the reference: it converts each weight back
-     * to f32 at every GEMM, so it is slow); other architectures fail to load with
-     * CVENE_ERR_UNSUPPORTED, and CVENE_I32 with CVENE_ERR_INVALID_ARG. */
+    /* Precision of the big GEMMs (attention and MLP projections, a GRU's x2h / h2h, the
+     * output head) of the models loaded on this context. CVENE_F32 (the default, 0):
+     * everything in f32. CVENE_BF16 / CVENE_F16: those weights are held in that dtype on
+     * the device (half the memory) and multiplied with the activations rounded to it
+     * (nearest even, as torch running a bf16 / f16 model), accumulating in f32. Embeddings,
+     * layer norms, biases, attention, softmax, the GRU's gates and the residual stream stay
+     * f32, and sites still see f32 tensors. Logits then move by about 1e-2 relative (bf16)
+     * from the f32 ones. GPT-2, GPT-NeoX and the GRU, on CUDA and on the CPU (the CPU path
+     * is the reference: it converts each weight back to f32 at every GEMM, so it is slow);
+     * CVENE_I32 fails with CVENE_ERR_INVALID_ARG. */
     cvene_dtype compute_dtype;
 } cvene_ctx_params;
 

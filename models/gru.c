@@ -47,17 +47,24 @@ typedef struct {
     int n_out; /* logits width: vocab_size or n_labels */
 } gru_config;
 
+/* The GEMM weights (const void *: x2h, h2h, the head) are in the model's gemm_dtype: f32, or
+ * f16 / bf16 when the context asked for reduced precision (cvene_ctx_params.compute_dtype),
+ * multiplied through matmul_lp with f32 accumulation; embeddings, biases and the gate
+ * arithmetic stay f32. */
 typedef struct {
-    float *x2h_w, *x2h_b; // (3h, h), (3h); biases NULL without include_bias
-    float *h2h_w, *h2h_b; // (3h, h), (3h)
+    const void *x2h_w; // (3h, h)
+    float *x2h_b;      // (3h); NULL without include_bias
+    const void *h2h_w; // (3h, h)
+    float *h2h_b;      // (3h)
 } gru_layer;
 
 typedef struct {
-    float *wte;      // (V, h)
-    float *wpe;      // (P, h)
-    float *head;     // (n_out, h) lm_head or score, no bias
+    float *wte;       // (V, h)
+    float *wpe;       // (P, h)
+    const void *head; // (n_out, h) lm_head or score, no bias
     gru_layer *layers;
-    float *zero_row; // (h) zeros on the device: the position table when no position_ids are given
+    float *zero_row;  // (h) zeros on the device: the position table when no position_ids are given
+    cvene_dtype gemm_dtype; // of the GEMM weights
 } gru_params;
 
 typedef struct {
@@ -141,12 +148,12 @@ static int build_specs(const gru_config *c, gru_params *p, weight_spec *s) {
     n = add_spec(s, n, &p->wpe, c->n_positions, h, "wpe.weight", 0);
     for (int l = 0; l < c->n_layer; l++) {
         gru_layer *L = &p->layers[l];
-        n = add_spec(s, n, &L->x2h_w, 3 * h, h, "cells.%d.x2h.weight", l);
+        n = add_gemm_spec(s, n, &L->x2h_w, 3 * h, h, "cells.%d.x2h.weight", l);
         if (c->bias) n = add_spec(s, n, &L->x2h_b, 3 * h, 0, "cells.%d.x2h.bias", l);
-        n = add_spec(s, n, &L->h2h_w, 3 * h, h, "cells.%d.h2h.weight", l);
+        n = add_gemm_spec(s, n, &L->h2h_w, 3 * h, h, "cells.%d.h2h.weight", l);
         if (c->bias) n = add_spec(s, n, &L->h2h_b, 3 * h, 0, "cells.%d.h2h.bias", l);
     }
-    n = add_spec(s, n, &p->head, c->n_out, h, c->head == GRU_HEAD_LM ? "lm_head.weight" : "score.weight", 0);
+    n = add_gemm_spec(s, n, &p->head, c->n_out, h, c->head == GRU_HEAD_LM ? "lm_head.weight" : "score.weight", 0);
     s[n - 1].no_prefix = 1;
     return n;
 }
@@ -210,6 +217,7 @@ cvene_status gru_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     int max_specs = 3 + 4 * c->n_layer;
     weight_spec *specs = malloc(sizeof(weight_spec) * (size_t)max_specs);
     g->p.layers = calloc((size_t)c->n_layer, sizeof(gru_layer));
+    g->p.gemm_dtype = ctx->params.compute_dtype;
     if (st == CVENE_OK && (!specs || !g->p.layers))
         st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory loading %s", dir);
     int n = st == CVENE_OK ? build_specs(c, &g->p, specs) : 0;
@@ -337,13 +345,14 @@ static cvene_status gru_forward(cvene_model *m, const int32_t *ids, int B, int T
 
 /* x (B, h) @ W^T + b for a stacked (3h, h) gate matrix, then its site and the (3, B, h)
  * regrouping with the per-gate sites. */
-static cvene_status gate_proj(const site_run *r, float *out3, float *grouped, const float *x, const float *w,
+static cvene_status gate_proj(const site_run *r, float *out3, float *grouped, const float *x, const void *w,
                               const float *bias, int l, cvene_component whole, cvene_component first) {
     cvene_backend *be = r->m->ctx->be;
     const gru_config *c = &((gru_model *)r->m->arch)->cfg;
     const int h = c->h_dim, B = r->B;
     const size_t Bh = (size_t)B * h;
-    CVENE_TRY(be->ops->matmul(be, out3, x, w, h, 1, bias, B, h, 3 * h)); // (B, 3h)
+    const cvene_dtype wdt = ((gru_model *)r->m->arch)->p.gemm_dtype; /* f32: matmul_lp is exactly matmul */
+    CVENE_TRY(be->ops->matmul_lp(be, out3, x, w, wdt, h, 1, bias, B, h, 3 * h)); // (B, 3h)
     CVENE_TRY(site_step(r, whole, l, out3, 3 * h));
     CVENE_TRY(be->ops->permute_heads(be, grouped, out3, 1, B, 3, h, 1)); // (B, 3, h) -> (3, B, h)
     for (int k = 0; k < 3; k++) CVENE_TRY(site_step(r, (cvene_component)(first + k), l, grouped + k * Bh, h));
@@ -430,7 +439,8 @@ static cvene_status gru_forward_impl(cvene_model *m, const int32_t *ids, int B, 
         return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "logits_row0 = %d is outside [0, %d)", row0, B);
     CVENE_TRY(op->permute_heads(be, s.tmp, s.outT, 1, T, B, h, 1)); // (T, B, h) -> (B, T, h)
     float *dst = on_host ? logits_out : s.logits;
-    CVENE_TRY(op->matmul(be, dst, s.tmp + (size_t)row0 * T * h, p->head, h, 1, NULL, rows, h, V)); // (rows, n_out)
+    CVENE_TRY(op->matmul_lp(be, dst, s.tmp + (size_t)row0 * T * h, p->head, p->gemm_dtype, h, 1, NULL, rows, h,
+                            V)); // (rows, n_out)
     if (!on_host) CVENE_TRY(op->to_host(be, logits_out, s.logits, (size_t)rows * V * sizeof(float)));
     return op->sync(be);
 }

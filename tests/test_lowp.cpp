@@ -11,7 +11,9 @@
 //    and NOT within 1e-6: the rounding really happens.
 //  - model level (cvene_ctx_params.compute_dtype = BF16 / F16): GPT-2 and GPT-NeoX fixture
 //    logits within 1e-2 of transformers' f32 logits (relative to max |ref| over real tokens,
-//    as the parity suites measure), and not within 1e-6 of cvene's own f32 logits.
+//    as the parity suites measure), GRU fixture logits within 1e-2 of pyvene's torch GRU in
+//    f32 (x2h, h2h and the head through matmul_lp), and not within 1e-6 of cvene's own f32
+//    logits.
 //
 // Built twice (tests/CMakeLists.txt): test_lowp on the CPU (label unit) and test_lowp_cuda
 // with CVENE_TEST_CUDA=1 (label cuda), where the model-level tests load on CUDA (skipped
@@ -367,8 +369,11 @@ TEST_P(LowpModel, LogitsWithin1e2OfTransformers) {
         auto mask = ref.get<int32_t>(pre + "attention_mask");
         const int B = (int)ishape[0], T = (int)ishape[1];
         std::vector<float> a((size_t)B * T * info.vocab_size), b(a.size());
+        std::vector<int32_t> pos; // the GRU fixtures' cases with explicit positions
+        if (ref.find(pre + "position_ids")) pos = ref.get<int32_t>(pre + "position_ids");
         cvene_run_opts o{};
         o.attention_mask = mask.data();
+        o.position_ids = pos.empty() ? nullptr : pos.data();
         o.logits = a.data();
         ASSERT_EQ(cvene_forward(lp.model, ids.data(), B, T, &o), CVENE_OK) << lp.error();
         o.logits = b.data();
@@ -396,7 +401,8 @@ INSTANTIATE_TEST_SUITE_P(
                       LpCase{"gpt2/inner_erf", CVENE_BF16}, LpCase{"gpt2/fp16", CVENE_BF16},
                       LpCase{"gpt2/bf16_base", CVENE_BF16}, LpCase{"gpt2/sharded", CVENE_F16},
                       LpCase{"neox/seq_rot100", CVENE_BF16}, LpCase{"neox/par_rot25", CVENE_BF16},
-                      LpCase{"neox/bf16_seq", CVENE_F16}),
+                      LpCase{"neox/bf16_seq", CVENE_F16}, LpCase{"gru/lm2", CVENE_BF16},
+                      LpCase{"gru/lm3_nobias", CVENE_F16}),
     [](const ::testing::TestParamInfo<LpCase> &i) {
         std::string n = std::string(i.param.fixture) + "_" + dname(i.param.dt);
         for (auto &ch : n)
@@ -411,9 +417,9 @@ TEST(LowpModelLoad, BadOrUnsupportedComputeDtypeFails) {
         EXPECT_EQ(m.status, CVENE_ERR_INVALID_ARG);
         EXPECT_NE(m.error().find("compute_dtype"), std::string::npos) << m.error();
     }
-    {   // the GRU has no reduced-precision path: it must refuse, not silently run f32
-        Loaded m(std::string(CVENE_FIXTURES) + "/gru/lm2/model", kTestDevice, CVENE_BF16);
-        EXPECT_EQ(m.status, CVENE_ERR_UNSUPPORTED);
+    {   // the GRU refuses an integer compute dtype the same way
+        Loaded m(std::string(CVENE_FIXTURES) + "/gru/lm2/model", kTestDevice, CVENE_I32);
+        EXPECT_EQ(m.status, CVENE_ERR_INVALID_ARG);
         EXPECT_NE(m.error().find("compute_dtype"), std::string::npos) << m.error();
     }
 }
