@@ -544,7 +544,10 @@ __global__ void __launch_bounds__(kResMaxThreads, 1)
 /* cp.async (sm_80+): 16-byte copies global -> shared that bypass L1 (.cg), 4-byte ones
  * (.ca: the only kind for 4 bytes), both zero-filling what src_bytes leaves out (0: only
  * zeros, nothing read). They complete in the background, outside the register scoreboards;
- * cp_wait_all waits for this thread's copies and makes them visible to it. */
+ * cp_wait_all waits for this thread's copies and makes them visible to it, cp_wait_n<N> for
+ * all but its N most recent commit groups. The host emulator of this file (tests/kernel_emu)
+ * supplies its own versions, which complete each copy as late as these waits allow. */
+#ifndef CVENE_KERNEL_EMU
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"((unsigned)__cvta_generic_to_shared(dst)),
                  "l"(src), "r"(src_bytes)
@@ -557,6 +560,10 @@ __device__ __forceinline__ void cp_async4(void *dst, const void *src, int src_by
 }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_wait_n() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+#endif
 
 /* Issue group g's copies into buf (2 V rows of C T float4: x_v at row 2 v, s_v at row
  * 2 v + 1; thread t owns float4 t + m T of each row, the chunks it later reads back, so no
@@ -679,10 +686,6 @@ __global__ void __launch_bounds__(kResMaxThreads, 1)
  * Same summation structure as the other resident kernels (per-thread chunks, warp tree,
  * warps in order), so it agrees with the CPU reference to f32 rounding. */
 constexpr int kWregMinK = 2, kWregMaxK = 8;
-
-template <int N> __device__ __forceinline__ void cp_wait_n() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 template <int K, int C, int S>
 __global__ void __launch_bounds__(kResMaxThreads, 1)
