@@ -1,6 +1,7 @@
-/* Host stand-in for the CUDA runtime pieces kernels/cuda/iv_rotated.cu uses, for the kernel
- * emulator (tests/kernel_emu/emu_iv_rotated.cpp; see README.md there). Not CUDA: device code
- * runs as plain C++ on OS threads, one per CUDA thread. */
+/* Host stand-in for the CUDA runtime, for the kernel emulator (tests/kernel_emu/README.md).
+ * Not CUDA: the kernel files are compiled as host C++ (after gen_emu.cmake's rewrite), device
+ * memory is host memory, every stream is synchronous, and a launch runs its blocks one after
+ * another on OS threads, one per CUDA thread. Covers what kernels/cuda/ files use. */
 #pragma once
 #include <algorithm>
 #include <barrier>
@@ -13,6 +14,8 @@
 #include <functional>
 #include <memory>
 #include <thread>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 struct alignas(16) float4 {
@@ -26,26 +29,50 @@ struct dim3 {
 struct emu_uint3 {
     unsigned x, y, z;
 };
-extern thread_local emu_uint3 threadIdx, blockIdx;
+extern emu_uint3 threadIdx, blockIdx;
 extern emu_uint3 blockDim, gridDim;
 
+/* ---- runtime API ---- */
 typedef void *cudaStream_t;
-enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1 };
+enum cudaError_t {
+    cudaSuccess = 0,
+    cudaErrorInvalidValue = 1,
+    cudaErrorMemoryAllocation = 2,
+    cudaErrorInvalidDevice = 101,
+    cudaErrorNoDevice = 100
+};
+enum cudaMemcpyKind {
+    cudaMemcpyHostToHost = 0,
+    cudaMemcpyHostToDevice = 1,
+    cudaMemcpyDeviceToHost = 2,
+    cudaMemcpyDeviceToDevice = 3,
+    cudaMemcpyDefault = 4
+};
 enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin = 97, cudaDevAttrMultiProcessorCount = 16 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
-inline const char *cudaGetErrorString(cudaError_t) { return "emulated error"; }
-inline const char *cudaGetErrorName(cudaError_t) { return "cudaErrorEmulated"; }
+const char *cudaGetErrorString(cudaError_t e);
+const char *cudaGetErrorName(cudaError_t e);
 cudaError_t cudaSetDevice(int);
+cudaError_t cudaGetDeviceCount(int *n);
 cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int dev);
 cudaError_t cudaGetLastError();
+cudaError_t cudaMalloc(void **p, size_t n);
+cudaError_t cudaFree(void *p);
+cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t);
+cudaError_t cudaFreeAsync(void *p, cudaStream_t);
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind, cudaStream_t);
+cudaError_t cudaStreamCreate(cudaStream_t *s);
+cudaError_t cudaStreamDestroy(cudaStream_t s);
+cudaError_t cudaStreamSynchronize(cudaStream_t s);
 template <class F> cudaError_t cudaFuncSetAttribute(F, cudaFuncAttribute, int) { return cudaSuccess; }
 extern int emu_occ; /* what the occupancy query answers (the emulated device's) */
 template <class F> cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *o, F, int, size_t) {
     *o = emu_occ;
     return cudaSuccess;
 }
+extern int emu_sms, emu_optin; /* the emulated device: SMs, opt-in shared memory per block */
 
-/* device qualifiers and intrinsics */
+/* ---- device qualifiers and intrinsics ---- */
 #define __global__
 #define __device__
 #define __host__
@@ -56,13 +83,19 @@ template <class T> inline T __ldcs(const T *p) { return *p; }
 template <class T> inline T __ldcg(const T *p) { return *p; }
 template <class T> inline void __stcg(T *p, T v) { *p = v; }
 template <class T> inline T min(T a, T b) { return a < b ? a : b; }
+/* round-to-nearest f32 operations that the compiler must not fuse (the emulator is built
+ * with -ffp-contract=off, so plain operators are exact IEEE f32 too) */
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
 float __shfl_xor_sync(unsigned mask, float v, int o);
+double __shfl_xor_sync(unsigned mask, double v, int o);
 void __syncthreads();
 extern unsigned char *emu_smem; /* the running block's dynamic shared memory */
 
-/* cp.async (the kernel file leaves these out under CVENE_KERNEL_EMU): copies are queued per
- * thread with their commit group and done as LATE as the wait allows; the destination is
- * filled with NaN when the copy is issued, so reading it before the matching wait shows. */
+/* cp.async (kernels/cuda/iv_rotated.cu leaves its own out under CVENE_KERNEL_EMU): copies
+ * are queued per thread with their commit group and done as LATE as the wait allows; the
+ * destination is filled with NaN when the copy is issued, so reading it early shows. */
 void cp_async16(void *dst, const void *src, int src_bytes);
 void cp_async4(void *dst, const void *src, int src_bytes);
 void cp_commit();
@@ -70,9 +103,15 @@ void cp_wait_all();
 void emu_cp_wait(int n_pending);
 template <int N> inline void cp_wait_n() { emu_cp_wait(N); }
 
-/* launches: blocks one after another, each block's threads as OS threads */
+/* ---- launches: gen_emu.cmake rewrites kern<<<g, b, smem, st>>>(args); as
+ * emu_cfg(g, b, smem, st) | [=]() { kern(args); }; -- the configuration, then a lambda holding
+ * copies of the arguments (as a launch copies them) that every emulated thread runs. */
 void emu_launch_impl(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body);
-#define EMU_LAUNCH(kern, grid, block, smem, stream, ...) \
-    emu_launch_impl(dim3(grid), dim3(block), (size_t)(smem), [=]() { kern(__VA_ARGS__); })
-/* which kernel path the host code took (markers the generator adds to the kernel file) */
+struct EmuCfg {
+    dim3 g, b;
+    size_t smem;
+};
+inline EmuCfg emu_cfg(dim3 g, dim3 b, size_t smem = 0, cudaStream_t = nullptr) { return EmuCfg{g, b, smem}; }
+template <class F> void operator|(const EmuCfg &c, F body) { emu_launch_impl(c.g, c.b, c.smem, body); }
+/* which kernel path the host code took (markers gen_emu.cmake adds to iv_rotated.cu) */
 void emu_note(const char *path);

@@ -25,159 +25,16 @@ extern "C" {
 #include "kernels/backend.h"
 }
 
-// ---- the emulated runtime ---------------------------------------------------------------
-
-thread_local emu_uint3 threadIdx, blockIdx;
-emu_uint3 blockDim, gridDim;
-unsigned char *emu_smem = nullptr;
-int emu_occ = 1, emu_sms = 132, emu_optin = 232448; // an H100 / H200's opt-in shared memory
-static int emu_math = CUBLAS_DEFAULT_MATH;
-static std::string emu_path; // emu_note()s of the current case
-
-namespace {
-struct Warp {
-    float buf[32];
-    std::unique_ptr<std::barrier<>> bar;
-};
-struct Block {
-    std::unique_ptr<std::barrier<>> bar;
-    std::vector<Warp> warps;
-};
-thread_local Block *cur_block = nullptr;
-thread_local int cur_tid = 0;
-
-struct Copy {
-    void *dst;
-    const void *src;
-    int n, src_bytes, group;
-};
-thread_local std::vector<Copy> cp_queue;
-thread_local int cp_group = 0;
-
-void cp_do(const Copy &c) {
-    std::memset(c.dst, 0, (size_t)c.n);
-    if (c.src_bytes) std::memcpy(c.dst, c.src, (size_t)c.src_bytes);
-}
-void cp_issue(void *dst, const void *src, int n, int src_bytes) {
-    if ((uintptr_t)dst % (uintptr_t)n || (uintptr_t)src % (uintptr_t)(n == 16 ? 16 : 4) ||
-        (src_bytes != 0 && src_bytes != n) || !src) {
-        std::fprintf(stderr, "bad cp.async: dst %p src %p n %d src_bytes %d\n", dst, src, n, src_bytes);
-        std::abort();
-    }
-    std::memset(dst, 0xff, (size_t)n); // NaN until the wait
-    cp_queue.push_back(Copy{dst, src, n, src_bytes, cp_group});
-}
-} // namespace
-
-void __syncthreads() { cur_block->bar->arrive_and_wait(); }
-float __shfl_xor_sync(unsigned mask, float v, int o) {
-    if (mask != 0xffffffffu) std::abort();
-    Warp &w = cur_block->warps[(size_t)cur_tid / 32];
-    const int lane = cur_tid % 32;
-    w.buf[lane] = v;
-    w.bar->arrive_and_wait();
-    const float r = w.buf[lane ^ o];
-    w.bar->arrive_and_wait();
-    return r;
-}
-void cp_async16(void *dst, const void *src, int b) { cp_issue(dst, src, 16, b); }
-void cp_async4(void *dst, const void *src, int b) { cp_issue(dst, src, 4, b); }
-void cp_commit() { cp_group++; }
-void emu_cp_wait(int n_pending) { // complete the copies of all but the newest n_pending groups
-    std::vector<Copy> keep;
-    for (const Copy &c : cp_queue)
-        if (c.group < cp_group - n_pending) cp_do(c);
-        else keep.push_back(c);
-    cp_queue.swap(keep);
-}
-void cp_wait_all() { emu_cp_wait(0); }
-void emu_note(const char *path) { emu_path += std::string(emu_path.empty() ? "" : "+") + path; }
-
-// One OS thread per CUDA thread of a block, created once per launch; they run the grid's
-// blocks one after another (a gate barrier between blocks), each block with fresh NaN-filled
-// dynamic shared memory.
-void emu_launch_impl(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
-    if (smem > (size_t)emu_optin) {
-        std::fprintf(stderr, "launch with %zu bytes of shared memory > %d\n", smem, emu_optin);
-        std::abort();
-    }
-    const int T = (int)(block.x * block.y);
-    if (T % 32 || T > 1024 || grid.x < 1) {
-        std::fprintf(stderr, "bad launch: grid %u, %d threads\n", grid.x, T);
-        std::abort();
-    }
-    gridDim = {grid.x, grid.y, 1};
-    blockDim = {block.x, block.y, 1};
-    Block ctx;
-    ctx.bar = std::make_unique<std::barrier<>>(T);
-    ctx.warps.resize((size_t)T / 32);
-    for (Warp &w : ctx.warps) w.bar = std::make_unique<std::barrier<>>(32);
-    std::barrier<> gate(T);
-    std::vector<std::thread> th;
-    for (int t = 0; t < T; t++)
-        th.emplace_back([&, t]() {
-            cur_block = &ctx;
-            cur_tid = t;
-            threadIdx = {(unsigned)t % block.x, (unsigned)t / block.x, 0};
-            for (unsigned by = 0; by < grid.y; by++)
-                for (unsigned bx = 0; bx < grid.x; bx++) {
-                    if (t == 0 && smem) {
-                        emu_smem = static_cast<unsigned char *>(std::malloc(smem));
-                        std::memset(emu_smem, 0xff, smem); // NaN floats
-                    }
-                    gate.arrive_and_wait();
-                    blockIdx = {bx, by, 0};
-                    body();
-                    if (!cp_queue.empty()) { // a copy nobody waited for: its data was never used
-                        std::fprintf(stderr, "thread %d of block %u ended with %zu cp.async copies not waited for\n",
-                                     t, bx, cp_queue.size());
-                        std::abort();
-                    }
-                    gate.arrive_and_wait();
-                    if (t == 0 && smem) {
-                        std::free(emu_smem);
-                        emu_smem = nullptr;
-                    }
-                }
-        });
-    for (std::thread &x : th) x.join();
-}
-
-cudaError_t cudaSetDevice(int) { return cudaSuccess; }
-cudaError_t cudaGetLastError() { return cudaSuccess; }
-cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int) {
-    *v = a == cudaDevAttrMultiProcessorCount ? emu_sms : emu_optin;
-    return cudaSuccess;
-}
-cublasStatus_t cublasGetMathMode(cublasHandle_t, cublasMath_t *m) {
-    *m = (cublasMath_t)emu_math;
-    return CUBLAS_STATUS_SUCCESS;
-}
-// column-major C (m, n) = alpha op(A) op(B) + beta C
-cublasStatus_t cublasSgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                           const float *alpha, const float *A, int lda, const float *B, int ldb, const float *beta,
-                           float *C, int ldc) {
-    if (tb != CUBLAS_OP_N || lda < (ta == CUBLAS_OP_N ? m : k) || ldb < k || ldc < m) std::abort();
-    for (int j = 0; j < n; j++)
-        for (int i = 0; i < m; i++) {
-            float acc = 0.0f;
-            for (int l = 0; l < k; l++) {
-                const float a = ta == CUBLAS_OP_N ? A[i + (size_t)l * lda] : A[l + (size_t)i * lda];
-                acc = std::fma(a, B[l + (size_t)j * ldb], acc);
-            }
-            float &c = C[i + (size_t)j * ldc];
-            c = *alpha * acc + (*beta == 0.0f ? 0.0f : *beta * c);
-        }
-    return CUBLAS_STATUS_SUCCESS;
-}
-
-// the backend accessors kernels/cuda/iv_rotated.cu calls
+// the runtime (threads, barriers, cp.async, cuBLAS) is emu_runtime.cpp; these stand in for
+// the backend accessors kernels/cuda/iv_rotated.cu calls (kernels/cuda/backend_cuda.cu's)
+std::string emu_take_path();
+static cublasHandle_t emu_blas;
 static void *emu_scratch = nullptr;
 static size_t emu_scratch_cap = 0;
 extern "C" {
 void *cvene_backend_cuda_stream(cvene_backend *) { return nullptr; }
 int cvene_backend_cuda_ordinal(cvene_backend *) { return 0; }
-void *cvene_backend_cuda_blas(cvene_backend *) { return &emu_math; }
+void *cvene_backend_cuda_blas(cvene_backend *) { return emu_blas; }
 cvene_status cvene_backend_cuda_scratch(cvene_backend *, size_t nbytes, void **out) {
     if (nbytes > emu_scratch_cap) {
         std::free(emu_scratch);
@@ -190,7 +47,6 @@ cvene_status cvene_backend_cuda_scratch(cvene_backend *, size_t nbytes, void **o
 }
 }
 
-#include "iv_rotated_emu.inc" // kernels/cuda/iv_rotated.cu, rewritten by gen_emu.cmake
 
 // ---- cases --------------------------------------------------------------------------------
 
@@ -267,7 +123,7 @@ void run_case(Device dev, int n, int D, int k, int trans, int mode, int wshift, 
     cvene_backend be{};
     be.err = err;
     be.err_len = sizeof err;
-    emu_path.clear();
+    (void)emu_take_path();
     const cvene_status st = cvene_cuda_iv_rotated(&be, x, dxo, s, dso, W + wshift, n, D, k, trans);
     double maxref = 0, maxdiff = 0;
     for (size_t i = 0; i < nb; i++) {
@@ -275,6 +131,7 @@ void run_case(Device dev, int n, int D, int k, int trans, int mode, int wshift, 
         const double df = std::fabs(ref[i] - (double)x[i]);
         if (!(df <= maxdiff)) maxdiff = df; // NaN counts
     }
+    const std::string emu_path = emu_take_path();
     const bool path_ok = !want || emu_path == want;
     const bool ok = st == CVENE_OK && maxdiff <= 1e-5 * std::max(1.0, maxref) && path_ok;
     std::printf("%s n=%d D=%d k=%d trans=%d offsets=%d wshift=%d alias=%d sms=%d occ=%d: path %s%s%s, max diff %.2e%s%s\n",
@@ -324,9 +181,9 @@ void quick() {
         run_case(two, 5, 1000, 100, trans, 0, 0, false, "cublas");
         run_case(two, 3, 300, 200, trans, 2, 1, false, "l2");
     }
-    emu_math = CUBLAS_TF32_TENSOR_OP_MATH;
+    cublasSetMathMode(emu_blas, CUBLAS_TF32_TENSOR_OP_MATH);
     run_case(two, 3, 300, 200, 1, 0, 0, false, "l2");
-    emu_math = CUBLAS_DEFAULT_MATH;
+    cublasSetMathMode(emu_blas, CUBLAS_DEFAULT_MATH);
     // n >= 1024: four vectors per block; 200 bytes of shared memory keep even W (2, 8) out of it
     const Device tiny{2, 1, 200};
     run_case(tiny, 1030, 8, 2, 1, 2, 0, false, "l2");
@@ -357,9 +214,12 @@ void full() {
 } // namespace
 
 int main(int argc, char **argv) {
+    cublasCreate(&emu_blas);
     const bool all = argc > 1 && std::strcmp(argv[1], "--full") == 0;
     if (all) full();
     else quick();
     std::printf("%d of %d cases failed\n", fails, cases);
+    cublasDestroy(emu_blas);
+    std::free(emu_scratch);
     return fails != 0;
 }
