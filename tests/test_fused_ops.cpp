@@ -180,14 +180,6 @@ TEST(FusedCpu, EmptyKIsTheBias) {
 #else
 // ---- CUDA vs the CPU oracle --------------------------------------------------------------------
 
-// The emulated CUDA backend (tests/kernel_emu, label emu) computes every GEMM with a naive
-// stand-in for cuBLASLt, so it never reports a cuBLASLt GEMM: only a real GPU checks that.
-#ifdef CVENE_TEST_EMU
-constexpr bool kRealCublasLt = false;
-#else
-constexpr bool kRealCublasLt = true;
-#endif
-
 class FusedCuda : public BackendPair {
   protected:
     int64_t lt_count() {
@@ -267,7 +259,7 @@ TEST_F(FusedCuda, MatmulEpilogues) {
                                    {"ldw", ldw}, {"bias", c.bias}});
         expect_close(out.c, out.g, (size_t)c.M * c.N, "matmul " + t);
         // aligned problems with no dimension of 1 must not fall back to cuBLAS
-        if (kRealCublasLt && c.M > 1 && c.K > 1 && c.N > 1 && c.off % 64 == 0 && ldw % 64 == 0 && c.bias != 2) {
+        if (c.M > 1 && c.K > 1 && c.N > 1 && c.off % 64 == 0 && ldw % 64 == 0 && c.bias != 2) {
             EXPECT_EQ(lt_count(), lt0 + 1) << "cuBLASLt offered no plain-f32 algorithm for " << t;
         }
         // the same shape again with other buffers (a cached plan) still gives its own result
@@ -412,8 +404,7 @@ TEST_F(FusedCuda, MatmulLowPrecisionThroughCublasLt) {
                           CVENE_OK)
                     << msg(gpu);
                 expect_close(out.c, out.g, (size_t)c.M * c.N, "matmul_lp " + t + (rep ? " (cached plan)" : ""));
-                if (kRealCublasLt && c.M > 1 && c.K > 1 && c.N > 1 && c.off % 64 == 0 && ldw % 64 == 0 &&
-                    c.bias != 2) {
+                if (c.M > 1 && c.K > 1 && c.N > 1 && c.off % 64 == 0 && ldw % 64 == 0 && c.bias != 2) {
                     EXPECT_EQ(lt_count(), lt0 + 1)
                         << "cuBLASLt offered no 16-bit algorithm with f32 accumulation for " << t;
                 }
