@@ -18,14 +18,15 @@
  * t always run in a pass before the base.
  *
  * Fused path (both backends): every source gather, and every Vanilla / Addition /
- * Subtraction / Zero / Collect / Skip intervention outside unit t without a link key, is
- * one iv_units op (kernels/backend.h) at its site, on the backend's device. Its index
- * arrays (unit offsets, subspace dims) are built once per request in prepare() and
- * uploaded in one buffer per element type; offsets are relative to the block's first
- * row, so one set serves whichever rows of the pass the block lands on. Sources,
- * constant sources and collect buffers live on the device; collected values come back to
- * the host at the end of the run. The host path (move_units, combine) remains for
- * callbacks, Noise, link keys and unit t, on the CPU backend only. */
+ * Subtraction / Zero / Collect / Skip intervention without a link key, is one iv_units op
+ * (kernels/backend.h) at its site, on the backend's device; at unit t one per timestep
+ * (the examples that list that step, each with its slot's source). Its index arrays (unit
+ * offsets, subspace dims) are built once per request in prepare() and uploaded in one
+ * buffer per element type; offsets are relative to the block's first row, so one set
+ * serves whichever rows of the pass the block lands on. Sources, constant sources and
+ * collect buffers live on the device; collected values come back to the host at the end
+ * of the run. The host path (move_units, combine, apply_step) remains for callbacks,
+ * Noise and link keys, on the CPU backend only. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +99,8 @@ typedef struct {
     float **csrc;         /* per intervention: its constant source on the device (fused path) */
     float **coll;         /* per Collect: its result on the device (CPU: the result's own buffer) */
     fused_call *set, *get; /* per intervention: fused setter / source gather */
+    fused_call **step_set, **step_get; /* unit t: per intervention, one call per timestep */
+    int *n_step_set, *n_step_get;      /* ... and how many timesteps they cover */
     int64_t *idx64;       /* packed index arrays on the device (fused_call offsets point here) */
     int32_t *idx32;
     float **hot;          /* per link key: last linked result */
@@ -253,7 +256,7 @@ static int needs_source(const cvene_representation *r) {
 
 /* Types the fused path (iv_units) covers; the rest run on the host path (CPU only). */
 static int fused_type(const cvene_representation *r) {
-    if (r->unit == CVENE_UNIT_T || r->link_key >= 0) return 0;
+    if (r->link_key >= 0) return 0;
     switch (r->type) {
     case CVENE_IV_VANILLA: case CVENE_IV_ADDITION: case CVENE_IV_SUBTRACTION: case CVENE_IV_ZERO:
     case CVENE_IV_COLLECT: case CVENE_IV_SKIP: return 1;
@@ -288,9 +291,9 @@ static void combine(cvene_intervention_type type, float *x, const float *y, cons
     }
 }
 
-/* Unit t at one timestep: every example of the block that lists `step` gets its
- * intervention on its row, with the source (or collect) slot of that step. Unit t
- * excludes Noise, Skip and link keys (engine/config.c). */
+/* Unit t at one timestep, for a callback (every other type at unit t is fused): every
+ * example of the block that lists `step` gets the callback on its row, with the source of
+ * that step's slot. Unit t excludes Noise, Skip and link keys (engine/config.c). */
 static cvene_status apply_step(run_state *s, int i, float *site, const block *bk, int step) {
     const cvene_representation *r = &s->c->reps[i].r;
     cvene_model_info mi = cvene_model_get_info(s->m);
@@ -306,37 +309,11 @@ static cvene_status apply_step(run_state *s, int i, float *site, const block *bk
         int64_t slot = ((int64_t)b * U + k) * g.D;
         const float *y = s->store[i] ? s->store[i] + slot : NULL;
         if (!y && r->source) y = r->source_len == g.D ? r->source : r->source + slot; /* constant source */
-        if (r->type == CVENE_IV_COLLECT) {
-            float *o = s->res->collected[s->collect_slot[i]].data;
-            if (dm->n < 0) memcpy(o + slot, x, sizeof(float) * (size_t)g.D);
-            else
-                for (int d = 0; d < dm->n; d++) o[((int64_t)b * U + k) * dm->n + d] = x[dm->dims[d]];
-        } else if (r->type == CVENE_IV_CALLBACK) {
-            int64_t shape[4] = {1, 1, 1, g.D};
-            int rc = r->fn(r->fn_user, x, y, shape, b, dm->n >= 0 ? dm->dims : NULL, dm->n >= 0 ? dm->n : 0);
-            if (rc != 0)
-                return cvene_fail(s->ctx, CVENE_ERR_CALLBACK, "callback of intervention %d returned %d", i, rc);
-        } else {
-            combine(r->type, x, y, dm, g.D);
-        }
+        int64_t shape[4] = {1, 1, 1, g.D};
+        int rc = r->fn(r->fn_user, x, y, shape, b, dm->n >= 0 ? dm->dims : NULL, dm->n >= 0 ? dm->n : 0);
+        if (rc != 0) return cvene_fail(s->ctx, CVENE_ERR_CALLBACK, "callback of intervention %d returned %d", i, rc);
     }
     return CVENE_OK;
-}
-
-/* Unit t: store each listed source timestep of the block's examples in its slot. */
-static void gather_step(run_state *s, int i, const float *site, const block *bk, int step) {
-    const cvene_representation *r = &s->c->reps[i].r;
-    cvene_model_info mi = cvene_model_get_info(s->m);
-    const iv_locs *sl = &s->locs[2 * i];
-    geom g = stream_geom(&mi, r->component, r->unit, bk->in->T, sl->present);
-    int U = units_of(r, sl, bk->in->T);
-    int64_t off = gru_offset(r->component, &g);
-    for (int b = 0; b < s->B; b++) {
-        int k = step_slot(sl, b, step);
-        if (k >= 0)
-            memcpy(s->store[i] + ((int64_t)b * U + k) * g.D, site + (int64_t)(bk->row0 + b) * g.E + off,
-                   sizeof(float) * (size_t)g.D);
-    }
 }
 
 static cvene_status apply(run_state *s, int i, float *site, const block *bk) {
@@ -425,11 +402,18 @@ static cvene_status run_fused(run_state *s, const fused_call *f, float *site, co
                              f->src_rs, s->idx32, s->idx64 + f->dims_off, dims_n, f->n, f->R, f->D, f->op);
 }
 
-static float *fused_source(const run_state *s, int i) {
-    const fused_call *f = &s->set[i];
-    if (f->op == CVENE_IVOP_COLLECT) return s->coll[i];
-    if (f->op == CVENE_IVOP_ZERO) return NULL;
+/* What a fused setter of intervention i with op reads or (Collect) writes. */
+static float *fused_source(const run_state *s, int i, int op) {
+    if (op == CVENE_IVOP_COLLECT) return s->coll[i];
+    if (op == CVENE_IVOP_ZERO) return NULL;
     return s->store[i] ? s->store[i] : s->csrc[i];
+}
+
+/* Unit t: the fused call of one timestep (nothing when no example lists it). */
+static cvene_status run_step(run_state *s, const fused_call *calls, int n_steps, int step, float *site,
+                             const block *bk, float *src) {
+    if (step >= n_steps || calls[step].n == 0) return CVENE_OK;
+    return run_fused(s, &calls[step], site, bk, src);
 }
 
 static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_view *t) {
@@ -443,9 +427,13 @@ static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_vie
         for (int j = 0; j < bk->n_setters; j++) {
             int i = bk->setters[j];
             if (physical(c->reps[i].r.component) != comp || c->reps[i].r.layer != layer) continue;
-            s->err = gru ? apply_step(s, i, site, bk, step)
-                   : s->set[i].on ? run_fused(s, &s->set[i], site, bk, fused_source(s, i))
-                                  : apply(s, i, site, bk);
+            if (gru && s->step_set[i])
+                s->err = run_step(s, s->step_set[i], s->n_step_set[i], step, site, bk,
+                                  fused_source(s, i, s->step_set[i][0].op));
+            else
+                s->err = gru ? apply_step(s, i, site, bk, step)
+                       : s->set[i].on ? run_fused(s, &s->set[i], site, bk, fused_source(s, i, s->set[i].op))
+                                      : apply(s, i, site, bk);
             if (s->err != CVENE_OK) {
                 snprintf(s->errmsg, sizeof s->errmsg, "%s", s->ctx->err);
                 return 1;
@@ -455,11 +443,8 @@ static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_vie
             int i = bk->getters[j];
             const cvene_representation *r = &c->reps[i].r;
             if (physical(getter_component(r, s->m)) != comp || r->layer != layer) continue;
-            if (gru) {
-                gather_step(s, i, site, bk, step);
-                continue;
-            }
-            s->err = run_fused(s, &s->get[i], site, bk, s->store[i]);
+            s->err = gru ? run_step(s, s->step_get[i], s->n_step_get[i], step, site, bk, s->store[i])
+                         : run_fused(s, &s->get[i], site, bk, s->store[i]);
             if (s->err != CVENE_OK) {
                 snprintf(s->errmsg, sizeof s->errmsg, "%s", s->ctx->err);
                 return 1;
@@ -606,6 +591,9 @@ static void state_free(run_state *s, int n) {
     if (s->idx64) be->ops->free(be, s->idx64);
     if (s->idx32) be->ops->free(be, s->idx32);
     free(s->csrc), free(s->coll), free(s->set), free(s->get);
+    for (int i = 0; s->step_set && i < n; i++) free(s->step_set[i]);
+    for (int i = 0; s->step_get && i < n; i++) free(s->step_get[i]);
+    free(s->step_set), free(s->step_get), free(s->n_step_set), free(s->n_step_get);
     for (int i = 0; s->noise && i < n; i++) free(s->noise[i]);
     for (int l = 0; s->hot && l < s->n_links; l++) free(s->hot[l]);
     free(s->store), free(s->noise), free(s->hot), free(s->hot_len), free(s->scratch), free(s->collect_slot), free(s->target_T);
@@ -811,6 +799,98 @@ static int build_getter(run_state *s, int i, int T, idx_pool *p) {
     return 1;
 }
 
+/* Unit t: the setter of intervention i as one call per timestep of its base run. At step t
+ * the units are the examples listing t, each acting on its row's D floats (at its third of
+ * x2h / h2h) with the source of its slot k (t's rank among its listed steps): slot
+ * (b U + k) D of the store or of a full constant source, or the one-unit constant source
+ * broadcast. Subspace dims as build_setter (sorted, without repeats); Collect with
+ * subspaces picks the listed dims of each timestep's vector, in their order, into (B, U, n). */
+static int build_setter_t(run_state *s, int i, idx_pool *p) {
+    const cvene_representation *r = &s->c->reps[i].r;
+    cvene_model_info mi = cvene_model_get_info(s->m);
+    const iv_locs *bl = &s->locs[2 * i + 1];
+    const int B = s->B, T = s->target_T[i], op = iv_op_of(r->type);
+    geom g = stream_geom(&mi, r->component, r->unit, T, bl->present);
+    const int U = units_of(r, bl, T);
+    const int64_t off = gru_offset(r->component, &g);
+    const int bcast = !s->store[i] && r->source && r->source_len == g.D;
+    const int cdims = op == CVENE_IVOP_COLLECT && s->dims[i * B].n >= 0 ? s->dims[i * B].n : -1; /* Collect dims */
+    int64_t *doff = malloc(sizeof(int64_t) * (size_t)B);
+    int *dcnt = malloc(sizeof(int) * (size_t)B);
+    fused_call *calls = s->step_set[i] = calloc((size_t)T, sizeof(fused_call));
+    s->n_step_set[i] = T;
+    int ok = doff && dcnt && calls, any_dims = 0;
+    if (ok && op != CVENE_IVOP_COLLECT) ok = take_dims(s, i, g.D, p, doff, dcnt);
+    for (int b = 0; ok && b < B; b++) {
+        if (op == CVENE_IVOP_COLLECT) doff[b] = -1, dcnt[b] = -1;
+        any_dims |= dcnt[b] >= 0;
+    }
+    for (int t = 0; ok && t < T; t++) {
+        fused_call *f = &calls[t];
+        f->on = 1, f->op = op, f->T = T, f->E = g.E, f->R = 1, f->x_rs = g.D, f->dims_n = -1;
+        f->D = cdims >= 0 ? 1 : g.D, f->src_rs = bcast ? 0 : f->D;
+        f->n = 0;
+        for (int b = 0; b < B; b++) f->n += step_slot(bl, b, t) >= 0 ? (cdims >= 0 ? cdims : 1) : 0;
+        if (f->n == 0) continue;
+        if (!(ok = take_units(p, f))) break;
+        if (any_dims && !(ok = (f->dims_n = take32(p, (size_t)f->n)) >= 0)) break;
+        int64_t q = 0;
+        for (int b = 0; b < B; b++) {
+            const int k = step_slot(bl, b, t);
+            if (k < 0) continue;
+            const int64_t x0 = (int64_t)b * g.E + off, slot = (int64_t)b * U + k;
+            if (cdims >= 0) {
+                const iv_dims *dm = &s->dims[i * B + b];
+                for (int d = 0; d < cdims; d++, q++) {
+                    p->v64[f->x_off + q] = x0 + dm->dims[d];
+                    p->v64[f->src_off + q] = slot * cdims + d;
+                    p->v64[f->dims_off + q] = 0;
+                }
+                continue;
+            }
+            p->v64[f->x_off + q] = x0;
+            p->v64[f->src_off + q] = bcast ? 0 : slot * g.D;
+            p->v64[f->dims_off + q] = doff[b] >= 0 ? doff[b] : 0;
+            if (any_dims) p->v32[f->dims_n + q] = dcnt[b];
+            q++;
+        }
+    }
+    free(doff), free(dcnt);
+    return ok;
+}
+
+/* Unit t: the gather of intervention i's source, one call per timestep of the source run:
+ * the examples listing that step store their row's D floats in slot (b U + k). */
+static int build_getter_t(run_state *s, int i, int T, idx_pool *p) {
+    const cvene_representation *r = &s->c->reps[i].r;
+    cvene_model_info mi = cvene_model_get_info(s->m);
+    const iv_locs *sl = &s->locs[2 * i];
+    geom g = stream_geom(&mi, r->component, r->unit, T, sl->present);
+    const int B = s->B, U = units_of(r, sl, T);
+    const int64_t off = gru_offset(r->component, &g);
+    fused_call *calls = s->step_get[i] = calloc((size_t)T, sizeof(fused_call));
+    s->n_step_get[i] = T;
+    if (!calls) return 0;
+    for (int t = 0; t < T; t++) {
+        fused_call *f = &calls[t];
+        f->on = 1, f->op = CVENE_IVOP_COLLECT, f->T = T, f->E = g.E, f->R = 1, f->D = g.D;
+        f->x_rs = g.D, f->src_rs = g.D, f->dims_n = -1, f->n = 0;
+        for (int b = 0; b < B; b++) f->n += step_slot(sl, b, t) >= 0;
+        if (f->n == 0) continue;
+        if (!take_units(p, f)) return 0;
+        int64_t q = 0;
+        for (int b = 0; b < B; b++) {
+            const int k = step_slot(sl, b, t);
+            if (k < 0) continue;
+            p->v64[f->x_off + q] = (int64_t)b * g.E + off;
+            p->v64[f->src_off + q] = ((int64_t)b * U + k) * g.D;
+            p->v64[f->dims_off + q] = 0;
+            q++;
+        }
+    }
+    return 1;
+}
+
 /* Every fused call of the request, and one upload of their index arrays. */
 static cvene_status build_fused(run_state *s, const iv_input **src) {
     idx_pool p;
@@ -818,8 +898,10 @@ static cvene_status build_fused(run_state *s, const iv_input **src) {
     int ok = 1;
     for (int i = 0; ok && i < s->c->n; i++) {
         const cvene_representation *r = &s->c->reps[i].r;
-        if (s->store[i] && r->unit != CVENE_UNIT_T) ok = build_getter(s, i, src[iv_group(s->c, i)]->T, &p);
-        if (ok && fused_type(r)) ok = build_setter(s, i, &p);
+        const int ut = r->unit == CVENE_UNIT_T;
+        if (s->store[i]) ok = ut ? build_getter_t(s, i, src[iv_group(s->c, i)]->T, &p)
+                                 : build_getter(s, i, src[iv_group(s->c, i)]->T, &p);
+        if (ok && fused_type(r)) ok = ut ? build_setter_t(s, i, &p) : build_setter(s, i, &p);
     }
     cvene_status st = ok ? CVENE_OK : cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
     cvene_backend *be = s->ctx->be;
@@ -856,10 +938,15 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
     s->coll = calloc((size_t)n, sizeof(float *));
     s->set = calloc((size_t)n, sizeof(fused_call));
     s->get = calloc((size_t)n, sizeof(fused_call));
+    s->step_set = calloc((size_t)n, sizeof(fused_call *));
+    s->step_get = calloc((size_t)n, sizeof(fused_call *));
+    s->n_step_set = calloc((size_t)n, sizeof(int));
+    s->n_step_get = calloc((size_t)n, sizeof(int));
     s->noise = calloc((size_t)n, sizeof(double *));
     s->collect_slot = malloc(sizeof(int) * (size_t)n);
     s->res->collected = calloc((size_t)n, sizeof(cvene_tensor_view));
-    if (!s->store || !s->csrc || !s->coll || !s->set || !s->get || !s->noise || !s->collect_slot ||
+    if (!s->store || !s->csrc || !s->coll || !s->set || !s->get || !s->step_set || !s->step_get ||
+        !s->n_step_set || !s->n_step_get || !s->noise || !s->collect_slot ||
         !s->res->collected)
         return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     size_t scratch = 0;
@@ -871,12 +958,9 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
         if (ctx->be->device != CVENE_DEVICE_CPU && !fused_type(r))
             return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
                               "representations[%d]: %s%s is not supported on the %s backend yet (its fused kernels "
-                              "cover Vanilla, Addition, Subtraction, Zero, Collect and Skip interventions on "
-                              "transformer components, units pos / h / h.pos, without intervention_link_key); run "
-                              "it on the CPU backend", i, cvene_intervention_type_name(r->type),
-                              r->unit == CVENE_UNIT_T ? " at unit t (GRU)"
-                              : r->link_key >= 0     ? " with intervention_link_key"
-                                                     : "",
+                              "cover Vanilla, Addition, Subtraction, Zero, Collect and Skip interventions, units "
+                              "pos / h / h.pos / t, without intervention_link_key); run it on the CPU backend", i,
+                              cvene_intervention_type_name(r->type), r->link_key >= 0 ? " with intervention_link_key" : "",
                               ctx->be->ops->name);
         if (r->layer >= mi.n_layer)
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,

@@ -114,10 +114,9 @@ std::string unported_on_cuda(const cvene_config *cfg) {
     const cJSON *reps = cJSON_GetObjectItem(root, "representations");
     for (const cJSON *r = reps ? reps->child : nullptr; r && why.empty(); r = r->next) {
         std::string type = cJSON_GetObjectItem(r, "intervention_type")->valuestring;
-        std::string unit = cJSON_GetObjectItem(r, "unit")->valuestring;
         const cJSON *link = cJSON_GetObjectItem(r, "intervention_link_key");
+        // unit t (GRU timesteps) runs on CUDA like every other unit
         if (type == "NoiseIntervention" || type == "LambdaIntervention") why = type;
-        else if (unit == "t") why = type + " at unit t (GRU)";
         else if (link && !cJSON_IsNull(link)) why = type + " with intervention_link_key";
     }
     cJSON_Delete(root);
