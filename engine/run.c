@@ -25,8 +25,8 @@
  * buffer per element type; offsets are relative to the block's first row, so one set
  * serves whichever rows of the pass the block lands on. Sources, constant sources and
  * collect buffers live on the device; collected values come back to the host at the end
- * of the run. The host path (move_units, combine, apply_step) remains for callbacks,
- * Noise and link keys, on the CPU backend only. */
+ * of the run. The host path (move_units, combine, apply_step) remains for callbacks and
+ * link keys, on the CPU backend only, and for Noise on the CPU (fused_on). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,8 +270,18 @@ static int iv_op_of(cvene_intervention_type t) {
     case CVENE_IV_SUBTRACTION: return CVENE_IVOP_SUBTRACTION;
     case CVENE_IV_ZERO: return CVENE_IVOP_ZERO;
     case CVENE_IV_COLLECT: return CVENE_IVOP_COLLECT;
+    case CVENE_IV_NOISE: return CVENE_IVOP_ADDITION; /* of its noise, as an f32 source (fused_on) */
     default: return CVENE_IVOP_VANILLA; /* Vanilla, Skip */
     }
+}
+
+/* Whether intervention r runs as fused iv_units calls on this backend: the fused types
+ * everywhere, and on a device backend also Noise, as an Addition of the f32 values
+ * (float)(noise * level) (the CPU keeps pyvene's double-precision sum x + noise * level,
+ * exact; on the device the sum is rounded once more, a difference of at most one f32 ulp of
+ * each touched value). */
+static int fused_on(const cvene_backend *be, const cvene_representation *r) {
+    return fused_type(r) || (r->type == CVENE_IV_NOISE && r->link_key < 0 && be->device != CVENE_DEVICE_CPU);
 }
 
 /* ---- applying one intervention to a block's rows ----------------------- */
@@ -738,21 +748,24 @@ static int build_setter(run_state *s, int i, idx_pool *p) {
     const int writes_x = f->op != CVENE_IVOP_COLLECT;
     /* a constant source of one unit's D floats is broadcast over rows, units and examples */
     const int bcast = !s->store[i] && r->source && r->source_len == g.D;
+    /* Noise: unit u adds row u of its (U, D) noise to each of its rows, in every example,
+     * on all D floats (pyvene's noise ignores subspaces) */
+    const int noise = r->type == CVENE_IV_NOISE;
     int64_t L = (int64_t)g.R * g.D;
     int64_t *doff = malloc(sizeof(int64_t) * (size_t)B);
     int *dcnt = malloc(sizeof(int) * (size_t)B);
     int ok = doff && dcnt;
     int any_dims = 0;
     /* Collect without subspaces returns every value (as the host path) */
-    if (ok && writes_x) ok = take_dims(s, i, g.D, p, doff, dcnt);
+    if (ok && writes_x && !noise) ok = take_dims(s, i, g.D, p, doff, dcnt);
     for (int b = 0; ok && b < B; b++) {
-        if (!writes_x) doff[b] = -1, dcnt[b] = -1;
+        if (!writes_x || noise) doff[b] = -1, dcnt[b] = -1;
         any_dims |= dcnt[b] >= 0;
     }
     f->n = 0;
     for (int b = 0; ok && b < B; b++)
         for (int u = 0; u < U; u++) f->n += !(writes_x && overwritten_later(bl, &g, r->component, b, u, U));
-    f->R = g.R, f->D = g.D, f->x_rs = g.S, f->src_rs = bcast ? 0 : g.D, f->dims_n = -1;
+    f->R = g.R, f->D = g.D, f->x_rs = g.S, f->src_rs = bcast || noise ? 0 : g.D, f->dims_n = -1;
     int *first = ok && any_dims ? malloc(sizeof(int) * (size_t)B) : NULL;
     int run = first ? contiguous_dims(p, doff, dcnt, B, first) : -1;
     if (any_dims && !first) ok = 0;
@@ -768,7 +781,7 @@ static int build_setter(run_state *s, int i, idx_pool *p) {
             if (writes_x && overwritten_later(bl, &g, r->component, b, u, U)) continue;
             const int64_t shift = run > 0 ? first[b] : 0;
             p->v64[f->x_off + q] = (int64_t)b * g.E + unit_offset(bl, &g, r->component, b, u) + shift;
-            p->v64[f->src_off + q] = (bcast ? 0 : ((int64_t)b * U + u) * L) + shift;
+            p->v64[f->src_off + q] = (noise ? u * (int64_t)g.D : bcast ? 0 : ((int64_t)b * U + u) * L) + shift;
             p->v64[f->dims_off + q] = doff[b] >= 0 && run <= 0 ? doff[b] : 0;
             if (any_dims) p->v32[f->dims_n + q] = dcnt[b];
             q++;
@@ -901,7 +914,7 @@ static cvene_status build_fused(run_state *s, const iv_input **src) {
         const int ut = r->unit == CVENE_UNIT_T;
         if (s->store[i]) ok = ut ? build_getter_t(s, i, src[iv_group(s->c, i)]->T, &p)
                                  : build_getter(s, i, src[iv_group(s->c, i)]->T, &p);
-        if (ok && fused_type(r)) ok = ut ? build_setter_t(s, i, &p) : build_setter(s, i, &p);
+        if (ok && fused_on(s->ctx->be, r)) ok = ut ? build_setter_t(s, i, &p) : build_setter(s, i, &p);
     }
     cvene_status st = ok ? CVENE_OK : cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
     cvene_backend *be = s->ctx->be;
@@ -955,11 +968,11 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
         int g = iv_group(c, i);
         const char *cn = cvene_component_name(r->component);
         s->collect_slot[i] = -1;
-        if (ctx->be->device != CVENE_DEVICE_CPU && !fused_type(r))
+        if (ctx->be->device != CVENE_DEVICE_CPU && !fused_on(ctx->be, r))
             return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
                               "representations[%d]: %s%s is not supported on the %s backend yet (its fused kernels "
-                              "cover Vanilla, Addition, Subtraction, Zero, Collect and Skip interventions, units "
-                              "pos / h / h.pos / t, without intervention_link_key); run it on the CPU backend", i,
+                              "cover Vanilla, Addition, Subtraction, Zero, Collect, Skip and Noise interventions, "
+                              "units pos / h / h.pos / t, without intervention_link_key); run it on the CPU backend", i,
                               cvene_intervention_type_name(r->type), r->link_key >= 0 ? " with intervention_link_key" : "",
                               ctx->be->ops->name);
         if (r->layer >= mi.n_layer)
@@ -1061,6 +1074,17 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
             if (!(s->noise[i] = malloc(sizeof(double) * (size_t)U * gb.D)))
                 return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
             cvene_np_randn(r->noise_seed, s->noise[i], (size_t)U * gb.D);
+            if (fused_on(ctx->be, r)) { /* the device adds (float)(noise * level): see fused_on */
+                const double level = (double)(float)r->noise_level;
+                const size_t nn = (size_t)U * gb.D;
+                float *h = malloc(sizeof(float) * nn);
+                if (!h) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+                for (size_t q = 0; q < nn; q++) h[q] = (float)(s->noise[i][q] * level);
+                cvene_status st = dev_alloc(s, (void **)&s->csrc[i], sizeof(float) * nn, "a noise source");
+                if (st == CVENE_OK) st = ctx->be->ops->to_device(ctx->be, s->csrc[i], h, sizeof(float) * nn);
+                free(h);
+                CVENE_TRY(st);
+            }
         }
         if (r->link_key >= s->n_links) s->n_links = r->link_key + 1;
     }

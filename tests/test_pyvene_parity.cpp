@@ -115,8 +115,8 @@ std::string unported_on_cuda(const cvene_config *cfg) {
     for (const cJSON *r = reps ? reps->child : nullptr; r && why.empty(); r = r->next) {
         std::string type = cJSON_GetObjectItem(r, "intervention_type")->valuestring;
         const cJSON *link = cJSON_GetObjectItem(r, "intervention_link_key");
-        // unit t (GRU timesteps) runs on CUDA like every other unit
-        if (type == "NoiseIntervention" || type == "LambdaIntervention") why = type;
+        // unit t (GRU timesteps) and Noise run on CUDA too
+        if (type == "LambdaIntervention") why = type;
         else if (link && !cJSON_IsNull(link)) why = type + " with intervention_link_key";
     }
     cJSON_Delete(root);
