@@ -25,8 +25,8 @@
  * buffer per element type; offsets are relative to the block's first row, so one set
  * serves whichever rows of the pass the block lands on. Sources, constant sources and
  * collect buffers live on the device; collected values come back to the host at the end
- * of the run. The host path (move_units, combine, apply_step) remains for callbacks and
- * link keys, on the CPU backend only, and for Noise on the CPU (fused_on). */
+ * of the run. The host path (move_units, combine, apply_step) remains for callbacks (CPU
+ * only) and, on the CPU, for Noise and link keys (on a device those are fused: fused_on). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +100,9 @@ typedef struct {
     float **coll;         /* per Collect: its result on the device (CPU: the result's own buffer) */
     fused_call *set, *get; /* per intervention: fused setter / source gather */
     fused_call **step_set, **step_get; /* unit t: per intervention, one call per timestep */
+    fused_call *link_in, *link_out;    /* device link keys: hot -> units, units -> hot */
+    float **hot_dev;                   /* per link key on a device: the chain's last result */
+    int64_t *hot_dev_cap, *hot_dev_len; /* its size, and the length now held (0: none yet) */
     int *n_step_set, *n_step_get;      /* ... and how many timesteps they cover */
     int64_t *idx64;       /* packed index arrays on the device (fused_call offsets point here) */
     int32_t *idx32;
@@ -254,15 +257,18 @@ static int needs_source(const cvene_representation *r) {
            r->type == CVENE_IV_SKIP;
 }
 
-/* Types the fused path (iv_units) covers; the rest run on the host path (CPU only). */
-static int fused_type(const cvene_representation *r) {
-    if (r->link_key >= 0) return 0;
+/* The types an iv_units op computes. */
+static int fusable_kind(const cvene_representation *r) {
     switch (r->type) {
     case CVENE_IV_VANILLA: case CVENE_IV_ADDITION: case CVENE_IV_SUBTRACTION: case CVENE_IV_ZERO:
     case CVENE_IV_COLLECT: case CVENE_IV_SKIP: return 1;
     default: return 0;
     }
 }
+
+/* Types the fused path (iv_units) covers on every backend; the rest run on the host path on
+ * the CPU, and on a device as fused_on() says. */
+static int fused_type(const cvene_representation *r) { return r->link_key < 0 && fusable_kind(r); }
 
 static int iv_op_of(cvene_intervention_type t) {
     switch (t) {
@@ -275,13 +281,25 @@ static int iv_op_of(cvene_intervention_type t) {
     }
 }
 
-/* Whether intervention r runs as fused iv_units calls on this backend: the fused types
- * everywhere, and on a device backend also Noise, as an Addition of the f32 values
- * (float)(noise * level) (the CPU keeps pyvene's double-precision sum x + noise * level,
- * exact; on the device the sum is rounded once more, a difference of at most one f32 ulp of
- * each touched value). */
-static int fused_on(const cvene_backend *be, const cvene_representation *r) {
-    return fused_type(r) || (r->type == CVENE_IV_NOISE && r->link_key < 0 && be->device != CVENE_DEVICE_CPU);
+/* Whether intervention i runs as fused iv_units calls on this backend: the fused types
+ * everywhere; on a device backend also
+ *  - Noise, as an Addition of the f32 values (float)(noise * level) (the CPU keeps pyvene's
+ *    double-precision sum x + noise * level, exact; on the device the sum is rounded once
+ *    more, a difference of at most one f32 ulp of each touched value);
+ *  - a link key whose every intervention is of such a type other than Collect: the chain's
+ *    last result lives in a device buffer (s->hot_dev), written after each linked setter
+ *    and scattered over the units before the next one, as the host path does with s->hot. */
+static int fused_on(const run_state *s, int i) {
+    const cvene_representation *r = &s->c->reps[i].r;
+    const int dev = s->ctx->be->device != CVENE_DEVICE_CPU;
+    if (r->link_key < 0) return fused_type(r) || (dev && r->type == CVENE_IV_NOISE);
+    if (!dev) return 0;
+    for (int j = 0; j < s->c->n; j++) {
+        const cvene_representation *q = &s->c->reps[j].r;
+        if (q->link_key == r->link_key && ((!fusable_kind(q) && q->type != CVENE_IV_NOISE) || q->type == CVENE_IV_COLLECT))
+            return 0;
+    }
+    return 1;
 }
 
 /* ---- applying one intervention to a block's rows ----------------------- */
@@ -426,6 +444,26 @@ static cvene_status run_step(run_state *s, const fused_call *calls, int n_steps,
     return run_fused(s, &calls[step], site, bk, src);
 }
 
+/* A fused setter, with its link chain on a device (build_link). */
+static cvene_status run_setter(run_state *s, int i, float *site, const block *bk) {
+    const int lk = s->c->reps[i].r.link_key;
+    const int linked = lk >= 0 && s->link_out[i].on;
+    const fused_call *out = &s->link_out[i];
+    const int64_t len = (int64_t)out->n * out->R * out->D;
+    if (linked && s->hot_dev_len[lk]) {
+        if (s->hot_dev_len[lk] != len)
+            return cvene_fail(s->ctx, CVENE_ERR_INVALID_ARG,
+                              "intervention %d shares intervention_link_key %d with an earlier one but selects a "
+                              "different number of units", i, lk);
+        CVENE_TRY(run_fused(s, &s->link_in[i], site, bk, s->hot_dev[lk]));
+    }
+    CVENE_TRY(run_fused(s, &s->set[i], site, bk, fused_source(s, i, s->set[i].op)));
+    if (!linked) return CVENE_OK;
+    CVENE_TRY(run_fused(s, out, site, bk, s->hot_dev[lk]));
+    s->hot_dev_len[lk] = len;
+    return CVENE_OK;
+}
+
 static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_view *t) {
     run_state *s = user;
     const cvene_config *c = s->c;
@@ -442,7 +480,7 @@ static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_vie
                                   fused_source(s, i, s->step_set[i][0].op));
             else
                 s->err = gru ? apply_step(s, i, site, bk, step)
-                       : s->set[i].on ? run_fused(s, &s->set[i], site, bk, fused_source(s, i, s->set[i].op))
+                       : s->set[i].on ? run_setter(s, i, site, bk)
                                       : apply(s, i, site, bk);
             if (s->err != CVENE_OK) {
                 snprintf(s->errmsg, sizeof s->errmsg, "%s", s->ctx->err);
@@ -526,6 +564,7 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
     for (int l = 0; l < s->n_links; l++) { /* link chains live within one forward */
         free(s->hot[l]);
         s->hot[l] = NULL;
+        s->hot_dev_len[l] = 0;
     }
     cvene_status st = cvene_forward(s->m, ids, N, T, &o);
     if (st == CVENE_ERR_CALLBACK && s->err != CVENE_OK) st = cvene_fail(s->ctx, s->err, "%s", s->errmsg);
@@ -601,6 +640,9 @@ static void state_free(run_state *s, int n) {
     if (s->idx64) be->ops->free(be, s->idx64);
     if (s->idx32) be->ops->free(be, s->idx32);
     free(s->csrc), free(s->coll), free(s->set), free(s->get);
+    for (int l = 0; s->hot_dev && l < s->n_links; l++)
+        if (s->hot_dev[l]) be->ops->free(be, s->hot_dev[l]);
+    free(s->hot_dev), free(s->hot_dev_cap), free(s->hot_dev_len), free(s->link_in), free(s->link_out);
     for (int i = 0; s->step_set && i < n; i++) free(s->step_set[i]);
     for (int i = 0; s->step_get && i < n; i++) free(s->step_get[i]);
     free(s->step_set), free(s->step_get), free(s->n_step_set), free(s->n_step_get);
@@ -735,6 +777,39 @@ static int contiguous_dims(const idx_pool *p, const int64_t *off, const int *cnt
     return m;
 }
 
+/* A linked setter on a device (fused_on): link_out stores every unit's R x D floats after
+ * the setter in the chain's buffer, slot (b U + u) R D, as the host path keeps its gathered
+ * units; link_in writes that buffer back over the units before the setter when an earlier
+ * intervention of the chain ran in this pass (all D floats, a unit listed twice once: the
+ * host path's scatter keeps the last). */
+static int build_link(run_state *s, int i, const geom *g, idx_pool *p) {
+    const cvene_representation *r = &s->c->reps[i].r;
+    const iv_locs *bl = &s->locs[2 * i + 1];
+    const int B = s->B, U = n_units(bl);
+    const int64_t L = (int64_t)g->R * g->D;
+    fused_call *in = &s->link_in[i], *out = &s->link_out[i];
+    for (int k = 0; k < 2; k++) {
+        fused_call *f = k ? in : out;
+        f->on = 1, f->op = k ? CVENE_IVOP_VANILLA : CVENE_IVOP_COLLECT, f->T = s->target_T[i], f->E = g->E;
+        f->R = g->R, f->D = g->D, f->x_rs = g->S, f->src_rs = g->D, f->dims_n = -1, f->n = 0;
+        for (int b = 0; b < B; b++)
+            for (int u = 0; u < U; u++) f->n += !(k && overwritten_later(bl, g, r->component, b, u, U));
+        if (!take_units(p, f)) return 0;
+        int64_t q = 0;
+        for (int b = 0; b < B; b++)
+            for (int u = 0; u < U; u++) {
+                if (k && overwritten_later(bl, g, r->component, b, u, U)) continue;
+                p->v64[f->x_off + q] = (int64_t)b * g->E + unit_offset(bl, g, r->component, b, u);
+                p->v64[f->src_off + q] = ((int64_t)b * U + u) * L;
+                p->v64[f->dims_off + q] = 0;
+                q++;
+            }
+    }
+    const int64_t len = (int64_t)B * U * L;
+    if (len > s->hot_dev_cap[r->link_key]) s->hot_dev_cap[r->link_key] = len;
+    return 1;
+}
+
 /* The setter of intervention i on its base rows. */
 static int build_setter(run_state *s, int i, idx_pool *p) {
     const cvene_representation *r = &s->c->reps[i].r;
@@ -787,6 +862,7 @@ static int build_setter(run_state *s, int i, idx_pool *p) {
             q++;
         }
     free(doff), free(dcnt), free(first);
+    if (ok && r->link_key >= 0) ok = build_link(s, i, &g, p);
     return ok;
 }
 
@@ -914,7 +990,7 @@ static cvene_status build_fused(run_state *s, const iv_input **src) {
         const int ut = r->unit == CVENE_UNIT_T;
         if (s->store[i]) ok = ut ? build_getter_t(s, i, src[iv_group(s->c, i)]->T, &p)
                                  : build_getter(s, i, src[iv_group(s->c, i)]->T, &p);
-        if (ok && fused_on(s->ctx->be, r)) ok = ut ? build_setter_t(s, i, &p) : build_setter(s, i, &p);
+        if (ok && fused_on(s, i)) ok = ut ? build_setter_t(s, i, &p) : build_setter(s, i, &p);
     }
     cvene_status st = ok ? CVENE_OK : cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
     cvene_backend *be = s->ctx->be;
@@ -951,6 +1027,8 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
     s->coll = calloc((size_t)n, sizeof(float *));
     s->set = calloc((size_t)n, sizeof(fused_call));
     s->get = calloc((size_t)n, sizeof(fused_call));
+    s->link_in = calloc((size_t)n, sizeof(fused_call));
+    s->link_out = calloc((size_t)n, sizeof(fused_call));
     s->step_set = calloc((size_t)n, sizeof(fused_call *));
     s->step_get = calloc((size_t)n, sizeof(fused_call *));
     s->n_step_set = calloc((size_t)n, sizeof(int));
@@ -958,7 +1036,8 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
     s->noise = calloc((size_t)n, sizeof(double *));
     s->collect_slot = malloc(sizeof(int) * (size_t)n);
     s->res->collected = calloc((size_t)n, sizeof(cvene_tensor_view));
-    if (!s->store || !s->csrc || !s->coll || !s->set || !s->get || !s->step_set || !s->step_get ||
+    if (!s->store || !s->csrc || !s->coll || !s->set || !s->get || !s->link_in || !s->link_out || !s->step_set ||
+        !s->step_get ||
         !s->n_step_set || !s->n_step_get || !s->noise || !s->collect_slot ||
         !s->res->collected)
         return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
@@ -968,12 +1047,13 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
         int g = iv_group(c, i);
         const char *cn = cvene_component_name(r->component);
         s->collect_slot[i] = -1;
-        if (ctx->be->device != CVENE_DEVICE_CPU && !fused_on(ctx->be, r))
+        if (ctx->be->device != CVENE_DEVICE_CPU && !fused_on(s, i))
             return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
                               "representations[%d]: %s%s is not supported on the %s backend yet (its fused kernels "
                               "cover Vanilla, Addition, Subtraction, Zero, Collect, Skip and Noise interventions, "
-                              "units pos / h / h.pos / t, without intervention_link_key); run it on the CPU backend", i,
-                              cvene_intervention_type_name(r->type), r->link_key >= 0 ? " with intervention_link_key" : "",
+                              "units pos / h / h.pos / t, and link-key chains without Collect or callbacks); run it "
+                              "on the CPU backend", i, cvene_intervention_type_name(r->type),
+                              r->link_key >= 0 ? " in an intervention_link_key chain" : "",
                               ctx->be->ops->name);
         if (r->layer >= mi.n_layer)
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
@@ -1074,7 +1154,7 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
             if (!(s->noise[i] = malloc(sizeof(double) * (size_t)U * gb.D)))
                 return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
             cvene_np_randn(r->noise_seed, s->noise[i], (size_t)U * gb.D);
-            if (fused_on(ctx->be, r)) { /* the device adds (float)(noise * level): see fused_on */
+            if (fused_on(s, i)) { /* the device adds (float)(noise * level): see fused_on */
                 const double level = (double)(float)r->noise_level;
                 const size_t nn = (size_t)U * gb.D;
                 float *h = malloc(sizeof(float) * nn);
@@ -1088,7 +1168,14 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
         }
         if (r->link_key >= s->n_links) s->n_links = r->link_key + 1;
     }
+    s->hot_dev = calloc((size_t)s->n_links + 1, sizeof(float *));
+    s->hot_dev_cap = calloc((size_t)s->n_links + 1, sizeof(int64_t));
+    s->hot_dev_len = calloc((size_t)s->n_links + 1, sizeof(int64_t));
+    if (!s->hot_dev || !s->hot_dev_cap || !s->hot_dev_len) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     CVENE_TRY(build_fused(s, src));
+    for (int l = 0; l < s->n_links; l++)
+        if (s->hot_dev_cap[l] > 0)
+            CVENE_TRY(dev_alloc(s, (void **)&s->hot_dev[l], sizeof(float) * (size_t)s->hot_dev_cap[l], "a link chain"));
     s->hot = calloc((size_t)s->n_links + 1, sizeof(float *));
     s->hot_len = calloc((size_t)s->n_links + 1, sizeof(int64_t));
     s->scratch = malloc(sizeof(float) * (scratch ? scratch : 1));

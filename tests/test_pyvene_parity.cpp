@@ -114,10 +114,8 @@ std::string unported_on_cuda(const cvene_config *cfg) {
     const cJSON *reps = cJSON_GetObjectItem(root, "representations");
     for (const cJSON *r = reps ? reps->child : nullptr; r && why.empty(); r = r->next) {
         std::string type = cJSON_GetObjectItem(r, "intervention_type")->valuestring;
-        const cJSON *link = cJSON_GetObjectItem(r, "intervention_link_key");
-        // unit t (GRU timesteps) and Noise run on CUDA too
+        // unit t (GRU timesteps), Noise and link keys run on CUDA too; callbacks do not
         if (type == "LambdaIntervention") why = type;
-        else if (link && !cJSON_IsNull(link)) why = type + " with intervention_link_key";
     }
     cJSON_Delete(root);
     return why;
