@@ -25,8 +25,9 @@
  * buffer per element type; offsets are relative to the block's first row, so one set
  * serves whichever rows of the pass the block lands on. Sources, constant sources and
  * collect buffers live on the device; collected values come back to the host at the end
- * of the run. The host path (move_units, combine, apply_step) remains for callbacks (CPU
- * only) and, on the CPU, for Noise and link keys (on a device those are fused: fused_on). */
+ * of the run. The host path (move_units, combine, apply_step) remains on the CPU for
+ * callbacks, Noise and link keys; on a device those are fused calls, callbacks a host round
+ * trip between two of them (fused_on). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +104,7 @@ typedef struct {
     fused_call *link_in, *link_out;    /* device link keys: hot -> units, units -> hot */
     float **hot_dev;                   /* per link key on a device: the chain's last result */
     int64_t *hot_dev_cap, *hot_dev_len; /* its size, and the length now held (0: none yet) */
+    float **rt_dev, **rt_src;          /* device callbacks: the units on the device, the source on the host */
     int *n_step_set, *n_step_get;      /* ... and how many timesteps they cover */
     int64_t *idx64;       /* packed index arrays on the device (fused_call offsets point here) */
     int32_t *idx32;
@@ -283,6 +285,7 @@ static int iv_op_of(cvene_intervention_type t) {
 
 /* Whether intervention i runs as fused iv_units calls on this backend: the fused types
  * everywhere; on a device backend also
+ *  - a callback outside unit t and link keys, as a host round trip (run_round_trip);
  *  - Noise, as an Addition of the f32 values (float)(noise * level) (the CPU keeps pyvene's
  *    double-precision sum x + noise * level, exact; on the device the sum is rounded once
  *    more, a difference of at most one f32 ulp of each touched value);
@@ -292,6 +295,7 @@ static int iv_op_of(cvene_intervention_type t) {
 static int fused_on(const run_state *s, int i) {
     const cvene_representation *r = &s->c->reps[i].r;
     const int dev = s->ctx->be->device != CVENE_DEVICE_CPU;
+    if (r->type == CVENE_IV_CALLBACK) return dev && r->link_key < 0 && r->unit != CVENE_UNIT_T; /* round_trip */
     if (r->link_key < 0) return fused_type(r) || (dev && r->type == CVENE_IV_NOISE);
     if (!dev) return 0;
     for (int j = 0; j < s->c->n; j++) {
@@ -444,6 +448,30 @@ static cvene_status run_step(run_state *s, const fused_call *calls, int n_steps,
     return run_fused(s, &calls[step], site, bk, src);
 }
 
+/* A callback on a device (build_round_trip): its units to the host, the callback for each
+ * example as on the CPU (the base units (1, U, R, D), the gathered source's if any), and
+ * back. The host copies wait for the device: a callback costs a synchronisation per site. */
+static cvene_status run_round_trip(run_state *s, int i, float *site, const block *bk) {
+    const cvene_representation *r = &s->c->reps[i].r;
+    cvene_backend *be = s->ctx->be;
+    const fused_call *get = &s->link_out[i];
+    const int B = s->B, U = get->n / B, R = s->set[i].R, D = s->set[i].D;
+    const int64_t L = (int64_t)R * D, len = (int64_t)get->n * L;
+    CVENE_TRY(run_fused(s, get, site, bk, s->rt_dev[i]));
+    CVENE_TRY(be->ops->to_host(be, s->scratch, s->rt_dev[i], sizeof(float) * (size_t)len));
+    if (s->store[i]) CVENE_TRY(be->ops->to_host(be, s->rt_src[i], s->store[i], sizeof(float) * (size_t)len));
+    for (int b = 0; b < B; b++) {
+        const iv_dims *dm = &s->dims[i * B + b];
+        int64_t shape[4] = {1, U, R, D};
+        const float *es = s->store[i] ? s->rt_src[i] + (int64_t)b * U * L : NULL;
+        int rc = r->fn(r->fn_user, s->scratch + (int64_t)b * U * L, es, shape, b, dm->n >= 0 ? dm->dims : NULL,
+                       dm->n >= 0 ? dm->n : 0);
+        if (rc != 0) return cvene_fail(s->ctx, CVENE_ERR_CALLBACK, "callback of intervention %d returned %d", i, rc);
+    }
+    CVENE_TRY(be->ops->to_device(be, s->rt_dev[i], s->scratch, sizeof(float) * (size_t)len));
+    return run_fused(s, &s->link_in[i], site, bk, s->rt_dev[i]);
+}
+
 /* A fused setter, with its link chain on a device (build_link). */
 static cvene_status run_setter(run_state *s, int i, float *site, const block *bk) {
     const int lk = s->c->reps[i].r.link_key;
@@ -481,6 +509,7 @@ static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_vie
             else
                 s->err = gru ? apply_step(s, i, site, bk, step)
                        : s->set[i].on ? run_setter(s, i, site, bk)
+                       : s->rt_dev[i] ? run_round_trip(s, i, site, bk)
                                       : apply(s, i, site, bk);
             if (s->err != CVENE_OK) {
                 snprintf(s->errmsg, sizeof s->errmsg, "%s", s->ctx->err);
@@ -643,6 +672,10 @@ static void state_free(run_state *s, int n) {
     for (int l = 0; s->hot_dev && l < s->n_links; l++)
         if (s->hot_dev[l]) be->ops->free(be, s->hot_dev[l]);
     free(s->hot_dev), free(s->hot_dev_cap), free(s->hot_dev_len), free(s->link_in), free(s->link_out);
+    for (int i = 0; s->rt_dev && i < n; i++)
+        if (s->rt_dev[i]) be->ops->free(be, s->rt_dev[i]);
+    for (int i = 0; s->rt_src && i < n; i++) free(s->rt_src[i]);
+    free(s->rt_dev), free(s->rt_src);
     for (int i = 0; s->step_set && i < n; i++) free(s->step_set[i]);
     for (int i = 0; s->step_get && i < n; i++) free(s->step_get[i]);
     free(s->step_set), free(s->step_get), free(s->n_step_set), free(s->n_step_get);
@@ -782,7 +815,7 @@ static int contiguous_dims(const idx_pool *p, const int64_t *off, const int *cnt
  * units; link_in writes that buffer back over the units before the setter when an earlier
  * intervention of the chain ran in this pass (all D floats, a unit listed twice once: the
  * host path's scatter keeps the last). */
-static int build_link(run_state *s, int i, const geom *g, idx_pool *p) {
+static int build_link(run_state *s, int i, const geom *g, idx_pool *p, int64_t *cap) {
     const cvene_representation *r = &s->c->reps[i].r;
     const iv_locs *bl = &s->locs[2 * i + 1];
     const int B = s->B, U = n_units(bl);
@@ -806,7 +839,7 @@ static int build_link(run_state *s, int i, const geom *g, idx_pool *p) {
             }
     }
     const int64_t len = (int64_t)B * U * L;
-    if (len > s->hot_dev_cap[r->link_key]) s->hot_dev_cap[r->link_key] = len;
+    if (len > *cap) *cap = len;
     return 1;
 }
 
@@ -862,7 +895,7 @@ static int build_setter(run_state *s, int i, idx_pool *p) {
             q++;
         }
     free(doff), free(dcnt), free(first);
-    if (ok && r->link_key >= 0) ok = build_link(s, i, &g, p);
+    if (ok && r->link_key >= 0) ok = build_link(s, i, &g, p, &s->hot_dev_cap[r->link_key]);
     return ok;
 }
 
@@ -980,6 +1013,19 @@ static int build_getter_t(run_state *s, int i, int T, idx_pool *p) {
     return 1;
 }
 
+/* A callback on a device: link_out gathers its units (B, U, R, D) into rt_dev[i], link_in
+ * writes them back (see build_link); run_round_trip calls the callback on the host between. */
+static int build_round_trip(run_state *s, int i, idx_pool *p) {
+    const cvene_representation *r = &s->c->reps[i].r;
+    cvene_model_info mi = cvene_model_get_info(s->m);
+    const iv_locs *bl = &s->locs[2 * i + 1];
+    geom g = stream_geom(&mi, r->component, r->unit, s->target_T[i], bl->present);
+    int64_t len = 0;
+    if (!build_link(s, i, &g, p, &len)) return 0;
+    s->set[i].R = g.R, s->set[i].D = g.D; /* the callback's unit shape (set[i] itself stays off) */
+    return 1;
+}
+
 /* Every fused call of the request, and one upload of their index arrays. */
 static cvene_status build_fused(run_state *s, const iv_input **src) {
     idx_pool p;
@@ -990,7 +1036,8 @@ static cvene_status build_fused(run_state *s, const iv_input **src) {
         const int ut = r->unit == CVENE_UNIT_T;
         if (s->store[i]) ok = ut ? build_getter_t(s, i, src[iv_group(s->c, i)]->T, &p)
                                  : build_getter(s, i, src[iv_group(s->c, i)]->T, &p);
-        if (ok && fused_on(s, i)) ok = ut ? build_setter_t(s, i, &p) : build_setter(s, i, &p);
+        if (ok && fused_on(s, i)) ok = r->type == CVENE_IV_CALLBACK ? build_round_trip(s, i, &p)
+                                     : ut ? build_setter_t(s, i, &p) : build_setter(s, i, &p);
     }
     cvene_status st = ok ? CVENE_OK : cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
     cvene_backend *be = s->ctx->be;
@@ -1027,6 +1074,8 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
     s->coll = calloc((size_t)n, sizeof(float *));
     s->set = calloc((size_t)n, sizeof(fused_call));
     s->get = calloc((size_t)n, sizeof(fused_call));
+    s->rt_dev = calloc((size_t)n, sizeof(float *));
+    s->rt_src = calloc((size_t)n, sizeof(float *));
     s->link_in = calloc((size_t)n, sizeof(fused_call));
     s->link_out = calloc((size_t)n, sizeof(fused_call));
     s->step_set = calloc((size_t)n, sizeof(fused_call *));
@@ -1036,7 +1085,8 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
     s->noise = calloc((size_t)n, sizeof(double *));
     s->collect_slot = malloc(sizeof(int) * (size_t)n);
     s->res->collected = calloc((size_t)n, sizeof(cvene_tensor_view));
-    if (!s->store || !s->csrc || !s->coll || !s->set || !s->get || !s->link_in || !s->link_out || !s->step_set ||
+    if (!s->store || !s->csrc || !s->coll || !s->set || !s->get || !s->rt_dev || !s->rt_src || !s->link_in ||
+        !s->link_out || !s->step_set ||
         !s->step_get ||
         !s->n_step_set || !s->n_step_get || !s->noise || !s->collect_slot ||
         !s->res->collected)
@@ -1176,6 +1226,13 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
     for (int l = 0; l < s->n_links; l++)
         if (s->hot_dev_cap[l] > 0)
             CVENE_TRY(dev_alloc(s, (void **)&s->hot_dev[l], sizeof(float) * (size_t)s->hot_dev_cap[l], "a link chain"));
+    for (int i = 0; i < n; i++) { /* device callbacks: their units' buffers */
+        if (c->reps[i].r.type != CVENE_IV_CALLBACK || !fused_on(s, i)) continue;
+        const int64_t len = (int64_t)s->link_out[i].n * s->set[i].R * s->set[i].D;
+        CVENE_TRY(dev_alloc(s, (void **)&s->rt_dev[i], sizeof(float) * (size_t)(len ? len : 1), "a callback's units"));
+        if (s->store[i] && !(s->rt_src[i] = malloc(sizeof(float) * (size_t)(len ? len : 1))))
+            return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    }
     s->hot = calloc((size_t)s->n_links + 1, sizeof(float *));
     s->hot_len = calloc((size_t)s->n_links + 1, sizeof(int64_t));
     s->scratch = malloc(sizeof(float) * (scratch ? scratch : 1));
