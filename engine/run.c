@@ -105,6 +105,7 @@ typedef struct {
     float **hot_dev;                   /* per link key on a device: the chain's last result */
     int64_t *hot_dev_cap, *hot_dev_len; /* its size, and the length now held (0: none yet) */
     float **rt_dev, **rt_src;          /* device callbacks: the units on the device, the source on the host */
+    int64_t *rt_len, *rt_src_len;      /* ... and their lengths in floats */
     int *n_step_set, *n_step_get;      /* ... and how many timesteps they cover */
     int64_t *idx64;       /* packed index arrays on the device (fused_call offsets point here) */
     int32_t *idx32;
@@ -285,7 +286,7 @@ static int iv_op_of(cvene_intervention_type t) {
 
 /* Whether intervention i runs as fused iv_units calls on this backend: the fused types
  * everywhere; on a device backend also
- *  - a callback outside unit t and link keys, as a host round trip (run_round_trip);
+ *  - a callback outside link keys, as a host round trip (run_round_trip, run_step_round_trip);
  *  - Noise, as an Addition of the f32 values (float)(noise * level) (the CPU keeps pyvene's
  *    double-precision sum x + noise * level, exact; on the device the sum is rounded once
  *    more, a difference of at most one f32 ulp of each touched value);
@@ -295,7 +296,7 @@ static int iv_op_of(cvene_intervention_type t) {
 static int fused_on(const run_state *s, int i) {
     const cvene_representation *r = &s->c->reps[i].r;
     const int dev = s->ctx->be->device != CVENE_DEVICE_CPU;
-    if (r->type == CVENE_IV_CALLBACK) return dev && r->link_key < 0 && r->unit != CVENE_UNIT_T; /* round_trip */
+    if (r->type == CVENE_IV_CALLBACK) return dev && r->link_key < 0; /* a host round trip */
     if (r->link_key < 0) return fused_type(r) || (dev && r->type == CVENE_IV_NOISE);
     if (!dev) return 0;
     for (int j = 0; j < s->c->n; j++) {
@@ -456,10 +457,11 @@ static cvene_status run_round_trip(run_state *s, int i, float *site, const block
     cvene_backend *be = s->ctx->be;
     const fused_call *get = &s->link_out[i];
     const int B = s->B, U = get->n / B, R = s->set[i].R, D = s->set[i].D;
-    const int64_t L = (int64_t)R * D, len = (int64_t)get->n * L;
+    const int64_t L = (int64_t)R * D, len = s->rt_len[i];
     CVENE_TRY(run_fused(s, get, site, bk, s->rt_dev[i]));
     CVENE_TRY(be->ops->to_host(be, s->scratch, s->rt_dev[i], sizeof(float) * (size_t)len));
-    if (s->store[i]) CVENE_TRY(be->ops->to_host(be, s->rt_src[i], s->store[i], sizeof(float) * (size_t)len));
+    if (s->store[i])
+        CVENE_TRY(be->ops->to_host(be, s->rt_src[i], s->store[i], sizeof(float) * (size_t)s->rt_src_len[i]));
     for (int b = 0; b < B; b++) {
         const iv_dims *dm = &s->dims[i * B + b];
         int64_t shape[4] = {1, U, R, D};
@@ -470,6 +472,37 @@ static cvene_status run_round_trip(run_state *s, int i, float *site, const block
     }
     CVENE_TRY(be->ops->to_device(be, s->rt_dev[i], s->scratch, sizeof(float) * (size_t)len));
     return run_fused(s, &s->link_in[i], site, bk, s->rt_dev[i]);
+}
+
+/* A callback at unit t on a device: the rows of the examples listing this step to the host,
+ * the callback on each with its slot's source, as apply_step does on the CPU, and back. */
+static cvene_status run_step_round_trip(run_state *s, int i, float *site, const block *bk, int step) {
+    const cvene_representation *r = &s->c->reps[i].r;
+    cvene_backend *be = s->ctx->be;
+    const int T = s->n_step_set[i], B = s->B, D = s->set[i].D;
+    if (step >= T || s->step_set[i][step].n == 0) return CVENE_OK;
+    const fused_call *get = &s->step_set[i][step], *put = &s->step_set[i][T + step];
+    const iv_locs *bl = &s->locs[2 * i + 1];
+    const int U = units_of(r, bl, bk->in->T);
+    CVENE_TRY(run_fused(s, get, site, bk, s->rt_dev[i]));
+    CVENE_TRY(be->ops->to_host(be, s->scratch, s->rt_dev[i], sizeof(float) * (size_t)get->n * (size_t)D));
+    if (s->store[i])
+        CVENE_TRY(be->ops->to_host(be, s->rt_src[i], s->store[i], sizeof(float) * (size_t)s->rt_src_len[i]));
+    int64_t q = 0;
+    for (int b = 0; b < B; b++) {
+        const int k = step_slot(bl, b, step);
+        if (k < 0) continue;
+        const iv_dims *dm = &s->dims[i * B + b];
+        const int64_t slot = ((int64_t)b * U + k) * D;
+        const float *y = s->store[i] ? s->rt_src[i] + slot : NULL;
+        if (!y && r->source) y = r->source_len == D ? r->source : r->source + slot; /* constant source */
+        int64_t shape[4] = {1, 1, 1, D};
+        int rc = r->fn(r->fn_user, s->scratch + q * D, y, shape, b, dm->n >= 0 ? dm->dims : NULL, dm->n >= 0 ? dm->n : 0);
+        if (rc != 0) return cvene_fail(s->ctx, CVENE_ERR_CALLBACK, "callback of intervention %d returned %d", i, rc);
+        q++;
+    }
+    CVENE_TRY(be->ops->to_device(be, s->rt_dev[i], s->scratch, sizeof(float) * (size_t)get->n * (size_t)D));
+    return run_fused(s, put, site, bk, s->rt_dev[i]);
 }
 
 /* A fused setter, with its link chain on a device (build_link). */
@@ -503,7 +536,9 @@ static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_vie
         for (int j = 0; j < bk->n_setters; j++) {
             int i = bk->setters[j];
             if (physical(c->reps[i].r.component) != comp || c->reps[i].r.layer != layer) continue;
-            if (gru && s->step_set[i])
+            if (gru && s->rt_dev[i])
+                s->err = run_step_round_trip(s, i, site, bk, step);
+            else if (gru && s->step_set[i])
                 s->err = run_step(s, s->step_set[i], s->n_step_set[i], step, site, bk,
                                   fused_source(s, i, s->step_set[i][0].op));
             else
@@ -675,7 +710,7 @@ static void state_free(run_state *s, int n) {
     for (int i = 0; s->rt_dev && i < n; i++)
         if (s->rt_dev[i]) be->ops->free(be, s->rt_dev[i]);
     for (int i = 0; s->rt_src && i < n; i++) free(s->rt_src[i]);
-    free(s->rt_dev), free(s->rt_src);
+    free(s->rt_dev), free(s->rt_src), free(s->rt_len), free(s->rt_src_len);
     for (int i = 0; s->step_set && i < n; i++) free(s->step_set[i]);
     for (int i = 0; s->step_get && i < n; i++) free(s->step_get[i]);
     free(s->step_set), free(s->step_get), free(s->n_step_set), free(s->n_step_get);
@@ -1019,10 +1054,36 @@ static int build_round_trip(run_state *s, int i, idx_pool *p) {
     const cvene_representation *r = &s->c->reps[i].r;
     cvene_model_info mi = cvene_model_get_info(s->m);
     const iv_locs *bl = &s->locs[2 * i + 1];
-    geom g = stream_geom(&mi, r->component, r->unit, s->target_T[i], bl->present);
-    int64_t len = 0;
-    if (!build_link(s, i, &g, p, &len)) return 0;
+    const int T = s->target_T[i], B = s->B;
+    geom g = stream_geom(&mi, r->component, r->unit, T, bl->present);
+    s->rt_src_len[i] = (int64_t)B * units_of(r, bl, T) * g.R * g.D; /* the gathered source's */
     s->set[i].R = g.R, s->set[i].D = g.D; /* the callback's unit shape (set[i] itself stays off) */
+    if (r->unit != CVENE_UNIT_T) return build_link(s, i, &g, p, &s->rt_len[i]);
+    /* unit t: per step, the rows of the examples listing it, packed: calls [0, T) gather them
+     * into rt_dev (row q at q D), calls [T, 2T) write them back */
+    const int64_t off = gru_offset(r->component, &g);
+    fused_call *calls = s->step_set[i] = calloc(2 * (size_t)T, sizeof(fused_call));
+    s->n_step_set[i] = T;
+    s->rt_len[i] = (int64_t)B * g.D;
+    if (!calls) return 0;
+    for (int t = 0; t < T; t++) {
+        for (int k = 0; k < 2; k++) {
+            fused_call *f = &calls[k * T + t];
+            f->on = 1, f->op = k ? CVENE_IVOP_VANILLA : CVENE_IVOP_COLLECT, f->T = T, f->E = g.E, f->R = 1;
+            f->D = g.D, f->x_rs = g.D, f->src_rs = g.D, f->dims_n = -1, f->n = 0;
+            for (int b = 0; b < B; b++) f->n += step_slot(bl, b, t) >= 0;
+            if (f->n == 0) continue;
+            if (!take_units(p, f)) return 0;
+            int64_t q = 0;
+            for (int b = 0; b < B; b++) {
+                if (step_slot(bl, b, t) < 0) continue;
+                p->v64[f->x_off + q] = (int64_t)b * g.E + off;
+                p->v64[f->src_off + q] = q * g.D;
+                p->v64[f->dims_off + q] = 0;
+                q++;
+            }
+        }
+    }
     return 1;
 }
 
@@ -1075,6 +1136,8 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
     s->set = calloc((size_t)n, sizeof(fused_call));
     s->get = calloc((size_t)n, sizeof(fused_call));
     s->rt_dev = calloc((size_t)n, sizeof(float *));
+    s->rt_len = calloc((size_t)n, sizeof(int64_t));
+    s->rt_src_len = calloc((size_t)n, sizeof(int64_t));
     s->rt_src = calloc((size_t)n, sizeof(float *));
     s->link_in = calloc((size_t)n, sizeof(fused_call));
     s->link_out = calloc((size_t)n, sizeof(fused_call));
@@ -1085,7 +1148,8 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
     s->noise = calloc((size_t)n, sizeof(double *));
     s->collect_slot = malloc(sizeof(int) * (size_t)n);
     s->res->collected = calloc((size_t)n, sizeof(cvene_tensor_view));
-    if (!s->store || !s->csrc || !s->coll || !s->set || !s->get || !s->rt_dev || !s->rt_src || !s->link_in ||
+    if (!s->store || !s->csrc || !s->coll || !s->set || !s->get || !s->rt_dev || !s->rt_src || !s->rt_len ||
+        !s->rt_src_len || !s->link_in ||
         !s->link_out || !s->step_set ||
         !s->step_get ||
         !s->n_step_set || !s->n_step_get || !s->noise || !s->collect_slot ||
@@ -1099,11 +1163,9 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
         s->collect_slot[i] = -1;
         if (ctx->be->device != CVENE_DEVICE_CPU && !fused_on(s, i))
             return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
-                              "representations[%d]: %s%s is not supported on the %s backend yet (its fused kernels "
-                              "cover Vanilla, Addition, Subtraction, Zero, Collect, Skip and Noise interventions, "
-                              "units pos / h / h.pos / t, and link-key chains without Collect or callbacks); run it "
-                              "on the CPU backend", i, cvene_intervention_type_name(r->type),
-                              r->link_key >= 0 ? " in an intervention_link_key chain" : "",
+                              "representations[%d]: %s in intervention_link_key chain %d is not supported on the "
+                              "%s backend yet (a chain with a CollectIntervention or a LambdaIntervention runs on "
+                              "the CPU backend)", i, cvene_intervention_type_name(r->type), r->link_key,
                               ctx->be->ops->name);
         if (r->layer >= mi.n_layer)
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
@@ -1228,9 +1290,9 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
             CVENE_TRY(dev_alloc(s, (void **)&s->hot_dev[l], sizeof(float) * (size_t)s->hot_dev_cap[l], "a link chain"));
     for (int i = 0; i < n; i++) { /* device callbacks: their units' buffers */
         if (c->reps[i].r.type != CVENE_IV_CALLBACK || !fused_on(s, i)) continue;
-        const int64_t len = (int64_t)s->link_out[i].n * s->set[i].R * s->set[i].D;
+        const int64_t len = s->rt_len[i], slen = s->rt_src_len[i];
         CVENE_TRY(dev_alloc(s, (void **)&s->rt_dev[i], sizeof(float) * (size_t)(len ? len : 1), "a callback's units"));
-        if (s->store[i] && !(s->rt_src[i] = malloc(sizeof(float) * (size_t)(len ? len : 1))))
+        if (s->store[i] && !(s->rt_src[i] = malloc(sizeof(float) * (size_t)(slen ? slen : 1))))
             return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     }
     s->hot = calloc((size_t)s->n_links + 1, sizeof(float *));

@@ -114,11 +114,9 @@ std::string unported_on_cuda(const cvene_config *cfg) {
     const cJSON *reps = cJSON_GetObjectItem(root, "representations");
     for (const cJSON *r = reps ? reps->child : nullptr; r && why.empty(); r = r->next) {
         std::string type = cJSON_GetObjectItem(r, "intervention_type")->valuestring;
-        std::string unit = cJSON_GetObjectItem(r, "unit")->valuestring;
         const cJSON *link = cJSON_GetObjectItem(r, "intervention_link_key");
-        // every type runs on CUDA except callbacks at GRU timesteps or in a link-key chain
-        if (type == "LambdaIntervention" && unit == "t") why = type + " at unit t (GRU)";
-        else if (type == "LambdaIntervention" && link && !cJSON_IsNull(link)) why = type + " with intervention_link_key";
+        // every type runs on CUDA except a callback in a link-key chain
+        if (type == "LambdaIntervention" && link && !cJSON_IsNull(link)) why = type + " with intervention_link_key";
     }
     cJSON_Delete(root);
     return why;
