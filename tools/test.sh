@@ -13,7 +13,7 @@ if [ "${1:-}" = "--sanitize" ]; then
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   ctest --test-dir build-asan --output-on-failure -j"$(nproc)" -LE emu_slow
 elif [ "${1:-}" = "--emu" ]; then
-  bash tools/build.sh build
+  bash tools/build.sh build -DCVENE_EMU_SLOW=ON
   ctest --test-dir build --output-on-failure -j"$(nproc)"
 else
   bash tools/build.sh build
