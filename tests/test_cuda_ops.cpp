@@ -639,6 +639,13 @@ class CudaOpsRotated : public CudaOps {
         ASSERT_FALSE(g.empty()) << what << ": cuda: " << ge;
         expect_close_host(c, g, what);
     }
+    // s == x (same buffer, same offsets): a no-op; W entries uniform in [-w, w]
+    void no_op(int n, int D, int k, int trans, int mode, float w, const std::string &what) {
+        std::vector<int64_t> xo, so;
+        const std::vector<float> hx = randf(rot_layout(n, D, mode, xo, so));
+        const std::vector<float> hW = randf((size_t)k * D, -w, w);
+        check(hx, hx, hW, 0, xo, xo, n, D, k, trans, true, what + " " + tag({{"offsets", mode}}));
+    }
     // every trans and k of ks for (D, n, mode), fresh x, s and W
     void sweep(int D, int n, int mode, std::initializer_list<int> ks) {
         std::vector<int64_t> xo, so;
@@ -662,14 +669,7 @@ TEST_F(CudaOpsRotated, IvRotated) {
             for (int mode : {0, 1, 2}) sweep(D, n, mode, {1, 4, 13});
         }
     for (int mode : {0, 1, 2}) sweep(4096, 600, mode, {1, 8});
-    // s == x (same buffer, same offsets): a no-op
-    for (int mode : {0, 2}) {
-        std::vector<int64_t> xo, so;
-        const int n = 301, D = 768, k = 4;
-        const std::vector<float> hx = randf(rot_layout(n, D, mode, xo, so));
-        const std::vector<float> hW = randf((size_t)k * D, -0.0625f, 0.0625f);
-        check(hx, hx, hW, 0, xo, xo, n, D, k, 1, true, "iv_rotated s == x " + tag({{"offsets", mode}}));
-    }
+    for (int mode : {0, 2}) no_op(301, 768, 4, 1, mode, 0.0625f, "iv_rotated s == x");
 }
 
 // k = 2..8 at one block per SM (D > 1024 at 512 threads: 128 registers each fill an SM) with
@@ -681,12 +681,7 @@ TEST_F(CudaOpsRotated, IvRotatedEveryKBothKernels) {
         ASSERT_EQ(setenv("CVENE_IV_ROTATED", kernel, 1), 0);
         for (int D : {2048, 4093, 4096})
             for (int mode : {0, 1, 2}) sweep(D, 300, mode, {2, 3, 4, 5, 6, 7, 8});
-        // s == x (same buffer, same offsets): a no-op
-        std::vector<int64_t> xo, so;
-        const int n = 300, D = 4096, k = 8;
-        const std::vector<float> hx = randf(rot_layout(n, D, 2, xo, so));
-        const std::vector<float> hW = randf((size_t)k * D, -0.03f, 0.03f);
-        check(hx, hx, hW, 0, xo, xo, n, D, k, 0, true, std::string("iv_rotated s == x, kernel ") + kernel);
+        no_op(300, 4096, 8, 0, 2, 0.03f, std::string("iv_rotated s == x, kernel ") + kernel);
     }
     unsetenv("CVENE_IV_ROTATED");
 }
@@ -699,13 +694,7 @@ TEST_F(CudaOpsRotated, IvRotatedLargeK) {
         sweep(1000, 1030, mode, {100});
         sweep(20000, 3, mode, {2});
     }
-    for (int mode : {0, 2}) {
-        std::vector<int64_t> xo, so;
-        const int n = 300, D = 4096, k = 64;
-        const std::vector<float> hx = randf(rot_layout(n, D, mode, xo, so));
-        const std::vector<float> hW = randf((size_t)k * D, -0.027f, 0.027f);
-        check(hx, hx, hW, 0, xo, xo, n, D, k, 0, true, "iv_rotated large k, s == x " + tag({{"offsets", mode}}));
-    }
+    for (int mode : {0, 2}) no_op(300, 4096, 64, 0, mode, 0.027f, "iv_rotated large k, s == x");
 }
 
 } // namespace

@@ -361,19 +361,15 @@ TEST_P(LowpModel, LogitsWithin1e2OfTransformers) {
     Archive ref(dir + "/reference.safetensors");
     int checked = 0;
     double worst = 0.0, least_moved = INFINITY;
-    for (int k = 0;; k++) {
+    RefCase rc; // the GRU fixtures' cases carry explicit positions
+    for (int k = 0; read_ref_case(ref, k, &rc); k++) {
         const std::string pre = "case" + std::to_string(k) + ".";
-        if (!ref.find(pre + "input_ids")) break;
-        std::vector<int64_t> ishape;
-        auto ids = ref.get<int32_t>(pre + "input_ids", &ishape);
-        auto mask = ref.get<int32_t>(pre + "attention_mask");
-        const int B = (int)ishape[0], T = (int)ishape[1];
+        const int B = rc.B, T = rc.T;
+        const std::vector<int32_t> &ids = rc.ids, &mask = rc.mask;
         std::vector<float> a((size_t)B * T * info.vocab_size), b(a.size());
-        std::vector<int32_t> pos; // the GRU fixtures' cases with explicit positions
-        if (ref.find(pre + "position_ids")) pos = ref.get<int32_t>(pre + "position_ids");
         cvene_run_opts o{};
         o.attention_mask = mask.data();
-        o.position_ids = pos.empty() ? nullptr : pos.data();
+        o.position_ids = rc.pos.empty() ? nullptr : rc.pos.data();
         o.logits = a.data();
         ASSERT_EQ(cvene_forward(lp.model, ids.data(), B, T, &o), CVENE_OK) << lp.error();
         o.logits = b.data();

@@ -69,20 +69,34 @@ struct Archive {
 // [0, T] must fail naming the field and leave the caller's buffer untouched.
 inline int noop_site(void *, cvene_component, int, cvene_tensor_view *) { return 0; }
 
+// Inputs of reference case k ("case<k>." entries): ids (B, T), attention mask, and position
+// ids when the case has them (else empty). False when there is no such case.
+struct RefCase {
+    std::vector<int32_t> ids, mask, pos;
+    int B = 0, T = 0;
+};
+inline bool read_ref_case(const Archive &ref, int k, RefCase *c) {
+    const std::string pre = "case" + std::to_string(k) + ".";
+    if (!ref.find(pre + "input_ids")) return false;
+    std::vector<int64_t> ishape;
+    c->ids = ref.get<int32_t>(pre + "input_ids", &ishape);
+    c->mask = ref.get<int32_t>(pre + "attention_mask");
+    c->pos.clear();
+    if (ref.find(pre + "position_ids")) c->pos = ref.get<int32_t>(pre + "position_ids");
+    c->B = (int)ishape[0], c->T = (int)ishape[1];
+    return true;
+}
+
 inline void expect_logits_to_keep_match(cvene_ctx *ctx, cvene_model *m, const Archive &ref, double tol) {
     const cvene_model_info info = cvene_model_get_info(m);
     const int V = info.vocab_size;
     int checked = 0;
-    for (int k = 0;; k++) {
+    RefCase rc;
+    for (int k = 0; read_ref_case(ref, k, &rc); k++) {
         const std::string pre = "case" + std::to_string(k) + ".";
-        if (!ref.find(pre + "input_ids")) break;
-        std::vector<int64_t> ishape;
-        auto ids = ref.get<int32_t>(pre + "input_ids", &ishape);
-        auto mask = ref.get<int32_t>(pre + "attention_mask");
-        std::vector<int32_t> pos;
-        if (ref.find(pre + "position_ids")) pos = ref.get<int32_t>(pre + "position_ids");
+        const std::vector<int32_t> &ids = rc.ids, &mask = rc.mask, &pos = rc.pos;
         auto want = ref.get<float>(pre + "logits");
-        const int B = (int)ishape[0], T = (int)ishape[1];
+        const int B = rc.B, T = rc.T;
         std::vector<int> keeps = {1, std::min(3, T), T};
         keeps.erase(std::unique(keeps.begin(), keeps.end()), keeps.end());
         for (int N : keeps)

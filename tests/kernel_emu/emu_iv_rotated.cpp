@@ -16,8 +16,6 @@
 #include "cublas_v2.h"
 #include "cuda_runtime.h"
 
-#include <cassert>
-#include <cinttypes>
 #include <random>
 #include <string>
 
