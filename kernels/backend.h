@@ -41,6 +41,52 @@ typedef enum {
     CVENE_IVOP_COLLECT = 4      /* s = x (gather into src; x unchanged) */
 } cvene_iv_op;
 
+/* ---- 16-bit activation storage (issue #5) ----
+ * The forward ops again, on activations stored as bf16 or f16 elements (dt CVENE_BF16 or
+ * CVENE_F16; CVENE_F32 runs the f32 op of the same name, the void pointers then being
+ * float). Parameters (embedding tables, layer-norm weights, biases) stay f32 arrays; GEMM
+ * weights are dt elements. Semantics, one rule for every op: widen each 16-bit input to f32
+ * (exact), compute exactly as the f32 op of the same name (its f32 / double accumulations),
+ * round each output to dt once (nearest even, as torch stores the result of an op of a bf16 /
+ * f16 model). Outputs written in place or in two steps (residual_layernorm's x, matmul_act's
+ * GEMM before its activation) are rounded at each step the f32 ops would store. So the CPU
+ * implementation (kernels/cpu/ops16.c: widen, f32 op, round) is the oracle, and the CUDA
+ * kernels (the same templates as the f32 ones, loading and storing dt) differ from it only by
+ * f32 summation order, and then by at most one rounding step of dt. Shapes, strides (in
+ * elements) and aliasing rules are those of the f32 op; no entry is NULL. */
+typedef struct cvene_ops16 {
+    cvene_status (*embedding)(cvene_backend *be, cvene_dtype dt, void *out, const int32_t *ids,
+                              const int32_t *pos, const float *wte, const float *wpe, int B, int T, int C);
+    cvene_status (*layernorm)(cvene_backend *be, cvene_dtype dt, void *out, const void *in, const float *w,
+                              const float *b, int N, int C, float eps);
+    /* x = round(x + y), then out = layernorm(x) (of the rounded x) */
+    cvene_status (*residual_layernorm)(cvene_backend *be, cvene_dtype dt, void *x, const void *y, void *out,
+                                       const float *w, const float *b, int N, int C, float eps);
+    cvene_status (*residual_add)(cvene_backend *be, cvene_dtype dt, void *x, const void *y, size_t n);
+    /* out = round(act(round(in @ W + bias))) with in, W and out dt elements, f32 bias and
+     * accumulation (CVENE_ACT_NONE: out = round(in @ W + bias)) */
+    cvene_status (*matmul_act)(cvene_backend *be, cvene_dtype dt, void *out, const void *in, const void *w,
+                               int ldw, int trans_w, const float *bias, int M, int K, int N, cvene_act act);
+    /* probs = round(softmax(...)): the scores and the sums stay f32 / double inside the op */
+    cvene_status (*attn_probs)(cvene_backend *be, cvene_dtype dt, void *probs, const void *q, size_t q_bs,
+                               const void *k, size_t k_bs, const int32_t *key_mask, int B, int Tq, int Tk, int H,
+                               int D, float scale);
+    cvene_status (*attn_apply)(cvene_backend *be, cvene_dtype dt, void *out, const void *probs, const void *v,
+                               size_t v_bs, int B, int Tq, int Tk, int H, int D);
+    cvene_status (*activation)(cvene_backend *be, cvene_dtype dt, void *x, size_t n, cvene_act act);
+    cvene_status (*softmax)(cvene_backend *be, cvene_dtype dt, void *x, int N, int C);
+    cvene_status (*rotary)(cvene_backend *be, cvene_dtype dt, void *x, int ld, const int32_t *pos, int B, int T,
+                           int H, int D, int rot_dims, float base);
+    cvene_status (*permute_heads)(cvene_backend *be, cvene_dtype dt, void *dst, const void *src, int B, int T,
+                                  int H, int D, int to_heads);
+    cvene_status (*gru_pointwise)(cvene_backend *be, cvene_dtype dt, void *out, const void *a, const void *b,
+                                  const void *c, size_t n, cvene_gru_step step);
+    /* dst (n) of dst_dt = src (n) of src_dt (F32, F16, BF16; to 16-bit: nearest even, exact
+     * otherwise); how 16-bit activations reach f32 sites and logits */
+    cvene_status (*convert)(cvene_backend *be, void *dst, cvene_dtype dst_dt, const void *src, cvene_dtype src_dt,
+                            size_t n);
+} cvene_ops16;
+
 typedef struct cvene_ops {
     const char *name;
 
@@ -154,6 +200,9 @@ typedef struct cvene_ops {
     cvene_status (*matmul_act)(cvene_backend *be, float *out, const float *in, const void *w,
                                cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,
                                int K, int N, cvene_act act);
+
+    /* the forward ops on 16-bit activations (above) */
+    const cvene_ops16 *ops16;
 } cvene_ops;
 
 struct cvene_backend {
@@ -174,6 +223,9 @@ cvene_status cvene_cpu_iv_units(cvene_backend *be, float *x, const int64_t *x_of
                                 const int64_t *dims_off, const int32_t *dims_n, int n, int R, int D, int op);
 cvene_status cvene_cpu_iv_rotated(cvene_backend *be, float *x, const int64_t *x_off, const float *s,
                                   const int64_t *s_off, const float *W, int n, int D, int k, int trans);
+/* The CPU ops on 16-bit activations (kernels/cpu/ops16.c): each widens, runs the f32 op of
+ * the backend it is given (which must hold host memory: the CPU backend) and rounds. */
+extern const cvene_ops16 cvene_cpu_ops16;
 /* The CPU matmul_lp (kernels/cpu/ops_lowp.c), as in cvene_ops. */
 cvene_status cvene_cpu_matmul_lp(cvene_backend *be, float *out, const float *in, const void *w,
                                  cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,
@@ -203,6 +255,9 @@ cvene_status cvene_cuda_matmul_act(cvene_backend *be, float *out, const float *i
 cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, const float *in, const void *w,
                                   cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,
                                   int K, int N);
+/* cvene_ops16.matmul_act on CUDA (kernels/cuda/lowp.cu). */
+cvene_status cvene_cuda_matmul16(cvene_backend *be, cvene_dtype dt, void *out, const void *in, const void *w, int ldw,
+                                 int trans_w, const float *bias, int M, int K, int N, cvene_act act);
 /* For kernels/cuda/lowp.cu: the backend's cuBLAS handle (a cublasHandle_t, bound to its
  * stream), and its scratch buffer grown to at least nbytes. The scratch is one buffer
  * owned by the backend, valid until the next call that grows it; growing frees the old

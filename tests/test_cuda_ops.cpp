@@ -45,7 +45,7 @@ TEST_F(CudaOps, OpTableIsComplete) {
     SLOT(embedding); SLOT(layernorm); SLOT(matmul); SLOT(attn_probs); SLOT(attn_apply);
     SLOT(activation); SLOT(softmax); SLOT(residual_add); SLOT(rotary); SLOT(permute_heads);
     SLOT(gru_pointwise); SLOT(iv_units); SLOT(iv_rotated); SLOT(matmul_lp);
-    SLOT(residual_layernorm); SLOT(matmul_act);
+    SLOT(residual_layernorm); SLOT(matmul_act); SLOT(ops16);
 #undef SLOT
 }
 
@@ -625,6 +625,212 @@ std::vector<float> rot_run(cvene_backend *be, const std::vector<float> &hx, cons
     for (void *p : bufs) be->ops->free(be, p);
     return out;
 }
+
+// ---- the ops on 16-bit activations (cvene_ops16), CUDA vs the CPU oracle ---------------
+// Inputs are random f32 rounded to dt. Tolerance per element: 1 ulp of dt at the CPU's value
+// plus kRelTol (1e-5) * max(1, max |cpu|): both sides round one f32 result once, and the f32
+// results differ by the f32 noise the f32 comparisons allow (summation order, the last bit of
+// a libm function), so a value may land on either side of one rounding boundary; where a sum
+// cancels to far below its terms (a GEMM output near 0) that noise exceeds dt's ulp at the
+// value, hence the absolute term (tests/test_ops16.cpp checks the CPU side against torch the
+// same way). Moves and conversions: exact.
+
+const cvene_dtype kDts16[] = {CVENE_BF16, CVENE_F16};
+
+std::vector<uint16_t> to16(const std::vector<float> &f, cvene_dtype dt) {
+    std::vector<uint16_t> h(f.size());
+    cvene_f32_to_half_array(h.data(), f.data(), f.size(), dt);
+    return h;
+}
+
+void expect_ulp16(const std::vector<uint16_t> &c, const std::vector<uint16_t> &g, cvene_dtype dt,
+                  const std::string &what, int ulps = 1) {
+    ASSERT_EQ(c.size(), g.size()) << what;
+    std::vector<float> cf(c.size()), gf(g.size());
+    cvene_half_to_f32_array(cf.data(), c.data(), c.size(), dt);
+    cvene_half_to_f32_array(gf.data(), g.data(), g.size(), dt);
+    double mx = 0;
+    for (float x : cf)
+        if (std::isfinite(x)) mx = std::max(mx, (double)std::fabs(x));
+    const int p = dt == CVENE_BF16 ? 8 : 11;
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < c.size(); i++) {
+        if (!std::isfinite(cf[i]) || !std::isfinite(gf[i])) {
+            if (!((std::isnan(cf[i]) && std::isnan(gf[i])) || cf[i] == gf[i]) && bad++ == 0) first = i;
+            continue;
+        }
+        const double a = std::fabs((double)cf[i]);
+        const int e = std::max(a > 0 ? std::ilogb(a) : -126, dt == CVENE_BF16 ? -126 : -14);
+        const double tol = ulps ? std::ldexp(1.0, e - (p - 1)) * ulps + kRelTol * std::max(1.0, mx) : 0.0;
+        if (std::fabs((double)gf[i] - cf[i]) > tol && bad++ == 0) first = i;
+    }
+    EXPECT_EQ(bad, 0u) << what << " dt=" << cvene_dtype_name(dt) << ": " << bad << " of " << c.size()
+                       << " off; first at " << first << " cpu=" << cf[first] << " cuda=" << gf[first];
+}
+
+#define O16(be) ((be)->ops->ops16)
+
+TEST_F(CudaOps, Ops16RowOpsAtOddSizes) {
+    for (cvene_dtype dt : kDts16)
+        for (int N : {1, 5, 33})
+            for (int C : {1, 37, 257, 1031}) {
+                const size_t n = (size_t)N * C;
+                const std::string t = tag({{"N", N}, {"C", C}});
+                auto w = both(randf(C, 0.5f, 1.5f)), b = both(randf(C));
+                auto x = both(to16(randf(n, -3.0f, 3.0f), dt)), y = both(to16(randf(n), dt));
+                auto out = both(std::vector<uint16_t>(n, 0));
+                ASSERT_EQ(O16(cpu)->layernorm(cpu, dt, out.c, x.c, w.c, b.c, N, C, 1e-5f), CVENE_OK) << msg(cpu);
+                ASSERT_EQ(O16(gpu)->layernorm(gpu, dt, out.g, x.g, w.g, b.g, N, C, 1e-5f), CVENE_OK) << msg(gpu);
+                expect_ulp16(download(cpu, out.c, n), download(gpu, out.g, n), dt, "layernorm " + t);
+                ASSERT_EQ(O16(cpu)->residual_layernorm(cpu, dt, x.c, y.c, out.c, w.c, b.c, N, C, 1e-5f), CVENE_OK);
+                ASSERT_EQ(O16(gpu)->residual_layernorm(gpu, dt, x.g, y.g, out.g, w.g, b.g, N, C, 1e-5f), CVENE_OK)
+                    << msg(gpu);
+                expect_ulp16(download(cpu, x.c, n), download(gpu, x.g, n), dt, "residual_layernorm x " + t);
+                expect_ulp16(download(cpu, out.c, n), download(gpu, out.g, n), dt, "residual_layernorm out " + t);
+                auto sm = both(to16(randf(n, -6.0f, 6.0f), dt));
+                ASSERT_EQ(O16(cpu)->softmax(cpu, dt, sm.c, N, C), CVENE_OK);
+                ASSERT_EQ(O16(gpu)->softmax(gpu, dt, sm.g, N, C), CVENE_OK) << msg(gpu);
+                expect_ulp16(download(cpu, sm.c, n), download(gpu, sm.g, n), dt, "softmax " + t);
+            }
+}
+
+TEST_F(CudaOps, Ops16AttentionAtOddSizes) {
+    for (cvene_dtype dt : kDts16)
+        for (const AttnCase &c : kAttnCases) {
+            const int C = c.H * c.D;
+            const size_t q_bs = (size_t)c.Tq * C + 7, k_bs = (size_t)c.Tk * C + 11, v_bs = (size_t)c.Tk * C + 13;
+            auto q = both(to16(randf(q_bs * c.B, -2.0f, 2.0f), dt)), k = both(to16(randf(k_bs * c.B, -2.0f, 2.0f), dt));
+            auto v = both(to16(randf(v_bs * c.B), dt));
+            Pair<int32_t> mask;
+            if (c.mask) mask = both(make_mask(rng, c));
+            const size_t np = (size_t)c.B * c.H * c.Tq * c.Tk, no = (size_t)c.B * c.Tq * C;
+            auto probs = both(std::vector<uint16_t>(np, 0x7fc1)), out = both(std::vector<uint16_t>(no, 0x7fc1));
+            const float scale = 1.0f / std::sqrt((float)c.D);
+            const std::string t = tag({{"B", c.B}, {"H", c.H}, {"Tq", c.Tq}, {"Tk", c.Tk}, {"D", c.D}, {"mask", c.mask}});
+            ASSERT_EQ(O16(cpu)->attn_probs(cpu, dt, probs.c, q.c, q_bs, k.c, k_bs, mask.c, c.B, c.Tq, c.Tk, c.H, c.D,
+                                           scale),
+                      CVENE_OK);
+            ASSERT_EQ(O16(gpu)->attn_probs(gpu, dt, probs.g, q.g, q_bs, k.g, k_bs, mask.g, c.B, c.Tq, c.Tk, c.H, c.D,
+                                           scale),
+                      CVENE_OK)
+                << msg(gpu);
+            const std::vector<uint16_t> pc = download(cpu, probs.c, np);
+            expect_ulp16(pc, download(gpu, probs.g, np), dt, "attn_probs " + t);
+            // both apply the CPU's probabilities, so attn_apply is checked on its own
+            auto pin = both(pc);
+            ASSERT_EQ(O16(cpu)->attn_apply(cpu, dt, out.c, pin.c, v.c, v_bs, c.B, c.Tq, c.Tk, c.H, c.D), CVENE_OK);
+            ASSERT_EQ(O16(gpu)->attn_apply(gpu, dt, out.g, pin.g, v.g, v_bs, c.B, c.Tq, c.Tk, c.H, c.D), CVENE_OK)
+                << msg(gpu);
+            expect_ulp16(download(cpu, out.c, no), download(gpu, out.g, no), dt, "attn_apply " + t);
+        }
+}
+
+TEST_F(CudaOps, Ops16MatmulActAtOddSizes) {
+    struct Shape { int M, K, N; };
+    // odd shapes (cuBLASLt may refuse their alignment: the GemmEx path), aligned ones (the
+    // cuBLASLt path), K = 0 (bias only) and 1-wide dimensions
+    const Shape shapes[] = {{1, 1, 1}, {7, 33, 17}, {3, 1, 5}, {64, 128, 96}, {5, 0, 9}, {33, 256, 40}};
+    for (cvene_dtype dt : kDts16)
+        for (const Shape &sh : shapes)
+            for (int trans : {0, 1})
+                for (int with_bias : {0, 1})
+                    for (cvene_act act : {CVENE_ACT_NONE, CVENE_GELU_TANH, CVENE_GELU_ERF}) {
+                        const int ldw = trans ? sh.K : sh.N;
+                        auto x = both(to16(randf((size_t)sh.M * sh.K), dt));
+                        auto w = both(to16(randf((size_t)sh.K * sh.N, -0.5f, 0.5f), dt));
+                        Pair<float> bias;
+                        if (with_bias) bias = both(randf(sh.N));
+                        const size_t n = (size_t)sh.M * sh.N;
+                        auto out = both(std::vector<uint16_t>(n, 0x7fc1));
+                        const std::string t = tag({{"M", sh.M}, {"K", sh.K}, {"N", sh.N}, {"trans", trans},
+                                                   {"bias", with_bias}, {"act", (long long)act}});
+                        ASSERT_EQ(O16(cpu)->matmul_act(cpu, dt, out.c, x.c, w.c, ldw, trans, bias.c, sh.M, sh.K,
+                                                       sh.N, act),
+                                  CVENE_OK)
+                            << msg(cpu);
+                        ASSERT_EQ(O16(gpu)->matmul_act(gpu, dt, out.g, x.g, w.g, ldw, trans, bias.g, sh.M, sh.K,
+                                                       sh.N, act),
+                                  CVENE_OK)
+                            << msg(gpu);
+                        expect_ulp16(download(cpu, out.c, n), download(gpu, out.g, n), dt, "matmul_act " + t);
+                    }
+}
+
+TEST_F(CudaOps, Ops16ElementwiseAtOddSizes) {
+    for (cvene_dtype dt : kDts16) {
+        for (size_t n : {size_t(1), size_t(1000), size_t(65537)}) {
+            const std::string t = tag({{"n", (long long)n}});
+            auto x = both(to16(randf(n, -4.0f, 4.0f), dt)), y = both(to16(randf(n), dt));
+            ASSERT_EQ(O16(cpu)->residual_add(cpu, dt, x.c, y.c, n), CVENE_OK);
+            ASSERT_EQ(O16(gpu)->residual_add(gpu, dt, x.g, y.g, n), CVENE_OK) << msg(gpu);
+            expect_ulp16(download(cpu, x.c, n), download(gpu, x.g, n), dt, "residual_add " + t);
+            for (cvene_act act : {CVENE_GELU_TANH, CVENE_GELU_ERF, CVENE_ACT_RELU, CVENE_ACT_SIGMOID, CVENE_ACT_TANH}) {
+                auto a = both(to16(randf(n, -8.0f, 8.0f), dt));
+                ASSERT_EQ(O16(cpu)->activation(cpu, dt, a.c, n, act), CVENE_OK);
+                ASSERT_EQ(O16(gpu)->activation(gpu, dt, a.g, n, act), CVENE_OK) << msg(gpu);
+                expect_ulp16(download(cpu, a.c, n), download(gpu, a.g, n), dt,
+                             "activation " + t + tag({{"act", (long long)act}}));
+            }
+            for (cvene_gru_step step : {CVENE_GRU_NEW_GATE_IN, CVENE_GRU_HIDDEN}) {
+                auto a = both(to16(randf(n, 0.0f, 1.0f), dt)), b = both(to16(randf(n), dt));
+                auto c = both(to16(randf(n), dt)), o = both(std::vector<uint16_t>(n, 0));
+                ASSERT_EQ(O16(cpu)->gru_pointwise(cpu, dt, o.c, a.c, b.c, c.c, n, step), CVENE_OK);
+                ASSERT_EQ(O16(gpu)->gru_pointwise(gpu, dt, o.g, a.g, b.g, c.g, n, step), CVENE_OK) << msg(gpu);
+                expect_ulp16(download(cpu, o.c, n), download(gpu, o.g, n), dt,
+                             "gru_pointwise " + t + tag({{"step", (long long)step}}));
+            }
+            // f32 -> dt (values beyond f16's range, subnormals) and dt -> f32, exact
+            std::vector<float> f = randf(n, -80000.0f, 80000.0f);
+            for (size_t i = 0; i < n; i += 3) f[i] *= 1e-9f;
+            auto src = both(f);
+            auto h = both(std::vector<uint16_t>(n, 0));
+            ASSERT_EQ(O16(cpu)->convert(cpu, h.c, dt, src.c, CVENE_F32, n), CVENE_OK);
+            ASSERT_EQ(O16(gpu)->convert(gpu, h.g, dt, src.g, CVENE_F32, n), CVENE_OK) << msg(gpu);
+            expect_ulp16(download(cpu, h.c, n), download(gpu, h.g, n), dt, "convert to 16 " + t, 0);
+            auto back = both(std::vector<float>(n, 0.0f));
+            ASSERT_EQ(O16(gpu)->convert(gpu, back.g, CVENE_F32, h.g, dt, n), CVENE_OK) << msg(gpu);
+            ASSERT_EQ(O16(cpu)->convert(cpu, back.c, CVENE_F32, h.c, dt, n), CVENE_OK);
+            const std::vector<float> bc = download(cpu, back.c, n), bg = download(gpu, back.g, n);
+            EXPECT_EQ(std::memcmp(bc.data(), bg.data(), n * sizeof(float)), 0) << "convert to f32 " << t;
+        }
+        // embedding, rotary (a row stride wider than H*D), permute_heads
+        for (int B : {1, 3})
+            for (int T : {1, 7}) {
+                const int C = 37, V = 20, P = 16, H = 3, D = 10, ld = H * D + 3;
+                const std::string t = tag({{"B", B}, {"T", T}});
+                auto wte = both(randf((size_t)V * C)), wpe = both(randf((size_t)P * C));
+                auto ids = both(randi((size_t)B * T, 0, V - 1)), pos = both(randi((size_t)B * T, 0, P - 1));
+                const size_t ne = (size_t)B * T * C;
+                auto e = both(std::vector<uint16_t>(ne, 0));
+                ASSERT_EQ(O16(cpu)->embedding(cpu, dt, e.c, ids.c, pos.c, wte.c, wpe.c, B, T, C), CVENE_OK);
+                ASSERT_EQ(O16(gpu)->embedding(gpu, dt, e.g, ids.g, pos.g, wte.g, wpe.g, B, T, C), CVENE_OK)
+                    << msg(gpu);
+                expect_ulp16(download(cpu, e.c, ne), download(gpu, e.g, ne), dt, "embedding " + t, 0);
+                const size_t nr = (size_t)B * T * ld;
+                for (int rot : {2, 6, D}) {
+                    auto x = both(to16(randf(nr, -2.0f, 2.0f), dt));
+                    auto rp = both(randi((size_t)B * T, 0, 3000));
+                    ASSERT_EQ(O16(cpu)->rotary(cpu, dt, x.c, ld, rp.c, B, T, H, D, rot, 10000.0f), CVENE_OK);
+                    ASSERT_EQ(O16(gpu)->rotary(gpu, dt, x.g, ld, rp.g, B, T, H, D, rot, 10000.0f), CVENE_OK)
+                        << msg(gpu);
+                    expect_ulp16(download(cpu, x.c, nr), download(gpu, x.g, nr), dt,
+                                 "rotary " + t + tag({{"rot", rot}}));
+                }
+                const size_t np = (size_t)B * T * H * D;
+                auto src = both(to16(randf(np), dt));
+                for (int to_heads : {0, 1}) {
+                    auto d = both(std::vector<uint16_t>(np, 0));
+                    ASSERT_EQ(O16(cpu)->permute_heads(cpu, dt, d.c, src.c, B, T, H, D, to_heads), CVENE_OK);
+                    ASSERT_EQ(O16(gpu)->permute_heads(gpu, dt, d.g, src.g, B, T, H, D, to_heads), CVENE_OK)
+                        << msg(gpu);
+                    expect_ulp16(download(cpu, d.c, np), download(gpu, d.g, np), dt,
+                                 "permute_heads " + t + tag({{"to_heads", to_heads}}), 0);
+                }
+            }
+    }
+}
+#undef O16
+
 
 class CudaOpsRotated : public CudaOps {
   protected:

@@ -324,6 +324,7 @@ static const cvene_ops cpu_ops = {
     .matmul_lp = cvene_cpu_matmul_lp,   /* kernels/cpu/ops_lowp.c */
     .residual_layernorm = cpu_residual_layernorm,
     .matmul_act = cpu_matmul_act,
+    .ops16 = &cvene_cpu_ops16, /* kernels/cpu/ops16.c */
 };
 
 cvene_backend *cvene_backend_cpu_new(int n_threads, char *err, size_t err_len) {

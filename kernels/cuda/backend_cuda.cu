@@ -24,9 +24,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/act.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace {
 
@@ -114,16 +118,20 @@ __device__ double block_sum(double v, double *sh) {
     return sh[0];
 }
 
-/* ---- kernels ----------------------------------------------------------- */
+/* ---- kernels ----------------------------------------------------------- *
+ * Templated on the storage type T of the activations (float, __nv_bfloat16, __half;
+ * kernels/cuda/storage.cuh): they load with ldf (widening to f32), compute in f32 / double
+ * exactly as before, and store with stf (rounding once). T = float is the f32 op. */
 
 /* out (N, C) = wte[ids[n]] + wpe[pos ? pos[n] : n % T] */
-__global__ void k_embedding(float *out, const int32_t *ids, const int32_t *pos, const float *wte,
-                            const float *wpe, int T, int C, size_t total) {
+template <class T>
+__global__ void k_embedding(T *out, const int32_t *ids, const int32_t *pos, const float *wte,
+                            const float *wpe, int Tn, int C, size_t total) {
     for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (size_t)gridDim.x * blockDim.x) {
         const size_t n = idx / (size_t)C, c = idx % (size_t)C;
-        const int64_t p = pos ? (int64_t)pos[n] : (int64_t)(n % (size_t)T);
-        out[idx] = wte[(int64_t)ids[n] * C + (int64_t)c] + wpe[p * C + (int64_t)c];
+        const int64_t p = pos ? (int64_t)pos[n] : (int64_t)(n % (size_t)Tn);
+        stf(out + idx, wte[(int64_t)ids[n] * C + (int64_t)c] + wpe[p * C + (int64_t)c]);
     }
 }
 
@@ -131,103 +139,112 @@ __global__ void k_embedding(float *out, const int32_t *ids, const int32_t *pos, 
  * (c = threadIdx.x, + blockDim.x, ...): mean and (biased) variance in double, two passes,
  * as the CPU, then the normalised row. Shared by k_layernorm and k_residual_layernorm so
  * the two produce the same bits (same sums in the same order, same rounding). */
-__device__ __forceinline__ void ln_finish(float *o, const float *x, const float *w, const float *b, int C,
-                                          float eps, double s, double *sh) {
+template <class T>
+__device__ __forceinline__ void ln_finish(T *o, const T *x, const float *w, const float *b, int C, float eps,
+                                          double s, double *sh) {
     const double mean = block_sum(s, sh) / C;
     double v = 0.0;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        const double d = x[c] - mean;
+        const double d = ldf(x + c) - mean;
         v += d * d;
     }
     const double var = block_sum(v, sh) / C;
     const float m = (float)mean, rstd = (float)(1.0 / sqrt(var + eps));
-    for (int c = threadIdx.x; c < C; c += blockDim.x) o[c] = (x[c] - m) * rstd * w[c] + b[c];
+    for (int c = threadIdx.x; c < C; c += blockDim.x) stf(o + c, (ldf(x + c) - m) * rstd * w[c] + b[c]);
 }
 
 /* One block per row. */
-__global__ void k_layernorm(float *out, const float *in, const float *w, const float *b, int C,
-                            float eps) {
+template <class T>
+__global__ void k_layernorm(T *out, const T *in, const float *w, const float *b, int C, float eps) {
     __shared__ double sh[32];
-    const float *x = in + (int64_t)blockIdx.x * C;
+    const T *x = in + (int64_t)blockIdx.x * C;
     double s = 0.0;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) s += x[c];
+    for (int c = threadIdx.x; c < C; c += blockDim.x) s += ldf(x + c);
     ln_finish(out + (int64_t)blockIdx.x * C, x, w, b, C, eps, s, sh);
 }
 
-/* One block per row: x += y (one f32 add per element, as k_residual_add), summed while it
- * is written, then the layernorm of the updated row. The later passes re-read x elements
- * this same thread wrote, from L1/L2 rather than DRAM for rows of a few thousand floats. */
-__global__ void k_residual_layernorm(float *x, const float *y, float *out, const float *w, const float *b,
-                                     int C, float eps) {
+/* One block per row: x += y (one f32 add per element, as k_residual_add, stored), summed
+ * while it is written (the stored, rounded value), then the layernorm of the updated row. The
+ * later passes re-read x elements this same thread wrote, from L1/L2 rather than DRAM for
+ * rows of a few thousand elements. */
+template <class T>
+__global__ void k_residual_layernorm(T *x, const T *y, T *out, const float *w, const float *b, int C, float eps) {
     __shared__ double sh[32];
-    float *xr = x + (int64_t)blockIdx.x * C;
-    const float *yr = y + (int64_t)blockIdx.x * C;
+    T *xr = x + (int64_t)blockIdx.x * C;
+    const T *yr = y + (int64_t)blockIdx.x * C;
     double s = 0.0;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        const float v = xr[c] + yr[c];
-        xr[c] = v;
-        s += v;
+        stf(xr + c, ldf(xr + c) + ldf(yr + c));
+        s += ldf(xr + c);
     }
     ln_finish(out + (int64_t)blockIdx.x * C, xr, w, b, C, eps, s, sh);
 }
 
+/* Where one attn_probs row keeps its f32 scores and exponentials: in place in probs for
+ * f32 storage, in dynamic shared memory after the query otherwise (rounding them in probs
+ * would round twice). */
+__device__ __forceinline__ float *score_row(float *p, float *sm) { return (void)sm, p; }
+template <class T> __device__ __forceinline__ float *score_row(T *, float *sm) { return sm; }
+
 /* One block per query row r = (b, h, i). Warps take keys j (any Tk); lanes split D.
- * Scores go to probs, then max, exp and the double sum exactly as the CPU. */
-__global__ void k_attn_probs(float *probs, const float *q, size_t q_bs, const float *k,
-                             size_t k_bs, const int32_t *key_mask, int Tq, int Tk, int H, int D,
-                             float scale) {
-    extern __shared__ float qs[]; /* (D) this row's query */
+ * Scores, then max, exp and the double sum exactly as the CPU; probs stored once. */
+template <class T>
+__global__ void k_attn_probs(T *probs, const T *q, size_t q_bs, const T *k, size_t k_bs,
+                             const int32_t *key_mask, int Tq, int Tk, int H, int D, float scale) {
+    extern __shared__ float sm[]; /* (D) this row's query, then (Tk) scores unless T is float */
     __shared__ float shf[32];
     __shared__ double shd[32];
+    float *qs = sm;
     const int64_t r = blockIdx.x;
     const int i = (int)(r % Tq);
     const int h = (int)((r / Tq) % H);
     const int64_t b = r / ((int64_t)Tq * H);
     const int C = H * D;
     const int last = (Tk - Tq) + i; /* causal: keys 0..last */
-    const float *qi = q + b * q_bs + (size_t)i * C + (size_t)h * D;
-    const float *kb = k + b * k_bs + (size_t)h * D;
+    const T *qi = q + b * q_bs + (size_t)i * C + (size_t)h * D;
+    const T *kb = k + b * k_bs + (size_t)h * D;
     const int32_t *km = key_mask ? key_mask + b * Tk : nullptr;
-    float *p = probs + r * Tk;
+    T *p = probs + r * Tk;
+    float *sc = score_row(p, sm + D);
 
-    for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = qi[d];
+    for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = ldf(qi + d);
     __syncthreads();
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     float mx = -INFINITY;
     for (int j = warp; j < Tk; j += nwarps) { /* the branch is uniform within a warp */
         if (j > last || (km && !km[j])) {
-            if (lane == 0) p[j] = -INFINITY;
+            if (lane == 0) sc[j] = -INFINITY;
             continue;
         }
-        const float *kj = kb + (size_t)j * C;
+        const T *kj = kb + (size_t)j * C;
         float s = 0.0f;
-        for (int d = lane; d < D; d += 32) s += qs[d] * kj[d];
+        for (int d = lane; d < D; d += 32) s += qs[d] * ldf(kj + d);
         s = warp_sum_f(s);
-        const float sc = s * scale;
-        if (lane == 0) p[j] = sc;
-        if (sc > mx) mx = sc;
+        const float v = s * scale;
+        if (lane == 0) sc[j] = v;
+        if (v > mx) mx = v;
     }
     mx = block_max(mx, shf); /* also makes the score writes visible block-wide */
     if (mx == -INFINITY) {   /* nothing visible (a padded query): zero row */
-        for (int j = threadIdx.x; j < Tk; j += blockDim.x) p[j] = 0.0f;
+        for (int j = threadIdx.x; j < Tk; j += blockDim.x) stf(p + j, 0.0f);
         return;
     }
     double sum = 0.0;
     for (int j = threadIdx.x; j < Tk; j += blockDim.x) {
-        const float pj = p[j];
+        const float pj = sc[j];
         const float e = pj == -INFINITY ? 0.0f : expf(pj - mx);
-        p[j] = e;
+        sc[j] = e;
         sum += e;
     }
     const float inv = (float)(1.0 / block_sum(sum, shd));
-    for (int j = threadIdx.x; j < Tk; j += blockDim.x) p[j] *= inv;
+    for (int j = threadIdx.x; j < Tk; j += blockDim.x) stf(p + j, sc[j] * inv);
 }
 
 /* Block = (b, h, tile of kApplyRows query rows); threads over d. Each output element
  * sums p[j] * v[j, d] over j in order, skipping p[j] == 0, as the CPU. */
-__global__ void k_attn_apply(float *out, const float *probs, const float *v, size_t v_bs, int Tq,
-                             int Tk, int H, int D) {
+template <class T>
+__global__ void k_attn_apply(T *out, const T *probs, const T *v, size_t v_bs, int Tq, int Tk, int H, int D) {
     const int tiles = (Tq + kApplyRows - 1) / kApplyRows;
     const int tile = (int)(blockIdx.x % tiles);
     const int64_t bh = blockIdx.x / tiles;
@@ -236,128 +253,120 @@ __global__ void k_attn_apply(float *out, const float *probs, const float *v, siz
     const int C = H * D;
     const int i0 = tile * kApplyRows;
     const int nr = min(kApplyRows, Tq - i0);
-    const float *pr = probs + (bh * Tq + i0) * (int64_t)Tk;
-    const float *vb = v + b * v_bs + (size_t)h * D;
-    float *ob = out + (b * Tq + i0) * (int64_t)C + (int64_t)h * D;
+    const T *pr = probs + (bh * Tq + i0) * (int64_t)Tk;
+    const T *vb = v + b * v_bs + (size_t)h * D;
+    T *ob = out + (b * Tq + i0) * (int64_t)C + (int64_t)h * D;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float acc[kApplyRows];
 #pragma unroll
         for (int rr = 0; rr < kApplyRows; rr++) acc[rr] = 0.0f;
         for (int j = 0; j < Tk; j++) {
-            const float vj = vb[(size_t)j * C + d];
+            const float vj = ldf(vb + (size_t)j * C + d);
 #pragma unroll
             for (int rr = 0; rr < kApplyRows; rr++) {
                 if (rr < nr) {
-                    const float pj = pr[(int64_t)rr * Tk + j];
+                    const float pj = ldf(pr + (int64_t)rr * Tk + j);
                     if (pj != 0.0f) acc[rr] += pj * vj;
                 }
             }
         }
 #pragma unroll
         for (int rr = 0; rr < kApplyRows; rr++)
-            if (rr < nr) ob[(int64_t)rr * C + d] = acc[rr];
+            if (rr < nr) stf(ob + (int64_t)rr * C + d, acc[rr]);
     }
 }
 
-__global__ void k_activation(float *x, size_t n, int act) {
-    const float k0 = 0.7978845608028654f;  /* sqrt(2/pi) */
-    const float rs2 = 0.7071067811865476f; /* 1/sqrt(2) */
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const float v = x[i];
-        float y;
-        switch (act) {
-        case CVENE_GELU_TANH: y = 0.5f * v * (1.0f + tanhf(k0 * (v + 0.044715f * v * v * v))); break;
-        case CVENE_GELU_ERF: y = 0.5f * v * (1.0f + erff(v * rs2)); break;
-        case CVENE_ACT_SIGMOID: y = 1.0f / (1.0f + expf(-v)); break;
-        case CVENE_ACT_TANH: y = tanhf(v); break;
-        default: y = v > 0.0f ? v : 0.0f; break; /* CVENE_ACT_RELU (validated on the host) */
-        }
-        x[i] = y;
-    }
+template <class T> __global__ void k_activation(T *x, size_t n, int act) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        stf(x + i, act_f(ldf(x + i), act));
 }
 
-/* One block per row, in place: max, exp, double sum, scale; as the CPU. */
-__global__ void k_softmax(float *x, int C) {
+/* One block per row, in place: max, exp, double sum, scale; as the CPU. The exponentials
+ * are recomputed for the final pass instead of stored (expf is deterministic, so for f32 the
+ * result is the same, and 16-bit storage is rounded only once). */
+template <class T> __global__ void k_softmax(T *x, int C) {
     __shared__ float shf[32];
     __shared__ double shd[32];
-    float *r = x + (int64_t)blockIdx.x * C;
+    T *r = x + (int64_t)blockIdx.x * C;
     float mx = -INFINITY;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) mx = r[c] > mx ? r[c] : mx;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) mx = ldf(r + c) > mx ? ldf(r + c) : mx;
     mx = block_max(mx, shf);
     double sum = 0.0;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        const float e = expf(r[c] - mx);
-        r[c] = e;
-        sum += e;
-    }
+    for (int c = threadIdx.x; c < C; c += blockDim.x) sum += expf(ldf(r + c) - mx);
     const float inv = (float)(1.0 / block_sum(sum, shd));
-    for (int c = threadIdx.x; c < C; c += blockDim.x) r[c] *= inv;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) stf(r + c, expf(ldf(r + c) - mx) * inv);
 }
 
 /* GRU element-wise steps; __fmul_rn/__fadd_rn keep each product and sum rounded on its
  * own (nvcc would otherwise fuse them into an FMA), as the CPU and torch compute them. */
-__global__ void k_gru_pointwise(float *out, const float *a, const float *b, const float *c, size_t n,
-                                int step) {
+template <class T>
+__global__ void k_gru_pointwise(T *out, const T *a, const T *b, const T *c, size_t n, int step) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        const float x = a[i], y = b[i], w = c[i];
+        const float x = ldf(a + i), y = ldf(b + i), w = ldf(c + i);
         if (step == CVENE_GRU_NEW_GATE_IN)
-            out[i] = __fadd_rn(x, __fmul_rn(y, w));
+            stf(out + i, __fadd_rn(x, __fmul_rn(y, w)));
         else
-            out[i] = __fadd_rn(__fmul_rn(x, y), __fmul_rn(__fadd_rn(1.0f, -x), w));
+            stf(out + i, __fadd_rn(__fmul_rn(x, y), __fmul_rn(__fadd_rn(1.0f, -x), w)));
     }
 }
 
-__global__ void k_residual_add(float *x, const float *y, size_t n) {
+template <class T> __global__ void k_residual_add(T *x, const T *y, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
-        x[i] += y[i];
+        stf(x + i, ldf(x + i) + ldf(y + i));
 }
 
 /* GPT-NeoX rotary, one thread per (row n = b*T + t, head h, pair i < half), as the CPU:
  * inv = 1 / f32(base^(f32(2i) / f32(rot))) with the power in double, angle = f32(pos) * inv,
  * cos/sin in f32 (the precise sincosf, not the fast-math intrinsic). */
-__global__ void k_rotary(float *x, int ld, const int32_t *pos, int T, int H, int D, int half, int rot,
-                         float base, size_t total) {
+template <class T>
+__global__ void k_rotary(T *x, int ld, const int32_t *pos, int Tn, int H, int D, int half, int rot, float base,
+                         size_t total) {
     for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (size_t)gridDim.x * blockDim.x) {
         const int i = (int)(idx % (size_t)half);
         size_t rest = idx / (size_t)half;
         const int h = (int)(rest % (size_t)H);
         const size_t n = rest / (size_t)H;
-        const float p = (float)(pos ? pos[n] : (int32_t)(n % (size_t)T));
+        const float p = (float)(pos ? pos[n] : (int32_t)(n % (size_t)Tn));
         const float e = (float)(2 * i) / (float)rot;
         const float inv = 1.0f / (float)pow((double)base, (double)e);
         float s, c;
         sincosf(p * inv, &s, &c);
-        float *xh = x + n * (size_t)ld + (size_t)h * D;
-        const float a = xh[i], b = xh[i + half];
-        xh[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-        xh[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+        T *xh = x + n * (size_t)ld + (size_t)h * D;
+        const float a = ldf(xh + i), b = ldf(xh + i + half);
+        stf(xh + i, __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)));
+        stf(xh + i + half, __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s)));
     }
 }
 
-/* Indexed by the destination so writes coalesce.
+/* Indexed by the destination so writes coalesce; a pure move (T may be any element type).
  * to_heads: dst (B, H, T, D) <- src (B, T, H, D); else dst (B, T, H, D) <- src (B, H, T, D). */
-__global__ void k_permute_heads(float *dst, const float *src, int T, int H, int D, int to_heads,
-                                size_t total) {
+template <class T>
+__global__ void k_permute_heads(T *dst, const T *src, int Tn, int H, int D, int to_heads, size_t total) {
     for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (size_t)gridDim.x * blockDim.x) {
         const size_t d = idx % (size_t)D;
         size_t rest = idx / (size_t)D;
         if (to_heads) { /* idx = ((b*H + h)*T + t)*D + d */
-            const size_t t = rest % (size_t)T;
-            rest /= (size_t)T;
+            const size_t t = rest % (size_t)Tn;
+            rest /= (size_t)Tn;
             const size_t h = rest % (size_t)H, b = rest / (size_t)H;
-            dst[idx] = src[((b * T + t) * H + h) * D + d];
+            dst[idx] = src[((b * Tn + t) * H + h) * D + d];
         } else { /* idx = ((b*T + t)*H + h)*D + d */
             const size_t h = rest % (size_t)H;
             rest /= (size_t)H;
-            const size_t t = rest % (size_t)T, b = rest / (size_t)T;
-            dst[idx] = src[((b * H + h) * T + t) * D + d];
+            const size_t t = rest % (size_t)Tn, b = rest / (size_t)Tn;
+            dst[idx] = src[((b * H + h) * Tn + t) * D + d];
         }
     }
+}
+
+/* dst (n) = src (n) converted (storage.cuh: exact widening, nearest-even rounding) */
+template <class D_, class S_> __global__ void k_convert(D_ *dst, const S_ *src, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        stf(dst + i, ldf(src + i));
 }
 
 /* ---- ops --------------------------------------------------------------- */
@@ -431,19 +440,24 @@ cvene_status cu_sync(cvene_backend *be) {
     return CVENE_OK;
 }
 
-cvene_status cu_embedding(cvene_backend *be, float *out, const int32_t *ids, const int32_t *pos,
-                          const float *wte, const float *wpe, int B, int T, int C) {
-    const size_t total = (size_t)B * (size_t)T * (size_t)C;
-    if (B <= 0 || T <= 0 || C <= 0) return CVENE_OK;
+/* Each op's launch is a template over the storage type T; the f32 op is T = float, and the
+ * cvene_ops16 entry (cu16_*) picks T from dt. */
+
+template <class T>
+cvene_status run_embedding(cvene_backend *be, T *out, const int32_t *ids, const int32_t *pos, const float *wte,
+                           const float *wpe, int B, int Tn, int C) {
+    const size_t total = (size_t)B * (size_t)Tn * (size_t)C;
+    if (B <= 0 || Tn <= 0 || C <= 0) return CVENE_OK;
     ENTER(be);
-    k_embedding<<<grid_for(total, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(
-        out, ids, pos, wte, wpe, T, C, total);
+    k_embedding<<<grid_for(total, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(out, ids, pos, wte, wpe, Tn, C,
+                                                                                    total);
     LAUNCH_CHECK(be);
     return CVENE_OK;
 }
 
-cvene_status cu_layernorm(cvene_backend *be, float *out, const float *in, const float *w,
-                          const float *b, int N, int C, float eps) {
+template <class T>
+cvene_status run_layernorm(cvene_backend *be, T *out, const T *in, const float *w, const float *b, int N, int C,
+                           float eps) {
     if (N <= 0 || C <= 0) return CVENE_OK;
     ENTER(be);
     k_layernorm<<<(unsigned)N, kRowBlock, 0, impl_of(be)->stream>>>(out, in, w, b, C, eps);
@@ -451,8 +465,9 @@ cvene_status cu_layernorm(cvene_backend *be, float *out, const float *in, const 
     return CVENE_OK;
 }
 
-cvene_status cu_residual_layernorm(cvene_backend *be, float *x, const float *y, float *out, const float *w,
-                                   const float *b, int N, int C, float eps) {
+template <class T>
+cvene_status run_residual_layernorm(cvene_backend *be, T *x, const T *y, T *out, const float *w, const float *b,
+                                    int N, int C, float eps) {
     if (N <= 0 || C <= 0) return CVENE_OK;
     ENTER(be);
     k_residual_layernorm<<<(unsigned)N, kRowBlock, 0, impl_of(be)->stream>>>(x, y, out, w, b, C, eps);
@@ -460,23 +475,40 @@ cvene_status cu_residual_layernorm(cvene_backend *be, float *x, const float *y, 
     return CVENE_OK;
 }
 
-cvene_status cu_attn_probs(cvene_backend *be, float *probs, const float *q, size_t q_bs,
-                           const float *k, size_t k_bs, const int32_t *key_mask, int B, int Tq,
-                           int Tk, int H, int D, float scale) {
+template <class T> constexpr bool is_f32() { return false; }
+template <> constexpr bool is_f32<float>() { return true; }
+
+template <class T>
+cvene_status run_attn_probs(cvene_backend *be, T *probs, const T *q, size_t q_bs, const T *k, size_t k_bs,
+                            const int32_t *key_mask, int B, int Tq, int Tk, int H, int D, float scale) {
     if (B <= 0 || Tq <= 0 || Tk <= 0 || H <= 0) return CVENE_OK;
     if (D < 0) D = 0;
     ENTER(be);
     const size_t rows = (size_t)B * (size_t)H * (size_t)Tq;
-    const size_t smem = sizeof(float) * (size_t)D;
+    /* the query; 16-bit storage also keeps the row's f32 scores here (score_row) */
+    const size_t smem = sizeof(float) * ((size_t)D + (is_f32<T>() ? 0 : (size_t)Tk));
     if (rows > kMaxGrid) return too_many_rows(be, __LINE__, rows);
-    k_attn_probs<<<(unsigned)rows, kAttnBlock, smem, impl_of(be)->stream>>>(
-        probs, q, q_bs, k, k_bs, key_mask, Tq, Tk, H, D, scale);
+    if (smem > 48 * 1024) { /* beyond the default: opt in, up to the device's limit */
+        int optin = 0;
+        CU_CHECK(be, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, impl_of(be)->device));
+        if (smem > (size_t)optin) {
+            if (be->err && be->err_len)
+                snprintf(be->err, be->err_len,
+                         "%s:%d: attn_probs: Tk = %d keys and D = %d need %zu bytes of shared memory, more than the "
+                         "%d a block may have", cvene_cuda_short_file(__FILE__), __LINE__, Tk, D, smem, optin);
+            return CVENE_ERR_UNSUPPORTED;
+        }
+        CU_CHECK(be, cudaFuncSetAttribute(k_attn_probs<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    }
+    k_attn_probs<<<(unsigned)rows, kAttnBlock, smem, impl_of(be)->stream>>>(probs, q, q_bs, k, k_bs, key_mask, Tq,
+                                                                             Tk, H, D, scale);
     LAUNCH_CHECK(be);
     return CVENE_OK;
 }
 
-cvene_status cu_attn_apply(cvene_backend *be, float *out, const float *probs, const float *v,
-                           size_t v_bs, int B, int Tq, int Tk, int H, int D) {
+template <class T>
+cvene_status run_attn_apply(cvene_backend *be, T *out, const T *probs, const T *v, size_t v_bs, int B, int Tq,
+                            int Tk, int H, int D) {
     if (B <= 0 || Tq <= 0 || H <= 0 || D <= 0) return CVENE_OK;
     if (Tk < 0) Tk = 0;
     ENTER(be);
@@ -485,13 +517,12 @@ cvene_status cu_attn_apply(cvene_backend *be, float *out, const float *probs, co
     if (blocks > kMaxGrid) return too_many_rows(be, __LINE__, blocks);
     int threads = ((D + 31) / 32) * 32;
     if (threads > 256) threads = 256;
-    k_attn_apply<<<(unsigned)blocks, threads, 0, impl_of(be)->stream>>>(out, probs, v, v_bs, Tq,
-                                                                        Tk, H, D);
+    k_attn_apply<<<(unsigned)blocks, threads, 0, impl_of(be)->stream>>>(out, probs, v, v_bs, Tq, Tk, H, D);
     LAUNCH_CHECK(be);
     return CVENE_OK;
 }
 
-cvene_status cu_activation(cvene_backend *be, float *x, size_t n, cvene_act act) {
+template <class T> cvene_status run_activation(cvene_backend *be, T *x, size_t n, cvene_act act) {
     if (act != CVENE_GELU_TANH && act != CVENE_GELU_ERF && act != CVENE_ACT_RELU && act != CVENE_ACT_SIGMOID &&
         act != CVENE_ACT_TANH && act != CVENE_ACT_NONE) {
         if (be->err && be->err_len)
@@ -506,7 +537,7 @@ cvene_status cu_activation(cvene_backend *be, float *x, size_t n, cvene_act act)
     return CVENE_OK;
 }
 
-cvene_status cu_softmax(cvene_backend *be, float *x, int N, int C) {
+template <class T> cvene_status run_softmax(cvene_backend *be, T *x, int N, int C) {
     if (N <= 0 || C <= 0) return CVENE_OK;
     ENTER(be);
     k_softmax<<<(unsigned)N, kRowBlock, 0, impl_of(be)->stream>>>(x, C);
@@ -514,7 +545,7 @@ cvene_status cu_softmax(cvene_backend *be, float *x, int N, int C) {
     return CVENE_OK;
 }
 
-cvene_status cu_residual_add(cvene_backend *be, float *x, const float *y, size_t n) {
+template <class T> cvene_status run_residual_add(cvene_backend *be, T *x, const T *y, size_t n) {
     if (!n) return CVENE_OK;
     ENTER(be);
     k_residual_add<<<grid_for(n, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(x, y, n);
@@ -522,20 +553,22 @@ cvene_status cu_residual_add(cvene_backend *be, float *x, const float *y, size_t
     return CVENE_OK;
 }
 
-cvene_status cu_rotary(cvene_backend *be, float *x, int ld, const int32_t *pos, int B, int T, int H,
-                       int D, int rot_dims, float base) {
+template <class T>
+cvene_status run_rotary(cvene_backend *be, T *x, int ld, const int32_t *pos, int B, int Tn, int H, int D,
+                        int rot_dims, float base) {
     const int half = rot_dims / 2;
-    if (B <= 0 || T <= 0 || H <= 0 || half <= 0) return CVENE_OK;
+    if (B <= 0 || Tn <= 0 || H <= 0 || half <= 0) return CVENE_OK;
     ENTER(be);
-    const size_t total = (size_t)B * (size_t)T * (size_t)H * (size_t)half;
-    k_rotary<<<grid_for(total, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(x, ld, pos, T, H, D, half,
-                                                                                rot_dims, base, total);
+    const size_t total = (size_t)B * (size_t)Tn * (size_t)H * (size_t)half;
+    k_rotary<<<grid_for(total, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(x, ld, pos, Tn, H, D, half, rot_dims,
+                                                                                base, total);
     LAUNCH_CHECK(be);
     return CVENE_OK;
 }
 
-cvene_status cu_gru_pointwise(cvene_backend *be, float *out, const float *a, const float *b, const float *c,
-                              size_t n, cvene_gru_step step) {
+template <class T>
+cvene_status run_gru_pointwise(cvene_backend *be, T *out, const T *a, const T *b, const T *c, size_t n,
+                               cvene_gru_step step) {
     if (step != CVENE_GRU_NEW_GATE_IN && step != CVENE_GRU_HIDDEN) {
         if (be->err && be->err_len)
             snprintf(be->err, be->err_len, "%s:%d: gru_pointwise: unknown step %d", cvene_cuda_short_file(__FILE__),
@@ -549,16 +582,163 @@ cvene_status cu_gru_pointwise(cvene_backend *be, float *out, const float *a, con
     return CVENE_OK;
 }
 
-cvene_status cu_permute_heads(cvene_backend *be, float *dst, const float *src, int B, int T,
-                              int H, int D, int to_heads) {
-    if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return CVENE_OK;
+template <class T>
+cvene_status run_permute_heads(cvene_backend *be, T *dst, const T *src, int B, int Tn, int H, int D, int to_heads) {
+    if (B <= 0 || Tn <= 0 || H <= 0 || D <= 0) return CVENE_OK;
     ENTER(be);
-    const size_t total = (size_t)B * (size_t)T * (size_t)H * (size_t)D;
-    k_permute_heads<<<grid_for(total, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(
-        dst, src, T, H, D, to_heads, total);
+    const size_t total = (size_t)B * (size_t)Tn * (size_t)H * (size_t)D;
+    k_permute_heads<<<grid_for(total, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(dst, src, Tn, H, D, to_heads,
+                                                                                        total);
     LAUNCH_CHECK(be);
     return CVENE_OK;
 }
+
+/* ---- the f32 ops (T = float) ---- */
+
+cvene_status cu_embedding(cvene_backend *be, float *out, const int32_t *ids, const int32_t *pos, const float *wte,
+                          const float *wpe, int B, int T, int C) {
+    return run_embedding(be, out, ids, pos, wte, wpe, B, T, C);
+}
+cvene_status cu_layernorm(cvene_backend *be, float *out, const float *in, const float *w, const float *b, int N, int C,
+                          float eps) {
+    return run_layernorm(be, out, in, w, b, N, C, eps);
+}
+cvene_status cu_residual_layernorm(cvene_backend *be, float *x, const float *y, float *out, const float *w,
+                                   const float *b, int N, int C, float eps) {
+    return run_residual_layernorm(be, x, y, out, w, b, N, C, eps);
+}
+cvene_status cu_attn_probs(cvene_backend *be, float *probs, const float *q, size_t q_bs, const float *k, size_t k_bs,
+                           const int32_t *key_mask, int B, int Tq, int Tk, int H, int D, float scale) {
+    return run_attn_probs(be, probs, q, q_bs, k, k_bs, key_mask, B, Tq, Tk, H, D, scale);
+}
+cvene_status cu_attn_apply(cvene_backend *be, float *out, const float *probs, const float *v, size_t v_bs, int B,
+                           int Tq, int Tk, int H, int D) {
+    return run_attn_apply(be, out, probs, v, v_bs, B, Tq, Tk, H, D);
+}
+cvene_status cu_activation(cvene_backend *be, float *x, size_t n, cvene_act act) {
+    return run_activation(be, x, n, act);
+}
+cvene_status cu_softmax(cvene_backend *be, float *x, int N, int C) { return run_softmax(be, x, N, C); }
+cvene_status cu_residual_add(cvene_backend *be, float *x, const float *y, size_t n) {
+    return run_residual_add(be, x, y, n);
+}
+cvene_status cu_rotary(cvene_backend *be, float *x, int ld, const int32_t *pos, int B, int T, int H, int D,
+                       int rot_dims, float base) {
+    return run_rotary(be, x, ld, pos, B, T, H, D, rot_dims, base);
+}
+cvene_status cu_gru_pointwise(cvene_backend *be, float *out, const float *a, const float *b, const float *c, size_t n,
+                              cvene_gru_step step) {
+    return run_gru_pointwise(be, out, a, b, c, n, step);
+}
+cvene_status cu_permute_heads(cvene_backend *be, float *dst, const float *src, int B, int T, int H, int D,
+                              int to_heads) {
+    return run_permute_heads(be, dst, src, B, T, H, D, to_heads);
+}
+
+/* ---- the ops on 16-bit activations (cvene_ops16): T from dt ---- */
+
+cvene_status bad_dt(cvene_backend *be, const char *op, cvene_dtype dt) {
+    if (be->err && be->err_len)
+        snprintf(be->err, be->err_len, "ops16.%s: dt = %d is not F32, F16 or BF16", op, (int)dt);
+    return CVENE_ERR_INVALID_ARG;
+}
+
+/* f(T *) called with a null pointer of dt's storage type. */
+template <class F> cvene_status by_dt(cvene_backend *be, cvene_dtype dt, const char *op, F f) {
+    switch (dt) {
+    case CVENE_F32: return f(static_cast<float *>(nullptr));
+    case CVENE_BF16: return f(static_cast<__nv_bfloat16 *>(nullptr));
+    case CVENE_F16: return f(static_cast<__half *>(nullptr));
+    default: return bad_dt(be, op, dt);
+    }
+}
+#define AS(p) static_cast<decltype(t)>(p)
+#define AS_C(p) static_cast<const std::remove_pointer_t<decltype(t)> *>(p)
+
+cvene_status cu16_embedding(cvene_backend *be, cvene_dtype dt, void *out, const int32_t *ids, const int32_t *pos,
+                            const float *wte, const float *wpe, int B, int T, int C) {
+    return by_dt(be, dt, "embedding", [&](auto t) { return run_embedding(be, AS(out), ids, pos, wte, wpe, B, T, C); });
+}
+cvene_status cu16_layernorm(cvene_backend *be, cvene_dtype dt, void *out, const void *in, const float *w,
+                            const float *b, int N, int C, float eps) {
+    return by_dt(be, dt, "layernorm", [&](auto t) { return run_layernorm(be, AS(out), AS_C(in), w, b, N, C, eps); });
+}
+cvene_status cu16_residual_layernorm(cvene_backend *be, cvene_dtype dt, void *x, const void *y, void *out,
+                                     const float *w, const float *b, int N, int C, float eps) {
+    return by_dt(be, dt, "residual_layernorm",
+                 [&](auto t) { return run_residual_layernorm(be, AS(x), AS_C(y), AS(out), w, b, N, C, eps); });
+}
+cvene_status cu16_residual_add(cvene_backend *be, cvene_dtype dt, void *x, const void *y, size_t n) {
+    return by_dt(be, dt, "residual_add", [&](auto t) { return run_residual_add(be, AS(x), AS_C(y), n); });
+}
+cvene_status cu16_attn_probs(cvene_backend *be, cvene_dtype dt, void *probs, const void *q, size_t q_bs,
+                             const void *k, size_t k_bs, const int32_t *key_mask, int B, int Tq, int Tk, int H, int D,
+                             float scale) {
+    return by_dt(be, dt, "attn_probs", [&](auto t) {
+        return run_attn_probs(be, AS(probs), AS_C(q), q_bs, AS_C(k), k_bs, key_mask, B, Tq, Tk, H, D, scale);
+    });
+}
+cvene_status cu16_attn_apply(cvene_backend *be, cvene_dtype dt, void *out, const void *probs, const void *v,
+                             size_t v_bs, int B, int Tq, int Tk, int H, int D) {
+    return by_dt(be, dt, "attn_apply",
+                 [&](auto t) { return run_attn_apply(be, AS(out), AS_C(probs), AS_C(v), v_bs, B, Tq, Tk, H, D); });
+}
+cvene_status cu16_activation(cvene_backend *be, cvene_dtype dt, void *x, size_t n, cvene_act act) {
+    return by_dt(be, dt, "activation", [&](auto t) { return run_activation(be, AS(x), n, act); });
+}
+cvene_status cu16_softmax(cvene_backend *be, cvene_dtype dt, void *x, int N, int C) {
+    return by_dt(be, dt, "softmax", [&](auto t) { return run_softmax(be, AS(x), N, C); });
+}
+cvene_status cu16_rotary(cvene_backend *be, cvene_dtype dt, void *x, int ld, const int32_t *pos, int B, int T, int H,
+                         int D, int rot_dims, float base) {
+    return by_dt(be, dt, "rotary", [&](auto t) { return run_rotary(be, AS(x), ld, pos, B, T, H, D, rot_dims, base); });
+}
+cvene_status cu16_permute_heads(cvene_backend *be, cvene_dtype dt, void *dst, const void *src, int B, int T, int H,
+                                int D, int to_heads) {
+    return by_dt(be, dt, "permute_heads",
+                 [&](auto t) { return run_permute_heads(be, AS(dst), AS_C(src), B, T, H, D, to_heads); });
+}
+cvene_status cu16_gru_pointwise(cvene_backend *be, cvene_dtype dt, void *out, const void *a, const void *b,
+                                const void *c, size_t n, cvene_gru_step step) {
+    return by_dt(be, dt, "gru_pointwise",
+                 [&](auto t) { return run_gru_pointwise(be, AS(out), AS_C(a), AS_C(b), AS_C(c), n, step); });
+}
+cvene_status cu16_convert(cvene_backend *be, void *dst, cvene_dtype dst_dt, const void *src, cvene_dtype src_dt,
+                          size_t n) {
+    return by_dt(be, dst_dt, "convert", [&](auto td) {
+        return by_dt(be, src_dt, "convert", [&](auto t) -> cvene_status {
+            if (!n) return CVENE_OK;
+            ENTER(be);
+            if (dst_dt == src_dt) {
+                CU_CHECK(be, cudaMemcpyAsync(dst, src, n * sizeof *t, cudaMemcpyDefault, impl_of(be)->stream));
+                return CVENE_OK;
+            }
+            k_convert<<<grid_for(n, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(static_cast<decltype(td)>(dst),
+                                                                                     AS_C(src), n);
+            LAUNCH_CHECK(be);
+            return CVENE_OK;
+        });
+    });
+}
+#undef AS
+#undef AS_C
+
+const cvene_ops16 cuda_ops16 = {
+    cu16_embedding,          /* embedding */
+    cu16_layernorm,          /* layernorm */
+    cu16_residual_layernorm, /* residual_layernorm */
+    cu16_residual_add,       /* residual_add */
+    cvene_cuda_matmul16,     /* matmul_act (kernels/cuda/lowp.cu) */
+    cu16_attn_probs,         /* attn_probs */
+    cu16_attn_apply,         /* attn_apply */
+    cu16_activation,         /* activation */
+    cu16_softmax,            /* softmax */
+    cu16_rotary,             /* rotary */
+    cu16_permute_heads,      /* permute_heads */
+    cu16_gru_pointwise,      /* gru_pointwise */
+    cu16_convert,            /* convert */
+};
+static_assert(sizeof(cvene_ops16) == 13 * sizeof(void *), "cvene_ops16 changed: update cuda_ops16");
 
 /* Positional (C++17 has no designated initializers); the static_assert below catches a
  * slot added to cvene_ops without being filled here. */
@@ -586,8 +766,9 @@ const cvene_ops cuda_ops = {
     cvene_cuda_matmul_lp,  /* matmul_lp (kernels/cuda/lowp.cu) */
     cu_residual_layernorm, /* residual_layernorm */
     cvene_cuda_matmul_act, /* matmul_act (kernels/cuda/gemm.cu) */
+    &cuda_ops16,           /* ops16 */
 };
-static_assert(sizeof(cvene_ops) == 23 * sizeof(void *),
+static_assert(sizeof(cvene_ops) == 24 * sizeof(void *),
               "cvene_ops changed: update the CUDA op table (cuda_ops)");
 
 } // namespace

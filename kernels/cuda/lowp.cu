@@ -25,7 +25,9 @@
 
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/act.cuh"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/storage.cuh"
 
 namespace {
 
@@ -40,13 +42,24 @@ unsigned grid_for(size_t n) {
     return (unsigned)g;
 }
 
-__device__ __forceinline__ void to_half(__nv_bfloat16 *d, float x) { *d = __float2bfloat16_rn(x); }
-__device__ __forceinline__ void to_half(__half *d, float x) { *d = __float2half_rn(x); }
-
 /* dst (n) = src (n) rounded to nearest even in H (bf16 or f16) */
 template <class H> __global__ void k_round_to_half(H *dst, const float *src, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        to_half(dst + i, src[i]);
+        stf(dst + i, src[i]);
+}
+
+/* out (n) = round(act(round(y))) in H: the 16-bit GEMM's stored output, then its activation
+ * (CVENE_ACT_NONE: round(y)) - matmul_act's two stores of a 16-bit model, in one pass */
+template <class H> __global__ void k_store_act(H *out, const float *y, size_t n, int act) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        if (act == CVENE_ACT_NONE) {
+            stf(out + i, y[i]);
+        } else {
+            H g;
+            stf(&g, y[i]);
+            stf(out + i, act_f(ldf(&g), act));
+        }
+    }
 }
 
 /* out (M, N) = bias broadcast over rows (zeros when bias is NULL) */
@@ -108,5 +121,58 @@ extern "C" cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, cons
     CUBLAS_CHECK(be, cublasGemmEx(blas, trans_w ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &alpha, w,
                                    dt, ldw, xs, dt, K, &beta, out, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
                                    CUBLAS_GEMM_DEFAULT));
+    return CVENE_OK;
+}
+
+/* cvene_ops16.matmul_act on CUDA: out (M, N) = round(act(round(in @ W + bias))) with in, W and
+ * out 16-bit (dt), f32 bias and accumulation. The GEMM writes f32 into the backend's scratch
+ * (one cuBLASLt GEMM with 16-bit A / B, f32 D and the bias in its epilogue, or out = bias then
+ * GemmEx as matmul_lp), then k_store_act rounds it to dt, applies the activation to the rounded
+ * value and rounds again: exactly the CPU oracle's two stores. Costs one f32 (M, N) write and
+ * read more than a GEMM writing 16-bit D directly; that version would round before the
+ * activation inside cuBLASLt's epilogue, which is not the oracle's order. */
+extern "C" cvene_status cvene_cuda_matmul16(cvene_backend *be, cvene_dtype dt, void *out, const void *in,
+                                            const void *w, int ldw, int trans_w, const float *bias, int M, int K,
+                                            int N, cvene_act act) {
+    if (dt == CVENE_F32)
+        return be->ops->matmul_act(be, static_cast<float *>(out), static_cast<const float *>(in), w, CVENE_F32, ldw,
+                                   trans_w, bias, M, K, N, act);
+    if (dt != CVENE_F16 && dt != CVENE_BF16)
+        return CUDA_OP_FAIL(be, CVENE_ERR_INVALID_ARG, "ops16.matmul_act: dt must be F32, F16 or BF16");
+    if (act != CVENE_GELU_TANH && act != CVENE_GELU_ERF && act != CVENE_ACT_RELU && act != CVENE_ACT_SIGMOID &&
+        act != CVENE_ACT_TANH && act != CVENE_ACT_NONE)
+        return CUDA_OP_FAIL(be, CVENE_ERR_INVALID_ARG, "ops16.matmul_act: unknown activation");
+    if (M <= 0 || N <= 0) return CVENE_OK;
+    CU_CHECK(be, cudaSetDevice(cvene_backend_cuda_ordinal(be)));
+    cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
+    const size_t total = (size_t)M * (size_t)N;
+    void *ys = nullptr;
+    {
+        const cvene_status s = cvene_backend_cuda_scratch(be, total * sizeof(float), &ys);
+        if (s != CVENE_OK) return s;
+    }
+    float *y = static_cast<float *>(ys);
+    int ran = 0;
+    if (K > 0) {
+        const cvene_status s = cvene_cuda_lt_matmul_half(be, y, in, w, dt, ldw, trans_w, bias, M, K, N, &ran);
+        if (s != CVENE_OK) return s;
+    }
+    if (!ran) { /* y = bias per row (zeros without one), then GemmEx accumulates into it */
+        k_lp_bias_fill<<<grid_for(total), kLpBlock, 0, st>>>(y, bias, N, total);
+        CU_CHECK(be, cudaGetLastError());
+        if (K > 0) {
+            const float alpha = 1.0f, beta = 1.0f;
+            const cudaDataType_t ct = dt == CVENE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+            cublasHandle_t blas = static_cast<cublasHandle_t>(cvene_backend_cuda_blas(be));
+            CUBLAS_CHECK(be, cublasGemmEx(blas, trans_w ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &alpha, w,
+                                           ct, ldw, in, ct, K, &beta, y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
+                                           CUBLAS_GEMM_DEFAULT));
+        }
+    }
+    if (dt == CVENE_BF16)
+        k_store_act<<<grid_for(total), kLpBlock, 0, st>>>(static_cast<__nv_bfloat16 *>(out), y, total, (int)act);
+    else
+        k_store_act<<<grid_for(total), kLpBlock, 0, st>>>(static_cast<__half *>(out), y, total, (int)act);
+    CU_CHECK(be, cudaGetLastError());
     return CVENE_OK;
 }

@@ -5,3 +5,4 @@ struct __nv_bfloat16 {
     uint16_t bits;
 };
 __nv_bfloat16 __float2bfloat16_rn(float x);
+float __bfloat162float(__nv_bfloat16 h);

@@ -5,3 +5,4 @@ struct __half {
     uint16_t bits;
 };
 __half __float2half_rn(float x);
+float __half2float(__half h);

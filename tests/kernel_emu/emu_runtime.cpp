@@ -327,6 +327,8 @@ cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperatio
 
 __nv_bfloat16 __float2bfloat16_rn(float x) { return __nv_bfloat16{cvene_f32_to_bf16(x)}; }
 __half __float2half_rn(float x) { return __half{cvene_f32_to_f16(x)}; }
+float __bfloat162float(__nv_bfloat16 h) { return cvene_bf16_to_f32(h.bits); }
+float __half2float(__half h) { return cvene_f16_to_f32(h.bits); }
 
 static std::string emu_path_log;
 void emu_note(const char *path) { emu_path_log += std::string(emu_path_log.empty() ? "" : "+") + path; }
