@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "engine/ctx.h"
+#include "engine/tensor.h"
 
 const char *cvene_status_name(cvene_status s) {
     switch (s) {
@@ -56,6 +57,22 @@ cvene_status cvene_ctx_new(const cvene_ctx_params *params, cvene_ctx **out, char
     if (p.n_threads < 0) {
         put_err(errbuf, errbuf_len, "n_threads must be >= 0 (0 = OpenMP default)");
         return CVENE_ERR_INVALID_ARG;
+    }
+    if (p.activation_dtype != CVENE_F32) {
+        char m[192];
+        const char *a = cvene_dtype_name(p.activation_dtype);
+        if (p.activation_dtype != CVENE_BF16 && p.activation_dtype != CVENE_F16)
+            snprintf(m, sizeof m, "activation_dtype = %s (%d): expected f32, f16 or bf16", a, (int)p.activation_dtype);
+        else if (p.compute_dtype != p.activation_dtype)
+            snprintf(m, sizeof m,
+                     "activation_dtype = %s needs compute_dtype = %s (16-bit activations multiply weights of their "
+                     "own dtype); got compute_dtype = %s", a, a, cvene_dtype_name(p.compute_dtype));
+        else
+            m[0] = 0;
+        if (m[0]) {
+            put_err(errbuf, errbuf_len, m);
+            return CVENE_ERR_INVALID_ARG;
+        }
     }
     cvene_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) {

@@ -56,6 +56,18 @@ typedef struct {
      * is the reference: it converts each weight back to f32 at every GEMM, so it is slow);
      * CVENE_I32 fails with CVENE_ERR_INVALID_ARG. */
     cvene_dtype compute_dtype;
+    /* Storage of the activations inside a GPT-2 / GPT-NeoX forward. CVENE_F32 (the default,
+     * 0): as compute_dtype describes. CVENE_BF16 / CVENE_F16 (compute_dtype must be the same
+     * dtype): the model runs as transformers runs it after model.to(dtype) - parameters
+     * (embeddings, layer norms, biases too) rounded to dtype, and every op (embedding, layer
+     * norm, each GEMM, attention, GELU, rotary, residual add) reads dtype activations, computes
+     * in f32 and stores its result rounded to dtype (kernels/backend.h: cvene_ops16); logits are
+     * dtype values returned as f32. Sites still see f32 tensors: each active site's tensor is
+     * widened into an f32 copy before the site runs and rounded back after, so interventions
+     * and collected activations work unchanged. Half the activation memory and bandwidth.
+     * Resumed forwards (the fast sweep path) need f32 activations: sweeps then run full
+     * forwards. GRU models refuse it (CVENE_ERR_UNSUPPORTED). */
+    cvene_dtype activation_dtype;
 } cvene_ctx_params;
 
 cvene_ctx_params cvene_ctx_default_params(void);

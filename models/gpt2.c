@@ -187,39 +187,48 @@ static const void *wat(const void *w, cvene_dtype dt, size_t off) {
     return (const char *)w + off * cvene_dtype_size(dt);
 }
 
+/* Activations are held in the forward's storage dtype adt (f32, or 16-bit with
+ * cvene_ctx_params.activation_dtype), hence void pointers; logits and the site stage are f32. */
 typedef struct {
-    float *x;      // (B, T, C) residual stream
-    float *ln;     // (B, T, C) layernorm output
-    float *q, *k, *v; // (B, T, C)
-    float *kf, *vf;   // (B, Tk, C) cached prefix + new keys/values when resuming
-    float *probs;  // (B, H, T, Tk)
-    float *att;    // (B, T, C) merged heads
-    float *out;    // (B, T, C) attention / mlp output
-    float *fc;     // (B, T, I)
-    float *heads;  // (B, H, T, D) scratch for per-head sites
+    void *x;       // (B, T, C) residual stream
+    void *ln;      // (B, T, C) layernorm output
+    void *q, *k, *v; // (B, T, C)
+    float *kf, *vf;  // (B, Tk, C) cached prefix + new keys/values when resuming (f32 only)
+    void *probs;   // (B, H, T, Tk)
+    void *att;     // (B, T, C) merged heads
+    void *out;     // (B, T, C) attention / mlp output
+    void *fc;      // (B, T, I)
+    void *heads;   // (B, H, T, D) scratch for per-head sites
     float *logits; // (B, T, V) device logits when not writing straight to the host
+    void *lg16;    // (B, T, V) 16-bit adt: the adt logits before widening
+    float *stage;  // 16-bit adt: the f32 copy a site sees (the largest site tensor)
     void *wsel;    // (n_vocab, C) lm_head rows of the columns a resumed forward asked for
     int32_t *ids, *pos, *mask; // (B, T) device copies of the inputs
 } gpt2_acts;
 
 /* Tq: positions computed; Tk: positions attended (Tk > Tq when resuming after a
  * cached prefix, then kf/vf hold the full keys/values). */
-static void carve(cvene_arena *a, gpt2_acts *s, const gpt2_config *c, int B, int Tq, int Tk, int dev_inputs,
-                  int logit_rows, int logit_cols) {
-    size_t BT = (size_t)B * Tq, C = (size_t)c->n_embd, F = sizeof(float);
-    s->x = cvene_arena_take(a, BT * C * F);
-    s->ln = cvene_arena_take(a, BT * C * F);
-    s->q = cvene_arena_take(a, BT * C * F);
-    s->k = cvene_arena_take(a, BT * C * F);
-    s->v = cvene_arena_take(a, BT * C * F);
+static void carve(cvene_arena *a, gpt2_acts *s, const gpt2_config *c, cvene_dtype adt, int B, int Tq, int Tk,
+                  int dev_inputs, int logit_rows, int logit_cols, int lg16_rows) {
+    size_t BT = (size_t)B * Tq, C = (size_t)c->n_embd, F = sizeof(float), E = cvene_dtype_size(adt);
+    const size_t probs = BT * (size_t)c->n_head * (size_t)Tk, fc = BT * (size_t)c->n_inner;
+    s->x = cvene_arena_take(a, BT * C * E);
+    s->ln = cvene_arena_take(a, BT * C * E);
+    s->q = cvene_arena_take(a, BT * C * E);
+    s->k = cvene_arena_take(a, BT * C * E);
+    s->v = cvene_arena_take(a, BT * C * E);
     s->kf = Tk > Tq ? cvene_arena_take(a, (size_t)B * Tk * C * F) : NULL;
     s->vf = Tk > Tq ? cvene_arena_take(a, (size_t)B * Tk * C * F) : NULL;
-    s->probs = cvene_arena_take(a, BT * (size_t)c->n_head * (size_t)Tk * F);
-    s->att = cvene_arena_take(a, BT * C * F);
-    s->out = cvene_arena_take(a, BT * C * F);
-    s->fc = cvene_arena_take(a, BT * (size_t)c->n_inner * F);
-    s->heads = cvene_arena_take(a, BT * C * F);
+    s->probs = cvene_arena_take(a, probs * E);
+    s->att = cvene_arena_take(a, BT * C * E);
+    s->out = cvene_arena_take(a, BT * C * E);
+    s->fc = cvene_arena_take(a, fc * E);
+    s->heads = cvene_arena_take(a, BT * C * E);
     s->logits = logit_rows ? cvene_arena_take(a, (size_t)logit_rows * (size_t)logit_cols * F) : NULL;
+    s->lg16 = adt != CVENE_F32 && lg16_rows ? cvene_arena_take(a, (size_t)lg16_rows * (size_t)logit_cols * E) : NULL;
+    size_t st = BT * C > fc ? BT * C : fc;
+    if (probs > st) st = probs;
+    s->stage = adt != CVENE_F32 ? cvene_arena_take(a, st * F) : NULL;
     /* lm_head rows of the wanted vocabulary columns (resumed forwards with rs->n_vocab) */
     s->wsel = logit_cols < c->vocab_size ? cvene_arena_take(a, (size_t)logit_cols * C * F) : NULL;
     s->ids = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
@@ -231,37 +240,33 @@ typedef struct {
     cvene_model *m;
     const cvene_run_opts *o;
     int B, T;
-    float *heads; // scratch (B, H, T, D)
+    void *heads;  // scratch (B, H, T, D)
+    cvene_dtype adt;
+    float *stage; // 16-bit adt: the f32 copy a site sees
 } site_run;
 
 static int site_on(const site_run *r, cvene_component c, int l) {
     return r->o && r->o->site_fn && ((r->o->sites[c] >> l) & 1u);
 }
 
-static cvene_status site_call(const site_run *r, cvene_component c, int l, float *data, int ndim,
+static cvene_status site_call(const site_run *r, cvene_component c, int l, void *data, int ndim,
                               int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
     if (!site_on(r, c, l)) return CVENE_OK;
     int64_t shape[4] = {d0, d1, d2, d3};
-    cvene_tensor_view v = cvene_tensor_make(data, CVENE_F32, r->m->ctx->be->device, ndim, shape);
-    int rc = r->o->site_fn(r->o->site_user, c, l, &v);
-    if (rc == CVENE_SITE_STOP) return CVENE_SITE_STOPPED;
-    if (rc != 0)
-        return cvene_fail(r->m->ctx, CVENE_ERR_CALLBACK, "site callback at %s layer %d returned %d",
-                          cvene_component_name(c), l, rc);
-    return CVENE_OK;
+    return model_site(r->m, r->o, r->adt, r->stage, c, l, data, ndim, shape);
 }
 
 /* (B, T, C) site and, if asked, its per-head (B, H, T, D) form. */
 static cvene_status site_btc(const site_run *r, cvene_component c, cvene_component head_c, int l,
-                             float *data) {
+                             void *data) {
     const gpt2_config *g = &((gpt2_model *)r->m->arch)->cfg;
     int B = r->B, T = r->T, C = g->n_embd, H = g->n_head, D = C / H;
     if (c != CVENE_N_COMPONENTS) CVENE_TRY(site_call(r, c, l, data, 3, B, T, C, 0));
     if (head_c == CVENE_N_COMPONENTS || !site_on(r, head_c, l)) return CVENE_OK;
     cvene_backend *be = r->m->ctx->be;
-    CVENE_TRY(be->ops->permute_heads(be, r->heads, data, B, T, H, D, 1));
+    CVENE_TRY(be->ops->ops16->permute_heads(be, r->adt, r->heads, data, B, T, H, D, 1));
     CVENE_TRY(site_call(r, head_c, l, r->heads, 4, B, H, T, D));
-    return be->ops->permute_heads(be, data, r->heads, B, T, H, D, 0);
+    return be->ops->ops16->permute_heads(be, r->adt, data, r->heads, B, T, H, D, 0);
 }
 
 static cvene_status check_inputs(cvene_model *m, const int32_t *ids, int B, int T,
@@ -322,9 +327,12 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     cvene_ctx *ctx = m->ctx;
     cvene_backend *be = ctx->be;
     const cvene_ops *op = be->ops;
+    const cvene_ops16 *o16 = op->ops16; /* every op in the activation storage adt (F32: the f32 op) */
     const gpt2_config *c = &((gpt2_model *)m->arch)->cfg;
     const gpt2_params *p = &((gpt2_model *)m->arch)->p;
     const cvene_dtype wdt = p->gemm_dtype; /* f32: matmul_lp is exactly matmul */
+    const cvene_dtype adt = ctx->params.activation_dtype;
+    const size_t E = cvene_dtype_size(adt);
     const int C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, V = c->vocab_size;
     const int past = rs ? rs->past : 0, Tk = T;
     int keep; /* logits for each row's last `keep` positions only (0: every position) */
@@ -344,10 +352,11 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     cvene_arena a = {NULL, 0, 0};
     gpt2_acts s;
     int dev_logits = logits_out && (!on_host || keep);
-    carve(&a, &s, c, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0, NV);
+    const int lg16_rows = logits_out ? logit_rows : 0; /* 16-bit adt: the adt logits before widening */
+    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0, NV, lg16_rows);
     CVENE_TRY(model_reserve_activations(m, a.used, B, Tk));
     a = (cvene_arena){m->act_mem, 0, m->act_cap};
-    carve(&a, &s, c, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0, NV);
+    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0, NV, lg16_rows);
 
     const int32_t *d_ids = ids, *d_pos = o ? o->position_ids : NULL, *d_mask = o ? o->attention_mask : NULL;
     if (!on_host && !rs) {
@@ -363,7 +372,7 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         }
     }
 
-    site_run r = {m, o, B, T, s.heads};
+    site_run r = {m, o, B, T, s.heads, adt, s.stage};
     const float scale0 = c->scale_attn_weights ? 1.0f / sqrtf((float)D) : 1.0f;
 
     /* When only each row's last `keep` positions' logits are wanted (sweeps: 1), the last
@@ -371,58 +380,61 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
      * positions: there q, attention and the MLP run on B * keep rows instead of B * T (unless
      * a site of that layer must see every position). xq is then those rows' residual. */
     const int tail = keep && keep < T && !resume_layer_has_sites(o, c->n_layer - 1) ? c->n_layer - 1 : -1;
-    float *xq = s.x;
+    void *xq = s.x;
     int ln1_ready = 0; /* s.ln already holds this block's ln_1 (fused into the last residual add) */
 
-    if (rs) CVENE_TRY(op->copy(be, s.x, rs->x, (size_t)BT * C * sizeof(float)));
-    else CVENE_TRY(op->embedding(be, s.x, d_ids, d_pos, p->wte, p->wpe, B, T, C)); // (B, T, C)
+    if (rs) CVENE_TRY(op->copy(be, s.x, rs->x, (size_t)BT * C * sizeof(float))); /* f32 only (resume_check) */
+    else CVENE_TRY(o16->embedding(be, adt, s.x, d_ids, d_pos, p->wte, p->wpe, B, T, C)); // (B, T, C)
     for (int l = rs ? rs->layer : 0; l < c->n_layer; l++) {
         const gpt2_layer *L = &p->layers[l];
         float scale = c->scale_by_inverse_layer_idx ? scale0 / (float)(l + 1) : scale0;
         const int Tq = l == tail ? keep : T, Mq = B * Tq; /* query rows of this block */
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
-        if (!ln1_ready) CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps));
+        if (!ln1_ready) CVENE_TRY(o16->layernorm(be, adt, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps));
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
         /* c_attn as three column slices of the (C, 3C) Conv1D weight, so q, k and v
          * each land contiguous (B, T, C) for their sites */
         if (Tq == T) {
-            CVENE_TRY(op->matmul_lp(be, s.q, s.ln, L->c_attn_w, wdt, 3 * C, 0, L->c_attn_b, BT, C, C));
+            CVENE_TRY(model_gemm(be, adt, wdt, s.q, s.ln, L->c_attn_w, 3 * C, 0, L->c_attn_b, BT, C, C, CVENE_ACT_NONE));
         } else { /* the last rows of ln, gathered into att (free until attention) */
-            CVENE_TRY(resume_gather_tail(be, s.att, s.ln, B, T, Tq, C));
-            CVENE_TRY(op->matmul_lp(be, s.q, s.att, L->c_attn_w, wdt, 3 * C, 0, L->c_attn_b, Mq, C, C)); // (B, Tq, C)
+            CVENE_TRY(resume_gather_tail(be, s.att, s.ln, B, T, Tq, C, E));
+            CVENE_TRY(model_gemm(be, adt, wdt, s.q, s.att, L->c_attn_w, 3 * C, 0, L->c_attn_b, Mq, C, C,
+                                 CVENE_ACT_NONE)); // (B, Tq, C)
         }
-        CVENE_TRY(op->matmul_lp(be, s.k, s.ln, wat(L->c_attn_w, wdt, C), wdt, 3 * C, 0, L->c_attn_b + C, BT, C, C));
-        CVENE_TRY(op->matmul_lp(be, s.v, s.ln, wat(L->c_attn_w, wdt, 2 * (size_t)C), wdt, 3 * C, 0, L->c_attn_b + 2 * C,
-                                BT, C, C));
+        CVENE_TRY(model_gemm(be, adt, wdt, s.k, s.ln, wat(L->c_attn_w, wdt, C), 3 * C, 0, L->c_attn_b + C, BT, C, C,
+                             CVENE_ACT_NONE));
+        CVENE_TRY(model_gemm(be, adt, wdt, s.v, s.ln, wat(L->c_attn_w, wdt, 2 * (size_t)C), 3 * C, 0,
+                             L->c_attn_b + 2 * C, BT, C, C, CVENE_ACT_NONE));
         CVENE_TRY(site_btc(&r, CVENE_QUERY_OUTPUT, CVENE_N_COMPONENTS, l, s.q));
         CVENE_TRY(site_btc(&r, CVENE_KEY_OUTPUT, CVENE_N_COMPONENTS, l, s.k));
         CVENE_TRY(site_btc(&r, CVENE_VALUE_OUTPUT, CVENE_N_COMPONENTS, l, s.v));
         CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_QUERY_OUTPUT, l, s.q));
         CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_KEY_OUTPUT, l, s.k));
         CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, s.v));
-        const float *kk = s.k, *vv = s.v;
+        const void *kk = s.k, *vv = s.v;
         if (s.kf) { /* resuming: cached prefix keys/values, shared by every row, then ours */
             CVENE_TRY(resume_join_cache(be, s.kf, rs->k_cache[l], s.k, B, past, T, C));
             CVENE_TRY(resume_join_cache(be, s.vf, rs->v_cache[l], s.v, B, past, T, C));
             kk = s.kf, vv = s.vf;
         }
-        CVENE_TRY(op->attn_probs(be, s.probs, s.q, (size_t)Tq * C, kk, (size_t)Tk * C, d_mask, B, Tq, Tk, H, D, scale));
+        CVENE_TRY(o16->attn_probs(be, adt, s.probs, s.q, (size_t)Tq * C, kk, (size_t)Tk * C, d_mask, B, Tq, Tk, H, D,
+                                  scale));
         CVENE_TRY(site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, Tk));
-        CVENE_TRY(op->attn_apply(be, s.att, s.probs, vv, (size_t)Tk * C, B, Tq, Tk, H, D)); // (B, Tq, C)
+        CVENE_TRY(o16->attn_apply(be, adt, s.att, s.probs, vv, (size_t)Tk * C, B, Tq, Tk, H, D)); // (B, Tq, C)
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
-        CVENE_TRY(op->matmul_lp(be, s.out, s.att, L->attn_proj_w, wdt, C, 0, L->attn_proj_b, Mq, C, C));
+        CVENE_TRY(model_gemm(be, adt, wdt, s.out, s.att, L->attn_proj_w, C, 0, L->attn_proj_b, Mq, C, C, CVENE_ACT_NONE));
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
         if (Tq != T) { /* from here on only the last rows: their residual in heads (unused: no sites) */
             xq = s.heads;
-            CVENE_TRY(resume_gather_tail(be, xq, s.x, B, T, Tq, C));
+            CVENE_TRY(resume_gather_tail(be, xq, s.x, B, T, Tq, C, E));
         }
         /* fused: no site between the residual add and ln_2 (MLP_INPUT is ln_2's output) */
-        CVENE_TRY(op->residual_layernorm(be, xq, s.out, s.ln, L->ln_2_w, L->ln_2_b, Mq, C, c->ln_eps));
+        CVENE_TRY(o16->residual_layernorm(be, adt, xq, s.out, s.ln, L->ln_2_w, L->ln_2_b, Mq, C, c->ln_eps));
         CVENE_TRY(site_btc(&r, CVENE_MLP_INPUT, CVENE_N_COMPONENTS, l, s.ln));
         /* c_fc and its activation in one op (MLP_ACTIVATION is the activation's output) */
-        CVENE_TRY(op->matmul_act(be, s.fc, s.ln, L->c_fc_w, wdt, I, 0, L->c_fc_b, Mq, C, I, c->act)); // (B, Tq, I)
+        CVENE_TRY(model_gemm(be, adt, wdt, s.fc, s.ln, L->c_fc_w, I, 0, L->c_fc_b, Mq, C, I, c->act)); // (B, Tq, I)
         CVENE_TRY(site_call(&r, CVENE_MLP_ACTIVATION, l, s.fc, 3, B, T, I, 0));
-        CVENE_TRY(op->matmul_lp(be, s.out, s.fc, L->mlp_proj_w, wdt, C, 0, L->mlp_proj_b, Mq, I, C));
+        CVENE_TRY(model_gemm(be, adt, wdt, s.out, s.fc, L->mlp_proj_w, C, 0, L->mlp_proj_b, Mq, I, C, CVENE_ACT_NONE));
         CVENE_TRY(site_btc(&r, CVENE_MLP_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
         /* the next block's ln_1 fused into this residual add when no site sits between them
          * (this block's BLOCK_OUTPUT, the next one's BLOCK_INPUT); the last block's residual
@@ -430,15 +442,15 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         ln1_ready = l + 1 < c->n_layer && xq == s.x && Mq == BT && !site_on(&r, CVENE_BLOCK_OUTPUT, l) &&
                     !site_on(&r, CVENE_BLOCK_INPUT, l + 1);
         if (ln1_ready)
-            CVENE_TRY(op->residual_layernorm(be, s.x, s.out, s.ln, p->layers[l + 1].ln_1_w, p->layers[l + 1].ln_1_b,
-                                             BT, C, c->ln_eps));
+            CVENE_TRY(o16->residual_layernorm(be, adt, s.x, s.out, s.ln, p->layers[l + 1].ln_1_w,
+                                              p->layers[l + 1].ln_1_b, BT, C, c->ln_eps));
         else
-            CVENE_TRY(op->residual_add(be, xq, s.out, (size_t)Mq * C));
+            CVENE_TRY(o16->residual_add(be, adt, xq, s.out, (size_t)Mq * C));
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
     }
     if (!logits_out) return op->sync(be);
-    model_head_args h = {s.x, xq, s.out, s.ln, p->ln_f_w, p->ln_f_b, c->ln_eps, p->lm_head, wdt, s.wsel, rs,
-                         B, T, C, V, row0, keep, dev_logits ? s.logits : NULL, logits_out};
+    model_head_args h = {adt, s.x, xq, s.out, s.ln, s.lg16, p->ln_f_w, p->ln_f_b, c->ln_eps, p->lm_head, wdt, s.wsel,
+                         rs, B, T, C, V, row0, keep, dev_logits ? s.logits : NULL, logits_out};
     CVENE_TRY(model_head_logits(be, &h));
     return op->sync(be);
 }

@@ -261,20 +261,24 @@ cvene_status gpt_neox_load(cvene_model *m, const char *dir, const cJSON *cfg) {
 
 /* ---- activations -------------------------------------------------------- */
 
+/* Activations are held in the forward's storage dtype adt (f32, or 16-bit with
+ * cvene_ctx_params.activation_dtype), hence void pointers; logits and the site stage are f32. */
 typedef struct {
-    float *x;      // (B, T, C) residual stream
-    float *ln;     // (B, T, C) layernorm output
-    float *qkv;    // (B, T, H, 3, D) query_key_value output, regrouped in place (via tmp)
+    void *x;       // (B, T, C) residual stream
+    void *ln;      // (B, T, C) layernorm output
+    void *qkv;     // (B, T, H, 3, D) query_key_value output, regrouped in place (via tmp)
                    // to (3, B, T, C): q, then k = q + BTC, then v = k + BTC
-    float *tmp;    // (B, T, 3, H, D) regrouping scratch
-    float *kf, *vf;   // (B, Tk, C) cached prefix + new keys/values when resuming
-    float *probs;  // (B, H, T, Tk)
-    float *att;    // (B, T, C) merged heads
-    float *attn;   // (B, T, C) attention output
-    float *mlp;    // (B, T, C) mlp output
-    float *fc;     // (B, T, I)
-    float *heads;  // (B, H, T, D) scratch for per-head sites
+    void *tmp;     // (B, T, 3, H, D) regrouping scratch
+    float *kf, *vf;   // (B, Tk, C) cached prefix + new keys/values when resuming (f32 only)
+    void *probs;   // (B, H, T, Tk)
+    void *att;     // (B, T, C) merged heads
+    void *attn;    // (B, T, C) attention output
+    void *mlp;     // (B, T, C) mlp output
+    void *fc;      // (B, T, I)
+    void *heads;   // (B, H, T, D) scratch for per-head sites
     float *logits; // (B, T, V) device logits when not writing straight to the host
+    void *lg16;    // 16-bit adt: the adt logits before widening
+    float *stage;  // 16-bit adt: the f32 copy a site sees (the largest site tensor)
     void *wsel;    // (n_vocab, C) output-head rows of the columns a resumed forward asked for
     int32_t *ids, *pos, *mask; // (B, T) device copies of the inputs
     int32_t *zpos; // (B, T) zeros: every token reads the zero row as its "position embedding"
@@ -284,22 +288,27 @@ typedef struct {
 /* T: positions computed; Tk: positions attended (Tk > T when resuming after a cached
  * prefix: kf/vf then hold the full keys/values); logits: device logits floats (0: none);
  * n_vocab < vocab_size: room for that many output-head rows. */
-static void carve(cvene_arena *a, neox_acts *s, const neox_config *c, int B, int T, int Tk, int dev_inputs,
-                  size_t logits, int n_vocab) {
-    size_t BT = (size_t)B * T, C = (size_t)c->n_embd, F = sizeof(float);
-    s->x = cvene_arena_take(a, BT * C * F);
-    s->ln = cvene_arena_take(a, BT * C * F);
-    s->qkv = cvene_arena_take(a, 3 * BT * C * F);
-    s->tmp = cvene_arena_take(a, 3 * BT * C * F);
+static void carve(cvene_arena *a, neox_acts *s, const neox_config *c, cvene_dtype adt, int B, int T, int Tk,
+                  int dev_inputs, size_t logits, int n_vocab, size_t lg16) {
+    size_t BT = (size_t)B * T, C = (size_t)c->n_embd, F = sizeof(float), E = cvene_dtype_size(adt);
+    const size_t probs = BT * (size_t)c->n_head * (size_t)Tk, fc = BT * (size_t)c->n_inner;
+    s->x = cvene_arena_take(a, BT * C * E);
+    s->ln = cvene_arena_take(a, BT * C * E);
+    s->qkv = cvene_arena_take(a, 3 * BT * C * E);
+    s->tmp = cvene_arena_take(a, 3 * BT * C * E);
     s->kf = Tk > T ? cvene_arena_take(a, (size_t)B * Tk * C * F) : NULL;
     s->vf = Tk > T ? cvene_arena_take(a, (size_t)B * Tk * C * F) : NULL;
-    s->probs = cvene_arena_take(a, BT * (size_t)c->n_head * (size_t)Tk * F);
-    s->att = cvene_arena_take(a, BT * C * F);
-    s->attn = cvene_arena_take(a, BT * C * F);
-    s->mlp = cvene_arena_take(a, BT * C * F);
-    s->fc = cvene_arena_take(a, BT * (size_t)c->n_inner * F);
-    s->heads = cvene_arena_take(a, BT * C * F);
+    s->probs = cvene_arena_take(a, probs * E);
+    s->att = cvene_arena_take(a, BT * C * E);
+    s->attn = cvene_arena_take(a, BT * C * E);
+    s->mlp = cvene_arena_take(a, BT * C * E);
+    s->fc = cvene_arena_take(a, fc * E);
+    s->heads = cvene_arena_take(a, BT * C * E);
     s->logits = logits ? cvene_arena_take(a, logits * F) : NULL;
+    s->lg16 = adt != CVENE_F32 && lg16 ? cvene_arena_take(a, lg16 * E) : NULL;
+    size_t st = BT * C > fc ? BT * C : fc;
+    if (probs > st) st = probs;
+    s->stage = adt != CVENE_F32 ? cvene_arena_take(a, st * F) : NULL;
     s->wsel = n_vocab < c->vocab_size ? cvene_arena_take(a, (size_t)n_vocab * C * F) : NULL;
     s->ids = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
     s->pos = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
@@ -322,7 +331,7 @@ cvene_status gpt_neox_plan(cvene_ctx *ctx, const char *dir, const cJSON *cfg, in
     count_params(&c, &out->embed_params, &out->layer_params, &out->final_params);
     cvene_arena a = {NULL, 0, 0};
     neox_acts s;
-    carve(&a, &s, &c, B, T, T, on_device, 0, c.vocab_size);
+    carve(&a, &s, &c, CVENE_F32, B, T, T, on_device, 0, c.vocab_size, 0);
     out->arena_bytes = a.used;
     out->logits_bytes = (size_t)B * T * (size_t)c.vocab_size * sizeof(float);
     return CVENE_OK;
@@ -334,37 +343,33 @@ typedef struct {
     cvene_model *m;
     const cvene_run_opts *o;
     int B, T;
-    float *heads; // scratch (B, H, T, D)
+    void *heads;  // scratch (B, H, T, D)
+    cvene_dtype adt;
+    float *stage; // 16-bit adt: the f32 copy a site sees
 } site_run;
 
 static int site_on(const site_run *r, cvene_component c, int l) {
     return r->o && r->o->site_fn && ((r->o->sites[c] >> l) & 1u);
 }
 
-static cvene_status site_call(const site_run *r, cvene_component c, int l, float *data, int ndim,
+static cvene_status site_call(const site_run *r, cvene_component c, int l, void *data, int ndim,
                               int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
     if (!site_on(r, c, l)) return CVENE_OK;
     int64_t shape[4] = {d0, d1, d2, d3};
-    cvene_tensor_view v = cvene_tensor_make(data, CVENE_F32, r->m->ctx->be->device, ndim, shape);
-    int rc = r->o->site_fn(r->o->site_user, c, l, &v);
-    if (rc == CVENE_SITE_STOP) return CVENE_SITE_STOPPED;
-    if (rc != 0)
-        return cvene_fail(r->m->ctx, CVENE_ERR_CALLBACK, "site callback at %s layer %d returned %d",
-                          cvene_component_name(c), l, rc);
-    return CVENE_OK;
+    return model_site(r->m, r->o, r->adt, r->stage, c, l, data, ndim, shape);
 }
 
 /* (B, T, C) site and, if asked, its per-head (B, H, T, D) form. */
 static cvene_status site_btc(const site_run *r, cvene_component c, cvene_component head_c, int l,
-                             float *data) {
+                             void *data) {
     const neox_config *g = &((neox_model *)r->m->arch)->cfg;
     int B = r->B, T = r->T, C = g->n_embd, H = g->n_head, D = C / H;
     if (c != CVENE_N_COMPONENTS) CVENE_TRY(site_call(r, c, l, data, 3, B, T, C, 0));
     if (head_c == CVENE_N_COMPONENTS || !site_on(r, head_c, l)) return CVENE_OK;
     cvene_backend *be = r->m->ctx->be;
-    CVENE_TRY(be->ops->permute_heads(be, r->heads, data, B, T, H, D, 1));
+    CVENE_TRY(be->ops->ops16->permute_heads(be, r->adt, r->heads, data, B, T, H, D, 1));
     CVENE_TRY(site_call(r, head_c, l, r->heads, 4, B, H, T, D));
-    return be->ops->permute_heads(be, data, r->heads, B, T, H, D, 0);
+    return be->ops->ops16->permute_heads(be, r->adt, data, r->heads, B, T, H, D, 0);
 }
 
 /* ---- forward ----------------------------------------------------------- */
@@ -429,6 +434,9 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
     const neox_config *c = &((neox_model *)m->arch)->cfg;
     const neox_params *p = &((neox_model *)m->arch)->p;
     const cvene_dtype wdt = p->gemm_dtype; /* f32: matmul_lp is exactly matmul */
+    const cvene_dtype adt = ctx->params.activation_dtype;
+    const cvene_ops16 *o16 = op->ops16; /* every op in the activation storage adt (F32: the f32 op) */
+    const size_t E = cvene_dtype_size(adt);
     const int C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, V = c->vocab_size;
     const int past = rs ? rs->past : 0, Tk = T;
     int keep; /* logits for each row's last `keep` positions only (0: every position) */
@@ -448,10 +456,11 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
     cvene_arena a = {NULL, 0, 0};
     neox_acts s;
     const size_t nlog = dev_logits ? (size_t)logit_rows * NV : 0;
-    carve(&a, &s, c, B, T, Tk, !on_host && !rs, nlog, NV);
+    const size_t nlg16 = logits_out ? (size_t)logit_rows * NV : 0; /* 16-bit adt: the adt logits */
+    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, nlog, NV, nlg16);
     CVENE_TRY(model_reserve_activations(m, a.used, B, Tk));
     a = (cvene_arena){m->act_mem, 0, m->act_cap};
-    carve(&a, &s, c, B, T, Tk, !on_host && !rs, nlog, NV);
+    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, nlog, NV, nlg16);
 
     const int32_t *d_ids = ids, *d_pos = o ? o->position_ids : NULL, *d_mask = o ? o->attention_mask : NULL;
     if (!on_host && !rs) {
@@ -476,87 +485,88 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
     CVENE_TRY(ps);
     if (past > 0) d_pos = s.rpos;
 
-    site_run r = {m, o, B, T, s.heads};
+    site_run r = {m, o, B, T, s.heads, adt, s.stage};
     const float scale = (float)(1.0 / sqrt((double)D)); /* norm_factor = head_size ** -0.5 */
     const size_t BTC = (size_t)BT * C;
-    float *q = s.qkv, *k = s.qkv + BTC, *v = s.qkv + 2 * BTC;
+    void *q = s.qkv, *k = act_at(s.qkv, adt, BTC), *v = act_at(s.qkv, adt, 2 * BTC);
 
     /* When only each row's last `keep` positions' logits are wanted (sweeps: 1), the last
      * block needs keys and values of every position but nothing after them except at those
      * positions: there attention and the MLP run on B * keep rows instead of B * T (unless a
      * site of that layer must see every position). xq is then those rows' residual. */
     const int tail = keep && keep < T && !resume_layer_has_sites(o, c->n_layer - 1) ? c->n_layer - 1 : -1;
-    float *xq = s.x;
+    void *xq = s.x;
 
-    if (rs) CVENE_TRY(op->copy(be, s.x, rs->x, BTC * sizeof(float)));
-    else CVENE_TRY(op->embedding(be, s.x, d_ids, s.zpos, p->embed_in, p->zero_row, B, T, C)); // (B, T, C)
+    if (rs) CVENE_TRY(op->copy(be, s.x, rs->x, BTC * sizeof(float))); /* f32 only (resume_check) */
+    else CVENE_TRY(o16->embedding(be, adt, s.x, d_ids, s.zpos, p->embed_in, p->zero_row, B, T, C)); // (B, T, C)
     int ln1_ready = 0; /* s.ln already holds this block's ln_1 (fused into the last residual add) */
     for (int l = rs ? rs->layer : 0; l < c->n_layer; l++) {
         const neox_layer *L = &p->layers[l];
         const int Tq = l == tail ? keep : T, Mq = B * Tq; /* query rows of this block */
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
-        if (!ln1_ready) CVENE_TRY(op->layernorm(be, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps));
+        if (!ln1_ready) CVENE_TRY(o16->layernorm(be, adt, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps));
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
         /* fused projection (B*T, H, 3, D), regrouped to (B*T, 3, H, D), then to (3, B*T, C):
          * q, k and v each contiguous (B, T, C) for their sites */
-        CVENE_TRY(op->matmul_lp(be, s.qkv, s.ln, L->qkv_w, wdt, C, 1, L->qkv_b, BT, C, 3 * C));
-        CVENE_TRY(op->permute_heads(be, s.tmp, s.qkv, BT, H, 3, D, 1));
-        CVENE_TRY(op->permute_heads(be, s.qkv, s.tmp, 1, BT, 3, C, 1));
-        CVENE_TRY(op->rotary(be, q, C, d_pos, B, T, H, D, c->rot_dims, c->rot_base));
-        CVENE_TRY(op->rotary(be, k, C, d_pos, B, T, H, D, c->rot_dims, c->rot_base));
+        CVENE_TRY(model_gemm(be, adt, wdt, s.qkv, s.ln, L->qkv_w, C, 1, L->qkv_b, BT, C, 3 * C, CVENE_ACT_NONE));
+        CVENE_TRY(o16->permute_heads(be, adt, s.tmp, s.qkv, BT, H, 3, D, 1));
+        CVENE_TRY(o16->permute_heads(be, adt, s.qkv, s.tmp, 1, BT, 3, C, 1));
+        CVENE_TRY(o16->rotary(be, adt, q, C, d_pos, B, T, H, D, c->rot_dims, c->rot_base));
+        CVENE_TRY(o16->rotary(be, adt, k, C, d_pos, B, T, H, D, c->rot_dims, c->rot_base));
         CVENE_TRY(site_btc(&r, CVENE_QUERY_OUTPUT, CVENE_N_COMPONENTS, l, q));
         CVENE_TRY(site_btc(&r, CVENE_KEY_OUTPUT, CVENE_N_COMPONENTS, l, k));
         CVENE_TRY(site_btc(&r, CVENE_VALUE_OUTPUT, CVENE_N_COMPONENTS, l, v));
         CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_QUERY_OUTPUT, l, q));
         CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_KEY_OUTPUT, l, k));
         CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, v));
-        const float *kk = k, *vv = v;
+        const void *kk = k, *vv = v;
         if (s.kf) { /* resuming: cached prefix keys/values (already rotated), shared by every row, then ours */
             CVENE_TRY(resume_join_cache(be, s.kf, rs->k_cache[l], k, B, past, T, C));
             CVENE_TRY(resume_join_cache(be, s.vf, rs->v_cache[l], v, B, past, T, C));
             kk = s.kf, vv = s.vf;
         }
         /* the tail block's queries: each row's last Tq, read in place (batch stride T * C) */
-        const float *qq = Tq == T ? q : q + (size_t)(T - Tq) * C;
-        CVENE_TRY(op->attn_probs(be, s.probs, qq, (size_t)T * C, kk, (size_t)Tk * C, d_mask, B, Tq, Tk, H, D, scale));
+        const void *qq = Tq == T ? q : act_at(q, adt, (size_t)(T - Tq) * C);
+        CVENE_TRY(o16->attn_probs(be, adt, s.probs, qq, (size_t)T * C, kk, (size_t)Tk * C, d_mask, B, Tq, Tk, H, D,
+                                  scale));
         CVENE_TRY(site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, Tk));
-        CVENE_TRY(op->attn_apply(be, s.att, s.probs, vv, (size_t)Tk * C, B, Tq, Tk, H, D)); // (B, Tq, C)
+        CVENE_TRY(o16->attn_apply(be, adt, s.att, s.probs, vv, (size_t)Tk * C, B, Tq, Tk, H, D)); // (B, Tq, C)
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
-        CVENE_TRY(op->matmul_lp(be, s.attn, s.att, L->dense_w, wdt, C, 1, L->dense_b, Mq, C, C));
+        CVENE_TRY(model_gemm(be, adt, wdt, s.attn, s.att, L->dense_w, C, 1, L->dense_b, Mq, C, C, CVENE_ACT_NONE));
         CVENE_TRY(site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.attn));
         if (Tq != T) { /* from here on only the last rows: their residual in heads (unused: no sites) */
             xq = s.heads;
-            CVENE_TRY(resume_gather_tail(be, xq, s.x, B, T, Tq, C));
+            CVENE_TRY(resume_gather_tail(be, xq, s.x, B, T, Tq, C, E));
         }
         /* sequential: h = x + a, then ln_2(h), fused (no site between: MLP_INPUT is ln_2's
          * output); parallel: ln_2 reads the block's input x, which attention left alone */
         if (!c->parallel)
-            CVENE_TRY(op->residual_layernorm(be, xq, s.attn, s.ln, L->ln_2_w, L->ln_2_b, Mq, C, c->ln_eps));
+            CVENE_TRY(o16->residual_layernorm(be, adt, xq, s.attn, s.ln, L->ln_2_w, L->ln_2_b, Mq, C, c->ln_eps));
         else
-            CVENE_TRY(op->layernorm(be, s.ln, xq, L->ln_2_w, L->ln_2_b, Mq, C, c->ln_eps));
+            CVENE_TRY(o16->layernorm(be, adt, s.ln, xq, L->ln_2_w, L->ln_2_b, Mq, C, c->ln_eps));
         CVENE_TRY(site_btc(&r, CVENE_MLP_INPUT, CVENE_N_COMPONENTS, l, s.ln));
         /* dense_h_to_4h and its activation in one op (MLP_ACTIVATION is the activation's
          * output); Pythia's exact-erf gelu runs as GEMM then activation on every backend */
-        CVENE_TRY(op->matmul_act(be, s.fc, s.ln, L->fc_w, wdt, C, 1, L->fc_b, Mq, C, I, c->act)); // (B, Tq, I)
+        CVENE_TRY(model_gemm(be, adt, wdt, s.fc, s.ln, L->fc_w, C, 1, L->fc_b, Mq, C, I, c->act)); // (B, Tq, I)
         CVENE_TRY(site_call(&r, CVENE_MLP_ACTIVATION, l, s.fc, 3, B, T, I, 0));
-        CVENE_TRY(op->matmul_lp(be, s.mlp, s.fc, L->proj_w, wdt, I, 1, L->proj_b, Mq, I, C));
+        CVENE_TRY(model_gemm(be, adt, wdt, s.mlp, s.fc, L->proj_w, I, 1, L->proj_b, Mq, I, C, CVENE_ACT_NONE));
         CVENE_TRY(site_btc(&r, CVENE_MLP_OUTPUT, CVENE_N_COMPONENTS, l, s.mlp));
-        if (c->parallel) CVENE_TRY(op->residual_add(be, s.mlp, s.attn, (size_t)Mq * C)); // m + a, as transformers
+        if (c->parallel) CVENE_TRY(o16->residual_add(be, adt, s.mlp, s.attn, (size_t)Mq * C)); // m + a, as transformers
         /* x + (m + a) (parallel) or h + m, with the next block's ln_1 fused in when no site
          * sits between (this block's BLOCK_OUTPUT, the next one's BLOCK_INPUT); after the
          * last block ln_f follows only when logits are wanted, below */
         ln1_ready = l + 1 < c->n_layer && xq == s.x && !site_on(&r, CVENE_BLOCK_OUTPUT, l) &&
                     !site_on(&r, CVENE_BLOCK_INPUT, l + 1);
         if (ln1_ready)
-            CVENE_TRY(op->residual_layernorm(be, s.x, s.mlp, s.ln, p->layers[l + 1].ln_1_w, p->layers[l + 1].ln_1_b, BT,
-                                             C, c->ln_eps));
+            CVENE_TRY(o16->residual_layernorm(be, adt, s.x, s.mlp, s.ln, p->layers[l + 1].ln_1_w,
+                                              p->layers[l + 1].ln_1_b, BT, C, c->ln_eps));
         else
-            CVENE_TRY(op->residual_add(be, xq, s.mlp, (size_t)Mq * C));
+            CVENE_TRY(o16->residual_add(be, adt, xq, s.mlp, (size_t)Mq * C));
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
     }
     if (!logits_out) return op->sync(be);
-    model_head_args h = {s.x, xq, s.attn, s.ln, p->ln_f_w, p->ln_f_b, c->ln_eps, p->embed_out, wdt, s.wsel, rs,
-                         B, T, C, V, row0, keep, dev_logits ? s.logits : NULL, logits_out};
+    model_head_args h = {adt, s.x, xq, s.attn, s.ln, s.lg16, p->ln_f_w, p->ln_f_b, c->ln_eps, p->embed_out, wdt, s.wsel,
+                         rs, B, T, C, V, row0, keep, dev_logits ? s.logits : NULL, logits_out};
     CVENE_TRY(model_head_logits(be, &h));
     return op->sync(be);
 }

@@ -181,6 +181,11 @@ static const cvene_model_vtable gru_vtable = {"gru", gru_forward, gru_free, NULL
 cvene_status gru_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     cvene_ctx *ctx = m->ctx;
     cvene_backend *be = ctx->be;
+    if (ctx->params.activation_dtype != CVENE_F32) /* the GRU's sites and states are f32 buffers */
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                          "%s: GRU models run with f32 activations; activation_dtype = %s is for GPT-2 and GPT-NeoX "
+                          "(compute_dtype alone gives the GRU 16-bit GEMMs)", dir,
+                          cvene_dtype_name(ctx->params.activation_dtype));
     gru_model *g = calloc(1, sizeof *g);
     if (!g) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     g->be = be;

@@ -69,8 +69,8 @@ cvene_status gpt_neox_plan(cvene_ctx *ctx, const char *dir, const cJSON *cfg, in
 cvene_status resume_check(cvene_model *m, const cvene_resume *rs, int B, int T, const cvene_run_opts *o);
 /* 1 if any site of layer l is on (then that layer computes every position). */
 int resume_layer_has_sites(const cvene_run_opts *o, int l);
-/* rows (B, N, C) <- rows T - N .. T - 1 of each (T, C) block of x (B, T, C). */
-cvene_status resume_gather_tail(cvene_backend *be, float *rows, const float *x, int B, int T, int N, int C);
+/* rows (B, N, C) <- rows T - N .. T - 1 of each (T, C) block of x (B, T, C), elements of esz bytes. */
+cvene_status resume_gather_tail(cvene_backend *be, void *rows, const void *x, int B, int T, int N, int C, size_t esz);
 /* Positions whose logits a forward keeps: 1 for a resumed forward with last_logits_only,
  * else opts->logits_to_keep (0: all). Fails (naming the field) unless 0 <= N <= T. */
 cvene_status model_logits_to_keep(cvene_model *m, const cvene_run_opts *o, const cvene_resume *rs, int T, int *N);
@@ -84,10 +84,12 @@ cvene_status resume_head_rows(cvene_backend *be, void *dst, const void *head, cv
 /* The output head of a causal LM forward (GPT-2, GPT-NeoX): ln_f over the rows whose logits
  * are kept, then those rows times the head, copied out. */
 typedef struct {
-    const float *x;        /* (B, T, C) final residual stream */
-    const float *xq;       /* (B, keep, C) when the last block ran on the kept positions only, else x */
-    float *gather;         /* (B, keep, C) scratch for gathering kept rows of x */
-    float *ln;             /* (rows, C) scratch for ln_f's output */
+    cvene_dtype adt;       /* activation storage (F32, or F16 / BF16: cvene_ctx_params.activation_dtype) */
+    const void *x;         /* (B, T, C) final residual stream */
+    const void *xq;        /* (B, keep, C) when the last block ran on the kept positions only, else x */
+    void *gather;          /* (B, keep, C) scratch for gathering kept rows of x */
+    void *ln;              /* (rows, C) scratch for ln_f's output */
+    void *lg16;            /* 16-bit adt: (rows, n_vocab) scratch for the adt logits; else unused */
     const float *ln_w, *ln_b;
     float eps;
     const void *head;      /* (V, C) in wdt */
@@ -99,6 +101,31 @@ typedef struct {
     float *out;            /* the caller's logits (host) */
 } model_head_args;
 cvene_status model_head_logits(cvene_backend *be, const model_head_args *a);
+
+/* One GEMM of a causal LM forward in its activation storage: out = act(in @ W + bias).
+ * adt F32: matmul_lp / matmul_act with W in wdt (f32, or 16-bit weights multiplying the
+ * activations rounded to them); adt F16 / BF16: the 16-bit op (W in adt, out rounded to adt). */
+static inline cvene_status model_gemm(cvene_backend *be, cvene_dtype adt, cvene_dtype wdt, void *out, const void *in,
+                                      const void *w, int ldw, int trans_w, const float *bias, int M, int K, int N,
+                                      cvene_act act) {
+    if (adt != CVENE_F32) return be->ops->ops16->matmul_act(be, adt, out, in, w, ldw, trans_w, bias, M, K, N, act);
+    float *o = (float *)out;
+    const float *x = (const float *)in;
+    if (act == CVENE_ACT_NONE) return be->ops->matmul_lp(be, o, x, w, wdt, ldw, trans_w, bias, M, K, N);
+    return be->ops->matmul_act(be, o, x, w, wdt, ldw, trans_w, bias, M, K, N, act);
+}
+/* Element off of an activation buffer p holding adt elements. */
+static inline void *act_at(const void *p, cvene_dtype adt, size_t off) {
+    return (char *)(uintptr_t)p + off * (adt == CVENE_F32 ? 4 : 2);
+}
+
+/* A causal LM's site: o->site_fn on data (ndim, shape) held in adt. f32: the view is data
+ * itself. F16 / BF16: data is widened into stage (f32, on the same device, at least numel
+ * floats), the site sees stage, and stage is rounded back into data afterwards (edits the site
+ * made are stored as a 16-bit model would store them). A site returning CVENE_SITE_STOP gives
+ * CVENE_SITE_STOPPED; any other non-zero return fails with CVENE_ERR_CALLBACK naming it. */
+cvene_status model_site(cvene_model *m, const cvene_run_opts *o, cvene_dtype adt, float *stage, cvene_component c,
+                        int l, void *data, int ndim, const int64_t *shape);
 
 /* Grow the activation arena to at least bytes (used by every forward). */
 cvene_status model_reserve_activations(cvene_model *m, size_t bytes, int B, int T);

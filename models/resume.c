@@ -1,12 +1,16 @@
 /* Pieces the causal LMs' forwards share: for resumed forwards (cvene_resume, sweeps) the
  * argument check, gathering each row's last positions, joining cached keys/values to the
  * new ones and the output-head rows of the few vocabulary columns a metric reads; and the
- * output head itself with kept positions (logits_to_keep) and columns. */
+ * output head itself with kept positions (logits_to_keep) and columns; and the call of a
+ * site on activations of any storage dtype. */
 #include "engine/tensor.h"
 #include "models/model.h"
 
 cvene_status resume_check(cvene_model *m, const cvene_resume *rs, int B, int T, const cvene_run_opts *o) {
     const cvene_model_info *mi = &m->info;
+    if (m->ctx->params.activation_dtype != CVENE_F32) /* rs->x and the caches are f32 */
+        return cvene_fail(m->ctx, CVENE_ERR_UNSUPPORTED, "resumed forward: needs activation_dtype = f32, not %s",
+                          cvene_dtype_name(m->ctx->params.activation_dtype));
     if (B <= 0 || T <= 0 || T > mi->n_positions || rs->past < 0 || rs->past >= T || rs->layer < 0 ||
         rs->layer > mi->n_layer || (o && (o->attention_mask || o->position_ids)) || rs->n_vocab < 0 ||
         rs->n_vocab > mi->vocab_size || (rs->n_vocab > 0 && (!rs->last_logits_only || !rs->vocab)))
@@ -27,10 +31,10 @@ int resume_layer_has_sites(const cvene_run_opts *o, int l) {
     return 0;
 }
 
-cvene_status resume_gather_tail(cvene_backend *be, float *rows, const float *x, int B, int T, int N, int C) {
+cvene_status resume_gather_tail(cvene_backend *be, void *rows, const void *x, int B, int T, int N, int C, size_t esz) {
     for (int b = 0; b < B; b++)
-        CVENE_TRY(be->ops->copy(be, rows + (size_t)b * N * C, x + ((size_t)b * T + T - N) * C,
-                                (size_t)N * C * sizeof(float)));
+        CVENE_TRY(be->ops->copy(be, (char *)rows + (size_t)b * N * C * esz,
+                                (const char *)x + ((size_t)b * T + T - N) * C * esz, (size_t)N * C * esz));
     return CVENE_OK;
 }
 
@@ -62,24 +66,49 @@ cvene_status model_logits_to_keep(cvene_model *m, const cvene_run_opts *o, const
 }
 
 cvene_status model_head_logits(cvene_backend *be, const model_head_args *a) {
-    const cvene_ops *op = be->ops;
+    const cvene_ops16 *o16 = be->ops->ops16;
+    const cvene_dtype adt = a->adt;
+    const size_t esz = cvene_dtype_size(adt);
     const int C = a->C, TL = a->keep ? a->keep : a->T, rows = (a->B - a->row0) * TL;
     const int NV = a->rs && a->rs->n_vocab > 0 ? a->rs->n_vocab : a->V;
-    const float *hx = a->x + (size_t)a->row0 * a->T * C;
+    const void *hx = act_at(a->x, adt, (size_t)a->row0 * a->T * C);
     if (a->keep && a->xq != a->x) {
-        hx = a->xq + (size_t)a->row0 * a->keep * C; /* the last block ran on the kept positions only */
+        hx = act_at(a->xq, adt, (size_t)a->row0 * a->keep * C); /* the last block ran on the kept positions only */
     } else if (a->keep) { /* only each row's last `keep` positions: gather those rows first */
-        CVENE_TRY(resume_gather_tail(be, a->gather, a->x, a->B, a->T, a->keep, C));
-        hx = a->gather + (size_t)a->row0 * a->keep * C;
+        CVENE_TRY(resume_gather_tail(be, a->gather, a->x, a->B, a->T, a->keep, C, esz));
+        hx = act_at(a->gather, adt, (size_t)a->row0 * a->keep * C);
     }
-    CVENE_TRY(op->layernorm(be, a->ln, hx, a->ln_w, a->ln_b, rows, C, a->eps));
+    CVENE_TRY(o16->layernorm(be, adt, a->ln, hx, a->ln_w, a->ln_b, rows, C, a->eps));
     const void *head = a->head;
     if (NV < a->V) { /* only some columns (a sweep's logit difference): their rows of the head */
         CVENE_TRY(resume_head_rows(be, a->wsel, a->head, a->wdt, a->rs->vocab, NV, C));
         head = a->wsel;
     }
     float *dst = a->dev ? a->dev : a->out;
-    CVENE_TRY(op->matmul_lp(be, dst, a->ln, head, a->wdt, C, 1, NULL, rows, C, NV)); // (rows, NV)
-    if (a->dev) CVENE_TRY(op->to_host(be, a->out, a->dev, (size_t)rows * NV * sizeof(float)));
+    const size_t n = (size_t)rows * NV;
+    if (adt == CVENE_F32) {
+        CVENE_TRY(be->ops->matmul_lp(be, dst, a->ln, head, a->wdt, C, 1, NULL, rows, C, NV)); // (rows, NV)
+    } else { /* adt logits (as transformers returns them), widened to f32 */
+        CVENE_TRY(o16->matmul_act(be, adt, a->lg16, a->ln, head, C, 1, NULL, rows, C, NV, CVENE_ACT_NONE));
+        CVENE_TRY(o16->convert(be, dst, CVENE_F32, a->lg16, adt, n));
+    }
+    if (a->dev) CVENE_TRY(be->ops->to_host(be, a->out, a->dev, n * sizeof(float)));
+    return CVENE_OK;
+}
+
+cvene_status model_site(cvene_model *m, const cvene_run_opts *o, cvene_dtype adt, float *stage, cvene_component c,
+                        int l, void *data, int ndim, const int64_t *shape) {
+    cvene_backend *be = m->ctx->be;
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    float *view = adt == CVENE_F32 ? (float *)data : stage;
+    if (adt != CVENE_F32) CVENE_TRY(be->ops->ops16->convert(be, stage, CVENE_F32, data, adt, (size_t)n));
+    cvene_tensor_view v = cvene_tensor_make(view, CVENE_F32, be->device, ndim, shape);
+    int rc = o->site_fn(o->site_user, c, l, &v);
+    if (rc == CVENE_SITE_STOP) return CVENE_SITE_STOPPED;
+    if (rc != 0)
+        return cvene_fail(m->ctx, CVENE_ERR_CALLBACK, "site callback at %s layer %d returned %d",
+                          cvene_component_name(c), l, rc);
+    if (adt != CVENE_F32) CVENE_TRY(be->ops->ops16->convert(be, data, adt, stage, CVENE_F32, (size_t)n));
     return CVENE_OK;
 }

@@ -88,6 +88,10 @@ cvene_status weights_upload(cvene_model *m, weight_spec *s, int n) {
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "compute_dtype %s: expected f32, f16 or bf16",
                           cvene_dtype_name(gdt));
     const int half = cvene_dtype_is_half(gdt);
+    /* 16-bit activations (cvene_ctx_params.activation_dtype): the f32 parameters hold values
+     * rounded to that dtype, as in a torch model after .to(dtype), so never the mapping */
+    const cvene_dtype adt = ctx->params.activation_dtype;
+    const int round_f32 = cvene_dtype_is_half(adt);
     if (half) {
         int any = 0;
         for (int i = 0; i < n; i++) any |= s[i].gemm_dst != NULL;
@@ -102,7 +106,7 @@ cvene_status weights_upload(cvene_model *m, weight_spec *s, int n) {
     for (int i = 0; i < n; i++) {
         size_t numel = s[i].src->nbytes / st_dtype_size(s[i].src->dtype);
         const int h = half && s[i].gemm_dst;
-        if (!h && in_place(be, s[i].src)) {
+        if (!h && !round_f32 && in_place(be, s[i].src)) {
             n_mapped++;
             continue;
         }
@@ -129,7 +133,7 @@ cvene_status weights_upload(cvene_model *m, weight_spec *s, int n) {
     for (int i = 0; i < n && st == CVENE_OK; i++) {
         size_t numel = s[i].src->nbytes / st_dtype_size(s[i].src->dtype);
         const int h = half && s[i].gemm_dst;
-        if (!h && in_place(be, s[i].src)) {
+        if (!h && !round_f32 && in_place(be, s[i].src)) {
             set_dst(&s[i], (void *)(uintptr_t)s[i].src->data); /* read-only mapping: never written */
             continue;
         }
@@ -139,7 +143,10 @@ cvene_status weights_upload(cvene_model *m, weight_spec *s, int n) {
             if (st == CVENE_OK) cvene_f32_to_half_array(hd, staging, numel, gdt);
             if (st == CVENE_OK && on_dev) st = be->ops->to_device(be, cur, hd, numel * sizeof(uint16_t));
         } else {
-            st = st_tensor_to_f32(ctx, s[i].src, on_dev ? staging : (float *)(void *)cur);
+            float *f = on_dev ? staging : (float *)(void *)cur;
+            st = st_tensor_to_f32(ctx, s[i].src, f);
+            if (st == CVENE_OK && round_f32)
+                for (size_t j = 0; j < numel; j++) f[j] = cvene_round_to_half(f[j], adt);
             if (st == CVENE_OK && on_dev) st = be->ops->to_device(be, cur, staging, numel * sizeof(float));
         }
         set_dst(&s[i], cur);

@@ -406,6 +406,181 @@ INSTANTIATE_TEST_SUITE_P(
         return n;
     });
 
+// ---- model level: 16-bit activations (activation_dtype) against transformers' 16-bit run ----
+// tests/fixtures/{gpt2,neox}/NAME/reference_lowp.safetensors (tools/make_lowp_fixtures.py):
+// transformers' logits after model.to(dtype), eager attention. cvene runs with compute_dtype =
+// activation_dtype = dtype. Over real tokens, with mean = sum |a - b| / sum |b|:
+//  (a) every logit is a dtype value (the head's output is stored in dtype);
+//  (b) max |cvene - transformers| <= 3 ulps of dtype at max |transformers|: both runs end in
+//      dtype-rounded logits and differ upstream by a few 16-bit roundings (transformers rounds
+//      more often: GPT-2's attention scores and their scaling, NeoX's cos / sin, each torch op
+//      of gelu_new on its own; and f32 summation orders differ), so the largest logit may land
+//      one or two ulps apart (measured: <= 1.6 ulps);
+//  (c) mean |cvene - transformers| <= 1.1 x mean |transformers dtype - transformers f32|:
+//      cvene's 16-bit run is no farther from transformers' than that run is from f32. Measured
+//      ratios: GPT-NeoX 0.50-0.78 (the same roundings, mostly), GPT-2 0.71-1.03 (transformers'
+//      gelu_new rounds after each of its torch ops and its eager attention rounds and scales
+//      the scores in 16-bit; cvene rounds each op's result once). cvene's f32-activation mode
+//      (compute_dtype alone) measures about 1.0 for all of them.
+class LowpActivations : public ::testing::TestWithParam<LpCase> {};
+
+// sum |a - b| / sum |b| over real tokens' rows
+double mean_rel(const std::vector<float> &a, const std::vector<float> &b, const std::vector<int32_t> &mask, int64_t V) {
+    double d = 0.0, r = 0.0;
+    for (size_t i = 0; i < mask.size(); i++) {
+        if (!mask[i]) continue;
+        for (int64_t v = 0; v < V; v++) {
+            d += std::fabs((double)a[i * V + v] - b[i * V + v]);
+            r += std::fabs((double)b[i * V + v]);
+        }
+    }
+    return d / std::max(r, 1e-30);
+}
+
+TEST_P(LowpActivations, LogitsFollowTransformers16BitRun) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    const LpCase pc = GetParam();
+    const std::string dir = std::string(CVENE_FIXTURES) + "/" + pc.fixture;
+    Loaded m(dir + "/model", kTestDevice, pc.dt, pc.dt);
+    ASSERT_EQ(m.status, CVENE_OK) << m.error();
+    const cvene_model_info info = cvene_model_get_info(m.model);
+    const int64_t V = info.vocab_size;
+    Archive ref(dir + "/reference.safetensors"), ref16(dir + "/reference_lowp.safetensors");
+    const std::string tag16 = pc.dt == CVENE_BF16 ? "bf16" : "f16";
+    const int p = pc.dt == CVENE_BF16 ? 8 : 11; // significand bits
+    int checked = 0;
+    double worst_ulps = 0.0, worst_ratio = 0.0;
+    RefCase rc;
+    for (int k = 0; read_ref_case(ref, k, &rc); k++) {
+        const std::string pre = "case" + std::to_string(k) + ".";
+        std::vector<float> got((size_t)rc.B * rc.T * V);
+        cvene_run_opts o{};
+        o.attention_mask = rc.mask.data();
+        o.position_ids = rc.pos.empty() ? nullptr : rc.pos.data();
+        o.logits = got.data();
+        ASSERT_EQ(cvene_forward(m.model, rc.ids.data(), rc.B, rc.T, &o), CVENE_OK) << m.error();
+        const auto hf16 = ref16.get<float>(pre + "logits_" + tag16), hf32 = ref.get<float>(pre + "logits");
+        ASSERT_EQ(hf16.size(), got.size());
+        size_t not16 = 0;
+        double mx = 0.0, err = 0.0;
+        for (size_t i = 0; i < rc.mask.size(); i++) {
+            if (!rc.mask[i]) continue;
+            for (int64_t v = 0; v < V; v++) {
+                const float g = got[i * V + v];
+                not16 += !(std::isfinite(g) && cvene_round_to_half(g, pc.dt) == g);
+                mx = std::max(mx, (double)std::fabs(hf16[i * V + v]));
+                err = std::max(err, std::fabs((double)g - hf16[i * V + v]));
+            }
+        }
+        EXPECT_EQ(not16, 0u) << pre << "logits that are not finite " << tag16 << " values";
+        const double ulps = err / std::ldexp(1.0, std::ilogb(mx) - (p - 1));
+        EXPECT_LE(ulps, 3.0) << pc.fixture << " " << tag16 << " " << pre << "largest difference from transformers' "
+                             << tag16 << " logits, in ulps at max |logit| = " << mx;
+        const double mine = mean_rel(got, hf16, rc.mask, V), theirs = mean_rel(hf16, hf32, rc.mask, V);
+        EXPECT_LE(mine, 1.1 * theirs) << pc.fixture << " " << tag16 << " " << pre << "cvene is farther from "
+                                      << "transformers' " << tag16 << " run than that run is from f32";
+        worst_ulps = std::max(worst_ulps, ulps);
+        worst_ratio = std::max(worst_ratio, mine / theirs);
+        checked++;
+    }
+    EXPECT_GT(checked, 0);
+    std::printf("  %s %s activations on %s: %d cases, max diff from transformers %s %.2f ulps, mean diff %.2f of "
+                "transformers' own %s-vs-f32 mean diff\n",
+                pc.fixture, tag16.c_str(), kTestDevice == CVENE_DEVICE_CUDA ? "cuda" : "cpu", checked, tag16.c_str(),
+                worst_ulps, worst_ratio, tag16.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, LowpActivations,
+    ::testing::Values(LpCase{"gpt2/small", CVENE_BF16}, LpCase{"gpt2/small", CVENE_F16},
+                      LpCase{"gpt2/inner_erf", CVENE_BF16}, LpCase{"gpt2/inner_erf", CVENE_F16},
+                      LpCase{"gpt2/fp16", CVENE_BF16}, LpCase{"gpt2/fp16", CVENE_F16},
+                      LpCase{"neox/seq_rot100", CVENE_BF16}, LpCase{"neox/seq_rot100", CVENE_F16},
+                      LpCase{"neox/par_rot25", CVENE_BF16}, LpCase{"neox/par_rot25", CVENE_F16},
+                      LpCase{"neox/fp16", CVENE_BF16}, LpCase{"neox/fp16", CVENE_F16}),
+    [](const ::testing::TestParamInfo<LpCase> &i) {
+        std::string n = std::string(i.param.fixture) + "_" + dname(i.param.dt);
+        for (auto &ch : n)
+            if (!std::isalnum((unsigned char)ch)) ch = '_';
+        return n;
+    });
+
+// Sites on 16-bit activations see f32 tensors holding the stored dtype values, and what a
+// site writes is stored rounded to dtype: an edit at GPT-2's block_output of layer 0 (the
+// tensor block_input of layer 1 reads next) of 1/3 everywhere must arrive as round(1/3).
+struct SiteProbe {
+    cvene_backend *be = nullptr;
+    cvene_dtype dt = CVENE_BF16;
+    size_t seen = 0, not16 = 0, wrong_edit = 0;
+    static int fn(void *u, cvene_component c, int layer, cvene_tensor_view *v) {
+        auto *s = static_cast<SiteProbe *>(u);
+        EXPECT_EQ(v->dtype, CVENE_F32);
+        SiteHost h(s->be, v);
+        if (!h.ok) return 1;
+        const float third = cvene_round_to_half(1.0f / 3.0f, s->dt);
+        for (int64_t i = 0; i < h.n; i++) {
+            s->seen++;
+            s->not16 += cvene_round_to_half(h.p[i], s->dt) != h.p[i];
+            if (c == CVENE_BLOCK_INPUT && layer == 1) s->wrong_edit += h.p[i] != third;
+        }
+        if (c == CVENE_BLOCK_OUTPUT && layer == 0) {
+            for (int64_t i = 0; i < h.n; i++) h.p[i] = 1.0f / 3.0f; // not a dtype value
+            if (!h.write_back()) return 1;
+        }
+        return 0;
+    }
+};
+
+TEST(LowpActivationSites, SeeStoredValuesAndStoreEditsRounded) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    for (cvene_dtype dt : {CVENE_BF16, CVENE_F16}) {
+        Loaded m(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice, dt, dt);
+        ASSERT_EQ(m.status, CVENE_OK) << m.error();
+        SiteProbe probe;
+        probe.be = m.ctx->be;
+        probe.dt = dt;
+        const int B = 2, T = 5;
+        std::vector<int32_t> ids = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+        cvene_run_opts o{};
+        o.site_fn = SiteProbe::fn;
+        o.site_user = &probe;
+        for (cvene_component c : {CVENE_BLOCK_OUTPUT, CVENE_BLOCK_INPUT, CVENE_ATTENTION_WEIGHT, CVENE_MLP_ACTIVATION,
+                                  CVENE_HEAD_QUERY_OUTPUT})
+            o.sites[c] = 3; // layers 0 and 1
+        ASSERT_EQ(cvene_forward(m.model, ids.data(), B, T, &o), CVENE_OK) << m.error();
+        EXPECT_GT(probe.seen, 0u);
+        EXPECT_EQ(probe.not16, 0u) << dname(dt) << ": site values that are not dtype values";
+        EXPECT_EQ(probe.wrong_edit, 0u) << dname(dt) << ": layer 1's block_input is not round(1/3) everywhere";
+    }
+}
+
+TEST(LowpActivationSites, BadCombinationsFailNamingTheField) {
+    const std::string gpt2 = std::string(CVENE_FIXTURES) + "/gpt2/small/model";
+    { // 16-bit activations need weights of the same dtype
+        Loaded m(gpt2, CVENE_DEVICE_CPU, CVENE_F32, CVENE_BF16);
+        EXPECT_EQ(m.status, CVENE_ERR_INVALID_ARG);
+        EXPECT_EQ(m.ctx, nullptr);
+        cvene_ctx_params p = cvene_ctx_default_params();
+        p.compute_dtype = CVENE_F16;
+        p.activation_dtype = CVENE_BF16;
+        cvene_ctx *ctx = nullptr;
+        char err[256] = {0};
+        EXPECT_EQ(cvene_ctx_new(&p, &ctx, err, sizeof err), CVENE_ERR_INVALID_ARG);
+        EXPECT_NE(std::string(err).find("activation_dtype = bf16 needs compute_dtype = bf16"), std::string::npos)
+            << err;
+        p.compute_dtype = CVENE_I32;
+        p.activation_dtype = CVENE_I32;
+        EXPECT_EQ(cvene_ctx_new(&p, &ctx, err, sizeof err), CVENE_ERR_INVALID_ARG);
+        EXPECT_NE(std::string(err).find("activation_dtype = i32"), std::string::npos) << err;
+        EXPECT_EQ(ctx, nullptr);
+    }
+    { // the GRU keeps f32 activations
+        Loaded m(std::string(CVENE_FIXTURES) + "/gru/lm2/model", CVENE_DEVICE_CPU, CVENE_BF16, CVENE_BF16);
+        EXPECT_EQ(m.status, CVENE_ERR_UNSUPPORTED);
+        EXPECT_NE(m.error().find("activation_dtype = bf16"), std::string::npos) << m.error();
+    }
+}
+
 TEST(LowpModelLoad, BadOrUnsupportedComputeDtypeFails) {
     CVENE_SKIP_WITHOUT_DEVICE();
     {

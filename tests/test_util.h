@@ -18,10 +18,12 @@ struct Loaded {
     cvene_ctx *ctx = nullptr;
     cvene_model *model = nullptr;
     cvene_status status = CVENE_OK;
-    explicit Loaded(const std::string &dir, cvene_device dev = CVENE_DEVICE_CPU, cvene_dtype compute = CVENE_F32) {
+    explicit Loaded(const std::string &dir, cvene_device dev = CVENE_DEVICE_CPU, cvene_dtype compute = CVENE_F32,
+                    cvene_dtype activations = CVENE_F32) {
         cvene_ctx_params p = cvene_ctx_default_params();
         p.device = dev;
         p.compute_dtype = compute;
+        p.activation_dtype = activations;
         char err[512];
         status = cvene_ctx_new(&p, &ctx, err, sizeof err);
         if (status == CVENE_OK) status = cvene_model_load(ctx, dir.c_str(), &model);
