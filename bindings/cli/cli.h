@@ -27,6 +27,15 @@ int cli_write_heatmap(FILE *f, const char *title, const char *value_label, const
                       int n_layers, const char *const *tokens, const int *positions, int n_positions,
                       const int *done_rows);
 
+/* The shared context options: --device cpu|cuda, --dtype f32|bf16|f16 (bf16 / f16: weights,
+ * parameters and activations in that dtype, as transformers after model.to(dtype)). Fills cp;
+ * returns 0, or 2 after printing what is wrong (cmd names the command). */
+int cli_ctx_params(const char *cmd, const char *device, const char *dtype, int threads, cvene_ctx_params *cp);
+#define CLI_CTX_HELP                                                                                       \
+    "  --device D    cpu (default) or cuda\n"                                                             \
+    "  --dtype T     f32 (default), bf16 or f16: the model's weights, parameters and activations in T,\n"  \
+    "                as transformers runs it after model.to(T) (GPT-2 / GPT-NeoX)\n"
+
 int cmd_sweep(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_predict(int argc, char **argv);

@@ -1,4 +1,5 @@
 /* cvene run --model DIR --config CONFIG.json --inputs INPUTS.json [--out FILE] [--top K]
+ *           [--device cpu|cuda] [--dtype f32|bf16|f16]
  * Runs a pyvene-style intervention request, prints a summary (top tokens
  * before and after at each example's last real token, logit differences) and
  * writes logits, original logits and collected activations to a safetensors
@@ -65,12 +66,14 @@ static double log_softmax_at(const float *row, int V, int v) {
 
 int cmd_run(int argc, char **argv) {
     const char *model_dir = NULL, *config_path = NULL, *inputs_path = NULL, *out_path = NULL;
+    const char *device = "cpu", *dtype = "f32";
     int top = 5, threads = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: cvene run --model DIR --config CONFIG.json --inputs INPUTS.json [--out OUT.safetensors]\n"
-                   "                 [--top K] [--threads N]\n"
+                   "                 [--top K] [--threads N] [--device cpu|cuda] [--dtype f32|bf16|f16]\n"
+                   CLI_CTX_HELP
                    "CONFIG.json: pyvene IntervenableConfig (as IntervenableModel.save writes it, or dict form)\n"
                    "INPUTS.json: {\"base\": {\"input_ids\": [[..]], \"attention_mask\": [[..]]}, \"sources\": [..],\n"
                    "              \"unit_locations\": {\"sources->base\": [SRC, BASE]}, \"subspaces\": ..}\n");
@@ -84,6 +87,8 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--config")) config_path = v;
         else if (!strcmp(a, "--inputs")) inputs_path = v;
         else if (!strcmp(a, "--out")) out_path = v;
+        else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--dtype")) dtype = v;
         else if (!strcmp(a, "--top") || !strcmp(a, "--threads")) {
             char *end;
             long n = strtol(v, &end, 10);
@@ -111,8 +116,12 @@ int cmd_run(int argc, char **argv) {
         free(config_json);
         return 1;
     }
-    cvene_ctx_params cp = cvene_ctx_default_params();
-    cp.n_threads = threads;
+    cvene_ctx_params cp;
+    if (cli_ctx_params("run", device, dtype, threads, &cp)) {
+        free(config_json);
+        free(inputs_json);
+        return 2;
+    }
     cvene_ctx *ctx = NULL;
     cvene_model *m = NULL;
     cvene_config *cfg = NULL;

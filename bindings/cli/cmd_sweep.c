@@ -66,7 +66,7 @@ static int parse_list(const char *s, int *out, int cap) {
 typedef struct {
     const char *model, *out, *component, *metric;
     const char *base_text, *source_text, *base_ids, *source_ids, *subject_text, *subject_pos;
-    const char *token_text, *token_b_text, *layers, *positions;
+    const char *token_text, *token_b_text, *layers, *positions, *device, *dtype;
     int token, token_b, head, window, samples, naive, resume, threads, trace, max_batch, stop_after;
     unsigned seed;
     double noise;
@@ -80,12 +80,15 @@ static void usage(FILE *f) {
             "                   [--layers 0-11] [--positions 0,3,5-9] [--window W] [--head H]\n"
             "                   [--trace --subject TEXT | --subject-positions P] [--samples 10] [--noise X] [--seed S]\n"
             "                   [--naive] [--resume] [--threads N] [--batch N] [--stop-after N]\n"
+            "                   [--device cpu|cuda] [--dtype f32|bf16|f16]\n"
             "Patches COMPONENT from the source run into the base run at every (layer, position) and scores\n"
             "the last position. --trace: ROME causal tracing (base = source prompt with noise on the subject\n"
             "tokens' embeddings; the clean state is restored at each site). Writes PREFIX.json, PREFIX.csv\n"
             "and PREFIX.svg; after Ctrl-C, run again with --resume to finish without recomputing done layers.\n"
             "--stop-after N computes at most N layers in this run (then stops as if interrupted).\n"
-            "Text needs tokenizer files (vocab.json + merges.txt or tokenizer.json) in the model directory.\n");
+            "Text needs tokenizer files (vocab.json + merges.txt or tokenizer.json) in the model directory.\n"
+            CLI_CTX_HELP
+            "                (bf16 / f16 sweeps run full forwards: the resumed fast path keeps f32)\n");
 }
 
 static int write_atomic(const char *path, const char *text, char *err, size_t errlen) {
@@ -150,8 +153,8 @@ static int argmax(const float *v, int n) {
 static int run_sweep(const sweep_args *a) {
     char err[1024];
     int rc = 1;
-    cvene_ctx_params cp = cvene_ctx_default_params();
-    cp.n_threads = a->threads;
+    cvene_ctx_params cp;
+    if (cli_ctx_params("sweep", a->device, a->dtype, a->threads, &cp)) return 2;
     cvene_ctx *ctx = NULL;
     cvene_model *m = NULL;
     cli_text tx;
@@ -297,6 +300,7 @@ static int run_sweep(const sweep_args *a) {
     /* the description that identifies this sweep (for --resume) */
     cJSON *spec = cJSON_CreateObject();
     cJSON_AddStringToObject(spec, "model", a->model);
+    if (strcmp(a->dtype, "f32") != 0) cJSON_AddStringToObject(spec, "dtype", a->dtype); /* f32: as before */
     cJSON_AddItemToObject(spec, "source_ids", int_array(src, T));
     if (!a->trace) cJSON_AddItemToObject(spec, "base_ids", int_array(base, T));
     cJSON_AddStringToObject(spec, "component", cvene_component_name(comp));
@@ -475,6 +479,7 @@ int cmd_sweep(int argc, char **argv) {
     memset(&a, 0, sizeof a);
     a.component = "block_output", a.metric = "prob", a.token = a.token_b = -1, a.window = 1, a.samples = 10;
     a.seed = 1;
+    a.device = "cpu", a.dtype = "f32";
     for (int i = 0; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
@@ -495,7 +500,8 @@ int cmd_sweep(int argc, char **argv) {
                         : !strcmp(k, "--base-ids") ? &a.base_ids : !strcmp(k, "--source-ids") ? &a.source_ids
                         : !strcmp(k, "--subject") ? &a.subject_text : !strcmp(k, "--subject-positions") ? &a.subject_pos
                         : !strcmp(k, "--token") ? &a.token_text : !strcmp(k, "--token-b") ? &a.token_b_text
-                        : !strcmp(k, "--layers") ? &a.layers : !strcmp(k, "--positions") ? &a.positions : NULL;
+                        : !strcmp(k, "--layers") ? &a.layers : !strcmp(k, "--positions") ? &a.positions
+                        : !strcmp(k, "--device") ? &a.device : !strcmp(k, "--dtype") ? &a.dtype : NULL;
         if (sv) {
             *sv = v;
             continue;

@@ -1,6 +1,6 @@
 /* cvene command-line interface.
  *   cvene run ...     (bindings/cli/cmd_run.c)
- *   cvene predict --model DIR --ids 1,2,3[;4,5,6] [--top K] [--threads N] [--device cpu|cuda]
+ *   cvene predict --model DIR --ids 1,2,3[;4,5,6] [--top K] [--threads N] [--device cpu|cuda] [--dtype T]
  * Loads a Hugging Face model directory and prints the top-K next-token
  * predictions after the last token of each sequence. Sequences separated by ';'
  * may have different lengths: they are right-padded with an attention mask. */
@@ -18,16 +18,13 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: cvene predict --model DIR --ids IDS [--top K] [--threads N] [--device cpu|cuda]\n"
+            "usage: cvene predict --model DIR --ids IDS [--top K] [--threads N] [--device cpu|cuda] [--dtype T]\n"
             "       cvene run --model DIR --config CONFIG.json --inputs INPUTS.json [--out OUT.safetensors]\n"
             "       cvene plan --model DIR --batch B --seq T [--devices N]  (memory per device; cvene plan --help)\n"
             "       cvene sweep --model DIR --base TEXT --source TEXT --out PREFIX [...]  (cvene sweep --help)\n"
-            "       cvene run --model DIR --config CONFIG.json --inputs INPUTS.json [--out OUT.safetensors]\n"
-            "       cvene sweep --model DIR --base TEXT --source TEXT --out PREFIX [...]  (cvene sweep --help)\n"
             "  IDS   comma-separated token ids; separate sequences with ';' (e.g. \"464,3290;464\")\n"
             "  --top K       predictions to print per sequence (default 5)\n"
-            "  --threads N   CPU threads (default: OpenMP default)\n"
-            "  --device D    cpu (default) or cuda\n");
+            "  --threads N   CPU threads (default: OpenMP default)\n" CLI_CTX_HELP);
 }
 
 typedef struct {
@@ -112,7 +109,7 @@ static int parse_ids(const char *s, batch *out, char *err, size_t errlen) {
 }
 
 int cmd_predict(int argc, char **argv) {
-    const char *model_dir = NULL, *ids_arg = NULL, *device = "cpu";
+    const char *model_dir = NULL, *ids_arg = NULL, *device = "cpu", *dtype = "f32";
     int top = 5, threads = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -128,6 +125,7 @@ int cmd_predict(int argc, char **argv) {
         if (!strcmp(a, "--model")) model_dir = v;
         else if (!strcmp(a, "--ids")) ids_arg = v;
         else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--dtype")) dtype = v;
         else if (!strcmp(a, "--top") || !strcmp(a, "--threads")) {
             char *end;
             long n = strtol(v, &end, 10);
@@ -149,13 +147,8 @@ int cmd_predict(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    cvene_ctx_params cp = cvene_ctx_default_params();
-    cp.n_threads = threads;
-    if (!strcmp(device, "cuda")) cp.device = CVENE_DEVICE_CUDA;
-    else if (strcmp(device, "cpu") != 0) {
-        fprintf(stderr, "cvene: --device must be cpu or cuda, got \"%s\"\n", device);
-        return 2;
-    }
+    cvene_ctx_params cp;
+    if (cli_ctx_params("predict", device, dtype, threads, &cp)) return 2;
     batch bt;
     char err[512];
     if (parse_ids(ids_arg, &bt, err, sizeof err) != 0) {
