@@ -1,6 +1,6 @@
 /* Forward-pass throughput of the native engine on one model directory.
  *   cvene_bench_forward DIR B T [iters] [threads] [cpu|cuda] [--ids FILE] [--logits-out FILE]
- *                       [--keep N] [--dtype f32|bf16|f16]
+ *                       [--keep N] [--dtype f32|bf16|f16|bf16-gemm|f16-gemm]
  * Token ids: random (fixed seed), or --ids FILE: B*T raw little-endian int32 (what
  * bench/bench_gpu_forward.py writes, so both libraries see the same batch). One warm-up
  * pass, then `iters` timed passes, each with full (B, T, V) f32 logits copied to a host
@@ -9,8 +9,10 @@
  * --logits-out FILE writes the last pass's logits (raw f32, B*T*V) for a parity check.
  * --keep N asks for the last N positions' logits only (cvene_run_opts.logits_to_keep):
  * (B, N, V) cross to the host, and the last block runs only those positions.
- * --dtype bf16 / f16 loads the model with cvene_ctx_params.compute_dtype = that dtype (GEMM
- * weights in 16 bits, f32 accumulation; the logits are still f32). Default f32.
+ * --dtype bf16 / f16: compute_dtype and activation_dtype = that dtype (the model as
+ * transformers runs it after .to(dtype): 16-bit weights and activations, f32 accumulation;
+ * the dtype logits are widened to f32). bf16-gemm / f16-gemm: compute_dtype only (16-bit GEMM
+ * weights, f32 activations). Default f32.
  * Prints one JSON line: {"device":..,"B":..,"T":..,"ms_mean":..,"ms_median":..,"tok_s":..}.
  * Used by bench/bench_cpu_forward.py and bench/bench_gpu_forward.py. */
 #define _POSIX_C_SOURCE 200809L
@@ -63,7 +65,7 @@ int main(int argc, char **argv) {
     }
     if (npos < 3 || npos > 6) {
         fprintf(stderr, "usage: %s MODEL_DIR B T [iters=10] [threads=0] [cpu|cuda] [--ids FILE] "
-                        "[--logits-out FILE] [--keep N] [--dtype f32|bf16|f16]\n", argv[0]);
+                        "[--logits-out FILE] [--keep N] [--dtype f32|bf16|f16|bf16-gemm|f16-gemm]\n", argv[0]);
         return 2;
     }
     int B = atoi(pos[1]), T = atoi(pos[2]);
@@ -74,10 +76,12 @@ int main(int argc, char **argv) {
     }
     cvene_ctx_params cp = cvene_ctx_default_params();
     cp.n_threads = threads;
-    if (!strcmp(dtype, "bf16")) cp.compute_dtype = CVENE_BF16;
-    else if (!strcmp(dtype, "f16")) cp.compute_dtype = CVENE_F16;
+    if (!strcmp(dtype, "bf16")) cp.compute_dtype = cp.activation_dtype = CVENE_BF16;
+    else if (!strcmp(dtype, "f16")) cp.compute_dtype = cp.activation_dtype = CVENE_F16;
+    else if (!strcmp(dtype, "bf16-gemm")) cp.compute_dtype = CVENE_BF16;
+    else if (!strcmp(dtype, "f16-gemm")) cp.compute_dtype = CVENE_F16;
     else if (strcmp(dtype, "f32")) {
-        fprintf(stderr, "--dtype must be f32, bf16 or f16, got '%s'\n", dtype);
+        fprintf(stderr, "--dtype must be f32, bf16, f16, bf16-gemm or f16-gemm, got '%s'\n", dtype);
         return 2;
     }
     if (npos > 5 && !strcmp(pos[5], "cuda")) cp.device = CVENE_DEVICE_CUDA;

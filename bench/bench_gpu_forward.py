@@ -19,13 +19,15 @@ TF32 is off in torch (cvene's cuBLAS GEMMs are plain f32), so the logits must ag
 max |cvene - torch| / max |torch| <= 1e-4 over the whole (B, T, V) tensor, per shape.
 Targets: speed-up (host-logits medians) >= 1.5x at batch 1, >= 1.0x at batch 32.
 
-bf16 rows (unless --no-bf16): cvene with compute_dtype bf16 (cvene_bench_forward --dtype bf16:
-GEMM weights in bf16, activations rounded to bf16 at each GEMM, f32 accumulation, f32 logits)
-against the same transformers model converted with .to(torch.bfloat16) (bf16 everywhere),
-timed the same ways (transformers' host copy is of its bf16 logits: half the bytes of
-cvene's f32 ones). Parity: cvene's bf16 logits within TOL_BF16 = 1e-2 of the f32 torch
-logits (issue #5's bf16 tolerance; relative to max |ref|), which fails the run if missed;
-transformers' own bf16 distance from its f32 logits is printed beside it for scale.
+bf16 rows (unless --no-bf16): cvene in bf16 (cvene_bench_forward --dtype bf16: compute_dtype =
+activation_dtype = bf16, i.e. bf16 weights, parameters and activations, f32 accumulation, bf16
+logits widened to f32) against the same transformers model converted with .to(torch.bfloat16),
+timed the same ways (transformers' host copy is of its bf16 logits: half the bytes of cvene's
+f32 ones). Parity: cvene's rel diff from the f32 torch logits (relative to max |ref|) must be
+<= max(TOL_BF16 = 1e-2, 1.5 x transformers' own bf16 rel diff from them): a bf16 run is as
+far from f32 as bf16 makes it, and cvene's may not be much farther than transformers'
+(tests/test_lowp.cpp measures the two 16-bit runs against each other on fixtures). The rel
+diff between cvene's and transformers' bf16 logits is printed too.
 
 Exit status: 0 all parity checks passed (speed targets are reported, not enforced),
 1 a parity check or a run failed, 3 skipped (no torch / transformers, or no CUDA device).
@@ -183,19 +185,24 @@ def bf16_row(torch, np, bench, mdir, ids_path, logits_path, model16, ids_dev, re
     rel = rel_diff(got, ref)
     t_host, t_dev = time_torch(torch, model16, ids_dev, iters, dev)
     with torch.no_grad():
-        rel_t = rel_diff(model16(ids_dev, use_cache=False).logits.float(), ref)
+        theirs = model16(ids_dev, use_cache=False).logits.float()
+    rel_t = rel_diff(theirs, ref)
+    rel_ct = rel_diff(got, theirs)
+    tol = max(TOL_BF16, 1.5 * rel_t)
     k1 = run_cvene(bench, mdir, ids_path, logits_path, B, T, iters, dev, timeout, keep=1, dtype="bf16")
     got1 = torch.from_numpy(np.fromfile(logits_path, dtype=np.float32)).to(dev).view(B, 1, V)
     rel1 = rel_diff(got1, ref[:, -1:, :])
+    rel1_t = rel_diff(theirs[:, -1:, :], ref[:, -1:, :])
+    tol1 = max(TOL_BF16, 1.5 * rel1_t)
     t_last = time_torch_last(torch, model16, ids_dev, iters, dev)
     r = dict(cvene_ms=c["ms_median"], torch_ms=t_host, torch_dev_ms=t_dev, speedup=t_host / c["ms_median"],
-             rel_diff=rel, torch_rel_diff=rel_t, rel_diff_last=rel1, cvene_last_ms=k1["ms_median"],
-             torch_last_ms=t_last, parity=rel <= TOL_BF16 and rel1 <= TOL_BF16)
+             rel_diff=rel, torch_rel_diff=rel_t, rel_diff_vs_torch_bf16=rel_ct, rel_diff_last=rel1,
+             cvene_last_ms=k1["ms_median"], torch_last_ms=t_last, parity=rel <= tol and rel1 <= tol1)
     print(f"  bf16 {B}x{T}: cvene {r['cvene_ms']:.2f} ms, transformers bf16 {t_host:.2f} ms (logits kept on the "
           f"GPU: {t_dev:.2f} ms), speed-up {r['speedup']:.2f}x; last position only: cvene {r['cvene_last_ms']:.2f} ms, "
           f"transformers " + (f"{t_last:.2f} ms" if t_last else "n/a")
-          + f"; vs f32 torch: cvene {rel:.1e} / last {rel1:.1e} ({'ok' if r['parity'] else 'FAIL'} <= {TOL_BF16:g}), "
-          f"transformers bf16 {rel_t:.1e}", flush=True)
+          + f"; vs f32 torch: cvene {rel:.1e} / last {rel1:.1e} ({'ok' if r['parity'] else 'FAIL'} <= {tol:.1e} / "
+          f"{tol1:.1e}), transformers bf16 {rel_t:.1e}; cvene vs transformers bf16 {rel_ct:.1e}", flush=True)
     return r
 
 
@@ -329,16 +336,17 @@ def main():
                              + (f"{r['torch_last_ms']:.2f} |" if r.get('torch_last_ms') else "n/a |"))
         b16 = [r for r in rows if "bf16" in r]
         if b16:
-            lines += ["", "bf16: cvene compute_dtype bf16 (bf16 GEMM weights and inputs, f32 accumulation, f32 "
-                      "logits) vs transformers .to(torch.bfloat16) (bf16 logits to the host); rel diff of each "
-                      f"against the f32 torch logits (cvene must be <= {TOL_BF16:g}).", "",
-                      "| model | batch x seq | cvene ms | transformers ms | speed-up | transformers ms, logits left on GPU | cvene rel diff | transformers bf16 rel diff | last-position logits only: cvene ms / transformers ms |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+            lines += ["", "bf16: cvene --dtype bf16 (bf16 weights, parameters and activations, f32 accumulation; "
+                      "activation_dtype) vs transformers .to(torch.bfloat16) (bf16 logits to the host); rel diff of "
+                      f"each against the f32 torch logits (cvene must be <= max({TOL_BF16:g}, 1.5 x transformers'), "
+                      "and of cvene's against transformers' bf16 logits.", "",
+                      "| model | batch x seq | cvene ms | transformers ms | speed-up | transformers ms, logits left on GPU | cvene rel diff | transformers bf16 rel diff | cvene vs transformers bf16 | last-position logits only: cvene ms / transformers ms |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
             for r in b16:
                 b = r["bf16"]
                 lines.append(f"| {r['model']} | {r['B']} x {r['T']} | {b['cvene_ms']:.2f} | {b['torch_ms']:.2f} | "
                              f"{b['speedup']:.2f}x | {b['torch_dev_ms']:.2f} | {b['rel_diff']:.1e} | "
-                             f"{b['torch_rel_diff']:.1e} | {b['cvene_last_ms']:.2f} / "
+                             f"{b['torch_rel_diff']:.1e} | {b['rel_diff_vs_torch_bf16']:.1e} | {b['cvene_last_ms']:.2f} / "
                              + (f"{b['torch_last_ms']:.2f} |" if b.get('torch_last_ms') else "n/a |"))
         (out / "forward.md").write_text("\n".join(lines) + "\n")
     result_line("FAIL" if failed else "PASS", rows, card)

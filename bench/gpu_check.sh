@@ -14,7 +14,9 @@
 #   tests       every CUDA test binary in the bundle, run directly (ctest files hold this
 #               build machine's absolute paths): test_cuda_ops, test_gpt2_parity_cuda,
 #               test_neox_parity_cuda, test_gru's GruCuda.*, test_pyvene_parity_cuda,
-#               test_intervene_ops, test_sweep_cuda, test_lowp_cuda, test_fused_ops_cuda; fixtures
+#               test_intervene_ops, test_sweep_cuda, test_lowp_cuda (incl. 16-bit activation
+#               forwards vs transformers' bf16 / f16 runs), test_fused_ops_cuda, test_ops16_cuda
+#               (every op on 16-bit activations vs torch); fixtures
 #               from this tree via CVENE_FIXTURES_DIR
 #   iv_kernels  cvene_bench_iv_kernels (name GB/s pct_of_copy lines)
 #   sweep       cvene_bench_sweep on the GPU: GPT-2-small's shape (random weights from
@@ -23,8 +25,9 @@
 #               over layers 0, 6, 11 (per-site time, speed-up); scores of the two must agree
 #   forward     bench/bench_gpu_forward.py: cvene CUDA vs transformers, GPT-2-small and
 #               Pythia-160M shapes, 1x128 and 32x128, f32, logits parity <= 1e-4; and bf16
-#               rows (cvene compute_dtype bf16 vs transformers .to(bfloat16); cvene's logits
-#               within 1e-2 of the f32 torch ones)
+#               rows (cvene --dtype bf16: 16-bit weights and activations, vs transformers
+#               .to(bfloat16); cvene's distance from the f32 torch logits <= max(1e-2, 1.5 x
+#               transformers' own))
 # A binary the bundle lacks is reported MISSING (not a failure). Without a GPU (or with
 # GPU_CHECK_NO_GPU=1) the tests skip and the benchmarks say "no CUDA device".
 # Logs go under $OUT when set (the device tool returns at most 8 files from there), else
@@ -174,6 +177,7 @@ run_test test_intervene_ops 60
 run_test test_sweep_cuda 90
 run_test test_lowp_cuda 60
 run_test test_fused_ops_cuda 60
+run_test test_ops16_cuda 30
 
 # ---- intervention kernel bandwidth --------------------------------------------------
 if [ -z "$RUN" ] || [ ! -x "$RUN/bin/cvene_bench_iv_kernels" ]; then
