@@ -30,6 +30,9 @@
  * it). Accepted candidates: tensor cores allowed (they are the point), but the inputs must be
  * taken as exactly that 16-bit type and the accumulator must be f32 (flags checked as above).
  * Not yet measured on a GPU; without an accepted algorithm matmul_lp keeps its GemmEx path.
+ * 16-bit out (cvene_cuda_lt_matmul_half_out, for cvene_ops16.matmul_act): C = D of the inputs'
+ * 16-bit type too, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE = CUDA_R_32F so the f32 bias is added
+ * before the one rounding; where cuBLASLt refuses that, the caller writes f32 and rounds.
  *
  * gelu_new (CVENE_GELU_TANH): cuBLASLt documents CUBLASLT_EPILOGUE_GELU_BIAS only as "bias,
  * then GELU"; it is the tanh approximation (torch decomposes _addmm_activation(use_gelu=True),
@@ -57,7 +60,8 @@
 /* Types at namespace scope (not anonymous): they are fields of cvene_cuda_gemm. */
 struct cvene_cuda_gemm_key {
     int32_t M, K, N, ldw, trans_w, epi;
-    int32_t ab; /* cvene_dtype of A and B: F32, or F16 / BF16 (16-bit inputs, f32 out) */
+    int32_t ab; /* cvene_dtype of A and B: F32, or F16 / BF16 (16-bit inputs) */
+    int32_t od; /* cvene_dtype of C = D: F32, or ab's 16-bit type (16-bit activations) */
     int32_t al_w, al_in, al_out, al_bias; /* alignment in bytes (4 .. 256) */
 };
 
@@ -144,6 +148,17 @@ cvene_status plan_make(cvene_backend *be, cvene_cuda_gemm *g, cvene_cuda_gemm_pl
     CUBLAS_CHECK(be, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     CUBLAS_CHECK(be, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     CUBLAS_CHECK(be, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    if (bias && k.od != CVENE_F32) { /* the bias stays f32 (by default it would be D's type) */
+        const int32_t bt = CUDA_R_32F;
+        cublasStatus_t bs;
+        CUBLAS_CHECK_ALLOW(be, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
+                                                              sizeof bt),
+                           CUBLAS_STATUS_INVALID_VALUE, bs);
+        if (bs != CUBLAS_STATUS_SUCCESS) { /* not settable: no cuBLASLt plan, the caller's path */
+            p->used = 1;
+            return CVENE_OK;
+        }
+    }
     if (bias) { /* the heuristic reads the pointer's alignment from here */
         const void *bp = bias;
         CUBLAS_CHECK(be, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp));
@@ -153,7 +168,8 @@ cvene_status plan_make(cvene_backend *be, cvene_cuda_gemm *g, cvene_cuda_gemm_pl
     const cudaDataType_t abt = k.ab == CVENE_BF16 ? CUDA_R_16BF : k.ab == CVENE_F16 ? CUDA_R_16F : CUDA_R_32F;
     CUBLAS_CHECK(be, cublasLtMatrixLayoutCreate(&p->a, abt, a_rows, a_cols, k.ldw));
     CUBLAS_CHECK(be, cublasLtMatrixLayoutCreate(&p->b, abt, (uint64_t)k.K, (uint64_t)k.M, k.K));
-    CUBLAS_CHECK(be, cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, (uint64_t)k.N, (uint64_t)k.M, k.N));
+    const cudaDataType_t odt = k.od == CVENE_BF16 ? CUDA_R_16BF : k.od == CVENE_F16 ? CUDA_R_16F : CUDA_R_32F;
+    CUBLAS_CHECK(be, cublasLtMatrixLayoutCreate(&p->c, odt, (uint64_t)k.N, (uint64_t)k.M, k.N));
 
     pref_guard pref;
     CUBLAS_CHECK(be, cublasLtMatmulPreferenceCreate(&pref.p));
@@ -191,19 +207,22 @@ cvene_status plan_make(cvene_backend *be, cvene_cuda_gemm *g, cvene_cuda_gemm_pl
 }
 
 /* Runs out = epi(in @ W + bias) with cuBLASLt, in and W both of dtype ab (F32, F16 or BF16),
- * out and bias f32. *ran = 0 (nothing queued) when no acceptable algorithm exists for this
- * problem, or W has a dimension of 1 (torch's addmm, CUDA >= 12.1, keeps such GEMMs off
- * cuBLASLt too); the caller then takes the cuBLAS path. */
-cvene_status lt_gemm(cvene_backend *be, cvene_cuda_gemm *g, cudaStream_t st, float *out, const void *in, const void *w,
-                     cvene_dtype ab, int ldw, int trans_w, const float *bias, int M, int K, int N,
+ * out of dtype od (F32, or ab when 16-bit: rounded once, after the bias), bias f32. *ran = 0
+ * (nothing queued) when no acceptable algorithm exists for this problem, or W has a dimension
+ * of 1 (torch's addmm, CUDA >= 12.1, keeps such GEMMs off cuBLASLt too); the caller then takes
+ * its own path. */
+cvene_status lt_gemm(cvene_backend *be, cvene_cuda_gemm *g, cudaStream_t st, void *out, cvene_dtype od, const void *in,
+                     const void *w, cvene_dtype ab, int ldw, int trans_w, const float *bias, int M, int K, int N,
                      cublasLtEpilogue_t epi, int *ran) {
     *ran = 0;
     if (M < 1 || K < 2 || N < 2) return CVENE_OK;
     const size_t esz = ab == CVENE_F32 ? sizeof(float) : sizeof(uint16_t);
+    const size_t osz = od == CVENE_F32 ? sizeof(float) : sizeof(uint16_t);
     cvene_cuda_gemm_key k;
     memset(&k, 0, sizeof k); /* compared with memcmp: no stray bytes */
     k.M = M, k.K = K, k.N = N, k.ldw = ldw, k.trans_w = trans_w ? 1 : 0, k.epi = (int32_t)epi, k.ab = (int32_t)ab;
-    k.al_w = align_bytes(w, ldw, esz), k.al_in = align_bytes(in, K, esz), k.al_out = align_bytes(out, N);
+    k.od = (int32_t)od;
+    k.al_w = align_bytes(w, ldw, esz), k.al_in = align_bytes(in, K, esz), k.al_out = align_bytes(out, N, osz);
     k.al_bias = bias ? align_bytes(bias, 0) : 0;
     cvene_cuda_gemm_plan *p = nullptr;
     for (int i = 0; i < kPlans && !p; i++)
@@ -276,7 +295,7 @@ extern "C" cvene_status cvene_cuda_matmul(cvene_backend *be, float *out, const f
     cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
     if (K > 0) {
         int ran = 0;
-        const cvene_status s = lt_gemm(be, g, st, out, in, w, CVENE_F32, ldw, trans_w, bias, M, K, N,
+        const cvene_status s = lt_gemm(be, g, st, out, CVENE_F32, in, w, CVENE_F32, ldw, trans_w, bias, M, K, N,
                                        bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, &ran);
         if (s != CVENE_OK || ran) return s;
     }
@@ -296,7 +315,8 @@ extern "C" cvene_status cvene_cuda_matmul_act(cvene_backend *be, float *out, con
         cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
         int ran = 0;
         const cvene_status s =
-            lt_gemm(be, g, st, out, in, w, CVENE_F32, ldw, trans_w, bias, M, K, N, CUBLASLT_EPILOGUE_GELU_BIAS, &ran);
+            lt_gemm(be, g, st, out, CVENE_F32, in, w, CVENE_F32, ldw, trans_w, bias, M, K, N, CUBLASLT_EPILOGUE_GELU_BIAS,
+                    &ran);
         if (s != CVENE_OK || ran) return s;
     }
     const cvene_status s = be->ops->matmul_lp(be, out, in, w, w_dtype, ldw, trans_w, bias, M, K, N);
@@ -312,7 +332,21 @@ cvene_status cvene_cuda_lt_matmul_half(cvene_backend *be, float *out, const void
     *ran = 0;
     if (dt != CVENE_F16 && dt != CVENE_BF16) return CVENE_OK;
     cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
-    return lt_gemm(be, cvene_backend_cuda_gemm(be), st, out, in16, w, dt, ldw, trans_w, bias, M, K, N,
+    return lt_gemm(be, cvene_backend_cuda_gemm(be), st, out, CVENE_F32, in16, w, dt, ldw, trans_w, bias, M, K, N,
+                   bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, ran);
+}
+
+/* out16 (M, N) = round(in16 @ W + bias) with in16, W and out16 all of dt (F16 or BF16), f32
+ * bias and accumulation: one cuBLASLt GEMM writing dt directly (the bias added in f32 in its
+ * epilogue, then one rounding). *ran = 0 (nothing queued) when cuBLASLt offers no acceptable
+ * algorithm, e.g. when it refuses an f32 bias with a 16-bit D. */
+cvene_status cvene_cuda_lt_matmul_half_out(cvene_backend *be, void *out16, const void *in16, const void *w,
+                                           cvene_dtype dt, int ldw, int trans_w, const float *bias, int M, int K, int N,
+                                           int *ran) {
+    *ran = 0;
+    if (dt != CVENE_F16 && dt != CVENE_BF16) return CVENE_OK;
+    cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
+    return lt_gemm(be, cvene_backend_cuda_gemm(be), st, out16, dt, in16, w, dt, ldw, trans_w, bias, M, K, N,
                    bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, ran);
 }
 
@@ -385,7 +419,7 @@ cvene_status probe_run(cvene_backend *be, cvene_cuda_gemm *g, float *host, float
     CU_CHECK(be, cudaMemcpyAsync(dev, host, (n_in + n_w + n_b) * sizeof(float), cudaMemcpyHostToDevice, st));
     float *in = dev, *w = dev + n_in, *bias = w + n_w, *out = bias + n_b;
     const cvene_status s =
-        lt_gemm(be, g, st, out, in, w, CVENE_F32, kProbeN, 0, bias, kProbeM, kProbeK, kProbeN,
+        lt_gemm(be, g, st, out, CVENE_F32, in, w, CVENE_F32, kProbeN, 0, bias, kProbeM, kProbeK, kProbeN,
                 CUBLASLT_EPILOGUE_GELU_BIAS, ran);
     if (s != CVENE_OK) return s;
     if (*ran)

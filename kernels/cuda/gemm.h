@@ -28,6 +28,12 @@ void cvene_cuda_gemm_probe_gelu(cvene_backend *be);
  * algorithm exists (or dt is not 16-bit); the caller then runs its own path. */
 cvene_status cvene_cuda_lt_matmul_half(cvene_backend *be, float *out, const void *in16, const void *w, cvene_dtype dt,
                                        int ldw, int trans_w, const float *bias, int M, int K, int N, int *ran);
+/* For kernels/cuda/lowp.cu: out16 (M, N) = round(in16 @ W + bias), in16, W and out16 all of dt
+ * (F16 or BF16), f32 bias and accumulation, one cuBLASLt GEMM writing dt; *ran = 0 and nothing
+ * queued when no acceptable algorithm exists. */
+cvene_status cvene_cuda_lt_matmul_half_out(cvene_backend *be, void *out16, const void *in16, const void *w,
+                                           cvene_dtype dt, int ldw, int trans_w, const float *bias, int M, int K, int N,
+                                           int *ran);
 /* The state of a CUDA backend (kernels/cuda/backend_cuda.cu). */
 cvene_cuda_gemm *cvene_backend_cuda_gemm(cvene_backend *be);
 

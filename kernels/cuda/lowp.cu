@@ -125,12 +125,13 @@ extern "C" cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, cons
 }
 
 /* cvene_ops16.matmul_act on CUDA: out (M, N) = round(act(round(in @ W + bias))) with in, W and
- * out 16-bit (dt), f32 bias and accumulation. The GEMM writes f32 into the backend's scratch
- * (one cuBLASLt GEMM with 16-bit A / B, f32 D and the bias in its epilogue, or out = bias then
- * GemmEx as matmul_lp), then k_store_act rounds it to dt, applies the activation to the rounded
- * value and rounds again: exactly the CPU oracle's two stores. Costs one f32 (M, N) write and
- * read more than a GEMM writing 16-bit D directly; that version would round before the
- * activation inside cuBLASLt's epilogue, which is not the oracle's order. */
+ * out 16-bit (dt), f32 bias and accumulation - the CPU oracle's two stores:
+ *  - one cuBLASLt GEMM writing dt directly (f32 bias added in its epilogue, then one rounding),
+ *    then the 16-bit activation kernel in place (widen, act, round);
+ *  - where cuBLASLt has no such algorithm: the GEMM writes f32 into the backend's scratch (a
+ *    cuBLASLt GEMM with f32 D, or out = bias then GemmEx as matmul_lp) and k_store_act rounds
+ *    it to dt, applies the activation to the rounded value and rounds again, in one pass (one
+ *    f32 (M, N) write and read more). */
 extern "C" cvene_status cvene_cuda_matmul16(cvene_backend *be, cvene_dtype dt, void *out, const void *in,
                                             const void *w, int ldw, int trans_w, const float *bias, int M, int K,
                                             int N, cvene_act act) {
@@ -146,6 +147,12 @@ extern "C" cvene_status cvene_cuda_matmul16(cvene_backend *be, cvene_dtype dt, v
     CU_CHECK(be, cudaSetDevice(cvene_backend_cuda_ordinal(be)));
     cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
     const size_t total = (size_t)M * (size_t)N;
+    if (K > 0) { /* one GEMM writing dt (bias in f32, one rounding), then the activation in place */
+        int ran = 0;
+        const cvene_status s = cvene_cuda_lt_matmul_half_out(be, out, in, w, dt, ldw, trans_w, bias, M, K, N, &ran);
+        if (s != CVENE_OK) return s;
+        if (ran) return be->ops->ops16->activation(be, dt, out, total, act);
+    }
     void *ys = nullptr;
     {
         const cvene_status s = cvene_backend_cuda_scratch(be, total * sizeof(float), &ys);

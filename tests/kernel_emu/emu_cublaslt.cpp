@@ -16,7 +16,8 @@ struct EmuLtHandle {
 struct EmuLtDesc {
     cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
-    const float *bias = nullptr;
+    const void *bias = nullptr;
+    int32_t bias_type = -1; // -1: D's type, as cuBLASLt's default
 };
 struct EmuLtLayout {
     cudaDataType_t type;
@@ -47,7 +48,15 @@ uint64_t flags_for(cudaDataType_t t) {
     if (t == CUDA_R_16F) return CUBLASLT_NUMERICAL_IMPL_FLAGS_HMMA | acc | CUBLASLT_NUMERICAL_IMPL_FLAGS_INPUT_16F;
     return CUBLASLT_NUMERICAL_IMPL_FLAGS_FMA | acc | CUBLASLT_NUMERICAL_IMPL_FLAGS_INPUT_32F;
 }
-// the shapes of D = op(A) op(B): m x n with k inner; false when the layouts disagree
+void store(void *p, cudaDataType_t t, size_t i, float v) {
+    switch (t) {
+    case CUDA_R_16BF: static_cast<uint16_t *>(p)[i] = cvene_f32_to_bf16(v); break;
+    case CUDA_R_16F: static_cast<uint16_t *>(p)[i] = cvene_f32_to_f16(v); break;
+    default: static_cast<float *>(p)[i] = v;
+    }
+}
+// the shapes of D = op(A) op(B): m x n with k inner; false when the layouts disagree (C / D are
+// f32, or of A's 16-bit type)
 bool shapes(const EmuLtDesc *d, const EmuLtLayout *a, const EmuLtLayout *b, const EmuLtLayout *c, uint64_t *m,
             uint64_t *n, uint64_t *k) {
     *m = c->rows, *n = c->cols;
@@ -55,7 +64,7 @@ bool shapes(const EmuLtDesc *d, const EmuLtLayout *a, const EmuLtLayout *b, cons
     const uint64_t bk = d->tb == CUBLAS_OP_N ? b->rows : b->cols, bn = d->tb == CUBLAS_OP_N ? b->cols : b->rows;
     *k = ak;
     return am == *m && bn == *n && bk == ak && a->ld >= (int64_t)a->rows && b->ld >= (int64_t)b->rows &&
-           c->ld >= (int64_t)c->rows && a->type == b->type && c->type == CUDA_R_32F;
+           c->ld >= (int64_t)c->rows && a->type == b->type && (c->type == CUDA_R_32F || c->type == a->type);
 }
 } // namespace
 
@@ -83,6 +92,7 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
     case CUBLASLT_MATMUL_DESC_TRANSB: return set(&d->tb, buf, n);
     case CUBLASLT_MATMUL_DESC_EPILOGUE: return set(&d->epi, buf, n);
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER: return set(&d->bias, buf, n);
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: return set(&d->bias_type, buf, n);
     }
     return CUBLAS_STATUS_INVALID_VALUE;
 }
@@ -140,8 +150,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
     if ((d->epi == CUBLASLT_EPILOGUE_BIAS || d->epi == CUBLASLT_EPILOGUE_GELU_BIAS) && !d->bias)
         return CUBLAS_STATUS_INVALID_VALUE;
     const float al = *static_cast<const float *>(alpha), be = *static_cast<const float *>(beta);
-    const float *c = static_cast<const float *>(C);
-    float *out = static_cast<float *>(D);
+    // the bias is read as its declared type (default: D's), so a missing BIAS_DATA_TYPE shows
+    const cudaDataType_t bt = d->bias_type < 0 ? Dl->type : (cudaDataType_t)d->bias_type;
     for (uint64_t j = 0; j < n; j++)
         for (uint64_t i = 0; i < m; i++) {
             float acc = 0.0f;
@@ -152,13 +162,13 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
                                                      : load(B, Bl->type, j + l * (uint64_t)Bl->ld);
                 acc = std::fma(x, y, acc);
             }
-            float v = al * acc + (be == 0.0f ? 0.0f : be * c[i + j * (uint64_t)Cl->ld]);
-            if (d->epi != CUBLASLT_EPILOGUE_DEFAULT) v += d->bias[i]; // one bias per row of D
+            float v = al * acc + (be == 0.0f ? 0.0f : be * load(C, Cl->type, i + j * (uint64_t)Cl->ld));
+            if (d->epi != CUBLASLT_EPILOGUE_DEFAULT) v += load(d->bias, bt, i); // one bias per row of D
             if (d->epi == CUBLASLT_EPILOGUE_GELU_BIAS) { // gelu_new (the tanh form)
                 const double x = v;
                 v = (float)(0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))));
             }
-            out[i + j * (uint64_t)Dl->ld] = v;
+            store(D, Dl->type, i + j * (uint64_t)Dl->ld, v); // 16-bit D: one rounding
         }
     return CUBLAS_STATUS_SUCCESS;
 }
