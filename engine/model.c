@@ -67,7 +67,7 @@ cvene_status cvene_forward(cvene_model *m, const int32_t *input_ids, int B, int 
 /* GPT-2's footprint, mirroring models/gpt2.c (build_specs and carve for a full
  * forward); test_neox_parity checks both against a loaded model and its arena. */
 static cvene_status gpt2_plan(cvene_ctx *ctx, const char *dir, const cJSON *j, int B, int T, int on_device,
-                              model_plan *out) {
+                              cvene_dtype adt, model_plan *out) {
     int V, P, C, L, H, I, tied;
     CVENE_TRY(hf_config_int(ctx, j, dir, "vocab_size", 1, 1 << 24, &V));
     CVENE_TRY(hf_config_int(ctx, j, dir, "n_positions", 1, 1 << 24, &P));
@@ -87,10 +87,14 @@ static cvene_status gpt2_plan(cvene_ctx *ctx, const char *dir, const cJSON *j, i
     out->embed_params = v * c + (int64_t)P * c;
     out->layer_params = 2 * c + c * 3 * c + 3 * c + c * c + c + 2 * c + c * i + i + i * c + c;
     out->final_params = 2 * c + (tied ? 0 : v * c);
-    size_t BT = (size_t)B * T, F = sizeof(float), Cs = (size_t)C;
-    size_t bufs[] = {BT * Cs * F, BT * Cs * F, BT * Cs * F, BT * Cs * F, BT * Cs * F, /* x ln q k v */
-                     BT * (size_t)H * (size_t)T * F,                                   /* probs */
-                     BT * Cs * F, BT * Cs * F, BT * (size_t)I * F, BT * Cs * F,        /* att out fc heads */
+    size_t BT = (size_t)B * T, F = sizeof(float), E = adt == CVENE_F32 ? F : 2, Cs = (size_t)C;
+    const int half = adt != CVENE_F32;
+    size_t stage = BT * Cs > BT * (size_t)I ? BT * Cs : BT * (size_t)I; /* the f32 copy a site sees */
+    if (BT * (size_t)H * (size_t)T > stage) stage = BT * (size_t)H * (size_t)T;
+    size_t bufs[] = {BT * Cs * E, BT * Cs * E, BT * Cs * E, BT * Cs * E, BT * Cs * E, /* x ln q k v */
+                     BT * (size_t)H * (size_t)T * E,                                   /* probs */
+                     BT * Cs * E, BT * Cs * E, BT * (size_t)I * E, BT * Cs * E,        /* att out fc heads */
+                     half ? stage * F : 0,                                             /* site stage */
                      on_device ? BT * 4 : 0, on_device ? BT * 4 : 0, on_device ? BT * 4 : 0};
     cvene_arena a = {NULL, 0, 0};
     for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++)
@@ -127,6 +131,10 @@ cvene_status cvene_plan_memory(cvene_ctx *ctx, const char *dir, const cvene_plan
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "plan: unknown device %d", (int)p->device);
     if (p->weight_dtype != CVENE_F32 && p->weight_dtype != CVENE_F16 && p->weight_dtype != CVENE_BF16)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "plan: weight dtype must be f32, f16 or bf16");
+    if (p->activation_dtype != CVENE_F32 && p->activation_dtype != p->weight_dtype)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "plan: activation dtype %s needs weight dtype %s (got %s)",
+                          cvene_dtype_name(p->activation_dtype), cvene_dtype_name(p->activation_dtype),
+                          cvene_dtype_name(p->weight_dtype));
     if (p->capacity_bytes < 0)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "plan: capacity %lld bytes is negative",
                           (long long)p->capacity_bytes);
@@ -139,8 +147,10 @@ cvene_status cvene_plan_memory(cvene_ctx *ctx, const char *dir, const cvene_plan
     model_plan mp;
     const int on_device = p->device != CVENE_DEVICE_CPU;
     if (st == CVENE_OK) {
-        if (!strcmp(type, "gpt2")) st = gpt2_plan(ctx, dir, cfg, p->batch, p->seq, on_device, &mp);
-        else if (!strcmp(type, "gpt_neox")) st = gpt_neox_plan(ctx, dir, cfg, p->batch, p->seq, on_device, &mp);
+        if (!strcmp(type, "gpt2"))
+            st = gpt2_plan(ctx, dir, cfg, p->batch, p->seq, on_device, p->activation_dtype, &mp);
+        else if (!strcmp(type, "gpt_neox"))
+            st = gpt_neox_plan(ctx, dir, cfg, p->batch, p->seq, on_device, p->activation_dtype, &mp);
         else
             st = cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
                             "%s/config.json: model_type \"%s\" is not supported by the planner (gpt2, gpt_neox)",

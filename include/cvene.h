@@ -407,6 +407,9 @@ typedef struct {
                                * context with that compute_dtype (which keeps embeddings,
                                * norms and biases in f32 and adds a 16-bit copy of a tied
                                * output head; this counts every parameter at 2 bytes) */
+    cvene_dtype activation_dtype; /* the context's activation_dtype: F32 (default), or F16 / BF16
+                               * (= weight_dtype): 16-bit activations plus the f32 copy a site
+                               * sees (cvene plan --dtype bf16 plans `run --dtype bf16`) */
     int64_t capacity_bytes;   /* memory per device; 0 = unknown (fits = -1) */
 } cvene_plan_params;
 

@@ -85,6 +85,9 @@ typedef struct cvene_ops16 {
      * otherwise); how 16-bit activations reach f32 sites and logits */
     cvene_status (*convert)(cvene_backend *be, void *dst, cvene_dtype dst_dt, const void *src, cvene_dtype src_dt,
                             size_t n);
+    /* x (n, f32) = x rounded to dt (nearest even) and widened back, in place: a 16-bit result
+     * kept in an f32 buffer (the output head's logits); dt F32 does nothing */
+    cvene_status (*round)(cvene_backend *be, cvene_dtype dt, float *x, size_t n);
 } cvene_ops16;
 
 typedef struct cvene_ops {

@@ -200,8 +200,7 @@ typedef struct {
     void *fc;      // (B, T, I)
     void *heads;   // (B, H, T, D) scratch for per-head sites
     float *logits; // (B, T, V) device logits when not writing straight to the host
-    void *lg16;    // (B, T, V) 16-bit adt: the adt logits before widening
-    float *stage;  // 16-bit adt: the f32 copy a site sees (the largest site tensor)
+    float *stage;  // 16-bit adt: the f32 copy a site sees (the largest site tensor; the head's input)
     void *wsel;    // (n_vocab, C) lm_head rows of the columns a resumed forward asked for
     int32_t *ids, *pos, *mask; // (B, T) device copies of the inputs
 } gpt2_acts;
@@ -209,7 +208,7 @@ typedef struct {
 /* Tq: positions computed; Tk: positions attended (Tk > Tq when resuming after a
  * cached prefix, then kf/vf hold the full keys/values). */
 static void carve(cvene_arena *a, gpt2_acts *s, const gpt2_config *c, cvene_dtype adt, int B, int Tq, int Tk,
-                  int dev_inputs, int logit_rows, int logit_cols, int lg16_rows) {
+                  int dev_inputs, int logit_rows, int logit_cols) {
     size_t BT = (size_t)B * Tq, C = (size_t)c->n_embd, F = sizeof(float), E = cvene_dtype_size(adt);
     const size_t probs = BT * (size_t)c->n_head * (size_t)Tk, fc = BT * (size_t)c->n_inner;
     s->x = cvene_arena_take(a, BT * C * E);
@@ -225,7 +224,6 @@ static void carve(cvene_arena *a, gpt2_acts *s, const gpt2_config *c, cvene_dtyp
     s->fc = cvene_arena_take(a, fc * E);
     s->heads = cvene_arena_take(a, BT * C * E);
     s->logits = logit_rows ? cvene_arena_take(a, (size_t)logit_rows * (size_t)logit_cols * F) : NULL;
-    s->lg16 = adt != CVENE_F32 && lg16_rows ? cvene_arena_take(a, (size_t)lg16_rows * (size_t)logit_cols * E) : NULL;
     size_t st = BT * C > fc ? BT * C : fc;
     if (probs > st) st = probs;
     s->stage = adt != CVENE_F32 ? cvene_arena_take(a, st * F) : NULL;
@@ -352,11 +350,10 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     cvene_arena a = {NULL, 0, 0};
     gpt2_acts s;
     int dev_logits = logits_out && (!on_host || keep);
-    const int lg16_rows = logits_out ? logit_rows : 0; /* 16-bit adt: the adt logits before widening */
-    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0, NV, lg16_rows);
+    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0, NV);
     CVENE_TRY(model_reserve_activations(m, a.used, B, Tk));
     a = (cvene_arena){m->act_mem, 0, m->act_cap};
-    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0, NV, lg16_rows);
+    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0, NV);
 
     const int32_t *d_ids = ids, *d_pos = o ? o->position_ids : NULL, *d_mask = o ? o->attention_mask : NULL;
     if (!on_host && !rs) {
@@ -449,7 +446,7 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
     }
     if (!logits_out) return op->sync(be);
-    model_head_args h = {adt, s.x, xq, s.out, s.ln, s.lg16, p->ln_f_w, p->ln_f_b, c->ln_eps, p->lm_head, wdt, s.wsel,
+    model_head_args h = {adt, s.x, xq, s.out, s.ln, s.stage, p->ln_f_w, p->ln_f_b, c->ln_eps, p->lm_head, wdt, s.wsel,
                          rs, B, T, C, V, row0, keep, dev_logits ? s.logits : NULL, logits_out};
     CVENE_TRY(model_head_logits(be, &h));
     return op->sync(be);

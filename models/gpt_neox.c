@@ -277,8 +277,7 @@ typedef struct {
     void *fc;      // (B, T, I)
     void *heads;   // (B, H, T, D) scratch for per-head sites
     float *logits; // (B, T, V) device logits when not writing straight to the host
-    void *lg16;    // 16-bit adt: the adt logits before widening
-    float *stage;  // 16-bit adt: the f32 copy a site sees (the largest site tensor)
+    float *stage;  // 16-bit adt: the f32 copy a site sees (the largest site tensor; the head's input)
     void *wsel;    // (n_vocab, C) output-head rows of the columns a resumed forward asked for
     int32_t *ids, *pos, *mask; // (B, T) device copies of the inputs
     int32_t *zpos; // (B, T) zeros: every token reads the zero row as its "position embedding"
@@ -289,7 +288,7 @@ typedef struct {
  * prefix: kf/vf then hold the full keys/values); logits: device logits floats (0: none);
  * n_vocab < vocab_size: room for that many output-head rows. */
 static void carve(cvene_arena *a, neox_acts *s, const neox_config *c, cvene_dtype adt, int B, int T, int Tk,
-                  int dev_inputs, size_t logits, int n_vocab, size_t lg16) {
+                  int dev_inputs, size_t logits, int n_vocab) {
     size_t BT = (size_t)B * T, C = (size_t)c->n_embd, F = sizeof(float), E = cvene_dtype_size(adt);
     const size_t probs = BT * (size_t)c->n_head * (size_t)Tk, fc = BT * (size_t)c->n_inner;
     s->x = cvene_arena_take(a, BT * C * E);
@@ -305,7 +304,6 @@ static void carve(cvene_arena *a, neox_acts *s, const neox_config *c, cvene_dtyp
     s->fc = cvene_arena_take(a, fc * E);
     s->heads = cvene_arena_take(a, BT * C * E);
     s->logits = logits ? cvene_arena_take(a, logits * F) : NULL;
-    s->lg16 = adt != CVENE_F32 && lg16 ? cvene_arena_take(a, lg16 * E) : NULL;
     size_t st = BT * C > fc ? BT * C : fc;
     if (probs > st) st = probs;
     s->stage = adt != CVENE_F32 ? cvene_arena_take(a, st * F) : NULL;
@@ -320,7 +318,7 @@ static void carve(cvene_arena *a, neox_acts *s, const neox_config *c, cvene_dtyp
 /* ---- planning (from config.json alone) ----------------------------------- */
 
 cvene_status gpt_neox_plan(cvene_ctx *ctx, const char *dir, const cJSON *cfg, int B, int T, int on_device,
-                           model_plan *out) {
+                           cvene_dtype adt, model_plan *out) {
     neox_config c;
     memset(&c, 0, sizeof c);
     CVENE_TRY(parse_config(ctx, dir, cfg, &c));
@@ -331,7 +329,7 @@ cvene_status gpt_neox_plan(cvene_ctx *ctx, const char *dir, const cJSON *cfg, in
     count_params(&c, &out->embed_params, &out->layer_params, &out->final_params);
     cvene_arena a = {NULL, 0, 0};
     neox_acts s;
-    carve(&a, &s, &c, CVENE_F32, B, T, T, on_device, 0, c.vocab_size, 0);
+    carve(&a, &s, &c, adt, B, T, T, on_device, 0, c.vocab_size);
     out->arena_bytes = a.used;
     out->logits_bytes = (size_t)B * T * (size_t)c.vocab_size * sizeof(float);
     return CVENE_OK;
@@ -456,11 +454,10 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
     cvene_arena a = {NULL, 0, 0};
     neox_acts s;
     const size_t nlog = dev_logits ? (size_t)logit_rows * NV : 0;
-    const size_t nlg16 = logits_out ? (size_t)logit_rows * NV : 0; /* 16-bit adt: the adt logits */
-    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, nlog, NV, nlg16);
+    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, nlog, NV);
     CVENE_TRY(model_reserve_activations(m, a.used, B, Tk));
     a = (cvene_arena){m->act_mem, 0, m->act_cap};
-    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, nlog, NV, nlg16);
+    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, nlog, NV);
 
     const int32_t *d_ids = ids, *d_pos = o ? o->position_ids : NULL, *d_mask = o ? o->attention_mask : NULL;
     if (!on_host && !rs) {
@@ -565,7 +562,7 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
     }
     if (!logits_out) return op->sync(be);
-    model_head_args h = {adt, s.x, xq, s.attn, s.ln, s.lg16, p->ln_f_w, p->ln_f_b, c->ln_eps, p->embed_out, wdt, s.wsel,
+    model_head_args h = {adt, s.x, xq, s.attn, s.ln, s.stage, p->ln_f_w, p->ln_f_b, c->ln_eps, p->embed_out, wdt, s.wsel,
                          rs, B, T, C, V, row0, keep, dev_logits ? s.logits : NULL, logits_out};
     CVENE_TRY(model_head_logits(be, &h));
     return op->sync(be);

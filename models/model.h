@@ -61,7 +61,7 @@ typedef struct {
 
 /* on_device: inputs are copied to the device (CUDA), so the arena holds them too. */
 cvene_status gpt_neox_plan(cvene_ctx *ctx, const char *dir, const cJSON *cfg, int B, int T, int on_device,
-                           model_plan *out);
+                           cvene_dtype adt, model_plan *out);
 
 /* ---- resumed forwards (models/resume.c) ---- */
 /* Arguments of a forward_from: sizes, layer and past in range, no mask or position ids,
@@ -89,7 +89,7 @@ typedef struct {
     const void *xq;        /* (B, keep, C) when the last block ran on the kept positions only, else x */
     void *gather;          /* (B, keep, C) scratch for gathering kept rows of x */
     void *ln;              /* (rows, C) scratch for ln_f's output */
-    void *lg16;            /* 16-bit adt: (rows, n_vocab) scratch for the adt logits; else unused */
+    float *stage;          /* 16-bit adt: (rows, C) f32 scratch for the widened ln_f output; else unused */
     const float *ln_w, *ln_b;
     float eps;
     const void *head;      /* (V, C) in wdt */

@@ -86,12 +86,14 @@ cvene_status model_head_logits(cvene_backend *be, const model_head_args *a) {
     }
     float *dst = a->dev ? a->dev : a->out;
     const size_t n = (size_t)rows * NV;
-    if (adt == CVENE_F32) {
-        CVENE_TRY(be->ops->matmul_lp(be, dst, a->ln, head, a->wdt, C, 1, NULL, rows, C, NV)); // (rows, NV)
-    } else { /* adt logits (as transformers returns them), widened to f32 */
-        CVENE_TRY(o16->matmul_act(be, adt, a->lg16, a->ln, head, C, 1, NULL, rows, C, NV, CVENE_ACT_NONE));
-        CVENE_TRY(o16->convert(be, dst, CVENE_F32, a->lg16, adt, n));
+    const void *hin = a->ln;
+    if (adt != CVENE_F32) { /* the 16-bit ln_f output widened (exactly) for the f32-output GEMM */
+        CVENE_TRY(o16->convert(be, a->stage, CVENE_F32, a->ln, adt, (size_t)rows * C));
+        hin = a->stage;
     }
+    CVENE_TRY(be->ops->matmul_lp(be, dst, hin, head, a->wdt, C, 1, NULL, rows, C, NV)); // (rows, NV)
+    /* 16-bit adt: the logits a 16-bit model stores (as transformers returns them), kept as f32 */
+    CVENE_TRY(o16->round(be, adt, dst, n));
     if (a->dev) CVENE_TRY(be->ops->to_host(be, a->out, a->dev, n * sizeof(float)));
     return CVENE_OK;
 }

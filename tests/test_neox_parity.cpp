@@ -617,6 +617,18 @@ TEST(NeoxPlan, MatchesLoadedModelsAndTheirArena) {
         EXPECT_EQ(m.n_layer, info.n_layer) << dir;
         EXPECT_EQ(m.devices[0].weight_bytes, 4 * info.n_params) << dir;
         EXPECT_EQ((size_t)m.devices[0].activation_bytes, L.model->act_cap + logits.size() * sizeof(float)) << dir;
+        // a bf16-activation context's arena (16-bit buffers, the 16-bit logits, the f32 site stage)
+        Loaded L16(dir, CVENE_DEVICE_CPU, CVENE_BF16, CVENE_BF16);
+        ASSERT_EQ(L16.status, CVENE_OK) << L16.error();
+        ASSERT_EQ(cvene_forward(L16.model, ids.data(), B, T, &o), CVENE_OK) << L16.error();
+        p.weight_dtype = p.activation_dtype = CVENE_BF16;
+        ASSERT_EQ(cvene_plan_memory(L.ctx, dir.c_str(), &p, &m), CVENE_OK) << L.error();
+        EXPECT_EQ((size_t)m.devices[0].activation_bytes, L16.model->act_cap + logits.size() * sizeof(float)) << dir;
+        EXPECT_LT(L16.model->act_cap, L.model->act_cap) << dir;
+        p.weight_dtype = CVENE_F16; // activations in another 16-bit dtype than the weights
+        EXPECT_EQ(cvene_plan_memory(L.ctx, dir.c_str(), &p, &m), CVENE_ERR_INVALID_ARG);
+        EXPECT_NE(std::string(cvene_ctx_error(L.ctx)).find("activation dtype bf16 needs weight dtype bf16"),
+                  std::string::npos) << cvene_ctx_error(L.ctx);
     }
 }
 #endif  // !CVENE_TEST_CUDA

@@ -127,7 +127,7 @@ TEST_P(Ops16, TableIsComplete) {
 #define SLOT(f) EXPECT_TRUE(o->f != nullptr) << #f
     SLOT(embedding); SLOT(layernorm); SLOT(residual_layernorm); SLOT(residual_add); SLOT(matmul_act);
     SLOT(attn_probs); SLOT(attn_apply); SLOT(activation); SLOT(softmax); SLOT(rotary); SLOT(permute_heads);
-    SLOT(gru_pointwise); SLOT(convert);
+    SLOT(gru_pointwise); SLOT(convert); SLOT(round);
 #undef SLOT
 }
 
@@ -260,6 +260,17 @@ TEST_P(Ops16, ConvertRoundsLikeTorchAndWidensExactly) {
             EXPECT_TRUE(std::isnan(bh[i])) << i;
         } else {
             EXPECT_EQ(bh[i], w) << i;
+        }
+    }
+    // round: the same values, kept in an f32 buffer
+    float *r = dev(f);
+    ASSERT_EQ(o16()->round(be, dt, r, n), CVENE_OK) << err;
+    const std::vector<float> rh = host(r, n);
+    for (size_t i = 0; i < n; i++) {
+        if (std::isnan(bh[i])) {
+            EXPECT_TRUE(std::isnan(rh[i])) << i;
+        } else {
+            EXPECT_EQ(rh[i], bh[i]) << "round " << i;
         }
     }
     // to the other 16-bit type and back to dt: values in both ranges survive exactly

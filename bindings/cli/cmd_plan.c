@@ -19,8 +19,8 @@ static void plan_usage(FILE *f) {
             "Memory per device for one forward of B sequences of T tokens, from DIR/config.json alone.\n"
             "  --devices N   split the layers over N devices (pipeline; default 1; cuda only)\n"
             "  --device D    cuda (default) or cpu\n"
-            "  --dtype       the dtype the device holds weights in (default f32, what cvene's CPU and\n"
-            "                CUDA backends hold today; f16/bf16 for a half-precision backend)\n"
+            "  --dtype       f32 (default), f16 or bf16: weights and activations in that dtype, as\n"
+            "                `cvene run --dtype` holds them (16-bit: plus the f32 copy a site sees)\n"
             "  --memory SIZE memory per device, e.g. 80GiB, 40GB, 1048576 (default: 80GiB, an H100,\n"
             "                for cuda; this machine's physical memory for cpu)\n"
             "Activations are the forward's arena (plus the f32 logits on the last device); the cache\n"
@@ -115,8 +115,8 @@ int cmd_plan(int argc, char **argv) {
         return 2;
     }
     if (!strcmp(dtype, "f32")) p.weight_dtype = CVENE_F32;
-    else if (!strcmp(dtype, "f16")) p.weight_dtype = CVENE_F16;
-    else if (!strcmp(dtype, "bf16")) p.weight_dtype = CVENE_BF16;
+    else if (!strcmp(dtype, "f16")) p.weight_dtype = p.activation_dtype = CVENE_F16;
+    else if (!strcmp(dtype, "bf16")) p.weight_dtype = p.activation_dtype = CVENE_BF16;
     else {
         fprintf(stderr, "cvene plan: --dtype must be f32, f16 or bf16, got \"%s\"\n", dtype);
         return 2;
@@ -160,7 +160,7 @@ int cmd_plan(int argc, char **argv) {
     printf("model %s: %s, %d layers, hidden %d, %d heads, intermediate %d, vocab %d\n", model_dir,
            (unsigned)plan->arch < 3u ? arch_names[plan->arch] : "?", plan->n_layer, plan->n_embd,
            plan->n_head, plan->n_inner, plan->vocab_size);
-    printf("parameters: %lld (%.3f B), weights held as %s\n", (long long)plan->n_params,
+    printf("parameters: %lld (%.3f B), weights and activations held as %s\n", (long long)plan->n_params,
            (double)plan->n_params / 1e9, dtype);
     printf("batch %d x %d tokens on %d %s device%s with %s each (%s)\n", B, T, N, device, N == 1 ? "" : "s",
            plan->capacity_bytes ? human(plan->capacity_bytes, h1, sizeof h1) : "unknown memory", mem_note);

@@ -284,6 +284,12 @@ static cvene_status o16_convert(cvene_backend *be, void *dst, cvene_dtype dst_dt
     return CVENE_OK;
 }
 
+static cvene_status o16_round(cvene_backend *be, cvene_dtype dt, float *x, size_t n) {
+    TRY16(dt_ok(be, "round", dt));
+    if (dt != CVENE_F32) round_f32(x, n, dt);
+    return CVENE_OK;
+}
+
 const cvene_ops16 cvene_cpu_ops16 = {
     .embedding = o16_embedding,
     .layernorm = o16_layernorm,
@@ -298,4 +304,5 @@ const cvene_ops16 cvene_cpu_ops16 = {
     .permute_heads = o16_permute_heads,
     .gru_pointwise = o16_gru_pointwise,
     .convert = o16_convert,
+    .round = o16_round,
 };

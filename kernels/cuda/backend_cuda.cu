@@ -363,6 +363,15 @@ __global__ void k_permute_heads(T *dst, const T *src, int Tn, int H, int D, int 
     }
 }
 
+/* x (n) = x rounded to T and widened back, in place */
+template <class T> __global__ void k_round_f32(float *x, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        T h;
+        stf(&h, x[i]);
+        x[i] = ldf(&h);
+    }
+}
+
 /* dst (n) = src (n) converted (storage.cuh: exact widening, nearest-even rounding) */
 template <class D_, class S_> __global__ void k_convert(D_ *dst, const S_ *src, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -720,6 +729,16 @@ cvene_status cu16_convert(cvene_backend *be, void *dst, cvene_dtype dst_dt, cons
         });
     });
 }
+cvene_status cu16_round(cvene_backend *be, cvene_dtype dt, float *x, size_t n) {
+    return by_dt(be, dt, "round", [&](auto t) -> cvene_status {
+        using T = std::remove_pointer_t<decltype(t)>;
+        if (!n || is_f32<T>()) return CVENE_OK;
+        ENTER(be);
+        k_round_f32<T><<<grid_for(n, kEltBlock), kEltBlock, 0, impl_of(be)->stream>>>(x, n);
+        LAUNCH_CHECK(be);
+        return CVENE_OK;
+    });
+}
 #undef AS
 #undef AS_C
 
@@ -737,8 +756,9 @@ const cvene_ops16 cuda_ops16 = {
     cu16_permute_heads,      /* permute_heads */
     cu16_gru_pointwise,      /* gru_pointwise */
     cu16_convert,            /* convert */
+    cu16_round,              /* round */
 };
-static_assert(sizeof(cvene_ops16) == 13 * sizeof(void *), "cvene_ops16 changed: update cuda_ops16");
+static_assert(sizeof(cvene_ops16) == 14 * sizeof(void *), "cvene_ops16 changed: update cuda_ops16");
 
 /* Positional (C++17 has no designated initializers); the static_assert below catches a
  * slot added to cvene_ops without being filled here. */
