@@ -355,8 +355,7 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
     ss->p = *p;
     ss->np = p->positions ? p->n_positions : T;
     ss->n_samples = p->trace ? p->n_samples : 1;
-    /* resumed forwards carry f32 activations: 16-bit ones run full forwards */
-    ss->fast = !p->naive && m->vt->forward_from && ctx->params.activation_dtype == CVENE_F32;
+    ss->fast = !p->naive && m->vt->forward_from;
     s->m = m, s->be = be, s->on_host = be->device == CVENE_DEVICE_CPU;
     s->p = &ss->p, s->T = T, s->L = L, s->C = C, s->V = V;
     s->phys = head ? CVENE_ATTENTION_VALUE_OUTPUT : p->component;

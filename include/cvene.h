@@ -65,8 +65,8 @@ typedef struct {
      * dtype values returned as f32. Sites still see f32 tensors: each active site's tensor is
      * widened into an f32 copy before the site runs and rounded back after, so interventions
      * and collected activations work unchanged. Half the activation memory and bandwidth.
-     * Resumed forwards (the fast sweep path) need f32 activations: sweeps then run full
-     * forwards. GRU models refuse it (CVENE_ERR_UNSUPPORTED). */
+     * Sweeps keep their fast path (the resumed forward rounds the f32 residual and K/V caches
+     * to dtype). GRU models refuse it (CVENE_ERR_UNSUPPORTED). */
     cvene_dtype activation_dtype;
 } cvene_ctx_params;
 

@@ -193,7 +193,7 @@ typedef struct {
     void *x;       // (B, T, C) residual stream
     void *ln;      // (B, T, C) layernorm output
     void *q, *k, *v; // (B, T, C)
-    float *kf, *vf;  // (B, Tk, C) cached prefix + new keys/values when resuming (f32 only)
+    void *kf, *vf;   // (B, Tk, C) cached prefix + new keys/values when resuming
     void *probs;   // (B, H, T, Tk)
     void *att;     // (B, T, C) merged heads
     void *out;     // (B, T, C) attention / mlp output
@@ -216,8 +216,8 @@ static void carve(cvene_arena *a, gpt2_acts *s, const gpt2_config *c, cvene_dtyp
     s->q = cvene_arena_take(a, BT * C * E);
     s->k = cvene_arena_take(a, BT * C * E);
     s->v = cvene_arena_take(a, BT * C * E);
-    s->kf = Tk > Tq ? cvene_arena_take(a, (size_t)B * Tk * C * F) : NULL;
-    s->vf = Tk > Tq ? cvene_arena_take(a, (size_t)B * Tk * C * F) : NULL;
+    s->kf = Tk > Tq ? cvene_arena_take(a, (size_t)B * Tk * C * E) : NULL;
+    s->vf = Tk > Tq ? cvene_arena_take(a, (size_t)B * Tk * C * E) : NULL;
     s->probs = cvene_arena_take(a, probs * E);
     s->att = cvene_arena_take(a, BT * C * E);
     s->out = cvene_arena_take(a, BT * C * E);
@@ -380,7 +380,7 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     void *xq = s.x;
     int ln1_ready = 0; /* s.ln already holds this block's ln_1 (fused into the last residual add) */
 
-    if (rs) CVENE_TRY(op->copy(be, s.x, rs->x, (size_t)BT * C * sizeof(float))); /* f32 only (resume_check) */
+    if (rs) CVENE_TRY(o16->convert(be, s.x, adt, rs->x, CVENE_F32, (size_t)BT * C)); /* f32 residual: copied or rounded */
     else CVENE_TRY(o16->embedding(be, adt, s.x, d_ids, d_pos, p->wte, p->wpe, B, T, C)); // (B, T, C)
     for (int l = rs ? rs->layer : 0; l < c->n_layer; l++) {
         const gpt2_layer *L = &p->layers[l];
@@ -410,8 +410,8 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, s.v));
         const void *kk = s.k, *vv = s.v;
         if (s.kf) { /* resuming: cached prefix keys/values, shared by every row, then ours */
-            CVENE_TRY(resume_join_cache(be, s.kf, rs->k_cache[l], s.k, B, past, T, C));
-            CVENE_TRY(resume_join_cache(be, s.vf, rs->v_cache[l], s.v, B, past, T, C));
+            CVENE_TRY(resume_join_cache(be, adt, s.kf, rs->k_cache[l], s.k, B, past, T, C));
+            CVENE_TRY(resume_join_cache(be, adt, s.vf, rs->v_cache[l], s.v, B, past, T, C));
             kk = s.kf, vv = s.vf;
         }
         CVENE_TRY(o16->attn_probs(be, adt, s.probs, s.q, (size_t)Tq * C, kk, (size_t)Tk * C, d_mask, B, Tq, Tk, H, D,

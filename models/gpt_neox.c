@@ -269,7 +269,7 @@ typedef struct {
     void *qkv;     // (B, T, H, 3, D) query_key_value output, regrouped in place (via tmp)
                    // to (3, B, T, C): q, then k = q + BTC, then v = k + BTC
     void *tmp;     // (B, T, 3, H, D) regrouping scratch
-    float *kf, *vf;   // (B, Tk, C) cached prefix + new keys/values when resuming (f32 only)
+    void *kf, *vf;    // (B, Tk, C) cached prefix + new keys/values when resuming
     void *probs;   // (B, H, T, Tk)
     void *att;     // (B, T, C) merged heads
     void *attn;    // (B, T, C) attention output
@@ -295,8 +295,8 @@ static void carve(cvene_arena *a, neox_acts *s, const neox_config *c, cvene_dtyp
     s->ln = cvene_arena_take(a, BT * C * E);
     s->qkv = cvene_arena_take(a, 3 * BT * C * E);
     s->tmp = cvene_arena_take(a, 3 * BT * C * E);
-    s->kf = Tk > T ? cvene_arena_take(a, (size_t)B * Tk * C * F) : NULL;
-    s->vf = Tk > T ? cvene_arena_take(a, (size_t)B * Tk * C * F) : NULL;
+    s->kf = Tk > T ? cvene_arena_take(a, (size_t)B * Tk * C * E) : NULL;
+    s->vf = Tk > T ? cvene_arena_take(a, (size_t)B * Tk * C * E) : NULL;
     s->probs = cvene_arena_take(a, probs * E);
     s->att = cvene_arena_take(a, BT * C * E);
     s->attn = cvene_arena_take(a, BT * C * E);
@@ -494,7 +494,7 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
     const int tail = keep && keep < T && !resume_layer_has_sites(o, c->n_layer - 1) ? c->n_layer - 1 : -1;
     void *xq = s.x;
 
-    if (rs) CVENE_TRY(op->copy(be, s.x, rs->x, BTC * sizeof(float))); /* f32 only (resume_check) */
+    if (rs) CVENE_TRY(o16->convert(be, s.x, adt, rs->x, CVENE_F32, BTC)); /* f32 residual: copied or rounded */
     else CVENE_TRY(o16->embedding(be, adt, s.x, d_ids, s.zpos, p->embed_in, p->zero_row, B, T, C)); // (B, T, C)
     int ln1_ready = 0; /* s.ln already holds this block's ln_1 (fused into the last residual add) */
     for (int l = rs ? rs->layer : 0; l < c->n_layer; l++) {
@@ -518,8 +518,8 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, v));
         const void *kk = k, *vv = v;
         if (s.kf) { /* resuming: cached prefix keys/values (already rotated), shared by every row, then ours */
-            CVENE_TRY(resume_join_cache(be, s.kf, rs->k_cache[l], k, B, past, T, C));
-            CVENE_TRY(resume_join_cache(be, s.vf, rs->v_cache[l], v, B, past, T, C));
+            CVENE_TRY(resume_join_cache(be, adt, s.kf, rs->k_cache[l], k, B, past, T, C));
+            CVENE_TRY(resume_join_cache(be, adt, s.vf, rs->v_cache[l], v, B, past, T, C));
             kk = s.kf, vv = s.vf;
         }
         /* the tail block's queries: each row's last Tq, read in place (batch stride T * C) */

@@ -12,7 +12,8 @@
 typedef struct {
     int layer;
     int past;
-    const float *x;              /* (B, T - past, C) residual entering `layer` (device) */
+    const float *x;              /* (B, T - past, C) residual entering `layer` (device, f32 whatever the
+                                  * activation dtype: a 16-bit forward rounds it, and the caches, to its own) */
     float *const *k_cache;       /* per layer: (past, C) keys (device), or (T, C) with a longer prefix */
     float *const *v_cache;       /* per layer: values, like k_cache */
     int last_logits_only;        /* o->logits gets (B, V): position T - 1 only */
@@ -74,9 +75,11 @@ cvene_status resume_gather_tail(cvene_backend *be, void *rows, const void *x, in
 /* Positions whose logits a forward keeps: 1 for a resumed forward with last_logits_only,
  * else opts->logits_to_keep (0: all). Fails (naming the field) unless 0 <= N <= T. */
 cvene_status model_logits_to_keep(cvene_model *m, const cvene_run_opts *o, const cvene_resume *rs, int T, int *N);
-/* full (B, past + T, C) <- per row: cache (past, C), shared by the rows, then cur's (T, C). */
-cvene_status resume_join_cache(cvene_backend *be, float *full, const float *cache, const float *cur, int B, int past,
-                               int T, int C);
+/* full (B, past + T, C) <- per row: cache (past, C, f32), shared by the rows, then cur's (T, C);
+ * full and cur hold adt elements (16-bit adt: the cache is rounded to it, exactly when it holds
+ * values a 16-bit forward stored). */
+cvene_status resume_join_cache(cvene_backend *be, cvene_dtype adt, void *full, const float *cache, const void *cur,
+                               int B, int past, int T, int C);
 /* dst (n, C) <- rows ids[0..n) of an output head (V, C) held in dt (the head's own dtype). */
 cvene_status resume_head_rows(cvene_backend *be, void *dst, const void *head, cvene_dtype dt, const int32_t *ids,
                               int n, int C);

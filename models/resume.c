@@ -8,9 +8,6 @@
 
 cvene_status resume_check(cvene_model *m, const cvene_resume *rs, int B, int T, const cvene_run_opts *o) {
     const cvene_model_info *mi = &m->info;
-    if (m->ctx->params.activation_dtype != CVENE_F32) /* rs->x and the caches are f32 */
-        return cvene_fail(m->ctx, CVENE_ERR_UNSUPPORTED, "resumed forward: needs activation_dtype = f32, not %s",
-                          cvene_dtype_name(m->ctx->params.activation_dtype));
     if (B <= 0 || T <= 0 || T > mi->n_positions || rs->past < 0 || rs->past >= T || rs->layer < 0 ||
         rs->layer > mi->n_layer || (o && (o->attention_mask || o->position_ids)) || rs->n_vocab < 0 ||
         rs->n_vocab > mi->vocab_size || (rs->n_vocab > 0 && (!rs->last_logits_only || !rs->vocab)))
@@ -38,13 +35,15 @@ cvene_status resume_gather_tail(cvene_backend *be, void *rows, const void *x, in
     return CVENE_OK;
 }
 
-cvene_status resume_join_cache(cvene_backend *be, float *full, const float *cache, const float *cur, int B, int past,
-                               int T, int C) {
+cvene_status resume_join_cache(cvene_backend *be, cvene_dtype adt, void *full, const float *cache, const void *cur,
+                               int B, int past, int T, int C) {
     const int Tk = past + T;
+    const size_t E = cvene_dtype_size(adt);
     for (int b = 0; b < B; b++) {
-        float *row = full + (size_t)b * Tk * C;
-        CVENE_TRY(be->ops->copy(be, row, cache, (size_t)past * C * sizeof(float)));
-        CVENE_TRY(be->ops->copy(be, row + (size_t)past * C, cur + (size_t)b * T * C, (size_t)T * C * sizeof(float)));
+        void *row = act_at(full, adt, (size_t)b * Tk * C);
+        CVENE_TRY(be->ops->ops16->convert(be, row, adt, cache, CVENE_F32, (size_t)past * C));
+        CVENE_TRY(be->ops->copy(be, act_at(row, adt, (size_t)past * C), act_at(cur, adt, (size_t)b * T * C),
+                                (size_t)T * C * E));
     }
     return CVENE_OK;
 }

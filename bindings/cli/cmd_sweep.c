@@ -87,8 +87,7 @@ static void usage(FILE *f) {
             "and PREFIX.svg; after Ctrl-C, run again with --resume to finish without recomputing done layers.\n"
             "--stop-after N computes at most N layers in this run (then stops as if interrupted).\n"
             "Text needs tokenizer files (vocab.json + merges.txt or tokenizer.json) in the model directory.\n"
-            CLI_CTX_HELP
-            "                (bf16 / f16 sweeps run full forwards: the resumed fast path keeps f32)\n");
+            CLI_CTX_HELP);
 }
 
 static int write_atomic(const char *path, const char *text, char *err, size_t errlen) {
