@@ -29,6 +29,7 @@ extern "C" {
 #include "engine/tensor.h"
 }
 #include "backend_pair.h" // both backends, uploads, expect_close (1e-5 relative), tag()
+#include "ulp16.h"        // expect_ulp16: 16-bit results within an ulp
 #include "kernels/backend.h"
 
 namespace {
@@ -627,13 +628,10 @@ std::vector<float> rot_run(cvene_backend *be, const std::vector<float> &hx, cons
 }
 
 // ---- the ops on 16-bit activations (cvene_ops16), CUDA vs the CPU oracle ---------------
-// Inputs are random f32 rounded to dt. Tolerance per element: 1 ulp of dt at the CPU's value
-// plus kRelTol (1e-5) * max(1, max |cpu|): both sides round one f32 result once, and the f32
-// results differ by the f32 noise the f32 comparisons allow (summation order, the last bit of
-// a libm function), so a value may land on either side of one rounding boundary; where a sum
-// cancels to far below its terms (a GEMM output near 0) that noise exceeds dt's ulp at the
-// value, hence the absolute term (tests/test_ops16.cpp checks the CPU side against torch the
-// same way). Moves and conversions: exact.
+// Inputs are random f32 rounded to dt. Tolerance (tests/ulp16.h): 1 ulp of dt at the CPU's value
+// plus 1e-5 * max(1, max |cpu|) - both sides round one f32 result once, and their f32 results
+// differ by the noise the f32 comparisons allow; tests/test_ops16.cpp checks the CPU side
+// against torch the same way. Moves and conversions: exact.
 
 const cvene_dtype kDts16[] = {CVENE_BF16, CVENE_F16};
 
@@ -641,31 +639,6 @@ std::vector<uint16_t> to16(const std::vector<float> &f, cvene_dtype dt) {
     std::vector<uint16_t> h(f.size());
     cvene_f32_to_half_array(h.data(), f.data(), f.size(), dt);
     return h;
-}
-
-void expect_ulp16(const std::vector<uint16_t> &c, const std::vector<uint16_t> &g, cvene_dtype dt,
-                  const std::string &what, int ulps = 1) {
-    ASSERT_EQ(c.size(), g.size()) << what;
-    std::vector<float> cf(c.size()), gf(g.size());
-    cvene_half_to_f32_array(cf.data(), c.data(), c.size(), dt);
-    cvene_half_to_f32_array(gf.data(), g.data(), g.size(), dt);
-    double mx = 0;
-    for (float x : cf)
-        if (std::isfinite(x)) mx = std::max(mx, (double)std::fabs(x));
-    const int p = dt == CVENE_BF16 ? 8 : 11;
-    size_t bad = 0, first = 0;
-    for (size_t i = 0; i < c.size(); i++) {
-        if (!std::isfinite(cf[i]) || !std::isfinite(gf[i])) {
-            if (!((std::isnan(cf[i]) && std::isnan(gf[i])) || cf[i] == gf[i]) && bad++ == 0) first = i;
-            continue;
-        }
-        const double a = std::fabs((double)cf[i]);
-        const int e = std::max(a > 0 ? std::ilogb(a) : -126, dt == CVENE_BF16 ? -126 : -14);
-        const double tol = ulps ? std::ldexp(1.0, e - (p - 1)) * ulps + kRelTol * std::max(1.0, mx) : 0.0;
-        if (std::fabs((double)gf[i] - cf[i]) > tol && bad++ == 0) first = i;
-    }
-    EXPECT_EQ(bad, 0u) << what << " dt=" << cvene_dtype_name(dt) << ": " << bad << " of " << c.size()
-                       << " off; first at " << first << " cpu=" << cf[first] << " cuda=" << gf[first];
 }
 
 #define O16(be) ((be)->ops->ops16)

@@ -5,13 +5,13 @@
 // entry on one backend: the CPU (test_ops16, label unit: the oracle itself against torch), or
 // CUDA (test_ops16_cuda, label cuda; test_ops16_emu on the emulated device, label emu).
 //
-// Tolerance, per element: |got - torch| <= 1 ulp of dt at torch's value (bf16: 2^-7 relative
-// at most, f16: 2^-10), plus 1e-5 * max(1, max |torch|), the f32-vs-f32 noise every f32 suite
-// allows. Why: both sides round one f32 (or double) result to dt once, and their f32 results
-// differ only by summation order (GEMM, dot products, layer-norm / softmax sums) or the last
-// bit of expf / tanhf / erff / pow, so at most one rounding boundary separates them, except
-// where a sum cancels to far below its terms and that f32 noise exceeds dt's ulp at the value
-// (the absolute term); torch's
+// Tolerance (tests/ulp16.h), per element: |got - torch| <= 1 ulp of dt at torch's value (bf16:
+// 2^-7 relative at most, f16: 2^-10), plus 1e-5 * max(1, max |torch|), the f32-vs-f32 noise
+// every f32 suite allows. Why: both sides round one f32 (or double) result to dt once, and
+// their f32 results differ only by summation order (GEMM, dot products, layer-norm / softmax
+// sums) or the last bit of expf / tanhf / erff / pow, so at most one rounding boundary separates
+// them, except where a sum cancels to far below its terms and that f32 noise exceeds dt's ulp at
+// the value (the absolute term); torch's
 // own 16-bit CPU kernels (layer norm, softmax, the activations) also widen, compute in f32 and
 // round once. Moves and conversions (permute_heads, convert) must match exactly (0 ulp).
 #include <gtest/gtest.h>
@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "test_util.h"
+#include "ulp16.h"
 extern "C" {
 #include "engine/dtype.h"
 #include "engine/tensor.h"
@@ -90,34 +91,11 @@ class Ops16 : public ::testing::TestWithParam<Ops16Case> {
         return h;
     }
 
-    // got (device, dt elements) against the reference tensor `want` (dt elements)
+    // got (device, dt elements) against the reference tensor `want` (dt elements), tests/ulp16.h
     void expect_ulps(const uint16_t *got_dev, const std::string &want, int ulps = 1) {
         const std::vector<uint16_t> w = ref->get<uint16_t>(want);
         ASSERT_FALSE(w.empty()) << want;
-        const std::vector<uint16_t> g = host(got_dev, w.size());
-        std::vector<float> wf(w.size()), gf(g.size());
-        cvene_half_to_f32_array(wf.data(), w.data(), w.size(), dt);
-        cvene_half_to_f32_array(gf.data(), g.data(), g.size(), dt);
-        double mx = 0;
-        for (float x : wf)
-            if (std::isfinite(x)) mx = std::max(mx, (double)std::fabs(x));
-        const int p = dt == CVENE_BF16 ? 8 : 11; // significand bits
-        size_t bad = 0, first = 0;
-        for (size_t i = 0; i < w.size(); i++) {
-            if (!std::isfinite(wf[i]) || !std::isfinite(gf[i])) {
-                const bool same = (std::isnan(wf[i]) && std::isnan(gf[i])) || wf[i] == gf[i];
-                if (!same && bad++ == 0) first = i;
-                continue;
-            }
-            const double a = std::fabs((double)wf[i]);
-            const int e = a > 0 ? std::ilogb(a) : -126;
-            const double ulp = std::ldexp(1.0, std::max(e, dt == CVENE_BF16 ? -126 : -14) - (p - 1));
-            const double tol = ulps * ulp + (ulps ? 1e-5 * std::max(1.0, mx) : 0.0);
-            if (std::fabs((double)gf[i] - wf[i]) > tol && bad++ == 0) first = i;
-        }
-        EXPECT_EQ(bad, 0u) << want << " (" << GetParam().name << "): " << bad << " of " << w.size()
-                           << " elements off by more than " << ulps << " ulp; first at " << first << ": got "
-                           << gf[first] << ", torch " << wf[first];
+        expect_ulp16(w, host(got_dev, w.size()), dt, want + " vs torch", ulps);
     }
 };
 

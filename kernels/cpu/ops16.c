@@ -15,12 +15,13 @@
 #include "engine/dtype.h"
 #include "kernels/backend.h"
 
-/* Up to 4 f32 copies per op, freed together. */
+/* Up to 4 f32 copies per op, freed together; oom is set (and the error written) when one
+ * could not be allocated. */
 typedef struct {
     cvene_backend *be;
     const char *op;
     float *buf[5];
-    int n;
+    int n, oom;
 } scratch;
 
 static cvene_status o16_fail(cvene_backend *be, cvene_status st, const char *op, const char *msg) {
@@ -35,11 +36,12 @@ static cvene_status dt_ok(cvene_backend *be, const char *op, cvene_dtype dt) {
     return o16_fail(be, CVENE_ERR_INVALID_ARG, op, m);
 }
 
-/* n floats (uninitialised), or NULL after writing the error. */
+/* n floats (uninitialised), or NULL after writing the error and setting s->oom. */
 static float *take(scratch *s, size_t n) {
     float *p = malloc(sizeof(float) * (n ? n : 1));
     if (!p) {
         o16_fail(s->be, CVENE_ERR_OOM, s->op, "out of memory for the f32 copies");
+        s->oom = 1;
         return NULL;
     }
     s->buf[s->n++] = p;
@@ -47,13 +49,10 @@ static float *take(scratch *s, size_t n) {
 }
 
 /* An f32 copy of n dt elements at src (NULL src stays NULL). */
-static float *widen(scratch *s, const void *src, size_t n, cvene_dtype dt, int *oom) {
+static float *widen(scratch *s, const void *src, size_t n, cvene_dtype dt) {
     if (!src) return NULL;
     float *p = take(s, n);
-    if (!p) {
-        *oom = 1;
-        return NULL;
-    }
+    if (!p) return NULL;
     cvene_half_to_f32_array(p, (const uint16_t *)src, n, dt);
     return p;
 }
@@ -78,14 +77,12 @@ static cvene_status done(scratch *s, cvene_status st) {
         if (t16_ != CVENE_OK) return t16_;                                                                \
     } while (0)
 #define BEGIN(name)                                                                                       \
-    scratch s = {be, name, {0}, 0};                                                                       \
-    int oom = 0;                                                                                          \
-    (void)oom;                                                                                            \
+    scratch s = {be, name, {0}, 0, 0};                                                                    \
     TRY16(dt_ok(be, name, dt))
 #define F32 (be->ops)
 #define OOM_CHECK()                                                                                       \
     do {                                                                                                  \
-        if (oom) return done(&s, CVENE_ERR_OOM);                                                          \
+        if (s.oom) return done(&s, CVENE_ERR_OOM);                                                        \
     } while (0)
 
 static cvene_status o16_embedding(cvene_backend *be, cvene_dtype dt, void *out, const int32_t *ids,
@@ -95,7 +92,7 @@ static cvene_status o16_embedding(cvene_backend *be, cvene_dtype dt, void *out, 
     if (B <= 0 || T <= 0 || C <= 0) return CVENE_OK;
     const size_t n = (size_t)B * T * C;
     float *o = take(&s, n);
-    if (!o) return done(&s, CVENE_ERR_OOM);
+    OOM_CHECK();
     cvene_status st = F32->embedding(be, o, ids, pos, wte, wpe, B, T, C);
     if (st == CVENE_OK) narrow(out, o, n, dt);
     return done(&s, st);
@@ -107,8 +104,7 @@ static cvene_status o16_layernorm(cvene_backend *be, cvene_dtype dt, void *out, 
     if (dt == CVENE_F32) return F32->layernorm(be, out, in, w, b, N, C, eps);
     if (N <= 0 || C <= 0) return CVENE_OK;
     const size_t n = (size_t)N * C;
-    float *x = widen(&s, in, n, dt, &oom), *o = take(&s, n);
-    if (!o) oom = 1;
+    float *x = widen(&s, in, n, dt), *o = take(&s, n);
     OOM_CHECK();
     cvene_status st = F32->layernorm(be, o, x, w, b, N, C, eps);
     if (st == CVENE_OK) narrow(out, o, n, dt);
@@ -119,7 +115,7 @@ static cvene_status o16_residual_add(cvene_backend *be, cvene_dtype dt, void *x,
     BEGIN("residual_add");
     if (dt == CVENE_F32) return F32->residual_add(be, x, y, n);
     if (!n) return CVENE_OK;
-    float *xf = widen(&s, x, n, dt, &oom), *yf = widen(&s, y, n, dt, &oom);
+    float *xf = widen(&s, x, n, dt), *yf = widen(&s, y, n, dt);
     OOM_CHECK();
     cvene_status st = F32->residual_add(be, xf, yf, n);
     if (st == CVENE_OK) narrow(x, xf, n, dt);
@@ -132,8 +128,7 @@ static cvene_status o16_residual_layernorm(cvene_backend *be, cvene_dtype dt, vo
     if (dt == CVENE_F32) return F32->residual_layernorm(be, x, y, out, w, b, N, C, eps);
     if (N <= 0 || C <= 0) return CVENE_OK;
     const size_t n = (size_t)N * C;
-    float *xf = widen(&s, x, n, dt, &oom), *yf = widen(&s, y, n, dt, &oom), *o = take(&s, n);
-    if (!o) oom = 1;
+    float *xf = widen(&s, x, n, dt), *yf = widen(&s, y, n, dt), *o = take(&s, n);
     OOM_CHECK();
     cvene_status st = F32->residual_add(be, xf, yf, n);
     if (st == CVENE_OK) {
@@ -151,8 +146,7 @@ static cvene_status o16_matmul_act(cvene_backend *be, cvene_dtype dt, void *out,
     if (dt == CVENE_F32) return F32->matmul_act(be, out, in, w, CVENE_F32, ldw, trans_w, bias, M, K, N, act);
     if (M <= 0 || N <= 0) return CVENE_OK;
     const size_t n = (size_t)M * N;
-    float *xf = widen(&s, in, (size_t)M * (K > 0 ? K : 0), dt, &oom), *o = take(&s, n);
-    if (!o) oom = 1;
+    float *xf = widen(&s, in, (size_t)M * (K > 0 ? K : 0), dt), *o = take(&s, n);
     OOM_CHECK();
     /* matmul_lp widens W (dt) and rounds the already-representable inputs (a no-op) */
     cvene_status st = F32->matmul_lp(be, o, xf, w, dt, ldw, trans_w, bias, M, K, N);
@@ -171,10 +165,9 @@ static cvene_status o16_attn_probs(cvene_backend *be, cvene_dtype dt, void *prob
     if (dt == CVENE_F32) return F32->attn_probs(be, probs, q, q_bs, k, k_bs, key_mask, B, Tq, Tk, H, D, scale);
     if (B <= 0 || Tq <= 0 || Tk <= 0 || H <= 0) return CVENE_OK;
     const size_t C = (size_t)H * (D > 0 ? D : 0), n = (size_t)B * H * Tq * Tk;
-    float *qf = widen(&s, q, (size_t)(B - 1) * q_bs + (size_t)Tq * C, dt, &oom);
-    float *kf = widen(&s, k, (size_t)(B - 1) * k_bs + (size_t)Tk * C, dt, &oom);
+    float *qf = widen(&s, q, (size_t)(B - 1) * q_bs + (size_t)Tq * C, dt);
+    float *kf = widen(&s, k, (size_t)(B - 1) * k_bs + (size_t)Tk * C, dt);
     float *o = take(&s, n);
-    if (!o) oom = 1;
     OOM_CHECK();
     cvene_status st = F32->attn_probs(be, o, qf, q_bs, kf, k_bs, key_mask, B, Tq, Tk, H, D, scale);
     if (st == CVENE_OK) narrow(probs, o, n, dt);
@@ -188,10 +181,9 @@ static cvene_status o16_attn_apply(cvene_backend *be, cvene_dtype dt, void *out,
     if (B <= 0 || Tq <= 0 || H <= 0 || D <= 0) return CVENE_OK;
     if (Tk < 0) Tk = 0;
     const size_t C = (size_t)H * D, n = (size_t)B * Tq * C;
-    float *pf = widen(&s, probs, (size_t)B * H * Tq * Tk, dt, &oom);
-    float *vf = widen(&s, v, (size_t)(B - 1) * v_bs + (size_t)Tk * C, dt, &oom);
+    float *pf = widen(&s, probs, (size_t)B * H * Tq * Tk, dt);
+    float *vf = widen(&s, v, (size_t)(B - 1) * v_bs + (size_t)Tk * C, dt);
     float *o = take(&s, n);
-    if (!o) oom = 1;
     OOM_CHECK();
     cvene_status st = F32->attn_apply(be, o, pf, vf, v_bs, B, Tq, Tk, H, D);
     if (st == CVENE_OK) narrow(out, o, n, dt);
@@ -202,7 +194,7 @@ static cvene_status o16_activation(cvene_backend *be, cvene_dtype dt, void *x, s
     BEGIN("activation");
     if (dt == CVENE_F32) return F32->activation(be, x, n, act);
     if (!n || act == CVENE_ACT_NONE) return CVENE_OK;
-    float *xf = widen(&s, x, n, dt, &oom);
+    float *xf = widen(&s, x, n, dt);
     OOM_CHECK();
     cvene_status st = F32->activation(be, xf, n, act);
     if (st == CVENE_OK) narrow(x, xf, n, dt);
@@ -214,7 +206,7 @@ static cvene_status o16_softmax(cvene_backend *be, cvene_dtype dt, void *x, int 
     if (dt == CVENE_F32) return F32->softmax(be, x, N, C);
     if (N <= 0 || C <= 0) return CVENE_OK;
     const size_t n = (size_t)N * C;
-    float *xf = widen(&s, x, n, dt, &oom);
+    float *xf = widen(&s, x, n, dt);
     OOM_CHECK();
     cvene_status st = F32->softmax(be, xf, N, C);
     if (st == CVENE_OK) narrow(x, xf, n, dt);
@@ -227,7 +219,7 @@ static cvene_status o16_rotary(cvene_backend *be, cvene_dtype dt, void *x, int l
     if (dt == CVENE_F32) return F32->rotary(be, x, ld, pos, B, T, H, D, rot_dims, base);
     if (B <= 0 || T <= 0 || H <= 0 || rot_dims / 2 <= 0) return CVENE_OK;
     const size_t n = ((size_t)B * T - 1) * (size_t)ld + (size_t)H * D; /* rows of stride ld */
-    float *xf = widen(&s, x, n, dt, &oom);
+    float *xf = widen(&s, x, n, dt);
     OOM_CHECK();
     cvene_status st = F32->rotary(be, xf, ld, pos, B, T, H, D, rot_dims, base);
     if (st == CVENE_OK) narrow(x, xf, n, dt);
@@ -240,8 +232,7 @@ static cvene_status o16_permute_heads(cvene_backend *be, cvene_dtype dt, void *d
     if (dt == CVENE_F32) return F32->permute_heads(be, dst, src, B, T, H, D, to_heads);
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return CVENE_OK;
     const size_t n = (size_t)B * T * H * D;
-    float *sf = widen(&s, src, n, dt, &oom), *o = take(&s, n);
-    if (!o) oom = 1;
+    float *sf = widen(&s, src, n, dt), *o = take(&s, n);
     OOM_CHECK();
     cvene_status st = F32->permute_heads(be, o, sf, B, T, H, D, to_heads);
     if (st == CVENE_OK) narrow(dst, o, n, dt);
@@ -253,9 +244,8 @@ static cvene_status o16_gru_pointwise(cvene_backend *be, cvene_dtype dt, void *o
     BEGIN("gru_pointwise");
     if (dt == CVENE_F32) return F32->gru_pointwise(be, out, a, b, c, n, step);
     if (!n) return F32->gru_pointwise(be, NULL, NULL, NULL, NULL, 0, step); /* validates step */
-    float *af = widen(&s, a, n, dt, &oom), *bf = widen(&s, b, n, dt, &oom), *cf = widen(&s, c, n, dt, &oom);
+    float *af = widen(&s, a, n, dt), *bf = widen(&s, b, n, dt), *cf = widen(&s, c, n, dt);
     float *o = take(&s, n);
-    if (!o) oom = 1;
     OOM_CHECK();
     cvene_status st = F32->gru_pointwise(be, o, af, bf, cf, n, step);
     if (st == CVENE_OK) narrow(out, o, n, dt);
