@@ -19,6 +19,9 @@
 
 #include "test_device.h"
 #include "test_util.h"
+extern "C" {
+#include "engine/dtype.h"
+}
 
 namespace {
 
@@ -91,6 +94,31 @@ double rel_err(const float *got, const std::vector<float> &ref, int64_t rows, in
     return err / std::max(mx, 1e-30);
 }
 
+// Parses the case's config.json (binding the fixtures' callbacks) and inputs.json on L's context
+// and runs it; the caller frees *cfg, *req and *res (each may be left NULL on failure).
+cvene_status run_case(Loaded &L, const std::string &dir, const std::string &inputs, cvene_config **cfg,
+                      cvene_request **req, cvene_result **res) {
+    *cfg = nullptr, *req = nullptr, *res = nullptr;
+    cvene_status st = cvene_config_parse(L.ctx, slurp(dir + "/config.json").c_str(), cfg);
+    if (st != CVENE_OK) return st;
+    cvene_config_bind_callback(*cfg, "half_base_plus_source", half_base_plus_source, nullptr);
+    cvene_config_bind_callback(*cfg, "negate_base", negate_base, nullptr);
+    st = cvene_request_parse(L.ctx, inputs.c_str(), req);
+    return st != CVENE_OK ? st : cvene_run(L.model, *cfg, *req, res);
+}
+
+// The base attention mask (B * T, the rows to compare) from a case's inputs.json.
+std::vector<int32_t> base_mask(const std::string &inputs, int B, int T) {
+    std::vector<int32_t> mask((size_t)B * T, 1);
+    cJSON *j = cJSON_Parse(inputs.c_str());
+    const cJSON *m = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "base"), "attention_mask");
+    size_t k = 0;
+    for (const cJSON *row = m ? m->child : nullptr; row; row = row->next)
+        for (const cJSON *e = row->child; e && k < mask.size(); e = e->next) mask[k++] = (int32_t)e->valuedouble;
+    cJSON_Delete(j);
+    return mask;
+}
+
 class PyveneParity : public ::testing::TestWithParam<std::string> {
   protected:
     static std::map<std::string, std::unique_ptr<Loaded>> models;
@@ -135,13 +163,11 @@ TEST_P(PyveneParity, MatchesPyvene) {
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
 
     cvene_config *cfg = nullptr;
-    ASSERT_EQ(cvene_config_parse(L.ctx, slurp(dir + "/config.json").c_str(), &cfg), CVENE_OK) << L.error();
-    cvene_config_bind_callback(cfg, "half_base_plus_source", half_base_plus_source, nullptr);
-    cvene_config_bind_callback(cfg, "negate_base", negate_base, nullptr);
     cvene_request *req = nullptr;
-    ASSERT_EQ(cvene_request_parse(L.ctx, inputs.c_str(), &req), CVENE_OK) << L.error();
     cvene_result *res = nullptr;
-    cvene_status st = cvene_run(L.model, cfg, req, &res);
+    cvene_status st = run_case(L, dir, inputs, &cfg, &req, &res);
+    ASSERT_NE(cfg, nullptr) << L.error();
+    ASSERT_NE(req, nullptr) << L.error();
     const std::string unported = kTestDevice == CVENE_DEVICE_CUDA ? unported_on_cuda(cfg) : "";
     if (!unported.empty()) {
         const std::string msg = L.error();
@@ -159,16 +185,7 @@ TEST_P(PyveneParity, MatchesPyvene) {
     auto want = ref.get<float>("logits", &shape);
     int B, T, V;
     const float *got = cvene_result_logits(res, &B, &T, &V);
-    // base attention mask (rows to compare), from the inputs
-    std::vector<int32_t> mask(B * T, 1);
-    {
-        cJSON *j = cJSON_Parse(inputs.c_str());
-        const cJSON *m = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "base"), "attention_mask");
-        int k = 0;
-        for (const cJSON *row = m ? m->child : nullptr; row; row = row->next)
-            for (const cJSON *e = row->child; e; e = e->next) mask[k++] = (int32_t)e->valuedouble;
-        cJSON_Delete(j);
-    }
+    const std::vector<int32_t> mask = base_mask(inputs, B, T); // rows to compare
     std::string where;
     const bool pooled = shape.size() == 2; // a GRU classifier
     std::vector<float> got_pooled, orig_pooled;
@@ -217,6 +234,115 @@ std::string case_label(const ::testing::TestParamInfo<std::string> &i) { return 
 INSTANTIATE_TEST_SUITE_P(Cases, PyveneParity, ::testing::ValuesIn(case_names()), case_label);
 INSTANTIATE_TEST_SUITE_P(NeoxCases, PyveneParity, ::testing::ValuesIn(case_names("pyvene_neox")), case_label);
 INSTANTIATE_TEST_SUITE_P(GruCases, PyveneParity, ::testing::ValuesIn(case_names("pyvene_gru")), case_label);
+
+// ---- bf16 models: cvene --dtype bf16 against pyvene on model.to(torch.bfloat16) -----------
+// expected_bf16.safetensors (tools/make_pyvene_lowp_fixtures.py) beside a case's f32
+// expectations. cvene runs with compute_dtype = activation_dtype = BF16: its sites are f32 copies
+// of the stored bf16 values, each intervention computes in f32 and the result is stored rounded;
+// pyvene's bf16 tensors round after every torch op, and the two models themselves round at
+// different points (tests/test_lowp.cpp), so they agree as two bf16 runs do, not bit for bit.
+// Over the base's real rows, for the logits and every collected tensor: every value is a bf16
+// value; max |cvene - pyvene| <= 3 bf16 ulps at max |pyvene|; and mean |cvene - pyvene| <=
+// 1.1 x mean |pyvene bf16 - pyvene f32| (no farther from pyvene's bf16 run than that run is from
+// its f32 one; test_lowp.cpp argues the 1.1).
+std::vector<std::string> bf16_case_names() {
+    std::vector<std::string> names;
+    for (const std::string &n : case_names())
+        if (std::ifstream(std::string(CVENE_FIXTURES) + "/pyvene/cases/" + n.substr(7) + "/expected_bf16.safetensors"))
+            names.push_back(n);
+    return names;
+}
+
+// (max |got - ref| in bf16 ulps at max |ref|, mean |got - ref| / mean |ref - ref32|, values of got
+// that are not bf16) over rows whose mask entry is set (mask NULL: all)
+struct Bf16Diff {
+    double ulps = 0, ratio = 0;
+    size_t not16 = 0;
+};
+Bf16Diff bf16_diff(const float *got, const std::vector<float> &ref, const std::vector<float> &ref32, int64_t rows,
+                   int64_t X, const std::vector<int32_t> *mask) {
+    Bf16Diff d;
+    double mx = 0, err = 0, sum = 0, sum32 = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        if (mask && !(*mask)[r]) continue;
+        for (int64_t x = 0; x < X; x++) {
+            const size_t i = (size_t)(r * X + x);
+            d.not16 += cvene_round_to_half(got[i], CVENE_BF16) != got[i];
+            mx = std::max(mx, (double)std::fabs(ref[i]));
+            err = std::max(err, std::fabs((double)got[i] - ref[i]));
+            sum += std::fabs((double)got[i] - ref[i]);
+            sum32 += std::fabs((double)ref[i] - ref32[i]);
+        }
+    }
+    d.ulps = mx > 0 ? err / std::ldexp(1.0, std::ilogb(mx) - 7) : err;
+    d.ratio = sum32 > 0 ? sum / sum32 : (sum > 0 ? INFINITY : 0.0);
+    return d;
+}
+
+class PyveneBf16 : public ::testing::TestWithParam<std::string> {
+  protected:
+    static std::map<std::string, std::unique_ptr<Loaded>> models;
+    Loaded &model(const std::string &name) {
+        auto &p = models[name];
+        if (!p)
+            p = std::make_unique<Loaded>(std::string(CVENE_FIXTURES) + "/gpt2/" + name + "/model", kTestDevice,
+                                         CVENE_BF16, CVENE_BF16);
+        return *p;
+    }
+  public:
+    static void TearDownTestSuite() { models.clear(); }
+};
+std::map<std::string, std::unique_ptr<Loaded>> PyveneBf16::models;
+
+TEST_P(PyveneBf16, MatchesPyveneOnABf16Model) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    const std::string dir = std::string(CVENE_FIXTURES) + "/pyvene/cases/" + GetParam().substr(7);
+    const std::string inputs = slurp(dir + "/inputs.json");
+    cJSON *in = cJSON_Parse(inputs.c_str());
+    ASSERT_NE(in, nullptr) << dir;
+    Loaded &L = model(cJSON_GetObjectItem(in, "model")->valuestring);
+    cJSON_Delete(in);
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    cvene_config *cfg = nullptr;
+    cvene_request *req = nullptr;
+    cvene_result *res = nullptr;
+    const cvene_status st = run_case(L, dir, inputs, &cfg, &req, &res);
+    EXPECT_EQ(st, CVENE_OK) << L.error();
+    if (st == CVENE_OK) {
+        Archive ref16(dir + "/expected_bf16.safetensors"), ref32(dir + "/expected.safetensors");
+        int B, T, V;
+        const float *got = cvene_result_logits(res, &B, &T, &V);
+        const std::vector<int32_t> mask = base_mask(inputs, B, T);
+        const auto want = ref16.get<float>("logits"), want32 = ref32.get<float>("logits");
+        ASSERT_EQ(want.size(), (size_t)B * T * V);
+        Bf16Diff d = bf16_diff(got, want, want32, (int64_t)B * T, V, &mask);
+        EXPECT_EQ(d.not16, 0u) << "logits that are not bf16 values";
+        EXPECT_LE(d.ulps, 3.0) << "logits: largest difference from pyvene's bf16 run, in ulps";
+        EXPECT_LE(d.ratio, 1.1) << "logits: mean difference over pyvene's own bf16-vs-f32 one";
+        std::printf("[ bf16 pyvene ] %-44s logits %.2f ulps, mean ratio %.2f", GetParam().c_str() + 7, d.ulps, d.ratio);
+        int k = 0;
+        for (; ref16.find("collected." + std::to_string(k)); k++) {
+            const auto wc = ref16.get<float>("collected." + std::to_string(k));
+            const auto wc32 = ref32.get<float>("collected." + std::to_string(k));
+            ASSERT_LT(k, cvene_result_n_collected(res));
+            const cvene_tensor_view t = cvene_result_collected(res, k);
+            ASSERT_EQ((size_t)view_numel(&t), wc.size());
+            d = bf16_diff(static_cast<const float *>(t.data), wc, wc32, 1, (int64_t)wc.size(), nullptr);
+            EXPECT_EQ(d.not16, 0u) << "collected." << k << ": values that are not bf16";
+            EXPECT_LE(d.ulps, 3.0) << "collected." << k;
+            EXPECT_LE(d.ratio, 1.1) << "collected." << k;
+            std::printf("; collected.%d %.2f ulps, ratio %.2f", k, d.ulps, d.ratio);
+        }
+        std::printf("\n");
+        EXPECT_EQ(k, cvene_result_n_collected(res));
+    }
+    cvene_result_free(res);
+    cvene_request_free(req);
+    cvene_config_free(cfg);
+}
+INSTANTIATE_TEST_SUITE_P(Bf16Cases, PyveneBf16, ::testing::ValuesIn(bf16_case_names()), case_label);
+
+TEST(PyveneFixtures, AtLeastTenBf16Cases) { EXPECT_GE(bf16_case_names().size(), 10u); }
 
 TEST(PyveneFixtures, AtLeastEightyCases) { EXPECT_GE(case_names().size(), 80u); }
 TEST(PyveneFixtures, AtLeastTwentyNeoxCases) { EXPECT_GE(case_names("pyvene_neox").size(), 20u); }
