@@ -254,8 +254,8 @@ static cvene_status o16_gru_pointwise(cvene_backend *be, cvene_dtype dt, void *o
 
 static cvene_status o16_convert(cvene_backend *be, void *dst, cvene_dtype dst_dt, const void *src, cvene_dtype src_dt,
                                 size_t n) {
-    TRY16(dt_ok(be, "convert", dst_dt));
-    TRY16(dt_ok(be, "convert", src_dt));
+    TRY16(dt_ok(be, "convert (dst_dt)", dst_dt));
+    TRY16(dt_ok(be, "convert (src_dt)", src_dt));
     if (!n) return CVENE_OK;
     if (dst_dt == src_dt) return F32->copy(be, dst, src, n * (dst_dt == CVENE_F32 ? 4 : 2));
     if (src_dt == CVENE_F32) {

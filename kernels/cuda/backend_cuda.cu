@@ -497,17 +497,21 @@ cvene_status run_attn_probs(cvene_backend *be, T *probs, const T *q, size_t q_bs
     /* the query; 16-bit storage also keeps the row's f32 scores here (score_row) */
     const size_t smem = sizeof(float) * ((size_t)D + (is_f32<T>() ? 0 : (size_t)Tk));
     if (rows > kMaxGrid) return too_many_rows(be, __LINE__, rows);
-    if (smem > 48 * 1024) { /* beyond the default: opt in, up to the device's limit */
+    if (smem > 40 * 1024) { /* near the default 48 KiB, which the kernel's static arrays share: opt in */
+        cudaFuncAttributes fa;
+        CU_CHECK(be, cudaFuncGetAttributes(&fa, k_attn_probs<T>));
         int optin = 0;
         CU_CHECK(be, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, impl_of(be)->device));
-        if (smem > (size_t)optin) {
+        if (smem + fa.sharedSizeBytes > (size_t)optin) {
             if (be->err && be->err_len)
                 snprintf(be->err, be->err_len,
-                         "%s:%d: attn_probs: Tk = %d keys and D = %d need %zu bytes of shared memory, more than the "
-                         "%d a block may have", cvene_cuda_short_file(__FILE__), __LINE__, Tk, D, smem, optin);
+                         "%s:%d: attn_probs: Tk = %d keys and D = %d need %zu bytes of shared memory (plus %zu "
+                         "static), more than the %d a block may have", cvene_cuda_short_file(__FILE__), __LINE__, Tk,
+                         D, smem, (size_t)fa.sharedSizeBytes, optin);
             return CVENE_ERR_UNSUPPORTED;
         }
-        CU_CHECK(be, cudaFuncSetAttribute(k_attn_probs<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        if (smem + fa.sharedSizeBytes > 48 * 1024)
+            CU_CHECK(be, cudaFuncSetAttribute(k_attn_probs<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     }
     k_attn_probs<<<(unsigned)rows, kAttnBlock, smem, impl_of(be)->stream>>>(probs, q, q_bs, k, k_bs, key_mask, Tq,
                                                                              Tk, H, D, scale);
@@ -714,8 +718,8 @@ cvene_status cu16_gru_pointwise(cvene_backend *be, cvene_dtype dt, void *out, co
 }
 cvene_status cu16_convert(cvene_backend *be, void *dst, cvene_dtype dst_dt, const void *src, cvene_dtype src_dt,
                           size_t n) {
-    return by_dt(be, dst_dt, "convert", [&](auto td) {
-        return by_dt(be, src_dt, "convert", [&](auto t) -> cvene_status {
+    return by_dt(be, dst_dt, "convert (dst_dt)", [&](auto td) {
+        return by_dt(be, src_dt, "convert (src_dt)", [&](auto t) -> cvene_status {
             if (!n) return CVENE_OK;
             ENTER(be);
             if (dst_dt == src_dt) {

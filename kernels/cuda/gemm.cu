@@ -32,7 +32,9 @@
  * Not yet measured on a GPU; without an accepted algorithm matmul_lp keeps its GemmEx path.
  * 16-bit out (cvene_cuda_lt_matmul_half_out, for cvene_ops16.matmul_act): C = D of the inputs'
  * 16-bit type too, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE = CUDA_R_32F so the f32 bias is added
- * before the one rounding; where cuBLASLt refuses that, the caller writes f32 and rounds.
+ * before the one rounding, and split-K reductions only in the compute type
+ * (CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK): the in-place and output-type schemes would add
+ * partial sums rounded to 16 bits. Where cuBLASLt refuses that, the caller writes f32 and rounds.
  *
  * gelu_new (CVENE_GELU_TANH): cuBLASLt documents CUBLASLT_EPILOGUE_GELU_BIAS only as "bias,
  * then GELU"; it is the tanh approximation (torch decomposes _addmm_activation(use_gelu=True),
@@ -181,6 +183,11 @@ cvene_status plan_make(cvene_backend *be, cvene_cuda_gemm *g, cvene_cuda_gemm_pl
     CUBLAS_CHECK(be, cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
     CUBLAS_CHECK(be, cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
     CUBLAS_CHECK(be, cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
+    if (k.od != CVENE_F32) { /* split-K partial sums added in f32 only, never in the 16-bit output type */
+        const uint32_t red = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+        CUBLAS_CHECK(be, cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red,
+                                                              sizeof red));
+    }
 
     cublasLtMatmulHeuristicResult_t res[kCandidates];
     memset(res, 0, sizeof res);

@@ -141,8 +141,11 @@ extern "C" cvene_status cvene_cuda_matmul16(cvene_backend *be, cvene_dtype dt, v
     if (dt != CVENE_F16 && dt != CVENE_BF16)
         return CUDA_OP_FAIL(be, CVENE_ERR_INVALID_ARG, "ops16.matmul_act: dt must be F32, F16 or BF16");
     if (act != CVENE_GELU_TANH && act != CVENE_GELU_ERF && act != CVENE_ACT_RELU && act != CVENE_ACT_SIGMOID &&
-        act != CVENE_ACT_TANH && act != CVENE_ACT_NONE)
-        return CUDA_OP_FAIL(be, CVENE_ERR_INVALID_ARG, "ops16.matmul_act: unknown activation");
+        act != CVENE_ACT_TANH && act != CVENE_ACT_NONE) {
+        char m[64];
+        snprintf(m, sizeof m, "ops16.matmul_act: unknown activation %d", (int)act);
+        return CUDA_OP_FAIL(be, CVENE_ERR_INVALID_ARG, m);
+    }
     if (M <= 0 || N <= 0) return CVENE_OK;
     CU_CHECK(be, cudaSetDevice(cvene_backend_cuda_ordinal(be)));
     cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));

@@ -65,6 +65,13 @@ cudaError_t cudaStreamCreate(cudaStream_t *s);
 cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
 template <class F> cudaError_t cudaFuncSetAttribute(F, cudaFuncAttribute, int) { return cudaSuccess; }
+struct cudaFuncAttributes {
+    size_t sharedSizeBytes; /* static shared memory: 0 here (the emulator has no per-block limit) */
+};
+template <class F> cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *a, F) {
+    a->sharedSizeBytes = 0;
+    return cudaSuccess;
+}
 extern int emu_occ; /* what the occupancy query answers (the emulated device's) */
 template <class F> cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *o, F, int, size_t) {
     *o = emu_occ;

@@ -26,6 +26,7 @@ struct EmuLtLayout {
 };
 struct EmuLtPref {
     uint64_t mask = ~0ull;
+    uint32_t red = CUBLASLT_REDUCTION_SCHEME_MASK; // split-K reductions allowed
 };
 
 namespace {
@@ -116,6 +117,7 @@ cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
 cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p, cublasLtMatmulPreferenceAttributes_t a,
                                                     const void *buf, size_t n) {
     if (a == CUBLASLT_MATMUL_PREF_IMPL_MASK) return set(&p->mask, buf, n);
+    if (a == CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK) return set(&p->red, buf, n);
     return CUBLAS_STATUS_SUCCESS; // workspace and alignments: the naive GEMM needs neither
 }
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
@@ -130,6 +132,11 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
     if (flags & ~p->mask) return CUBLAS_STATUS_NOT_SUPPORTED; // the only algorithm is masked out
     std::memset(&results[0], 0, sizeof results[0]);
     results[0].algo.data[0] = flags;
+    // a real heuristic may pick split-K for a 16-bit D; allowed to reduce in the output type, it
+    // does here (two halves of the K sum, each rounded to D's type), so a caller that does not
+    // mask those schemes out gets the extra roundings a GPU could give it
+    results[0].algo.data[1] = c->type != CUDA_R_32F && k >= 4 &&
+                              (p->red & (CUBLASLT_REDUCTION_SCHEME_INPLACE | CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE));
     results[0].state = CUBLAS_STATUS_SUCCESS;
     *returned = 1;
     return CUBLAS_STATUS_SUCCESS;
@@ -144,7 +151,7 @@ cublasStatus_t cublasLtMatmulAlgoCapGetAttribute(const cublasLtMatmulAlgo_t *alg
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const void *alpha, const void *A,
                               cublasLtMatrixLayout_t Al, const void *B, cublasLtMatrixLayout_t Bl, const void *beta,
                               const void *C, cublasLtMatrixLayout_t Cl, void *D, cublasLtMatrixLayout_t Dl,
-                              const cublasLtMatmulAlgo_t *, void *, size_t, cudaStream_t) {
+                              const cublasLtMatmulAlgo_t *algo, void *, size_t, cudaStream_t) {
     uint64_t m, n, k;
     if (!shapes(d, Al, Bl, Cl, &m, &n, &k) || Dl->rows != m || Dl->cols != n) return CUBLAS_STATUS_INVALID_VALUE;
     if ((d->epi == CUBLASLT_EPILOGUE_BIAS || d->epi == CUBLASLT_EPILOGUE_GELU_BIAS) && !d->bias)
@@ -154,13 +161,24 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
     const cudaDataType_t bt = d->bias_type < 0 ? Dl->type : (cudaDataType_t)d->bias_type;
     for (uint64_t j = 0; j < n; j++)
         for (uint64_t i = 0; i < m; i++) {
-            float acc = 0.0f;
+            const uint64_t split = algo && algo->data[1] ? k / 2 : k; // split-K in D's type (see the heuristic)
+            float acc = 0.0f, first_half = 0.0f;
             for (uint64_t l = 0; l < k; l++) {
+                if (l == split) {
+                    first_half = acc;
+                    acc = 0.0f;
+                }
                 const float x = d->ta == CUBLAS_OP_N ? load(A, Al->type, i + l * (uint64_t)Al->ld)
                                                      : load(A, Al->type, l + i * (uint64_t)Al->ld);
                 const float y = d->tb == CUBLAS_OP_N ? load(B, Bl->type, l + j * (uint64_t)Bl->ld)
                                                      : load(B, Bl->type, j + l * (uint64_t)Bl->ld);
                 acc = std::fma(x, y, acc);
+            }
+            if (split < k) { // each partial sum stored in D's type, then added
+                float h[2]; // room for two elements of D's type (16-bit here)
+                store(h, Dl->type, 0, first_half);
+                store(h, Dl->type, 1, acc);
+                acc = load(h, Dl->type, 0) + load(h, Dl->type, 1);
             }
             float v = al * acc + (be == 0.0f ? 0.0f : be * load(C, Cl->type, i + j * (uint64_t)Cl->ld));
             if (d->epi != CUBLASLT_EPILOGUE_DEFAULT) v += load(d->bias, bt, i); // one bias per row of D
