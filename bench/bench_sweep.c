@@ -1,8 +1,10 @@
 /* Timing of one full activation-patching sweep with the native engine.
  *   cvene_bench_sweep DIR IDS_JSON OUT_JSON [reps_fast=3] [reps_naive=1] [threads=0] [naive_layers=all]
- *                     [breakdown=0] [device=cpu]
+ *                     [breakdown=0] [device=cpu] [dtype=f32]
  * device: cpu or cuda (the model and the whole sweep on the GPU; exit status 3 when no
  * CUDA device is visible). To name a device with every naive layer, give naive_layers as "".
+ * dtype: f32, bf16 or f16 (bf16 / f16: compute_dtype = activation_dtype, the model with 16-bit
+ * weights and activations, as `cvene sweep --dtype`).
  * IDS_JSON: {"base": [T ids], "source": [T ids], "token": id, "token_b": id}.
  * Sweeps block_output over all layers x all positions with the logit-difference
  * metric (logit[token] - logit[token_b] at the last position), once with the
@@ -75,7 +77,7 @@ static void put_times(FILE *f, const char *key, const double *t, int n) {
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s MODEL_DIR IDS_JSON OUT_JSON [reps_fast=3] [reps_naive=1] [threads=0] "
-                "[naive_layers=all] [breakdown=0] [device=cpu|cuda]\n", argv[0]);
+                "[naive_layers=all] [breakdown=0] [device=cpu|cuda] [dtype=f32|bf16|f16]\n", argv[0]);
         return 2;
     }
     int reps_fast = argc > 4 ? atoi(argv[4]) : 3, reps_naive = argc > 5 ? atoi(argv[5]) : 1;
@@ -101,8 +103,15 @@ int main(int argc, char **argv) {
         fprintf(stderr, "device must be cpu or cuda, not %s\n", device);
         return 2;
     }
+    const char *dtype = argc > 10 ? argv[10] : "f32";
     cvene_ctx_params cp = cvene_ctx_default_params();
     cp.n_threads = threads;
+    if (!strcmp(dtype, "bf16")) cp.compute_dtype = cp.activation_dtype = CVENE_BF16;
+    else if (!strcmp(dtype, "f16")) cp.compute_dtype = cp.activation_dtype = CVENE_F16;
+    else if (strcmp(dtype, "f32")) {
+        fprintf(stderr, "dtype must be f32, bf16 or f16, not %s\n", dtype);
+        return 2;
+    }
     if (!strcmp(device, "cuda")) {
         if (!cvene_cuda_available()) {
             fprintf(stderr, "no CUDA device (or a build without the CUDA backend)\n");
@@ -193,7 +202,8 @@ int main(int argc, char **argv) {
         rc = 1;
     }
     if (f) {
-        fprintf(f, "{\"device\": \"%s\", \"n_layer\": %d, \"T\": %d, \"n_threads\": %d, ", device, L, T, threads);
+        fprintf(f, "{\"device\": \"%s\", \"dtype\": \"%s\", \"n_layer\": %d, \"T\": %d, \"n_threads\": %d, ", device,
+                dtype, L, T, threads);
         fprintf(f, "\"base_score\": %.9g, \"source_score\": %.9g, ", sum_fast.base_score, sum_fast.source_score);
         fprintf(f, "\"forwards_fast\": %lld, \"forwards_naive\": %lld, ", (long long)sum_fast.forwards,
                 (long long)sum_naive.forwards);

@@ -22,7 +22,8 @@
 #   sweep       cvene_bench_sweep on the GPU: GPT-2-small's shape (random weights from
 #               cvene_make_random_model), 12 layers x 32 positions, block_output, logit diff;
 #               the fast path (3 reps, median) in ms and sites/s, and the naive per-site loop
-#               over layers 0, 6, 11 (per-site time, speed-up); scores of the two must agree
+#               over layers 0, 6, 11 (per-site time, speed-up); scores of the two must agree;
+#               again in bf16 (sweep-bf16: 16-bit weights and activations, naive layers 0, 11)
 #   forward     bench/bench_gpu_forward.py: cvene CUDA vs transformers, GPT-2-small and
 #               Pythia-160M shapes, 1x128 and 32x128, f32, logits parity <= 1e-4; and bf16
 #               rows (cvene --dtype bf16: 16-bit weights and activations, vs transformers
@@ -209,29 +210,21 @@ else
 fi
 
 # ---- sweep engine on the GPU ----------------------------------------------------------
-if [ -z "$RUN" ] || [ ! -x "$RUN/bin/cvene_bench_sweep" ] || [ ! -x "$RUN/bin/cvene_make_random_model" ]; then
-  add sweep MISSING "cvene_bench_sweep or cvene_make_random_model not in the bundle"
-elif [ "$HAVE_GPU" = 0 ]; then
-  add sweep SKIP "no CUDA device"
-else
-  t=$(step_timeout 120)
-  if [ "$t" = 0 ]; then add sweep SKIP "time budget spent"; else
-    echo "== cvene_bench_sweep cuda, GPT-2-small shape, 12 x 32 block_output (timeout ${t}s)"
-    sw="$WORK/sweep-gpt2-small"
-    {
-      "$RUN/bin/cvene_make_random_model" "$sw" gpt2-small 1 &&
-        "$PYTHON" -c 'import json, random, sys
-r = random.Random(5)
-ids = lambda: [r.randrange(50257) for _ in range(32)]
-json.dump({"base": ids(), "source": ids(), "token": 1000, "token_b": 2000}, open(sys.argv[1], "w"))' "$sw/ids.json" &&
-        timeout -k 5 "$t" "$RUN/bin/cvene_bench_sweep" "$sw" "$sw/ids.json" "$LOG/sweep.json" 3 1 0 "0,6,11" 0 cuda
-    } >"$WORK/sweep.log" 2>&1
-    rc=$?
-    rm -rf "$sw"
-    keep "cvene_bench_sweep cuda (exit $rc)" "$WORK/sweep.log"
-    tail -8 "$WORK/sweep.log"
-    if [ "$rc" = 0 ]; then
-      res=$("$PYTHON" -c '
+# run_sweep NAME DTYPE NAIVE_LAYERS TOL: cvene_bench_sweep on the random GPT-2-small in $sw, the
+# fast path (3 reps) against the naive loop over NAIVE_LAYERS; PASS when their scores agree
+# within TOL of the largest (f32 1e-4; 16-bit 1e-3, tests/test_sweep.cpp's bound)
+run_sweep() {
+  local name=$1 dtype=$2 layers=$3 tol=$4 t rc res
+  t=$(step_timeout 90)
+  if [ "$t" = 0 ]; then add "$name" SKIP "time budget spent"; return; fi
+  echo "== cvene_bench_sweep cuda $dtype, GPT-2-small shape, 12 x 32 block_output (timeout ${t}s)"
+  timeout -k 5 "$t" "$RUN/bin/cvene_bench_sweep" "$sw" "$sw/ids.json" "$LOG/$name.json" 3 1 0 "$layers" 0 cuda \
+    "$dtype" >"$WORK/$name.log" 2>&1
+  rc=$?
+  keep "cvene_bench_sweep cuda $dtype (exit $rc)" "$WORK/$name.log"
+  tail -8 "$WORK/$name.log"
+  if [ "$rc" = 0 ]; then
+    res=$("$PYTHON" -c '
 import json, statistics, sys
 j = json.load(open(sys.argv[1]))
 L, T = j["n_layer"], j["T"]
@@ -240,18 +233,37 @@ nl = j["naive_layers"]
 per_naive = j["seconds_naive"][0] / (len(nl) * T)
 diff = max(abs(j["scores_fast"][l * T + p] - j["scores_naive"][i * T + p]) for i, l in enumerate(nl) for p in range(T))
 ref = max([0.1] + [abs(v) for v in j["scores_naive"]])
-st = "PASS" if diff / ref <= 1e-4 else "FAIL"
+st = "PASS" if diff / ref <= float(sys.argv[2]) else "FAIL"
 print("%s|fast %.1f ms for %dx%d sites (%.0f sites/s, %d forwards); naive %.2f ms/site (%d sites): %.1fx; rel diff %.1e"
       % (st, fast * 1e3, L, T, L * T / fast, j["forwards_fast"], per_naive * 1e3, len(nl) * T,
-         per_naive * L * T / fast, diff / ref))' "$LOG/sweep.json" 2>&1)
-      case "$res" in
-        PASS\|* | FAIL\|*) add sweep "${res%%|*}" "${res#*|}" ;;
-        *) add sweep FAIL "cannot read sweep.json: $(tr '\n' ' ' <<<"$res" | cut -c1-120)" ;;
-      esac
-    elif [ "$rc" = 3 ]; then add sweep SKIP "no CUDA device (cvene_bench_sweep)"
-    elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then add sweep FAIL "timed out after ${t}s"
-    else add sweep FAIL "exit $rc (gpu_check.log)"; fi
+         per_naive * L * T / fast, diff / ref))' "$LOG/$name.json" "$tol" 2>&1)
+    case "$res" in
+      PASS\|* | FAIL\|*) add "$name" "${res%%|*}" "${res#*|}" ;;
+      *) add "$name" FAIL "cannot read $name.json: $(tr '\n' ' ' <<<"$res" | cut -c1-120)" ;;
+    esac
+  elif [ "$rc" = 3 ]; then add "$name" SKIP "no CUDA device (cvene_bench_sweep)"
+  elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then add "$name" FAIL "timed out after ${t}s"
+  else add "$name" FAIL "exit $rc (gpu_check.log)"; fi
+}
+if [ -z "$RUN" ] || [ ! -x "$RUN/bin/cvene_bench_sweep" ] || [ ! -x "$RUN/bin/cvene_make_random_model" ]; then
+  add sweep MISSING "cvene_bench_sweep or cvene_make_random_model not in the bundle"
+elif [ "$HAVE_GPU" = 0 ]; then
+  add sweep SKIP "no CUDA device"
+else
+  sw="$WORK/sweep-gpt2-small"
+  if "$RUN/bin/cvene_make_random_model" "$sw" gpt2-small 1 >"$WORK/sweep-model.log" 2>&1 &&
+    "$PYTHON" -c 'import json, random, sys
+r = random.Random(5)
+ids = lambda: [r.randrange(50257) for _ in range(32)]
+json.dump({"base": ids(), "source": ids(), "token": 1000, "token_b": 2000}, open(sys.argv[1], "w"))' "$sw/ids.json" \
+    >>"$WORK/sweep-model.log" 2>&1; then
+    run_sweep sweep f32 "0,6,11" 1e-4
+    run_sweep sweep-bf16 bf16 "0,11" 1e-3
+  else
+    keep "sweep model (failed)" "$WORK/sweep-model.log"
+    add sweep FAIL "could not build the random GPT-2-small (gpu_check.log)"
   fi
+  rm -rf "$sw"
 fi
 
 # ---- forward benchmark vs transformers ----------------------------------------------
