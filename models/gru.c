@@ -181,7 +181,9 @@ static const cvene_model_vtable gru_vtable = {"gru", gru_forward, gru_free, NULL
 cvene_status gru_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     cvene_ctx *ctx = m->ctx;
     cvene_backend *be = ctx->be;
-    if (ctx->params.activation_dtype != CVENE_F32) /* the GRU's sites and states are f32 buffers */
+    /* no 16-bit reference exists: pyvene's own GRU cannot run after .to(torch.bfloat16) (its
+     * zero initial state stays f32: "mat1 and mat2 must have the same dtype") */
+    if (ctx->params.activation_dtype != CVENE_F32)
         return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
                           "%s: GRU models run with f32 activations; activation_dtype = %s is for GPT-2 and GPT-NeoX "
                           "(compute_dtype alone gives the GRU 16-bit GEMMs)", dir,
