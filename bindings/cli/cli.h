@@ -34,7 +34,8 @@ int cli_ctx_params(const char *cmd, const char *device, const char *dtype, int t
 #define CLI_CTX_HELP                                                                                       \
     "  --device D    cpu (default) or cuda\n"                                                             \
     "  --dtype T     f32 (default), bf16 or f16: the model's weights, parameters and activations in T,\n"  \
-    "                as transformers runs it after model.to(T) (GPT-2 / GPT-NeoX)\n"
+    "                as transformers runs it after model.to(T) (GPT-2 / GPT-NeoX; on the CPU this is the\n"  \
+    "                reference path, rounding in software: ~4x slower than f32)\n"
 
 int cmd_sweep(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
