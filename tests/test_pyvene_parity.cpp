@@ -119,18 +119,21 @@ std::vector<int32_t> base_mask(const std::string &inputs, int B, int T) {
     return mask;
 }
 
-class PyveneParity : public ::testing::TestWithParam<std::string> {
+// A suite's models, loaded once each (DIR under tests/fixtures, all in dtype dt: F32, or BF16
+// weights and activations) and freed after the suite.
+template <cvene_dtype dt> class ModelSuite : public ::testing::TestWithParam<std::string> {
   protected:
     static std::map<std::string, std::unique_ptr<Loaded>> models;
-    Loaded &model(const std::string &name) {
-        auto &p = models[name];
-        if (!p) p = std::make_unique<Loaded>(std::string(CVENE_FIXTURES) + "/" + name + "/model", kTestDevice);
+    Loaded &model(const std::string &dir) {
+        auto &p = models[dir];
+        if (!p) p = std::make_unique<Loaded>(std::string(CVENE_FIXTURES) + "/" + dir + "/model", kTestDevice, dt, dt);
         return *p;
     }
   public:
     static void TearDownTestSuite() { models.clear(); }
 };
-std::map<std::string, std::unique_ptr<Loaded>> PyveneParity::models;
+template <cvene_dtype dt> std::map<std::string, std::unique_ptr<Loaded>> ModelSuite<dt>::models;
+class PyveneParity : public ModelSuite<CVENE_F32> {};
 
 // What the CUDA backend refuses in a config (empty: nothing), from its dict-form JSON.
 std::string unported_on_cuda(const cvene_config *cfg) {
@@ -279,20 +282,7 @@ Bf16Diff bf16_diff(const float *got, const std::vector<float> &ref, const std::v
     return d;
 }
 
-class PyveneBf16 : public ::testing::TestWithParam<std::string> {
-  protected:
-    static std::map<std::string, std::unique_ptr<Loaded>> models;
-    Loaded &model(const std::string &name) {
-        auto &p = models[name];
-        if (!p)
-            p = std::make_unique<Loaded>(std::string(CVENE_FIXTURES) + "/gpt2/" + name + "/model", kTestDevice,
-                                         CVENE_BF16, CVENE_BF16);
-        return *p;
-    }
-  public:
-    static void TearDownTestSuite() { models.clear(); }
-};
-std::map<std::string, std::unique_ptr<Loaded>> PyveneBf16::models;
+class PyveneBf16 : public ModelSuite<CVENE_BF16> {};
 
 TEST_P(PyveneBf16, MatchesPyveneOnABf16Model) {
     CVENE_SKIP_WITHOUT_DEVICE();
@@ -300,7 +290,7 @@ TEST_P(PyveneBf16, MatchesPyveneOnABf16Model) {
     const std::string inputs = slurp(dir + "/inputs.json");
     cJSON *in = cJSON_Parse(inputs.c_str());
     ASSERT_NE(in, nullptr) << dir;
-    Loaded &L = model(cJSON_GetObjectItem(in, "model")->valuestring);
+    Loaded &L = model(std::string("gpt2/") + cJSON_GetObjectItem(in, "model")->valuestring);
     cJSON_Delete(in);
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
     cvene_config *cfg = nullptr;

@@ -31,6 +31,8 @@ int cli_write_heatmap(FILE *f, const char *title, const char *value_label, const
  * parameters and activations in that dtype, as transformers after model.to(dtype)). Fills cp;
  * returns 0, or 2 after printing what is wrong (cmd names the command). */
 int cli_ctx_params(const char *cmd, const char *device, const char *dtype, int threads, cvene_ctx_params *cp);
+/* --dtype's value: f32, bf16 or f16 into *out; 0, or 2 after printing what is wrong. */
+int cli_dtype(const char *cmd, const char *dtype, cvene_dtype *out);
 #define CLI_CTX_HELP                                                                                       \
     "  --device D    cpu (default) or cuda\n"                                                             \
     "  --dtype T     f32 (default), bf16 or f16: the model's weights, parameters and activations in T,\n"  \

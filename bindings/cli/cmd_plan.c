@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cvene.h"
+#include "bindings/cli/cli.h"
 
 static void plan_usage(FILE *f) {
     fprintf(f,
@@ -114,13 +115,8 @@ int cmd_plan(int argc, char **argv) {
         fprintf(stderr, "cvene plan: --device must be cpu or cuda, got \"%s\"\n", device);
         return 2;
     }
-    if (!strcmp(dtype, "f32")) p.weight_dtype = CVENE_F32;
-    else if (!strcmp(dtype, "f16")) p.weight_dtype = p.activation_dtype = CVENE_F16;
-    else if (!strcmp(dtype, "bf16")) p.weight_dtype = p.activation_dtype = CVENE_BF16;
-    else {
-        fprintf(stderr, "cvene plan: --dtype must be f32, f16 or bf16, got \"%s\"\n", dtype);
-        return 2;
-    }
+    if (cli_dtype("plan", dtype, &p.weight_dtype)) return 2;
+    p.activation_dtype = p.weight_dtype; /* as `cvene run --dtype` holds them */
     const char *mem_note = "given";
     if (memory) {
         if (parse_size(memory, &p.capacity_bytes)) {

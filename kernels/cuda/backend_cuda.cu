@@ -536,8 +536,7 @@ cvene_status run_attn_apply(cvene_backend *be, T *out, const T *probs, const T *
 }
 
 template <class T> cvene_status run_activation(cvene_backend *be, T *x, size_t n, cvene_act act) {
-    if (act != CVENE_GELU_TANH && act != CVENE_GELU_ERF && act != CVENE_ACT_RELU && act != CVENE_ACT_SIGMOID &&
-        act != CVENE_ACT_TANH && act != CVENE_ACT_NONE) {
+    if (!act_valid(act)) {
         if (be->err && be->err_len)
             snprintf(be->err, be->err_len, "%s:%d: unknown activation %d", cvene_cuda_short_file(__FILE__),
                      __LINE__, (int)act);

@@ -56,6 +56,7 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "kernels/cuda/act.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm.h"
 
@@ -285,11 +286,6 @@ cvene_status blas_gemm(cvene_backend *be, cvene_cuda_gemm *g, cudaStream_t st, f
     return CVENE_OK;
 }
 
-bool valid_act(cvene_act act) {
-    return act == CVENE_GELU_TANH || act == CVENE_GELU_ERF || act == CVENE_ACT_RELU || act == CVENE_ACT_SIGMOID ||
-           act == CVENE_ACT_TANH || act == CVENE_ACT_NONE;
-}
-
 } // namespace
 
 /* ---- ops ----------------------------------------------------------------- */
@@ -315,7 +311,7 @@ extern "C" cvene_status cvene_cuda_matmul(cvene_backend *be, float *out, const f
 extern "C" cvene_status cvene_cuda_matmul_act(cvene_backend *be, float *out, const float *in, const void *w,
                                               cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,
                                               int K, int N, cvene_act act) {
-    if (!valid_act(act)) return CUDA_OP_FAIL(be, CVENE_ERR_INVALID_ARG, "matmul_act: unknown activation");
+    if (!act_valid(act)) return CUDA_OP_FAIL(be, CVENE_ERR_INVALID_ARG, "matmul_act: unknown activation");
     cvene_cuda_gemm *g = cvene_backend_cuda_gemm(be);
     if (act == CVENE_GELU_TANH && w_dtype == CVENE_F32 && bias && M > 0 && N > 0 && K > 0 && g->gelu_epilogue) {
         CU_CHECK(be, cudaSetDevice(cvene_backend_cuda_ordinal(be)));

@@ -68,11 +68,35 @@ __global__ void k_lp_bias_fill(float *out, const float *bias, int N, size_t tota
         out[i] = bias ? bias[i % (size_t)N] : 0.0f;
 }
 
+/* out (M, N) = x16 (M, K) @ W + bias, f32 out, x16 and W of dt (F16 or BF16), K > 0: one
+ * cuBLASLt GEMM with the bias in its epilogue where it has an acceptable algorithm, else out =
+ * bias per row (no bias: beta = 0) and cublasGemmEx accumulating into it. Row-major out = x @ W
+ * is, read column-major, out^T (N, M) = W^T (N, K) @ x^T (K, M), as cu_matmul: cuBLAS A = W
+ * (lda = ldw; op N for (K, N), T for (N, K)), B = x16 (ldb = K), C = out (ldc = N). */
+cvene_status gemm_half_f32out(cvene_backend *be, cudaStream_t st, float *out, const void *x16, const void *w,
+                              cvene_dtype dt, int ldw, int trans_w, const float *bias, int M, int K, int N) {
+    {
+        int ran = 0;
+        const cvene_status s = cvene_cuda_lt_matmul_half(be, out, x16, w, dt, ldw, trans_w, bias, M, K, N, &ran);
+        if (s != CVENE_OK || ran) return s;
+    }
+    float beta = 0.0f;
+    if (bias) { /* out = bias per row, then the GEMM accumulates into it */
+        const size_t total = (size_t)M * (size_t)N;
+        k_lp_bias_fill<<<grid_for(total), kLpBlock, 0, st>>>(out, bias, N, total);
+        CU_CHECK(be, cudaGetLastError());
+        beta = 1.0f;
+    }
+    const float alpha = 1.0f;
+    const cudaDataType_t ct = dt == CVENE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    cublasHandle_t blas = static_cast<cublasHandle_t>(cvene_backend_cuda_blas(be));
+    CUBLAS_CHECK(be, cublasGemmEx(blas, trans_w ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &alpha, w, ct, ldw,
+                                   x16, ct, K, &beta, out, CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return CVENE_OK;
+}
+
 } // namespace
 
-/* Row-major out (M, N) = x (M, K) @ W is, read column-major, out^T (N, M) = W^T (N, K) @
- * x^T (K, M), as cu_matmul: cuBLAS A = W (lda = ldw; op N for (K, N), T for (N, K)),
- * B = the rounded x (ldb = K), C = out (ldc = N). */
 extern "C" cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, const float *in, const void *w,
                                              cvene_dtype w_dtype, int ldw, int trans_w, const float *bias,
                                              int M, int K, int N) {
@@ -83,7 +107,6 @@ extern "C" cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, cons
     if (M <= 0 || N <= 0) return CVENE_OK;
     CU_CHECK(be, cudaSetDevice(cvene_backend_cuda_ordinal(be)));
     cudaStream_t st = static_cast<cudaStream_t>(cvene_backend_cuda_stream(be));
-    cublasHandle_t blas = static_cast<cublasHandle_t>(cvene_backend_cuda_blas(be));
     const size_t total = (size_t)M * (size_t)N;
     if (K <= 0) { /* out = bias per row (zeros without one) */
         k_lp_bias_fill<<<grid_for(total), kLpBlock, 0, st>>>(out, bias, N, total);
@@ -97,31 +120,12 @@ extern "C" cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, cons
         const cvene_status s = cvene_backend_cuda_scratch(be, nx * sizeof(uint16_t), &xs);
         if (s != CVENE_OK) return s;
     }
-    cudaDataType_t dt;
-    if (w_dtype == CVENE_BF16) {
+    if (w_dtype == CVENE_BF16)
         k_round_to_half<<<grid_for(nx), kLpBlock, 0, st>>>(static_cast<__nv_bfloat16 *>(xs), in, nx);
-        dt = CUDA_R_16BF;
-    } else {
+    else
         k_round_to_half<<<grid_for(nx), kLpBlock, 0, st>>>(static_cast<__half *>(xs), in, nx);
-        dt = CUDA_R_16F;
-    }
     CU_CHECK(be, cudaGetLastError());
-    { /* one cuBLASLt GEMM with the bias in its epilogue, where it has an acceptable algorithm */
-        int ran = 0;
-        const cvene_status s = cvene_cuda_lt_matmul_half(be, out, xs, w, w_dtype, ldw, trans_w, bias, M, K, N, &ran);
-        if (s != CVENE_OK || ran) return s;
-    }
-    float beta = 0.0f;
-    if (bias) { /* out = bias per row, then the GEMM accumulates into it */
-        k_lp_bias_fill<<<grid_for(total), kLpBlock, 0, st>>>(out, bias, N, total);
-        CU_CHECK(be, cudaGetLastError());
-        beta = 1.0f;
-    }
-    const float alpha = 1.0f;
-    CUBLAS_CHECK(be, cublasGemmEx(blas, trans_w ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &alpha, w,
-                                   dt, ldw, xs, dt, K, &beta, out, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
-                                   CUBLAS_GEMM_DEFAULT));
-    return CVENE_OK;
+    return gemm_half_f32out(be, st, out, xs, w, w_dtype, ldw, trans_w, bias, M, K, N);
 }
 
 /* cvene_ops16.matmul_act on CUDA: out (M, N) = round(act(round(in @ W + bias))) with in, W and
@@ -140,8 +144,7 @@ extern "C" cvene_status cvene_cuda_matmul16(cvene_backend *be, cvene_dtype dt, v
                                    trans_w, bias, M, K, N, act);
     if (dt != CVENE_F16 && dt != CVENE_BF16)
         return CUDA_OP_FAIL(be, CVENE_ERR_INVALID_ARG, "ops16.matmul_act: dt must be F32, F16 or BF16");
-    if (act != CVENE_GELU_TANH && act != CVENE_GELU_ERF && act != CVENE_ACT_RELU && act != CVENE_ACT_SIGMOID &&
-        act != CVENE_ACT_TANH && act != CVENE_ACT_NONE) {
+    if (!act_valid(act)) {
         char m[64];
         snprintf(m, sizeof m, "ops16.matmul_act: unknown activation %d", (int)act);
         return CUDA_OP_FAIL(be, CVENE_ERR_INVALID_ARG, m);
@@ -162,22 +165,12 @@ extern "C" cvene_status cvene_cuda_matmul16(cvene_backend *be, cvene_dtype dt, v
         if (s != CVENE_OK) return s;
     }
     float *y = static_cast<float *>(ys);
-    int ran = 0;
     if (K > 0) {
-        const cvene_status s = cvene_cuda_lt_matmul_half(be, y, in, w, dt, ldw, trans_w, bias, M, K, N, &ran);
+        const cvene_status s = gemm_half_f32out(be, st, y, in, w, dt, ldw, trans_w, bias, M, K, N);
         if (s != CVENE_OK) return s;
-    }
-    if (!ran) { /* y = bias per row (zeros without one), then GemmEx accumulates into it */
+    } else { /* empty sum: y = bias per row (zeros without one) */
         k_lp_bias_fill<<<grid_for(total), kLpBlock, 0, st>>>(y, bias, N, total);
         CU_CHECK(be, cudaGetLastError());
-        if (K > 0) {
-            const float alpha = 1.0f, beta = 1.0f;
-            const cudaDataType_t ct = dt == CVENE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
-            cublasHandle_t blas = static_cast<cublasHandle_t>(cvene_backend_cuda_blas(be));
-            CUBLAS_CHECK(be, cublasGemmEx(blas, trans_w ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &alpha, w,
-                                           ct, ldw, in, ct, K, &beta, y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
-                                           CUBLAS_GEMM_DEFAULT));
-        }
     }
     if (dt == CVENE_BF16)
         k_store_act<<<grid_for(total), kLpBlock, 0, st>>>(static_cast<__nv_bfloat16 *>(out), y, total, (int)act);
