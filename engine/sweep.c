@@ -206,6 +206,11 @@ static cvene_status check_params(cvene_ctx *ctx, const cvene_model_info *mi, con
     if (p->metric == CVENE_METRIC_LOGIT_DIFF && (p->token_b < 0 || p->token_b >= mi->vocab_size))
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep: second metric token %d is outside the vocabulary [0, %d)",
                           p->token_b, mi->vocab_size);
+    for (int t = 0; p->position_ids && t < T; t++)
+        if (p->position_ids[t] < 0 || (mi->arch == CVENE_ARCH_GPT2 && p->position_ids[t] >= mi->n_positions) ||
+            p->position_ids[t] > (1 << 24))
+            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep: position_ids[%d] = %d is outside [0, %d)", t,
+                              p->position_ids[t], mi->arch == CVENE_ARCH_GPT2 ? mi->n_positions : (1 << 24) + 1);
     if (p->window < 1 || p->window > mi->n_layer)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep: window %d must be in [1, %d]", p->window, mi->n_layer);
     for (int i = 0; p->layers && i < p->n_layers; i++)
@@ -283,6 +288,7 @@ static cvene_status full_forward(sweep_state *s, const int32_t *ids, int rows, f
     o.site_fn = on_site;
     o.site_user = s;
     o.logits = logits_full;
+    o.position_ids = s->p->position_ids; /* rows is 1 */
     CVENE_TRY(site_status(s, cvene_forward(s->m, ids, rows, s->T, &o)));
     for (int b = 0; b < rows; b++)
         memcpy(last + (size_t)b * s->V, logits_full + ((size_t)b * s->T + s->T - 1) * s->V, sizeof(float) * (size_t)s->V);
@@ -296,6 +302,7 @@ struct cvene_sweep_session {
     sweep_state s;
     cvene_sweep_params p;      /* copy; p.positions points at positions below */
     int *positions, *subject;
+    int32_t *position_ids;     /* (T) copy of p->position_ids, or NULL */
     int np, n_samples, fast;
     int32_t *base;             /* (T) the base prompt (trace: the clean prompt) */
     float *caches;             /* per sample: resid (L+1)TC, kc LTC, vc LTC (device) */
@@ -321,7 +328,7 @@ void cvene_sweep_end(cvene_sweep_session *ss) {
         dev_free(s->be, s->src), dev_free(s->be, ss->caches), dev_free(s->be, ss->x), dev_free(s->be, s->d_idx);
     }
     free(s->kp), free(s->vp), free(s->src_logp), free(s->h_idx), free(s->host_rows);
-    free(ss->positions), free(ss->subject), free(ss->base), free(ss->noise);
+    free(ss->positions), free(ss->subject), free(ss->base), free(ss->noise), free(ss->position_ids);
     free(ss->logits_full), free(ss->last), free(ss->row_pos), free(ss->order), free(ss->acc);
     free(ss);
 }
@@ -380,6 +387,7 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
     s->h_idx = malloc(sizeof(int64_t) * 4 * (size_t)max_batch);
     s->host_rows = p->trace && !s->on_host ? malloc(sizeof(float) * TC) : NULL;
     ss->positions = malloc(sizeof(int) * (size_t)ss->np);
+    ss->position_ids = p->position_ids ? malloc(sizeof(int32_t) * (size_t)T) : NULL;
     ss->base = malloc(sizeof(int32_t) * (size_t)T);
     ss->noise = p->trace ? malloc(sizeof(double) * (size_t)p->n_subject * C * (size_t)ss->n_samples) : NULL;
     ss->subject = p->trace ? malloc(sizeof(int) * (size_t)p->n_subject) : NULL;
@@ -389,10 +397,11 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
     ss->order = malloc(sizeof(pos_idx) * (size_t)ss->np);
     ss->acc = malloc(sizeof(double) * (size_t)ss->np);
     if (!s->kp || !s->vp || !s->src_logp || !s->h_idx || (p->trace && !s->on_host && !s->host_rows) ||
-        !ss->positions || !ss->base || (p->trace && (!ss->noise || !ss->subject)) || !ss->logits_full ||
+        !ss->positions || !ss->base || (p->position_ids && !ss->position_ids) || (p->trace && (!ss->noise || !ss->subject)) || !ss->logits_full ||
         !ss->last || !ss->row_pos || !ss->order || !ss->acc) {
         cvene_sweep_end(ss);
-        return cvene_fail(ctx, CVENE_ERR_OOM, "sweep: out of memory (host buffers, T=%d, V=%d)", T, V);
+        return cvene_fail(ctx, CVENE_ERR_OOM, "sweep: out of memory (host buffers, T=%d, V=%d, n_samples=%d)", T, V,
+                          ss->n_samples);
     }
     /* what sites read and write, on the backend's device */
     struct { void **ptr; size_t bytes; } dev[] = {
@@ -411,6 +420,8 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
                               ss->n_samples, max_batch);
         }
     for (int k = 0; k < ss->np; k++) ss->positions[k] = p->positions ? p->positions[k] : k;
+    if (p->position_ids) memcpy(ss->position_ids, p->position_ids, sizeof(int32_t) * (size_t)T);
+    ss->p.position_ids = ss->position_ids;
     ss->p.positions = ss->positions, ss->p.n_positions = ss->np;
     ss->p.layers = NULL, ss->p.n_layers = 0; /* layers are chosen per call */
     if (p->trace) {
@@ -517,7 +528,8 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
                 if (st == CVENE_OK && direct)
                     st = be->ops->iv_units(be, ss->x, s->d_idx, 0, s->src + (size_t)l * TC, s->d_idx + max_batch, 0,
                                            NULL, NULL, NULL, nb, 1, C, CVENE_IVOP_VANILLA);
-                cvene_resume rs = {start, past, ss->x, s->kp, s->vp, 1, narrow ? cols : NULL, narrow ? 2 : 0};
+                cvene_resume rs = {start, past, ss->x, s->kp, s->vp, 1, narrow ? cols : NULL, narrow ? 2 : 0,
+                                   ss->position_ids};
                 cvene_run_opts o;
                 memset(&o, 0, sizeof o);
                 o.logits = last;

@@ -356,6 +356,8 @@ typedef struct {
     float noise_scale;         /* 0 = 3 x the standard deviation of the token embeddings */
     int n_samples;             /* noise samples averaged (default 10) */
     uint32_t seed;             /* sample s draws numpy RandomState(seed + s).randn(n_subject, C) */
+    const int32_t *position_ids; /* (T) position ids of the prompt's tokens, shared by the base and source runs
+                                  (transformers' position_ids); NULL = 0..T-1 */
     int naive;                 /* 1: one full forward per site (reference) */
     int max_batch;             /* sites per batched forward (0 = automatic: 8 on the CPU, 32 on CUDA) */
     cvene_progress_fn progress;

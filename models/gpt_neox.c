@@ -476,7 +476,8 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
      * resumed forward needs no embedding but rotary positions past .. Tk - 1 instead */
     int32_t *hp = calloc((size_t)BT, sizeof(int32_t));
     if (!hp) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
-    for (int i = 0; past > 0 && i < BT; i++) hp[i] = past + i % T; /* past = 0: the default 0..T-1 */
+    for (int i = 0; past > 0 && i < BT; i++) /* past = 0: the default 0..T-1 */
+        hp[i] = rs->positions ? rs->positions[past + i % T] : past + i % T;
     cvene_status ps = op->to_device(be, past > 0 ? s.rpos : s.zpos, hp, (size_t)BT * 4);
     free(hp);
     CVENE_TRY(ps);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/fileio.h"
 #include "models/hf_config.h"
 
 /* "a string (\"64\")", "a number (2.5)", ...: the type and, for scalars, the value. */
@@ -22,18 +23,10 @@ cvene_status hf_config_read(cvene_ctx *ctx, const char *dir, cJSON **out) {
     char path[4096];
     *out = NULL;
     snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *f = fopen(path, "rb");
-    if (!f) return cvene_fail(ctx, CVENE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = NULL;
-    long len = -1;
-    if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
-    if (len >= 0 && len < (16L << 20) && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1)))
-        if (fread(buf, 1, (size_t)len, f) != (size_t)len) {
-            free(buf);
-            buf = NULL;
-        }
-    fclose(f);
-    if (!buf) return cvene_fail(ctx, CVENE_ERR_IO, "%s: cannot read (or larger than 16 MB)", path);
+    char *buf = NULL, why[4200];
+    size_t len = 0;
+    cvene_status rs = file_read_all(path, (size_t)16 << 20, &buf, &len, why, sizeof why);
+    if (rs != CVENE_OK) return cvene_fail(ctx, rs, "%s", why);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(buf, (size_t)len, &end, 0);
     while (root && end < buf + len && *end && strchr(" \t\n\r", *end)) end++;

@@ -19,6 +19,9 @@ typedef struct {
     int last_logits_only;        /* o->logits gets (B, V): position T - 1 only */
     const int32_t *vocab;        /* with last_logits_only: only these n_vocab columns (host ids): */
     int n_vocab;                 /*   o->logits gets (B, n_vocab); 0 = every column */
+    const int32_t *positions;    /* (T) host position ids of every position of the prompt, shared by the rows
+                                  * (the caches were computed with them); NULL = 0..T-1. GPT-NeoX's rotary
+                                  * reads positions[past..T-1]; GPT-2 resumes after its position embedding */
 } cvene_resume;
 
 typedef struct {

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <cjson/cJSON.h>
 
+#include "models/fileio.h"
 #include "models/safetensors.h"
 #include "engine/tensor.h"
 
@@ -61,6 +62,42 @@ static int span_cmp(const void *a, const void *b) {
     return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end < y->end ? -1 : x->end > y->end);
 }
 
+/* ---- the name index ---- */
+static uint64_t name_hash(const char *s) { /* FNV-1a */
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static void hash_insert(st_archive *a, int i) {
+    size_t m = a->hash_cap - 1;
+    for (size_t k = (size_t)name_hash(a->tensors[i].name) & m;; k = (k + 1) & m)
+        if (a->hash[k] < 0) {
+            a->hash[k] = i;
+            return;
+        }
+}
+
+/* Room for n tensors in the index (rebuilt from a->tensors when it grows). */
+static int hash_reserve(st_archive *a, size_t n) {
+    if (2 * n < a->hash_cap) return 1;
+    size_t cap = 64;
+    while (cap <= 2 * n) cap *= 2;
+    int *h = malloc(sizeof(int) * cap);
+    if (!h) return 0;
+    free(a->hash);
+    a->hash = h, a->hash_cap = cap;
+    for (size_t k = 0; k < cap; k++) h[k] = -1;
+    for (int i = 0; i < a->n_tensors; i++) hash_insert(a, i);
+    return 1;
+}
+
+/* After tensors were dropped (a failed file): the index again from what is left. */
+static void hash_rebuild(st_archive *a) {
+    for (size_t k = 0; k < a->hash_cap; k++) a->hash[k] = -1;
+    for (int i = 0; i < a->n_tensors; i++) hash_insert(a, i);
+}
+
 static void free_tensors(st_tensor *t, int from, int to) {
     for (int i = from; i < to; i++) free(t[i].name);
 }
@@ -101,6 +138,11 @@ static cvene_status parse_header(cvene_ctx *ctx, st_archive *a, const char *path
         return cvene_fail(ctx, CVENE_ERR_OOM, "%s: out of memory reading header", path);
     }
     a->tensors = grown;
+    if (!hash_reserve(a, (size_t)a->n_tensors + (size_t)n)) {
+        free(spans);
+        cJSON_Delete(root);
+        return cvene_fail(ctx, CVENE_ERR_OOM, "%s: out of memory reading header", path);
+    }
     int base = a->n_tensors, k = 0;
     cvene_status st = CVENE_OK;
     for (cJSON *e = root->child; e && st == CVENE_OK; e = e->next) {
@@ -195,6 +237,7 @@ static cvene_status parse_header(cvene_ctx *ctx, st_archive *a, const char *path
         spans[k] = (span){(size_t)b, (size_t)en, t->name};
         k++;
         a->n_tensors = base + k; /* visible to the duplicate check */
+        hash_insert(a, base + k - 1);
     }
     if (st == CVENE_OK) {
         qsort(spans, (size_t)k, sizeof(span), span_cmp);
@@ -218,19 +261,16 @@ static cvene_status parse_header(cvene_ctx *ctx, st_archive *a, const char *path
     if (st != CVENE_OK) {
         free_tensors(a->tensors, base, a->n_tensors);
         a->n_tensors = base;
+        hash_rebuild(a);
     }
     return st;
 }
 
 cvene_status st_archive_add_file(cvene_ctx *ctx, st_archive *a, const char *path) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return cvene_fail(ctx, CVENE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return cvene_fail(ctx, CVENE_ERR_IO, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)sb.st_size;
+    char why[4200];
+    size_t size = 0;
+    int fd = file_open_regular(path, &size, why, sizeof why);
+    if (fd < 0) return cvene_fail(ctx, CVENE_ERR_IO, "%s", why);
     if (size < 8) {
         close(fd);
         return cvene_fail(ctx, CVENE_ERR_FORMAT,
@@ -258,22 +298,17 @@ cvene_status st_archive_add_file(cvene_ctx *ctx, st_archive *a, const char *path
     return CVENE_OK;
 }
 
+/* present, or there but unreadable (a symlink loop, no permission): opening it then says why */
 static int file_exists(const char *p) {
     struct stat sb;
-    return stat(p, &sb) == 0;
+    return stat(p, &sb) == 0 || errno != ENOENT;
 }
 
 static cvene_status open_index(cvene_ctx *ctx, st_archive *a, const char *dir, const char *ipath) {
-    FILE *f = fopen(ipath, "rb");
-    if (!f) return cvene_fail(ctx, CVENE_ERR_IO, "%s: cannot open: %s", ipath, strerror(errno));
-    char *buf = NULL;
-    long len = -1;
-    if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
-    if (len >= 0 && len < (64L << 20) && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1))) {
-        if (fread(buf, 1, (size_t)len, f) != (size_t)len) { free(buf); buf = NULL; }
-    }
-    fclose(f);
-    if (!buf) return cvene_fail(ctx, CVENE_ERR_IO, "%s: cannot read", ipath);
+    char *buf = NULL, why[4200];
+    size_t len = 0;
+    cvene_status rs = file_read_all(ipath, (size_t)64 << 20, &buf, &len, why, sizeof why);
+    if (rs != CVENE_OK) return cvene_fail(ctx, rs, "%s", why);
     cJSON *root = parse_json_exact(buf, (size_t)len);
     free(buf);
     const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
@@ -295,13 +330,24 @@ static cvene_status open_index(cvene_ctx *ctx, st_archive *a, const char *dir, c
         for (int i = 0; i < a->n_files && !seen; i++) seen = strcmp(a->files[i].path, path) == 0;
         if (!seen) st = st_archive_add_file(ctx, a, path);
     }
+    char *listed = st == CVENE_OK ? calloc((size_t)a->n_tensors + 1, 1) : NULL;
+    if (st == CVENE_OK && !listed) st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     for (const cJSON *e = wm->child; e && st == CVENE_OK; e = e->next) {
         const st_tensor *t = st_archive_find(a, e->string);
         snprintf(path, sizeof path, "%s/%s", dir, e->valuestring);
         if (!t || strcmp(a->files[t->file].path, path) != 0)
             st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: index says tensor '%s' is in %s, but it is not there",
                             ipath, e->string, e->valuestring);
+        else
+            listed[t - a->tensors] = 1;
     }
+    /* the index is the list of the checkpoint's tensors: a shard may hold no others */
+    for (int i = 0; st == CVENE_OK && i < a->n_tensors; i++)
+        if (!listed[i])
+            st = cvene_fail(ctx, CVENE_ERR_FORMAT,
+                            "%s: shard %s holds tensor '%s', which the index's weight_map does not list", ipath,
+                            a->files[a->tensors[i].file].path, a->tensors[i].name);
+    free(listed);
     cJSON_Delete(root);
     return st;
 }
@@ -325,14 +371,17 @@ cvene_status st_archive_open_dir(cvene_ctx *ctx, st_archive *a, const char *dir)
 }
 
 const st_tensor *st_archive_find(const st_archive *a, const char *name) {
-    for (int i = 0; i < a->n_tensors; i++)
-        if (strcmp(a->tensors[i].name, name) == 0) return &a->tensors[i];
+    if (!a->hash_cap) return NULL;
+    size_t m = a->hash_cap - 1;
+    for (size_t k = (size_t)name_hash(name) & m; a->hash[k] >= 0; k = (k + 1) & m)
+        if (strcmp(a->tensors[a->hash[k]].name, name) == 0) return &a->tensors[a->hash[k]];
     return NULL;
 }
 
 void st_archive_close(st_archive *a) {
     free_tensors(a->tensors, 0, a->n_tensors);
     free(a->tensors);
+    free(a->hash);
     for (int i = 0; i < a->n_files; i++) {
         munmap(a->files[i].map, a->files[i].size);
         free(a->files[i].path);

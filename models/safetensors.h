@@ -39,6 +39,10 @@ typedef struct {
     int n_files;
     st_tensor *tensors;
     int n_tensors;
+    /* name -> tensor index, open addressing (-1 = empty slot): headers with many tensors
+     * load in linear time */
+    int *hash;
+    size_t hash_cap; /* a power of two, > 2 n_tensors; 0 before the first tensor */
 } st_archive;
 
 const char *st_dtype_name(st_dtype d);

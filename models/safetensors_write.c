@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <cjson/cJSON.h>
 
+#include "models/fileio.h"
 #include "models/safetensors.h"
 
 cvene_status st_write(cvene_ctx *ctx, const char *path, const st_out_tensor *t, int n,
@@ -35,6 +36,7 @@ cvene_status st_write(cvene_ctx *ctx, const char *path, const st_out_tensor *t, 
     if (!json) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     size_t jl = strlen(json), padded = (jl + 7) & ~(size_t)7; /* data 8-byte aligned */
     char tmp[4096];
+    file_remove_stale_tmp(path); /* left by a writer that was killed */
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");
     if (!f) {

@@ -18,10 +18,11 @@
 #include <cjson/cJSON.h>
 
 #include "engine/ctx.h"
+#include "models/fileio.h"
 #include "models/tokenizer.h"
 
 #define TOK_MAX_ID (1 << 24)        /* ids must be below this */
-#define TOK_MAX_FILE (1L << 30)     /* vocab / merges / tokenizer.json size limit */
+#define TOK_MAX_FILE ((size_t)1 << 30)    /* vocab / merges / tokenizer.json size limit */
 #define TOK_SCAN_MAX 48             /* pieces up to this many bytes: scanning merge loop */
 #define NO_RANK 0xFFFFFFFFu
 #define NO_STR 0xFFFFFFFFu
@@ -142,31 +143,9 @@ static int32_t vocab_find(const cvene_tokenizer *t, const char *s, size_t n) {
 /* ---- files -------------------------------------------------------------------- */
 
 static cvene_status read_file(cvene_ctx *ctx, const char *path, char **buf, size_t *len) {
-    *buf = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return cvene_fail(ctx, CVENE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    if (n < 0 || n > TOK_MAX_FILE || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return cvene_fail(ctx, CVENE_ERR_IO, "%s: cannot read (or larger than 1 GiB)", path);
-    }
-    char *b = malloc((size_t)n + 1);
-    if (!b) {
-        fclose(f);
-        return cvene_fail(ctx, CVENE_ERR_OOM, "%s: out of memory reading %ld bytes", path, n);
-    }
-    size_t got = fread(b, 1, (size_t)n, f);
-    fclose(f);
-    if (got != (size_t)n) {
-        free(b);
-        return cvene_fail(ctx, CVENE_ERR_IO, "%s: short read (%zu of %ld bytes)", path, got, n);
-    }
-    b[n] = '\0';
-    *buf = b;
-    *len = (size_t)n;
-    return CVENE_OK;
+    char why[4200];
+    cvene_status st = file_read_all(path, TOK_MAX_FILE, buf, len, why, sizeof why);
+    return st == CVENE_OK ? CVENE_OK : cvene_fail(ctx, st, "%s", why);
 }
 
 /* Line and column (1-based) of byte offset at in buf. */
@@ -677,9 +656,10 @@ static int is_dir(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* present, or there but unreadable (a symlink loop, no permission): read_file then says why */
 static int exists(const char *path) {
     struct stat st;
-    return stat(path, &st) == 0;
+    return stat(path, &st) == 0 || errno != ENOENT;
 }
 
 cvene_status cvene_tokenizer_load(cvene_ctx *ctx, const char *path, cvene_tokenizer **out) {

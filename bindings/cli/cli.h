@@ -39,6 +39,15 @@ int cli_dtype(const char *cmd, const char *dtype, cvene_dtype *out);
     "                as transformers runs it after model.to(T) (GPT-2 / GPT-NeoX; on the CPU this is the\n"  \
     "                reference path, rounding in software: ~4x slower than f32)\n"
 
+/* --resume: the results file `text` (read from path) of a sweep described by spec, with nl
+ * layer rows of np scores. Fills done[l] (1 for each finished row), its scores and the base /
+ * source scores. Every value is checked (an unknown key, a row of the wrong length, a
+ * non-number, a number that is not a finite f32, "complete" that disagrees with the rows, a
+ * missing base score): 0, or -1 with "path: what, at which entry" in err and nothing filled. */
+#include <cjson/cJSON.h>
+int cli_resume_read(const char *text, const char *path, const cJSON *spec, int nl, int np, float *scores, int *done,
+                    double *base_score, double *source_score, char *err, size_t errlen);
+
 int cmd_sweep(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_predict(int argc, char **argv);

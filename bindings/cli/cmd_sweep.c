@@ -13,6 +13,7 @@
 
 #include "cvene.h"
 #include "bindings/cli/cli.h"
+#include "models/fileio.h"
 
 static volatile sig_atomic_t g_stop = 0; /* set by SIGINT/SIGTERM: stop after the current layer */
 static void on_signal(int sig) {
@@ -40,33 +41,51 @@ static void show_progress(void *user, int64_t done, int64_t total) {
     fflush(stderr);
 }
 
-/* "1,2,5-7" -> list; returns count or -1 */
-static int parse_list(const char *s, int *out, int cap) {
+/* "1,2,5-7" -> list of values in [lo, hi), each at most once, for option `opt` (what: "layer",
+ * "position"; why: what the bound is). Returns the count, or -1 after printing what is wrong
+ * (every value is checked before any is used). */
+static int parse_list(const char *opt, const char *s, int *out, int lo, int hi, const char *what, const char *why) {
     int n = 0;
+    const char *s0 = s;
     while (*s) {
         char *end;
+        errno = 0;
         long a = strtol(s, &end, 10), b = a;
-        if (end == s || a < 0) return -1;
+        if (end == s || errno) goto syntax;
         s = end;
         if (*s == '-') {
+            errno = 0;
             b = strtol(s + 1, &end, 10);
-            if (end == s + 1 || b < a) return -1;
+            if (end == s + 1 || errno || b < a) goto syntax;
             s = end;
         }
+        if (a < lo || b >= hi) {
+            fprintf(stderr, "cvene sweep: %s \"%s\": %s %ld is outside [%d, %d) (%s)\n", opt, s0, what, a < lo ? a : b,
+                    lo, hi, why);
+            return -1;
+        }
         for (long v = a; v <= b; v++) {
-            if (n >= cap) return -1;
-            out[n++] = (int)v;
+            for (int k = 0; k < n; k++)
+                if (out[k] == (int)v) {
+                    fprintf(stderr, "cvene sweep: %s \"%s\" lists %s %ld twice\n", opt, s0, what, v);
+                    return -1;
+                }
+            out[n++] = (int)v; /* at most hi - lo distinct values: out has room for them */
         }
         if (*s == ',') s++;
-        else if (*s) return -1;
+        else if (*s) goto syntax;
     }
+    if (n == 0) goto syntax;
     return n;
+syntax:
+    fprintf(stderr, "cvene sweep: %s must list %ss in [%d, %d) like 0,3,5-7, got \"%s\"\n", opt, what, lo, hi, s0);
+    return -1;
 }
 
 typedef struct {
     const char *model, *out, *component, *metric;
     const char *base_text, *source_text, *base_ids, *source_ids, *subject_text, *subject_pos;
-    const char *token_text, *token_b_text, *layers, *positions, *device, *dtype;
+    const char *token_text, *token_b_text, *layers, *positions, *device, *dtype, *position_ids;
     int token, token_b, head, window, samples, naive, resume, threads, trace, max_batch, stop_after;
     unsigned seed;
     double noise;
@@ -79,19 +98,22 @@ static void usage(FILE *f) {
             "                   [--token TEXT | --token-id N] [--token-b TEXT | --token-b-id N]\n"
             "                   [--layers 0-11] [--positions 0,3,5-9] [--window W] [--head H]\n"
             "                   [--trace --subject TEXT | --subject-positions P] [--samples 10] [--noise X] [--seed S]\n"
-            "                   [--naive] [--resume] [--threads N] [--batch N] [--stop-after N]\n"
+            "                   [--naive] [--resume] [--threads N] [--batch N] [--stop-after N] [--position-ids P]\n"
             "                   [--device cpu|cuda] [--dtype f32|bf16|f16]\n"
             "Patches COMPONENT from the source run into the base run at every (layer, position) and scores\n"
             "the last position. --trace: ROME causal tracing (base = source prompt with noise on the subject\n"
             "tokens' embeddings; the clean state is restored at each site). Writes PREFIX.json, PREFIX.csv\n"
             "and PREFIX.svg; after Ctrl-C, run again with --resume to finish without recomputing done layers.\n"
             "--stop-after N computes at most N layers in this run (then stops as if interrupted).\n"
+            "--position-ids P: position ids of the prompt's tokens (comma-separated, one per token; default\n"
+            "0..T-1), used by the base and source runs alike (transformers' position_ids).\n"
             "Text needs tokenizer files (vocab.json + merges.txt or tokenizer.json) in the model directory.\n"
             CLI_CTX_HELP);
 }
 
 static int write_atomic(const char *path, const char *text, char *err, size_t errlen) {
     char tmp[4096];
+    file_remove_stale_tmp(path); /* left by a sweep that was killed */
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");
     if (!f) {
@@ -109,26 +131,58 @@ static int write_atomic(const char *path, const char *text, char *err, size_t er
     return 0;
 }
 
-
-/* ids from "1,2,3" or from text through the model directory's tokenizer */
-static int get_ids(cli_text *tx, const char *ids_arg, const char *text, int32_t **out, int *n, const char *what) {
-    if (ids_arg) {
-        int cap = (int)strlen(ids_arg) + 1;
-        int *tmp = malloc(sizeof(int) * (size_t)cap);
-        *out = malloc(sizeof(int32_t) * (size_t)cap);
-        int k = tmp && *out ? parse_list(ids_arg, tmp, cap) : -1;
-        if (k <= 0) {
-            fprintf(stderr, "cvene sweep: --%s-ids must be a comma-separated list of token ids, got \"%s\"\n", what, ids_arg);
-            free(tmp), free(*out), *out = NULL;
-            return -1;
+/* "5,9,2": n integers in [0, hi) (token ids, position ids) for option opt; 0, or -1 after
+ * printing which entry is wrong. *out is malloc'd. */
+static int parse_ints(const char *opt, const char *s, int32_t **out, int *n, long hi, const char *why) {
+    *n = 0;
+    *out = malloc(sizeof(int32_t) * (strlen(s) / 2 + 1));
+    if (!*out) {
+        fprintf(stderr, "cvene sweep: out of memory\n");
+        return -1;
+    }
+    for (const char *p = s; *p;) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || (*end && *end != ',')) {
+            fprintf(stderr, "cvene sweep: %s must be a comma-separated list of integers, got \"%s\"\n", opt, s);
+            goto fail;
         }
-        for (int i = 0; i < k; i++) (*out)[i] = tmp[i];
-        free(tmp);
-        *n = k;
-        return 0;
+        if (v < 0 || v >= hi) {
+            fprintf(stderr, "cvene sweep: %s entry %d is %ld, outside [0, %ld) (%s)\n", opt, *n, v, hi, why);
+            goto fail;
+        }
+        (*out)[(*n)++] = (int32_t)v;
+        p = *end ? end + 1 : end;
+    }
+    if (*n == 0) {
+        fprintf(stderr, "cvene sweep: %s is empty\n", opt);
+        goto fail;
+    }
+    return 0;
+fail:
+    free(*out), *out = NULL;
+    return -1;
+}
+
+/* ids from "1,2,3" or from text through the model directory's tokenizer; 1 when neither
+ * is given */
+static int get_ids(cli_text *tx, const char *ids_arg, const char *text, int32_t **out, int *n, const char *what,
+                   int vocab) {
+    if (ids_arg) {
+        char opt[32];
+        snprintf(opt, sizeof opt, "--%s-ids", what);
+        return parse_ints(opt, ids_arg, out, n, vocab, "the model's vocabulary");
     }
     if (!text) return 1; /* absent */
     if (cli_text_encode(tx, text, out, n) != 0) return -1;
+    for (int i = 0; i < *n; i++)
+        if ((*out)[i] >= vocab) {
+            fprintf(stderr, "cvene sweep: --%s tokenises to id %d at position %d, outside the model's vocabulary "
+                            "[0, %d) (a tokenizer of another model?)\n", what, (*out)[i], i, vocab);
+            free(*out), *out = NULL;
+            return -1;
+        }
     if (*n == 0) {
         fprintf(stderr, "cvene sweep: --%s \"%s\" is empty after tokenisation\n", what, text);
         free(*out), *out = NULL;
@@ -158,8 +212,8 @@ static int run_sweep(const sweep_args *a) {
     cvene_model *m = NULL;
     cli_text tx;
     memset(&tx, 0, sizeof tx);
-    int32_t *base = NULL, *src = NULL, *subj_ids = NULL;
-    int nb = 0, ns = 0, nsubj = 0;
+    int32_t *base = NULL, *src = NULL, *subj_ids = NULL, *pos_ids = NULL;
+    int nb = 0, ns = 0, nsubj = 0, npos = 0;
     int *layers = NULL, *positions = NULL, *subject = NULL, *done = NULL;
     float *scores = NULL, *logits = NULL;
     char **labels = NULL;
@@ -168,6 +222,7 @@ static int run_sweep(const sweep_args *a) {
     cvene_sweep_session *session = NULL;
     cvene_sweep_summary resumed;
     memset(&resumed, 0, sizeof resumed);
+    int np = 0;
     if (cvene_ctx_new(&cp, &ctx, err, sizeof err) != CVENE_OK) {
         fprintf(stderr, "cvene: %s\n", err);
         return 1;
@@ -178,8 +233,9 @@ static int run_sweep(const sweep_args *a) {
     }
     cvene_model_info mi = cvene_model_get_info(m);
     tx.ctx = ctx, tx.dir = a->model;
-    int gb = get_ids(&tx, a->base_ids, a->base_text, &base, &nb, "base");
-    int gs = gb < 0 ? -1 : get_ids(&tx, a->source_ids, a->source_text, &src, &ns, "source");
+    /* every argument is checked before any forward runs or any file is written */
+    int gb = get_ids(&tx, a->base_ids, a->base_text, &base, &nb, "base", mi.vocab_size);
+    int gs = gb < 0 ? -1 : get_ids(&tx, a->source_ids, a->source_text, &src, &ns, "source", mi.vocab_size);
     if (gb < 0 || gs < 0) goto done;
     if (a->trace) { /* one prompt: the clean run */
         if (gb == 1 && gs == 1) {
@@ -202,15 +258,24 @@ static int run_sweep(const sweep_args *a) {
         fprintf(stderr, "cvene sweep: the prompt has %d tokens; the model takes at most %d\n", T, mi.n_positions);
         goto done;
     }
+    if (a->position_ids) {
+        if (parse_ints("--position-ids", a->position_ids, &pos_ids, &npos, (long)mi.n_positions,
+                       "the model's position table") != 0)
+            goto done;
+        if (npos != T) {
+            fprintf(stderr, "cvene sweep: --position-ids lists %d positions but the prompt has %d tokens\n", npos, T);
+            goto done;
+        }
+    }
     /* subject positions (trace) */
     if (a->trace) {
         subject = malloc(sizeof(int) * (size_t)T + sizeof(int));
+        if (!subject) goto oom;
         if (a->subject_pos) {
-            nsubj = parse_list(a->subject_pos, subject, T);
-            if (nsubj <= 0) {
-                fprintf(stderr, "cvene sweep: --subject-positions must list positions in [0, %d)\n", T);
-                goto done;
-            }
+            char why[64];
+            snprintf(why, sizeof why, "the prompt has %d tokens", T);
+            nsubj = parse_list("--subject-positions", a->subject_pos, subject, 0, T, "position", why);
+            if (nsubj <= 0) goto done;
         } else if (a->subject_text) {
             int lo = -1, n = 0;
             if (cli_text_encode(&tx, a->subject_text, &subj_ids, &n) != 0) goto done;
@@ -229,33 +294,10 @@ static int run_sweep(const sweep_args *a) {
             fprintf(stderr, "cvene sweep: --trace needs --subject TEXT or --subject-positions P\n");
             goto done;
         }
-    }
-    /* metric tokens: by text, by id, or the model's own predictions */
-    logits = malloc(sizeof(float) * (size_t)T * mi.vocab_size);
-    if (!logits) goto done;
-    int token = a->token, token_b = a->token_b;
-    for (int which = 0; which < 2; which++) {
-        const char *t = which ? a->token_b_text : a->token_text;
-        int *dst = which ? &token_b : &token;
-        if (!t) continue;
-        int32_t *ids = NULL;
-        int n = 0;
-        if (cli_text_encode(&tx, t, &ids, &n) != 0) goto done;
-        if (n != 1) {
-            fprintf(stderr, "cvene sweep: --token%s \"%s\" is %d tokens; the metric needs exactly one (a leading "
-                            "space is usually part of the token: \" Paris\")\n", which ? "-b" : "", t, n);
-            free(ids);
+        if (a->samples < 1) {
+            fprintf(stderr, "cvene sweep: --samples %d must be at least 1\n", a->samples);
             goto done;
         }
-        *dst = ids[0];
-        free(ids);
-    }
-    cvene_run_opts o;
-    memset(&o, 0, sizeof o);
-    o.logits = logits;
-    if (token < 0) { /* the clean/source run's prediction */
-        if (cvene_forward(m, src, 1, T, &o) != CVENE_OK) goto fail_ctx;
-        token = argmax(logits + (size_t)(T - 1) * mi.vocab_size, mi.vocab_size);
     }
     int metric = !strcmp(a->metric, "prob") ? CVENE_METRIC_PROB : !strcmp(a->metric, "logit-diff") ? CVENE_METRIC_LOGIT_DIFF
                : !strcmp(a->metric, "kl") ? CVENE_METRIC_KL : -1;
@@ -263,37 +305,86 @@ static int run_sweep(const sweep_args *a) {
         fprintf(stderr, "cvene sweep: --metric must be prob, logit-diff or kl, got \"%s\"\n", a->metric);
         goto done;
     }
-    if (metric == CVENE_METRIC_LOGIT_DIFF && token_b < 0) {
-        if (a->trace) {
-            fprintf(stderr, "cvene sweep: --metric logit-diff needs --token-b (or --token-b-id)\n");
-            goto done;
-        }
-        if (cvene_forward(m, base, 1, T, &o) != CVENE_OK) goto fail_ctx;
-        token_b = argmax(logits + (size_t)(T - 1) * mi.vocab_size, mi.vocab_size);
-    }
     cvene_component comp = cvene_component_from_name(a->component);
     if (comp == CVENE_N_COMPONENTS) {
-        fprintf(stderr, "cvene sweep: unknown --component \"%s\"\n", a->component);
+        fprintf(stderr, "cvene sweep: unknown --component \"%s\" (block_output, block_input, attention_output, "
+                        "mlp_output, mlp_activation, attention_value_output, head_attention_value_output)\n",
+                a->component);
+        goto done;
+    }
+    if (comp == CVENE_HEAD_ATTENTION_VALUE_OUTPUT && a->head >= mi.n_head) {
+        fprintf(stderr, "cvene sweep: --head %d is outside [0, %d) (the model's heads)\n", a->head, mi.n_head);
+        goto done;
+    }
+    if (a->window < 1 || a->window > mi.n_layer) {
+        fprintf(stderr, "cvene sweep: --window %d must be in [1, %d] (the model's layers)\n", a->window, mi.n_layer);
+        goto done;
+    }
+    /* metric tokens: by text, by id, or the model's own predictions */
+    int token = a->token, token_b = a->token_b;
+    for (int which = 0; which < 2; which++) {
+        const char *t = which ? a->token_b_text : a->token_text;
+        int *dst = which ? &token_b : &token;
+        if (!t) {
+            if (*dst >= mi.vocab_size) {
+                fprintf(stderr, "cvene sweep: --token%s-id %d is outside the model's vocabulary [0, %d)\n",
+                        which ? "-b" : "", *dst, mi.vocab_size);
+                goto done;
+            }
+            continue;
+        }
+        int32_t *ids = NULL;
+        int n = 0;
+        if (cli_text_encode(&tx, t, &ids, &n) != 0) goto done;
+        if (n != 1 || ids[0] >= mi.vocab_size) {
+            if (n != 1)
+                fprintf(stderr, "cvene sweep: --token%s \"%s\" is %d tokens; the metric needs exactly one (a leading "
+                                "space is usually part of the token: \" Paris\")\n", which ? "-b" : "", t, n);
+            else
+                fprintf(stderr, "cvene sweep: --token%s \"%s\" is id %d, outside the model's vocabulary [0, %d)\n",
+                        which ? "-b" : "", t, ids[0], mi.vocab_size);
+            free(ids);
+            goto done;
+        }
+        *dst = ids[0];
+        free(ids);
+    }
+    if (metric == CVENE_METRIC_LOGIT_DIFF && token_b < 0 && a->trace) {
+        fprintf(stderr, "cvene sweep: --metric logit-diff needs --token-b (or --token-b-id)\n");
         goto done;
     }
     /* layers and positions */
     layers = malloc(sizeof(int) * (size_t)(mi.n_layer + 1));
     positions = malloc(sizeof(int) * (size_t)(T + 1));
-    int nl = mi.n_layer, np = T;
+    if (!layers || !positions) goto oom;
+    int nl = mi.n_layer;
+    np = T;
     for (int l = 0; l < nl; l++) layers[l] = l;
     for (int t = 0; t < np; t++) positions[t] = t;
-    if (a->layers && (nl = parse_list(a->layers, layers, mi.n_layer)) <= 0) {
-        fprintf(stderr, "cvene sweep: --layers must list layers in [0, %d) like 0-5,8\n", mi.n_layer);
-        goto done;
+    char why[64];
+    snprintf(why, sizeof why, "the model has %d layers", mi.n_layer);
+    if (a->layers && (nl = parse_list("--layers", a->layers, layers, 0, mi.n_layer, "layer", why)) <= 0) goto done;
+    snprintf(why, sizeof why, "the prompt has %d tokens", T);
+    if (a->positions && (np = parse_list("--positions", a->positions, positions, 0, T, "position", why)) <= 0) goto done;
+
+    logits = malloc(sizeof(float) * (size_t)T * mi.vocab_size);
+    if (!logits) goto oom;
+    cvene_run_opts o;
+    memset(&o, 0, sizeof o);
+    o.logits = logits;
+    o.position_ids = pos_ids;
+    if (token < 0) { /* the clean/source run's prediction */
+        if (cvene_forward(m, src, 1, T, &o) != CVENE_OK) goto fail_ctx;
+        token = argmax(logits + (size_t)(T - 1) * mi.vocab_size, mi.vocab_size);
     }
-    if (a->positions && (np = parse_list(a->positions, positions, T)) <= 0) {
-        fprintf(stderr, "cvene sweep: --positions must list positions in [0, %d) like 0,3-5\n", T);
-        goto done;
+    if (metric == CVENE_METRIC_LOGIT_DIFF && token_b < 0) {
+        if (cvene_forward(m, base, 1, T, &o) != CVENE_OK) goto fail_ctx;
+        token_b = argmax(logits + (size_t)(T - 1) * mi.vocab_size, mi.vocab_size);
     }
     scores = calloc((size_t)nl * np, sizeof(float));
     done = calloc((size_t)nl, sizeof(int));
     labels = calloc((size_t)np, sizeof(char *));
-    if (!scores || !done || !labels) goto done;
+    if (!scores || !done || !labels) goto oom;
     for (int pi = 0; pi < np; pi++) labels[pi] = cli_text_token_label(&tx, src[positions[pi]]);
 
     /* the description that identifies this sweep (for --resume) */
@@ -301,6 +392,7 @@ static int run_sweep(const sweep_args *a) {
     cJSON_AddStringToObject(spec, "model", a->model);
     if (strcmp(a->dtype, "f32") != 0) cJSON_AddStringToObject(spec, "dtype", a->dtype); /* f32: as before */
     cJSON_AddItemToObject(spec, "source_ids", int_array(src, T));
+    if (pos_ids) cJSON_AddItemToObject(spec, "position_ids", int_array(pos_ids, T));
     if (!a->trace) cJSON_AddItemToObject(spec, "base_ids", int_array(base, T));
     cJSON_AddStringToObject(spec, "component", cvene_component_name(comp));
     cJSON_AddNumberToObject(spec, "head", a->head);
@@ -324,30 +416,17 @@ static int run_sweep(const sweep_args *a) {
     snprintf(path, sizeof path, "%s.json", a->out);
     if (a->resume) {
         char *old = cli_read_file(path, err, sizeof err);
-        cJSON *prev = old ? cJSON_Parse(old) : NULL;
+        if (!old) {
+            fprintf(stderr, "cvene sweep: --resume: %s\n", err);
+            goto done;
+        }
+        int bad = cli_resume_read(old, path, spec, nl, np, scores, done, &resumed.base_score, &resumed.source_score,
+                                  err, sizeof err);
         free(old);
-        if (!prev) {
-            fprintf(stderr, "cvene sweep: --resume: cannot read %s (%s)\n", path, old ? "malformed JSON" : err);
+        if (bad) {
+            fprintf(stderr, "cvene sweep: --resume: %s\n", err);
             goto done;
         }
-        if (!cJSON_Compare(cJSON_GetObjectItem(prev, "sweep"), spec, 1)) {
-            fprintf(stderr, "cvene sweep: --resume: %s was written by a different sweep (model, prompts, component, "
-                            "metric, tokens, layers or positions differ); remove it or drop --resume\n", path);
-            cJSON_Delete(prev);
-            goto done;
-        }
-        const cJSON *bs = cJSON_GetObjectItem(prev, "base_score"), *ssc = cJSON_GetObjectItem(prev, "source_score");
-        if (cJSON_IsNumber(bs)) resumed.base_score = bs->valuedouble;
-        if (cJSON_IsNumber(ssc)) resumed.source_score = ssc->valuedouble;
-        const cJSON *rows = cJSON_GetObjectItem(prev, "scores");
-        int li = 0;
-        for (const cJSON *r = rows ? rows->child : NULL; r && li < nl; r = r->next, li++)
-            if (cJSON_IsArray(r) && cJSON_GetArraySize(r) == np) {
-                int pi = 0;
-                for (const cJSON *e = r->child; e; e = e->next, pi++) scores[(size_t)li * np + pi] = (float)e->valuedouble;
-                done[li] = 1;
-            }
-        cJSON_Delete(prev);
     }
     int n_done = 0;
     for (int li = 0; li < nl; li++) n_done += done[li];
@@ -364,6 +443,8 @@ static int run_sweep(const sweep_args *a) {
     p.positions = positions, p.n_positions = np, p.window = a->window, p.naive = a->naive, p.max_batch = a->max_batch;
     p.trace = a->trace, p.subject = subject, p.n_subject = nsubj, p.noise_scale = (float)a->noise;
     p.n_samples = a->samples, p.seed = a->seed, p.progress = show_progress, p.progress_user = &pr;
+    p.position_ids = pos_ids;
+    p.layers = layers, p.n_layers = nl; /* checked by begin (the session takes layers per call) */
     cvene_sweep_summary sum = resumed;
     double t0 = cli_now();
     if (n_done < nl && cvene_sweep_begin(m, base, src, T, &p, &session) != CVENE_OK) goto fail_ctx;
@@ -459,12 +540,15 @@ static int run_sweep(const sweep_args *a) {
     }
     rc = 0;
     goto done;
+oom:
+    fprintf(stderr, "cvene sweep: out of memory\n");
+    goto done;
 fail_ctx:
     fprintf(stderr, "%scvene: %s\n", isatty(2) ? "\n" : "", cvene_ctx_error(ctx));
 done:
     for (int pi = 0; labels && pi < np; pi++) free(labels[pi]);
     free(labels), free(text), cJSON_Delete(doc);
-    free(base), free(src), free(subj_ids), free(layers), free(positions), free(subject), free(done), free(scores),
+    free(base), free(src), free(subj_ids), free(pos_ids), free(layers), free(positions), free(subject), free(done), free(scores),
         free(logits);
     cli_text_free(&tx);
     cvene_sweep_end(session);
@@ -500,7 +584,8 @@ int cmd_sweep(int argc, char **argv) {
                         : !strcmp(k, "--subject") ? &a.subject_text : !strcmp(k, "--subject-positions") ? &a.subject_pos
                         : !strcmp(k, "--token") ? &a.token_text : !strcmp(k, "--token-b") ? &a.token_b_text
                         : !strcmp(k, "--layers") ? &a.layers : !strcmp(k, "--positions") ? &a.positions
-                        : !strcmp(k, "--device") ? &a.device : !strcmp(k, "--dtype") ? &a.dtype : NULL;
+                        : !strcmp(k, "--device") ? &a.device : !strcmp(k, "--dtype") ? &a.dtype
+                        : !strcmp(k, "--position-ids") ? &a.position_ids : NULL;
         if (sv) {
             *sv = v;
             continue;
@@ -511,11 +596,34 @@ int cmd_sweep(int argc, char **argv) {
             fprintf(stderr, "cvene sweep: %s expects a number, got \"%s\"\n", k, v);
             return 2;
         }
-        if (!strcmp(k, "--noise")) a.noise = num;
-        else if (num < 0 || num > 1e9 || floor(num) != num) {
-            fprintf(stderr, "cvene sweep: %s expects a non-negative integer, got \"%s\"\n", k, v);
+        if (!strcmp(k, "--noise")) {
+            if (num < 0) {
+                fprintf(stderr, "cvene sweep: --noise %s must be >= 0 (0: 3 x the embeddings' standard deviation)\n", v);
+                return 2;
+            }
+            a.noise = num;
+            continue;
+        }
+        /* integer options and the values they accept */
+        static const struct { const char *opt; double lo, hi; const char *why; } ints[] = {
+            {"--token-id", 0, 2147483647.0, "a token id"},       {"--token-b-id", 0, 2147483647.0, "a token id"},
+            {"--head", 0, 65535, "a head index"},                {"--window", 1, 65535, "layers patched together"},
+            {"--samples", 1, 100000, "noise samples averaged"},  {"--seed", 0, 4294967295.0, "a 32-bit seed"},
+            {"--threads", 0, 1024, "CPU threads, 0 = OpenMP's default"},
+            {"--batch", 0, 65536, "sites per forward, 0 = automatic"}, {"--stop-after", 0, 1e9, "layers"},
+        };
+        size_t q = 0;
+        while (q < sizeof ints / sizeof *ints && strcmp(ints[q].opt, k)) q++;
+        if (q == sizeof ints / sizeof *ints) {
+            fprintf(stderr, "cvene sweep: unknown option %s (see cvene sweep --help)\n", k);
             return 2;
-        } else if (!strcmp(k, "--token-id")) a.token = (int)num;
+        }
+        if (num < ints[q].lo || num > ints[q].hi || floor(num) != num) {
+            fprintf(stderr, "cvene sweep: %s %s must be an integer in [%.0f, %.0f] (%s)\n", k, v, ints[q].lo, ints[q].hi,
+                    ints[q].why);
+            return 2;
+        }
+        if (!strcmp(k, "--token-id")) a.token = (int)num;
         else if (!strcmp(k, "--token-b-id")) a.token_b = (int)num;
         else if (!strcmp(k, "--head")) a.head = (int)num;
         else if (!strcmp(k, "--window")) a.window = (int)num;
@@ -523,11 +631,7 @@ int cmd_sweep(int argc, char **argv) {
         else if (!strcmp(k, "--seed")) a.seed = (unsigned)num;
         else if (!strcmp(k, "--threads")) a.threads = (int)num;
         else if (!strcmp(k, "--batch")) a.max_batch = (int)num;
-        else if (!strcmp(k, "--stop-after")) a.stop_after = (int)num;
-        else {
-            fprintf(stderr, "cvene sweep: unknown option %s (see cvene sweep --help)\n", k);
-            return 2;
-        }
+        else a.stop_after = (int)num;
     }
     if (!a.model || !a.out) {
         fprintf(stderr, "cvene sweep: --model and --out are required (see cvene sweep --help)\n");
