@@ -261,7 +261,7 @@ static int bench_overhead(int argc, char **argv) {
              layer);
     if (!locs_json(ls, loc_cap, sp, B) || !locs_json(lb, loc_cap, bp, B)) goto oom;
     snprintf(ul, 2 * loc_cap + 64, "{\"sources->base\": [%s, %s]}", ls, lb);
-    cvene_input src = {ids, NULL, B, T}, base = {ids + (size_t)B * T, NULL, B, T};
+    cvene_input src = {ids, NULL, B, T, NULL}, base = {ids + (size_t)B * T, NULL, B, T, NULL};
     if (cvene_config_parse(ctx, cfg_json, &cfg) != CVENE_OK || cvene_request_new(ctx, &req) != CVENE_OK ||
         cvene_request_set_base(req, &base) != CVENE_OK || cvene_request_set_source(req, 0, &src) != CVENE_OK ||
         cvene_request_set_unit_locations(req, ul) != CVENE_OK) {

@@ -152,14 +152,25 @@ static cvene_status check_rep(cvene_ctx *ctx, const cvene_representation *r, int
                               "representations[%d].source_representation[%lld] is not finite", idx, (long long)i);
     if (r->n_partitions < 0 || (r->n_partitions > 0 && (!r->partition_offsets || !r->partition_dims)))
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "representations[%d]: subspace_partition is malformed", idx);
+    if (r->n_partitions > 0 && r->partition_offsets[0] != 0)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                          "representations[%d]: subspace_partition offsets must start at 0 (got %d)", idx,
+                          r->partition_offsets[0]);
     for (int p = 0; p < r->n_partitions; p++) {
-        if (r->partition_offsets[p + 1] < r->partition_offsets[p])
-            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "representations[%d].subspace_partition[%d] is malformed", idx, p);
+        if (r->partition_offsets[p + 1] <= r->partition_offsets[p])
+            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                              "representations[%d].subspace_partition[%d] is %s: every part needs at least one "
+                              "dimension", idx, p, r->partition_offsets[p + 1] < r->partition_offsets[p]
+                              ? "malformed (its offsets decrease)" : "empty");
+        if (r->partition_offsets[p + 1] > IV_MAX_PARTITION_DIMS)
+            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                              "representations[%d].subspace_partition lists more than %d dimensions", idx,
+                              IV_MAX_PARTITION_DIMS);
         for (int k = r->partition_offsets[p]; k < r->partition_offsets[p + 1]; k++)
-            if (r->partition_dims[k] < 0)
+            if (r->partition_dims[k] < 0 || r->partition_dims[k] >= IV_MAX_DIM)
                 return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
-                                  "representations[%d].subspace_partition[%d] has negative dimension %d", idx, p,
-                                  r->partition_dims[k]);
+                                  "representations[%d].subspace_partition[%d] has dimension %d, outside [0, %d)",
+                                  idx, p, r->partition_dims[k], IV_MAX_DIM);
     }
     return CVENE_OK;
 }
@@ -233,10 +244,23 @@ cvene_status cvene_config_add(cvene_config *c, const cvene_representation *r) {
     d->r.partition_offsets = d->partition_offsets;
     d->r.partition_dims = d->partition_dims;
     d->r.source = d->source;
+    /* link keys are labels, not sizes: number them densely in order of first use */
+    d->link = -1;
+    if (r->link_key >= 0) {
+        for (int j = 0; j < c->n && d->link < 0; j++)
+            if (c->reps[j].r.link_key == r->link_key) d->link = c->reps[j].link;
+        if (d->link < 0) d->link = c->n_links++;
+    }
     c->n++;
     cvene_status st = check_groups(c);
     if (st != CVENE_OK) {
-        rep_free(&c->reps[--c->n]);
+        iv_rep *last = &c->reps[--c->n];
+        if (last->link == c->n_links - 1) { /* a key this representation introduced */
+            int used = 0;
+            for (int j = 0; j < c->n; j++) used |= c->reps[j].link == last->link;
+            if (!used) c->n_links--;
+        }
+        rep_free(last);
         return st;
     }
     return CVENE_OK;
@@ -283,31 +307,45 @@ static cvene_status json_int(cvene_ctx *ctx, const cJSON *j, const char *what, i
     return CVENE_OK;
 }
 
-/* subspace_partition: [[a, b], [d0, d1, d2], ...]; a 2-int entry is range(a, b). */
+/* subspace_partition: [[a, b], [d0, d1, d2], ...]; a 2-int entry is range(a, b). Sizes are
+ * summed in 64 bits and bounded (IV_MAX_DIM per dimension, IV_MAX_PARTITION_DIMS in all) before
+ * anything is allocated; against the stream's real width they are checked when the config runs. */
 static cvene_status parse_partition(cvene_ctx *ctx, const cJSON *j, int idx, cvene_representation *r,
                                     int **offs, int **dims) {
     if (!j || cJSON_IsNull(j)) return CVENE_OK;
     if (!cJSON_IsArray(j))
         return cvene_fail(ctx, CVENE_ERR_FORMAT, "representations[%d].subspace_partition must be a list of lists", idx);
-    int np = cJSON_GetArraySize(j), total = 0;
-    for (const cJSON *e = j->child; e; e = e->next) {
+    int np = cJSON_GetArraySize(j), p = 0;
+    int64_t total = 0;
+    for (const cJSON *e = j->child; e; e = e->next, p++) {
         if (!cJSON_IsArray(e))
-            return cvene_fail(ctx, CVENE_ERR_FORMAT, "representations[%d].subspace_partition entries must be lists", idx);
+            return cvene_fail(ctx, CVENE_ERR_FORMAT, "representations[%d].subspace_partition[%d] must be a list", idx,
+                              p);
         int n = cJSON_GetArraySize(e);
+        if (n == 0)
+            return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                              "representations[%d].subspace_partition[%d] is empty: every part needs at least one "
+                              "dimension", idx, p);
         if (n == 2 && cJSON_IsNumber(e->child) && cJSON_IsNumber(e->child->next)) {
             double a = e->child->valuedouble, b = e->child->next->valuedouble;
-            if (a < 0 || b < a || b > 1e7 || floor(a) != a || floor(b) != b)
-                return cvene_fail(ctx, CVENE_ERR_FORMAT, "representations[%d].subspace_partition range [%g, %g] is invalid",
-                                  idx, a, b);
-            total += (int)(b - a);
+            if (!(a >= 0) || !(b > a) || b > IV_MAX_DIM || floor(a) != a || floor(b) != b)
+                return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                                  "representations[%d].subspace_partition[%d] = [%g, %g] is not a range [a, b) of "
+                                  "dimensions with 0 <= a < b <= %d", idx, p, a, b, IV_MAX_DIM);
+            total += (int64_t)(b - a);
         } else {
             total += n;
         }
+        if (total > IV_MAX_PARTITION_DIMS)
+            return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                              "representations[%d].subspace_partition lists more than %d dimensions in all (up to "
+                              "part %d); a part is a set of a stream's dimensions", idx, IV_MAX_PARTITION_DIMS, p);
     }
     *offs = malloc(sizeof(int) * (size_t)(np + 1));
     *dims = malloc(sizeof(int) * (size_t)(total ? total : 1));
     if (!*offs || !*dims) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
-    int k = 0, p = 0;
+    int k = 0;
+    p = 0;
     for (const cJSON *e = j->child; e; e = e->next, p++) {
         (*offs)[p] = k;
         int n = cJSON_GetArraySize(e);
@@ -316,7 +354,13 @@ static cvene_status parse_partition(cvene_ctx *ctx, const cJSON *j, int idx, cve
         } else {
             for (const cJSON *v = e->child; v; v = v->next) {
                 int d = 0;
-                CVENE_TRY(json_int(ctx, v, "subspace_partition[]", idx, 0, &d));
+                char what[64];
+                snprintf(what, sizeof what, "subspace_partition[%d][]", p);
+                CVENE_TRY(json_int(ctx, v, what, idx, 0, &d));
+                if (d >= IV_MAX_DIM)
+                    return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                                      "representations[%d].subspace_partition[%d] has dimension %d, outside [0, %d)",
+                                      idx, p, d, IV_MAX_DIM);
                 (*dims)[k++] = d;
             }
         }
@@ -343,7 +387,26 @@ static cvene_status parse_rep(cvene_ctx *ctx, const cJSON *j, int idx, const cJS
     if (cJSON_IsArray(j)) {
         int k = 0;
         for (const cJSON *e = j->child; e && k < F_N; e = e->next, k++) f[k] = e;
+        if (cJSON_GetArraySize(j) > F_N)
+            return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                              "representations[%d] has %d positional fields; pyvene's RepresentationConfig has %d "
+                              "(layer, component, unit, max_number_of_units, low_rank_dimension, intervention_type, "
+                              "intervention, subspace_partition, group_key, intervention_link_key, moe_key, "
+                              "source_representation, hidden_source_representation, latent_dim)",
+                              idx, cJSON_GetArraySize(j), F_N);
     } else if (cJSON_IsObject(j)) {
+        for (const cJSON *e = j->child; e; e = e->next) {
+            int known = !strcmp(e->string, "callback") || !strcmp(e->string, "noise_level") ||
+                        !strcmp(e->string, "noise_seed");
+            for (int k = 0; k < F_N && !known; k++) known = !strcmp(e->string, field_names[k]);
+            if (!known)
+                return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                                  "representations[%d]: unknown key \"%.80s\" (accepted: layer, component, unit, "
+                                  "max_number_of_units, low_rank_dimension, intervention_type, intervention, "
+                                  "subspace_partition, group_key, intervention_link_key, moe_key, "
+                                  "source_representation, hidden_source_representation, latent_dim, callback, "
+                                  "noise_level, noise_seed)", idx, e->string);
+        }
         for (int k = 0; k < F_N; k++) f[k] = cJSON_GetObjectItemCaseSensitive(j, field_names[k]);
         callback = cJSON_GetObjectItemCaseSensitive(j, "callback");
         noise_level = cJSON_GetObjectItemCaseSensitive(j, "noise_level");
@@ -443,6 +506,19 @@ static cvene_status parse_rep(cvene_ctx *ctx, const cJSON *j, int idx, const cJS
     return st;
 }
 
+/* Top-level keys of an IntervenableConfig file: what cvene reads, and what pyvene's save (a
+ * transformers PretrainedConfig) writes beside it, which cvene ignores. Anything else is most
+ * likely a misspelling and is refused rather than silently ignored. */
+static int config_key_known(const char *k) {
+    static const char *const keys[] = {"representations", "mode", "intervention_types", "sorted_keys",
+                                       "intervention_dimensions", "intervention_constant_sources", "model_type",
+                                       "transformers_version"};
+    if (k[0] == '_') return 1; /* transformers' private keys (_name_or_path, _commit_hash) */
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        if (!strcmp(k, keys[i])) return 1;
+    return 0;
+}
+
 cvene_status cvene_config_parse(cvene_ctx *ctx, const char *json, cvene_config **out) {
     *out = NULL;
     if (!json) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "config JSON is NULL");
@@ -455,6 +531,13 @@ cvene_status cvene_config_parse(cvene_ctx *ctx, const char *json, cvene_config *
     const cJSON *types = cJSON_GetObjectItemCaseSensitive(root, "intervention_types");
     cvene_mode m = CVENE_MODE_PARALLEL;
     if (!cJSON_IsObject(root)) st = cvene_fail(ctx, CVENE_ERR_FORMAT, "config: expected a JSON object");
+    for (const cJSON *e = st == CVENE_OK ? root->child : NULL; e && st == CVENE_OK; e = e->next)
+        if (!config_key_known(e->string))
+            st = cvene_fail(ctx, CVENE_ERR_FORMAT,
+                            "config: unknown key \"%.80s\" (accepted: representations, mode, intervention_types, and "
+                            "what IntervenableModel.save adds: sorted_keys, intervention_dimensions, "
+                            "intervention_constant_sources, model_type, transformers_version, and keys starting "
+                            "with '_')", e->string);
     else if (mode && !cJSON_IsNull(mode)) {
         if (cJSON_IsString(mode) && !strcmp(mode->valuestring, "parallel")) m = CVENE_MODE_PARALLEL;
         else if (cJSON_IsString(mode) && !strcmp(mode->valuestring, "serial")) m = CVENE_MODE_SERIAL;

@@ -10,6 +10,7 @@ typedef struct {
     int *partition_offsets, *partition_dims;
     float *source;
     char *callback_name;    /* from JSON; bound later */
+    int link;               /* dense index of r.link_key among the config's link keys, or -1 */
 } iv_rep;
 
 struct cvene_config {
@@ -18,7 +19,16 @@ struct cvene_config {
     int n, cap;
     iv_rep *reps;
     int n_groups;           /* groups of sources: max group_key + 1, or n */
+    int n_links;            /* distinct intervention_link_key values (iv_rep.link indexes them) */
 };
+
+/* A stream's last dimension is at most this (far above any model's widths: GPT-2 XL's
+ * n_inner is 6400, Pythia-6.9B's 16384); subspace_partition entries are bounded by it when a
+ * config is parsed, and by the stream's real width when it runs. */
+#define IV_MAX_DIM (1 << 20)
+/* ... and a partition lists at most this many dims in all (each part is a set of a stream's
+ * dims, so a real partition lists at most its width). */
+#define IV_MAX_PARTITION_DIMS (1 << 22)
 
 /* group of intervention i */
 static inline int iv_group(const cvene_config *c, int i) {
@@ -27,6 +37,7 @@ static inline int iv_group(const cvene_config *c, int i) {
 
 typedef struct {
     int32_t *ids, *mask; /* owned (B, T); mask may be NULL */
+    int32_t *pos;        /* owned (B, T) position ids, or NULL */
     int B, T;
     int present;
 } iv_input;
@@ -47,6 +58,8 @@ typedef struct {
     int present;
     int U, U2;
     int *idx, *pos;
+    int bcast;  /* source side listed for one example (pyvene's broadcast): the table was copied to
+                 * every example, and every example reads the source's example 0 */
 } iv_locs;
 
 /* Resolve request locations/subspaces against a config (engine/locations.c).

@@ -69,14 +69,18 @@ static void split_value(const cJSON *v, int base_only, side_spec *src, side_spec
     }
 }
 
-/* Read a (B, U) table of ints into *out; all rows the same length. */
+/* Read a (B, U) table of ints into *out; all rows the same length. A table of one example
+ * where B > 1 is accepted when one_ok (a source side: pyvene gathers that one example and
+ * broadcasts it) and copied to every example, setting *one. */
 static cvene_status read_table(cvene_ctx *ctx, const cJSON *t, int B, const char *what, int i, int **out,
-                               int *U) {
-    if (!cJSON_IsArray(t) || cJSON_GetArraySize(t) != B)
+                               int *U, int one_ok, int *one) {
+    const int rows = cJSON_IsArray(t) ? cJSON_GetArraySize(t) : 0;
+    const int single = one_ok && B > 1 && rows == 1;
+    if (!cJSON_IsArray(t) || (rows != B && !single))
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
-                          "unit_locations: %s of intervention %d must list %d example%s (the batch size), got %s%d",
-                          what, i, B, B == 1 ? "" : "s", cJSON_IsArray(t) ? "" : "a non-list ",
-                          cJSON_IsArray(t) ? cJSON_GetArraySize(t) : 0);
+                          "unit_locations: %s of intervention %d must list %d example%s (the batch size)%s, got %s%d",
+                          what, i, B, B == 1 ? "" : "s", one_ok ? ", or 1 to use one source example for all" : "",
+                          cJSON_IsArray(t) ? "" : "a non-list ", rows);
     int u = -1, b = 0;
     for (const cJSON *row = t->child; row; row = row->next, b++) {
         if (!is_flat_ints(row))
@@ -105,13 +109,16 @@ static cvene_status read_table(cvene_ctx *ctx, const cJSON *t, int B, const char
             a[b * u + k] = (int)e->valuedouble;
         }
     }
+    for (b = rows; single && b < B; b++) memcpy(a + (size_t)b * u, a, sizeof(int) * (size_t)u);
+    if (one) *one = single;
     *out = a;
     *U = u;
     return CVENE_OK;
 }
 
+/* src_side: the source side in parallel mode, which may list one example for all (read_table) */
 static cvene_status fill_side(cvene_ctx *ctx, const cvene_config *c, const side_spec *s, int i,
-                              int entry, int B, const char *what, iv_locs *l) {
+                              int entry, int B, const char *what, int src_side, iv_locs *l) {
     memset(l, 0, sizeof *l);
     const cvene_representation *r = &c->reps[i].r;
     if (s->kind == SIDE_NONE) return CVENE_OK;
@@ -157,16 +164,22 @@ static cvene_status fill_side(cvene_ctx *ctx, const cvene_config *c, const side_
                               "unit_locations: %s of intervention %d (unit h.pos) must be [HEADS, POSITIONS]", what, i);
         char w[64];
         snprintf(w, sizeof w, "%s heads", what);
-        CVENE_TRY(read_table(ctx, e->child, B, w, i, &l->idx, &l->U));
+        int one_h = 0, one_p = 0;
+        CVENE_TRY(read_table(ctx, e->child, B, w, i, &l->idx, &l->U, src_side, &one_h));
         snprintf(w, sizeof w, "%s positions", what);
-        cvene_status st = read_table(ctx, e->child->next, B, w, i, &l->pos, &l->U2);
+        cvene_status st = read_table(ctx, e->child->next, B, w, i, &l->pos, &l->U2, src_side, &one_p);
+        if (st == CVENE_OK && one_h != one_p)
+            st = cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                            "unit_locations: %s of intervention %d (unit h.pos) lists %d example(s) of heads but %d of "
+                            "positions", what, i, one_h ? 1 : B, one_p ? 1 : B);
+        l->bcast = one_h;
         if (st != CVENE_OK) {
             free(l->idx);
             l->idx = NULL;
             return st;
         }
     } else {
-        CVENE_TRY(read_table(ctx, e, B, what, i, &l->idx, &l->U));
+        CVENE_TRY(read_table(ctx, e, B, what, i, &l->idx, &l->U, src_side, &l->bcast));
     }
     l->present = 1;
     return CVENE_OK;
@@ -198,8 +211,8 @@ cvene_status iv_resolve_locations(cvene_ctx *ctx, const cvene_config *c, const c
         side_spec src, base;
         split_value(sb ? sb : bo, !sb, &src, &base);
         for (int i = 0; i < c->n && st == CVENE_OK; i++) {
-            st = fill_side(ctx, c, &src, i, i, B, "sources", &locs[2 * i]);
-            if (st == CVENE_OK) st = fill_side(ctx, c, &base, i, i, B, "base", &locs[2 * i + 1]);
+            st = fill_side(ctx, c, &src, i, i, B, "sources", 1, &locs[2 * i]);
+            if (st == CVENE_OK) st = fill_side(ctx, c, &base, i, i, B, "base", 0, &locs[2 * i + 1]);
         }
     } else {
         if (cJSON_GetObjectItemCaseSensitive(json, "sources->base"))
@@ -215,8 +228,8 @@ cvene_status iv_resolve_locations(cvene_ctx *ctx, const cvene_config *c, const c
             if (!v) continue; /* checked against the sources in the run */
             side_spec src, base;
             split_value(v, 0, &src, &base);
-            st = fill_side(ctx, c, &src, i, 0, B, key, &locs[2 * i]);
-            if (st == CVENE_OK) st = fill_side(ctx, c, &base, i, 0, B, key, &locs[2 * i + 1]);
+            st = fill_side(ctx, c, &src, i, 0, B, key, 0, &locs[2 * i]);
+            if (st == CVENE_OK) st = fill_side(ctx, c, &base, i, 0, B, key, 0, &locs[2 * i + 1]);
         }
     }
     if (st != CVENE_OK) iv_locs_free(locs, 2 * c->n);
@@ -237,7 +250,7 @@ static cvene_status expand_dims(cvene_ctx *ctx, const iv_rep *rep, const cJSON *
     if (!is_flat_ints(row))
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
                           "subspaces: intervention %d, example %d must be a non-empty list of integers", i, b);
-    int n = 0;
+    int64_t n = 0;
     for (const cJSON *e = row->child; e; e = e->next) {
         int v = (int)e->valuedouble;
         if (v < 0)
@@ -252,6 +265,10 @@ static cvene_status expand_dims(cvene_ctx *ctx, const iv_rep *rep, const cJSON *
         } else {
             n++;
         }
+        if (n > IV_MAX_PARTITION_DIMS)
+            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                              "subspaces: intervention %d, example %d selects more than %d dimensions", i, b,
+                              IV_MAX_PARTITION_DIMS);
     }
     out->dims = malloc(sizeof(int) * (size_t)(n ? n : 1));
     if (!out->dims) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");

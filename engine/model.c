@@ -56,6 +56,10 @@ void cvene_model_free(cvene_model *m) {
 
 cvene_model_info cvene_model_get_info(const cvene_model *m) { return m->info; }
 
+int model_position_limit(const cvene_model *m) {
+    return m->info.arch == CVENE_ARCH_GPT_NEOX ? (1 << 24) + 1 : m->info.n_positions;
+}
+
 cvene_status cvene_forward(cvene_model *m, const int32_t *input_ids, int B, int T,
                            const cvene_run_opts *opts) {
     if (!m) return CVENE_ERR_INVALID_ARG;

@@ -16,6 +16,7 @@ cvene_status cvene_request_new(cvene_ctx *ctx, cvene_request **out) {
 static void input_free(iv_input *in) {
     free(in->ids);
     free(in->mask);
+    free(in->pos);
     memset(in, 0, sizeof *in);
 }
 
@@ -33,13 +34,15 @@ static cvene_status input_copy(cvene_ctx *ctx, iv_input *dst, const cvene_input 
     if (!in || !in->input_ids || in->B <= 0 || in->T <= 0)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "%s: input_ids missing or batch/length not positive", what);
     size_t n = (size_t)in->B * in->T;
-    iv_input d = {malloc(n * 4), in->attention_mask ? malloc(n * 4) : NULL, in->B, in->T, 1};
-    if (!d.ids || (in->attention_mask && !d.mask)) {
+    iv_input d = {malloc(n * 4), in->attention_mask ? malloc(n * 4) : NULL, in->position_ids ? malloc(n * 4) : NULL,
+                  in->B, in->T, 1};
+    if (!d.ids || (in->attention_mask && !d.mask) || (in->position_ids && !d.pos)) {
         input_free(&d);
         return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     }
     memcpy(d.ids, in->input_ids, n * 4);
     if (d.mask) memcpy(d.mask, in->attention_mask, n * 4);
+    if (d.pos) memcpy(d.pos, in->position_ids, n * 4);
     input_free(dst);
     *dst = d;
     return CVENE_OK;
@@ -117,23 +120,32 @@ static cvene_status parse_table(cvene_ctx *ctx, const cJSON *t, const char *what
 
 static cvene_status parse_input(cvene_ctx *ctx, const cJSON *j, const char *what, cvene_request *r, int src_index) {
     if (!cJSON_IsObject(j)) return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s must be an object with \"input_ids\"", what);
+    for (const cJSON *e = j->child; e; e = e->next)
+        if (strcmp(e->string, "input_ids") && strcmp(e->string, "attention_mask") && strcmp(e->string, "position_ids"))
+            return cvene_fail(ctx, CVENE_ERR_FORMAT,
+                              "inputs: %s has unknown key \"%.80s\" (accepted: input_ids, attention_mask, position_ids)",
+                              what, e->string);
     char w[64];
     snprintf(w, sizeof w, "%s.input_ids", what);
-    int32_t *ids = NULL, *mask = NULL;
+    int32_t *ids = NULL, *mask = NULL, *pos = NULL;
     int B, T, mB, mT;
     CVENE_TRY(parse_table(ctx, cJSON_GetObjectItemCaseSensitive(j, "input_ids"), w, &ids, &B, &T));
-    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(j, "attention_mask");
     cvene_status st = CVENE_OK;
-    if (jm && !cJSON_IsNull(jm)) {
-        snprintf(w, sizeof w, "%s.attention_mask", what);
-        st = parse_table(ctx, jm, w, &mask, &mB, &mT);
+    const char *extra[2] = {"attention_mask", "position_ids"};
+    int32_t **dst[2] = {&mask, &pos};
+    for (int k = 0; k < 2 && st == CVENE_OK; k++) {
+        const cJSON *jm = cJSON_GetObjectItemCaseSensitive(j, extra[k]);
+        if (!jm || cJSON_IsNull(jm)) continue;
+        snprintf(w, sizeof w, "%s.%s", what, extra[k]);
+        st = parse_table(ctx, jm, w, dst[k], &mB, &mT);
         if (st == CVENE_OK && (mB != B || mT != T))
             st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s is %d x %d but input_ids is %d x %d", w, mB, mT, B, T);
     }
-    cvene_input in = {ids, mask, B, T};
+    cvene_input in = {ids, mask, B, T, pos};
     if (st == CVENE_OK) st = src_index < 0 ? cvene_request_set_base(r, &in) : cvene_request_set_source(r, src_index, &in);
     free(ids);
     free(mask);
+    free(pos);
     return st;
 }
 
@@ -145,6 +157,15 @@ cvene_status cvene_request_parse(cvene_ctx *ctx, const char *json, cvene_request
     cvene_request *r;
     cvene_status st = cvene_request_new(ctx, &r);
     if (st == CVENE_OK && !cJSON_IsObject(root)) st = cvene_fail(ctx, CVENE_ERR_FORMAT, "inputs: expected a JSON object");
+    static const char *const keys[] = {"base", "sources", "unit_locations", "subspaces", "output_original_output"};
+    for (const cJSON *e = st == CVENE_OK ? root->child : NULL; e && st == CVENE_OK; e = e->next) {
+        size_t k = 0;
+        while (k < sizeof keys / sizeof *keys && strcmp(keys[k], e->string)) k++;
+        if (k == sizeof keys / sizeof *keys)
+            st = cvene_fail(ctx, CVENE_ERR_FORMAT,
+                            "inputs: unknown key \"%.80s\" (accepted: base, sources, unit_locations, subspaces, "
+                            "output_original_output)", e->string);
+    }
     if (st == CVENE_OK) st = parse_input(ctx, cJSON_GetObjectItemCaseSensitive(root, "base"), "base", r, -1);
     const cJSON *srcs = cJSON_GetObjectItemCaseSensitive(root, "sources");
     if (st == CVENE_OK && srcs && !cJSON_IsNull(srcs)) {

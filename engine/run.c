@@ -359,12 +359,13 @@ static cvene_status apply(run_state *s, int i, float *site, const block *bk) {
     int64_t L = (int64_t)g.R * g.D, n = (int64_t)B * U * L;
     float *gb = s->scratch;
     move_units(gb, site, bk->row0, B, bl, &g, r->component, 0);
-    if (r->link_key >= 0 && s->hot[r->link_key]) {
-        if (s->hot_len[r->link_key] != n)
+    const int lk = c->reps[i].link; /* dense index of r->link_key */
+    if (lk >= 0 && s->hot[lk]) {
+        if (s->hot_len[lk] != n)
             return cvene_fail(s->ctx, CVENE_ERR_INVALID_ARG,
                               "intervention %d shares intervention_link_key %d with an earlier one but selects a "
                               "different number of units", i, r->link_key);
-        memcpy(gb, s->hot[r->link_key], sizeof(float) * (size_t)n);
+        memcpy(gb, s->hot[lk], sizeof(float) * (size_t)n);
     }
     const float *gs = s->store[i];
     int64_t src_len = gs ? n : 0;
@@ -414,11 +415,11 @@ static cvene_status apply(run_state *s, int i, float *site, const block *bk) {
     } else {
         move_units(gb, site, bk->row0, B, bl, &g, r->component, 1);
     }
-    if (r->link_key >= 0) {
-        if (!s->hot[r->link_key] && !(s->hot[r->link_key] = malloc(sizeof(float) * (size_t)n)))
+    if (lk >= 0) {
+        if (!s->hot[lk] && !(s->hot[lk] = malloc(sizeof(float) * (size_t)n)))
             return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
-        memcpy(s->hot[r->link_key], gb, sizeof(float) * (size_t)n);
-        s->hot_len[r->link_key] = n;
+        memcpy(s->hot[lk], gb, sizeof(float) * (size_t)n);
+        s->hot_len[lk] = n;
     }
     return CVENE_OK;
 }
@@ -507,7 +508,7 @@ static cvene_status run_step_round_trip(run_state *s, int i, float *site, const 
 
 /* A fused setter, with its link chain on a device (build_link). */
 static cvene_status run_setter(run_state *s, int i, float *site, const block *bk) {
-    const int lk = s->c->reps[i].r.link_key;
+    const int lk = s->c->reps[i].link; /* dense index of the link key */
     const int linked = lk >= 0 && s->link_out[i].on;
     const fused_call *out = &s->link_out[i];
     const int64_t len = (int64_t)out->n * out->R * out->D;
@@ -515,7 +516,7 @@ static cvene_status run_setter(run_state *s, int i, float *site, const block *bk
         if (s->hot_dev_len[lk] != len)
             return cvene_fail(s->ctx, CVENE_ERR_INVALID_ARG,
                               "intervention %d shares intervention_link_key %d with an earlier one but selects a "
-                              "different number of units", i, lk);
+                              "different number of units", i, s->c->reps[i].r.link_key);
         CVENE_TRY(run_fused(s, &s->link_in[i], site, bk, s->hot_dev[lk]));
     }
     CVENE_TRY(run_fused(s, &s->set[i], site, bk, fused_source(s, i, s->set[i].op)));
@@ -578,14 +579,19 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
     cvene_model_info mi = cvene_model_get_info(s->m);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)N * T);
     int32_t *mask = malloc(sizeof(int32_t) * (size_t)N * T);
+    /* position ids when any block has them; the others get transformers' default 0..T-1 (a
+     * GRU's blocks all have them or none do: cvene_run checks) */
+    int any_pos = 0;
+    for (int k = 0; k < n_blocks; k++) any_pos |= blocks[k].in->pos != NULL;
+    int32_t *pos = any_pos ? malloc(sizeof(int32_t) * (size_t)N * T) : NULL;
     /* logits only for the base (and clean base) rows, which come last: written straight
      * into the result, the clean base's right after the base's */
     int row0 = N;
     for (int k = 0; want_logits && k < n_blocks; k++)
         if (blocks[k].role != ROLE_SOURCE && blocks[k].row0 < row0) row0 = blocks[k].row0;
     float *logits = want_logits ? malloc(sizeof(float) * (size_t)(N - row0) * T * mi.vocab_size) : NULL;
-    if (!ids || !mask || (want_logits && !logits)) {
-        free(ids), free(mask), free(logits);
+    if (!ids || !mask || (want_logits && !logits) || (any_pos && !pos)) {
+        free(ids), free(mask), free(logits), free(pos);
         return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory assembling a batch of %d x %d", N, T);
     }
     cvene_run_opts o;
@@ -597,6 +603,8 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
         memcpy(ids + (size_t)blocks[k].row0 * T, in->ids, sizeof(int32_t) * (size_t)in->B * T);
         for (int64_t q = 0; q < (int64_t)in->B * T; q++)
             mask[(size_t)blocks[k].row0 * T + q] = in->mask ? in->mask[q] : 1;
+        for (int64_t q = 0; pos && q < (int64_t)in->B * T; q++)
+            pos[(size_t)blocks[k].row0 * T + q] = in->pos ? in->pos[q] : (int32_t)(q % T);
         for (int j = 0; j < blocks[k].n_setters; j++) {
             const cvene_representation *r = &s->c->reps[blocks[k].setters[j]].r;
             o.sites[physical(r->component)] |= 1ull << r->layer;
@@ -617,6 +625,7 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
     }
     if (want_logits) s->last_site = -1;
     o.attention_mask = mask;
+    o.position_ids = pos;
     o.logits = logits;
     o.logits_row0 = want_logits ? row0 : 0;
     o.site_fn = on_site;
@@ -641,7 +650,7 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
         s->res->logits_mem = logits; /* owns both */
         logits = NULL;
     }
-    free(ids), free(mask), free(logits);
+    free(ids), free(mask), free(logits), free(pos);
     return st;
 }
 
@@ -678,16 +687,46 @@ static cvene_status check_locs(run_state *s, int i, int side, int T) {
     return CVENE_OK;
 }
 
-static cvene_status check_input(cvene_ctx *ctx, const iv_input *in, int B, const char *what) {
-    if (in->B != B)
-        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "%s has batch size %d but the base has %d", what, in->B, B);
+static cvene_status check_input(cvene_ctx *ctx, const iv_input *in, int B, const char *what, int serial) {
+    if (in->B != B && (in->B != 1 || serial))
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                          "%s has batch size %d but the base has %d (a source needs the base's batch size%s)", what,
+                          in->B, B, serial ? "" : ", or 1 to be shared by every base example");
+    return CVENE_OK;
+}
+
+/* Token ids, mask and position ids of one input against the model, named as the request names
+ * them (base.input_ids[b][t], sources[g]...): checked before anything is packed into a batch,
+ * whose row numbers would mean nothing to the caller. */
+static cvene_status check_tokens(cvene_model *m, const iv_input *in, const char *what) {
+    const cvene_model_info mi = cvene_model_get_info(m);
+    const int pos_hi = model_position_limit(m);
+    for (int b = 0; b < in->B; b++)
+        for (int t = 0; t < in->T; t++) {
+            const size_t q = (size_t)b * in->T + t;
+            if (in->ids[q] < 0 || in->ids[q] >= mi.n_token_ids)
+                return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "%s.input_ids[%d][%d] = %d is outside the vocabulary "
+                                  "[0, %d)", what, b, t, in->ids[q], mi.n_token_ids);
+            if (in->mask && in->mask[q] != 0 && in->mask[q] != 1)
+                return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "%s.attention_mask[%d][%d] = %d must be 0 or 1", what,
+                                  b, t, in->mask[q]);
+            if (in->pos && (in->pos[q] < 0 || in->pos[q] >= pos_hi))
+                return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "%s.position_ids[%d][%d] = %d is outside [0, %d)%s",
+                                  what, b, t, in->pos[q], pos_hi,
+                                  mi.arch == CVENE_ARCH_GPT_NEOX ? " (rotary angles are exact in f32 up to 2^24)"
+                                                                 : " (the model's position table)");
+        }
+    if (in->T > mi.n_positions && mi.arch == CVENE_ARCH_GPT2) /* NeoX (rotary) and the GRU have no such limit */
+        return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "%s has %d tokens; the model takes at most %d (n_positions)",
+                          what, in->T, mi.n_positions);
     return CVENE_OK;
 }
 
 static int same_input(const iv_input *a, const iv_input *b) {
-    if (a->B != b->B || a->T != b->T || !a->mask != !b->mask) return 0;
+    if (a->B != b->B || a->T != b->T || !a->mask != !b->mask || !a->pos != !b->pos) return 0;
     size_t n = (size_t)a->B * a->T;
-    return !memcmp(a->ids, b->ids, n * 4) && (!a->mask || !memcmp(a->mask, b->mask, n * 4));
+    return !memcmp(a->ids, b->ids, n * 4) && (!a->mask || !memcmp(a->mask, b->mask, n * 4)) &&
+           (!a->pos || !memcmp(a->pos, b->pos, n * 4));
 }
 
 /* ---- the run ------------------------------------------------------------- */
@@ -930,7 +969,7 @@ static int build_setter(run_state *s, int i, idx_pool *p) {
             q++;
         }
     free(doff), free(dcnt), free(first);
-    if (ok && r->link_key >= 0) ok = build_link(s, i, &g, p, &s->hot_dev_cap[r->link_key]);
+    if (ok && r->link_key >= 0) ok = build_link(s, i, &g, p, &s->hot_dev_cap[s->c->reps[i].link]);
     return ok;
 }
 
@@ -949,7 +988,8 @@ static int build_getter(run_state *s, int i, int T, idx_pool *p) {
     for (int b = 0; b < B; b++)
         for (int u = 0; u < U; u++) {
             int64_t q = (int64_t)b * U + u;
-            p->v64[f->x_off + q] = (int64_t)b * g.E + unit_offset(sl, &g, r->component, b, u);
+            const int row = sl->bcast ? 0 : b; /* one source example for every base example */
+            p->v64[f->x_off + q] = (int64_t)row * g.E + unit_offset(sl, &g, r->component, b, u);
             p->v64[f->src_off + q] = q * L;
             p->v64[f->dims_off + q] = 0;
         }
@@ -1039,7 +1079,7 @@ static int build_getter_t(run_state *s, int i, int T, idx_pool *p) {
         for (int b = 0; b < B; b++) {
             const int k = step_slot(sl, b, t);
             if (k < 0) continue;
-            p->v64[f->x_off + q] = (int64_t)b * g.E + off;
+            p->v64[f->x_off + q] = (int64_t)(sl->bcast ? 0 : b) * g.E + off;
             p->v64[f->src_off + q] = ((int64_t)b * U + k) * g.D;
             p->v64[f->dims_off + q] = 0;
             q++;
@@ -1278,8 +1318,8 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
                 CVENE_TRY(st);
             }
         }
-        if (r->link_key >= s->n_links) s->n_links = r->link_key + 1;
     }
+    s->n_links = c->n_links;
     s->hot_dev = calloc((size_t)s->n_links + 1, sizeof(float *));
     s->hot_dev_cap = calloc((size_t)s->n_links + 1, sizeof(int64_t));
     s->hot_dev_len = calloc((size_t)s->n_links + 1, sizeof(int64_t));
@@ -1424,13 +1464,22 @@ cvene_status cvene_run(cvene_model *m, const cvene_config *c, const cvene_reques
                           "or one source shared by all)", r->n_sources, G, G == 1 ? "" : "s");
     const iv_input **src = calloc((size_t)G + 1, sizeof(iv_input *));
     if (!src) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
-    cvene_status st = CVENE_OK;
+    cvene_status st = check_tokens(m, base, "base");
+    const int gru = cvene_model_get_info(m).arch == CVENE_ARCH_GRU;
     for (int g = 0; g < G && st == CVENE_OK; g++) {
-        const iv_input *in = r->n_sources == 1 ? &r->sources[0] : g < r->n_sources ? &r->sources[g] : NULL;
+        const int k = r->n_sources == 1 ? 0 : g; /* the request's own index, for messages */
+        const iv_input *in = k < r->n_sources ? &r->sources[k] : NULL;
         src[g] = in && in->present ? in : NULL;
         char what[32];
-        snprintf(what, sizeof what, "source %d", g);
-        if (src[g]) st = check_input(ctx, src[g], B, what);
+        snprintf(what, sizeof what, "sources[%d]", k);
+        if (src[g]) st = check_input(ctx, src[g], B, what, c->mode == CVENE_MODE_SERIAL);
+        if (src[g] && st == CVENE_OK) st = check_tokens(m, src[g], what);
+        /* a GRU without position ids adds no position embedding, which 0..T-1 cannot stand for */
+        if (src[g] && st == CVENE_OK && gru && !src[g]->pos != !base->pos)
+            st = cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                            "%s %s position_ids but the base %s: a GRU adds its position embedding only when they "
+                            "are given, so give them to every input or to none", what, src[g]->pos ? "has" : "has no",
+                            base->pos ? "has" : "has none");
     }
     run_state s;
     memset(&s, 0, sizeof s);
@@ -1443,6 +1492,10 @@ cvene_status cvene_run(cvene_model *m, const cvene_config *c, const cvene_reques
     if (st == CVENE_OK) st = iv_resolve_locations(ctx, c, r->locations, B, s.locs);
     if (st == CVENE_OK) st = iv_resolve_subspaces(ctx, c, r->subspaces, B, s.dims);
     else if (s.dims) for (int k = 0; k < c->n * B; k++) s.dims[k] = (iv_dims){NULL, -1};
+    for (int i = 0; st == CVENE_OK && i < c->n; i++) { /* a source of batch 1 serves every example */
+        const iv_input *in = src[iv_group(c, i)];
+        if (in && in->B == 1 && B > 1) s.locs[2 * i].bcast = 1;
+    }
     if (st == CVENE_OK && c->mode == CVENE_MODE_SERIAL)
         for (int i = 0; i < c->n && st == CVENE_OK; i++)
             if (src[iv_group(c, i)] && needs_source(&c->reps[i].r) && !s.locs[2 * i + 1].present &&

@@ -100,6 +100,8 @@ typedef struct {
      * vocab_size is the logits' last dimension, i.e. n_labels for GRUForClassification */
     int n_layer, n_head, n_embd, n_inner, vocab_size, n_positions;
     int64_t n_params; /* parameters actually used by the forward */
+    int n_token_ids;  /* token ids the forward accepts: [0, n_token_ids) (the embedding's rows; differs
+                       * from vocab_size for a GRU classifier) */
 } cvene_model_info;
 
 /* Load a Hugging Face model directory: config.json plus model.safetensors, or
@@ -291,6 +293,8 @@ typedef struct {
     const int32_t *input_ids;      /* (B, T) */
     const int32_t *attention_mask; /* (B, T) or NULL */
     int B, T;
+    const int32_t *position_ids;   /* (B, T) or NULL: as cvene_run_opts.position_ids (transformers'
+                                    * position_ids; a GRU adds its position embedding only when given) */
 } cvene_input;
 
 typedef struct cvene_request cvene_request;
@@ -306,9 +310,12 @@ cvene_status cvene_request_set_source(cvene_request *r, int index, const cvene_i
 cvene_status cvene_request_set_unit_locations(cvene_request *r, const char *json);
 cvene_status cvene_request_set_subspaces(cvene_request *r, const char *json);
 void cvene_request_set_output_original(cvene_request *r, int on);
-/* A whole request as JSON: {"base": {"input_ids": [[..]], "attention_mask": [[..]]},
- * "sources": [{..} | null, ...], "unit_locations": .., "subspaces": ..,
- * "output_original_output": bool}. */
+/* A whole request as JSON: {"base": {"input_ids": [[..]], "attention_mask": [[..]],
+ * "position_ids": [[..]]}, "sources": [{..} | null, ...], "unit_locations": .., "subspaces": ..,
+ * "output_original_output": bool}. Any other key is refused (CVENE_ERR_FORMAT naming it): a
+ * misspelt "unit_location" must not silently mean "the whole stream". A source may have batch
+ * size 1 in parallel mode: its one example then serves every base example (as pyvene, which
+ * broadcasts a source listed for one example). */
 cvene_status cvene_request_parse(cvene_ctx *ctx, const char *json, cvene_request **out);
 
 /* ---- runs -------------------------------------------------------------- */

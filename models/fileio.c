@@ -39,8 +39,8 @@ int file_open_regular(const char *path, size_t *size, char *why, size_t whylen) 
                          : S_ISCHR(sb.st_mode)  ? "a character device"
                          : S_ISBLK(sb.st_mode)  ? "a block device"
                          : S_ISSOCK(sb.st_mode) ? "a socket"
-                                                : "not a regular file";
-        snprintf(why, whylen, "%.3000s: cannot open: it is %s, and cvene reads only regular files", path, kind);
+                                                : "a special file";
+        snprintf(why, whylen, "%.3000s: cannot open: it is %s, not a regular file", path, kind);
         close(fd);
         return -1;
     }

@@ -255,7 +255,7 @@ cvene_status gpt_neox_load(cvene_model *m, const char *dir, const cJSON *cfg) {
         return st; /* the caller frees param_mem and the kept mapping */
     }
     m->info = (cvene_model_info){CVENE_ARCH_GPT_NEOX, c->n_layer, c->n_head, c->n_embd, c->n_inner,
-                                 c->vocab_size, c->n_positions, params};
+                                 c->vocab_size, c->n_positions, params, c->vocab_size};
     return CVENE_OK;
 }
 

@@ -239,7 +239,7 @@ cvene_status gru_load(cvene_model *m, const char *dir, const cJSON *cfg) {
         return st; /* the caller frees param_mem and the kept mapping */
     }
     m->info = (cvene_model_info){CVENE_ARCH_GRU, c->n_layer, 1, c->h_dim, 3 * c->h_dim, c->n_out,
-                                 c->n_positions, params};
+                                 c->n_positions, params, c->vocab_size};
     return CVENE_OK;
 }
 

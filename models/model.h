@@ -133,6 +133,10 @@ static inline void *act_at(const void *p, cvene_dtype adt, size_t off) {
 cvene_status model_site(cvene_model *m, const cvene_run_opts *o, cvene_dtype adt, float *stage, cvene_component c,
                         int l, void *data, int ndim, const int64_t *shape);
 
+/* Position ids a forward of m accepts are [0, model_position_limit(m)): the position table's
+ * size for GPT-2 and the GRU, 2^24 + 1 for GPT-NeoX (rotary angles exact in f32). */
+int model_position_limit(const cvene_model *m);
+
 /* Grow the activation arena to at least bytes (used by every forward). */
 cvene_status model_reserve_activations(cvene_model *m, size_t bytes, int B, int T);
 

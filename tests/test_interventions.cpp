@@ -29,12 +29,6 @@ const std::string kCases = kFixtures + "/pyvene/cases/";
 const char *const kCase001 = "001_vanilla_pos_block_output_small";
 const int C = 64, H = 4, HD = 16;
 
-std::string slurp(const std::string &path) {
-    std::ifstream f(path, std::ios::binary);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
 
 // ---- RAII holders -----------------------------------------------------------
 struct Cfg {
@@ -63,7 +57,7 @@ struct Res {
 struct Ids {
     std::vector<int32_t> v;
     int B, T;
-    cvene_input in() const { return cvene_input{v.data(), nullptr, B, T}; }
+    cvene_input in() const { return cvene_input{v.data(), nullptr, B, T, nullptr}; }
 };
 const Ids kBase{{11, 42, 7, 300, 99, 5, 17, 250, 64, 128}, 2, 5};
 const Ids kSrc{{200, 3, 77, 150, 31, 90, 260, 12, 8, 190}, 2, 5};
@@ -115,7 +109,7 @@ void ExpectModelStillMatchesPyvene(Loaded &L) {
     Req req;
     Res res;
     ASSERT_EQ(parse_config(L, slurp(dir + "/config.json"), &cfg), CVENE_OK) << L.error();
-    ASSERT_EQ(cvene_request_parse(L.ctx, slurp(dir + "/inputs.json").c_str(), &req.r), CVENE_OK) << L.error();
+    ASSERT_EQ(cvene_request_parse(L.ctx, case_inputs(dir).c_str(), &req.r), CVENE_OK) << L.error();
     ASSERT_EQ(cvene_run(L.model, cfg.c, req.r, &res.r), CVENE_OK) << L.error();
     Archive ref(dir + "/expected.safetensors");
     auto want = ref.get<float>("logits");
@@ -501,7 +495,7 @@ TEST(ConfigBad, AddRejectsWithoutTouchingConfigOrCallerArrays) {
     std::string dir = kCases + kCase001;
     Req req;
     Res res;
-    ASSERT_EQ(cvene_request_parse(L.ctx, slurp(dir + "/inputs.json").c_str(), &req.r), CVENE_OK) << L.error();
+    ASSERT_EQ(cvene_request_parse(L.ctx, case_inputs(dir).c_str(), &req.r), CVENE_OK) << L.error();
     ASSERT_EQ(cvene_run(L.model, c.c, req.r, &res.r), CVENE_OK) << L.error();
     auto want = Archive(dir + "/expected.safetensors").get<float>("logits");
     std::string where;
@@ -630,9 +624,10 @@ TEST(RequestBad, PartitionIdBeyondParts) {
 TEST(RequestBad, BaseAndSourceBatchSizesDisagree) {
     Loaded L(kSmall);
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
-    const Ids one{{1, 2, 3, 4, 5}, 1, 5};
-    ExpectRunFails(L, kVanillaL0, kBase, {&one}, "{\"sources->base\": [[[[1]]], [[[1],[3]]]]}", nullptr,
-                   CVENE_ERR_INVALID_ARG, {"source 0", "batch size 1", "base has 2"});
+    // batch 1 is shared by every example (InputCases in test_pyvene_parity); any other size is an error
+    const Ids three{{1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2, 3, 4, 5}, 3, 5};
+    ExpectRunFails(L, kVanillaL0, kBase, {&three}, "{\"sources->base\": [[[[1],[1],[1]]], [[[1],[3]]]]}", nullptr,
+                   CVENE_ERR_INVALID_ARG, {"sources[0]", "batch size 3", "base has 2", "or 1"});
 }
 
 TEST(RequestBad, MoreSourcesThanGroups) {
@@ -659,7 +654,7 @@ TEST(RequestBad, NoBaseInput) {
     EXPECT_EQ(out, nullptr);
     // a base of batch 0 is refused when set, and the ids are not touched
     std::vector<int32_t> ids = {1, 2, 3}, ids0 = ids;
-    cvene_input in{ids.data(), nullptr, 0, 3};
+    cvene_input in{ids.data(), nullptr, 0, 3, nullptr};
     EXPECT_ERROR(L, cvene_request_set_base(req.r, &in), CVENE_ERR_INVALID_ARG, "base", "batch");
     EXPECT_EQ(ids, ids0);
     EXPECT_ERROR(L, cvene_request_set_source(req.r, -1, &in), CVENE_ERR_INVALID_ARG, "source index -1");
@@ -673,7 +668,7 @@ TEST(RequestBad, MalformedUnitLocationsJsonKeepsPrevious) {
     Cfg c;
     Req req;
     ASSERT_EQ(parse_config(L, slurp(dir + "/config.json"), &c), CVENE_OK) << L.error();
-    ASSERT_EQ(cvene_request_parse(L.ctx, slurp(dir + "/inputs.json").c_str(), &req.r), CVENE_OK) << L.error();
+    ASSERT_EQ(cvene_request_parse(L.ctx, case_inputs(dir).c_str(), &req.r), CVENE_OK) << L.error();
     // the ']' after the trailing comma is byte 21; in "[[[0,]]]" it is byte 5
     const std::string bad = "{\"sources->base\": [1,]}", bad0 = bad;
     EXPECT_ERROR(L, cvene_request_set_unit_locations(req.r, bad.c_str()), CVENE_ERR_FORMAT, "unit_locations",
@@ -1103,7 +1098,7 @@ TEST(Planner, SerialWithTwoSourcesIsThreePasses) {
     Req req;
     Res res;
     ASSERT_EQ(parse_config(L, slurp(dir + "/config.json"), &c), CVENE_OK) << L.error();
-    ASSERT_EQ(cvene_request_parse(L.ctx, slurp(dir + "/inputs.json").c_str(), &req.r), CVENE_OK) << L.error();
+    ASSERT_EQ(cvene_request_parse(L.ctx, case_inputs(dir).c_str(), &req.r), CVENE_OK) << L.error();
     ASSERT_EQ(cvene_run(L.model, c.c, req.r, &res.r), CVENE_OK) << L.error();
     EXPECT_EQ(cvene_result_n_passes(res.r), 3);
     auto want = Archive(dir + "/expected.safetensors").get<float>("logits");
@@ -1141,7 +1136,7 @@ TEST(Planner, OriginalOutputAddsNoPass) {
         Req req;
         Res res;
         ASSERT_EQ(parse_config(L, slurp(dir + "/config.json"), &c), CVENE_OK) << L.error();
-        ASSERT_EQ(cvene_request_parse(L.ctx, slurp(dir + "/inputs.json").c_str(), &req.r), CVENE_OK) << L.error();
+        ASSERT_EQ(cvene_request_parse(L.ctx, case_inputs(dir).c_str(), &req.r), CVENE_OK) << L.error();
         cvene_request_set_output_original(req.r, on);
         ASSERT_EQ(cvene_run(L.model, c.c, req.r, &res.r), CVENE_OK) << L.error();
         EXPECT_EQ(cvene_result_n_passes(res.r), 3) << "output_original_output " << on;
@@ -1157,7 +1152,7 @@ TEST(Planner, SinglePassMatchesPyvene) {
     Req req;
     Res res;
     ASSERT_EQ(parse_config(L, slurp(dir + "/config.json"), &c), CVENE_OK) << L.error();
-    ASSERT_EQ(cvene_request_parse(L.ctx, slurp(dir + "/inputs.json").c_str(), &req.r), CVENE_OK) << L.error();
+    ASSERT_EQ(cvene_request_parse(L.ctx, case_inputs(dir).c_str(), &req.r), CVENE_OK) << L.error();
     ASSERT_EQ(cvene_run(L.model, c.c, req.r, &res.r), CVENE_OK) << L.error();
     EXPECT_EQ(cvene_result_n_passes(res.r), 1);
     auto want = Archive(dir + "/expected.safetensors").get<float>("logits");
@@ -1251,12 +1246,8 @@ std::map<std::string, std::unique_ptr<Loaded>> RoundTrip::models;
 
 TEST_P(RoundTrip, ConfigJsonRoundTripRunsIdentically) {
     std::string dir = kCases + GetParam();
-    std::string inputs = slurp(dir + "/inputs.json");
-    cJSON *in = cJSON_Parse(inputs.c_str());
-    ASSERT_NE(in, nullptr);
-    std::string model_name = cJSON_GetObjectItem(in, "model")->valuestring;
-    cJSON_Delete(in);
-    Loaded &L = model(model_name);
+    std::string inputs = case_inputs(dir);
+    Loaded &L = model(case_model(dir));
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
     Cfg a, b;
     ASSERT_EQ(parse_config(L, slurp(dir + "/config.json"), &a), CVENE_OK) << L.error();

@@ -28,9 +28,12 @@ namespace {
 const double kTol = 1e-5;
 // Case directories: tests/fixtures/pyvene (GPT-2 models under fixtures/gpt2),
 // tests/fixtures/pyvene_neox (GPT-NeoX models under fixtures/neox) and tests/fixtures/pyvene_gru
-// (GRU models under fixtures/gru, unit "t"; tools/make_gru_fixtures.py).
-std::string model_root(const std::string &set) {
-    return set == "pyvene_neox" ? "neox" : set == "pyvene_gru" ? "gru" : "gpt2";
+// (GRU models under fixtures/gru, unit "t"; tools/make_gru_fixtures.py) and
+// tests/fixtures/pyvene_inputs (what an input may hold: broadcast sources, position_ids; its
+// cases name their model directory under fixtures, tools/make_input_fixtures.py).
+std::string model_dir(const std::string &set, const std::string &model) {
+    if (set == "pyvene_inputs") return model;
+    return (set == "pyvene_neox" ? "neox/" : set == "pyvene_gru" ? "gru/" : "gpt2/") + model;
 }
 
 // A GRU classifier's expected logits are pyvene's pooled (B, n_labels): the row at
@@ -45,12 +48,6 @@ std::vector<float> pool_last(const float *logits, int B, int T, int V, const std
     return out;
 }
 
-std::string slurp(const std::string &path) {
-    std::ifstream f(path, std::ios::binary);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
 
 // "SET/NAME" for every case in SET's manifest
 std::vector<std::string> case_names(const std::string &set = "pyvene") {
@@ -157,12 +154,9 @@ TEST_P(PyveneParity, MatchesPyvene) {
     CVENE_SKIP_WITHOUT_DEVICE();
     const std::string set = GetParam().substr(0, GetParam().find('/'));
     std::string dir = std::string(CVENE_FIXTURES) + "/" + set + "/cases/" + GetParam().substr(set.size() + 1);
-    std::string inputs = slurp(dir + "/inputs.json");
-    cJSON *in = cJSON_Parse(inputs.c_str());
-    ASSERT_NE(in, nullptr) << dir;
-    std::string model_name = cJSON_GetObjectItem(in, "model")->valuestring;
-    cJSON_Delete(in);
-    Loaded &L = model(model_root(set) + "/" + model_name);
+    std::string inputs = case_inputs(dir);
+    ASSERT_FALSE(inputs.empty()) << dir;
+    Loaded &L = model(model_dir(set, case_model(dir)));
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
 
     cvene_config *cfg = nullptr;
@@ -237,6 +231,8 @@ std::string case_label(const ::testing::TestParamInfo<std::string> &i) { return 
 INSTANTIATE_TEST_SUITE_P(Cases, PyveneParity, ::testing::ValuesIn(case_names()), case_label);
 INSTANTIATE_TEST_SUITE_P(NeoxCases, PyveneParity, ::testing::ValuesIn(case_names("pyvene_neox")), case_label);
 INSTANTIATE_TEST_SUITE_P(GruCases, PyveneParity, ::testing::ValuesIn(case_names("pyvene_gru")), case_label);
+// issue #18 items 7 and 13: position_ids in requests, a source of batch 1 (or listed for one example)
+INSTANTIATE_TEST_SUITE_P(InputCases, PyveneParity, ::testing::ValuesIn(case_names("pyvene_inputs")), case_label);
 
 // ---- bf16 models: cvene --dtype bf16 against pyvene on model.to(torch.bfloat16) -----------
 // expected_bf16.safetensors (tools/make_pyvene_lowp_fixtures.py) beside a case's f32
@@ -287,11 +283,9 @@ class PyveneBf16 : public ModelSuite<CVENE_BF16> {};
 TEST_P(PyveneBf16, MatchesPyveneOnABf16Model) {
     CVENE_SKIP_WITHOUT_DEVICE();
     const std::string dir = std::string(CVENE_FIXTURES) + "/pyvene/cases/" + GetParam().substr(7);
-    const std::string inputs = slurp(dir + "/inputs.json");
-    cJSON *in = cJSON_Parse(inputs.c_str());
-    ASSERT_NE(in, nullptr) << dir;
-    Loaded &L = model(std::string("gpt2/") + cJSON_GetObjectItem(in, "model")->valuestring);
-    cJSON_Delete(in);
+    const std::string inputs = case_inputs(dir);
+    ASSERT_FALSE(inputs.empty()) << dir;
+    Loaded &L = model(std::string("gpt2/") + case_model(dir));
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
     cvene_config *cfg = nullptr;
     cvene_request *req = nullptr;

@@ -5,8 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
+#include <cjson/cJSON.h>
 
 #include "cvene.h"
 extern "C" {
@@ -69,6 +72,35 @@ struct Archive {
 // N in {1, 3, T}, logits_row0 in {0, B - 1}, with no site (the last block then runs the
 // kept positions only) and with a site on the last layer (it runs them all). N outside
 // [0, T] must fail naming the field and leave the caller's buffer untouched.
+inline std::string slurp(const std::string &path) {
+    std::ifstream f(path, std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+// A pyvene case's inputs.json as a request: without the "model" key the fixture generator adds
+// (the name of the fixture model the case runs on), which is not part of a request.
+inline std::string case_inputs(const std::string &case_dir) {
+    cJSON *j = cJSON_Parse(slurp(case_dir + "/inputs.json").c_str());
+    if (!j) return "";
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "model");
+    char *txt = cJSON_PrintUnformatted(j);
+    std::string out = txt ? txt : "";
+    cJSON_free(txt);
+    cJSON_Delete(j);
+    return out;
+}
+
+// The fixture model a pyvene case runs on (its inputs.json's "model").
+inline std::string case_model(const std::string &case_dir) {
+    cJSON *j = cJSON_Parse(slurp(case_dir + "/inputs.json").c_str());
+    const cJSON *m = j ? cJSON_GetObjectItem(j, "model") : nullptr;
+    std::string out = cJSON_IsString(m) ? m->valuestring : "";
+    cJSON_Delete(j);
+    return out;
+}
+
 inline int noop_site(void *, cvene_component, int, cvene_tensor_view *) { return 0; }
 
 // Inputs of reference case k ("case<k>." entries): ids (B, T), attention mask, and position

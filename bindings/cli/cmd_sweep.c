@@ -234,8 +234,8 @@ static int run_sweep(const sweep_args *a) {
     cvene_model_info mi = cvene_model_get_info(m);
     tx.ctx = ctx, tx.dir = a->model;
     /* every argument is checked before any forward runs or any file is written */
-    int gb = get_ids(&tx, a->base_ids, a->base_text, &base, &nb, "base", mi.vocab_size);
-    int gs = gb < 0 ? -1 : get_ids(&tx, a->source_ids, a->source_text, &src, &ns, "source", mi.vocab_size);
+    int gb = get_ids(&tx, a->base_ids, a->base_text, &base, &nb, "base", mi.n_token_ids);
+    int gs = gb < 0 ? -1 : get_ids(&tx, a->source_ids, a->source_text, &src, &ns, "source", mi.n_token_ids);
     if (gb < 0 || gs < 0) goto done;
     if (a->trace) { /* one prompt: the clean run */
         if (gb == 1 && gs == 1) {
