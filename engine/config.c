@@ -330,7 +330,7 @@ static cvene_status parse_partition(cvene_ctx *ctx, const cJSON *j, int idx, cve
             double a = e->child->valuedouble, b = e->child->next->valuedouble;
             if (!(a >= 0) || !(b > a) || b > IV_MAX_DIM || floor(a) != a || floor(b) != b)
                 return cvene_fail(ctx, CVENE_ERR_FORMAT,
-                                  "representations[%d].subspace_partition[%d] = [%g, %g] is not a range [a, b) of "
+                                  "representations[%d].subspace_partition[%d] = [%.0f, %.0f] is not a range [a, b) of "
                                   "dimensions with 0 <= a < b <= %d", idx, p, a, b, IV_MAX_DIM);
             total += (int64_t)(b - a);
         } else {

@@ -17,6 +17,7 @@ const char *cvene_status_name(cvene_status s) {
     case CVENE_ERR_UNSUPPORTED: return "unsupported";
     case CVENE_ERR_BACKEND: return "backend error";
     case CVENE_ERR_CALLBACK: return "stopped by callback";
+    case CVENE_ERR_NUMERIC: return "non-finite result";
     }
     return "unknown status";
 }

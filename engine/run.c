@@ -35,6 +35,7 @@
 
 #include "engine/intervene.h"
 #include "engine/numpy_random.h"
+#include "engine/tensor.h"
 #include "models/model.h"
 
 struct cvene_result {
@@ -126,6 +127,9 @@ typedef struct {
     int step[CVENE_N_COMPONENTS][64]; /* GRU: calls so far of (site, layer) in this pass = timestep */
     cvene_status err;
     char errmsg[CVENE_ERR_LEN]; /* err's message: the forward overwrites the context's */
+    int diagnose;         /* looking for where a non-finite result first appears (diagnose_site) */
+    float *diag_host;     /* diagnose on a device: the site tensor copied to the host */
+    size_t diag_cap;
 } run_state;
 
 /* forward order of sites, for stopping early: layer by layer in a transformer (step 0);
@@ -526,6 +530,66 @@ static cvene_status run_setter(run_state *s, int i, float *site, const block *bk
     return CVENE_OK;
 }
 
+/* ---- where a non-finite result comes from ----------------------------------
+ * cvene_run checks its results (logits, collected values) for NaN and infinity, which costs a
+ * read of what it returns. Only when one is found does it run the request again with
+ * s->diagnose set: every site of the pass, and block_output / cell_output of every layer,
+ * is scanned after its interventions, and the first non-finite value is reported with the
+ * run, example, position and what acted there last. */
+static const char *block_role(const run_state *s, const block *bk, char *buf, size_t n) {
+    if (bk->role == ROLE_BASE) return "the base";
+    if (bk->role == ROLE_ORIG) return "the clean base (output_original_output)";
+    snprintf(buf, n, "source %d", bk->group);
+    (void)s;
+    return buf;
+}
+
+static cvene_status diagnose_site(run_state *s, cvene_component comp, int layer, int step, const cvene_tensor_view *t) {
+    cvene_backend *be = s->ctx->be;
+    size_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
+    const float *x = t->data;
+    if (t->device != CVENE_DEVICE_CPU) {
+        if (n > s->diag_cap) {
+            float *h = realloc(s->diag_host, n * sizeof(float));
+            if (!h) return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
+            s->diag_host = h, s->diag_cap = n;
+        }
+        CVENE_TRY(be->ops->to_host(be, s->diag_host, t->data, n * sizeof(float)));
+        x = s->diag_host;
+    }
+    const int64_t e = cvene_first_nonfinite(x, n);
+    if (e < 0) return CVENE_OK;
+    const int64_t rows = t->shape[0], per_row = (int64_t)n / rows, row = e / per_row;
+    int k = 0;
+    while (k + 1 < s->n_blocks && s->blocks[k + 1].row0 <= row) k++;
+    const block *bk = &s->blocks[k];
+    char rb[32], where[96];
+    const char *who = block_role(s, bk, rb, sizeof rb);
+    if (cvene_component_is_gru(comp))
+        snprintf(where, sizeof where, "timestep %d", step);
+    else if (t->ndim == 3) /* (rows, T, D) */
+        snprintf(where, sizeof where, "position %lld", (long long)((e % per_row) / t->shape[2]));
+    else
+        snprintf(where, sizeof where, "element %lld", (long long)(e % per_row));
+    char act[256];
+    int i = -1; /* the block's last intervention at this site */
+    for (int j = 0; j < bk->n_setters; j++) {
+        const cvene_representation *r = &s->c->reps[bk->setters[j]].r;
+        if (physical(r->component) == comp && r->layer == layer) i = bk->setters[j];
+    }
+    if (i >= 0)
+        snprintf(act, sizeof act, "after representations[%d] (%s) acted there", i,
+                 cvene_intervention_type_name(s->c->reps[i].r.type));
+    else
+        snprintf(act, sizeof act, "computed by the forward itself (no intervention acts there; the values "
+                 "feeding it overflowed)");
+    return cvene_fail(s->ctx, CVENE_ERR_NUMERIC,
+                      "non-finite value (%s) first appears at %s of layer %d, %s example %lld, %s: %s",
+                      isnan(x[e]) ? "NaN" : "infinity", cvene_component_name(comp), layer, who,
+                      (long long)(row - bk->row0), where, act);
+}
+
 static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_view *t) {
     run_state *s = user;
     const cvene_config *c = s->c;
@@ -563,6 +627,10 @@ static int on_site(void *user, cvene_component comp, int layer, cvene_tensor_vie
                 return 1;
             }
         }
+    }
+    if (s->diagnose && (s->err = diagnose_site(s, comp, layer, step, t)) != CVENE_OK) {
+        snprintf(s->errmsg, sizeof s->errmsg, "%s", s->ctx->err);
+        return 1;
     }
     if (gru) s->step[comp][layer]++;
     return s->last_site >= 0 && site_order(comp, layer, step) >= s->last_site ? CVENE_SITE_STOP : 0;
@@ -624,6 +692,12 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
         }
     }
     if (want_logits) s->last_site = -1;
+    if (s->diagnose) { /* every layer's output too, and the embeddings */
+        const int L = mi.n_layer;
+        const uint64_t all = L >= 64 ? ~0ull : (1ull << L) - 1;
+        if (mi.arch == CVENE_ARCH_GRU) o.sites[CVENE_CELL_OUTPUT] |= all;
+        else o.sites[CVENE_BLOCK_OUTPUT] |= all, o.sites[CVENE_BLOCK_INPUT] |= 1;
+    }
     o.attention_mask = mask;
     o.position_ids = pos;
     o.logits = logits;
@@ -1249,12 +1323,22 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
             CVENE_TRY(check_locs(s, i, 0, src[g]->T));
             geom gs = stream_geom(&mi, getter_component(r, s->m), r->unit, src[g]->T, sl->present);
             int Us = units_of(r, sl, src[g]->T);
-            if (Us != U || (sl->pos && sl->U != bl->U) || gs.R * gs.D != gb.R * gb.D)
+            if (Us != U || (sl->pos && sl->U != bl->U) || gs.R * gs.D != gb.R * gb.D) {
+                /* why the sizes differ, in the user's terms */
+                char hint[200] = "";
+                if (gs.R * gs.D != gb.R * gb.D && (r->unit == CVENE_UNIT_H || !sl->present || !bl->present))
+                    snprintf(hint, sizeof hint, " (%s spans every position, so the source needs the base's length: "
+                             "the source has %d tokens, the base %d)",
+                             r->unit == CVENE_UNIT_H ? "a head (unit h)" : "a side without unit_locations",
+                             src[g]->T, T);
+                else if (Us != U)
+                    snprintf(hint, sizeof hint, " (list as many source as base locations per example)");
                 return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
                                   "intervention %d (%s, layer %d): the source selects %d %s(s) of %d values but the "
-                                  "base %d %s(s) of %d values; they must match", i, cn, r->layer, Us,
+                                  "base %d %s(s) of %d values; they must match%s", i, cn, r->layer, Us,
                                   r->unit == CVENE_UNIT_T ? "timestep" : "unit", gs.R * gs.D, U,
-                                  r->unit == CVENE_UNIT_T ? "timestep" : "unit", gb.R * gb.D);
+                                  r->unit == CVENE_UNIT_T ? "timestep" : "unit", gb.R * gb.D, hint);
+            }
             CVENE_TRY(dev_alloc(s, (void **)&s->store[i], sizeof(float) * len, "a source store"));
         }
         if (r->source && r->source_len != gb.D && (size_t)r->source_len != len)
@@ -1450,10 +1534,8 @@ static cvene_status plan_serial(run_state *s, const iv_input **src, const iv_inp
     return st;
 }
 
-cvene_status cvene_run(cvene_model *m, const cvene_config *c, const cvene_request *r, cvene_result **out) {
-    if (!out) return CVENE_ERR_INVALID_ARG;
-    *out = NULL;
-    if (!m || !c || !r) return CVENE_ERR_INVALID_ARG;
+static cvene_status run_once(cvene_model *m, const cvene_config *c, const cvene_request *r, int diagnose,
+                             cvene_result **out) {
     cvene_ctx *ctx = m->ctx;
     if (!r->base.present) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "the request has no base input");
     const iv_input *base = &r->base;
@@ -1483,7 +1565,7 @@ cvene_status cvene_run(cvene_model *m, const cvene_config *c, const cvene_reques
     }
     run_state s;
     memset(&s, 0, sizeof s);
-    s.ctx = ctx, s.m = m, s.c = c, s.B = B, s.in_base_T = base->T;
+    s.ctx = ctx, s.m = m, s.c = c, s.B = B, s.in_base_T = base->T, s.diagnose = diagnose;
     cvene_result *res = calloc(1, sizeof *res);
     s.res = res;
     s.locs = calloc(2 * (size_t)c->n, sizeof(iv_locs));
@@ -1521,6 +1603,7 @@ cvene_status cvene_run(cvene_model *m, const cvene_config *c, const cvene_reques
     if (st == CVENE_OK) st = fetch_collected(&s);
     if (res) res->B = B, res->T = base->T, res->V = cvene_model_get_info(m).vocab_size;
     state_free(&s, c->n);
+    free(s.diag_host);
     free(src);
     if (st != CVENE_OK) {
         cvene_result_free(res);
@@ -1528,6 +1611,52 @@ cvene_status cvene_run(cvene_model *m, const cvene_config *c, const cvene_reques
     }
     *out = res;
     return CVENE_OK;
+}
+
+/* The first non-finite value of a result: "logits[b][t][v]" into where, or 0 when all are finite. */
+static int result_nonfinite(const cvene_result *res, char *where, size_t n) {
+    const size_t nl = (size_t)res->B * res->T * res->V;
+    const float *arr[2] = {res->logits, res->orig_logits};
+    const char *names[2] = {"logits", "original_logits"};
+    for (int k = 0; k < 2; k++) {
+        const int64_t e = arr[k] ? cvene_first_nonfinite(arr[k], nl) : -1;
+        if (e >= 0) {
+            snprintf(where, n, "%s[%lld][%lld][%lld]", names[k], (long long)(e / ((int64_t)res->T * res->V)),
+                     (long long)(e / res->V % res->T), (long long)(e % res->V));
+            return 1;
+        }
+    }
+    for (int k = 0; k < res->n_collected; k++) {
+        const cvene_tensor_view *t = &res->collected[k];
+        const int64_t e = cvene_first_nonfinite(t->data, (size_t)cvene_tensor_numel(t));
+        if (e >= 0) {
+            snprintf(where, n, "collected[%d] (element %lld)", k, (long long)e);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+cvene_status cvene_run(cvene_model *m, const cvene_config *c, const cvene_request *r, cvene_result **out) {
+    if (!out) return CVENE_ERR_INVALID_ARG;
+    *out = NULL;
+    if (!m || !c || !r) return CVENE_ERR_INVALID_ARG;
+    cvene_result *res = NULL;
+    CVENE_TRY(run_once(m, c, r, 0, &res));
+    char where[96];
+    if (!result_nonfinite(res, where, sizeof where)) {
+        *out = res;
+        return CVENE_OK;
+    }
+    /* rare: run again, scanning every site, to say where it came from */
+    cvene_result_free(res);
+    res = NULL;
+    cvene_status st = run_once(m, c, r, 1, &res);
+    cvene_result_free(res);
+    if (st == CVENE_ERR_NUMERIC) return st;
+    if (st != CVENE_OK) return st;
+    return cvene_fail(m->ctx, CVENE_ERR_NUMERIC, "the result %s is not finite (NaN or infinity), and no site "
+                      "of the forward holds a non-finite value: it appeared in the output head", where);
 }
 
 const float *cvene_result_logits(const cvene_result *res, int *B, int *T, int *V) {

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "engine/ctx.h"
+#include "engine/tensor.h"
 #include "engine/numpy_random.h"
 #include "models/model.h"
 
@@ -441,6 +442,9 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
     cvene_status st = full_forward(s, source_ids, 1, ss->logits_full, ss->last, sites);
     s->caching = 0;
     ss->sum.forwards++;
+    if (st == CVENE_OK && cvene_first_nonfinite(ss->last, (size_t)V) >= 0)
+        st = cvene_fail(ctx, CVENE_ERR_NUMERIC, "sweep: the source run's last-position logits are not finite "
+                        "(NaN or infinity)");
     if (st == CVENE_OK) {
         softmax_log(ss->last, V, s->src_logp);
         ss->sum.source_score = metric(s, ss->last);
@@ -466,6 +470,11 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
         st = full_forward(s, ss->base, 1, ss->logits_full, ss->last, sites);
         s->caching = 0;
         ss->sum.forwards++;
+        if (st == CVENE_OK && cvene_first_nonfinite(ss->last, (size_t)V) >= 0)
+            st = p->trace ? cvene_fail(ctx, CVENE_ERR_NUMERIC, "sweep: the corrupted run's logits (noise sample %d, "
+                                       "noise scale %g) are not finite (NaN or infinity)", k, scale)
+                          : cvene_fail(ctx, CVENE_ERR_NUMERIC, "sweep: the base run's last-position logits are not "
+                                       "finite (NaN or infinity)");
         if (st == CVENE_OK) ss->sum.base_score += metric(s, ss->last) / ss->n_samples;
     }
     if (st != CVENE_OK) {
@@ -552,6 +561,10 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
         }
     }
     if (st != CVENE_OK) return st;
+    for (int k = 0; k < np; k++)
+        if (!isfinite(ss->acc[k]) || fabs(ss->acc[k]) > 3.4028234663852886e38)
+            return cvene_fail(m->ctx, CVENE_ERR_NUMERIC, "sweep: the score of layer %d, position %d is not finite "
+                              "(%g): the patched run overflowed", l, ss->positions[k], ss->acc[k]);
     for (int k = 0; k < np; k++) scores[k] = (float)ss->acc[k];
     ss->sum.sites += np;
     return CVENE_OK;

@@ -108,3 +108,22 @@ void *cvene_arena_take(cvene_arena *a, size_t nbytes) {
     if (!a->base) return NULL;
     return a->base + off;
 }
+
+static inline int nonfinite_bits(const float *x) {
+    uint32_t u;
+    memcpy(&u, x, 4); /* the exponent all ones: infinity or NaN */
+    return (u & 0x7f800000u) == 0x7f800000u;
+}
+
+int64_t cvene_first_nonfinite(const float *x, size_t n) {
+    size_t i = 0;
+    /* blocks of 64 without a branch per element, then the exact index */
+    for (; i + 64 <= n; i += 64) {
+        int bad = 0;
+        for (size_t k = 0; k < 64; k++) bad |= nonfinite_bits(x + i + k);
+        if (bad) break;
+    }
+    for (; i < n; i++)
+        if (nonfinite_bits(x + i)) return (int64_t)i;
+    return -1;
+}

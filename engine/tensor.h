@@ -21,6 +21,10 @@ float cvene_bf16_to_f32(uint16_t h);
 uint16_t cvene_f32_to_f16(float f);
 uint16_t cvene_f32_to_bf16(float f);
 
+/* Index of the first NaN or infinity among x[0 .. n), or -1 when all are finite (host memory;
+ * a bit test per element, as fast as reading x). */
+int64_t cvene_first_nonfinite(const float *x, size_t n);
+
 /* The activation arena: one allocation sized before a run, carved by a bump
  * pointer (llm.c's pattern). Sizing pass: call with base == NULL to count. */
 typedef struct {

@@ -30,7 +30,9 @@ typedef enum {
     CVENE_ERR_OOM = 4,         /* an allocation failed */
     CVENE_ERR_UNSUPPORTED = 5, /* valid request this build/backend cannot do */
     CVENE_ERR_BACKEND = 6,     /* CUDA / cuBLAS reported an error */
-    CVENE_ERR_CALLBACK = 7     /* a user site callback asked to stop */
+    CVENE_ERR_CALLBACK = 7,    /* a user site callback asked to stop */
+    CVENE_ERR_NUMERIC = 8      /* a result is not finite (NaN or infinity); the message names where it
+                                * first appeared */
 } cvene_status;
 
 const char *cvene_status_name(cvene_status s);

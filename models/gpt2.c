@@ -59,9 +59,9 @@ static cvene_status parse_config(cvene_ctx *ctx, const char *dir, const cJSON *j
     CVENE_TRY(hf_config_int_opt(ctx, j, dir, "n_inner", 1, 1 << 20, 4 * c->n_embd, &c->n_inner));
     double eps;
     CVENE_TRY(hf_config_float_opt(ctx, j, dir, "layer_norm_epsilon", 1e-5, &eps));
-    if (!(eps > 0.0))
-        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: layer_norm_epsilon = %g must be > 0",
-                          dir, eps);
+    if (!(eps > 0.0 && eps < 3.0e38))
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: layer_norm_epsilon = %g must be in (0, 3e38) (a "
+                          "float32; 1e-5 is the usual value)", dir, eps);
     c->ln_eps = (float)eps;
     const char *act;
     CVENE_TRY(hf_config_str_opt(ctx, j, dir, "activation_function", "gelu_new", &act));

@@ -124,11 +124,13 @@ static cvene_status parse_config(cvene_ctx *ctx, const char *dir, const cJSON *j
                           dir, pct_key, pct, D, pct_key, c->rot_dims);
     CVENE_TRY(hf_config_float_opt(ctx, base_obj, dir, base_key, 10000.0, &base));
     if (!(base > 0.0 && base < 3.0e38))
-        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: %s = %g must be > 0", dir, base_key, base);
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: %s = %g must be in (0, 3e38): it is used as a "
+                          "float32, as transformers does (10000 is the usual value)", dir, base_key, base);
     c->rot_base = (float)base;
     CVENE_TRY(hf_config_float_opt(ctx, j, dir, "layer_norm_eps", 1e-5, &eps));
-    if (!(eps > 0.0))
-        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: layer_norm_eps = %g must be > 0", dir, eps);
+    if (!(eps > 0.0 && eps < 3.0e38))
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: layer_norm_eps = %g must be in (0, 3e38) (a "
+                          "float32; 1e-5 is the usual value)", dir, eps);
     c->ln_eps = (float)eps;
     const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
     if (scaling && !cJSON_IsNull(scaling))

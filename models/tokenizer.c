@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "engine/ctx.h"
+#include "models/byte_trie.h"
 #include "models/fileio.h"
 #include "models/tokenizer.h"
 
@@ -64,6 +65,7 @@ struct cvene_tokenizer {
     char *astr;
     size_t astr_len, astr_cap;
     uint8_t afirst[2][256]; /* [normalized][byte]: some added token of that pass starts with it */
+    byte_trie atrie[2];     /* [normalized]: content -> index into added */
     /* id -> the bytes it decodes to */
     uint8_t *dec;
     size_t *dec_off;   /* [n_ids + 1] */
@@ -215,6 +217,8 @@ void cvene_tokenizer_free(cvene_tokenizer *t) {
     free(t->mhash);
     free(t->added);
     free(t->astr);
+    byte_trie_free(&t->atrie[0]);
+    byte_trie_free(&t->atrie[1]);
     free(t->dec);
     free(t->dec_off);
     free(t->assigned);
@@ -333,9 +337,6 @@ static cvene_status added_add(cvene_tokenizer *t, const char *content, int32_t i
                               int special, const char *where) {
     size_t len = strlen(content);
     if (len == 0) return cvene_fail(t->ctx, CVENE_ERR_FORMAT, "%s: added token %d has empty content", where, (int)id);
-    for (int k = 0; k < t->n_added; k++)
-        if (t->added[k].id == id)
-            return cvene_fail(t->ctx, CVENE_ERR_FORMAT, "%s: two added tokens have id %d", where, (int)id);
     if (t->n_added == t->cap_added) {
         int cap = t->cap_added ? 2 * t->cap_added : 8;
         added_token *a = realloc(t->added, (size_t)cap * sizeof *a);
@@ -392,9 +393,17 @@ static cvene_status finish(cvene_tokenizer *t, const char *where) {
             srclen[id] = t->str_len[id];
         }
     for (int k = 0; k < t->n_added; k++) {
-        src[t->added[k].id] = t->astr + t->added[k].off;
-        srclen[t->added[k].id] = t->added[k].len;
+        const int32_t id = t->added[k].id;
+        if (t->assigned[id]) { /* marks ids taken by an added token, until the loop below */
+            free(src);
+            free(srclen);
+            return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: two added tokens have id %d", where, (int)id);
+        }
+        t->assigned[id] = 1;
+        src[id] = t->astr + t->added[k].off;
+        srclen[id] = t->added[k].len;
     }
+    memset(t->assigned, 0, (size_t)t->n_ids);
     size_t pos = 0;
     for (int32_t id = 0; id < t->n_ids; id++) {
         t->dec_off[id] = pos;
@@ -419,6 +428,17 @@ static cvene_status finish(cvene_tokenizer *t, const char *where) {
     free(srclen);
     for (int k = 0; k < t->n_added; k++)
         t->afirst[t->added[k].normalized ? 1 : 0][(uint8_t)t->astr[t->added[k].off]] = 1;
+    /* one trie per pass: finding the tokens costs the text's length times the longest token at
+     * most, not times the number of added tokens */
+    for (int pass = 0; pass < 2; pass++) {
+        size_t total = 0;
+        for (int k = 0; k < t->n_added; k++)
+            if ((t->added[k].normalized != 0) == pass) total += t->added[k].len;
+        if (byte_trie_init(&t->atrie[pass], total) != 0) return oom(ctx, "added tokens");
+        for (int k = 0; k < t->n_added; k++)
+            if ((t->added[k].normalized != 0) == pass)
+                byte_trie_add(&t->atrie[pass], (const uint8_t *)t->astr + t->added[k].off, t->added[k].len, k);
+    }
     return CVENE_OK;
 }
 
@@ -926,19 +946,11 @@ static int find_added(const cvene_tokenizer *t, int pass, const uint8_t *s, size
                       size_t *at, int *which) {
     for (size_t i = from; i < n; i++) {
         if (!t->afirst[pass][s[i]]) continue;
-        size_t best = 0;
-        int bk = -1;
-        for (int k = 0; k < t->n_added; k++) {
-            const added_token *a = &t->added[k];
-            if ((a->normalized != 0) != pass || a->len > n - i || a->len <= best) continue;
-            if (memcmp(t->astr + a->off, s + i, a->len) == 0) {
-                best = a->len;
-                bk = k;
-            }
-        }
-        if (bk >= 0) {
+        size_t len;
+        const int32_t k = byte_trie_longest(&t->atrie[pass], s + i, n - i, &len);
+        if (k >= 0) {
             *at = i;
-            *which = bk;
+            *which = k;
             return 1;
         }
     }

@@ -597,8 +597,9 @@ int cmd_sweep(int argc, char **argv) {
             return 2;
         }
         if (!strcmp(k, "--noise")) {
-            if (num < 0) {
-                fprintf(stderr, "cvene sweep: --noise %s must be >= 0 (0: 3 x the embeddings' standard deviation)\n", v);
+            if (num < 0 || num > 3.4e38) {
+                fprintf(stderr, "cvene sweep: --noise %s must be a finite f32 value >= 0 (0: 3 x the embeddings' "
+                                "standard deviation)\n", v);
                 return 2;
             }
             a.noise = num;

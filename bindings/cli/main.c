@@ -14,21 +14,28 @@
 
 #include "cvene.h"
 #include "bindings/cli/cli.h"
+#include "engine/tensor.h"
 
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: cvene predict --model DIR --ids IDS [--top K] [--threads N] [--device cpu|cuda] [--dtype T]\n"
+            "usage: cvene predict --model DIR --ids IDS [--mask M] [--position-ids P] [--top K] [--threads N]\n"
+            "                     [--device cpu|cuda] [--dtype T]\n"
             "       cvene run --model DIR --config CONFIG.json --inputs INPUTS.json [--out OUT.safetensors]\n"
             "       cvene plan --model DIR --batch B --seq T [--devices N]  (memory per device; cvene plan --help)\n"
             "       cvene sweep --model DIR --base TEXT --source TEXT --out PREFIX [...]  (cvene sweep --help)\n"
-            "  IDS   comma-separated token ids; separate sequences with ';' (e.g. \"464,3290;464\")\n"
+            "  IDS   comma-separated token ids; separate sequences with ';' (e.g. \"464,3290;464\"); shorter\n"
+            "        sequences are right-padded and masked\n"
+            "  --mask M          attention mask in the same layout (1 = token, 0 = padding), e.g. for a\n"
+            "                    left-padded batch \"0,1,1;1,1,1\"; predictions are read at each row's last 1\n"
+            "  --position-ids P  position ids in the same layout (transformers' position_ids; default\n"
+            "                    0..T-1), e.g. \"0,0,1;0,1,2\" for that left-padded batch\n"
             "  --top K       predictions to print per sequence (default 5)\n"
             "  --threads N   CPU threads (default: OpenMP default)\n" CLI_CTX_HELP);
 }
 
 typedef struct {
-    int32_t *ids, *mask;
+    int32_t *ids, *mask, *pos;
     int *len;
     int B, T;
 } batch;
@@ -36,6 +43,7 @@ typedef struct {
 static void batch_free(batch *b) {
     free(b->ids);
     free(b->mask);
+    free(b->pos);
     free(b->len);
 }
 
@@ -108,8 +116,42 @@ static int parse_ids(const char *s, batch *out, char *err, size_t errlen) {
     return 0;
 }
 
+/* --mask / --position-ids: a table laid out exactly as --ids (same rows, same lengths) into
+ * *out (B, T), rows right-padded with pad; values must be in [lo, hi]. */
+static int parse_like(const char *opt, const char *s, const batch *ids, long lo, long hi, int32_t pad,
+                      int32_t **out, char *err, size_t errlen) {
+    batch t;
+    if (parse_ids(s, &t, err, errlen) != 0) {
+        char tmp[512];
+        snprintf(tmp, sizeof tmp, "%s", err);
+        snprintf(err, errlen, "%s: %.400s", opt, tmp + (strncmp(tmp, "--ids: ", 7) ? 0 : 7));
+        return -1;
+    }
+    int bad = t.B != ids->B;
+    for (int b = 0; !bad && b < t.B; b++) bad = t.len[b] != ids->len[b];
+    if (bad) {
+        snprintf(err, errlen, "%s must have the layout of --ids: %d sequence(s) of the same lengths", opt, ids->B);
+        batch_free(&t);
+        return -1;
+    }
+    for (int b = 0; b < t.B; b++)
+        for (int q = 0; q < t.T; q++) {
+            int32_t *v = &t.ids[(size_t)b * t.T + q];
+            if (q >= t.len[b]) *v = pad;
+            else if (*v < lo || *v > hi) {
+                snprintf(err, errlen, "%s: sequence %d, entry %d is %d; must be in [%ld, %ld]", opt, b, q, *v, lo, hi);
+                batch_free(&t);
+                return -1;
+            }
+        }
+    *out = t.ids;
+    t.ids = NULL;
+    batch_free(&t);
+    return 0;
+}
+
 int cmd_predict(int argc, char **argv) {
-    const char *model_dir = NULL, *ids_arg = NULL, *device = "cpu", *dtype = "f32";
+    const char *model_dir = NULL, *ids_arg = NULL, *device = "cpu", *dtype = "f32", *mask_arg = NULL, *pos_arg = NULL;
     int top = 5, threads = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -124,6 +166,8 @@ int cmd_predict(int argc, char **argv) {
         }
         if (!strcmp(a, "--model")) model_dir = v;
         else if (!strcmp(a, "--ids")) ids_arg = v;
+        else if (!strcmp(a, "--mask")) mask_arg = v;
+        else if (!strcmp(a, "--position-ids")) pos_arg = v;
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--dtype")) dtype = v;
         else if (!strcmp(a, "--top") || !strcmp(a, "--threads")) {
@@ -155,6 +199,29 @@ int cmd_predict(int argc, char **argv) {
         fprintf(stderr, "cvene: %s\n", err);
         return 2;
     }
+    int32_t *user_mask = NULL;
+    if ((mask_arg && parse_like("--mask", mask_arg, &bt, 0, 1, 0, &user_mask, err, sizeof err) != 0) ||
+        (pos_arg && parse_like("--position-ids", pos_arg, &bt, 0, INT32_MAX, 0, &bt.pos, err, sizeof err) != 0)) {
+        fprintf(stderr, "cvene: %s\n", err);
+        free(user_mask);
+        batch_free(&bt);
+        return 2;
+    }
+    if (user_mask) { /* predictions at each row's last real token */
+        free(bt.mask);
+        bt.mask = user_mask;
+        for (int b = 0; b < bt.B; b++) {
+            int last = -1;
+            for (int t = 0; t < bt.T; t++)
+                if (bt.mask[(size_t)b * bt.T + t]) last = t;
+            if (last < 0) {
+                fprintf(stderr, "cvene: --mask: sequence %d has no token (all zeros)\n", b);
+                batch_free(&bt);
+                return 2;
+            }
+            bt.len[b] = last + 1;
+        }
+    }
     cvene_ctx *ctx = NULL;
     cvene_model *m = NULL;
     float *logits = NULL;
@@ -182,6 +249,7 @@ int cmd_predict(int argc, char **argv) {
     cvene_run_opts o;
     memset(&o, 0, sizeof o);
     o.attention_mask = bt.mask;
+    o.position_ids = bt.pos;
     o.logits = logits;
     if (cvene_forward(m, bt.ids, bt.B, bt.T, &o) != CVENE_OK) {
         fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
@@ -191,10 +259,17 @@ int cmd_predict(int argc, char **argv) {
     printf("forward: batch %d x %d tokens in %.1f ms\n", bt.B, bt.T, 1e3 * (t2 - t1));
     for (int b = 0; b < bt.B; b++) {
         const float *row = logits + ((size_t)b * bt.T + (size_t)(bt.len[b] - 1)) * info.vocab_size;
+        if (cvene_first_nonfinite(row, (size_t)info.vocab_size) >= 0) {
+            fprintf(stderr, "cvene: the logits of sequence %d at position %d are not finite (NaN or infinity): the "
+                            "model's weights or inputs overflow\n", b, bt.len[b] - 1);
+            goto done;
+        }
         double mx = -INFINITY, z = 0.0;
         for (int v = 0; v < info.vocab_size; v++) mx = row[v] > mx ? row[v] : mx;
         for (int v = 0; v < info.vocab_size; v++) z += exp(row[v] - mx);
-        printf("sequence %d (%d tokens): top %d next tokens\n", b, bt.len[b], top);
+        int real = 0;
+        for (int t = 0; t < bt.len[b]; t++) real += bt.mask[(size_t)b * bt.T + t] != 0;
+        printf("sequence %d (%d tokens): top %d next tokens\n", b, real, top);
         /* partial selection: top is small */
         int *best = malloc(sizeof(int) * (size_t)top);
         if (!best) goto done;
