@@ -623,7 +623,7 @@ INSTANTIATE_TEST_SUITE_P(
                  {"\"scale_attn_weights\"", "must be true or false", "\"yes\""}},
         BadField{"TieOne", "tie_word_embeddings", "1", kF, {"\"tie_word_embeddings\"", "must be true or false"}},
         BadField{"EpsString", "layer_norm_epsilon", "\"1e-5\"", kF, {"\"layer_norm_epsilon\"", "finite number"}},
-        BadField{"EpsZero", "layer_norm_epsilon", "0", kF, {"layer_norm_epsilon", "must be > 0"}},
+        BadField{"EpsZero", "layer_norm_epsilon", "0", kF, {"layer_norm_epsilon", "must be in (0, 3e38)"}},
         BadField{"EmbdNotDivisible", "n_embd", "66", kF, {"n_embd = 66", "n_head = 4", "not divisible"}},
         BadField{"ActivationSwish", "activation_function", "\"swish\"", CVENE_ERR_UNSUPPORTED,
                  {"activation_function", "\"swish\"", "not supported"}},

@@ -386,7 +386,7 @@ TEST(NeoxConfig, BadConfigsAreClearErrors) {
         {"heads", R"("hidden_size": 50)", CVENE_ERR_FORMAT,
          {"hidden_size = 50", "not divisible", "num_attention_heads = 4"}},
         {"heads_zero", R"("num_attention_heads": 0)", CVENE_ERR_FORMAT, {"num_attention_heads"}},
-        {"base", R"("rotary_emb_base": 0)", CVENE_ERR_FORMAT, {"rotary_emb_base", "> 0"}},
+        {"base", R"("rotary_emb_base": 0)", CVENE_ERR_FORMAT, {"rotary_emb_base", "must be in (0, 3e38)"}},
         {"eps", R"("layer_norm_eps": -1)", CVENE_ERR_FORMAT, {"layer_norm_eps"}},
         {"act", R"("hidden_act": "swish")", CVENE_ERR_UNSUPPORTED, {"hidden_act", "swish"}},
         {"scaling", R"("rope_scaling": {"type": "linear", "factor": 2.0})", CVENE_ERR_UNSUPPORTED,
