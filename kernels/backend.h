@@ -90,6 +90,63 @@ typedef struct cvene_ops16 {
     cvene_status (*round)(cvene_backend *be, cvene_dtype dt, float *x, size_t n);
 } cvene_ops16;
 
+/* ---- backward ops (issue #13): gradients through a frozen model ----
+ * The training path needs the gradient of a scalar loss with respect to activations (dX of
+ * every op) and to the parameters of interventions and probes, never to the model's weights.
+ * Each op takes dy, the gradient of its forward output, and what the forward read, and
+ * writes dx (accumulate = 0) or adds it into dx (accumulate = 1). f32 only; all buffers on
+ * the backend's device; sums of many terms in double (CPU) or in a fixed order (CUDA), so a
+ * step is bit-identical on the same backend and thread count. The GEMMs of a backward are the
+ * forward's matmul / matmul_lp with the weight's transpose flag flipped (dX = dY Wᵀ); only
+ * matmul_tn below is new. No entry is NULL (the CPU's are the reference the CUDA ones are
+ * tested against). */
+typedef struct cvene_ops_bwd {
+    /* dx (N, C) (+)= the gradient of out = layernorm(x; w, b, eps) given dy (N, C): with the
+     * statistics of x recomputed exactly as the forward layernorm computes them,
+     *   xhat = (x - mean) * rstd,  g = dy * w,
+     *   dx = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)).
+     * dx must not overlap dy or x. */
+    cvene_status (*layernorm)(cvene_backend *be, float *dx, const float *dy, const float *x, const float *w, int N,
+                              int C, float eps, int accumulate);
+    /* Causal self-attention (Tq = Tk = T, as a training forward runs it), given dout (B, T, H*D),
+     * the gradient of attn_apply's output, and the forward's q, k, v (B, T, H*D), contiguous,
+     * and probs (B, H, T, T) (exactly as attn_probs wrote them: masked and unseen keys 0):
+     *   dP = dout_h v_hᵀ,  dS = P ⊙ (dP - rowsum(dP ⊙ P)),
+     *   dq_h = scale dS k_h,  dk_h = scale dSᵀ q_h,  dv_h = Pᵀ dout_h.
+     * dq, dk, dv (B, T, H*D) are written (never accumulated); dp is (B, H, T, T) scratch the
+     * caller provides. No output may overlap an input. */
+    cvene_status (*attention)(cvene_backend *be, float *dq, float *dk, float *dv, float *dp, const float *dout,
+                              const float *q, const float *k, const float *v, const float *probs, int B, int T,
+                              int H, int D, float scale);
+    /* dx (n) (+)= dy ⊙ act'(x), x the activation's input (CVENE_GELU_TANH: gelu_new's exact
+     * derivative; CVENE_GELU_ERF; RELU: 1 where x > 0; SIGMOID; TANH; NONE: dy). dx may alias
+     * dy when not accumulating. */
+    cvene_status (*activation)(cvene_backend *be, float *dx, const float *dy, const float *x, size_t n,
+                               cvene_act act, int accumulate);
+    /* The transpose of the forward rotary op (same arguments): every rotated pair of dims turned
+     * back by its angle, in place. The gradient of a rotary embedding (rotations are orthogonal). */
+    cvene_status (*rotary)(cvene_backend *be, float *x, int ld, const int32_t *pos, int B, int T, int H, int D,
+                           int rot_dims, float base);
+    /* out (K, N) (+)= a (M, K)ᵀ b (M, N), row-major: the gradient of a weight (x (M, K) @ W (K, N)
+     * gives dW = xᵀ dy) of an intervention or a probe. */
+    cvene_status (*matmul_tn)(cvene_backend *be, float *out, const float *a, const float *b, int M, int K, int N,
+                              int accumulate);
+    /* Softmax cross-entropy over rows of logits (N, V): loss[r] = -log softmax(logits_r)[labels[r]]
+     * and dlogits_r = scale * (softmax(logits_r) - onehot(labels[r])); a row with labels[r] < 0 is
+     * ignored (loss 0, gradient 0). labels (N) on the device; loss (N) on the device. dlogits may
+     * alias logits (in place). Reductions over V in double (CPU) / a fixed-order tree (CUDA). */
+    cvene_status (*xent)(cvene_backend *be, float *dlogits, float *loss, const float *logits, const int32_t *labels,
+                         int N, int V, float scale);
+    /* out (n) = alpha * a + beta * b + gamma element-wise (b NULL: the beta term is absent);
+     * out may alias a or b. */
+    cvene_status (*affine)(cvene_backend *be, float *out, const float *a, const float *b, float alpha, float beta,
+                           float gamma, size_t n);
+    /* out (n) (+)= a ⊙ b; out may alias a or b when not accumulating. */
+    cvene_status (*mul)(cvene_backend *be, float *out, const float *a, const float *b, size_t n, int accumulate);
+    /* out (N) (+)= the sum over the M rows of x (M, N): a bias's gradient. */
+    cvene_status (*sum_rows)(cvene_backend *be, float *out, const float *x, int M, int N, int accumulate);
+} cvene_ops_bwd;
+
 typedef struct cvene_ops {
     const char *name;
 
@@ -206,6 +263,8 @@ typedef struct cvene_ops {
 
     /* the forward ops on 16-bit activations (above) */
     const cvene_ops16 *ops16;
+    /* the backward ops (above) */
+    const cvene_ops_bwd *bwd;
 } cvene_ops;
 
 struct cvene_backend {
