@@ -8,17 +8,10 @@
 #include <string.h>
 
 #include "engine/intervene.h"
+#include "engine/iv_type.h"
 
-static const char *const type_names[CVENE_IV_N_TYPES] = {
-    "VanillaIntervention", "AdditionIntervention", "SubtractionIntervention",
-    "ZeroIntervention",    "CollectIntervention",  "SkipIntervention",
-    "NoiseIntervention",   "LambdaIntervention",
-};
 static const char *const unit_names[CVENE_N_UNITS] = {"pos", "h", "h.pos", "t"};
 
-const char *cvene_intervention_type_name(cvene_intervention_type t) {
-    return (t >= 0 && t < CVENE_IV_N_TYPES) ? type_names[t] : "?";
-}
 const char *cvene_unit_name(cvene_unit u) { return (u >= 0 && u < CVENE_N_UNITS) ? unit_names[u] : "?"; }
 
 void cvene_free(void *p) { free(p); }
@@ -140,7 +133,7 @@ static cvene_status check_rep(cvene_ctx *ctx, const cvene_representation *r, int
                           idx, cn);
     if (r->type == CVENE_IV_NOISE && !(isfinite(r->noise_level)))
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "representations[%d].noise_level is not finite", idx);
-    if (r->source && r->type != CVENE_IV_VANILLA && r->type != CVENE_IV_ADDITION && r->type != CVENE_IV_SUBTRACTION)
+    if (r->source && !(iv_type_get(r->type)->flags & IV_CONST_SOURCE))
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
                           "representations[%d]: source_representation is only used by Vanilla, Addition and "
                           "Subtraction interventions, not %s", idx, cvene_intervention_type_name(r->type));
@@ -282,22 +275,6 @@ cvene_status cvene_config_bind_callback(cvene_config *c, const char *name, cvene
 }
 
 /* ---- JSON --------------------------------------------------------------- */
-
-/* "VanillaIntervention", "pyvene.VanillaIntervention" or pyvene's saved
- * "<class 'pyvene.models.interventions.VanillaIntervention'>". */
-static int parse_type_name(const char *s, cvene_intervention_type *out) {
-    const char *base = s;
-    const char *dot = strrchr(s, '.');
-    if (dot) base = dot + 1;
-    size_t n = strlen(base);
-    if (n >= 2 && base[n - 1] == '>' && base[n - 2] == '\'') n -= 2;
-    for (int t = 0; t < CVENE_IV_N_TYPES; t++)
-        if (strlen(type_names[t]) == n && strncmp(base, type_names[t], n) == 0) {
-            *out = (cvene_intervention_type)t;
-            return 1;
-        }
-    return 0;
-}
 
 static cvene_status json_int(cvene_ctx *ctx, const cJSON *j, const char *what, int idx, int lo, int *out) {
     if (!cJSON_IsNumber(j) || floor(j->valuedouble) != j->valuedouble || j->valuedouble < lo ||
@@ -449,12 +426,11 @@ static cvene_status parse_rep(cvene_ctx *ctx, const cJSON *j, int idx, const cJS
     const cJSON *t = f[F_TYPE] && !cJSON_IsNull(f[F_TYPE]) ? f[F_TYPE] : NULL;
     if (!t && types) t = cJSON_IsArray(types) ? cJSON_GetArrayItem(types, idx) : types;
     if (t) {
-        if (!cJSON_IsString(t) || !parse_type_name(t->valuestring, &r.type))
+        if (!cJSON_IsString(t) || !iv_type_parse(t->valuestring, &r.type))
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
-                              "representations[%d]: intervention type %s%s%s is not supported (Vanilla, Addition, "
-                              "Subtraction, Zero, Collect, Skip, Noise, Lambda Intervention)",
+                              "representations[%d]: intervention type %s%s%s is not supported (%s)",
                               idx, cJSON_IsString(t) ? "\"" : "", cJSON_IsString(t) ? t->valuestring : "(not a string)",
-                              cJSON_IsString(t) ? "\"" : "");
+                              cJSON_IsString(t) ? "\"" : "", iv_type_names());
     }
     if (f[F_GROUP] && !cJSON_IsNull(f[F_GROUP])) CVENE_TRY(json_int(ctx, f[F_GROUP], "group_key", idx, 0, &r.group_key));
     if (f[F_LINK] && !cJSON_IsNull(f[F_LINK])) CVENE_TRY(json_int(ctx, f[F_LINK], "intervention_link_key", idx, 0, &r.link_key));
