@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "engine/ctx.h"
+#include "kernels/ctx.h"
 #include "models/safetensors.h"
 
 typedef struct {

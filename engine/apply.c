@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "engine/run_internal.h"
-#include "engine/tensor.h"
+#include "kernels/tensor.h"
 
 /* (B, U, R, D) <-> rows [row0, row0 + B) of the site tensor; dir 0 gathers, 1 scatters */
 static void move_units(float *packed, float *site, int row0, int B, const iv_locs *l, const geom *g,

@@ -3,7 +3,7 @@
 #define CVENE_INTERVENE_H
 
 #include <cjson/cJSON.h>
-#include "engine/ctx.h"
+#include "kernels/ctx.h"
 
 typedef struct {
     cvene_representation r; /* arrays below are owned copies */

@@ -12,7 +12,7 @@
 
 #include "engine/numpy_random.h"
 #include "engine/run_internal.h"
-#include "engine/tensor.h"
+#include "kernels/tensor.h"
 
 /* ---- validation against the model --------------------------------------- */
 

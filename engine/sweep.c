@@ -24,8 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/ctx.h"
-#include "engine/tensor.h"
+#include "kernels/ctx.h"
+#include "kernels/tensor.h"
 #include "engine/numpy_random.h"
 #include "models/model.h"
 

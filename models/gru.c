@@ -33,7 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/tensor.h"
+#include "kernels/tensor.h"
 #include "models/hf_config.h"
 #include "models/model.h"
 #include "models/weights.h"

@@ -3,7 +3,7 @@
 #define CVENE_HF_CONFIG_H
 
 #include <cjson/cJSON.h>
-#include "engine/ctx.h"
+#include "kernels/ctx.h"
 
 /* Parse DIR/config.json; *out must be freed with cJSON_Delete. */
 cvene_status hf_config_read(cvene_ctx *ctx, const char *dir, cJSON **out);

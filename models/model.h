@@ -2,7 +2,7 @@
 #ifndef CVENE_MODEL_H
 #define CVENE_MODEL_H
 
-#include "engine/ctx.h"
+#include "kernels/ctx.h"
 #include <cjson/cJSON.h>
 #include "models/safetensors.h"
 
@@ -64,6 +64,8 @@ typedef struct {
 } model_plan;
 
 /* on_device: inputs are copied to the device (CUDA), so the arena holds them too. */
+cvene_status gpt2_plan(cvene_ctx *ctx, const char *dir, const cJSON *cfg, int B, int T, int on_device,
+                       cvene_dtype adt, model_plan *out);
 cvene_status gpt_neox_plan(cvene_ctx *ctx, const char *dir, const cJSON *cfg, int B, int T, int on_device,
                            cvene_dtype adt, model_plan *out);
 

@@ -3,7 +3,7 @@
  * new ones and the output-head rows of the few vocabulary columns a metric reads; and the
  * output head itself with kept positions (logits_to_keep) and columns; and the call of a
  * site on activations of any storage dtype. */
-#include "engine/tensor.h"
+#include "kernels/tensor.h"
 #include "models/model.h"
 
 cvene_status resume_check(cvene_model *m, const cvene_resume *rs, int B, int T, const cvene_run_opts *o) {

@@ -12,7 +12,7 @@
 
 #include "models/fileio.h"
 #include "models/safetensors.h"
-#include "engine/tensor.h"
+#include "kernels/tensor.h"
 
 static const struct { const char *name; size_t size; } st_dtypes[ST_N_DTYPES] = {
     [ST_BOOL] = {"BOOL", 1}, [ST_U8] = {"U8", 1},     [ST_I8] = {"I8", 1},

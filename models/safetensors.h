@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "engine/ctx.h"
+#include "kernels/ctx.h"
 
 #define ST_MAX_DIMS 8
 #define ST_MAX_HEADER (100u * 1024u * 1024u) /* 100 MB, as the reference implementation */

@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <cjson/cJSON.h>
 
-#include "engine/ctx.h"
+#include "kernels/ctx.h"
 #include "models/byte_trie.h"
 #include "models/fileio.h"
 #include "models/tokenizer.h"

@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/dtype.h"
-#include "engine/tensor.h"
+#include "kernels/dtype.h"
+#include "kernels/tensor.h"
 #include "models/weights.h"
 
 int add_spec(weight_spec *s, int n, float **dst, int64_t d0, int64_t d1, const char *fmt, int layer) {

@@ -25,8 +25,8 @@
 #include <vector>
 
 extern "C" {
-#include "engine/dtype.h"
-#include "engine/tensor.h"
+#include "kernels/dtype.h"
+#include "kernels/tensor.h"
 }
 #include "backend_pair.h" // both backends, uploads, expect_close (1e-5 relative), tag()
 #include "ulp16.h"        // expect_ulp16: 16-bit results within an ulp

@@ -15,7 +15,7 @@
 
 #include "cvene.h"
 extern "C" {
-#include "engine/ctx.h"
+#include "kernels/ctx.h"
 }
 
 #ifndef CVENE_TEST_CUDA

@@ -24,7 +24,7 @@
 #include <vector>
 
 extern "C" {
-#include "engine/dtype.h"
+#include "kernels/dtype.h"
 }
 #include "kernels/backend.h"
 #include "test_device.h"

@@ -33,8 +33,8 @@
 #include <vector>
 
 extern "C" {
-#include "engine/dtype.h"
-#include "engine/tensor.h"
+#include "kernels/dtype.h"
+#include "kernels/tensor.h"
 #include "kernels/backend.h"
 }
 #include "test_device.h"

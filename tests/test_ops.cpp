@@ -4,7 +4,7 @@
 
 #include "test_util.h"
 extern "C" {
-#include "engine/tensor.h"
+#include "kernels/tensor.h"
 #include "kernels/backend.h"
 }
 

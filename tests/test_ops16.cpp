@@ -25,8 +25,8 @@
 #include "test_util.h"
 #include "ulp16.h"
 extern "C" {
-#include "engine/dtype.h"
-#include "engine/tensor.h"
+#include "kernels/dtype.h"
+#include "kernels/tensor.h"
 }
 #include "kernels/backend.h"
 

@@ -20,7 +20,7 @@
 #include "test_device.h"
 #include "test_util.h"
 extern "C" {
-#include "engine/dtype.h"
+#include "kernels/dtype.h"
 }
 
 namespace {

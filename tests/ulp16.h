@@ -17,7 +17,7 @@
 #include <vector>
 
 extern "C" {
-#include "engine/dtype.h"
+#include "kernels/dtype.h"
 }
 
 // Elements of got (dt patterns) outside the bound around ref (dt patterns); the first one's

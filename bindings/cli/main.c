@@ -14,7 +14,7 @@
 
 #include "cvene.h"
 #include "bindings/cli/cli.h"
-#include "engine/tensor.h"
+#include "kernels/tensor.h"
 
 
 static void usage(FILE *f) {

@@ -3,7 +3,7 @@
  *
  * Each op is the rule written in backend.h, literally: widen every 16-bit input to f32 copies
  * (exact), run the f32 CPU op of the same name on them, round each output back to dt (nearest
- * even, engine/dtype.h), rounding again wherever the f32 ops would store an intermediate
+ * even, kernels/dtype.h), rounding again wherever the f32 ops would store an intermediate
  * (residual_layernorm's updated x, matmul_act's GEMM output before its activation).
  * Clarity over speed: every call allocates its f32 copies. Strided inputs (attention's batch
  * strides, rotary's row stride) are widened over their whole extent; elements the op does not
@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "engine/dtype.h"
+#include "kernels/dtype.h"
 #include "kernels/backend.h"
 
 /* Up to 4 f32 copies per op, freed together; oom is set (and the error written) when one

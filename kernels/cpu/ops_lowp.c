@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "engine/dtype.h"
+#include "kernels/dtype.h"
 #include "kernels/backend.h"
 
 static cvene_status lp_fail(cvene_backend *be, cvene_status st, const char *msg) {

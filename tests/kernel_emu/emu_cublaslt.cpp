@@ -7,7 +7,7 @@
 #include <cstring>
 
 extern "C" {
-#include "engine/tensor.h"
+#include "kernels/tensor.h"
 }
 
 struct EmuLtHandle {

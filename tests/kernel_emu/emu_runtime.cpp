@@ -11,7 +11,7 @@
 #include <ucontext.h>
 
 extern "C" {
-#include "engine/tensor.h" // cvene_f32_to_bf16 / f16 and back: the host conversions the CPU backend uses
+#include "kernels/tensor.h" // cvene_f32_to_bf16 / f16 and back: the host conversions the CPU backend uses
 }
 
 emu_uint3 threadIdx, blockIdx; // of the running emulated thread (set at every switch)

@@ -1,9 +1,9 @@
 /* Model loading, the forward entry point (dispatch on config.json's model_type) and
- * memory planning from a config alone. */
+ * memory planning from a config alone (each architecture's own footprint is in its file). */
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/tensor.h"
+#include "kernels/tensor.h"
 #include "models/hf_config.h"
 #include "models/model.h"
 
@@ -67,46 +67,6 @@ cvene_status cvene_forward(cvene_model *m, const int32_t *input_ids, int B, int 
 }
 
 /* ---- memory planning (from config.json alone) ---------------------------- */
-
-/* GPT-2's footprint, mirroring models/gpt2.c (build_specs and carve for a full
- * forward); test_neox_parity checks both against a loaded model and its arena. */
-static cvene_status gpt2_plan(cvene_ctx *ctx, const char *dir, const cJSON *j, int B, int T, int on_device,
-                              cvene_dtype adt, model_plan *out) {
-    int V, P, C, L, H, I, tied;
-    CVENE_TRY(hf_config_int(ctx, j, dir, "vocab_size", 1, 1 << 24, &V));
-    CVENE_TRY(hf_config_int(ctx, j, dir, "n_positions", 1, 1 << 24, &P));
-    CVENE_TRY(hf_config_int(ctx, j, dir, "n_embd", 1, 1 << 16, &C));
-    CVENE_TRY(hf_config_int(ctx, j, dir, "n_layer", 1, 64, &L));
-    CVENE_TRY(hf_config_int(ctx, j, dir, "n_head", 1, 1 << 12, &H));
-    if (C % H != 0)
-        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s/config.json: n_embd = %d is not divisible by n_head = %d",
-                          dir, C, H);
-    CVENE_TRY(hf_config_int_opt(ctx, j, dir, "n_inner", 1, 1 << 20, 4 * C, &I));
-    CVENE_TRY(hf_config_bool_opt(ctx, j, dir, "tie_word_embeddings", 1, &tied));
-    memset(out, 0, sizeof *out);
-    out->arch = CVENE_ARCH_GPT2;
-    out->n_layer = L, out->n_embd = C, out->n_head = H, out->n_inner = I, out->vocab_size = V,
-    out->n_positions = P;
-    int64_t c = C, i = I, v = V;
-    out->embed_params = v * c + (int64_t)P * c;
-    out->layer_params = 2 * c + c * 3 * c + 3 * c + c * c + c + 2 * c + c * i + i + i * c + c;
-    out->final_params = 2 * c + (tied ? 0 : v * c);
-    size_t BT = (size_t)B * T, F = sizeof(float), E = adt == CVENE_F32 ? F : 2, Cs = (size_t)C;
-    const int half = adt != CVENE_F32;
-    size_t stage = BT * Cs > BT * (size_t)I ? BT * Cs : BT * (size_t)I; /* the f32 copy a site sees */
-    if (BT * (size_t)H * (size_t)T > stage) stage = BT * (size_t)H * (size_t)T;
-    size_t bufs[] = {BT * Cs * E, BT * Cs * E, BT * Cs * E, BT * Cs * E, BT * Cs * E, /* x ln q k v */
-                     BT * (size_t)H * (size_t)T * E,                                   /* probs */
-                     BT * Cs * E, BT * Cs * E, BT * (size_t)I * E, BT * Cs * E,        /* att out fc heads */
-                     half ? stage * F : 0,                                             /* site stage */
-                     on_device ? BT * 4 : 0, on_device ? BT * 4 : 0, on_device ? BT * 4 : 0};
-    cvene_arena a = {NULL, 0, 0};
-    for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++)
-        if (bufs[k]) cvene_arena_take(&a, bufs[k]);
-    out->arena_bytes = a.used;
-    out->logits_bytes = BT * (size_t)V * F;
-    return CVENE_OK;
-}
 
 cvene_plan_params cvene_plan_default_params(void) {
     cvene_plan_params p;

@@ -1,6 +1,6 @@
-/* Host conversions between f32 and the 16-bit float dtypes (see engine/dtype.h). */
-#include "engine/dtype.h"
-#include "engine/tensor.h"
+/* Host conversions between f32 and the 16-bit float dtypes (see kernels/dtype.h). */
+#include "kernels/dtype.h"
+#include "kernels/tensor.h"
 
 int cvene_dtype_is_half(cvene_dtype dt) { return dt == CVENE_F16 || dt == CVENE_BF16; }
 

@@ -1,5 +1,5 @@
 #include <string.h>
-#include "engine/tensor.h"
+#include "kernels/tensor.h"
 
 size_t cvene_dtype_size(cvene_dtype t) {
     switch (t) {

@@ -1,5 +1,5 @@
 /* Arrays of f32 <-> f16 / bf16 on the host, built on the scalar conversions of
- * engine/tensor.c (round-to-nearest-even as torch's .to(dtype); Inf stays Inf, NaN
+ * kernels/tensor.c (round-to-nearest-even as torch's .to(dtype); Inf stays Inf, NaN
  * stays a (quiet) NaN, f16 overflow becomes Inf, f16 subnormals are kept).
  * Used by the reduced-precision GEMM (kernels/cpu/ops_lowp.c) and by weight loading
  * when a context asks for bf16/f16 weights (models/weights.c). */
