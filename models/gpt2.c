@@ -10,38 +10,7 @@
 #include "models/hf_config.h"
 #include "models/model.h"
 #include "models/weights.h"
-
-typedef struct {
-    int vocab_size, n_positions, n_embd, n_layer, n_head, n_inner;
-    float ln_eps;
-    cvene_act act;
-    int scale_attn_weights, scale_by_inverse_layer_idx, tied;
-} gpt2_config;
-
-/* The GEMM weights (const void *) are in the model's gemm_dtype: f32, or f16 / bf16 when
- * the context asked for reduced precision (cvene_ctx_params.compute_dtype); everything
- * else is f32. */
-typedef struct {
-    float *ln_1_w, *ln_1_b;           // (C)
-    const void *c_attn_w;             // (C, 3C)   Conv1D [in, out]
-    float *c_attn_b;                  // (3C)
-    const void *attn_proj_w;          // (C, C)
-    float *attn_proj_b;               // (C)
-    float *ln_2_w, *ln_2_b;           // (C)
-    const void *c_fc_w;               // (C, I)
-    float *c_fc_b;                    // (I)
-    const void *mlp_proj_w;           // (I, C)
-    float *mlp_proj_b;                // (C)
-} gpt2_layer;
-
-typedef struct {
-    float *wte;  // (V, C)
-    float *wpe;  // (P, C)
-    gpt2_layer *layers;
-    float *ln_f_w, *ln_f_b; // (C)
-    const void *lm_head;    // (V, C): wte when tied (a 16-bit copy of it in reduced precision)
-    cvene_dtype gemm_dtype; // of the GEMM weights
-} gpt2_params;
+#include "models/gpt2.h"
 
 /* ---- config ------------------------------------------------------------ */
 
@@ -111,10 +80,6 @@ static int build_specs(const gpt2_config *c, gpt2_params *p, weight_spec *s) {
     return n;
 }
 
-typedef struct {
-    gpt2_config cfg;
-    gpt2_params p;
-} gpt2_model;
 
 static void gpt2_free(cvene_model *m) {
     gpt2_model *g = m->arch;
@@ -133,7 +98,7 @@ static const float *gpt2_token_embeddings(cvene_model *m, int *V, int *C) {
     return g->p.wte;
 }
 static const cvene_model_vtable gpt2_vtable = {"gpt2", gpt2_forward, gpt2_free, gpt2_forward_from,
-                                               gpt2_token_embeddings};
+                                               gpt2_token_embeddings, gpt2_train_forward, gpt2_train_backward};
 
 cvene_status gpt2_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     cvene_ctx *ctx = m->ctx;
@@ -182,8 +147,33 @@ cvene_status gpt2_load(cvene_model *m, const char *dir, const cJSON *cfg) {
 
 /* ---- forward ----------------------------------------------------------- */
 
+int gpt2_site_on(const gpt2_site_run *r, cvene_component c, int l) {
+    return r->o && r->o->site_fn && ((r->o->sites[c] >> l) & 1u);
+}
+
+cvene_status gpt2_site_call(const gpt2_site_run *r, cvene_component c, int l, void *data, int ndim,
+                              int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    if (!gpt2_site_on(r, c, l)) return CVENE_OK;
+    int64_t shape[4] = {d0, d1, d2, d3};
+    return model_site(r->m, r->o, r->adt, r->stage, c, l, data, ndim, shape);
+}
+
+/* (B, T, C) site and, if asked, its per-head (B, H, T, D) form. */
+cvene_status gpt2_site_btc(const gpt2_site_run *r, cvene_component c, cvene_component head_c, int l,
+                             void *data) {
+    const gpt2_config *g = &((gpt2_model *)r->m->arch)->cfg;
+    int B = r->B, T = r->T, C = g->n_embd, H = g->n_head, D = C / H;
+    if (c != CVENE_N_COMPONENTS) CVENE_TRY(gpt2_site_call(r, c, l, data, 3, B, T, C, 0));
+    if (head_c == CVENE_N_COMPONENTS || !gpt2_site_on(r, head_c, l)) return CVENE_OK;
+    cvene_backend *be = r->m->ctx->be;
+    CVENE_TRY(be->ops->ops16->permute_heads(be, r->adt, r->heads, data, B, T, H, D, 1));
+    CVENE_TRY(gpt2_site_call(r, head_c, l, r->heads, 4, B, H, T, D));
+    return be->ops->ops16->permute_heads(be, r->adt, data, r->heads, B, T, H, D, 0);
+}
+
+
 /* Element off of a GEMM weight w held in dtype dt (column slices of c_attn). */
-static const void *wat(const void *w, cvene_dtype dt, size_t off) {
+const void *gpt2_wat(const void *w, cvene_dtype dt, size_t off) {
     return (const char *)w + off * cvene_dtype_size(dt);
 }
 
@@ -232,39 +222,6 @@ static void carve(cvene_arena *a, gpt2_acts *s, const gpt2_config *c, cvene_dtyp
     s->ids = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
     s->pos = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
     s->mask = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
-}
-
-typedef struct {
-    cvene_model *m;
-    const cvene_run_opts *o;
-    int B, T;
-    void *heads;  // scratch (B, H, T, D)
-    cvene_dtype adt;
-    float *stage; // 16-bit adt: the f32 copy a site sees
-} site_run;
-
-static int site_on(const site_run *r, cvene_component c, int l) {
-    return r->o && r->o->site_fn && ((r->o->sites[c] >> l) & 1u);
-}
-
-static cvene_status site_call(const site_run *r, cvene_component c, int l, void *data, int ndim,
-                              int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
-    if (!site_on(r, c, l)) return CVENE_OK;
-    int64_t shape[4] = {d0, d1, d2, d3};
-    return model_site(r->m, r->o, r->adt, r->stage, c, l, data, ndim, shape);
-}
-
-/* (B, T, C) site and, if asked, its per-head (B, H, T, D) form. */
-static cvene_status site_btc(const site_run *r, cvene_component c, cvene_component head_c, int l,
-                             void *data) {
-    const gpt2_config *g = &((gpt2_model *)r->m->arch)->cfg;
-    int B = r->B, T = r->T, C = g->n_embd, H = g->n_head, D = C / H;
-    if (c != CVENE_N_COMPONENTS) CVENE_TRY(site_call(r, c, l, data, 3, B, T, C, 0));
-    if (head_c == CVENE_N_COMPONENTS || !site_on(r, head_c, l)) return CVENE_OK;
-    cvene_backend *be = r->m->ctx->be;
-    CVENE_TRY(be->ops->ops16->permute_heads(be, r->adt, r->heads, data, B, T, H, D, 1));
-    CVENE_TRY(site_call(r, head_c, l, r->heads, 4, B, H, T, D));
-    return be->ops->ops16->permute_heads(be, r->adt, data, r->heads, B, T, H, D, 0);
 }
 
 static cvene_status check_inputs(cvene_model *m, const int32_t *ids, int B, int T,
@@ -369,7 +326,7 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         }
     }
 
-    site_run r = {m, o, B, T, s.heads, adt, s.stage};
+    gpt2_site_run r = {m, o, B, T, s.heads, adt, s.stage};
     const float scale0 = c->scale_attn_weights ? 1.0f / sqrtf((float)D) : 1.0f;
 
     /* When only each row's last `keep` positions' logits are wanted (sweeps: 1), the last
@@ -386,9 +343,9 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         const gpt2_layer *L = &p->layers[l];
         float scale = c->scale_by_inverse_layer_idx ? scale0 / (float)(l + 1) : scale0;
         const int Tq = l == tail ? keep : T, Mq = B * Tq; /* query rows of this block */
-        CVENE_TRY(site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
+        CVENE_TRY(gpt2_site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
         if (!ln1_ready) CVENE_TRY(o16->layernorm(be, adt, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps));
-        CVENE_TRY(site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
+        CVENE_TRY(gpt2_site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
         /* c_attn as three column slices of the (C, 3C) Conv1D weight, so q, k and v
          * each land contiguous (B, T, C) for their sites */
         if (Tq == T) {
@@ -398,16 +355,16 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
             CVENE_TRY(model_gemm(be, adt, wdt, s.q, s.att, L->c_attn_w, 3 * C, 0, L->c_attn_b, Mq, C, C,
                                  CVENE_ACT_NONE)); // (B, Tq, C)
         }
-        CVENE_TRY(model_gemm(be, adt, wdt, s.k, s.ln, wat(L->c_attn_w, wdt, C), 3 * C, 0, L->c_attn_b + C, BT, C, C,
+        CVENE_TRY(model_gemm(be, adt, wdt, s.k, s.ln, gpt2_wat(L->c_attn_w, wdt, C), 3 * C, 0, L->c_attn_b + C, BT, C, C,
                              CVENE_ACT_NONE));
-        CVENE_TRY(model_gemm(be, adt, wdt, s.v, s.ln, wat(L->c_attn_w, wdt, 2 * (size_t)C), 3 * C, 0,
+        CVENE_TRY(model_gemm(be, adt, wdt, s.v, s.ln, gpt2_wat(L->c_attn_w, wdt, 2 * (size_t)C), 3 * C, 0,
                              L->c_attn_b + 2 * C, BT, C, C, CVENE_ACT_NONE));
-        CVENE_TRY(site_btc(&r, CVENE_QUERY_OUTPUT, CVENE_N_COMPONENTS, l, s.q));
-        CVENE_TRY(site_btc(&r, CVENE_KEY_OUTPUT, CVENE_N_COMPONENTS, l, s.k));
-        CVENE_TRY(site_btc(&r, CVENE_VALUE_OUTPUT, CVENE_N_COMPONENTS, l, s.v));
-        CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_QUERY_OUTPUT, l, s.q));
-        CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_KEY_OUTPUT, l, s.k));
-        CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, s.v));
+        CVENE_TRY(gpt2_site_btc(&r, CVENE_QUERY_OUTPUT, CVENE_N_COMPONENTS, l, s.q));
+        CVENE_TRY(gpt2_site_btc(&r, CVENE_KEY_OUTPUT, CVENE_N_COMPONENTS, l, s.k));
+        CVENE_TRY(gpt2_site_btc(&r, CVENE_VALUE_OUTPUT, CVENE_N_COMPONENTS, l, s.v));
+        CVENE_TRY(gpt2_site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_QUERY_OUTPUT, l, s.q));
+        CVENE_TRY(gpt2_site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_KEY_OUTPUT, l, s.k));
+        CVENE_TRY(gpt2_site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, s.v));
         const void *kk = s.k, *vv = s.v;
         if (s.kf) { /* resuming: cached prefix keys/values, shared by every row, then ours */
             CVENE_TRY(resume_join_cache(be, adt, s.kf, rs->k_cache[l], s.k, B, past, T, C));
@@ -416,34 +373,34 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         }
         CVENE_TRY(o16->attn_probs(be, adt, s.probs, s.q, (size_t)Tq * C, kk, (size_t)Tk * C, d_mask, B, Tq, Tk, H, D,
                                   scale));
-        CVENE_TRY(site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, Tk));
+        CVENE_TRY(gpt2_site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, Tk));
         CVENE_TRY(o16->attn_apply(be, adt, s.att, s.probs, vv, (size_t)Tk * C, B, Tq, Tk, H, D)); // (B, Tq, C)
-        CVENE_TRY(site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
+        CVENE_TRY(gpt2_site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
         CVENE_TRY(model_gemm(be, adt, wdt, s.out, s.att, L->attn_proj_w, C, 0, L->attn_proj_b, Mq, C, C, CVENE_ACT_NONE));
-        CVENE_TRY(site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
+        CVENE_TRY(gpt2_site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
         if (Tq != T) { /* from here on only the last rows: their residual in heads (unused: no sites) */
             xq = s.heads;
             CVENE_TRY(resume_gather_tail(be, xq, s.x, B, T, Tq, C, E));
         }
         /* fused: no site between the residual add and ln_2 (MLP_INPUT is ln_2's output) */
         CVENE_TRY(o16->residual_layernorm(be, adt, xq, s.out, s.ln, L->ln_2_w, L->ln_2_b, Mq, C, c->ln_eps));
-        CVENE_TRY(site_btc(&r, CVENE_MLP_INPUT, CVENE_N_COMPONENTS, l, s.ln));
+        CVENE_TRY(gpt2_site_btc(&r, CVENE_MLP_INPUT, CVENE_N_COMPONENTS, l, s.ln));
         /* c_fc and its activation in one op (MLP_ACTIVATION is the activation's output) */
         CVENE_TRY(model_gemm(be, adt, wdt, s.fc, s.ln, L->c_fc_w, I, 0, L->c_fc_b, Mq, C, I, c->act)); // (B, Tq, I)
-        CVENE_TRY(site_call(&r, CVENE_MLP_ACTIVATION, l, s.fc, 3, B, T, I, 0));
+        CVENE_TRY(gpt2_site_call(&r, CVENE_MLP_ACTIVATION, l, s.fc, 3, B, T, I, 0));
         CVENE_TRY(model_gemm(be, adt, wdt, s.out, s.fc, L->mlp_proj_w, C, 0, L->mlp_proj_b, Mq, I, C, CVENE_ACT_NONE));
-        CVENE_TRY(site_btc(&r, CVENE_MLP_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
+        CVENE_TRY(gpt2_site_btc(&r, CVENE_MLP_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
         /* the next block's ln_1 fused into this residual add when no site sits between them
          * (this block's BLOCK_OUTPUT, the next one's BLOCK_INPUT); the last block's residual
          * is followed by ln_f only when logits are wanted, below */
-        ln1_ready = l + 1 < c->n_layer && xq == s.x && Mq == BT && !site_on(&r, CVENE_BLOCK_OUTPUT, l) &&
-                    !site_on(&r, CVENE_BLOCK_INPUT, l + 1);
+        ln1_ready = l + 1 < c->n_layer && xq == s.x && Mq == BT && !gpt2_site_on(&r, CVENE_BLOCK_OUTPUT, l) &&
+                    !gpt2_site_on(&r, CVENE_BLOCK_INPUT, l + 1);
         if (ln1_ready)
             CVENE_TRY(o16->residual_layernorm(be, adt, s.x, s.out, s.ln, p->layers[l + 1].ln_1_w,
                                               p->layers[l + 1].ln_1_b, BT, C, c->ln_eps));
         else
             CVENE_TRY(o16->residual_add(be, adt, xq, s.out, (size_t)Mq * C));
-        CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
+        CVENE_TRY(gpt2_site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
     }
     if (!logits_out) return op->sync(be);
     model_head_args h = {adt, s.x, xq, s.out, s.ln, s.stage, p->ln_f_w, p->ln_f_b, c->ln_eps, p->lm_head, wdt, s.wsel,

@@ -212,7 +212,7 @@ static const float *neox_token_embeddings(cvene_model *m, int *V, int *C) {
     return g->p.embed_in;
 }
 static const cvene_model_vtable neox_vtable = {"gpt_neox", neox_forward, neox_free, neox_forward_from,
-                                               neox_token_embeddings};
+                                               neox_token_embeddings, NULL, NULL};
 
 cvene_status gpt_neox_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     cvene_ctx *ctx = m->ctx;

@@ -176,7 +176,7 @@ static const float *gru_token_embeddings(cvene_model *m, int *V, int *C) {
     return g->p.wte;
 }
 /* no forward_from: a GRU has no key/value cache to resume from */
-static const cvene_model_vtable gru_vtable = {"gru", gru_forward, gru_free, NULL, gru_token_embeddings};
+static const cvene_model_vtable gru_vtable = {"gru", gru_forward, gru_free, NULL, gru_token_embeddings, NULL, NULL};
 
 cvene_status gru_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     cvene_ctx *ctx = m->ctx;

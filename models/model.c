@@ -50,6 +50,7 @@ void cvene_model_free(cvene_model *m) {
     if (m->vt) m->vt->free(m);
     if (m->param_mem) be->ops->free(be, m->param_mem);
     if (m->act_mem) be->ops->free(be, m->act_mem);
+    if (m->train_mem) be->ops->free(be, m->train_mem);
     st_archive_close(&m->map);
     free(m);
 }

@@ -24,6 +24,34 @@ typedef struct {
                                   * reads positions[past..T-1]; GPT-2 resumes after its position embedding */
 } cvene_resume;
 
+/* ---- training passes (issue #13): the model frozen, gradients for interventions ----
+ * A training pass runs the layers [layer, L) from a given residual and keeps what the backward
+ * needs (in the model's training arena, apart from the forward arena); the backward goes from
+ * the gradient of the loss rows' logits down to the input of `layer`. At every site the forward
+ * calls o->site_fn as a normal forward does (interventions act there); at every grad site the
+ * backward calls grad_fn with the gradient of the loss with respect to the site's stream as the
+ * rest of the forward used it, which grad_fn may replace in place by the gradient with respect
+ * to the stream before the site's interventions (their vector-Jacobian product) -- the backward
+ * continues with what grad_fn leaves there. Site BLOCK_OUTPUT of layer - 1 (the residual the
+ * pass starts from) is a site and a grad site of the pass too: first in the forward, last in the
+ * backward. f32 activations only. */
+typedef struct {
+    int layer;              /* first layer run (0 .. L - 1) */
+    const float *x;         /* (B, T, C) residual entering `layer`, f32 on the device (read only) */
+    int B, T;
+    const int32_t *mask;    /* (B, T) attention mask, host; NULL = all ones */
+    const int32_t *pos;     /* (B, T) position ids, host; NULL = 0..T-1 (GPT-NeoX's rotary reads them) */
+    const int32_t *rows;    /* (n_rows) loss rows as b * T + t, host */
+    int n_rows;
+    float *logits;          /* (n_rows, V) f32 on the device: train_forward writes the loss rows' logits */
+} model_train_pass;
+
+typedef struct {
+    cvene_site_fn fn;       /* the grad site callback (see above); return non-zero to abort */
+    void *user;
+    uint64_t sites[CVENE_N_COMPONENTS]; /* per component, a bitmask over layers (as cvene_run_opts.sites) */
+} model_grad_sites;
+
 typedef struct {
     const char *name;
     cvene_status (*forward)(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o);
@@ -32,6 +60,13 @@ typedef struct {
     cvene_status (*forward_from)(cvene_model *m, const cvene_resume *rs, int B, int T, const cvene_run_opts *o);
     /* optional: the (V, C) token-embedding matrix on the backend device */
     const float *(*token_embeddings)(cvene_model *m, int *V, int *C);
+    /* optional (NULL: this architecture cannot train yet): a training pass (above). o: sites and
+     * site_fn only (no logits, masks or ids: those are in tp). */
+    cvene_status (*train_forward)(cvene_model *m, const model_train_pass *tp, const cvene_run_opts *o);
+    /* dlogits (n_rows, V) on the device: the loss's gradient for tp->logits. Needs the
+     * train_forward of the same tp just before (its saved activations). */
+    cvene_status (*train_backward)(cvene_model *m, const model_train_pass *tp, const float *dlogits,
+                                   const model_grad_sites *g);
 } cvene_model_vtable;
 
 struct cvene_model {
@@ -44,6 +79,8 @@ struct cvene_model {
                         * used in place on the CPU); empty otherwise. Closed by cvene_model_free. */
     void *act_mem;     /* the activation arena, grown to the largest (B, T) seen */
     size_t act_cap;
+    void *train_mem;   /* the training arena (saved activations and backward scratch), grown likewise */
+    size_t train_cap;
 };
 
 /* Loaders fill m (zeroed, m->ctx set): vt, arch, param_mem, info. On failure
@@ -141,5 +178,15 @@ int model_position_limit(const cvene_model *m);
 
 /* Grow the activation arena to at least bytes (used by every forward). */
 cvene_status model_reserve_activations(cvene_model *m, size_t bytes, int B, int T);
+/* Grow the training arena likewise (training passes). */
+cvene_status model_reserve_training(cvene_model *m, size_t bytes);
+
+/* A grad site of a training pass: g->fn on the (ndim, shape) f32 gradient data when g asks for
+ * (c, l); CVENE_ERR_CALLBACK naming the site when it returns non-zero. */
+cvene_status model_grad_site(cvene_model *m, const model_grad_sites *g, cvene_component c, int l, float *data,
+                             int ndim, const int64_t *shape);
+static inline int model_grad_on(const model_grad_sites *g, cvene_component c, int l) {
+    return g && g->fn && ((g->sites[c] >> l) & 1u);
+}
 
 #endif

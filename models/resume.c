@@ -113,3 +113,14 @@ cvene_status model_site(cvene_model *m, const cvene_run_opts *o, cvene_dtype adt
     if (adt != CVENE_F32) CVENE_TRY(be->ops->ops16->convert(be, data, adt, stage, CVENE_F32, (size_t)n));
     return CVENE_OK;
 }
+
+cvene_status model_grad_site(cvene_model *m, const model_grad_sites *g, cvene_component c, int l, float *data,
+                             int ndim, const int64_t *shape) {
+    if (!model_grad_on(g, c, l)) return CVENE_OK;
+    cvene_tensor_view v = cvene_tensor_make(data, CVENE_F32, m->ctx->be->device, ndim, shape);
+    int rc = g->fn(g->user, c, l, &v);
+    if (rc != 0)
+        return cvene_fail(m->ctx, CVENE_ERR_CALLBACK, "grad site callback at %s layer %d returned %d",
+                          cvene_component_name(c), l, rc);
+    return CVENE_OK;
+}

@@ -179,6 +179,20 @@ cvene_status model_reserve_activations(cvene_model *m, size_t bytes, int B, int 
     return CVENE_OK;
 }
 
+cvene_status model_reserve_training(cvene_model *m, size_t bytes) {
+    if (bytes <= m->train_cap) return CVENE_OK;
+    cvene_backend *be = m->ctx->be;
+    if (m->train_mem) be->ops->free(be, m->train_mem);
+    m->train_mem = NULL;
+    m->train_cap = 0;
+    if (be->ops->alloc(be, &m->train_mem, bytes) != CVENE_OK)
+        return cvene_fail(m->ctx, CVENE_ERR_OOM, "cannot allocate %zu bytes for a training pass's activations and "
+                          "gradients (a smaller batch, or a lowest trainable site nearer the output, needs less)",
+                          bytes);
+    m->train_cap = bytes;
+    return CVENE_OK;
+}
+
 cvene_status weights_zero_row(cvene_ctx *ctx, float **row, int n) {
     cvene_backend *be = ctx->be;
     *row = NULL;
