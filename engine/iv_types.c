@@ -22,6 +22,20 @@ static const iv_type types[CVENE_IV_N_TYPES] = {
     [CVENE_IV_NOISE] = {CVENE_IV_NOISE, "NoiseIntervention", 0, CVENE_IVOP_ADDITION},
     /* a C callback (pyvene's LambdaIntervention), with the source when the request has one */
     [CVENE_IV_CALLBACK] = {CVENE_IV_CALLBACK, "LambdaIntervention", IV_TAKES_SOURCE, CVENE_IVOP_VANILLA},
+    /* trainable (engine/trainable.h): parameters, forward and backward of their own */
+    [CVENE_IV_ROTATED_SPACE] = {CVENE_IV_ROTATED_SPACE, "RotatedSpaceIntervention",
+                                IV_TAKES_SOURCE | IV_NEEDS_SOURCE | IV_TRAINABLE, 0},
+    [CVENE_IV_LOW_RANK_ROTATED_SPACE] = {CVENE_IV_LOW_RANK_ROTATED_SPACE, "LowRankRotatedSpaceIntervention",
+                                         IV_TAKES_SOURCE | IV_NEEDS_SOURCE | IV_TRAINABLE, 0},
+    [CVENE_IV_BOUNDLESS_ROTATED_SPACE] = {CVENE_IV_BOUNDLESS_ROTATED_SPACE, "BoundlessRotatedSpaceIntervention",
+                                          IV_TAKES_SOURCE | IV_NEEDS_SOURCE | IV_TRAINABLE, 0},
+    [CVENE_IV_SIGMOID_MASK_ROTATED_SPACE] = {CVENE_IV_SIGMOID_MASK_ROTATED_SPACE,
+                                             "SigmoidMaskRotatedSpaceIntervention",
+                                             IV_TAKES_SOURCE | IV_NEEDS_SOURCE | IV_TRAINABLE, 0},
+    [CVENE_IV_SIGMOID_MASK] = {CVENE_IV_SIGMOID_MASK, "SigmoidMaskIntervention",
+                               IV_TAKES_SOURCE | IV_NEEDS_SOURCE | IV_TRAINABLE, 0},
+    /* pyreft's: its source is learned from the base (no source run) */
+    [CVENE_IV_LOREFT] = {CVENE_IV_LOREFT, "LoreftIntervention", IV_TRAINABLE, 0},
 };
 
 const iv_type *iv_type_get(cvene_intervention_type t) { return &types[t]; }
@@ -46,5 +60,7 @@ int iv_type_parse(const char *s, cvene_intervention_type *out) {
 
 const char *iv_type_names(void) {
     return "VanillaIntervention, AdditionIntervention, SubtractionIntervention, ZeroIntervention, "
-           "CollectIntervention, SkipIntervention, NoiseIntervention, LambdaIntervention";
+           "CollectIntervention, SkipIntervention, NoiseIntervention, LambdaIntervention, RotatedSpaceIntervention, "
+           "LowRankRotatedSpaceIntervention, BoundlessRotatedSpaceIntervention, "
+           "SigmoidMaskRotatedSpaceIntervention, SigmoidMaskIntervention, LoreftIntervention";
 }

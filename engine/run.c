@@ -164,6 +164,11 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
                                   : "representations[%d].component = %s is a GRU component but the model is a "
                                     "transformer (%s)",
                               i, cn, s->m->vt->name);
+        if (iv_type_get(r->type)->flags & IV_TRAINABLE)
+            return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                              "representations[%d]: %s is trainable; cvene_run does not apply trained interventions "
+                              "yet (train them with cvene_train / cvene train)", i,
+                              cvene_intervention_type_name(r->type));
         if (r->type == CVENE_IV_CALLBACK && !r->fn)
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
                               "representations[%d]: callback \"%s\" is not bound (cvene_config_bind_callback)", i,

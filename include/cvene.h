@@ -228,6 +228,13 @@ typedef enum {
     CVENE_IV_SKIP,          /* base = the source run's input of this component */
     CVENE_IV_NOISE,         /* base += level * RandomState(seed).randn(1, U, D) (pyvene's) */
     CVENE_IV_CALLBACK,      /* base = fn(base, source) (pyvene's LambdaIntervention) */
+    /* trainable (docs/training.md; the formulas in engine/trainable.h) */
+    CVENE_IV_ROTATED_SPACE,            /* RotatedSpaceIntervention: W (D, D) orthogonal */
+    CVENE_IV_LOW_RANK_ROTATED_SPACE,   /* LowRankRotatedSpaceIntervention: W (D, r) orthonormal columns */
+    CVENE_IV_BOUNDLESS_ROTATED_SPACE,  /* BoundlessRotatedSpaceIntervention: a learned boundary in W's basis */
+    CVENE_IV_SIGMOID_MASK_ROTATED_SPACE, /* SigmoidMaskRotatedSpaceIntervention: a learned mask in W's basis */
+    CVENE_IV_SIGMOID_MASK,             /* SigmoidMaskIntervention: a learned mask in the original basis */
+    CVENE_IV_LOREFT,                   /* pyreft's LoreftIntervention: h + R^T (W h + b - R h) */
     CVENE_IV_N_TYPES
 } cvene_intervention_type;
 
