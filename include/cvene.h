@@ -512,6 +512,94 @@ int cvene_tokenizer_vocab_size(const cvene_tokenizer *tok);
  * byte-level form ("\xc4\xa0the" = "Ġthe"); -1 when there is none. */
 int32_t cvene_tokenizer_token_id(const cvene_tokenizer *tok, const char *token);
 
+/* ---- training (docs/training.md) ------------------------------------------------
+ * Trainable interventions (RotatedSpace, LowRankRotatedSpace, BoundlessRotatedSpace,
+ * SigmoidMaskRotatedSpace, SigmoidMask, LoReFT) learn from examples with the model frozen:
+ * each step runs the base from the lowest intervention's layer (everything below it, and every
+ * source's activations at its site, is computed once per dataset and cached), applies the
+ * interventions, takes the loss at each example's label position and runs the backward down to
+ * that layer. Ownership: datasets and trainers are freed by their _free; a trainer keeps
+ * pointers to its model and config, which must outlive it. */
+
+/* One example: the base prompt, the source prompt (NULL for interventions without a source:
+ * LoReFT), the positions the interventions act on (the same n_pos positions for every
+ * intervention of the config; unit "pos"), and the label the intervened model should predict
+ * at label_pos (-1: the last base token). Copied by cvene_dataset_add. */
+typedef struct {
+    const int32_t *base_ids;
+    int base_len;
+    const int32_t *source_ids;
+    int source_len;
+    const int *base_pos, *source_pos;
+    int n_pos;
+    int32_t label;
+    int label_pos;
+} cvene_example;
+
+typedef struct cvene_dataset cvene_dataset;
+cvene_status cvene_dataset_new(cvene_ctx *ctx, cvene_dataset **out);
+cvene_status cvene_dataset_add(cvene_dataset *d, const cvene_example *e);
+/* One JSON object per line: {"base": [ids] or "text", "source": [ids] or "text" (optional),
+ * "base_pos": 3 | [3, 5] | "last", "source_pos": as base_pos, "label": id or "one-token text",
+ * "label_pos": a position (optional; default the last base token)}. Negative positions count
+ * from the end. Text needs tok (else NULL). Errors name the file and line. */
+cvene_status cvene_dataset_load_jsonl(cvene_ctx *ctx, const char *path, const cvene_tokenizer *tok,
+                                      cvene_dataset **out);
+int cvene_dataset_count(const cvene_dataset *d);
+/* A seeded shuffle of d's examples cut into *first (1 - fraction) and *second (fraction, rounded),
+ * e.g. training and held-out evaluation sets; both new, freed by the caller. */
+cvene_status cvene_dataset_split(const cvene_dataset *d, double fraction, uint64_t seed, cvene_dataset **first,
+                                 cvene_dataset **second);
+void cvene_dataset_free(cvene_dataset *d);
+
+typedef enum { CVENE_OPTIM_ADAM = 0, CVENE_OPTIM_ADAMW = 1 } cvene_optimizer;
+
+typedef struct {
+    int epochs;               /* passes over the training set (default 1) */
+    int batch_size;           /* examples per batch (default 16) */
+    int grad_accum;           /* batches per optimizer step (default 1) */
+    int64_t max_steps;        /* optimizer steps; 0 = epochs x ceil(examples / (batch x grad_accum)) */
+    cvene_optimizer optimizer;
+    double lr;                /* 1e-3 (pyvene's tutorials) */
+    double beta1, beta2, eps; /* torch's defaults 0.9, 0.999, 1e-8 */
+    double weight_decay;      /* 0 (AdamW: decoupled) */
+    double warmup_ratio;      /* linear warm-up over this fraction of the steps, then linear decay to 0
+                               * (transformers' get_linear_schedule_with_warmup); default 0.1 */
+    int shuffle;              /* 1 (default): a new order every epoch from seed; 0: the dataset's order */
+    uint64_t seed;            /* initial parameters and shuffling (default 0) */
+    /* Boundless / sigmoid masks: the temperature falls linearly from temperature_start to
+     * temperature_end over the steps (pyvene's tutorials: 50 -> 0.1); 0 / 0 = leave it alone */
+    double temperature_start, temperature_end;
+    double boundary_loss;     /* Boundless: this times the sum of the boundaries added to the loss
+                               * (the tutorial's 1.0; default 0) */
+    /* called after every optimizer step (and once at the end); non-zero stops training */
+    int (*progress)(void *user, int64_t step, int64_t total, double loss, double lr);
+    void *progress_user;
+} cvene_train_params;
+
+cvene_train_params cvene_train_default_params(void);
+
+typedef struct cvene_trainer cvene_trainer;
+/* A trainer for the trainable interventions of c on m (every representation of c must be a
+ * trainable type on a transformer component with unit "pos"); initialises their parameters
+ * (seed) unless set later with cvene_trainer_load. */
+cvene_status cvene_trainer_new(cvene_model *m, const cvene_config *c, const cvene_train_params *p,
+                               cvene_trainer **out);
+/* Train on d (caches built on the first call). */
+cvene_status cvene_trainer_fit(cvene_trainer *t, const cvene_dataset *d);
+/* The intervened model on d: the fraction of examples whose top logit at the label position is
+ * the label (interchange intervention accuracy, IIA) and the mean loss. */
+cvene_status cvene_trainer_evaluate(cvene_trainer *t, const cvene_dataset *d, double *accuracy, double *loss);
+/* The loss of each optimizer step so far (*n entries); owned by the trainer. */
+const double *cvene_trainer_losses(const cvene_trainer *t, int64_t *n);
+/* Write dir/config.json (pyvene's IntervenableConfig) and dir/intkey_<key>.safetensors per
+ * intervention (its state dict under pyvene's names), atomically. */
+cvene_status cvene_trainer_save(cvene_trainer *t, const char *dir);
+/* Set intervention k's tensors from a safetensors file holding pyvene's state-dict names (the
+ * ones it lacks keep their values; a present one of the wrong shape is an error). */
+cvene_status cvene_trainer_load(cvene_trainer *t, int k, const char *path);
+void cvene_trainer_free(cvene_trainer *t);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,4 +1,5 @@
 /* GPT-2's training pass (models/model.h, "training passes"): the forward of layers [l0, L)
+ * (l0 = L: the output head alone)
  * keeping what the backward needs, and the backward from the loss rows' logits down to the
  * input of l0, with the model frozen (activation gradients only: every GEMM's dX is the
  * forward's GEMM with the weight transposed; no weight gradient is ever formed).
@@ -82,7 +83,7 @@ static cvene_status check_pass(cvene_model *m, const model_train_pass *tp, const
     if (!ctx->be->ops->bwd)
         return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "the %s backend has no backward ops yet (train on the CPU)",
                           ctx->be->ops->name);
-    if (tp->layer < 0 || tp->layer >= c->n_layer || tp->B <= 0 || tp->T <= 0 || tp->T > c->n_positions ||
+    if (tp->layer < 0 || tp->layer > c->n_layer || tp->B <= 0 || tp->T <= 0 || tp->T > c->n_positions ||
         tp->n_rows <= 0 || !tp->rows || !tp->x || !tp->logits)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "training pass: layer %d, B %d, T %d, %d loss rows out of range",
                           tp->layer, tp->B, tp->T, tp->n_rows);
@@ -112,7 +113,7 @@ cvene_status gpt2_train_forward(cvene_model *m, const model_train_pass *tp, cons
     const gpt2_params *p = &((gpt2_model *)m->arch)->p;
     const int B = tp->B, T = tp->T, C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, BT = B * T;
     const size_t BTC = (size_t)BT * C;
-    saved_layer *layers = malloc(sizeof(saved_layer) * (size_t)(c->n_layer - tp->layer));
+    saved_layer *layers = malloc(sizeof(saved_layer) * (size_t)(c->n_layer - tp->layer + 1));
     if (!layers) return cvene_fail(m->ctx, CVENE_ERR_OOM, "out of memory");
     train_acts s;
     cvene_status st = setup(m, tp, &s, layers);
@@ -199,7 +200,7 @@ cvene_status gpt2_train_backward(cvene_model *m, const model_train_pass *tp, con
     const gpt2_params *p = &((gpt2_model *)m->arch)->p;
     const int B = tp->B, T = tp->T, C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, BT = B * T;
     const size_t BTC = (size_t)BT * C, F = sizeof(float);
-    saved_layer *layers = malloc(sizeof(saved_layer) * (size_t)(c->n_layer - tp->layer));
+    saved_layer *layers = malloc(sizeof(saved_layer) * (size_t)(c->n_layer - tp->layer + 1));
     float *zeros = calloc(BTC, F);
     if (!layers || !zeros) {
         free(layers), free(zeros);

@@ -36,7 +36,7 @@ typedef struct {
  * pass starts from) is a site and a grad site of the pass too: first in the forward, last in the
  * backward. f32 activations only. */
 typedef struct {
-    int layer;              /* first layer run (0 .. L - 1) */
+    int layer;              /* first layer run (0 .. L; L: only the output head) */
     const float *x;         /* (B, T, C) residual entering `layer`, f32 on the device (read only) */
     int B, T;
     const int32_t *mask;    /* (B, T) attention mask, host; NULL = all ones */

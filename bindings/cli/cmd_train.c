@@ -1,0 +1,275 @@
+/* cvene train: train interventions (DAS rotations, masks, LoReFT) on a JSONL dataset with the
+ * model frozen, report the loss as it goes and the interchange-intervention accuracy (IIA) on
+ * a held-out split, and write the trained interventions as pyvene's config plus safetensors. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bindings/cli/cli.h"
+#include "cvene.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: cvene train --model DIR --data TRAIN.jsonl --out DIR\n"
+            "                   (--config CONFIG.json | --type T --layer L [--component C] [--rank R])\n"
+            "                   [--eval EVAL.jsonl | --eval-fraction 0.2] [--epochs 1] [--steps N] [--batch 16]\n"
+            "                   [--lr 1e-3] [--warmup 0.1] [--optimizer adam|adamw] [--weight-decay 0]\n"
+            "                   [--grad-accum 1] [--seed 0] [--no-shuffle] [--temperature 50:0.1]\n"
+            "                   [--boundary-loss 1.0] [--init WEIGHTS.safetensors] [--threads N] [--device cpu|cuda]\n"
+            "Trains the interventions of CONFIG.json (pyvene's IntervenableConfig; every representation a\n"
+            "trainable type) on the model, frozen: DAS (RotatedSpaceIntervention with low_rank_dimension as\n"
+            "its interchange dims, LowRankRotatedSpaceIntervention, BoundlessRotatedSpaceIntervention), masks\n"
+            "(SigmoidMaskRotatedSpaceIntervention, SigmoidMaskIntervention) and LoReFT (LoreftIntervention).\n"
+            "--type/--layer/--component/--rank make a one-intervention config instead (--type takes the\n"
+            "class name without \"Intervention\": LowRankRotatedSpace, RotatedSpace, BoundlessRotatedSpace,\n"
+            "SigmoidMaskRotatedSpace, SigmoidMask, Loreft).\n"
+            "TRAIN.jsonl, one example per line:\n"
+            "  {\"base\": \"Today, Judge Triklol's favourite colour is\", \"source\": \"...\",\n"
+            "   \"base_pos\": \"last\", \"source_pos\": \"last\", \"label\": \" red\"}\n"
+            "  base/source: text (the model directory's tokenizer) or token ids; *_pos: a position, a list\n"
+            "  of positions, or \"last\" (negative positions count from the end); label: the token the\n"
+            "  intervened model should predict at label_pos (default: the last base token).\n"
+            "The loss is the cross-entropy of the label at label_pos, averaged over the batch; Adam (or\n"
+            "AdamW) with a linear warm-up over --warmup of the steps, then linear decay (pyvene's tutorials).\n"
+            "--temperature S:E anneals the Boundless / sigmoid-mask temperature from S to E over training;\n"
+            "--boundary-loss adds that times the Boundless boundaries to the loss (the tutorial's 1.0).\n"
+            "Writes OUT/config.json and OUT/intkey_<key>.safetensors (pyvene's state-dict names;\n"
+            "tools/convert_pyvene_weights.py turns them into pyvene's intkey_<key>.bin and back).\n"
+            "--init loads initial parameters (pyvene's names) into the first intervention.\n"
+            CLI_CTX_HELP);
+}
+
+typedef struct {
+    double t0;
+    int tty;
+} train_progress;
+
+static int show(void *user, int64_t step, int64_t total, double loss, double lr) {
+    train_progress *p = user;
+    const double el = cli_now() - p->t0, rate = el > 0 ? step / el : 0, eta = rate > 0 ? (total - step) / rate : 0;
+    const int every = total > 50 ? (int)(total / 50) : 1;
+    if (p->tty)
+        fprintf(stderr, "\rstep %lld/%lld  loss %.4f  lr %.2e  %.2f steps/s  ETA %.0fs   ", (long long)step,
+                (long long)total, loss, lr, rate, eta);
+    else if (step % every == 0 || step == total)
+        fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.2e  %.2f steps/s\n", (long long)step, (long long)total, loss,
+                lr, rate);
+    fflush(stderr);
+    return 0;
+}
+
+/* "50:0.1" */
+static int parse_range(const char *s, double *a, double *b) {
+    char *end;
+    *a = strtod(s, &end);
+    if (end == s || *end != ':') return -1;
+    const char *q = end + 1;
+    *b = strtod(q, &end);
+    return end == q || *end || !isfinite(*a) || !isfinite(*b) || *a <= 0 || *b <= 0 ? -1 : 0;
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *model = NULL, *data = NULL, *out = NULL, *config = NULL, *eval = NULL, *type = NULL, *init = NULL;
+    const char *component = "block_output", *device = "cpu", *optimizer = "adam", *temperature = NULL;
+    int layer = -1, rank = 0, threads = 0;
+    double eval_fraction = 0.2;
+    cvene_train_params tp = cvene_train_default_params();
+    for (int i = 0; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(k, "--no-shuffle")) {
+            tp.shuffle = 0;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "cvene train: option %s needs a value\n", k);
+            return 2;
+        }
+        i++;
+        const char **sv = !strcmp(k, "--model") ? &model : !strcmp(k, "--data") ? &data : !strcmp(k, "--out") ? &out
+                        : !strcmp(k, "--config") ? &config : !strcmp(k, "--eval") ? &eval : !strcmp(k, "--type") ? &type
+                        : !strcmp(k, "--component") ? &component : !strcmp(k, "--device") ? &device
+                        : !strcmp(k, "--optimizer") ? &optimizer : !strcmp(k, "--temperature") ? &temperature
+                        : !strcmp(k, "--init") ? &init : NULL;
+        if (sv) {
+            *sv = v;
+            continue;
+        }
+        char *end;
+        errno = 0;
+        const double x = strtod(v, &end);
+        if (*end || errno || !isfinite(x)) {
+            fprintf(stderr, "cvene train: %s expects a number, got \"%s\"\n", k, v);
+            return 2;
+        }
+        static const struct { const char *opt; double lo, hi; } ranges[] = {
+            {"--layer", 0, 1023}, {"--rank", 1, 1 << 20}, {"--threads", 0, 1024}, {"--epochs", 1, 1e6},
+            {"--steps", 0, 1e12}, {"--batch", 1, 65536}, {"--grad-accum", 1, 65536}, {"--seed", 0, 1.8e19},
+            {"--lr", 0, 1e3}, {"--warmup", 0, 1}, {"--weight-decay", 0, 1e3}, {"--eval-fraction", 0, 0.99},
+            {"--boundary-loss", -1e6, 1e6}};
+        size_t q = 0;
+        while (q < sizeof ranges / sizeof *ranges && strcmp(ranges[q].opt, k)) q++;
+        if (q == sizeof ranges / sizeof *ranges) {
+            fprintf(stderr, "cvene train: unknown option %s (see cvene train --help)\n", k);
+            return 2;
+        }
+        const int integer = strcmp(k, "--lr") && strcmp(k, "--warmup") && strcmp(k, "--weight-decay") &&
+                            strcmp(k, "--eval-fraction") && strcmp(k, "--boundary-loss");
+        if (x < ranges[q].lo || x > ranges[q].hi || (integer && floor(x) != x)) {
+            fprintf(stderr, "cvene train: %s %s must be %s in [%g, %g]\n", k, v, integer ? "an integer" : "a number",
+                    ranges[q].lo, ranges[q].hi);
+            return 2;
+        }
+        if (!strcmp(k, "--layer")) layer = (int)x;
+        else if (!strcmp(k, "--rank")) rank = (int)x;
+        else if (!strcmp(k, "--threads")) threads = (int)x;
+        else if (!strcmp(k, "--epochs")) tp.epochs = (int)x;
+        else if (!strcmp(k, "--steps")) tp.max_steps = (int64_t)x;
+        else if (!strcmp(k, "--batch")) tp.batch_size = (int)x;
+        else if (!strcmp(k, "--grad-accum")) tp.grad_accum = (int)x;
+        else if (!strcmp(k, "--seed")) tp.seed = (uint64_t)x;
+        else if (!strcmp(k, "--lr")) tp.lr = x;
+        else if (!strcmp(k, "--warmup")) tp.warmup_ratio = x;
+        else if (!strcmp(k, "--weight-decay")) tp.weight_decay = x;
+        else if (!strcmp(k, "--eval-fraction")) eval_fraction = x;
+        else tp.boundary_loss = x;
+    }
+    if (!model || !data || !out || (!config && !type)) {
+        fprintf(stderr, "cvene train: --model, --data, --out and --config (or --type and --layer) are required (see "
+                        "cvene train --help)\n");
+        return 2;
+    }
+    if (config && type) {
+        fprintf(stderr, "cvene train: give --config or --type, not both\n");
+        return 2;
+    }
+    if (type && layer < 0) {
+        fprintf(stderr, "cvene train: --type needs --layer\n");
+        return 2;
+    }
+    if (!strcmp(optimizer, "adamw")) tp.optimizer = CVENE_OPTIM_ADAMW;
+    else if (strcmp(optimizer, "adam")) {
+        fprintf(stderr, "cvene train: --optimizer must be adam or adamw, got \"%s\"\n", optimizer);
+        return 2;
+    }
+    if (temperature && parse_range(temperature, &tp.temperature_start, &tp.temperature_end)) {
+        fprintf(stderr, "cvene train: --temperature must be START:END with positive numbers, got \"%s\"\n", temperature);
+        return 2;
+    }
+    cvene_ctx_params cp;
+    if (cli_ctx_params("train", device, "f32", threads, &cp)) return 2;
+    char err[1024];
+    int rc = 1;
+    char *cfg_text = NULL;
+    cvene_ctx *ctx = NULL;
+    cvene_model *m = NULL;
+    cvene_config *cfg = NULL;
+    cvene_tokenizer *tok = NULL;
+    cvene_dataset *all = NULL, *train = NULL, *held = NULL;
+    cvene_trainer *t = NULL;
+    if (cvene_ctx_new(&cp, &ctx, err, sizeof err) != CVENE_OK) {
+        fprintf(stderr, "cvene: %s\n", err);
+        return 1;
+    }
+    if (config) {
+        if (!(cfg_text = cli_read_file(config, err, sizeof err))) {
+            fprintf(stderr, "cvene: %s\n", err);
+            goto done;
+        }
+        if (cvene_config_parse(ctx, cfg_text, &cfg) != CVENE_OK) {
+            fprintf(stderr, "cvene: %s: %s\n", config, cvene_ctx_error(ctx));
+            goto done;
+        }
+    } else {
+        char json[512];
+        snprintf(json, sizeof json,
+                 "{\"representations\": [{\"layer\": %d, \"component\": \"%s\", \"intervention_type\": "
+                 "\"%sIntervention\"%s%.0d}]}", layer, component, type, rank ? ", \"low_rank_dimension\": " : "",
+                 rank);
+        if (cvene_config_parse(ctx, json, &cfg) != CVENE_OK) {
+            fprintf(stderr, "cvene train: --type %s --layer %d --component %s: %s\n", type, layer, component,
+                    cvene_ctx_error(ctx));
+            goto done;
+        }
+    }
+    if (cvene_model_load(ctx, model, &m) != CVENE_OK) {
+        fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+        goto done;
+    }
+    if (cvene_tokenizer_load(ctx, model, &tok) != CVENE_OK) tok = NULL; /* ids-only datasets need none */
+    if (cvene_dataset_load_jsonl(ctx, data, tok, &all) != CVENE_OK) {
+        fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+        goto done;
+    }
+    if (eval) {
+        if (cvene_dataset_load_jsonl(ctx, eval, tok, &held) != CVENE_OK) {
+            fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+            goto done;
+        }
+        train = all, all = NULL;
+    } else if (eval_fraction > 0 && cvene_dataset_count(all) >= 2) {
+        if (cvene_dataset_split(all, eval_fraction, tp.seed, &train, &held) != CVENE_OK) {
+            fprintf(stderr, "cvene train: --eval-fraction: %s\n", cvene_ctx_error(ctx));
+            goto done;
+        }
+    } else {
+        train = all, all = NULL;
+    }
+    train_progress pr = {cli_now(), isatty(2)};
+    tp.progress = show, tp.progress_user = &pr;
+    if (cvene_trainer_new(m, cfg, &tp, &t) != CVENE_OK ||
+        (init && cvene_trainer_load(t, 0, init) != CVENE_OK)) {
+        fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+        goto done;
+    }
+    printf("training %d intervention%s on %d examples (%d held out) of %s\n", cvene_config_count(cfg),
+           cvene_config_count(cfg) == 1 ? "" : "s", cvene_dataset_count(train), held ? cvene_dataset_count(held) : 0,
+           data);
+    double acc0 = 0, loss0 = 0;
+    if (held && cvene_trainer_evaluate(t, held, &acc0, &loss0) != CVENE_OK) {
+        fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+        goto done;
+    }
+    const double t0 = cli_now();
+    if (cvene_trainer_fit(t, train) != CVENE_OK) {
+        fprintf(stderr, "%scvene: %s\n", pr.tty ? "\n" : "", cvene_ctx_error(ctx));
+        goto done;
+    }
+    const double el = cli_now() - t0;
+    if (pr.tty) fprintf(stderr, "\n");
+    int64_t n_steps = 0;
+    const double *losses = cvene_trainer_losses(t, &n_steps);
+    printf("%lld steps in %.2f s (%.2f steps/s); loss %.4f -> %.4f\n", (long long)n_steps, el,
+           el > 0 ? n_steps / el : 0.0, n_steps ? losses[0] : 0.0, n_steps ? losses[n_steps - 1] : 0.0);
+    if (held) {
+        double acc = 0, loss = 0;
+        if (cvene_trainer_evaluate(t, held, &acc, &loss) != CVENE_OK) {
+            fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+            goto done;
+        }
+        printf("held out (%d examples): IIA %.4f (before training %.4f), loss %.4f (before %.4f)\n",
+               cvene_dataset_count(held), acc, acc0, loss, loss0);
+    }
+    if (cvene_trainer_save(t, out) != CVENE_OK) {
+        fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+        goto done;
+    }
+    printf("wrote %s/config.json and the interventions' weights\n", out);
+    rc = 0;
+done:
+    cvene_trainer_free(t);
+    cvene_dataset_free(all), cvene_dataset_free(train), cvene_dataset_free(held);
+    cvene_tokenizer_free(tok);
+    cvene_config_free(cfg);
+    cvene_model_free(m);
+    cvene_ctx_free(ctx);
+    free(cfg_text);
+    return rc;
+}

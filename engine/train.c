@@ -1,0 +1,653 @@
+/* The trainer (cvene.h, "training"). With the model frozen, what lies below the lowest
+ * intervention is the same in every epoch, and so is every source's activation at its site:
+ * both are computed once per dataset (build_caches) and each step runs only the layers from
+ * the lowest intervention up (the model's training pass, models/model.h), with the
+ * interventions applied at their sites, then the loss at each example's label position and the
+ * backward down to that layer, where each intervention's backward takes its units' gradient.
+ *
+ * Units: unit "pos" on (B, T, D) streams; example b's n_pos positions are its units, so a batch
+ * has n = B n_pos units per intervention. Distributed types (the rotations) act on each unit's
+ * D floats; pyvene flattens several positions into one vector for them, which is refused here
+ * (one position per example) until it is matched. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/dataset.h"
+#include "engine/intervene.h"
+#include "engine/iv_type.h"
+#include "engine/optim.h"
+#include "engine/train_io.h"
+#include "engine/trainable.h"
+#include "kernels/tensor.h"
+#include "models/model.h"
+
+cvene_train_params cvene_train_default_params(void) {
+    cvene_train_params p;
+    memset(&p, 0, sizeof p);
+    p.epochs = 1, p.batch_size = 16, p.grad_accum = 1;
+    p.optimizer = CVENE_OPTIM_ADAM;
+    p.lr = 1e-3, p.beta1 = 0.9, p.beta2 = 0.999, p.eps = 1e-8;
+    p.warmup_ratio = 0.1;
+    p.shuffle = 1;
+    return p;
+}
+
+typedef struct {
+    cvene_component comp;     /* its (physical) site */
+    int layer;
+    int D;                    /* floats per unit */
+    int has_source;
+    float *src_cache;         /* (examples, n_pos, D) source units, device */
+    float *us;                /* (n_max, D) this batch's source units, device */
+    int64_t *off;             /* (2 n_max): x_off then src_off of this batch's units, device */
+} iv_site;
+
+struct cvene_trainer {
+    cvene_ctx *ctx;
+    cvene_model *m;
+    const cvene_config *c;
+    cvene_train_params p;
+    int n_iv;
+    tr_weights *w;            /* per intervention */
+    tr_state **st;
+    iv_site *site;
+    int l0;                   /* first layer of the training pass */
+    int C, V, n_max, T_max;   /* n_max: units per intervention per batch */
+    /* the cached dataset */
+    const cvene_dataset *cached;
+    float *prefix;            /* residual entering l0 of every example, packed (device) */
+    size_t *prefix_off;       /* per example, in floats */
+    /* per batch */
+    float *x0, *logits, *dlogits, *loss_dev, *zeros, *ub, *uo;
+    int32_t *labels;
+    int64_t *off_host;
+    int32_t *mask, *rows;
+    int B, T, n_pos;
+    /* per step */
+    int64_t step, total;
+    double *losses;
+    int64_t n_losses, cap_losses;
+};
+
+static cvene_component phys(cvene_component c) { return c; }
+
+static int unit_dim(const cvene_model_info *mi, cvene_component c) {
+    return c == CVENE_MLP_ACTIVATION ? mi->n_inner : mi->n_embd;
+}
+
+void cvene_trainer_free(cvene_trainer *t) {
+    if (!t) return;
+    cvene_backend *be = t->ctx->be;
+    for (int i = 0; i < t->n_iv; i++) {
+        if (t->st) tr_state_free(t->st[i]);
+        if (t->w) tr_weights_free(&t->w[i]);
+        if (t->site) {
+            if (t->site[i].src_cache) be->ops->free(be, t->site[i].src_cache);
+            if (t->site[i].us) be->ops->free(be, t->site[i].us);
+            if (t->site[i].off) be->ops->free(be, t->site[i].off);
+        }
+    }
+    float *dev[] = {t->prefix, t->x0, t->logits, t->dlogits, t->loss_dev, t->zeros, t->ub, t->uo};
+    for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
+        if (dev[i]) be->ops->free(be, dev[i]);
+    if (t->labels) be->ops->free(be, t->labels);
+    free(t->w), free(t->st), free(t->site), free(t->prefix_off), free(t->off_host), free(t->mask), free(t->rows);
+    free(t->losses);
+    free(t);
+}
+
+static cvene_status dev_alloc(cvene_trainer *t, void **p, size_t bytes, const char *what) {
+    cvene_backend *be = t->ctx->be;
+    if (be->ops->alloc(be, p, bytes ? bytes : 4) != CVENE_OK) {
+        *p = NULL;
+        return cvene_fail(t->ctx, CVENE_ERR_OOM, "training: cannot allocate %zu bytes for %s", bytes, what);
+    }
+    return CVENE_OK;
+}
+
+cvene_status cvene_trainer_new(cvene_model *m, const cvene_config *c, const cvene_train_params *p,
+                               cvene_trainer **out) {
+    if (!out) return CVENE_ERR_INVALID_ARG;
+    *out = NULL;
+    if (!m || !c) return CVENE_ERR_INVALID_ARG;
+    cvene_ctx *ctx = m->ctx;
+    const cvene_train_params P = p ? *p : cvene_train_default_params();
+    if (P.batch_size < 1 || P.grad_accum < 1 || P.epochs < 1 || P.max_steps < 0 || !(P.lr >= 0) || P.warmup_ratio < 0 ||
+        P.warmup_ratio > 1 || !(P.beta1 >= 0 && P.beta1 < 1) || !(P.beta2 >= 0 && P.beta2 < 1) || !(P.eps > 0))
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                          "train: batch_size %d, grad_accum %d, epochs %d (>= 1), lr %g (>= 0), warmup_ratio %g "
+                          "([0, 1]), betas %g %g ([0, 1)), eps %g (> 0): a value is out of range",
+                          P.batch_size, P.grad_accum, P.epochs, P.lr, P.warmup_ratio, P.beta1, P.beta2, P.eps);
+    if (!m->vt->train_forward)
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "train: %s models cannot train yet (GPT-2 can)", m->vt->name);
+    const cvene_model_info mi = cvene_model_get_info(m);
+    cvene_trainer *t = calloc(1, sizeof *t);
+    if (!t) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    t->ctx = ctx, t->m = m, t->c = c, t->p = P, t->n_iv = c->n, t->C = mi.n_embd, t->V = mi.vocab_size;
+    t->w = calloc((size_t)c->n, sizeof(tr_weights));
+    t->st = calloc((size_t)c->n, sizeof(tr_state *));
+    t->site = calloc((size_t)c->n, sizeof(iv_site));
+    cvene_status st = t->w && t->st && t->site ? CVENE_OK : cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    t->l0 = mi.n_layer;
+    for (int i = 0; st == CVENE_OK && i < c->n; i++) {
+        const cvene_representation *r = &c->reps[i].r;
+        const char *tn = cvene_intervention_type_name(r->type);
+        if (!tr_type_trainable(r->type))
+            st = cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "representations[%d]: %s is not trainable (RotatedSpace, "
+                            "LowRankRotatedSpace, BoundlessRotatedSpace, SigmoidMaskRotatedSpace, SigmoidMask or "
+                            "Loreft interventions are)", i, tn);
+        else if (r->unit != CVENE_UNIT_POS || cvene_component_is_gru(r->component) ||
+                 r->component == CVENE_ATTENTION_WEIGHT)
+            st = cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "representations[%d]: training acts on unit \"pos\" of a (B, T, D) "
+                            "stream of a transformer; %s with unit \"%s\" is not supported", i,
+                            cvene_component_name(r->component), cvene_unit_name(r->unit));
+        else if (r->layer >= mi.n_layer)
+            st = cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "representations[%d].layer = %d: the model has %d layers", i,
+                            r->layer, mi.n_layer);
+        else if (r->link_key >= 0 || r->n_partitions)
+            st = cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "representations[%d]: intervention_link_key and "
+                            "subspace_partition are not supported in training yet", i);
+        if (st != CVENE_OK) break;
+        iv_site *s = &t->site[i];
+        s->comp = phys(r->component), s->layer = r->layer, s->D = unit_dim(&mi, r->component);
+        s->has_source = iv_type_get(r->type)->flags & IV_NEEDS_SOURCE ? 1 : 0;
+        const int first = r->component == CVENE_BLOCK_OUTPUT ? r->layer + 1 : r->layer;
+        if (first < t->l0) t->l0 = first;
+        /* rank: low_rank_dimension; RotatedSpace's interchange dimension: low_rank_dimension, or all */
+        int rank = r->low_rank_dimension;
+        if (r->type == CVENE_IV_ROTATED_SPACE && rank == 0) rank = s->D;
+        if ((r->type == CVENE_IV_LOW_RANK_ROTATED_SPACE || r->type == CVENE_IV_LOREFT) && rank == 0)
+            st = cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "representations[%d]: %s needs low_rank_dimension", i, tn);
+        if (st == CVENE_OK) st = tr_weights_init(ctx, &t->w[i], r->type, s->D, rank, P.seed + (uint64_t)i * 7919u);
+    }
+    if (st != CVENE_OK) {
+        cvene_trainer_free(t);
+        return st;
+    }
+    *out = t;
+    return CVENE_OK;
+}
+
+/* ---- caches ---- */
+
+typedef struct {
+    cvene_trainer *t;
+    const cvene_dataset *d;
+    const int *idx;           /* the examples of this forward */
+    int B, T;
+    int source_run;           /* 0: capture the base prefix; 1: the sources' units */
+    int hits, want;           /* sites seen / needed: stop after the last */
+    int64_t *off_host;
+    cvene_status err;
+} cache_run;
+
+static int cache_site(void *user, cvene_component comp, int layer, cvene_tensor_view *v) {
+    cache_run *r = user;
+    cvene_trainer *t = r->t;
+    cvene_backend *be = t->ctx->be;
+    const cvene_dataset *d = r->d;
+    const float *x = v->data;
+    if (!r->source_run) { /* the residual entering l0: each example's real rows */
+        for (int b = 0; b < r->B && r->err == CVENE_OK; b++) {
+            const int e = r->idx[b];
+            r->err = be->ops->copy(be, t->prefix + t->prefix_off[e], x + (size_t)b * r->T * t->C,
+                                   sizeof(float) * (size_t)d->ex[e].base_len * t->C);
+        }
+        return r->err == CVENE_OK ? CVENE_SITE_STOP : 1;
+    }
+    for (int i = 0; i < t->n_iv && r->err == CVENE_OK; i++) {
+        iv_site *s = &t->site[i];
+        if (!s->has_source || s->comp != comp || s->layer != layer) continue;
+        for (int b = 0; b < r->B && r->err == CVENE_OK; b++) {
+            const int e = r->idx[b], np = d->ex[e].n_pos;
+            for (int u = 0; u < np && r->err == CVENE_OK; u++)
+                r->err = be->ops->copy(be, s->src_cache + ((size_t)e * np + u) * s->D,
+                                       x + ((size_t)b * r->T + ds_source_pos(d, e)[u]) * s->D,
+                                       sizeof(float) * (size_t)s->D);
+        }
+    }
+    if (r->err != CVENE_OK) return 1;
+    return ++r->hits >= r->want ? CVENE_SITE_STOP : 0;
+}
+
+/* One forward over examples idx[0..B) (their base or source ids, right-padded). */
+static cvene_status cache_forward(cvene_trainer *t, const cvene_dataset *d, const int *idx, int B, int source) {
+    int T = 0;
+    for (int b = 0; b < B; b++) {
+        const int len = source ? d->ex[idx[b]].source_len : d->ex[idx[b]].base_len;
+        T = len > T ? len : T;
+    }
+    int32_t *ids = calloc((size_t)B * T, sizeof(int32_t)), *mask = calloc((size_t)B * T, sizeof(int32_t));
+    if (!ids || !mask) {
+        free(ids), free(mask);
+        return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
+    }
+    for (int b = 0; b < B; b++) {
+        const int e = idx[b], len = source ? d->ex[e].source_len : d->ex[e].base_len;
+        memcpy(ids + (size_t)b * T, source ? ds_source(d, e) : ds_base(d, e), sizeof(int32_t) * (size_t)len);
+        for (int q = 0; q < len; q++) mask[(size_t)b * T + q] = 1;
+    }
+    cache_run r = {t, d, idx, B, T, source, 0, 0, NULL, CVENE_OK};
+    cvene_run_opts o;
+    memset(&o, 0, sizeof o);
+    o.attention_mask = mask;
+    o.site_fn = cache_site;
+    o.site_user = &r;
+    const int L = cvene_model_get_info(t->m).n_layer;
+    if (!source) {
+        if (t->l0 < L) o.sites[CVENE_BLOCK_INPUT] = 1ull << t->l0;
+        else o.sites[CVENE_BLOCK_OUTPUT] = 1ull << (L - 1);
+    } else {
+        for (int i = 0; i < t->n_iv; i++)
+            if (t->site[i].has_source && !((o.sites[t->site[i].comp] >> t->site[i].layer) & 1u)) {
+                o.sites[t->site[i].comp] |= 1ull << t->site[i].layer;
+                r.want++;
+            }
+    }
+    cvene_status st = cvene_forward(t->m, ids, B, T, &o);
+    if (st == CVENE_ERR_CALLBACK && r.err != CVENE_OK) st = r.err;
+    free(ids), free(mask);
+    return st;
+}
+
+static cvene_status build_caches(cvene_trainer *t, const cvene_dataset *d) {
+    if (t->cached == d) return CVENE_OK;
+    cvene_backend *be = t->ctx->be;
+    const cvene_model_info mi = cvene_model_get_info(t->m);
+    /* examples must fit the model and agree on their unit count */
+    int n_pos = -1, any_source = 0;
+    for (int i = 0; i < t->n_iv; i++) any_source |= t->site[i].has_source;
+    for (int e = 0; e < d->n; e++) {
+        const ds_example *x = &d->ex[e];
+        if (n_pos < 0) n_pos = x->n_pos;
+        if (x->n_pos != n_pos || x->n_pos < 1)
+            return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "train: example %d has %d positions but example 0 has %d "
+                              "(every example needs the same number, at least 1)", e, x->n_pos, n_pos);
+        if (any_source && !x->source_len)
+            return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "train: example %d has no source, which the interventions "
+                              "need", e);
+        const int32_t *ids[2] = {ds_base(d, e), ds_source(d, e)};
+        const int lens[2] = {x->base_len, x->source_len};
+        for (int k = 0; k < 2; k++) {
+            if (lens[k] > mi.n_positions && mi.arch == CVENE_ARCH_GPT2)
+                return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "train: example %d's %s has %d tokens; the model takes "
+                                  "at most %d", e, k ? "source" : "base", lens[k], mi.n_positions);
+            for (int q = 0; q < lens[k]; q++)
+                if (ids[k][q] < 0 || ids[k][q] >= mi.n_token_ids)
+                    return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "train: example %d: %s token %d = %d is outside "
+                                      "the vocabulary [0, %d)", e, k ? "source" : "base", q, ids[k][q], mi.n_token_ids);
+        }
+        if (x->label < 0 || x->label >= mi.vocab_size)
+            return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "train: example %d: label %d is outside the vocabulary "
+                              "[0, %d)", e, x->label, mi.vocab_size);
+    }
+    for (int i = 0; i < t->n_iv; i++)
+        if (iv_type_get(t->c->reps[i].r.type)->flags & IV_TRAINABLE && n_pos > 1 &&
+            t->c->reps[i].r.type != CVENE_IV_SIGMOID_MASK)
+            return cvene_fail(t->ctx, CVENE_ERR_UNSUPPORTED, "train: %s over %d positions per example: pyvene "
+                              "intervenes on the flattened positions, which cvene does not match yet (use 1 position)",
+                              cvene_intervention_type_name(t->c->reps[i].r.type), n_pos);
+    /* free the last dataset's caches */
+    if (t->prefix) be->ops->free(be, t->prefix), t->prefix = NULL;
+    for (int i = 0; i < t->n_iv; i++)
+        if (t->site[i].src_cache) be->ops->free(be, t->site[i].src_cache), t->site[i].src_cache = NULL;
+    free(t->prefix_off);
+    t->prefix_off = malloc(sizeof(size_t) * (size_t)(d->n + 1));
+    if (!t->prefix_off) return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
+    size_t total = 0;
+    t->T_max = 0;
+    for (int e = 0; e < d->n; e++) {
+        t->prefix_off[e] = total;
+        total += (size_t)d->ex[e].base_len * t->C;
+        if (d->ex[e].base_len > t->T_max) t->T_max = d->ex[e].base_len;
+    }
+    t->n_pos = n_pos;
+    CVENE_TRY(dev_alloc(t, (void **)&t->prefix, total * sizeof(float), "the cached base activations"));
+    for (int i = 0; i < t->n_iv; i++)
+        if (t->site[i].has_source)
+            CVENE_TRY(dev_alloc(t, (void **)&t->site[i].src_cache, sizeof(float) * (size_t)d->n * n_pos * t->site[i].D,
+                                "the cached source units"));
+    int *idx = malloc(sizeof(int) * (size_t)d->n);
+    if (!idx) return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
+    for (int e = 0; e < d->n; e++) idx[e] = e;
+    cvene_status st = CVENE_OK;
+    const int chunk = 32;
+    for (int e0 = 0; e0 < d->n && st == CVENE_OK; e0 += chunk) {
+        const int B = d->n - e0 < chunk ? d->n - e0 : chunk;
+        st = cache_forward(t, d, idx + e0, B, 0);
+        if (st == CVENE_OK && any_source) st = cache_forward(t, d, idx + e0, B, 1);
+    }
+    free(idx);
+    if (st == CVENE_OK) t->cached = d;
+    return st;
+}
+
+/* ---- batch buffers ---- */
+
+static cvene_status batch_buffers(cvene_trainer *t) {
+    if (t->x0) return CVENE_OK;
+    const int Bm = t->p.batch_size, T = t->T_max, C = t->C, V = t->V;
+    int Dmax = C;
+    for (int i = 0; i < t->n_iv; i++) Dmax = t->site[i].D > Dmax ? t->site[i].D : Dmax;
+    t->n_max = Bm * t->n_pos;
+    CVENE_TRY(dev_alloc(t, (void **)&t->x0, sizeof(float) * (size_t)Bm * T * C, "a batch"));
+    CVENE_TRY(dev_alloc(t, (void **)&t->zeros, sizeof(float) * (size_t)T * C, "a batch"));
+    CVENE_TRY(dev_alloc(t, (void **)&t->logits, sizeof(float) * (size_t)Bm * V, "logits"));
+    CVENE_TRY(dev_alloc(t, (void **)&t->dlogits, sizeof(float) * (size_t)Bm * V, "logits"));
+    CVENE_TRY(dev_alloc(t, (void **)&t->loss_dev, sizeof(float) * (size_t)Bm, "losses"));
+    CVENE_TRY(dev_alloc(t, (void **)&t->labels, sizeof(int32_t) * (size_t)Bm, "labels"));
+    CVENE_TRY(dev_alloc(t, (void **)&t->ub, sizeof(float) * (size_t)t->n_max * Dmax, "units"));
+    CVENE_TRY(dev_alloc(t, (void **)&t->uo, sizeof(float) * (size_t)t->n_max * Dmax, "units"));
+    for (int i = 0; i < t->n_iv; i++) {
+        iv_site *s = &t->site[i];
+        CVENE_TRY(dev_alloc(t, (void **)&s->us, sizeof(float) * (size_t)t->n_max * s->D, "source units"));
+        CVENE_TRY(dev_alloc(t, (void **)&s->off, sizeof(int64_t) * 2 * (size_t)t->n_max, "unit indices"));
+        CVENE_TRY(tr_state_new(t->ctx, &t->w[i], t->n_max, &t->st[i]));
+        CVENE_TRY(tr_prepare(t->st[i]));
+    }
+    t->off_host = malloc(sizeof(int64_t) * 2 * (size_t)t->n_max);
+    t->mask = malloc(sizeof(int32_t) * (size_t)Bm * T);
+    t->rows = malloc(sizeof(int32_t) * (size_t)Bm);
+    float *z = calloc((size_t)T * C, sizeof(float));
+    cvene_status st = t->off_host && t->mask && t->rows && z ? CVENE_OK : cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
+    if (st == CVENE_OK) st = t->ctx->be->ops->to_device(t->ctx->be, t->zeros, z, sizeof(float) * (size_t)T * C);
+    free(z);
+    return st;
+}
+
+/* The batch of examples idx[0..B): x0, mask, loss rows and labels, each intervention's unit
+ * indices and source units. */
+static cvene_status load_batch(cvene_trainer *t, const cvene_dataset *d, const int *idx, int B) {
+    cvene_backend *be = t->ctx->be;
+    const int C = t->C;
+    int T = 0;
+    for (int b = 0; b < B; b++) T = d->ex[idx[b]].base_len > T ? d->ex[idx[b]].base_len : T;
+    t->B = B, t->T = T;
+    int32_t *labels = malloc(sizeof(int32_t) * (size_t)B);
+    if (!labels) return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
+    cvene_status st = CVENE_OK;
+    for (int b = 0; b < B && st == CVENE_OK; b++) {
+        const ds_example *x = &d->ex[idx[b]];
+        st = be->ops->copy(be, t->x0 + (size_t)b * T * C, t->prefix + t->prefix_off[idx[b]],
+                           sizeof(float) * (size_t)x->base_len * C);
+        if (st == CVENE_OK && x->base_len < T) /* padding: zeros, masked */
+            st = be->ops->copy(be, t->x0 + ((size_t)b * T + x->base_len) * C, t->zeros,
+                               sizeof(float) * (size_t)(T - x->base_len) * C);
+        for (int q = 0; q < T; q++) t->mask[(size_t)b * T + q] = q < x->base_len;
+        t->rows[b] = b * T + x->label_pos;
+        labels[b] = x->label;
+    }
+    if (st == CVENE_OK) st = be->ops->to_device(be, t->labels, labels, sizeof(int32_t) * (size_t)B);
+    free(labels);
+    const int n = B * t->n_pos;
+    for (int i = 0; i < t->n_iv && st == CVENE_OK; i++) {
+        iv_site *s = &t->site[i];
+        for (int b = 0; b < B; b++)
+            for (int u = 0; u < t->n_pos; u++) {
+                const int q = b * t->n_pos + u;
+                t->off_host[q] = ((int64_t)b * T + ds_base_pos(d, idx[b])[u]) * s->D; /* in the site tensor */
+                t->off_host[n + q] = (int64_t)q * s->D;                                /* in a (n, D) buffer */
+            }
+        st = be->ops->to_device(be, s->off, t->off_host, sizeof(int64_t) * 2 * (size_t)n);
+        for (int b = 0; s->has_source && b < B && st == CVENE_OK; b++)
+            st = be->ops->copy(be, s->us + (size_t)b * t->n_pos * s->D,
+                               s->src_cache + (size_t)idx[b] * t->n_pos * s->D,
+                               sizeof(float) * (size_t)t->n_pos * s->D);
+    }
+    return st;
+}
+
+/* ---- the pass ---- */
+
+typedef struct {
+    cvene_trainer *t;
+    cvene_status err;
+    char msg[CVENE_ERR_LEN];
+} pass_run;
+
+/* gather (op COLLECT) or scatter (VANILLA) intervention i's n units between the stream x and buf */
+static cvene_status units(cvene_trainer *t, int i, float *x, float *buf, int op) {
+    cvene_backend *be = t->ctx->be;
+    const iv_site *s = &t->site[i];
+    const int n = t->B * t->n_pos;
+    return be->ops->iv_units(be, x, s->off, s->D, buf, s->off + n, s->D, NULL, NULL, NULL, n, 1, s->D, op);
+}
+
+static int fail_pass(pass_run *r) {
+    snprintf(r->msg, sizeof r->msg, "%s", cvene_ctx_error(r->t->ctx));
+    return 1;
+}
+
+static int train_site(void *user, cvene_component comp, int layer, cvene_tensor_view *v) {
+    pass_run *r = user;
+    cvene_trainer *t = r->t;
+    const int n = t->B * t->n_pos;
+    for (int i = 0; i < t->n_iv; i++) {
+        const iv_site *s = &t->site[i];
+        if (s->comp != comp || s->layer != layer) continue;
+        if ((r->err = units(t, i, v->data, t->ub, CVENE_IVOP_COLLECT)) != CVENE_OK ||
+            (r->err = tr_forward(t->st[i], t->uo, t->ub, s->has_source ? s->us : t->ub, n)) != CVENE_OK ||
+            (r->err = units(t, i, v->data, t->uo, CVENE_IVOP_VANILLA)) != CVENE_OK)
+            return fail_pass(r);
+    }
+    return 0;
+}
+
+static int train_grad(void *user, cvene_component comp, int layer, cvene_tensor_view *v) {
+    pass_run *r = user;
+    cvene_trainer *t = r->t;
+    const int n = t->B * t->n_pos;
+    for (int i = t->n_iv - 1; i >= 0; i--) { /* the reverse of the forward's order */
+        const iv_site *s = &t->site[i];
+        if (s->comp != comp || s->layer != layer) continue;
+        if ((r->err = units(t, i, v->data, t->ub, CVENE_IVOP_COLLECT)) != CVENE_OK ||
+            (r->err = tr_backward(t->st[i], t->uo, t->ub, n)) != CVENE_OK ||
+            (r->err = units(t, i, v->data, t->uo, CVENE_IVOP_VANILLA)) != CVENE_OK)
+            return fail_pass(r);
+    }
+    return 0;
+}
+
+static model_train_pass make_pass(cvene_trainer *t) {
+    model_train_pass tp = {t->l0, t->x0, t->B, t->T, t->mask, NULL, t->rows, t->B, t->logits};
+    return tp;
+}
+
+static cvene_status pass_status(cvene_trainer *t, pass_run *r, cvene_status st) {
+    if (st == CVENE_ERR_CALLBACK && r->err != CVENE_OK) return cvene_fail(t->ctx, r->err, "%s", r->msg);
+    return st;
+}
+
+/* Forward of the current batch with the interventions; the loss rows' logits in t->logits. */
+static cvene_status forward_batch(cvene_trainer *t, pass_run *r) {
+    cvene_run_opts o;
+    memset(&o, 0, sizeof o);
+    o.site_fn = train_site;
+    o.site_user = r;
+    for (int i = 0; i < t->n_iv; i++) o.sites[t->site[i].comp] |= 1ull << t->site[i].layer;
+    model_train_pass tp = make_pass(t);
+    return pass_status(t, r, t->m->vt->train_forward(t->m, &tp, &o));
+}
+
+/* Loss of the batch (mean of its rows' cross-entropy, times scale in the gradient) into *loss,
+ * dlogits for the backward. */
+static cvene_status loss_batch(cvene_trainer *t, float scale, double *loss) {
+    cvene_backend *be = t->ctx->be;
+    CVENE_TRY(be->ops->bwd->xent(be, t->dlogits, t->loss_dev, t->logits, t->labels, t->B, t->V, scale));
+    float l[512];
+    double sum = 0;
+    for (int b0 = 0; b0 < t->B; b0 += 512) {
+        const int k = t->B - b0 < 512 ? t->B - b0 : 512;
+        CVENE_TRY(be->ops->to_host(be, l, t->loss_dev + b0, sizeof(float) * (size_t)k));
+        for (int q = 0; q < k; q++) sum += l[q];
+    }
+    *loss = sum / t->B;
+    return CVENE_OK;
+}
+
+static cvene_status backward_batch(cvene_trainer *t, pass_run *r) {
+    model_grad_sites g;
+    memset(&g, 0, sizeof g);
+    g.fn = train_grad;
+    g.user = r;
+    for (int i = 0; i < t->n_iv; i++) g.sites[t->site[i].comp] |= 1ull << t->site[i].layer;
+    model_train_pass tp = make_pass(t);
+    return pass_status(t, r, t->m->vt->train_backward(t->m, &tp, t->dlogits, &g));
+}
+
+/* ---- training ---- */
+
+static uint64_t splitmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static cvene_status record_loss(cvene_trainer *t, double loss) {
+    if (t->n_losses == t->cap_losses) {
+        int64_t cap = t->cap_losses ? 2 * t->cap_losses : 256;
+        double *g = realloc(t->losses, sizeof(double) * (size_t)cap);
+        if (!g) return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
+        t->losses = g, t->cap_losses = cap;
+    }
+    t->losses[t->n_losses++] = loss;
+    return CVENE_OK;
+}
+
+cvene_status cvene_trainer_fit(cvene_trainer *t, const cvene_dataset *d) {
+    if (!t || !d || d->n == 0) return cvene_fail(t ? t->ctx : NULL, CVENE_ERR_INVALID_ARG, "train: no examples");
+    CVENE_TRY(build_caches(t, d));
+    CVENE_TRY(batch_buffers(t));
+    const cvene_train_params *p = &t->p;
+    const int64_t batches = (d->n + p->batch_size - 1) / p->batch_size;
+    const int64_t per_epoch = (batches + p->grad_accum - 1) / p->grad_accum;
+    t->total = p->max_steps > 0 ? p->max_steps : per_epoch * p->epochs;
+    const int64_t warmup = (int64_t)(p->warmup_ratio * (double)t->total);
+    optim_adam opt = optim_adam_default();
+    opt.lr = p->lr, opt.beta1 = p->beta1, opt.beta2 = p->beta2, opt.eps = p->eps;
+    opt.weight_decay = p->weight_decay, opt.decoupled = p->optimizer == CVENE_OPTIM_ADAMW;
+    int *order = malloc(sizeof(int) * (size_t)d->n);
+    if (!order) return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
+    uint64_t rng = p->seed ^ 0x7261696eull;
+    pass_run r = {t, CVENE_OK, ""};
+    cvene_status st = CVENE_OK;
+    int64_t batch_in_epoch = batches; /* start a new epoch at once */
+    const int anneal = p->temperature_start != 0 || p->temperature_end != 0;
+    while (st == CVENE_OK && t->step < t->total) {
+        double step_loss = 0;
+        for (int a = 0; a < p->grad_accum && st == CVENE_OK; a++) {
+            if (batch_in_epoch == batches) { /* a new epoch: the order */
+                for (int e = 0; e < d->n; e++) order[e] = e;
+                for (int e = d->n - 1; p->shuffle && e > 0; e--) { /* Fisher-Yates */
+                    const int j = (int)(splitmix(&rng) % (uint64_t)(e + 1));
+                    const int tmp = order[e];
+                    order[e] = order[j], order[j] = tmp;
+                }
+                batch_in_epoch = 0;
+            }
+            const int b0 = (int)(batch_in_epoch * p->batch_size);
+            const int B = d->n - b0 < p->batch_size ? d->n - b0 : p->batch_size;
+            batch_in_epoch++;
+            if (anneal) { /* pyvene's linspace(start, end, total) at this step */
+                const double f = t->total > 1 ? (double)t->step / (double)(t->total - 1) : 0.0;
+                const float temp = (float)(p->temperature_start + (p->temperature_end - p->temperature_start) * f);
+                for (int i = 0; i < t->n_iv; i++)
+                    if (tr_has_temperature(&t->w[i])) {
+                        tr_set_temperature(&t->w[i], temp);
+                        if (st == CVENE_OK) st = tr_prepare(t->st[i]);
+                    }
+            }
+            double loss = 0;
+            if (st == CVENE_OK) st = load_batch(t, d, order + b0, B);
+            if (st == CVENE_OK) st = forward_batch(t, &r);
+            /* each batch's mean, averaged over the accumulated batches */
+            if (st == CVENE_OK) st = loss_batch(t, 1.0f / (float)(B * p->grad_accum), &loss);
+            if (st == CVENE_OK) st = backward_batch(t, &r);
+            step_loss += loss / p->grad_accum;
+        }
+        /* Boundless: the tutorial's boundary loss, boundary_loss * sum(boundaries) */
+        for (int i = 0; st == CVENE_OK && p->boundary_loss != 0 && i < t->n_iv; i++) {
+            tr_tensor *b = tr_weights_find(&t->w[i], "intervention_boundaries");
+            if (!b) continue;
+            for (int64_t q = 0; q < b->numel; q++) {
+                step_loss += p->boundary_loss * b->value[q];
+                b->grad[q] += (float)p->boundary_loss;
+            }
+        }
+        if (st == CVENE_OK && !isfinite(step_loss))
+            st = cvene_fail(t->ctx, CVENE_ERR_NUMERIC, "train: the loss of step %lld is not finite (%g); lower the "
+                            "learning rate", (long long)t->step + 1, step_loss);
+        const double lr = p->lr * optim_linear_warmup(t->step, warmup, t->total);
+        for (int i = 0; st == CVENE_OK && i < t->n_iv; i++) {
+            st = tr_finish_grads(t->st[i]);
+            for (int k = 0; st == CVENE_OK && k < t->w[i].n; k++) {
+                tr_tensor *x = &t->w[i].t[k];
+                if (x->trainable) optim_adam_step(&opt, x->value, x->grad, x->m, x->v, (size_t)x->numel, t->step + 1, lr);
+            }
+            tr_weights_zero_grad(&t->w[i]);
+            if (st == CVENE_OK) st = tr_prepare(t->st[i]);
+        }
+        if (st == CVENE_OK) st = record_loss(t, step_loss);
+        if (st == CVENE_OK) t->step++;
+        if (st == CVENE_OK && p->progress && p->progress(p->progress_user, t->step, t->total, step_loss, lr))
+            break;
+    }
+    free(order);
+    return st;
+}
+
+cvene_status cvene_trainer_evaluate(cvene_trainer *t, const cvene_dataset *d, double *accuracy, double *loss) {
+    if (!t || !d || d->n == 0) return cvene_fail(t ? t->ctx : NULL, CVENE_ERR_INVALID_ARG, "evaluate: no examples");
+    CVENE_TRY(build_caches(t, d));
+    CVENE_TRY(batch_buffers(t));
+    cvene_backend *be = t->ctx->be;
+    pass_run r = {t, CVENE_OK, ""};
+    int *idx = malloc(sizeof(int) * (size_t)t->p.batch_size);
+    float *lg = malloc(sizeof(float) * (size_t)t->V);
+    if (!idx || !lg) {
+        free(idx), free(lg);
+        return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
+    }
+    cvene_status st = CVENE_OK;
+    int64_t right = 0;
+    double sum = 0;
+    for (int b0 = 0; b0 < d->n && st == CVENE_OK; b0 += t->p.batch_size) {
+        const int B = d->n - b0 < t->p.batch_size ? d->n - b0 : t->p.batch_size;
+        for (int b = 0; b < B; b++) idx[b] = b0 + b;
+        double l = 0;
+        st = load_batch(t, d, idx, B);
+        if (st == CVENE_OK) st = forward_batch(t, &r);
+        for (int b = 0; b < B && st == CVENE_OK; b++) {
+            st = be->ops->to_host(be, lg, t->logits + (size_t)b * t->V, sizeof(float) * (size_t)t->V);
+            int arg = 0;
+            for (int v = 1; v < t->V; v++) arg = lg[v] > lg[arg] ? v : arg;
+            right += arg == d->ex[b0 + b].label;
+        }
+        if (st == CVENE_OK) st = loss_batch(t, 1.0f, &l);
+        sum += l * B;
+    }
+    free(idx), free(lg);
+    CVENE_TRY(st);
+    if (accuracy) *accuracy = (double)right / d->n;
+    if (loss) *loss = sum / d->n;
+    return CVENE_OK;
+}
+
+const double *cvene_trainer_losses(const cvene_trainer *t, int64_t *n) {
+    if (n) *n = t ? t->n_losses : 0;
+    return t ? t->losses : NULL;
+}
+
+/* ---- weights in and out ---- */
+
+cvene_status cvene_trainer_save(cvene_trainer *t, const char *dir) { return train_io_save(t->ctx, t->c, t->w, dir); }
+
+cvene_status cvene_trainer_load(cvene_trainer *t, int k, const char *path) {
+    if (!t || k < 0 || k >= t->n_iv)
+        return cvene_fail(t ? t->ctx : NULL, CVENE_ERR_INVALID_ARG, "trainer_load: intervention %d is out of range", k);
+    CVENE_TRY(train_io_load_tensors(t->ctx, &t->w[k], path));
+    return t->st && t->st[k] ? tr_prepare(t->st[k]) : CVENE_OK;
+}
