@@ -1,11 +1,11 @@
-/* torch.optim.Adam / AdamW (engine/optim.h). The order of operations follows torch's
- * single-tensor implementation (torch/optim/adam.py, _single_tensor_adam) so each value is the
- * f32 torch computes from the same inputs:
- *   g = grad (+ wd * param for Adam's L2);  param *= 1 - lr * wd first for AdamW
- *   m.lerp_(g, 1 - beta1);  v = v * beta2 + (1 - beta2) * g * g
- *   denom = sqrt(v) / sqrt(1 - beta2^t) + eps;  param += -(lr / (1 - beta1^t)) * m / denom
- * with the Python-float scalars (bias corrections, step size) computed in double and used as
- * f32 by the tensor ops. */
+/* torch.optim.Adam / AdamW (engine/optim.h). The f32 operations of torch's single-tensor CPU
+ * path (torch/optim/adam.py, _single_tensor_adam; docs/training_semantics.md 5.4), with the
+ * fused multiply-adds its lerp_ and addcmul_ kernels use, so each value is bit for bit what
+ * torch computes from the same inputs:
+ *   AdamW: p *= f32(1 - lr wd) first;  Adam with wd: g = g + wd p
+ *   m = fma(f32(1 - b1), g - m, m);  v = fma(f32(1 - b2) g, g, v f32(b2))
+ *   denom = sqrt(v) / f32(sqrt(1 - b2^t)) + f32(eps);  p = p + (f32(-lr / (1 - b1^t)) m) / denom
+ * with the bias corrections and step size computed in double, as the Python floats are. */
 #include <math.h>
 
 #include "engine/optim.h"
@@ -15,9 +15,10 @@ optim_adam optim_adam_default(void) {
     return o;
 }
 
-/* torch's lerp: start + w (end - start) for |w| < 0.5, else end - (end - start)(1 - w) */
+/* torch's lerp kernel: start + w (end - start) for |w| < 0.5, else end - (end - start)(1 - w),
+ * each as one fused multiply-add */
 static float lerp(float start, float end, float w) {
-    return fabsf(w) < 0.5f ? start + w * (end - start) : end - (end - start) * (1.0f - w);
+    return fabsf(w) < 0.5f ? fmaf(w, end - start, start) : fmaf(-(end - start), 1.0f - w, end);
 }
 
 void optim_adam_step(const optim_adam *o, float *param, const float *grad, float *m, float *v, size_t n, int64_t t,
@@ -33,9 +34,9 @@ void optim_adam_step(const optim_adam *o, float *param, const float *grad, float
             else g = g + wd * param[i];
         }
         m[i] = lerp(m[i], g, w1);
-        v[i] = v[i] * b2 + w2 * g * g;
+        v[i] = fmaf(w2 * g, g, v[i] * b2);
         const float denom = sqrtf(v[i]) / bc2_sqrt + eps;
-        param[i] = param[i] + (-step_size) * (m[i] / denom);
+        param[i] = param[i] + ((-step_size) * m[i]) / denom;
     }
 }
 

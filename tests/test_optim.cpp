@@ -20,8 +20,11 @@ struct Case {
     int decoupled;
 };
 
-// The same f32 operations in the same order as torch: equal to within one f32 rounding of the
-// final subtraction per step, compounded over 12 steps: 4 ulps of the parameter.
+// The same f32 operations in the same order as torch, fused multiply-adds included
+// (docs/training_semantics.md 5.4). Not bit for bit: torch's CPU float sqrt (AVX2 kernel) is not
+// correctly rounded (sqrt of the f32 0x3B836E03 comes out one ulp below the IEEE result), so a
+// denominator can differ by an ulp. Measured: 1 element of 3 x 12 x 37 off by 1 ulp; allowed:
+// 4 ulps of the parameter.
 TEST(Optim, AdamMatchesTorch) {
     const Case cases[] = {{"adam", 1e-3, 0, 0.9, 0.999, 1e-8, 0},
                           {"adam_l2", 5e-3, 0.1, 0.9, 0.999, 1e-8, 0},
@@ -42,7 +45,7 @@ TEST(Optim, AdamMatchesTorch) {
             optim_adam_step(&o, p.data(), grads.data() + k * N, m.data(), v.data(), N, (int64_t)k + 1, lr);
             for (size_t i = 0; i < N; i++) {
                 const float w = want[k * N + i];
-                ASSERT_NEAR(p[i], w, 4 * std::nextafter(std::fabs(w), INFINITY) - 4 * std::fabs(w) + 1e-30)
+                ASSERT_LE(std::fabs(p[i] - w), 4 * (std::nextafter(std::fabs(w), INFINITY) - std::fabs(w)))
                     << "step " << k << " param " << i;
             }
         }
