@@ -117,6 +117,9 @@ static cvene_status check_rep(cvene_ctx *ctx, const cvene_representation *r, int
                           "(head_query_output, head_key_output, head_value_output, "
                           "head_attention_value_output); %s takes \"pos\"",
                           idx, cvene_unit_name(r->unit), cn);
+    if (r->interchange_dim < 0)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "representations[%d].interchange_dim = %d must be >= 0 (0: every "
+                          "dim)", idx, r->interchange_dim);
     if (r->max_number_of_units < 1)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "representations[%d].max_number_of_units = %d must be >= 1",
                           idx, r->max_number_of_units);
@@ -357,10 +360,10 @@ static const char *const field_names[F_N] = {
     "intervention", "subspace_partition", "group_key", "intervention_link_key", "moe_key",
     "source_representation", "hidden_source_representation", "latent_dim"};
 
-static cvene_status parse_rep(cvene_ctx *ctx, const cJSON *j, int idx, const cJSON *types,
+static cvene_status parse_rep(cvene_ctx *ctx, const cJSON *j, int idx, const cJSON *types, const cJSON *idims,
                               cvene_config *c) {
     const cJSON *f[F_N] = {0};
-    const cJSON *callback = NULL, *noise_level = NULL, *noise_seed = NULL;
+    const cJSON *callback = NULL, *noise_level = NULL, *noise_seed = NULL, *ichange = NULL;
     if (cJSON_IsArray(j)) {
         int k = 0;
         for (const cJSON *e = j->child; e && k < F_N; e = e->next, k++) f[k] = e;
@@ -374,7 +377,7 @@ static cvene_status parse_rep(cvene_ctx *ctx, const cJSON *j, int idx, const cJS
     } else if (cJSON_IsObject(j)) {
         for (const cJSON *e = j->child; e; e = e->next) {
             int known = !strcmp(e->string, "callback") || !strcmp(e->string, "noise_level") ||
-                        !strcmp(e->string, "noise_seed");
+                        !strcmp(e->string, "noise_seed") || !strcmp(e->string, "interchange_dim");
             for (int k = 0; k < F_N && !known; k++) known = !strcmp(e->string, field_names[k]);
             if (!known)
                 return cvene_fail(ctx, CVENE_ERR_FORMAT,
@@ -382,12 +385,13 @@ static cvene_status parse_rep(cvene_ctx *ctx, const cJSON *j, int idx, const cJS
                                   "max_number_of_units, low_rank_dimension, intervention_type, intervention, "
                                   "subspace_partition, group_key, intervention_link_key, moe_key, "
                                   "source_representation, hidden_source_representation, latent_dim, callback, "
-                                  "noise_level, noise_seed)", idx, e->string);
+                                  "noise_level, noise_seed, interchange_dim)", idx, e->string);
         }
         for (int k = 0; k < F_N; k++) f[k] = cJSON_GetObjectItemCaseSensitive(j, field_names[k]);
         callback = cJSON_GetObjectItemCaseSensitive(j, "callback");
         noise_level = cJSON_GetObjectItemCaseSensitive(j, "noise_level");
         noise_seed = cJSON_GetObjectItemCaseSensitive(j, "noise_seed");
+        ichange = cJSON_GetObjectItemCaseSensitive(j, "interchange_dim");
     } else {
         return cvene_fail(ctx, CVENE_ERR_FORMAT, "representations[%d] must be an object or a list", idx);
     }
@@ -439,6 +443,10 @@ static cvene_status parse_rep(cvene_ctx *ctx, const cJSON *j, int idx, const cJS
             return cvene_fail(ctx, CVENE_ERR_FORMAT, "representations[%d].noise_level must be a number", idx);
         r.noise_level = noise_level->valuedouble;
     }
+    if (ichange && !cJSON_IsNull(ichange)) CVENE_TRY(json_int(ctx, ichange, "interchange_dim", idx, 1, &r.interchange_dim));
+    const cJSON *dim = cJSON_IsArray(idims) ? cJSON_GetArrayItem(idims, idx) : NULL;
+    if (!ichange && r.type == CVENE_IV_ROTATED_SPACE && dim && cJSON_IsNumber(dim))
+        CVENE_TRY(json_int(ctx, dim, "intervention_dimensions[]", idx, 1, &r.interchange_dim));
     if (noise_seed && !cJSON_IsNull(noise_seed)) {
         int s = 0;
         CVENE_TRY(json_int(ctx, noise_seed, "noise_seed", idx, 0, &s));
@@ -505,6 +513,8 @@ cvene_status cvene_config_parse(cvene_ctx *ctx, const char *json, cvene_config *
     const cJSON *mode = cJSON_GetObjectItemCaseSensitive(root, "mode");
     const cJSON *reps = cJSON_GetObjectItemCaseSensitive(root, "representations");
     const cJSON *types = cJSON_GetObjectItemCaseSensitive(root, "intervention_types");
+    /* pyvene's save writes each intervention's interchange_dim here (RotatedSpace's swapped dims) */
+    const cJSON *dims = cJSON_GetObjectItemCaseSensitive(root, "intervention_dimensions");
     cvene_mode m = CVENE_MODE_PARALLEL;
     if (!cJSON_IsObject(root)) st = cvene_fail(ctx, CVENE_ERR_FORMAT, "config: expected a JSON object");
     for (const cJSON *e = st == CVENE_OK ? root->child : NULL; e && st == CVENE_OK; e = e->next)
@@ -529,11 +539,11 @@ cvene_status cvene_config_parse(cvene_ctx *ctx, const char *json, cvene_config *
     if (st == CVENE_OK) st = cvene_config_new(ctx, m, &c);
     if (st == CVENE_OK) {
         if (cJSON_IsObject(reps)) {
-            st = parse_rep(ctx, reps, 0, types, c);
+            st = parse_rep(ctx, reps, 0, types, dims, c);
         } else {
             int i = 0;
             for (const cJSON *e = reps->child; e && st == CVENE_OK; e = e->next, i++)
-                st = parse_rep(ctx, e, i, types, c);
+                st = parse_rep(ctx, e, i, types, dims, c);
         }
     }
     if (st == CVENE_OK && c->n == 0) st = cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "config: no representations");
@@ -589,6 +599,7 @@ cvene_status cvene_config_to_json(const cvene_config *c, char **json) {
         else cJSON_AddNullToObject(o, "intervention_link_key");
         if (r->source) cJSON_AddItemToObject(o, "source_representation", cJSON_CreateFloatArray(r->source, (int)r->source_len));
         if (d->callback_name) cJSON_AddStringToObject(o, "callback", d->callback_name);
+        if (r->interchange_dim) cJSON_AddNumberToObject(o, "interchange_dim", r->interchange_dim);
         if (r->type == CVENE_IV_NOISE) {
             cJSON_AddNumberToObject(o, "noise_level", r->noise_level);
             cJSON_AddNumberToObject(o, "noise_seed", r->noise_seed);

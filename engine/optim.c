@@ -45,3 +45,13 @@ double optim_linear_warmup(int64_t k, int64_t warmup, int64_t total) {
     const double rest = (double)(total - k) / (double)(total - warmup > 1 ? total - warmup : 1);
     return rest > 0 ? rest : 0.0;
 }
+
+void optim_linspace_f32(float start, float end, int64_t n, float *out) {
+    if (n == 1) {
+        out[0] = start;
+        return;
+    }
+    const float step = (end - start) / (float)(n - 1);
+    const int64_t half = n / 2;
+    for (int64_t i = 0; i < n; i++) out[i] = i < half ? start + step * (float)i : end - step * (float)(n - i - 1);
+}

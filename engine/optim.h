@@ -28,4 +28,9 @@ void optim_adam_step(const optim_adam *o, float *param, const float *grad, float
  * to 0 at total. */
 double optim_linear_warmup(int64_t k, int64_t warmup, int64_t total);
 
+/* torch.linspace(start, end, n) in float32, as torch's CPU kernel computes it: the step
+ * (end - start) / (n - 1) in f32, then start + step i for the first half, end - step (n - 1 - i)
+ * for the rest. */
+void optim_linspace_f32(float start, float end, int64_t n, float *out);
+
 #endif

@@ -5,10 +5,11 @@
  * interventions applied at their sites, then the loss at each example's label position and the
  * backward down to that layer, where each intervention's backward takes its units' gradient.
  *
- * Units: unit "pos" on (B, T, D) streams; example b's n_pos positions are its units, so a batch
- * has n = B n_pos units per intervention. Distributed types (the rotations) act on each unit's
- * D floats; pyvene flattens several positions into one vector for them, which is refused here
- * (one position per example) until it is matched. */
+ * Units: unit "pos" on (B, T, d) streams; example b's n_pos positions are its units, so a batch
+ * has B n_pos units per intervention, gathered in order into a (B, n_pos d) buffer. Distributed
+ * types (the rotations) act on each example's n_pos d floats as one vector, as pyvene flattens
+ * them (then max_number_of_units must be n_pos, and the rotation is (n_pos d) square or tall);
+ * localist types (SigmoidMask, LoReFT) act on each unit's d floats. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,13 +32,17 @@ cvene_train_params cvene_train_default_params(void) {
     p.lr = 1e-3, p.beta1 = 0.9, p.beta2 = 0.999, p.eps = 1e-8;
     p.warmup_ratio = 0.1;
     p.shuffle = 1;
+    p.boundary_lr = 1e-2;
     return p;
 }
 
 typedef struct {
     cvene_component comp;     /* its (physical) site */
     int layer;
-    int D;                    /* floats per unit */
+    int D;                    /* floats per unit (d) */
+    int U;                    /* units per example (max_number_of_units) */
+    int flat;                 /* distributed types: the U units of an example are one vector of U d floats
+                               * (pyvene flattens them); else each unit on its own */
     int has_source;
     float *src_cache;         /* (examples, n_pos, D) source units, device */
     float *us;                /* (n_max, D) this batch's source units, device */
@@ -152,15 +157,19 @@ cvene_status cvene_trainer_new(cvene_model *m, const cvene_config *c, const cven
         if (st != CVENE_OK) break;
         iv_site *s = &t->site[i];
         s->comp = phys(r->component), s->layer = r->layer, s->D = unit_dim(&mi, r->component);
+        s->U = r->max_number_of_units;
+        s->flat = r->type != CVENE_IV_SIGMOID_MASK && r->type != CVENE_IV_LOREFT;
         s->has_source = iv_type_get(r->type)->flags & IV_NEEDS_SOURCE ? 1 : 0;
+        const int width = s->flat ? s->U * s->D : s->D; /* what the intervention's parameters act on */
         const int first = r->component == CVENE_BLOCK_OUTPUT ? r->layer + 1 : r->layer;
         if (first < t->l0) t->l0 = first;
-        /* rank: low_rank_dimension; RotatedSpace's interchange dimension: low_rank_dimension, or all */
+        /* rank: low_rank_dimension; RotatedSpace's swapped dims: interchange_dim (pyvene's
+         * set_interchange_dim), else low_rank_dimension, else all (pyvene's default: the source) */
         int rank = r->low_rank_dimension;
-        if (r->type == CVENE_IV_ROTATED_SPACE && rank == 0) rank = s->D;
+        if (r->type == CVENE_IV_ROTATED_SPACE) rank = r->interchange_dim ? r->interchange_dim : rank ? rank : width;
         if ((r->type == CVENE_IV_LOW_RANK_ROTATED_SPACE || r->type == CVENE_IV_LOREFT) && rank == 0)
             st = cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "representations[%d]: %s needs low_rank_dimension", i, tn);
-        if (st == CVENE_OK) st = tr_weights_init(ctx, &t->w[i], r->type, s->D, rank, P.seed + (uint64_t)i * 7919u);
+        if (st == CVENE_OK) st = tr_weights_init(ctx, &t->w[i], r->type, width, rank, P.seed + (uint64_t)i * 7919u);
     }
     if (st != CVENE_OK) {
         cvene_trainer_free(t);
@@ -284,11 +293,12 @@ static cvene_status build_caches(cvene_trainer *t, const cvene_dataset *d) {
                               "[0, %d)", e, x->label, mi.vocab_size);
     }
     for (int i = 0; i < t->n_iv; i++)
-        if (iv_type_get(t->c->reps[i].r.type)->flags & IV_TRAINABLE && n_pos > 1 &&
-            t->c->reps[i].r.type != CVENE_IV_SIGMOID_MASK)
-            return cvene_fail(t->ctx, CVENE_ERR_UNSUPPORTED, "train: %s over %d positions per example: pyvene "
-                              "intervenes on the flattened positions, which cvene does not match yet (use 1 position)",
-                              cvene_intervention_type_name(t->c->reps[i].r.type), n_pos);
+        if (t->site[i].flat && t->site[i].U != n_pos)
+            return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG,
+                              "train: representations[%d] (%s) has max_number_of_units = %d but the examples list %d "
+                              "position(s): pyvene rotates the %d positions of an example as one vector, so they "
+                              "must agree", i, cvene_intervention_type_name(t->c->reps[i].r.type), t->site[i].U, n_pos,
+                              n_pos);
     /* free the last dataset's caches */
     if (t->prefix) be->ops->free(be, t->prefix), t->prefix = NULL;
     for (int i = 0; i < t->n_iv; i++)
@@ -344,7 +354,7 @@ static cvene_status batch_buffers(cvene_trainer *t) {
         iv_site *s = &t->site[i];
         CVENE_TRY(dev_alloc(t, (void **)&s->us, sizeof(float) * (size_t)t->n_max * s->D, "source units"));
         CVENE_TRY(dev_alloc(t, (void **)&s->off, sizeof(int64_t) * 2 * (size_t)t->n_max, "unit indices"));
-        CVENE_TRY(tr_state_new(t->ctx, &t->w[i], t->n_max, &t->st[i]));
+        CVENE_TRY(tr_state_new(t->ctx, &t->w[i], s->flat ? Bm : t->n_max, &t->st[i]));
         CVENE_TRY(tr_prepare(t->st[i]));
     }
     t->off_host = malloc(sizeof(int64_t) * 2 * (size_t)t->n_max);
@@ -420,13 +430,16 @@ static int fail_pass(pass_run *r) {
     return 1;
 }
 
+/* rows the intervention's forward and backward see: an example's units as one vector, or each */
+static int iv_rows(const cvene_trainer *t, const iv_site *s) { return s->flat ? t->B : t->B * t->n_pos; }
+
 static int train_site(void *user, cvene_component comp, int layer, cvene_tensor_view *v) {
     pass_run *r = user;
     cvene_trainer *t = r->t;
-    const int n = t->B * t->n_pos;
     for (int i = 0; i < t->n_iv; i++) {
         const iv_site *s = &t->site[i];
         if (s->comp != comp || s->layer != layer) continue;
+        const int n = iv_rows(t, s);
         if ((r->err = units(t, i, v->data, t->ub, CVENE_IVOP_COLLECT)) != CVENE_OK ||
             (r->err = tr_forward(t->st[i], t->uo, t->ub, s->has_source ? s->us : t->ub, n)) != CVENE_OK ||
             (r->err = units(t, i, v->data, t->uo, CVENE_IVOP_VANILLA)) != CVENE_OK)
@@ -438,10 +451,10 @@ static int train_site(void *user, cvene_component comp, int layer, cvene_tensor_
 static int train_grad(void *user, cvene_component comp, int layer, cvene_tensor_view *v) {
     pass_run *r = user;
     cvene_trainer *t = r->t;
-    const int n = t->B * t->n_pos;
     for (int i = t->n_iv - 1; i >= 0; i--) { /* the reverse of the forward's order */
         const iv_site *s = &t->site[i];
         if (s->comp != comp || s->layer != layer) continue;
+        const int n = iv_rows(t, s);
         if ((r->err = units(t, i, v->data, t->ub, CVENE_IVOP_COLLECT)) != CVENE_OK ||
             (r->err = tr_backward(t->st[i], t->uo, t->ub, n)) != CVENE_OK ||
             (r->err = units(t, i, v->data, t->uo, CVENE_IVOP_VANILLA)) != CVENE_OK)
@@ -530,12 +543,17 @@ cvene_status cvene_trainer_fit(cvene_trainer *t, const cvene_dataset *d) {
     opt.lr = p->lr, opt.beta1 = p->beta1, opt.beta2 = p->beta2, opt.eps = p->eps;
     opt.weight_decay = p->weight_decay, opt.decoupled = p->optimizer == CVENE_OPTIM_ADAMW;
     int *order = malloc(sizeof(int) * (size_t)d->n);
-    if (!order) return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
+    const int anneal = p->temperature_start != 0 || p->temperature_end != 0;
+    float *temps = anneal ? malloc(sizeof(float) * (size_t)t->total) : NULL;
+    if (!order || (anneal && !temps)) {
+        free(order), free(temps);
+        return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
+    }
+    if (anneal) optim_linspace_f32((float)p->temperature_start, (float)p->temperature_end, t->total, temps);
     uint64_t rng = p->seed ^ 0x7261696eull;
     pass_run r = {t, CVENE_OK, ""};
     cvene_status st = CVENE_OK;
     int64_t batch_in_epoch = batches; /* start a new epoch at once */
-    const int anneal = p->temperature_start != 0 || p->temperature_end != 0;
     while (st == CVENE_OK && t->step < t->total) {
         double step_loss = 0;
         for (int a = 0; a < p->grad_accum && st == CVENE_OK; a++) {
@@ -551,9 +569,8 @@ cvene_status cvene_trainer_fit(cvene_trainer *t, const cvene_dataset *d) {
             const int b0 = (int)(batch_in_epoch * p->batch_size);
             const int B = d->n - b0 < p->batch_size ? d->n - b0 : p->batch_size;
             batch_in_epoch++;
-            if (anneal) { /* pyvene's linspace(start, end, total) at this step */
-                const double f = t->total > 1 ? (double)t->step / (double)(t->total - 1) : 0.0;
-                const float temp = (float)(p->temperature_start + (p->temperature_end - p->temperature_start) * f);
+            if (anneal) { /* the tutorials set schedule[s] after step s: step s runs with entry s - 1 */
+                const float temp = temps[t->step > 0 ? t->step - 1 : 0];
                 for (int i = 0; i < t->n_iv; i++)
                     if (tr_has_temperature(&t->w[i])) {
                         tr_set_temperature(&t->w[i], temp);
@@ -585,7 +602,9 @@ cvene_status cvene_trainer_fit(cvene_trainer *t, const cvene_dataset *d) {
             st = tr_finish_grads(t->st[i]);
             for (int k = 0; st == CVENE_OK && k < t->w[i].n; k++) {
                 tr_tensor *x = &t->w[i].t[k];
-                if (x->trainable) optim_adam_step(&opt, x->value, x->grad, x->m, x->v, (size_t)x->numel, t->step + 1, lr);
+                const int boundary = !strcmp(x->name, "intervention_boundaries") && p->boundary_lr > 0;
+                const double lr_x = boundary ? p->boundary_lr * optim_linear_warmup(t->step, warmup, t->total) : lr;
+                if (x->trainable) optim_adam_step(&opt, x->value, x->grad, x->m, x->v, (size_t)x->numel, t->step + 1, lr_x);
             }
             tr_weights_zero_grad(&t->w[i]);
             if (st == CVENE_OK) st = tr_prepare(t->st[i]);
@@ -595,7 +614,7 @@ cvene_status cvene_trainer_fit(cvene_trainer *t, const cvene_dataset *d) {
         if (st == CVENE_OK && p->progress && p->progress(p->progress_user, t->step, t->total, step_loss, lr))
             break;
     }
-    free(order);
+    free(order), free(temps);
     return st;
 }
 

@@ -86,9 +86,9 @@ cvene_status tr_weights_copy(cvene_ctx *ctx, tr_weights *dst, const tr_weights *
     return CVENE_OK;
 }
 
+/* pyvene's IntervenableModel.set_temperature reaches Boundless and SigmoidMask only */
 int tr_has_temperature(const tr_weights *w) {
-    return w->type == CVENE_IV_BOUNDLESS_ROTATED_SPACE || w->type == CVENE_IV_SIGMOID_MASK_ROTATED_SPACE ||
-           w->type == CVENE_IV_SIGMOID_MASK;
+    return w->type == CVENE_IV_BOUNDLESS_ROTATED_SPACE || w->type == CVENE_IV_SIGMOID_MASK;
 }
 
 void tr_set_temperature(tr_weights *w, float t) {
@@ -152,8 +152,8 @@ cvene_status tr_weights_init(cvene_ctx *ctx, tr_weights *w, cvene_intervention_t
         if (ok) b->value[0] = 0.5f, t->value[0] = 50.0f;
         break;
     }
-    case CVENE_IV_SIGMOID_MASK_ROTATED_SPACE: {
-        tr_tensor *mk = add(w, "masks", 1, D, 0, 1), *t = add(w, "temperature", 0, 0, 0, 0);
+    case CVENE_IV_SIGMOID_MASK_ROTATED_SPACE: { /* its temperature gets a gradient and trains (pyvene) */
+        tr_tensor *mk = add(w, "masks", 1, D, 0, 1), *t = add(w, "temperature", 0, 0, 0, 1);
         ok = ok && mk && t;
         for (int i = 0; ok && i < D; i++) mk->value[i] = 100.0f; /* pyvene: close to 1 after the sigmoid */
         if (ok) t->value[0] = 50.0f;
@@ -479,7 +479,14 @@ cvene_status tr_finish_grads(tr_state *s) {
             if (bv >= 1e-3 && bv <= 1.0) b->grad[0] += (float)gb;
         } else if (st == CVENE_OK) { /* m = sig(mask / t) */
             tr_tensor *mk = tr_weights_find(w, t == CVENE_IV_SIGMOID_MASK ? "mask" : "masks");
-            for (int i = 0; i < D; i++) mk->grad[i] += (float)(dm[i] * dsig(mk->value[i] / temp) / temp);
+            tr_tensor *tt = tr_weights_find(w, "temperature");
+            double gt = 0;
+            for (int i = 0; i < D; i++) {
+                const double ds = dm[i] * dsig(mk->value[i] / temp);
+                mk->grad[i] += (float)(ds / temp);
+                gt -= ds * mk->value[i] / ((double)temp * temp); /* d(x / t)/dt = -x / t^2 */
+            }
+            if (tt->trainable) tt->grad[0] += (float)gt; /* SigmoidMask's is a detached copy in pyvene */
         }
         free(dm);
         CVENE_TRY(st);

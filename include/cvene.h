@@ -257,7 +257,9 @@ typedef struct {
     cvene_component component;
     cvene_unit unit;
     int max_number_of_units;   /* default 1; kept for pyvene round-trips */
-    int low_rank_dimension;    /* 0 = unset; kept for pyvene round-trips */
+    int low_rank_dimension;    /* 0 = unset; the rank of LowRankRotatedSpace and LoReFT */
+    int interchange_dim;       /* RotatedSpace: the rotated dims swapped (pyvene's set_interchange_dim, saved
+                                * as intervention_dimensions); 0 = unset: every dim, as pyvene */
     cvene_intervention_type type;
     int group_key;             /* -1 = none: then intervention i has its own source i */
     int link_key;              /* -1 = none (pyvene's intervention_link_key) */
@@ -567,11 +569,14 @@ typedef struct {
                                * (transformers' get_linear_schedule_with_warmup); default 0.1 */
     int shuffle;              /* 1 (default): a new order every epoch from seed; 0: the dataset's order */
     uint64_t seed;            /* initial parameters and shuffling (default 0) */
-    /* Boundless / sigmoid masks: the temperature falls linearly from temperature_start to
-     * temperature_end over the steps (pyvene's tutorials: 50 -> 0.1); 0 / 0 = leave it alone */
+    /* Boundless / SigmoidMask: the temperature follows torch.linspace(temperature_start,
+     * temperature_end, steps), set after each step as pyvene's tutorials set it (so step s uses
+     * entry max(s - 1, 0)); 0 / 0 (default) = leave it alone. The tutorials use 50 -> 0.1. */
     double temperature_start, temperature_end;
     double boundary_loss;     /* Boundless: this times the sum of the boundaries added to the loss
-                               * (the tutorial's 1.0; default 0) */
+                               * (the Boundless DAS tutorial's 1.0; default 0) */
+    double boundary_lr;       /* Boundless: the boundaries' learning rate (the tutorial's second Adam group,
+                               * 1e-2, the default); 0 = lr */
     /* called after every optimizer step (and once at the end); non-zero stops training */
     int (*progress)(void *user, int64_t step, int64_t total, double loss, double lr);
     void *progress_user;
