@@ -321,6 +321,8 @@ cvene_status cvene_cuda_matmul(cvene_backend *be, float *out, const float *in, c
 cvene_status cvene_cuda_matmul_act(cvene_backend *be, float *out, const float *in, const void *w,
                                    cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M, int K,
                                    int N, cvene_act act);
+/* The CUDA backward ops (kernels/cuda/backward.cu), as in cvene_ops. */
+extern const cvene_ops_bwd cvene_cuda_ops_bwd;
 /* The CUDA matmul_lp (kernels/cuda/lowp.cu), as in cvene_ops. */
 cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, const float *in, const void *w,
                                   cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,
