@@ -16,7 +16,8 @@
 #               test_neox_parity_cuda, test_gru's GruCuda.*, test_pyvene_parity_cuda,
 #               test_intervene_ops, test_sweep_cuda, test_lowp_cuda (incl. 16-bit activation
 #               forwards vs transformers' bf16 / f16 runs), test_fused_ops_cuda, test_ops16_cuda
-#               (every op on 16-bit activations vs torch); fixtures
+#               (every op on 16-bit activations vs torch), test_backward_ops_cuda (the backward
+#               ops vs torch autograd and vs the CPU); fixtures
 #               from this tree via CVENE_FIXTURES_DIR
 #   iv_kernels  cvene_bench_iv_kernels (name GB/s pct_of_copy lines)
 #   sweep       cvene_bench_sweep on the GPU: GPT-2-small's shape (random weights from
@@ -179,6 +180,7 @@ run_test test_sweep_cuda 90
 run_test test_lowp_cuda 60
 run_test test_fused_ops_cuda 60
 run_test test_ops16_cuda 30
+run_test test_backward_ops_cuda 30
 
 # ---- intervention kernel bandwidth --------------------------------------------------
 if [ -z "$RUN" ] || [ ! -x "$RUN/bin/cvene_bench_iv_kernels" ]; then

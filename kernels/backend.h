@@ -94,9 +94,12 @@ typedef struct cvene_ops16 {
  * The training path needs the gradient of a scalar loss with respect to activations (dX of
  * every op) and to the parameters of interventions and probes, never to the model's weights.
  * Each op takes dy, the gradient of its forward output, and what the forward read, and
- * writes dx (accumulate = 0) or adds it into dx (accumulate = 1). f32 only; all buffers on
- * the backend's device; sums of many terms in double (CPU) or in a fixed order (CUDA), so a
- * step is bit-identical on the same backend and thread count. The GEMMs of a backward are the
+ * writes dx (accumulate = 0) or adds it into dx (accumulate = 1: one f32 add of what
+ * accumulate = 0 writes; matmul_tn's GEMM adds with beta = 1 instead). f32 only; all buffers on
+ * the backend's device; row and column sums (statistics, softmax and cross-entropy sums,
+ * sum_rows) in double (CPU) or in a fixed order (CUDA), GEMM-shaped products (attention's,
+ * matmul_tn) in f32 as the forward's matmul, so a step is bit-identical on the same backend and
+ * thread count. The GEMMs of a backward are the
  * forward's matmul / matmul_lp with the weight's transpose flag flipped (dX = dY Wᵀ); only
  * matmul_tn below is new. No entry is NULL (the CPU's are the reference the CUDA ones are
  * tested against). */
@@ -114,7 +117,8 @@ typedef struct cvene_ops_bwd {
      *   dP = dout_h v_hᵀ,  dS = P ⊙ (dP - rowsum(dP ⊙ P)),
      *   dq_h = scale dS k_h,  dk_h = scale dSᵀ q_h,  dv_h = Pᵀ dout_h.
      * dq, dk, dv (B, T, H*D) are written (never accumulated); dp is (B, H, T, T) scratch the
-     * caller provides. No output may overlap an input. */
+     * caller provides (it holds dS on return). Keys with P = 0 get dS = 0 whatever dP is, as
+     * attn_apply skips them. No output may overlap an input. */
     cvene_status (*attention)(cvene_backend *be, float *dq, float *dk, float *dv, float *dp, const float *dout,
                               const float *q, const float *k, const float *v, const float *probs, int B, int T,
                               int H, int D, float scale);
@@ -134,7 +138,9 @@ typedef struct cvene_ops_bwd {
     /* Softmax cross-entropy over rows of logits (N, V): loss[r] = -log softmax(logits_r)[labels[r]]
      * and dlogits_r = scale * (softmax(logits_r) - onehot(labels[r])); a row with labels[r] < 0 is
      * ignored (loss 0, gradient 0). labels (N) on the device; loss (N) on the device. dlogits may
-     * alias logits (in place). Reductions over V in double (CPU) / a fixed-order tree (CUDA). */
+     * alias logits (in place). Reductions over V in double (CPU) / a fixed-order tree (CUDA).
+     * V >= 1 (else CVENE_ERR_INVALID_ARG). labels[r] >= V is the caller's error, which the device
+     * cannot report without a sync: that row's loss and gradient are NaN on both backends. */
     cvene_status (*xent)(cvene_backend *be, float *dlogits, float *loss, const float *logits, const int32_t *labels,
                          int N, int V, float scale);
     /* out (n) = alpha * a + beta * b + gamma element-wise (b NULL: the beta term is absent);
@@ -288,6 +294,8 @@ cvene_status cvene_cpu_iv_rotated(cvene_backend *be, float *x, const int64_t *x_
 /* The CPU ops on 16-bit activations (kernels/cpu/ops16.c): each widens, runs the f32 op of
  * the backend it is given (which must hold host memory: the CPU backend) and rounds. */
 extern const cvene_ops16 cvene_cpu_ops16;
+/* The CPU backward ops (kernels/cpu/ops_bwd.c), the reference for the CUDA ones. */
+extern const cvene_ops_bwd cvene_cpu_ops_bwd;
 /* The CPU matmul_lp (kernels/cpu/ops_lowp.c), as in cvene_ops. */
 cvene_status cvene_cpu_matmul_lp(cvene_backend *be, float *out, const float *in, const void *w,
                                  cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,
@@ -313,6 +321,8 @@ cvene_status cvene_cuda_matmul(cvene_backend *be, float *out, const float *in, c
 cvene_status cvene_cuda_matmul_act(cvene_backend *be, float *out, const float *in, const void *w,
                                    cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M, int K,
                                    int N, cvene_act act);
+/* The CUDA backward ops (kernels/cuda/backward.cu), as in cvene_ops. */
+extern const cvene_ops_bwd cvene_cuda_ops_bwd;
 /* The CUDA matmul_lp (kernels/cuda/lowp.cu), as in cvene_ops. */
 cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, const float *in, const void *w,
                                   cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,

@@ -790,7 +790,7 @@ const cvene_ops cuda_ops = {
     cu_residual_layernorm, /* residual_layernorm */
     cvene_cuda_matmul_act, /* matmul_act (kernels/cuda/gemm.cu) */
     &cuda_ops16,           /* ops16 */
-    nullptr,               /* bwd: not yet implemented on CUDA (the training path refuses CUDA until then) */
+    &cvene_cuda_ops_bwd,   /* bwd (kernels/cuda/backward.cu) */
 };
 static_assert(sizeof(cvene_ops) == 25 * sizeof(void *),
               "cvene_ops changed: update the CUDA op table (cuda_ops)");

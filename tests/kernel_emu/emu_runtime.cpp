@@ -314,6 +314,18 @@ cublasStatus_t cublasSgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation
     gemm(ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, *beta, C, ldc);
     return CUBLAS_STATUS_SUCCESS;
 }
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                         int k, const float *alpha, const float *A, int lda, long long strideA,
+                                         const float *B, int ldb, long long strideB, const float *beta, float *C,
+                                         int ldc, long long strideC, int batchCount) {
+    if (batchCount < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    for (int i = 0; i < batchCount; i++) {
+        const cublasStatus_t s = cublasSgemm(h, ta, tb, m, n, k, alpha, A + i * strideA, lda, B + i * strideB, ldb,
+                                             beta, C + i * strideC, ldc);
+        if (s != CUBLAS_STATUS_SUCCESS) return s;
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
 cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                             const void *alpha, const void *A, cudaDataType_t at, int lda, const void *B,
                             cudaDataType_t bt, int ldb, const void *beta, void *C, cudaDataType_t ct, int ldc,
