@@ -19,6 +19,7 @@
 #include "engine/intervene.h"
 #include "engine/iv_type.h"
 #include "engine/optim.h"
+#include "engine/train.h"
 #include "engine/train_io.h"
 #include "engine/trainable.h"
 #include "kernels/tensor.h"
@@ -70,8 +71,11 @@ struct cvene_trainer {
     int64_t *off_host;
     int32_t *mask, *rows;
     int B, T, n_pos;
-    /* per step */
+    /* per step; the position in the epoch survives fit calls (a stopped run continues where it was) */
     int64_t step, total;
+    int *order;               /* this epoch's example order */
+    int64_t batch_in_epoch;   /* batches of it done; -1: none started */
+    uint64_t rng;
     double *losses;
     int64_t n_losses, cap_losses;
 };
@@ -99,7 +103,7 @@ void cvene_trainer_free(cvene_trainer *t) {
         if (dev[i]) be->ops->free(be, dev[i]);
     if (t->labels) be->ops->free(be, t->labels);
     free(t->w), free(t->st), free(t->site), free(t->prefix_off), free(t->off_host), free(t->mask), free(t->rows);
-    free(t->losses);
+    free(t->losses), free(t->order);
     free(t);
 }
 
@@ -131,6 +135,7 @@ cvene_status cvene_trainer_new(cvene_model *m, const cvene_config *c, const cven
     cvene_trainer *t = calloc(1, sizeof *t);
     if (!t) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     t->ctx = ctx, t->m = m, t->c = c, t->p = P, t->n_iv = c->n, t->C = mi.n_embd, t->V = mi.vocab_size;
+    t->batch_in_epoch = -1, t->rng = P.seed ^ 0x7261696eull;
     t->w = calloc((size_t)c->n, sizeof(tr_weights));
     t->st = calloc((size_t)c->n, sizeof(tr_state *));
     t->site = calloc((size_t)c->n, sizeof(iv_site));
@@ -299,7 +304,8 @@ static cvene_status build_caches(cvene_trainer *t, const cvene_dataset *d) {
                               "position(s): pyvene rotates the %d positions of an example as one vector, so they "
                               "must agree", i, cvene_intervention_type_name(t->c->reps[i].r.type), t->site[i].U, n_pos,
                               n_pos);
-    /* free the last dataset's caches */
+    /* free the last dataset's caches; a new dataset starts a new epoch */
+    free(t->order), t->order = NULL, t->batch_in_epoch = -1;
     if (t->prefix) be->ops->free(be, t->prefix), t->prefix = NULL;
     for (int i = 0; i < t->n_iv; i++)
         if (t->site[i].src_cache) be->ops->free(be, t->site[i].src_cache), t->site[i].src_cache = NULL;
@@ -510,6 +516,41 @@ static cvene_status backward_batch(cvene_trainer *t, pass_run *r) {
     return pass_status(t, r, t->m->vt->train_backward(t->m, &tp, t->dlogits, &g));
 }
 
+/* Boundless: the tutorial's boundary loss, boundary_loss * sum(boundaries), its value added to
+ * *loss and its gradient to the boundaries'. The tutorial's loop keeps only the last
+ * intervention's term; with several Boundless interventions this sums them all. */
+static void add_boundary_loss(cvene_trainer *t, double *loss) {
+    const double c = t->p.boundary_loss;
+    for (int i = 0; c != 0 && i < t->n_iv; i++) {
+        tr_tensor *b = tr_weights_find(&t->w[i], "intervention_boundaries");
+        for (int64_t q = 0; b && q < b->numel; q++) {
+            *loss += c * b->value[q];
+            b->grad[q] += (float)c;
+        }
+    }
+}
+
+/* The temperature of every annealed intervention, and the weights it changes. */
+static cvene_status set_temperature(cvene_trainer *t, float temp) {
+    for (int i = 0; i < t->n_iv; i++)
+        if (tr_has_temperature(&t->w[i])) {
+            tr_set_temperature(&t->w[i], temp);
+            CVENE_TRY(tr_prepare(t->st[i]));
+        }
+    return CVENE_OK;
+}
+
+/* One batch's forward and backward: its mean loss times `scale` in the gradients
+ * (accumulated into the weights' grad), the unscaled mean into *loss. */
+static cvene_status batch_gradients(cvene_trainer *t, const cvene_dataset *d, const int *idx, int B, float scale,
+                                    double *loss) {
+    pass_run r = {t, CVENE_OK, ""};
+    CVENE_TRY(load_batch(t, d, idx, B));
+    CVENE_TRY(forward_batch(t, &r));
+    CVENE_TRY(loss_batch(t, scale / (float)B, loss));
+    return backward_batch(t, &r);
+}
+
 /* ---- training ---- */
 
 static uint64_t splitmix(uint64_t *s) {
@@ -542,58 +583,40 @@ cvene_status cvene_trainer_fit(cvene_trainer *t, const cvene_dataset *d) {
     optim_adam opt = optim_adam_default();
     opt.lr = p->lr, opt.beta1 = p->beta1, opt.beta2 = p->beta2, opt.eps = p->eps;
     opt.weight_decay = p->weight_decay, opt.decoupled = p->optimizer == CVENE_OPTIM_ADAMW;
-    int *order = malloc(sizeof(int) * (size_t)d->n);
     const int anneal = p->temperature_start != 0 || p->temperature_end != 0;
     float *temps = anneal ? malloc(sizeof(float) * (size_t)t->total) : NULL;
-    if (!order || (anneal && !temps)) {
-        free(order), free(temps);
+    if (!t->order) t->order = malloc(sizeof(int) * (size_t)d->n);
+    if (!t->order || (anneal && !temps)) {
+        free(temps);
         return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
     }
     if (anneal) optim_linspace_f32((float)p->temperature_start, (float)p->temperature_end, t->total, temps);
-    uint64_t rng = p->seed ^ 0x7261696eull;
-    pass_run r = {t, CVENE_OK, ""};
     cvene_status st = CVENE_OK;
-    int64_t batch_in_epoch = batches; /* start a new epoch at once */
+    /* the tutorials set schedule[s] after step s: step 0 runs with entry 0, step s with s - 1 */
+    if (anneal && t->step == 0) st = set_temperature(t, temps[0]);
+    if (t->batch_in_epoch < 0) t->batch_in_epoch = batches; /* start an epoch at once */
     while (st == CVENE_OK && t->step < t->total) {
         double step_loss = 0;
+        for (int i = 0; i < t->n_iv; i++) tr_weights_zero_grad(&t->w[i]); /* whatever a caller left there */
         for (int a = 0; a < p->grad_accum && st == CVENE_OK; a++) {
-            if (batch_in_epoch == batches) { /* a new epoch: the order */
-                for (int e = 0; e < d->n; e++) order[e] = e;
+            if (t->batch_in_epoch >= batches) { /* a new epoch: the order */
+                for (int e = 0; e < d->n; e++) t->order[e] = e;
                 for (int e = d->n - 1; p->shuffle && e > 0; e--) { /* Fisher-Yates */
-                    const int j = (int)(splitmix(&rng) % (uint64_t)(e + 1));
-                    const int tmp = order[e];
-                    order[e] = order[j], order[j] = tmp;
+                    const int j = (int)(splitmix(&t->rng) % (uint64_t)(e + 1));
+                    const int tmp = t->order[e];
+                    t->order[e] = t->order[j], t->order[j] = tmp;
                 }
-                batch_in_epoch = 0;
+                t->batch_in_epoch = 0;
             }
-            const int b0 = (int)(batch_in_epoch * p->batch_size);
+            const int b0 = (int)(t->batch_in_epoch * p->batch_size);
             const int B = d->n - b0 < p->batch_size ? d->n - b0 : p->batch_size;
-            batch_in_epoch++;
-            if (anneal) { /* the tutorials set schedule[s] after step s: step s runs with entry s - 1 */
-                const float temp = temps[t->step > 0 ? t->step - 1 : 0];
-                for (int i = 0; i < t->n_iv; i++)
-                    if (tr_has_temperature(&t->w[i])) {
-                        tr_set_temperature(&t->w[i], temp);
-                        if (st == CVENE_OK) st = tr_prepare(t->st[i]);
-                    }
-            }
+            t->batch_in_epoch++;
             double loss = 0;
-            if (st == CVENE_OK) st = load_batch(t, d, order + b0, B);
-            if (st == CVENE_OK) st = forward_batch(t, &r);
             /* each batch's mean, averaged over the accumulated batches */
-            if (st == CVENE_OK) st = loss_batch(t, 1.0f / (float)(B * p->grad_accum), &loss);
-            if (st == CVENE_OK) st = backward_batch(t, &r);
+            st = batch_gradients(t, d, t->order + b0, B, 1.0f / (float)p->grad_accum, &loss);
             step_loss += loss / p->grad_accum;
         }
-        /* Boundless: the tutorial's boundary loss, boundary_loss * sum(boundaries) */
-        for (int i = 0; st == CVENE_OK && p->boundary_loss != 0 && i < t->n_iv; i++) {
-            tr_tensor *b = tr_weights_find(&t->w[i], "intervention_boundaries");
-            if (!b) continue;
-            for (int64_t q = 0; q < b->numel; q++) {
-                step_loss += p->boundary_loss * b->value[q];
-                b->grad[q] += (float)p->boundary_loss;
-            }
-        }
+        if (st == CVENE_OK) add_boundary_loss(t, &step_loss);
         if (st == CVENE_OK && !isfinite(step_loss))
             st = cvene_fail(t->ctx, CVENE_ERR_NUMERIC, "train: the loss of step %lld is not finite (%g); lower the "
                             "learning rate", (long long)t->step + 1, step_loss);
@@ -606,15 +629,15 @@ cvene_status cvene_trainer_fit(cvene_trainer *t, const cvene_dataset *d) {
                 const double lr_x = boundary ? p->boundary_lr * optim_linear_warmup(t->step, warmup, t->total) : lr;
                 if (x->trainable) optim_adam_step(&opt, x->value, x->grad, x->m, x->v, (size_t)x->numel, t->step + 1, lr_x);
             }
-            tr_weights_zero_grad(&t->w[i]);
             if (st == CVENE_OK) st = tr_prepare(t->st[i]);
         }
         if (st == CVENE_OK) st = record_loss(t, step_loss);
+        if (st == CVENE_OK && anneal) st = set_temperature(t, temps[t->step]);
         if (st == CVENE_OK) t->step++;
         if (st == CVENE_OK && p->progress && p->progress(p->progress_user, t->step, t->total, step_loss, lr))
             break;
     }
-    free(order), free(temps);
+    free(temps);
     return st;
 }
 
@@ -652,6 +675,23 @@ cvene_status cvene_trainer_evaluate(cvene_trainer *t, const cvene_dataset *d, do
     CVENE_TRY(st);
     if (accuracy) *accuracy = (double)right / d->n;
     if (loss) *loss = sum / d->n;
+    return CVENE_OK;
+}
+
+tr_weights *train_weights(cvene_trainer *t, int k) { return k >= 0 && k < t->n_iv ? &t->w[k] : NULL; }
+
+cvene_status train_gradients(cvene_trainer *t, const cvene_dataset *d, const int *idx, int B, double *loss) {
+    CVENE_TRY(build_caches(t, d));
+    CVENE_TRY(batch_buffers(t));
+    if (B < 1 || B > t->p.batch_size)
+        return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "train_gradients: batch %d outside [1, %d]", B, t->p.batch_size);
+    for (int i = 0; i < t->n_iv; i++) {
+        tr_weights_zero_grad(&t->w[i]);
+        CVENE_TRY(tr_prepare(t->st[i]));
+    }
+    CVENE_TRY(batch_gradients(t, d, idx, B, 1.0f, loss));
+    add_boundary_loss(t, loss);
+    for (int i = 0; i < t->n_iv; i++) CVENE_TRY(tr_finish_grads(t->st[i]));
     return CVENE_OK;
 }
 

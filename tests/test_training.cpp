@@ -1,0 +1,546 @@
+// Training (issue #13) against pyvene / torch (tests/fixtures/training, tools/make_training_fixtures.py,
+// docs/training_semantics.md):
+//   SiteGradients  the model's backward: dLoss/d(stream) at every site of GPT-2 vs torch autograd
+//   Units          each trainable type alone: output and every gradient vs pyvene's module
+//   ModelCases     a pyvene IntervenableModel with one trainable intervention: loss and gradients
+//   Trajectories   20 Adam steps from pyvene's initial parameters on the same batches
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "test_device.h"
+#include "test_util.h"
+extern "C" {
+#include "engine/orthogonal.h"
+#include "engine/train.h"
+#include "engine/trainable.h"
+#include "models/model.h"
+}
+
+namespace {
+
+const std::string kDir = std::string(CVENE_FIXTURES) + "/training";
+
+// max |got - want| / max |want| (want's scale); where names the worst element
+double rel(const float *got, const std::vector<float> &want, std::string *where = nullptr) {
+    double mx = 0, err = 0;
+    size_t at = 0;
+    for (size_t i = 0; i < want.size(); i++) mx = std::max(mx, (double)std::fabs(want[i]));
+    for (size_t i = 0; i < want.size(); i++) {
+        const double e = std::isnan(got[i]) ? INFINITY : std::fabs((double)got[i] - want[i]);
+        if (e > err) err = e, at = i;
+    }
+    if (where) *where = "index " + std::to_string(at) + ": got " + std::to_string(got[at]) + " want " +
+                        std::to_string(want[at]);
+    return err / std::max(mx, 1e-30);
+}
+
+cJSON *manifest() {
+    static std::string text = slurp(kDir + "/manifest.json");
+    return cJSON_Parse(text.c_str());
+}
+
+// ---------------------------------------------------------------------------------------------
+// SiteGradients: the training pass of GPT-2 from its embeddings, every grad site recorded
+
+struct Recorder {
+    cvene_backend *be = nullptr;
+    std::map<std::string, std::vector<float>> grads;
+};
+
+int record(void *user, cvene_component c, int layer, cvene_tensor_view *v) {
+    Recorder *r = static_cast<Recorder *>(user);
+    int64_t n = 1;
+    for (int d = 0; d < v->ndim; d++) n *= v->shape[d];
+    std::vector<float> h((size_t)n);
+    if (r->be->ops->to_host(r->be, h.data(), v->data, sizeof(float) * (size_t)n) != CVENE_OK) return 1;
+    r->grads[std::string(cvene_component_name(c)) + "." + std::to_string(layer)] = h;
+    return 0;
+}
+
+// The gradients of CE (or a logit difference) at chosen positions, at every site, with the model in
+// f32 and the backward's sums in f32 GEMMs: within 1e-5 of torch's f32 autograd relative to each
+// stream's largest gradient (measured below 1e-6).
+void check_sites(const std::string &loss_name) {
+    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice);
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    cvene_backend *be = L.ctx->be;
+    Archive ar(kDir + "/sites/gpt2_small.safetensors");
+    std::vector<int64_t> xs;
+    auto x0 = ar.get<float>("value.block_input.0", &xs);
+    auto mask = ar.get<int32_t>("attention_mask");
+    const int B = (int)xs[0], T = (int)xs[1], V = 320;
+    std::vector<int64_t> ps;
+    auto pairs = ar.get<int32_t>(loss_name + ".pairs", &ps);
+    const int N = (int)ps[0], W = (int)ps[1]; // (b, t, label) or (b, t, a, c)
+    std::vector<int32_t> rows(N), labels(N);
+    for (int i = 0; i < N; i++) rows[i] = pairs[i * W] * T + pairs[i * W + 1], labels[i] = pairs[i * W + 2];
+    float *dx = nullptr, *dlog = nullptr, *dlgrad = nullptr, *dloss = nullptr;
+    int32_t *dlab = nullptr;
+    ASSERT_EQ(be->ops->alloc(be, (void **)&dx, x0.size() * 4), CVENE_OK);
+    ASSERT_EQ(be->ops->alloc(be, (void **)&dlog, (size_t)N * V * 4), CVENE_OK);
+    ASSERT_EQ(be->ops->alloc(be, (void **)&dlgrad, (size_t)N * V * 4), CVENE_OK);
+    ASSERT_EQ(be->ops->alloc(be, (void **)&dloss, (size_t)N * 4), CVENE_OK);
+    ASSERT_EQ(be->ops->alloc(be, (void **)&dlab, (size_t)N * 4), CVENE_OK);
+    ASSERT_EQ(be->ops->to_device(be, dx, x0.data(), x0.size() * 4), CVENE_OK);
+    model_train_pass tp = {0, dx, B, T, mask.data(), nullptr, rows.data(), N, dlog};
+    cvene_run_opts o{};
+    ASSERT_EQ(L.model->vt->train_forward(L.model, &tp, &o), CVENE_OK) << L.error();
+    // the logits of the loss rows are the forward's
+    auto logits = ar.get<float>("logits");
+    std::vector<float> lg((size_t)N * V), want((size_t)N * V);
+    ASSERT_EQ(be->ops->to_host(be, lg.data(), dlog, lg.size() * 4), CVENE_OK);
+    for (int i = 0; i < N; i++)
+        std::copy(logits.begin() + (size_t)rows[i] * V, logits.begin() + (size_t)(rows[i] + 1) * V, want.begin() + i * V);
+    EXPECT_LE(rel(lg.data(), want), 1e-5) << "logits";
+    // the loss's gradient for those logits
+    std::vector<float> g((size_t)N * V, 0.0f);
+    double loss = 0;
+    if (loss_name == "ce") {
+        ASSERT_EQ(be->ops->to_device(be, dlab, labels.data(), (size_t)N * 4), CVENE_OK);
+        ASSERT_EQ(be->ops->bwd->xent(be, dlgrad, dloss, dlog, dlab, N, V, 1.0f / N), CVENE_OK);
+        std::vector<float> l(N);
+        ASSERT_EQ(be->ops->to_host(be, l.data(), dloss, (size_t)N * 4), CVENE_OK);
+        for (float v : l) loss += v / N;
+    } else {
+        for (int i = 0; i < N; i++) {
+            g[(size_t)i * V + pairs[i * W + 2]] += 1.0f / N;
+            g[(size_t)i * V + pairs[i * W + 3]] -= 1.0f / N;
+            loss += ((double)lg[(size_t)i * V + pairs[i * W + 2]] - lg[(size_t)i * V + pairs[i * W + 3]]) / N;
+        }
+        ASSERT_EQ(be->ops->to_device(be, dlgrad, g.data(), g.size() * 4), CVENE_OK);
+    }
+    EXPECT_NEAR(loss, ar.get<float>("loss." + loss_name)[0], 1e-5 * (1 + std::fabs(loss)));
+    Recorder rec;
+    rec.be = be;
+    model_grad_sites gs{};
+    gs.fn = record, gs.user = &rec;
+    const cvene_component comps[] = {CVENE_BLOCK_INPUT, CVENE_ATTENTION_INPUT, CVENE_QUERY_OUTPUT, CVENE_KEY_OUTPUT,
+                                     CVENE_VALUE_OUTPUT, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_ATTENTION_OUTPUT,
+                                     CVENE_MLP_INPUT, CVENE_MLP_ACTIVATION, CVENE_MLP_OUTPUT, CVENE_BLOCK_OUTPUT};
+    for (cvene_component c : comps) gs.sites[c] = 3; // both layers
+    ASSERT_EQ(L.model->vt->train_backward(L.model, &tp, dlgrad, &gs), CVENE_OK) << L.error();
+    int checked = 0;
+    for (cvene_component c : comps)
+        for (int l = 0; l < 2; l++) {
+            const std::string key = std::string(cvene_component_name(c)) + "." + std::to_string(l);
+            ASSERT_TRUE(rec.grads.count(key)) << "no grad site call for " << key;
+            auto want_g = ar.get<float>(loss_name + ".grad." + key);
+            ASSERT_EQ(rec.grads[key].size(), want_g.size()) << key;
+            std::string where;
+            EXPECT_LE(rel(rec.grads[key].data(), want_g, &where), 1e-5) << key << " " << where;
+            checked++;
+        }
+    EXPECT_EQ(checked, 22);
+    for (void *p : {(void *)dx, (void *)dlog, (void *)dlgrad, (void *)dloss, (void *)dlab}) be->ops->free(be, p);
+}
+
+TEST(SiteGradients, Gpt2CrossEntropy) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    check_sites("ce");
+}
+TEST(SiteGradients, Gpt2LogitDifference) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    check_sites("logit_diff");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Units: one intervention on n rows
+
+struct UnitCase {
+    std::string name, cls;
+    int D, units, rank;
+    bool supported;
+};
+
+cvene_intervention_type type_of(const std::string &cls) {
+    static const std::map<std::string, cvene_intervention_type> m = {
+        {"RotatedSpaceIntervention", CVENE_IV_ROTATED_SPACE},
+        {"LowRankRotatedSpaceIntervention", CVENE_IV_LOW_RANK_ROTATED_SPACE},
+        {"BoundlessRotatedSpaceIntervention", CVENE_IV_BOUNDLESS_ROTATED_SPACE},
+        {"SigmoidMaskRotatedSpaceIntervention", CVENE_IV_SIGMOID_MASK_ROTATED_SPACE},
+        {"SigmoidMaskIntervention", CVENE_IV_SIGMOID_MASK},
+        {"LoreftIntervention", CVENE_IV_LOREFT}};
+    auto it = m.find(cls);
+    return it == m.end() ? CVENE_IV_N_TYPES : it->second;
+}
+
+std::vector<UnitCase> unit_cases() {
+    std::vector<UnitCase> out;
+    cJSON *m = manifest();
+    for (const cJSON *c = cJSON_GetObjectItem(m, "cases")->child; c; c = c->next) {
+        if (strcmp(cJSON_GetObjectItem(c, "kind")->valuestring, "unit")) continue;
+        UnitCase u;
+        u.name = cJSON_GetObjectItem(c, "name")->valuestring;
+        const cJSON *type = cJSON_GetObjectItem(c, "type");
+        u.cls = cJSON_IsString(type) ? type->valuestring : "";
+        const cJSON *p = cJSON_GetObjectItem(c, "params");
+        const cJSON *units = cJSON_GetObjectItem(p, "units"), *lr = cJSON_GetObjectItem(p, "low_rank_dimension");
+        const cJSON *ic = cJSON_GetObjectItem(c, "interchange_dim"), *ed = cJSON_GetObjectItem(c, "embed_dim");
+        u.units = cJSON_IsNumber(units) ? units->valueint : 1;
+        u.D = cJSON_IsNumber(ed) ? ed->valueint : 0;
+        u.rank = cJSON_IsNumber(lr) ? lr->valueint : cJSON_IsNumber(ic) ? ic->valueint : u.D;
+        const cJSON *sub = cJSON_GetObjectItem(p, "subspaces");
+        // cvene's trainer does not take subspaces yet
+        u.supported = type_of(u.cls) != CVENE_IV_N_TYPES && (!sub || cJSON_IsNull(sub));
+        if (u.supported) out.push_back(u);
+    }
+    cJSON_Delete(m);
+    return out;
+}
+
+class Units : public ::testing::TestWithParam<UnitCase> {};
+
+// One intervention's math in f32 through the op table (rotations materialised in double and
+// rounded): output and gradients within 1e-5 of pyvene's f32 (relative to each tensor's largest
+// value); the parametrization's own gradient in double is exact to 1e-11 (test_orthogonal).
+TEST_P(Units, MatchesPyvene) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    const UnitCase &u = GetParam();
+    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice); // for a context
+    ASSERT_EQ(L.status, CVENE_OK);
+    cvene_backend *be = L.ctx->be;
+    const std::string path = kDir + "/unit/" + u.name + ".safetensors";
+    Archive ar(path);
+    tr_weights w;
+    const cvene_intervention_type t = type_of(u.cls);
+    ASSERT_EQ(tr_weights_init(L.ctx, &w, t, u.D, u.rank, 1), CVENE_OK) << L.error();
+    // pyreft's LoReFT saves weight / bias / rotate_layer; the module's own tensors are module.*
+    for (int k = 0; k < w.n; k++) {
+        tr_tensor *x = &w.t[k];
+        std::string key = t == CVENE_IV_LOREFT ? "module." + std::string(x->name) : std::string(x->name);
+        if (!ar.find(key)) continue;
+        auto v = ar.get<float>(key);
+        ASSERT_EQ((int64_t)v.size(), x->numel) << key;
+        std::copy(v.begin(), v.end(), x->value);
+    }
+    std::vector<int64_t> bs;
+    auto base = ar.get<float>("base", &bs);
+    auto src = ar.find("source") ? ar.get<float>("source") : base;
+    auto g = ar.get<float>("grad_output"), want = ar.get<float>("output");
+    const int n = (int)(base.size() / (size_t)u.D); // rows as the module saw them (flattened units)
+    const bool flat = t != CVENE_IV_SIGMOID_MASK && t != CVENE_IV_LOREFT;
+    const int rows = flat ? n : (int)(base.size() / (size_t)(u.D));
+    tr_state *s = nullptr;
+    ASSERT_EQ(tr_state_new(L.ctx, &w, rows, &s), CVENE_OK) << L.error();
+    ASSERT_EQ(tr_prepare(s), CVENE_OK);
+    float *db = nullptr, *ds = nullptr, *dout = nullptr, *dg = nullptr;
+    for (float **p : {&db, &ds, &dout, &dg}) ASSERT_EQ(be->ops->alloc(be, (void **)p, base.size() * 4), CVENE_OK);
+    ASSERT_EQ(be->ops->to_device(be, db, base.data(), base.size() * 4), CVENE_OK);
+    ASSERT_EQ(be->ops->to_device(be, ds, src.data(), src.size() * 4), CVENE_OK);
+    ASSERT_EQ(be->ops->to_device(be, dg, g.data(), g.size() * 4), CVENE_OK);
+    ASSERT_EQ(tr_forward(s, dout, db, ds, rows), CVENE_OK) << L.error();
+    std::vector<float> out(base.size());
+    ASSERT_EQ(be->ops->to_host(be, out.data(), dout, out.size() * 4), CVENE_OK);
+    std::string where;
+    EXPECT_LE(rel(out.data(), want, &where), 1e-5) << "output " << where;
+    ASSERT_EQ(tr_backward(s, dout, dg, rows), CVENE_OK) << L.error();
+    ASSERT_EQ(tr_finish_grads(s), CVENE_OK);
+    ASSERT_EQ(be->ops->to_host(be, out.data(), dout, out.size() * 4), CVENE_OK);
+    EXPECT_LE(rel(out.data(), ar.get<float>("grad.base"), &where), 1e-5) << "grad.base " << where;
+    int grads = 0;
+    for (int k = 0; k < w.n; k++) {
+        const tr_tensor *x = &w.t[k];
+        if (!x->trainable) continue;
+        std::string key = "grad." + std::string(x->name);
+        if (!ar.find(key)) key = "grad.module." + std::string(x->name);
+        ASSERT_TRUE(ar.find(key)) << "no reference gradient " << key;
+        EXPECT_LE(rel(x->grad, ar.get<float>(key), &where), 1e-5) << key << " " << where;
+        grads++;
+    }
+    EXPECT_GT(grads, 0);
+    for (float *p : {db, ds, dout, dg}) be->ops->free(be, p);
+    tr_state_free(s);
+    tr_weights_free(&w);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, Units, ::testing::ValuesIn(unit_cases()),
+                         [](const ::testing::TestParamInfo<UnitCase> &i) { return i.param.name; });
+
+} // namespace
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// ModelCases and Trajectories: the trainer on GPT-2 small with a pyvene config
+
+struct Trainer {
+    cvene_config *cfg = nullptr;
+    cvene_dataset *data = nullptr;
+    cvene_trainer *t = nullptr;
+    ~Trainer() {
+        cvene_trainer_free(t);
+        cvene_dataset_free(data);
+        cvene_config_free(cfg);
+    }
+};
+
+// copy the reference's values of every tensor of w present in ar under prefix + name (LoReFT's
+// module tensors: prefix + "module." + name)
+void set_weights(tr_weights *w, const Archive &ar, const std::string &prefix) {
+    for (int k = 0; k < w->n; k++) {
+        tr_tensor *x = &w->t[k];
+        std::string key = prefix + x->name;
+        if (w->type == CVENE_IV_LOREFT || !ar.find(key)) key = prefix + "module." + x->name;
+        ASSERT_TRUE(ar.find(key)) << "no reference tensor " << key;
+        auto v = ar.get<float>(key);
+        ASSERT_EQ((int64_t)v.size(), x->numel) << key;
+        std::copy(v.begin(), v.end(), x->value);
+    }
+}
+
+std::vector<std::string> cases_of(const char *kind) {
+    std::vector<std::string> out;
+    cJSON *m = manifest();
+    for (const cJSON *c = cJSON_GetObjectItem(m, "cases")->child; c; c = c->next)
+        if (!strcmp(cJSON_GetObjectItem(c, "kind")->valuestring, kind)) out.push_back(cJSON_GetObjectItem(c, "name")->valuestring);
+    cJSON_Delete(m);
+    return out;
+}
+
+class ModelCases : public ::testing::TestWithParam<std::string> {};
+
+// pyvene's IntervenableModel on GPT-2 small with one trainable intervention at block_output of
+// its last layer: the mean CE at each example's intervened position, and every parameter's
+// gradient, within 1e-5 of torch (relative to each tensor's largest value; all f32).
+TEST_P(ModelCases, LossAndGradientsMatchPyvene) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    const std::string dir = kDir + "/model/" + GetParam();
+    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice);
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    Trainer T;
+    ASSERT_EQ(cvene_config_parse(L.ctx, slurp(dir + "/config.json").c_str(), &T.cfg), CVENE_OK) << L.error();
+    cJSON *in = cJSON_Parse(slurp(dir + "/inputs.json").c_str());
+    ASSERT_NE(in, nullptr);
+    const cJSON *base = cJSON_GetObjectItem(cJSON_GetObjectItem(in, "base"), "input_ids");
+    const cJSON *srcs = cJSON_GetObjectItem(in, "sources");
+    const cJSON *src = cJSON_IsArray(srcs) && srcs->child ? cJSON_GetObjectItem(srcs->child, "input_ids") : nullptr;
+    const cJSON *ul = cJSON_GetObjectItem(cJSON_GetObjectItem(in, "unit_locations"), "sources->base");
+    const cJSON *labels = cJSON_GetObjectItem(in, "labels");
+    ASSERT_EQ(cvene_dataset_new(L.ctx, &T.data), CVENE_OK);
+    const int B = cJSON_GetArraySize(base);
+    for (int b = 0; b < B; b++) {
+        std::vector<int32_t> bi, si;
+        for (const cJSON *e = cJSON_GetArrayItem(base, b)->child; e; e = e->next) bi.push_back(e->valueint);
+        if (src)
+            for (const cJSON *e = cJSON_GetArrayItem(src, b)->child; e; e = e->next) si.push_back(e->valueint);
+        const cJSON *sb = ul->child, *bb = ul->child->next; // [SRC, BASE], intervention 0
+        int bp = cJSON_GetArrayItem(cJSON_GetArrayItem(bb->child, b), 0)->valueint;
+        int sp = cJSON_IsArray(sb) ? cJSON_GetArrayItem(cJSON_GetArrayItem(sb->child, b), 0)->valueint : bp;
+        cvene_example e = {bi.data(), (int)bi.size(), src ? si.data() : nullptr, src ? (int)si.size() : 0,
+                           &bp, src ? &sp : nullptr, 1, cJSON_GetArrayItem(labels, b)->valueint, bp};
+        ASSERT_EQ(cvene_dataset_add(T.data, &e), CVENE_OK) << L.error();
+    }
+    cJSON_Delete(in);
+    cvene_train_params p = cvene_train_default_params();
+    p.batch_size = B;
+    ASSERT_EQ(cvene_trainer_new(L.model, T.cfg, &p, &T.t), CVENE_OK) << L.error();
+    Archive ar(dir + "/expected.safetensors");
+    tr_weights *w = train_weights(T.t, 0);
+    set_weights(w, ar, "");
+    std::vector<int> idx(B);
+    for (int b = 0; b < B; b++) idx[b] = b;
+    double loss = 0;
+    ASSERT_EQ(train_gradients(T.t, T.data, idx.data(), B, &loss), CVENE_OK) << L.error();
+    EXPECT_NEAR(loss, ar.get<float>("loss")[0], 1e-5 * (1 + std::fabs(loss)));
+    int n = 0;
+    for (int k = 0; k < w->n; k++) {
+        const tr_tensor *x = &w->t[k];
+        if (!x->trainable) continue;
+        std::string key = "grad." + std::string(x->name);
+        if (!ar.find(key)) key = "grad.module." + std::string(x->name);
+        if (!ar.find(key)) continue; /* a parameter torch gives no gradient here */
+        std::string where;
+        EXPECT_LE(rel(x->grad, ar.get<float>(key), &where), 1e-5) << key << " " << where;
+        n++;
+    }
+    EXPECT_GT(n, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, ModelCases, ::testing::ValuesIn(cases_of("model")),
+                         [](const ::testing::TestParamInfo<std::string> &i) { return i.param; });
+
+// ---------------------------------------------------------------------------------------------
+
+
+class Trajectories : public ::testing::TestWithParam<std::string> {};
+
+// What a square rotation computes: out = x + (s - x) W diag(m) W^T (docs/training_semantics.md
+// §3.1), so E = W diag(m) W^T is the whole function. The rotations inside m's flat regions (for
+// RotatedSpace the dims past interchange_dim, whose gradient is exactly 0 in real arithmetic) do
+// not change E; torch's gradient there is f32 rounding noise (|g| ~ 1e-8 of 7e-2), which Adam,
+// dividing by sqrt(v), turns into full lr-sized steps of arbitrary sign. Those entries of
+// `original` are noise in pyvene too, so the rotation is compared through E.
+std::vector<double> effective_map(const float *X, const std::vector<float> &base, const std::vector<double> &m) {
+    const int D = (int)m.size();
+    std::vector<double> Xd(X, X + (size_t)D * D), Bd(base.begin(), base.end()), W((size_t)D * D), E((size_t)D * D);
+    orth_param *o = orth_new(D, D);
+    EXPECT_EQ(orth_forward(o, Xd.data(), Bd.data(), W.data()), 0);
+    orth_free(o);
+    for (int i = 0; i < D; i++)
+        for (int j = 0; j < D; j++) {
+            double e = 0;
+            for (int q = 0; q < D; q++) e += W[(size_t)i * D + q] * m[q] * W[(size_t)j * D + q];
+            E[(size_t)i * D + j] = e;
+        }
+    return E;
+}
+
+// The mask of a square rotation: RotatedSpace's first interchange_dim dims; Boundless's
+// sigmoid(i / t) sigmoid((clamp(b, 1e-3, 1) D - i) / t) (pyvene's BoundlessRotatedSpaceIntervention).
+std::vector<double> rotation_mask(int D, int interchange_dim, const float *boundary, float temperature) {
+    std::vector<double> m(D);
+    auto sig = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
+    for (int i = 0; i < D; i++) {
+        if (!boundary) {
+            m[i] = i < interchange_dim ? 1.0 : 0.0;
+            continue;
+        }
+        const float b = std::min(std::max(*boundary, 1e-3f), 1.0f), y = b * (float)D;
+        m[i] = sig(i / temperature) * sig((y - i) / temperature);
+    }
+    return m;
+}
+
+double max_abs_diff(const std::vector<double> &a, const std::vector<double> &b) {
+    double e = 0;
+    for (size_t i = 0; i < a.size(); i++) e = std::max(e, std::fabs(a[i] - b[i]));
+    return e;
+}
+
+struct StepStop {
+    int64_t stop_at;
+};
+int stop_cb(void *user, int64_t step, int64_t, double, double) {
+    return step >= static_cast<StepStop *>(user)->stop_at;
+}
+
+// 20 steps of pyvene's training (Adam or AdamW, linear warm-up 2 of 20 steps, batch 8 in order,
+// mean CE at the last position; Boundless: its boundaries in a 1e-2 group, temperature
+// linspace(50, 0.1) set after each step, boundary loss 1.0) from pyvene's initial parameters:
+//  - the first 3 steps' gradients within 1e-4 of torch's (relative to the largest; the forward
+//    and backward alone agree to ~1e-6, ModelCases);
+//  - every step's loss within 1e-4 relative;
+//  - the parameters after steps 0..2 and after step 20 within 1e-4 of their movement plus 1e-6 of
+//    their size; a square rotation through E (above) within 1e-2 of E's movement: the null-space
+//    noise enters E at second order (rotations in different planes do not commute), and
+//    tools/trajectory_sensitivity.py measures torch's own E moving by up to 1e-3 of its movement
+//    when its gradients are perturbed by 1e-6 relative (tests/fixtures/training/README.md).
+TEST_P(Trajectories, TwentyStepsFollowPyvene) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    const std::string name = GetParam(), dir = kDir + "/train/" + name;
+    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice);
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    Trainer T;
+    ASSERT_EQ(cvene_config_parse(L.ctx, slurp(dir + "/config.json").c_str(), &T.cfg), CVENE_OK) << L.error();
+    cJSON *ds = cJSON_Parse(slurp(kDir + "/train/dataset.json").c_str());
+    ASSERT_EQ(cvene_dataset_new(L.ctx, &T.data), CVENE_OK);
+    for (const cJSON *e = cJSON_GetObjectItem(ds, "examples")->child; e; e = e->next) {
+        std::vector<int32_t> bi, si;
+        for (const cJSON *q = cJSON_GetObjectItem(e, "base_ids")->child; q; q = q->next) bi.push_back(q->valueint);
+        for (const cJSON *q = cJSON_GetObjectItem(e, "source_ids")->child; q; q = q->next) si.push_back(q->valueint);
+        int bp = cJSON_GetObjectItem(e, "base_position")->valueint, sp = cJSON_GetObjectItem(e, "source_position")->valueint;
+        cvene_example x = {bi.data(), (int)bi.size(), si.data(), (int)si.size(), &bp, &sp, 1,
+                           cJSON_GetObjectItem(e, "label")->valueint, -1};
+        ASSERT_EQ(cvene_dataset_add(T.data, &x), CVENE_OK) << L.error();
+    }
+    cJSON_Delete(ds);
+    cJSON *m = manifest();
+    const cJSON *c = nullptr;
+    for (c = cJSON_GetObjectItem(m, "cases")->child; c; c = c->next)
+        if (!strcmp(cJSON_GetObjectItem(c, "name")->valuestring, name.c_str())) break;
+    ASSERT_NE(c, nullptr);
+    const cJSON *opt = cJSON_GetObjectItem(c, "optimizer"), *idim = cJSON_GetObjectItem(c, "interchange_dim");
+    const std::string type = cJSON_GetObjectItem(c, "type")->valuestring;
+    const int interchange_dim = cJSON_IsNumber(idim) ? idim->valueint : 0;
+    cvene_train_params p = cvene_train_default_params();
+    p.batch_size = 8, p.max_steps = 20, p.shuffle = 0;
+    p.lr = cJSON_GetObjectItem(opt, "lr")->valuedouble;
+    p.weight_decay = cJSON_GetObjectItem(opt, "weight_decay")->valuedouble;
+    p.optimizer = !strcmp(cJSON_GetObjectItem(opt, "class")->valuestring, "AdamW") ? CVENE_OPTIM_ADAMW : CVENE_OPTIM_ADAM;
+    const bool boundless = type == "BoundlessRotatedSpaceIntervention";
+    const bool square = boundless || type == "RotatedSpaceIntervention";
+    if (boundless) p.temperature_start = 50, p.temperature_end = 0.1, p.boundary_loss = 1.0, p.boundary_lr = 1e-2;
+    StepStop stop{1};
+    p.progress = stop_cb, p.progress_user = &stop;
+    cJSON_Delete(m);
+    ASSERT_EQ(cvene_trainer_new(L.model, T.cfg, &p, &T.t), CVENE_OK) << L.error();
+    Archive ar(dir + "/trajectory.safetensors");
+    tr_weights *w = train_weights(T.t, 0);
+    set_weights(w, ar, "init.");
+    const std::string orig = "rotate_layer.parametrizations.weight.original";
+    const auto rot_base = square ? ar.get<float>("init.rotate_layer.parametrizations.weight.0.base") : std::vector<float>();
+    auto temps = boundless ? ar.get<float>("temperature_schedule") : std::vector<float>();
+    // the parameters of `prefix` (init., step<s>.param., final.) against ours
+    auto compare = [&](const std::string &prefix, float ref_temperature) {
+        for (int k = 0; k < w->n; k++) {
+            const tr_tensor *x = &w->t[k];
+            /* LoReFT's files keep the module's tensors under module. (its state_dict is another) */
+            const std::string mod = ar.find("init.module." + std::string(x->name)) ? "module." : "";
+            std::string key = prefix + x->name;
+            if (!ar.find(key)) key = prefix + mod + x->name;
+            if (!ar.find(key) || (!x->trainable && prefix != "final.")) continue;
+            const auto want = ar.get<float>(key), ini = ar.get<float>("init." + mod + x->name);
+            if (square && x->name == orig) {
+                const float *wb = boundless ? tr_weights_find(w, "intervention_boundaries")->value : nullptr;
+                const float tw = boundless ? tr_weights_find(w, "temperature")->value[0] : 1.0f;
+                std::vector<float> rb = boundless ? ar.get<float>(prefix + "intervention_boundaries") : std::vector<float>(1);
+                const auto e_got = effective_map(x->value, rot_base, rotation_mask(w->D, interchange_dim, wb, tw));
+                const auto e_want = effective_map(want.data(), rot_base,
+                                                  rotation_mask(w->D, interchange_dim, boundless ? rb.data() : nullptr, ref_temperature));
+                const auto e_ini = effective_map(ini.data(), rot_base,
+                                                 rotation_mask(w->D, interchange_dim, boundless ? rb.data() : nullptr, ref_temperature));
+                const double err = max_abs_diff(e_got, e_want), move = max_abs_diff(e_want, e_ini);
+                EXPECT_LE(err, 1e-2 * move) << key << " through W diag(m) W^T: error " << err << ", movement " << move;
+                std::printf("[ trajectory ] %-16s %-48s W m W^T error %.3g of movement %.3g\n", name.c_str(), key.c_str(), err, move);
+                continue;
+            }
+            double move = 0, big = 0, err = 0;
+            for (size_t i = 0; i < want.size(); i++) {
+                move = std::max(move, (double)std::fabs(want[i] - ini[i]));
+                big = std::max(big, (double)std::fabs(want[i]));
+                err = std::max(err, (double)std::fabs(x->value[i] - want[i]));
+            }
+            EXPECT_LE(err, 1e-4 * move + 1e-6 * big) << key << ": error " << err << ", movement " << move;
+            if (prefix == "final.")
+                std::printf("[ trajectory ] %-16s %-48s error %.3g of movement %.3g\n", name.c_str(), key.c_str(), err, move);
+        }
+    };
+    std::string where;
+    for (int s = 0; s < 3; s++) { // gradients before, parameters after each of the first steps
+        SCOPED_TRACE("step " + std::to_string(s));
+        std::vector<int> idx(8);
+        for (int b = 0; b < 8; b++) idx[b] = 8 * (s % 4) + b;
+        if (boundless) tr_set_temperature(w, temps[s > 0 ? s - 1 : 0]);
+        double loss = 0;
+        ASSERT_EQ(train_gradients(T.t, T.data, idx.data(), 8, &loss), CVENE_OK) << L.error();
+        for (int k = 0; k < w->n; k++) {
+            const tr_tensor *x = &w->t[k];
+            const std::string key = "step" + std::to_string(s) + ".grad." + x->name;
+            /* a square rotation's gradient depends on the basis of its null space, which the
+             * noise above turns from step 1 on: compared where the parameters are still torch's */
+            if (x->trainable && ar.find(key) && !(square && x->name == orig && s >= 2)) {
+                EXPECT_LE(rel(x->grad, ar.get<float>(key), &where), 1e-4) << key << " " << where;
+            }
+        }
+        stop.stop_at = s + 1;
+        ASSERT_EQ(cvene_trainer_fit(T.t, T.data), CVENE_OK) << L.error();
+        compare("step" + std::to_string(s) + ".param.", boundless ? temps[s] : 1.0f);
+    }
+    stop.stop_at = 20;
+    ASSERT_EQ(cvene_trainer_fit(T.t, T.data), CVENE_OK) << L.error();
+    int64_t n = 0;
+    const double *losses = cvene_trainer_losses(T.t, &n);
+    auto want = ar.get<float>("loss");
+    ASSERT_EQ(n, (int64_t)want.size());
+    for (int64_t s = 0; s < n; s++) EXPECT_NEAR(losses[s], want[s], 1e-4 * std::fabs(want[s])) << "loss of step " << s;
+    compare("final.", boundless ? temps[19] : 1.0f);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, Trajectories, ::testing::ValuesIn(cases_of("train")),
+                         [](const ::testing::TestParamInfo<std::string> &i) { return i.param; });
+
+} // namespace
