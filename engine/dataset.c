@@ -173,6 +173,9 @@ static cvene_status parse_line(cvene_dataset *d, const char *line, size_t len, c
         st = json_pos(ctx, cJSON_GetObjectItemCaseSensitive(j, "base_pos"), nb, where, "base_pos", bpos, &npb);
     if (st == CVENE_OK && src)
         st = json_pos(ctx, cJSON_GetObjectItemCaseSensitive(j, "source_pos"), ns, where, "source_pos", spos, &nps);
+    if (st == CVENE_OK && src && (npb == 0 || nps == 0))
+        st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: \"%s\" is missing (an example with a source needs base_pos and "
+                        "source_pos, e.g. \"last\")", where, npb == 0 ? "base_pos" : "source_pos");
     if (st == CVENE_OK && src && nps != npb)
         st = cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "%s: %d base positions but %d source positions", where, npb, nps);
     const cJSON *jl = cJSON_GetObjectItemCaseSensitive(j, "label");

@@ -21,10 +21,13 @@ typedef struct iv_type {
     const char *name; /* pyvene's class name */
     unsigned flags;
     int ivop;         /* the cvene_iv_op of an IV_FUSED type (and Noise's addition on a device) */
+    const char *module; /* the class's Python module when not pyvene.models.interventions */
 } iv_type;
 
 /* The entry of t (t must be valid: configs check it). */
 const iv_type *iv_type_get(cvene_intervention_type t);
+/* The module of t's class ("pyvene.models.interventions", "pyreft.interventions"). */
+const char *iv_type_module(cvene_intervention_type t);
 /* "VanillaIntervention", "pyvene.VanillaIntervention" or pyvene's saved
  * "<class 'pyvene.models.interventions.VanillaIntervention'>": 1 and *out, or 0. */
 int iv_type_parse(const char *s, cvene_intervention_type *out);

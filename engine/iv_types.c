@@ -35,10 +35,14 @@ static const iv_type types[CVENE_IV_N_TYPES] = {
     [CVENE_IV_SIGMOID_MASK] = {CVENE_IV_SIGMOID_MASK, "SigmoidMaskIntervention",
                                IV_TAKES_SOURCE | IV_NEEDS_SOURCE | IV_TRAINABLE, 0},
     /* pyreft's: its source is learned from the base (no source run) */
-    [CVENE_IV_LOREFT] = {CVENE_IV_LOREFT, "LoreftIntervention", IV_TRAINABLE, 0},
+    [CVENE_IV_LOREFT] = {CVENE_IV_LOREFT, "LoreftIntervention", IV_TRAINABLE, 0, "pyreft.interventions"},
 };
 
 const iv_type *iv_type_get(cvene_intervention_type t) { return &types[t]; }
+
+const char *iv_type_module(cvene_intervention_type t) {
+    return types[t].module ? types[t].module : "pyvene.models.interventions";
+}
 
 const char *cvene_intervention_type_name(cvene_intervention_type t) {
     return (t >= 0 && t < CVENE_IV_N_TYPES) ? types[t].name : "?";

@@ -575,6 +575,7 @@ cvene_status cvene_trainer_fit(cvene_trainer *t, const cvene_dataset *d) {
     if (!t || !d || d->n == 0) return cvene_fail(t ? t->ctx : NULL, CVENE_ERR_INVALID_ARG, "train: no examples");
     CVENE_TRY(build_caches(t, d));
     CVENE_TRY(batch_buffers(t));
+    for (int i = 0; i < t->n_iv; i++) CVENE_TRY(tr_prepare(t->st[i])); /* parameters set since */
     const cvene_train_params *p = &t->p;
     const int64_t batches = (d->n + p->batch_size - 1) / p->batch_size;
     const int64_t per_epoch = (batches + p->grad_accum - 1) / p->grad_accum;
@@ -645,6 +646,7 @@ cvene_status cvene_trainer_evaluate(cvene_trainer *t, const cvene_dataset *d, do
     if (!t || !d || d->n == 0) return cvene_fail(t ? t->ctx : NULL, CVENE_ERR_INVALID_ARG, "evaluate: no examples");
     CVENE_TRY(build_caches(t, d));
     CVENE_TRY(batch_buffers(t));
+    for (int i = 0; i < t->n_iv; i++) CVENE_TRY(tr_prepare(t->st[i]));
     cvene_backend *be = t->ctx->be;
     pass_run r = {t, CVENE_OK, ""};
     int *idx = malloc(sizeof(int) * (size_t)t->p.batch_size);

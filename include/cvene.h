@@ -598,10 +598,14 @@ cvene_status cvene_trainer_evaluate(cvene_trainer *t, const cvene_dataset *d, do
 /* The loss of each optimizer step so far (*n entries); owned by the trainer. */
 const double *cvene_trainer_losses(const cvene_trainer *t, int64_t *n);
 /* Write dir/config.json (pyvene's IntervenableConfig) and dir/intkey_<key>.safetensors per
- * intervention (its state dict under pyvene's names), atomically. */
+ * intervention, atomically: the state dict pyvene's IntervenableModel.save writes (pyreft's for
+ * LoReFT) as safetensors; tools/convert_pyvene_weights.py --to-pyvene makes the .bin files
+ * pyvene loads. */
 cvene_status cvene_trainer_save(cvene_trainer *t, const char *dir);
-/* Set intervention k's tensors from a safetensors file holding pyvene's state-dict names (the
- * ones it lacks keep their values; a present one of the wrong shape is an error). */
+/* Set intervention k's tensors from a safetensors file holding its state dict (pyvene's names, or
+ * pyreft's weight / bias / rotate_layer for LoReFT; tools/convert_pyvene_weights.py makes one
+ * from pyvene's .bin). Tensors the file lacks keep their values; an unknown tensor, a wrong
+ * shape or an embed_dim other than the intervention's is an error, and then nothing changes. */
 cvene_status cvene_trainer_load(cvene_trainer *t, int k, const char *path);
 void cvene_trainer_free(cvene_trainer *t);
 

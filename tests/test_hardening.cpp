@@ -29,27 +29,6 @@ namespace {
 
 const std::string kSmall = std::string(CVENE_FIXTURES) + "/gpt2/small/model";
 
-// A fresh directory under the test scratch space, removed on scope exit.
-struct TmpDir {
-    std::string path;
-    explicit TmpDir(const std::string &name) {
-        path = std::string(CVENE_TEST_TMP) + "/hardening_" + name + "_" + std::to_string(getpid());
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TmpDir() { fs::remove_all(path); }
-    std::string put(const std::string &name, const std::string &bytes) const {
-        std::ofstream(path + "/" + name, std::ios::binary) << bytes;
-        return path + "/" + name;
-    }
-};
-
-void expect_msg(cvene_ctx *ctx, cvene_status got, cvene_status want, std::initializer_list<std::string> parts) {
-    const std::string msg = cvene_ctx_error(ctx);
-    EXPECT_EQ(got, want) << cvene_status_name(got) << ": " << msg;
-    for (const std::string &p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "\"" << p << "\" not in: " << msg;
-}
-
 struct Ctx {
     cvene_ctx *ctx = nullptr;
     Ctx() {
@@ -170,7 +149,7 @@ TEST(Issue18, Item04_LinkKeyIsALabelNotASize) {
 // 5. A named pipe where a file is expected is refused at once instead of blocking forever (the
 // suite has a ctest TIMEOUT, so a regression fails instead of hanging).
 TEST(Issue18, Item05_NamedPipesAreRefused) {
-    TmpDir d("fifo");
+    TmpDir d("hardening_fifo");
     fs::copy(kSmall + "/config.json", d.path + "/config.json");
     ASSERT_EQ(mkfifo((d.path + "/model.safetensors").c_str(), 0600), 0);
     Ctx c;
@@ -192,7 +171,7 @@ TEST(Issue18, Item05_NamedPipesAreRefused) {
 // 100 KB took 31 s). The suite's ctest TIMEOUT turns a return of the quadratic work into a
 // failure; the test itself checks the results.
 TEST(Issue18, Item06_ManyTensorsAndManyAddedTokens) {
-    TmpDir d("many");
+    TmpDir d("hardening_many");
     const int n = 200000;
     std::string header = "{";
     for (int i = 0; i < n; i++)
@@ -388,7 +367,7 @@ TEST(Issue18, Item09_NonFiniteResultsNameTheirSite) {
 
 // 10. A shard holding a tensor the index does not list is refused.
 TEST(Issue18, Item10_ShardsHoldOnlyIndexedTensors) {
-    TmpDir d("shards");
+    TmpDir d("hardening_shards");
     const std::string src = std::string(CVENE_FIXTURES) + "/gpt2/sharded/model";
     for (const auto &e : fs::directory_iterator(src)) fs::copy(e.path(), d.path + "/" + e.path().filename().string());
     cJSON *idx = cJSON_Parse(slurp(d.path + "/model.safetensors.index.json").c_str());
@@ -461,14 +440,14 @@ TEST(Issue18, Item14_MessagesNameWhatTheUserWrote) {
               std::string::npos)
         << L.error();
     // a symlink loop is not "no model.safetensors"
-    TmpDir d("loop");
+    TmpDir d("hardening_loop");
     fs::copy(kSmall + "/config.json", d.path + "/config.json");
     fs::create_symlink(d.path + "/model.safetensors", d.path + "/model.safetensors");
     Ctx c;
     cvene_model *m = nullptr;
     expect_msg(c.ctx, cvene_model_load(c.ctx, d.path.c_str(), &m), CVENE_ERR_IO, {"model.safetensors", "symlink loop"});
     // a rotary base beyond f32 says why
-    TmpDir n("rotary");
+    TmpDir n("hardening_rotary");
     const std::string neox = std::string(CVENE_FIXTURES) + "/neox/par_rot25/model";
     cJSON *cfg = cJSON_Parse(slurp(neox + "/config.json").c_str());
     cJSON_ReplaceItemInObject(cfg, "rotary_emb_base", cJSON_CreateNumber(1e308));

@@ -303,15 +303,10 @@ std::vector<std::string> cases_of(const char *kind) {
 
 class ModelCases : public ::testing::TestWithParam<std::string> {};
 
-// pyvene's IntervenableModel on GPT-2 small with one trainable intervention at block_output of
-// its last layer: the mean CE at each example's intervened position, and every parameter's
-// gradient, within 1e-5 of torch (relative to each tensor's largest value; all f32).
-TEST_P(ModelCases, LossAndGradientsMatchPyvene) {
-    CVENE_SKIP_WITHOUT_DEVICE();
-    const std::string dir = kDir + "/model/" + GetParam();
-    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice);
+// The trainer for a model/ case: pyvene's config, its inputs as a dataset (one example per row,
+// the loss at each example's intervened position), batch B = every example.
+void model_case(const std::string &dir, Loaded &L, Trainer &T, int *B) {
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
-    Trainer T;
     ASSERT_EQ(cvene_config_parse(L.ctx, slurp(dir + "/config.json").c_str(), &T.cfg), CVENE_OK) << L.error();
     cJSON *in = cJSON_Parse(slurp(dir + "/inputs.json").c_str());
     ASSERT_NE(in, nullptr);
@@ -321,8 +316,8 @@ TEST_P(ModelCases, LossAndGradientsMatchPyvene) {
     const cJSON *ul = cJSON_GetObjectItem(cJSON_GetObjectItem(in, "unit_locations"), "sources->base");
     const cJSON *labels = cJSON_GetObjectItem(in, "labels");
     ASSERT_EQ(cvene_dataset_new(L.ctx, &T.data), CVENE_OK);
-    const int B = cJSON_GetArraySize(base);
-    for (int b = 0; b < B; b++) {
+    *B = cJSON_GetArraySize(base);
+    for (int b = 0; b < *B; b++) {
         std::vector<int32_t> bi, si;
         for (const cJSON *e = cJSON_GetArrayItem(base, b)->child; e; e = e->next) bi.push_back(e->valueint);
         if (src)
@@ -336,15 +331,43 @@ TEST_P(ModelCases, LossAndGradientsMatchPyvene) {
     }
     cJSON_Delete(in);
     cvene_train_params p = cvene_train_default_params();
-    p.batch_size = B;
+    p.batch_size = *B;
     ASSERT_EQ(cvene_trainer_new(L.model, T.cfg, &p, &T.t), CVENE_OK) << L.error();
+}
+
+// pyvene's file of the case's intervention, converted tensor for tensor from its .bin
+std::string pyvene_weights(const std::string &dir) {
+    cJSON *m = manifest();
+    std::string key;
+    for (const cJSON *c = cJSON_GetObjectItem(m, "cases")->child; c; c = c->next)
+        if (dir.size() > 6 && dir.substr(dir.rfind('/') + 1) == cJSON_GetObjectItem(c, "name")->valuestring)
+            key = cJSON_GetObjectItem(c, "key")->valuestring;
+    cJSON_Delete(m);
+    return dir + "/intkey_" + key + ".safetensors";
+}
+
+double batch_loss(Trainer &T, int B) {
+    std::vector<int> idx(B);
+    for (int b = 0; b < B; b++) idx[b] = b;
+    double loss = NAN;
+    EXPECT_EQ(train_gradients(T.t, T.data, idx.data(), B, &loss), CVENE_OK);
+    return loss;
+}
+
+// pyvene's IntervenableModel on GPT-2 small with one trainable intervention at block_output of
+// its last layer: the mean CE at each example's intervened position, and every parameter's
+// gradient, within 1e-5 of torch (relative to each tensor's largest value; all f32).
+TEST_P(ModelCases, LossAndGradientsMatchPyvene) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    const std::string dir = kDir + "/model/" + GetParam();
+    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice);
+    Trainer T;
+    int B = 0;
+    model_case(dir, L, T, &B);
     Archive ar(dir + "/expected.safetensors");
     tr_weights *w = train_weights(T.t, 0);
     set_weights(w, ar, "");
-    std::vector<int> idx(B);
-    for (int b = 0; b < B; b++) idx[b] = b;
-    double loss = 0;
-    ASSERT_EQ(train_gradients(T.t, T.data, idx.data(), B, &loss), CVENE_OK) << L.error();
+    const double loss = batch_loss(T, B);
     EXPECT_NEAR(loss, ar.get<float>("loss")[0], 1e-5 * (1 + std::fabs(loss)));
     int n = 0;
     for (int k = 0; k < w->n; k++) {
@@ -358,6 +381,63 @@ TEST_P(ModelCases, LossAndGradientsMatchPyvene) {
         n++;
     }
     EXPECT_GT(n, 0);
+}
+
+// The file pyvene saved (IntervenableModel.save; pyreft's state dict for LoReFT, whose load puts
+// rotate_layer into the base) loads into the trainer and gives pyvene's loss (1e-5, as above).
+TEST_P(ModelCases, LoadsWhatPyveneSaved) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    const std::string dir = kDir + "/model/" + GetParam();
+    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice);
+    Trainer T;
+    int B = 0;
+    model_case(dir, L, T, &B);
+    ASSERT_EQ(cvene_trainer_load(T.t, 0, pyvene_weights(dir).c_str()), CVENE_OK) << L.error();
+    Archive ar(dir + "/expected.safetensors");
+    const double loss = batch_loss(T, B);
+    EXPECT_NEAR(loss, ar.get<float>("loss")[0], 1e-5 * (1 + std::fabs(loss)));
+}
+
+// cvene_trainer_save writes what pyvene's save wrote for the same parameters: config.json equal
+// as JSON (but transformers_version, which only transformers knows), and the state dict with the
+// same names, dtypes, shapes and values (bit for bit; LoReFT's rotate_layer is materialised:
+// ours in double then rounded, torch's Householder product in f32, so within 1e-6).
+TEST_P(ModelCases, SavesWhatPyveneSaves) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    const std::string dir = kDir + "/model/" + GetParam();
+    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice);
+    Trainer T;
+    int B = 0;
+    model_case(dir, L, T, &B);
+    Archive ex(dir + "/expected.safetensors");
+    set_weights(train_weights(T.t, 0), ex, "");
+    TmpDir out("training_save_" + GetParam());
+    ASSERT_EQ(cvene_trainer_save(T.t, out.path.c_str()), CVENE_OK) << L.error();
+    cJSON *want = cJSON_Parse(slurp(dir + "/config.json").c_str()), *got = cJSON_Parse(slurp(out.path + "/config.json").c_str());
+    ASSERT_TRUE(want && got);
+    cJSON_DeleteItemFromObject(want, "transformers_version");
+    char *gs = cJSON_PrintUnformatted(got), *ws = cJSON_PrintUnformatted(want);
+    EXPECT_TRUE(cJSON_Compare(got, want, 1)) << "ours:   " << gs << "\npyvene: " << ws;
+    free(gs), free(ws), cJSON_Delete(want), cJSON_Delete(got);
+    const std::string file = pyvene_weights(dir);
+    Archive a(file), b(out.path + file.substr(file.rfind('/')));
+    ASSERT_EQ(b.a.n_tensors, a.a.n_tensors);
+    for (int i = 0; i < a.a.n_tensors; i++) {
+        const st_tensor *x = &a.a.tensors[i], *y = b.find(x->name);
+        ASSERT_NE(y, nullptr) << "ours lacks " << x->name;
+        EXPECT_EQ(y->dtype, x->dtype) << x->name;
+        ASSERT_EQ(y->ndim, x->ndim) << x->name;
+        for (int d = 0; d < x->ndim; d++) EXPECT_EQ(y->shape[d], x->shape[d]) << x->name;
+        ASSERT_EQ(y->nbytes, x->nbytes) << x->name;
+        if (!strcmp(x->name, "rotate_layer")) {
+            const float *p = (const float *)x->data, *q = (const float *)y->data;
+            double err = 0;
+            for (size_t k = 0; k < x->nbytes / 4; k++) err = std::max(err, (double)std::fabs(p[k] - q[k]));
+            EXPECT_LE(err, 1e-6) << x->name;
+        } else {
+            EXPECT_EQ(memcmp(x->data, y->data, x->nbytes), 0) << x->name << " differs";
+        }
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, ModelCases, ::testing::ValuesIn(cases_of("model")),
@@ -542,5 +622,139 @@ TEST_P(Trajectories, TwentyStepsFollowPyvene) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, Trajectories, ::testing::ValuesIn(cases_of("train")),
                          [](const ::testing::TestParamInfo<std::string> &i) { return i.param; });
+
+} // namespace
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: a clear message naming the field and value, a non-zero status, nothing changed
+
+std::string one_config(const char *type, int layer, int rank) {
+    char buf[512];
+    std::snprintf(buf, sizeof buf,
+                  "{\"representations\": [{\"layer\": %d, \"component\": \"block_output\", \"unit\": \"pos\", "
+                  "\"max_number_of_units\": 1, \"low_rank_dimension\": %d}], \"intervention_types\": \"%s\"}",
+                  layer, rank, type);
+    return buf;
+}
+
+struct Small {
+    Loaded L{std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice};
+    Trainer T;
+    cvene_status make(const char *type, int layer, int rank, cvene_train_params p = cvene_train_default_params()) {
+        EXPECT_EQ(cvene_config_parse(L.ctx, one_config(type, layer, rank).c_str(), &T.cfg), CVENE_OK) << L.error();
+        return cvene_trainer_new(L.model, T.cfg, &p, &T.t);
+    }
+};
+
+TEST(TrainerInput, RefusesWhatCannotTrain) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    {
+        Small s;
+        expect_msg(s.L.ctx, s.make("VanillaIntervention", 1, 0), CVENE_ERR_INVALID_ARG, {"VanillaIntervention", "trainable"});
+        EXPECT_EQ(s.T.t, nullptr);
+    }
+    {
+        Small s;
+        expect_msg(s.L.ctx, s.make("LowRankRotatedSpaceIntervention", 1, 65), CVENE_ERR_INVALID_ARG,
+                   {"low_rank_dimension 65", "[1, 64]"});
+    }
+    {
+        Small s;
+        expect_msg(s.L.ctx, s.make("LowRankRotatedSpaceIntervention", 7, 2), CVENE_ERR_INVALID_ARG, {"layer", "7"});
+    }
+    {
+        Small s;
+        cvene_train_params p = cvene_train_default_params();
+        p.lr = -1;
+        expect_msg(s.L.ctx, s.make("LowRankRotatedSpaceIntervention", 1, 2, p), CVENE_ERR_INVALID_ARG, {"lr -1"});
+    }
+}
+
+TEST(TrainerInput, DatasetLinesNameTheirFault) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice);
+    TmpDir d("training_jsonl");
+    const struct {
+        const char *line, *part1, *part2; // part1: the line number
+    } cases[] = {
+        {"{\"base\": [1, 2, 3], \"source\": [4, 5, 6], \"base_pos\": 1, \"source_pos\": 0, \"label\": 7", "2", "JSON"},
+        {"{\"base\": [1, 2, 3], \"source\": [4, 5, 6], \"base_pos\": 1, \"source_pos\": 0}", "2", "label"},
+        {"{\"base\": [1, 2, 3], \"source\": [4, 5, 6], \"base_pos\": 9, \"source_pos\": 0, \"label\": 7}", "2", "base_pos"},
+        {"{\"base\": [1, 2, 3], \"source\": [4, 5, 6], \"base_pos\": 1, \"source_pos\": 0, \"label\": 7, \"labl\": 3}", "2", "labl"},
+        {"{\"base\": \"some text\", \"source\": [4, 5, 6], \"base_pos\": 1, \"source_pos\": 0, \"label\": 7}", "2", "tokenizer"},
+        {"{\"base\": [1, 2, 3], \"source\": [4, 5, 6], \"label\": 7}", "2", "base_pos"},
+        {"{\"base\": [1, 2, 3], \"source\": [4, 5, 6], \"base_pos\": 1, \"label\": 7}", "2", "source_pos\" is missing"},
+    };
+    for (const auto &c : cases) {
+        SCOPED_TRACE(c.line);
+        const std::string path = d.put("d.jsonl", std::string("{\"base\": [1, 2], \"source\": [3, 4], \"base_pos\": 0, "
+                                                              "\"source_pos\": 0, \"label\": 5}\n") + c.line + "\n");
+        cvene_dataset *ds = nullptr;
+        const cvene_status st = cvene_dataset_load_jsonl(L.ctx, path.c_str(), nullptr, &ds);
+        EXPECT_NE(st, CVENE_OK);
+        EXPECT_EQ(ds, nullptr);
+        const std::string msg = cvene_ctx_error(L.ctx);
+        EXPECT_NE(msg.find(std::string("d.jsonl:") + c.part1), std::string::npos) << msg;
+        EXPECT_NE(msg.find(c.part2), std::string::npos) << msg;
+    }
+}
+
+// A saved file for another width, of the wrong shape or with a stranger's tensor is refused by
+// name, and the trainer's parameters stay as they were.
+TEST(TrainerInput, LoadRefusesForeignFilesAndChangesNothing) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    Small s;
+    ASSERT_EQ(s.make("LowRankRotatedSpaceIntervention", 1, 2), CVENE_OK) << s.L.error();
+    tr_weights *w = train_weights(s.T.t, 0);
+    std::vector<std::vector<float>> before;
+    for (int k = 0; k < w->n; k++) before.emplace_back(w->t[k].value, w->t[k].value + w->t[k].numel);
+    TmpDir d("training_load");
+    const int64_t e32 = 32;
+    std::vector<float> orig(64 * 2, 0.5f), wide(64 * 3, 0.5f);
+    struct Case {
+        std::vector<st_out_tensor> t;
+        std::vector<std::string> parts;
+    };
+    const Case cases[] = {
+        {{{"rotate_layer.parametrizations.weight.original", ST_F32, 2, {64, 2}, orig.data()},
+          {"embed_dim", ST_I64, 0, {0}, &e32}},
+         {"embed_dim is 32", "64"}},
+        {{{"rotate_layer.parametrizations.weight.original", ST_F32, 2, {64, 3}, wide.data()}},
+         {"rotate_layer.parametrizations.weight.original", "64 x 3", "64 x 2"}},
+        {{{"rotate_layer.parametrizations.weight.original", ST_F32, 2, {64, 2}, orig.data()},
+          {"learned_source.weight", ST_F32, 2, {64, 2}, orig.data()}},
+         {"learned_source.weight", "LowRankRotatedSpaceIntervention"}},
+    };
+    for (const Case &c : cases) {
+        const std::string path = d.path + "/w.safetensors";
+        ASSERT_EQ(st_write(s.L.ctx, path.c_str(), c.t.data(), (int)c.t.size(), nullptr, 0), CVENE_OK);
+        const cvene_status st = cvene_trainer_load(s.T.t, 0, path.c_str());
+        EXPECT_NE(st, CVENE_OK);
+        const std::string msg = cvene_ctx_error(s.L.ctx);
+        for (const auto &p : c.parts) EXPECT_NE(msg.find(p), std::string::npos) << "\"" << p << "\" not in: " << msg;
+        for (int k = 0; k < w->n; k++)
+            EXPECT_TRUE(std::equal(before[k].begin(), before[k].end(), w->t[k].value)) << w->t[k].name << " changed";
+    }
+    expect_msg(s.L.ctx, cvene_trainer_load(s.T.t, 1, "x"), CVENE_ERR_INVALID_ARG, {"intervention 1"});
+}
+
+// Parameters that went to NaN stop training at once with CVENE_ERR_NUMERIC naming the step.
+TEST(TrainerInput, NonFiniteLossStops) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    Small s;
+    ASSERT_EQ(s.make("SigmoidMaskIntervention", 0, 0), CVENE_OK) << s.L.error(); // seen by layer 1 at the label
+    ASSERT_EQ(cvene_dataset_new(s.L.ctx, &s.T.data), CVENE_OK);
+    int32_t b[] = {1, 2, 3}, src[] = {4, 5, 6};
+    int pos = 1;
+    cvene_example e = {b, 3, src, 3, &pos, &pos, 1, 7, -1};
+    ASSERT_EQ(cvene_dataset_add(s.T.data, &e), CVENE_OK);
+    tr_weights_find(train_weights(s.T.t, 0), "mask")->value[3] = NAN;
+    expect_msg(s.L.ctx, cvene_trainer_fit(s.T.t, s.T.data), CVENE_ERR_NUMERIC, {"step 1", "not finite"});
+    int64_t n = -1;
+    cvene_trainer_losses(s.T.t, &n);
+    EXPECT_EQ(n, 0);
+}
 
 } // namespace

@@ -5,11 +5,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 #include <string>
 #include <vector>
 #include <cjson/cJSON.h>
+#include <unistd.h>
 
 #include "cvene.h"
 extern "C" {
@@ -175,4 +178,28 @@ inline void expect_logits_to_keep_match(cvene_ctx *ctx, cvene_model *m, const Ar
         }
     }
     EXPECT_GT(checked, 0);
+}
+
+#ifdef CVENE_TEST_TMP
+// A fresh directory under the test scratch space, removed on scope exit.
+struct TmpDir {
+    std::string path;
+    explicit TmpDir(const std::string &name) {
+        path = std::string(CVENE_TEST_TMP) + "/" + name + "_" + std::to_string(getpid());
+        std::filesystem::remove_all(path);
+        std::filesystem::create_directories(path);
+    }
+    ~TmpDir() { std::filesystem::remove_all(path); }
+    std::string put(const std::string &name, const std::string &bytes) const {
+        std::ofstream(path + "/" + name, std::ios::binary) << bytes;
+        return path + "/" + name;
+    }
+};
+#endif
+
+// The call failed with want and its message holds every part.
+inline void expect_msg(cvene_ctx *ctx, cvene_status got, cvene_status want, std::initializer_list<std::string> parts) {
+    const std::string msg = cvene_ctx_error(ctx);
+    EXPECT_EQ(got, want) << cvene_status_name(got) << ": " << msg;
+    for (const std::string &p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "\"" << p << "\" not in: " << msg;
 }

@@ -51,6 +51,7 @@ import math
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import warnings
 import zlib
@@ -73,6 +74,9 @@ from pyvene.models.interventions import (  # noqa: E402
     LowRankRotatedSpaceIntervention, PCARotatedSpaceIntervention, RotatedSpaceIntervention,
     SigmoidMaskIntervention, SigmoidMaskRotatedSpaceIntervention)
 from pyvene.models.modeling_utils import do_intervention  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import convert_pyvene_weights  # noqa: E402  (tools/: .bin -> .safetensors, tensor for tensor)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_ROOT = os.path.join(REPO, "tests", "fixtures", "training")
@@ -1453,6 +1457,8 @@ def run_model_case(model, spec):
     for f, data in files.items():
         with open(os.path.join(out_dir, f), "wb") as fh:
             fh.write(data)
+        if f.endswith(".bin"):  # what the C side reads: the same state dict as safetensors
+            convert_pyvene_weights.to_safetensors(os.path.join(out_dir, f))
     # pyvene forward + backward
     ivm.zero_grad()
     _, out = ivm({"input_ids": base}, None if sourceless else [{"input_ids": src}],

@@ -46,18 +46,25 @@ static void usage(FILE *f) {
 typedef struct {
     double t0;
     int tty;
+    double sum;   /* of the losses since the last line */
+    int64_t n;
 } train_progress;
 
+/* A line per tenth of the run (the mean loss of its steps: one batch's loss is noisy); on a
+ * terminal, one line kept up to date. */
 static int show(void *user, int64_t step, int64_t total, double loss, double lr) {
     train_progress *p = user;
     const double el = cli_now() - p->t0, rate = el > 0 ? step / el : 0, eta = rate > 0 ? (total - step) / rate : 0;
-    const int every = total > 50 ? (int)(total / 50) : 1;
+    const int64_t every = total > 10 ? total / 10 : 1;
+    p->sum += loss, p->n++;
     if (p->tty)
         fprintf(stderr, "\rstep %lld/%lld  loss %.4f  lr %.2e  %.2f steps/s  ETA %.0fs   ", (long long)step,
                 (long long)total, loss, lr, rate, eta);
-    else if (step % every == 0 || step == total)
-        fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.2e  %.2f steps/s\n", (long long)step, (long long)total, loss,
-                lr, rate);
+    if (step % every == 0 || step == total) {
+        fprintf(stderr, "%sstep %lld/%lld  mean loss %.4f over %lld steps  lr %.2e  %.1f steps/s\n", p->tty ? "\r" : "",
+                (long long)step, (long long)total, p->sum / (double)p->n, (long long)p->n, lr, rate);
+        p->sum = 0, p->n = 0;
+    }
     fflush(stderr);
     return 0;
 }
@@ -222,7 +229,7 @@ int cmd_train(int argc, char **argv) {
     } else {
         train = all, all = NULL;
     }
-    train_progress pr = {cli_now(), isatty(2)};
+    train_progress pr = {cli_now(), isatty(2), 0, 0};
     tp.progress = show, tp.progress_user = &pr;
     if (cvene_trainer_new(m, cfg, &tp, &t) != CVENE_OK ||
         (init && cvene_trainer_load(t, 0, init) != CVENE_OK)) {
