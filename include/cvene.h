@@ -609,6 +609,57 @@ cvene_status cvene_trainer_save(cvene_trainer *t, const char *dir);
 cvene_status cvene_trainer_load(cvene_trainer *t, int k, const char *path);
 void cvene_trainer_free(cvene_trainer *t);
 
+/* ---- probes (docs/probes.md) ----------------------------------------------------
+ * A probe asks whether a stream linearly encodes a property: collect the stream's activation at
+ * one position per example at any sites (layers x components), then fit a softmax-regression
+ * classifier per site and measure its accuracy on held-out examples. */
+
+typedef struct {
+    cvene_component component; /* a (B, T, D) stream, or a GRU stream (per timestep) */
+    int layer;
+} cvene_site;
+
+/* Activations of n_sites sites at one position per example, on the host in f32. */
+typedef struct cvene_activations cvene_activations;
+/* Runs the N examples (ids[e] of lens[e] tokens, right-padded into batches of batch_size; 0 =
+ * 32) and keeps, for every site, row pos[e] of the stream (negative: from the end). Positions,
+ * ids and sites are checked first, naming the example or site. */
+cvene_status cvene_collect(cvene_model *m, const int32_t *const *ids, const int *lens, const int *pos, int N,
+                           const cvene_site *sites, int n_sites, int batch_size, cvene_activations **out);
+int cvene_activations_count(const cvene_activations *a);              /* N */
+int cvene_activations_width(const cvene_activations *a, int site);    /* D of a site's stream */
+const float *cvene_activations_data(const cvene_activations *a, int site); /* (N, D), owned by a */
+void cvene_activations_free(cvene_activations *a);
+
+typedef struct {
+    int steps;           /* full-batch Adam steps (default 300) */
+    double lr;           /* 1e-2 */
+    double beta1, beta2, eps; /* torch's 0.9, 0.999, 1e-8 */
+    double weight_decay; /* L2 on the weights, not the bias, added to the gradient as torch's Adam
+                          * does (default 0) */
+    int standardize;     /* 1 (default): z-score each feature with the training examples' mean and
+                          * standard deviation (ddof 0). A feature whose deviation is below 1e-5 of
+                          * the features' root-mean-square is constant up to f32 noise and is
+                          * divided by 1 (as a zero deviation is), not amplified */
+} cvene_probe_params;
+
+cvene_probe_params cvene_probe_default_params(void);
+
+/* A fitted probe: logits = W z + b, z the (standardised) activation, W (C, D), b (C). */
+typedef struct cvene_probe cvene_probe;
+/* Fit on X (N, D) with labels y in [0, C): mean cross-entropy, W and b from zero, Adam. */
+cvene_status cvene_probe_fit(cvene_ctx *ctx, const float *X, const int32_t *y, int N, int D, int C,
+                             const cvene_probe_params *p, cvene_probe **out);
+/* Accuracy (argmax of the logits equals the label) and mean cross-entropy on X (N, D). */
+cvene_status cvene_probe_evaluate(const cvene_probe *pr, const float *X, const int32_t *y, int N, double *accuracy,
+                                  double *loss);
+/* W (C, D), b (C), the standardisation's mean and std (D each; NULL when off); owned by pr. */
+void cvene_probe_weights(const cvene_probe *pr, const float **W, const float **b, const float **mean,
+                         const float **std);
+/* W, b, mean, std as safetensors at path (atomically), with string metadata pairs. */
+cvene_status cvene_probe_save(const cvene_probe *pr, const char *path, const char *const *meta_kv, int n_meta);
+void cvene_probe_free(cvene_probe *pr);
+
 #ifdef __cplusplus
 }
 #endif
