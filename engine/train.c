@@ -130,7 +130,7 @@ cvene_status cvene_trainer_new(cvene_model *m, const cvene_config *c, const cven
                           "([0, 1]), betas %g %g ([0, 1)), eps %g (> 0): a value is out of range",
                           P.batch_size, P.grad_accum, P.epochs, P.lr, P.warmup_ratio, P.beta1, P.beta2, P.eps);
     if (!m->vt->train_forward)
-        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "train: %s models cannot train yet (GPT-2 can)", m->vt->name);
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "train: %s models cannot train yet (GPT-2 and GPT-NeoX can)", m->vt->name);
     const cvene_model_info mi = cvene_model_get_info(m);
     cvene_trainer *t = calloc(1, sizeof *t);
     if (!t) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");

@@ -26,55 +26,17 @@
  *   mlp_input          input of layers[l].mlp (ln2 of x, or of x + a when sequential)
  *   mlp_activation     output of layers[l].mlp.act
  *   mlp_output         output of layers[l].mlp
- *   block_output       output of layers[l] */
+ *   block_output       output of layers[l]
+ * The training pass (train_forward / train_backward) is models/gpt_neox_train.c. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/tensor.h"
+#include "models/gpt_neox.h"
 #include "models/hf_config.h"
-#include "models/model.h"
 #include "models/weights.h"
-
-typedef struct {
-    int vocab_size, n_positions, n_embd, n_layer, n_head, n_inner;
-    int rot_dims;     /* int(head_dim * rotary_pct), even */
-    float rot_base;   /* rotary_emb_base */
-    float ln_eps;
-    cvene_act act;
-    int parallel, tied, attn_bias;
-} neox_config;
-
-typedef struct {
-    float *ln_1_w, *ln_1_b; // (C) input_layernorm
-    /* the GEMM weights (const void *) are in neox_params.gemm_dtype: f32, or f16 / bf16
-     * when the context asked for reduced precision (cvene_ctx_params.compute_dtype) */
-    const void *qkv_w;      // (3C, C) nn.Linear, per-head [q, k, v] rows
-    float *qkv_b;           // (3C); may be NULL
-    const void *dense_w;    // (C, C)
-    float *dense_b;         // (C); may be NULL
-    float *ln_2_w, *ln_2_b; // (C) post_attention_layernorm
-    const void *fc_w;       // (I, C) dense_h_to_4h
-    float *fc_b;            // (I)
-    const void *proj_w;     // (C, I) dense_4h_to_h
-    float *proj_b;          // (C)
-} neox_layer;
-
-typedef struct {
-    float *embed_in;  // (V, C)
-    neox_layer *layers;
-    float *ln_f_w, *ln_f_b; // (C) final_layer_norm
-    const void *embed_out;  // (V, C): embed_in when tied (a 16-bit copy of it in reduced precision)
-    cvene_dtype gemm_dtype; // of the GEMM weights
-    float *zero_row;        // (C) zeros on the device: the embedding op's position table
-} neox_params;
-
-typedef struct {
-    neox_config cfg;
-    neox_params p;
-    cvene_backend *be; /* owner of zero_row */
-} neox_model;
 
 /* ---- config ------------------------------------------------------------ */
 
@@ -212,7 +174,7 @@ static const float *neox_token_embeddings(cvene_model *m, int *V, int *C) {
     return g->p.embed_in;
 }
 static const cvene_model_vtable neox_vtable = {"gpt_neox", neox_forward, neox_free, neox_forward_from,
-                                               neox_token_embeddings, NULL, NULL};
+                                               neox_token_embeddings, neox_train_forward, neox_train_backward};
 
 cvene_status gpt_neox_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     cvene_ctx *ctx = m->ctx;
@@ -339,36 +301,26 @@ cvene_status gpt_neox_plan(cvene_ctx *ctx, const char *dir, const cJSON *cfg, in
 
 /* ---- sites ------------------------------------------------------------- */
 
-typedef struct {
-    cvene_model *m;
-    const cvene_run_opts *o;
-    int B, T;
-    void *heads;  // scratch (B, H, T, D)
-    cvene_dtype adt;
-    float *stage; // 16-bit adt: the f32 copy a site sees
-} site_run;
-
-static int site_on(const site_run *r, cvene_component c, int l) {
+int neox_site_on(const neox_site_run *r, cvene_component c, int l) {
     return r->o && r->o->site_fn && ((r->o->sites[c] >> l) & 1u);
 }
 
-static cvene_status site_call(const site_run *r, cvene_component c, int l, void *data, int ndim,
-                              int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
-    if (!site_on(r, c, l)) return CVENE_OK;
+cvene_status neox_site_call(const neox_site_run *r, cvene_component c, int l, void *data, int ndim, int64_t d0,
+                            int64_t d1, int64_t d2, int64_t d3) {
+    if (!neox_site_on(r, c, l)) return CVENE_OK;
     int64_t shape[4] = {d0, d1, d2, d3};
     return model_site(r->m, r->o, r->adt, r->stage, c, l, data, ndim, shape);
 }
 
 /* (B, T, C) site and, if asked, its per-head (B, H, T, D) form. */
-static cvene_status site_btc(const site_run *r, cvene_component c, cvene_component head_c, int l,
-                             void *data) {
+cvene_status neox_site_btc(const neox_site_run *r, cvene_component c, cvene_component head_c, int l, void *data) {
     const neox_config *g = &((neox_model *)r->m->arch)->cfg;
     int B = r->B, T = r->T, C = g->n_embd, H = g->n_head, D = C / H;
-    if (c != CVENE_N_COMPONENTS) CVENE_TRY(site_call(r, c, l, data, 3, B, T, C, 0));
-    if (head_c == CVENE_N_COMPONENTS || !site_on(r, head_c, l)) return CVENE_OK;
+    if (c != CVENE_N_COMPONENTS) CVENE_TRY(neox_site_call(r, c, l, data, 3, B, T, C, 0));
+    if (head_c == CVENE_N_COMPONENTS || !neox_site_on(r, head_c, l)) return CVENE_OK;
     cvene_backend *be = r->m->ctx->be;
     CVENE_TRY(be->ops->ops16->permute_heads(be, r->adt, r->heads, data, B, T, H, D, 1));
-    CVENE_TRY(site_call(r, head_c, l, r->heads, 4, B, H, T, D));
+    CVENE_TRY(neox_site_call(r, head_c, l, r->heads, 4, B, H, T, D));
     return be->ops->ops16->permute_heads(be, r->adt, data, r->heads, B, T, H, D, 0);
 }
 
@@ -485,7 +437,7 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
     CVENE_TRY(ps);
     if (past > 0) d_pos = s.rpos;
 
-    site_run r = {m, o, B, T, s.heads, adt, s.stage};
+    neox_site_run r = {m, o, B, T, s.heads, adt, s.stage};
     const float scale = (float)(1.0 / sqrt((double)D)); /* norm_factor = head_size ** -0.5 */
     const size_t BTC = (size_t)BT * C;
     void *q = s.qkv, *k = act_at(s.qkv, adt, BTC), *v = act_at(s.qkv, adt, 2 * BTC);
@@ -503,9 +455,9 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
     for (int l = rs ? rs->layer : 0; l < c->n_layer; l++) {
         const neox_layer *L = &p->layers[l];
         const int Tq = l == tail ? keep : T, Mq = B * Tq; /* query rows of this block */
-        CVENE_TRY(site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
+        CVENE_TRY(neox_site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
         if (!ln1_ready) CVENE_TRY(o16->layernorm(be, adt, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps));
-        CVENE_TRY(site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
+        CVENE_TRY(neox_site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
         /* fused projection (B*T, H, 3, D), regrouped to (B*T, 3, H, D), then to (3, B*T, C):
          * q, k and v each contiguous (B, T, C) for their sites */
         CVENE_TRY(model_gemm(be, adt, wdt, s.qkv, s.ln, L->qkv_w, C, 1, L->qkv_b, BT, C, 3 * C, CVENE_ACT_NONE));
@@ -513,12 +465,12 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(o16->permute_heads(be, adt, s.qkv, s.tmp, 1, BT, 3, C, 1));
         CVENE_TRY(o16->rotary(be, adt, q, C, d_pos, B, T, H, D, c->rot_dims, c->rot_base));
         CVENE_TRY(o16->rotary(be, adt, k, C, d_pos, B, T, H, D, c->rot_dims, c->rot_base));
-        CVENE_TRY(site_btc(&r, CVENE_QUERY_OUTPUT, CVENE_N_COMPONENTS, l, q));
-        CVENE_TRY(site_btc(&r, CVENE_KEY_OUTPUT, CVENE_N_COMPONENTS, l, k));
-        CVENE_TRY(site_btc(&r, CVENE_VALUE_OUTPUT, CVENE_N_COMPONENTS, l, v));
-        CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_QUERY_OUTPUT, l, q));
-        CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_KEY_OUTPUT, l, k));
-        CVENE_TRY(site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, v));
+        CVENE_TRY(neox_site_btc(&r, CVENE_QUERY_OUTPUT, CVENE_N_COMPONENTS, l, q));
+        CVENE_TRY(neox_site_btc(&r, CVENE_KEY_OUTPUT, CVENE_N_COMPONENTS, l, k));
+        CVENE_TRY(neox_site_btc(&r, CVENE_VALUE_OUTPUT, CVENE_N_COMPONENTS, l, v));
+        CVENE_TRY(neox_site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_QUERY_OUTPUT, l, q));
+        CVENE_TRY(neox_site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_KEY_OUTPUT, l, k));
+        CVENE_TRY(neox_site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, v));
         const void *kk = k, *vv = v;
         if (s.kf) { /* resuming: cached prefix keys/values (already rotated), shared by every row, then ours */
             CVENE_TRY(resume_join_cache(be, adt, s.kf, rs->k_cache[l], k, B, past, T, C));
@@ -529,11 +481,11 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
         const void *qq = Tq == T ? q : act_at(q, adt, (size_t)(T - Tq) * C);
         CVENE_TRY(o16->attn_probs(be, adt, s.probs, qq, (size_t)T * C, kk, (size_t)Tk * C, d_mask, B, Tq, Tk, H, D,
                                   scale));
-        CVENE_TRY(site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, Tk));
+        CVENE_TRY(neox_site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, Tk));
         CVENE_TRY(o16->attn_apply(be, adt, s.att, s.probs, vv, (size_t)Tk * C, B, Tq, Tk, H, D)); // (B, Tq, C)
-        CVENE_TRY(site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
+        CVENE_TRY(neox_site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
         CVENE_TRY(model_gemm(be, adt, wdt, s.attn, s.att, L->dense_w, C, 1, L->dense_b, Mq, C, C, CVENE_ACT_NONE));
-        CVENE_TRY(site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.attn));
+        CVENE_TRY(neox_site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.attn));
         if (Tq != T) { /* from here on only the last rows: their residual in heads (unused: no sites) */
             xq = s.heads;
             CVENE_TRY(resume_gather_tail(be, xq, s.x, B, T, Tq, C, E));
@@ -544,25 +496,25 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
             CVENE_TRY(o16->residual_layernorm(be, adt, xq, s.attn, s.ln, L->ln_2_w, L->ln_2_b, Mq, C, c->ln_eps));
         else
             CVENE_TRY(o16->layernorm(be, adt, s.ln, xq, L->ln_2_w, L->ln_2_b, Mq, C, c->ln_eps));
-        CVENE_TRY(site_btc(&r, CVENE_MLP_INPUT, CVENE_N_COMPONENTS, l, s.ln));
+        CVENE_TRY(neox_site_btc(&r, CVENE_MLP_INPUT, CVENE_N_COMPONENTS, l, s.ln));
         /* dense_h_to_4h and its activation in one op (MLP_ACTIVATION is the activation's
          * output); Pythia's exact-erf gelu runs as GEMM then activation on every backend */
         CVENE_TRY(model_gemm(be, adt, wdt, s.fc, s.ln, L->fc_w, C, 1, L->fc_b, Mq, C, I, c->act)); // (B, Tq, I)
-        CVENE_TRY(site_call(&r, CVENE_MLP_ACTIVATION, l, s.fc, 3, B, T, I, 0));
+        CVENE_TRY(neox_site_call(&r, CVENE_MLP_ACTIVATION, l, s.fc, 3, B, T, I, 0));
         CVENE_TRY(model_gemm(be, adt, wdt, s.mlp, s.fc, L->proj_w, I, 1, L->proj_b, Mq, I, C, CVENE_ACT_NONE));
-        CVENE_TRY(site_btc(&r, CVENE_MLP_OUTPUT, CVENE_N_COMPONENTS, l, s.mlp));
+        CVENE_TRY(neox_site_btc(&r, CVENE_MLP_OUTPUT, CVENE_N_COMPONENTS, l, s.mlp));
         if (c->parallel) CVENE_TRY(o16->residual_add(be, adt, s.mlp, s.attn, (size_t)Mq * C)); // m + a, as transformers
         /* x + (m + a) (parallel) or h + m, with the next block's ln_1 fused in when no site
          * sits between (this block's BLOCK_OUTPUT, the next one's BLOCK_INPUT); after the
          * last block ln_f follows only when logits are wanted, below */
-        ln1_ready = l + 1 < c->n_layer && xq == s.x && !site_on(&r, CVENE_BLOCK_OUTPUT, l) &&
-                    !site_on(&r, CVENE_BLOCK_INPUT, l + 1);
+        ln1_ready = l + 1 < c->n_layer && xq == s.x && !neox_site_on(&r, CVENE_BLOCK_OUTPUT, l) &&
+                    !neox_site_on(&r, CVENE_BLOCK_INPUT, l + 1);
         if (ln1_ready)
             CVENE_TRY(o16->residual_layernorm(be, adt, s.x, s.mlp, s.ln, p->layers[l + 1].ln_1_w,
                                               p->layers[l + 1].ln_1_b, BT, C, c->ln_eps));
         else
             CVENE_TRY(o16->residual_add(be, adt, xq, s.mlp, (size_t)Mq * C));
-        CVENE_TRY(site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
+        CVENE_TRY(neox_site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
     }
     if (!logits_out) return op->sync(be);
     model_head_args h = {adt, s.x, xq, s.attn, s.ln, s.stage, p->ln_f_w, p->ln_f_b, c->ln_eps, p->embed_out, wdt, s.wsel,

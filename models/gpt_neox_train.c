@@ -1,0 +1,297 @@
+/* GPT-NeoX's training pass (models/model.h, "training passes"), mirroring GPT-2's
+ * (models/gpt2_train.c): the forward of layers [l0, L) (l0 = L: the output head alone) keeping
+ * what the backward needs, and the backward from the loss rows' logits down to the input of
+ * l0, with the model frozen (activation gradients only: every GEMM's dX is the forward's GEMM
+ * with its weight not transposed -- nn.Linear weights are (out, in) -- and no weight gradient
+ * is ever formed).
+ *
+ * Block l, as models/gpt_neox.c runs it (x the residual entering it):
+ *   a = dense(attn(rotary(split(query_key_value(ln1(x))))))
+ *   parallel residual:   x' = x + (mlp(ln2(x)) + a)
+ *   sequential residual: h = x + a;  x' = h + mlp(ln2(h))
+ * so the backward of a parallel block sends the block output's gradient down both branches and
+ * adds both layernorms' input gradients to it; a sequential one is GPT-2's block.
+ *
+ * The fused projection's output (B, T, H, 3, D) is regrouped to q, k, v, each (B, T, C), and
+ * the first rot_dims of every q and k head are rotated; the backward undoes both: rotary's
+ * transpose on dq and dk (after their grad sites: query_output and key_output are the
+ * post-rotary vectors), then the regrouping's inverse before the projection's dX.
+ *
+ * Saved per layer: the residual entering it (ln1's and, parallel, ln2's input), q, k, v as
+ * attention used them, the attention probabilities, the residual after the attention
+ * (sequential only: ln2's input) and dense_h_to_4h's output before the activation.
+ * Interventions act at the forward's sites as in a normal forward, so what is saved is what the
+ * later ops read; their vector-Jacobian products run at the grad sites. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "kernels/tensor.h"
+#include "models/gpt_neox.h"
+
+typedef struct {
+    float *x_in;             // (B, T, C)
+    float *qkv;              // (3, B, T, C): q, k (post-rotary), v
+    float *probs;            // (B, H, T, T)
+    float *x_mid;            // (B, T, C) sequential only (NULL when parallel)
+    float *fc_pre;           // (B, T, I)
+} saved_layer;
+
+typedef struct {
+    saved_layer *layer;      // [L - l0] (host array of device pointers)
+    float *x;                // (B, T, C) the running residual
+    float *ln, *att, *attn, *mlp, *heads; // (B, T, C) work
+    float *tmp;              // (3, B, T, C) the projection's regrouping scratch
+    float *fc;               // (B, T, I)
+    float *xr, *lnf;         // (N, C) the loss rows' final residual and ln_f output
+    float *g, *dmlp, *dattn, *dln, *datt; // (B, T, C) gradients
+    float *dqkv;             // (3, B, T, C) dq, dk, dv; then the projection's (B, T, H, 3, D)
+    float *dfc;              // (B, T, I)
+    float *dp;               // (B, H, T, T) attention backward scratch
+    float *dlnf, *dxr;       // (N, C)
+    int32_t *mask;           // (B, T) on the device, or NULL
+    int32_t *pos;            // (B, T) on the device, or NULL (0..T-1)
+} train_acts;
+
+static void carve(cvene_arena *a, train_acts *s, saved_layer *layers, const neox_config *c, int n_layers, int B,
+                  int T, int N, int with_mask, int with_pos) {
+    const size_t C = (size_t)c->n_embd, BTC = (size_t)B * T * C, BTI = (size_t)B * T * c->n_inner;
+    const size_t P = (size_t)B * c->n_head * T * T, F = sizeof(float);
+    for (int k = 0; k < n_layers; k++) {
+        saved_layer *sl = &layers[k];
+        sl->x_in = cvene_arena_take(a, BTC * F);
+        sl->qkv = cvene_arena_take(a, 3 * BTC * F);
+        sl->probs = cvene_arena_take(a, P * F);
+        sl->x_mid = c->parallel ? NULL : cvene_arena_take(a, BTC * F);
+        sl->fc_pre = cvene_arena_take(a, BTI * F);
+    }
+    s->layer = layers;
+    float **btc[] = {&s->x,    &s->ln,   &s->att,   &s->attn, &s->mlp, &s->heads,
+                     &s->g,    &s->dmlp, &s->dattn, &s->dln,  &s->datt};
+    for (size_t k = 0; k < sizeof btc / sizeof *btc; k++) *btc[k] = cvene_arena_take(a, BTC * F);
+    s->tmp = cvene_arena_take(a, 3 * BTC * F);
+    s->dqkv = cvene_arena_take(a, 3 * BTC * F);
+    s->fc = cvene_arena_take(a, BTI * F);
+    s->dfc = cvene_arena_take(a, BTI * F);
+    s->dp = cvene_arena_take(a, P * F);
+    s->xr = cvene_arena_take(a, (size_t)N * C * F);
+    s->lnf = cvene_arena_take(a, (size_t)N * C * F);
+    s->dlnf = cvene_arena_take(a, (size_t)N * C * F);
+    s->dxr = cvene_arena_take(a, (size_t)N * C * F);
+    s->mask = with_mask ? cvene_arena_take(a, (size_t)B * T * 4) : NULL;
+    s->pos = with_pos ? cvene_arena_take(a, (size_t)B * T * 4) : NULL;
+}
+
+/* The arena of a pass (sized, grown, carved); layers must hold L - l0 entries. */
+static cvene_status setup(cvene_model *m, const model_train_pass *tp, train_acts *s, saved_layer *layers) {
+    const neox_config *c = &((neox_model *)m->arch)->cfg;
+    const int n_layers = c->n_layer - tp->layer;
+    cvene_arena a = {NULL, 0, 0};
+    carve(&a, s, layers, c, n_layers, tp->B, tp->T, tp->n_rows, tp->mask != NULL, tp->pos != NULL);
+    CVENE_TRY(model_reserve_training(m, a.used));
+    a = (cvene_arena){m->train_mem, 0, m->train_cap};
+    carve(&a, s, layers, c, n_layers, tp->B, tp->T, tp->n_rows, tp->mask != NULL, tp->pos != NULL);
+    return CVENE_OK;
+}
+
+static cvene_status check_pass(cvene_model *m, const model_train_pass *tp, const cvene_run_opts *o) {
+    const neox_config *c = &((neox_model *)m->arch)->cfg;
+    cvene_ctx *ctx = m->ctx;
+    const cvene_ops *op = ctx->be->ops;
+    if (ctx->params.activation_dtype != CVENE_F32 || ((neox_model *)m->arch)->p.gemm_dtype != CVENE_F32)
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                          "training runs GPT-NeoX in f32 only (this context computes in %s)",
+                          cvene_dtype_name(ctx->params.compute_dtype));
+    if (!op->bwd || !op->bwd->rotary || !op->rotary)
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                          "the %s backend has no backward ops (or no rotary op) yet (train on the CPU)", op->name);
+    /* rotary has no position table: T is bounded by the arena only, as in the forward */
+    if (tp->layer < 0 || tp->layer > c->n_layer || tp->B <= 0 || tp->T <= 0 || (int64_t)tp->B * tp->T > (1 << 30) ||
+        tp->n_rows <= 0 || !tp->rows || !tp->x || !tp->logits)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "training pass: layer %d, B %d, T %d, %d loss rows out of range",
+                          tp->layer, tp->B, tp->T, tp->n_rows);
+    for (int i = 0; i < tp->n_rows; i++)
+        if (tp->rows[i] < 0 || tp->rows[i] >= tp->B * tp->T)
+            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "training pass: loss row %d = %d is outside [0, %d)", i,
+                              tp->rows[i], tp->B * tp->T);
+    for (int i = 0; tp->pos && i < tp->B * tp->T; i++)
+        if (tp->pos[i] < 0 || tp->pos[i] > (1 << 24))
+            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                              "training pass: position id %d = %d is outside [0, %d] (exact in float32 up to 2^24)",
+                              i, tp->pos[i], 1 << 24);
+    /* the attention backward differentiates the softmax through the probabilities the forward
+     * used: an intervention that replaced them would need the ones it replaced */
+    for (int l = tp->layer; o && o->site_fn && l < c->n_layer; l++)
+        if ((o->sites[CVENE_ATTENTION_WEIGHT] >> l) & 1u)
+            return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
+                              "training through an intervention on attention_weight (layer %d) is not supported", l);
+    return CVENE_OK;
+}
+
+cvene_status neox_train_forward(cvene_model *m, const model_train_pass *tp, const cvene_run_opts *o) {
+    CVENE_TRY(check_pass(m, tp, o));
+    cvene_backend *be = m->ctx->be;
+    const cvene_ops *op = be->ops;
+    const neox_config *c = &((neox_model *)m->arch)->cfg;
+    const neox_params *p = &((neox_model *)m->arch)->p;
+    const int B = tp->B, T = tp->T, C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, BT = B * T;
+    const size_t BTC = (size_t)BT * C;
+    const float scale = (float)(1.0 / sqrt((double)D)); /* norm_factor, as the forward */
+    saved_layer *layers = malloc(sizeof(saved_layer) * (size_t)(c->n_layer - tp->layer + 1));
+    if (!layers) return cvene_fail(m->ctx, CVENE_ERR_OOM, "out of memory");
+    train_acts s;
+    cvene_status st = setup(m, tp, &s, layers);
+    if (st == CVENE_OK && s.mask) st = op->to_device(be, s.mask, tp->mask, (size_t)BT * 4);
+    if (st == CVENE_OK && s.pos) st = op->to_device(be, s.pos, tp->pos, (size_t)BT * 4);
+    if (st == CVENE_OK) st = op->copy(be, s.x, tp->x, BTC * sizeof(float));
+    neox_site_run r = {m, o, B, T, s.heads, CVENE_F32, NULL};
+    if (st == CVENE_OK && tp->layer > 0) /* the residual the pass starts from is the block below's output */
+        st = neox_site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, tp->layer - 1, s.x);
+    for (int l = tp->layer; st == CVENE_OK && l < c->n_layer; l++) {
+        const neox_layer *L = &p->layers[l];
+        const saved_layer *sl = &layers[l - tp->layer];
+        float *q = sl->qkv, *k = sl->qkv + BTC, *v = sl->qkv + 2 * BTC;
+#define TRY(e) if ((st = (e)) != CVENE_OK) break
+        TRY(neox_site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
+        TRY(op->copy(be, sl->x_in, s.x, BTC * sizeof(float)));
+        TRY(op->layernorm(be, s.ln, s.x, L->ln_1_w, L->ln_1_b, BT, C, c->ln_eps)); // (B, T, C)
+        TRY(neox_site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
+        /* (B*T, H, 3, D) -> (B*T, 3, H, D) -> (3, B*T, C), as the forward */
+        TRY(op->matmul(be, sl->qkv, s.ln, L->qkv_w, C, 1, L->qkv_b, BT, C, 3 * C));
+        TRY(op->permute_heads(be, s.tmp, sl->qkv, BT, H, 3, D, 1));
+        TRY(op->permute_heads(be, sl->qkv, s.tmp, 1, BT, 3, C, 1));
+        TRY(op->rotary(be, q, C, s.pos, B, T, H, D, c->rot_dims, c->rot_base));
+        TRY(op->rotary(be, k, C, s.pos, B, T, H, D, c->rot_dims, c->rot_base));
+        TRY(neox_site_btc(&r, CVENE_QUERY_OUTPUT, CVENE_N_COMPONENTS, l, q));
+        TRY(neox_site_btc(&r, CVENE_KEY_OUTPUT, CVENE_N_COMPONENTS, l, k));
+        TRY(neox_site_btc(&r, CVENE_VALUE_OUTPUT, CVENE_N_COMPONENTS, l, v));
+        TRY(neox_site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_QUERY_OUTPUT, l, q));
+        TRY(neox_site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_KEY_OUTPUT, l, k));
+        TRY(neox_site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, v));
+        TRY(op->attn_probs(be, sl->probs, q, (size_t)T * C, k, (size_t)T * C, s.mask, B, T, T, H, D,
+                           scale)); // (B, H, T, T)
+        TRY(op->attn_apply(be, s.att, sl->probs, v, (size_t)T * C, B, T, T, H, D));
+        TRY(neox_site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
+        TRY(op->matmul(be, s.attn, s.att, L->dense_w, C, 1, L->dense_b, BT, C, C));
+        TRY(neox_site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.attn));
+        if (!c->parallel) { /* h = x + a, ln_2 reads h; parallel: ln_2 reads the block's input */
+            TRY(op->residual_add(be, s.x, s.attn, BTC));
+            TRY(op->copy(be, sl->x_mid, s.x, BTC * sizeof(float)));
+        }
+        TRY(op->layernorm(be, s.ln, s.x, L->ln_2_w, L->ln_2_b, BT, C, c->ln_eps));
+        TRY(neox_site_btc(&r, CVENE_MLP_INPUT, CVENE_N_COMPONENTS, l, s.ln));
+        TRY(op->matmul(be, sl->fc_pre, s.ln, L->fc_w, C, 1, L->fc_b, BT, C, I)); // (B, T, I)
+        TRY(op->copy(be, s.fc, sl->fc_pre, (size_t)BT * I * sizeof(float)));
+        TRY(op->activation(be, s.fc, (size_t)BT * I, c->act));
+        TRY(neox_site_call(&r, CVENE_MLP_ACTIVATION, l, s.fc, 3, B, T, I, 0));
+        TRY(op->matmul(be, s.mlp, s.fc, L->proj_w, I, 1, L->proj_b, BT, I, C));
+        TRY(neox_site_btc(&r, CVENE_MLP_OUTPUT, CVENE_N_COMPONENTS, l, s.mlp));
+        if (c->parallel) TRY(op->residual_add(be, s.mlp, s.attn, BTC)); // x + (m + a), as transformers
+        TRY(op->residual_add(be, s.x, s.mlp, BTC));
+        TRY(neox_site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
+#undef TRY
+    }
+    /* the loss rows: their final residual, final_layer_norm, embed_out */
+    for (int i = 0; st == CVENE_OK && i < tp->n_rows; i++)
+        st = op->copy(be, s.xr + (size_t)i * C, s.x + (size_t)tp->rows[i] * C, sizeof(float) * (size_t)C);
+    if (st == CVENE_OK) st = op->layernorm(be, s.lnf, s.xr, p->ln_f_w, p->ln_f_b, tp->n_rows, C, c->ln_eps);
+    if (st == CVENE_OK) st = op->matmul(be, tp->logits, s.lnf, p->embed_out, C, 1, NULL, tp->n_rows, C, c->vocab_size);
+    free(layers);
+    return st == CVENE_SITE_STOPPED ? cvene_fail(m->ctx, CVENE_ERR_CALLBACK, "a site stopped a training pass") : st;
+}
+
+/* dx (M, K) = dy (M, N) @ W for a forward out = x @ W^T with W (N, K) an nn.Linear weight. */
+static cvene_status gemm_dx(cvene_backend *be, float *dx, const float *dy, const void *w, int M, int K, int N) {
+    return be->ops->matmul(be, dx, dy, w, K, 0, NULL, M, N, K);
+}
+
+/* A grad site on a (B, T, C) gradient and its per-head form (permuted, called, permuted back). */
+static cvene_status grad_btc(cvene_model *m, const model_grad_sites *g, cvene_component c, cvene_component head_c,
+                             int l, float *data, float *heads, int B, int T) {
+    const neox_config *cfg = &((neox_model *)m->arch)->cfg;
+    const int C = cfg->n_embd, H = cfg->n_head, D = C / H;
+    cvene_backend *be = m->ctx->be;
+    if (head_c != CVENE_N_COMPONENTS && model_grad_on(g, head_c, l)) { /* the reverse of the forward's order */
+        const int64_t hs[4] = {B, H, T, D};
+        CVENE_TRY(be->ops->permute_heads(be, heads, data, B, T, H, D, 1));
+        CVENE_TRY(model_grad_site(m, g, head_c, l, heads, 4, hs));
+        CVENE_TRY(be->ops->permute_heads(be, data, heads, B, T, H, D, 0));
+    }
+    const int64_t shape[4] = {B, T, C, 0};
+    return c == CVENE_N_COMPONENTS ? CVENE_OK : model_grad_site(m, g, c, l, data, 3, shape);
+}
+
+cvene_status neox_train_backward(cvene_model *m, const model_train_pass *tp, const float *dlogits,
+                                 const model_grad_sites *gs) {
+    cvene_backend *be = m->ctx->be;
+    const cvene_ops *op = be->ops;
+    const cvene_ops_bwd *bw = op->bwd;
+    const neox_config *c = &((neox_model *)m->arch)->cfg;
+    const neox_params *p = &((neox_model *)m->arch)->p;
+    const int B = tp->B, T = tp->T, C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, BT = B * T;
+    const size_t BTC = (size_t)BT * C, F = sizeof(float);
+    const float scale = (float)(1.0 / sqrt((double)D));
+    saved_layer *layers = malloc(sizeof(saved_layer) * (size_t)(c->n_layer - tp->layer + 1));
+    float *zeros = calloc(BTC, F);
+    if (!layers || !zeros) {
+        free(layers), free(zeros);
+        return cvene_fail(m->ctx, CVENE_ERR_OOM, "out of memory");
+    }
+    train_acts s;
+    cvene_status st = setup(m, tp, &s, layers); /* the same carve as the forward: its saved buffers */
+    /* the head: dlnf = dlogits @ embed_out (V, C); final_layer_norm; scattered into the residual's gradient */
+    if (st == CVENE_OK) st = op->matmul(be, s.dlnf, dlogits, p->embed_out, C, 0, NULL, tp->n_rows, c->vocab_size, C);
+    if (st == CVENE_OK) st = bw->layernorm(be, s.dxr, s.dlnf, s.xr, p->ln_f_w, tp->n_rows, C, c->ln_eps, 0);
+    if (st == CVENE_OK) st = op->to_device(be, s.g, zeros, BTC * F);
+    for (int i = 0; st == CVENE_OK && i < tp->n_rows; i++) /* rows may repeat: add, do not copy */
+        st = op->residual_add(be, s.g + (size_t)tp->rows[i] * C, s.dxr + (size_t)i * C, (size_t)C);
+    for (int l = c->n_layer - 1; st == CVENE_OK && l >= tp->layer; l--) {
+        const neox_layer *L = &p->layers[l];
+        const saved_layer *sl = &layers[l - tp->layer];
+        float *dq = s.dqkv, *dk = s.dqkv + BTC, *dv = s.dqkv + 2 * BTC;
+#define TRY(e) if ((st = (e)) != CVENE_OK) break
+        TRY(grad_btc(m, gs, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.g, s.heads, B, T));
+        /* the MLP's output gradient is the block output's in both layouts; a parallel block's
+         * attention output gets it too, taken before the MLP's layernorm adds to g */
+        TRY(op->copy(be, s.dmlp, s.g, BTC * F));
+        if (c->parallel) TRY(op->copy(be, s.dattn, s.g, BTC * F));
+        TRY(grad_btc(m, gs, CVENE_MLP_OUTPUT, CVENE_N_COMPONENTS, l, s.dmlp, s.heads, B, T));
+        TRY(gemm_dx(be, s.dfc, s.dmlp, L->proj_w, BT, I, C)); // (B, T, I)
+        if (model_grad_on(gs, CVENE_MLP_ACTIVATION, l)) {
+            const int64_t shape[4] = {B, T, I, 0};
+            TRY(model_grad_site(m, gs, CVENE_MLP_ACTIVATION, l, s.dfc, 3, shape));
+        }
+        TRY(bw->activation(be, s.dfc, s.dfc, sl->fc_pre, (size_t)BT * I, c->act, 0));
+        TRY(gemm_dx(be, s.dln, s.dfc, L->fc_w, BT, C, I));
+        TRY(grad_btc(m, gs, CVENE_MLP_INPUT, CVENE_N_COMPONENTS, l, s.dln, s.heads, B, T));
+        /* g += ln_2's input gradient: d x_in (parallel, completed below) or d h (sequential) */
+        TRY(bw->layernorm(be, s.g, s.dln, c->parallel ? sl->x_in : sl->x_mid, L->ln_2_w, BT, C, c->ln_eps, 1));
+        if (!c->parallel) TRY(op->copy(be, s.dattn, s.g, BTC * F)); /* h = x + a */
+        TRY(grad_btc(m, gs, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.dattn, s.heads, B, T));
+        TRY(gemm_dx(be, s.datt, s.dattn, L->dense_w, BT, C, C));
+        TRY(grad_btc(m, gs, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.datt, s.heads, B, T));
+        TRY(bw->attention(be, dq, dk, dv, s.dp, s.datt, sl->qkv, sl->qkv + BTC, sl->qkv + 2 * BTC, sl->probs, B, T, H,
+                          D, scale));
+        TRY(grad_btc(m, gs, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, dv, s.heads, B, T));
+        TRY(grad_btc(m, gs, CVENE_N_COMPONENTS, CVENE_HEAD_KEY_OUTPUT, l, dk, s.heads, B, T));
+        TRY(grad_btc(m, gs, CVENE_N_COMPONENTS, CVENE_HEAD_QUERY_OUTPUT, l, dq, s.heads, B, T));
+        TRY(grad_btc(m, gs, CVENE_VALUE_OUTPUT, CVENE_N_COMPONENTS, l, dv, s.heads, B, T));
+        TRY(grad_btc(m, gs, CVENE_KEY_OUTPUT, CVENE_N_COMPONENTS, l, dk, s.heads, B, T));
+        TRY(grad_btc(m, gs, CVENE_QUERY_OUTPUT, CVENE_N_COMPONENTS, l, dq, s.heads, B, T));
+        /* q and k were rotated after the split: turn their gradients back */
+        TRY(bw->rotary(be, dq, C, s.pos, B, T, H, D, c->rot_dims, c->rot_base));
+        TRY(bw->rotary(be, dk, C, s.pos, B, T, H, D, c->rot_dims, c->rot_base));
+        /* (3, B*T, C) -> (B*T, 3, H, D) -> (B*T, H, 3, D): the projection's output layout */
+        TRY(op->permute_heads(be, s.tmp, s.dqkv, 1, BT, 3, C, 0));
+        TRY(op->permute_heads(be, s.dqkv, s.tmp, BT, H, 3, D, 0));
+        TRY(gemm_dx(be, s.dln, s.dqkv, L->qkv_w, BT, C, 3 * C));
+        TRY(grad_btc(m, gs, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.dln, s.heads, B, T));
+        TRY(bw->layernorm(be, s.g, s.dln, sl->x_in, L->ln_1_w, BT, C, c->ln_eps, 1)); /* g: d x_in */
+        TRY(grad_btc(m, gs, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.g, s.heads, B, T));
+#undef TRY
+    }
+    if (st == CVENE_OK && tp->layer > 0)
+        st = grad_btc(m, gs, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, tp->layer - 1, s.g, s.heads, B, T);
+    if (st == CVENE_OK) st = op->sync(be);
+    free(layers), free(zeros);
+    return st;
+}
