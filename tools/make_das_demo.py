@@ -1,4 +1,5 @@
-"""Write the demo model's DAS task: assets/demo-gpt2/das_colour/{train,eval}.jsonl.
+"""Write the demo model's DAS task, assets/demo-gpt2/das_colour/{train,eval}.jsonl, and its probe
+twin, assets/demo-gpt2/das_colour/probe.jsonl.
 
 Question: does a low-rank subspace of the last subject token's residual stream carry the person's
 favourite colour? Each example is an interchange: the base prompt is about one person, the source
@@ -11,6 +12,8 @@ accuracy, IIA).
 
 Template "the favourite colour of {S} is" puts the subject's family name (one token, as the
 demo's tokenizer was trained to make it) second from the end: position -2 in base and source.
+The probe file asks the same question of a linear classifier: one prompt per person and trained
+prefix, the activation at the family name (pos -2), the person's colour as the label (`cvene probe`).
 Only (template, prefix) pairs the model was trained on are used (the world's held-out quarter is
 left out); train and eval use disjoint people as bases.
 """
@@ -50,6 +53,11 @@ def main():
         with open(os.path.join(out_dir, name + ".jsonl"), "w") as f:
             f.write("\n".join(lines) + "\n")
         print(f"{name}: {len(lines)} examples")
+    lines = [json.dumps({"text": p + " " + TEMPLATE.replace("{S}", who["name"]), "pos": -2, "label": who["colour"]})
+             for who in people for p in prefixes[:2]]
+    with open(os.path.join(out_dir, "probe.jsonl"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"probe: {len(lines)} examples")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@
 double cli_now(void); /* monotonic seconds */
 /* Whole file, NUL-terminated, malloc'd; NULL with a message in err on failure. */
 char *cli_read_file(const char *path, char *err, size_t errlen);
+/* "1,2,5-7" -> the values, each in [lo, hi) and at most once, for option opt of `cvene cmd` (what:
+ * "layer"; why: where the bound comes from). The count, or -1 after printing what is wrong. */
+int cli_parse_list(const char *cmd, const char *opt, const char *s, int *out, int lo, int hi, const char *what,
+                   const char *why);
 
 #include <stdint.h>
 #include <stdio.h>
@@ -53,4 +57,5 @@ int cmd_plan(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_probe(int argc, char **argv);
 #endif

@@ -1,5 +1,8 @@
 /* Small helpers every command shares: a clock and reading a whole input file. */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "bindings/cli/cli.h"
@@ -14,4 +17,46 @@ double cli_now(void) {
 char *cli_read_file(const char *path, char *err, size_t errlen) {
     char *buf = NULL;
     return file_read_all(path, (size_t)256 << 20, &buf, NULL, err, errlen) == CVENE_OK ? buf : NULL;
+}
+
+/* "1,2,5-7" -> list of values in [lo, hi), each at most once, for option `opt` (what: "layer",
+ * "position"; why: what the bound is). Returns the count, or -1 after printing what is wrong
+ * (every value is checked before any is used). */
+int cli_parse_list(const char *cmd, const char *opt, const char *s, int *out, int lo, int hi, const char *what,
+                   const char *why) {
+    int n = 0;
+    const char *s0 = s;
+    while (*s) {
+        char *end;
+        errno = 0;
+        long a = strtol(s, &end, 10), b = a;
+        if (end == s || errno) goto syntax;
+        s = end;
+        if (*s == '-') {
+            errno = 0;
+            b = strtol(s + 1, &end, 10);
+            if (end == s + 1 || errno || b < a) goto syntax;
+            s = end;
+        }
+        if (a < lo || b >= hi) {
+            fprintf(stderr, "cvene %s: %s \"%s\": %s %ld is outside [%d, %d) (%s)\n", cmd, opt, s0, what, a < lo ? a : b,
+                    lo, hi, why);
+            return -1;
+        }
+        for (long v = a; v <= b; v++) {
+            for (int k = 0; k < n; k++)
+                if (out[k] == (int)v) {
+                    fprintf(stderr, "cvene %s: %s \"%s\" lists %s %ld twice\n", cmd, opt, s0, what, v);
+                    return -1;
+                }
+            out[n++] = (int)v; /* at most hi - lo distinct values: out has room for them */
+        }
+        if (*s == ',') s++;
+        else if (*s) goto syntax;
+    }
+    if (n == 0) goto syntax;
+    return n;
+syntax:
+    fprintf(stderr, "cvene %s: %s must list %ss in [%d, %d) like 0,3,5-7, got \"%s\"\n", cmd, opt, what, lo, hi, s0);
+    return -1;
 }

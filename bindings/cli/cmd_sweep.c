@@ -41,47 +41,6 @@ static void show_progress(void *user, int64_t done, int64_t total) {
     fflush(stderr);
 }
 
-/* "1,2,5-7" -> list of values in [lo, hi), each at most once, for option `opt` (what: "layer",
- * "position"; why: what the bound is). Returns the count, or -1 after printing what is wrong
- * (every value is checked before any is used). */
-static int parse_list(const char *opt, const char *s, int *out, int lo, int hi, const char *what, const char *why) {
-    int n = 0;
-    const char *s0 = s;
-    while (*s) {
-        char *end;
-        errno = 0;
-        long a = strtol(s, &end, 10), b = a;
-        if (end == s || errno) goto syntax;
-        s = end;
-        if (*s == '-') {
-            errno = 0;
-            b = strtol(s + 1, &end, 10);
-            if (end == s + 1 || errno || b < a) goto syntax;
-            s = end;
-        }
-        if (a < lo || b >= hi) {
-            fprintf(stderr, "cvene sweep: %s \"%s\": %s %ld is outside [%d, %d) (%s)\n", opt, s0, what, a < lo ? a : b,
-                    lo, hi, why);
-            return -1;
-        }
-        for (long v = a; v <= b; v++) {
-            for (int k = 0; k < n; k++)
-                if (out[k] == (int)v) {
-                    fprintf(stderr, "cvene sweep: %s \"%s\" lists %s %ld twice\n", opt, s0, what, v);
-                    return -1;
-                }
-            out[n++] = (int)v; /* at most hi - lo distinct values: out has room for them */
-        }
-        if (*s == ',') s++;
-        else if (*s) goto syntax;
-    }
-    if (n == 0) goto syntax;
-    return n;
-syntax:
-    fprintf(stderr, "cvene sweep: %s must list %ss in [%d, %d) like 0,3,5-7, got \"%s\"\n", opt, what, lo, hi, s0);
-    return -1;
-}
-
 typedef struct {
     const char *model, *out, *component, *metric;
     const char *base_text, *source_text, *base_ids, *source_ids, *subject_text, *subject_pos;
@@ -274,7 +233,7 @@ static int run_sweep(const sweep_args *a) {
         if (a->subject_pos) {
             char why[64];
             snprintf(why, sizeof why, "the prompt has %d tokens", T);
-            nsubj = parse_list("--subject-positions", a->subject_pos, subject, 0, T, "position", why);
+            nsubj = cli_parse_list("sweep", "--subject-positions", a->subject_pos, subject, 0, T, "position", why);
             if (nsubj <= 0) goto done;
         } else if (a->subject_text) {
             int lo = -1, n = 0;
@@ -363,9 +322,11 @@ static int run_sweep(const sweep_args *a) {
     for (int t = 0; t < np; t++) positions[t] = t;
     char why[64];
     snprintf(why, sizeof why, "the model has %d layers", mi.n_layer);
-    if (a->layers && (nl = parse_list("--layers", a->layers, layers, 0, mi.n_layer, "layer", why)) <= 0) goto done;
+    if (a->layers && (nl = cli_parse_list("sweep", "--layers", a->layers, layers, 0, mi.n_layer, "layer", why)) <= 0)
+        goto done;
     snprintf(why, sizeof why, "the prompt has %d tokens", T);
-    if (a->positions && (np = parse_list("--positions", a->positions, positions, 0, T, "position", why)) <= 0) goto done;
+    if (a->positions && (np = cli_parse_list("sweep", "--positions", a->positions, positions, 0, T, "position", why)) <= 0)
+        goto done;
 
     logits = malloc(sizeof(float) * (size_t)T * mi.vocab_size);
     if (!logits) goto oom;
