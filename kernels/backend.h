@@ -32,6 +32,34 @@ typedef enum {
     CVENE_GRU_HIDDEN = 1       /* out = a * b + (1 - a) * c (z * h + (1 - z) * n) */
 } cvene_gru_step;
 
+/* The forward values one step of a GRU cell keeps for its backward (bwd.gru_cell's `saved`:
+ * (CVENE_GRU_N_SAVED, n), each a (B, h) block in this order). "As read": after every site of
+ * the step, i.e. the value the later ops of the forward used. */
+typedef enum {
+    CVENE_GRU_SAVED_H = 0,  /* h_{t-1}, the hidden state the cell read */
+    CVENE_GRU_SAVED_AR = 1, /* a_r = x_r + h_r, the reset sigmoid's input */
+    CVENE_GRU_SAVED_AZ = 2, /* a_z = x_z + h_z, the update sigmoid's input */
+    CVENE_GRU_SAVED_AN = 3, /* a_n = x_n + r * h_n, the tanh's input */
+    CVENE_GRU_SAVED_R = 4,  /* r as a_n read it */
+    CVENE_GRU_SAVED_Z = 5,  /* z as the hidden update read it */
+    CVENE_GRU_SAVED_N = 6,  /* n as the hidden update read it */
+    CVENE_GRU_SAVED_HN = 7, /* h_n (h2h's new third) as a_n read it */
+    CVENE_GRU_N_SAVED = 8
+} cvene_gru_saved;
+
+/* The stages of bwd.gru_cell, in the order they run (a bitmask selects them). d_r, d_z, d_n
+ * are the gate gradients (d), dx_* and dh_* the gradients of x2h's and h2h's thirds. */
+typedef enum {
+    CVENE_GRU_BWD_HIDDEN = 1 << 0,     /* hy = z h + (1 - z) n: d_n = dh (1 - z), d_z = dh (h - n), dh_prev = dh z */
+    CVENE_GRU_BWD_NEW_ACT = 1 << 1,    /* n = tanh(a_n):        d_n = d_n tanh'(a_n) */
+    CVENE_GRU_BWD_NEW_IN = 1 << 2,     /* a_n = x_n + r h_n:    dx_n = d_n, dh_n = d_n r, d_r = d_n h_n */
+    CVENE_GRU_BWD_UPDATE_ACT = 1 << 3, /* z = sigmoid(a_z):     d_z = d_z sigmoid'(a_z) */
+    CVENE_GRU_BWD_UPDATE_IN = 1 << 4,  /* a_z = x_z + h_z:      dx_z = dh_z = d_z */
+    CVENE_GRU_BWD_RESET_ACT = 1 << 5,  /* r = sigmoid(a_r):     d_r = d_r sigmoid'(a_r) */
+    CVENE_GRU_BWD_RESET_IN = 1 << 6,   /* a_r = x_r + h_r:      dx_r = dh_r = d_r */
+    CVENE_GRU_BWD_ALL = (1 << 7) - 1
+} cvene_gru_bwd_stage;
+
 /* What iv_units does to each touched float of a unit (x: the site, s: the source). */
 typedef enum {
     CVENE_IVOP_VANILLA = 0,     /* x = s */
@@ -151,6 +179,25 @@ typedef struct cvene_ops_bwd {
     cvene_status (*mul)(cvene_backend *be, float *out, const float *a, const float *b, size_t n, int accumulate);
     /* out (N) (+)= the sum over the M rows of x (M, N): a bias's gradient. */
     cvene_status (*sum_rows)(cvene_backend *be, float *out, const float *x, int M, int N, int accumulate);
+    /* The element-wise backward of one step of pyvene's GRUCell (the x2h / h2h GEMMs are the
+     * caller's), over n = B * h elements, running the stages `stages` selects
+     * (cvene_gru_bwd_stage, in enum order). Gate-major (3, n) buffers hold the reset, update and
+     * new thirds one after another, each a contiguous (B, h):
+     *   saved (8, n)  the forward's values (cvene_gru_saved)
+     *   dh (n)        the gradient of the cell's output hy (HIDDEN reads it)
+     *   dh_prev (n)   HIDDEN writes dh ⊙ z, the direct path to h_{t-1}; may alias dh
+     *   d (3, n)      [d_r | d_z | d_n]: HIDDEN writes d_z and d_n, NEW_IN writes d_r, each *_ACT
+     *                 stage turns its gate's output gradient into its input's, in place
+     *   dx (3, n)     the gradient of x2h's output, written by the *_IN stages
+     *   dhg (3, n)    the gradient of h2h's output, likewise
+     * act' from the activation's input as bwd.activation computes it (s = sigmoid(a) recomputed,
+     * s (1 - s); 1 - tanh(a)²); every product and sum is rounded to f32 in the order written.
+     * Each element goes through the selected stages on one thread, reading and writing these
+     * buffers, so splitting the stages over several calls (the caller reading or replacing a
+     * gradient in between: the grad sites) gives the same bits as one call with all of them.
+     * Nothing else may overlap. Unknown stage bits: CVENE_ERR_INVALID_ARG naming the op. */
+    cvene_status (*gru_cell)(cvene_backend *be, float *dx, float *dhg, float *d, float *dh_prev, const float *dh,
+                             const float *saved, size_t n, unsigned stages);
 } cvene_ops_bwd;
 
 typedef struct cvene_ops {

@@ -34,44 +34,9 @@
 #include <string.h>
 
 #include "kernels/tensor.h"
+#include "models/gru.h"
 #include "models/hf_config.h"
-#include "models/model.h"
 #include "models/weights.h"
-
-enum { GRU_HEAD_LM = 0, GRU_HEAD_CLS = 1 };
-
-typedef struct {
-    int vocab_size, n_positions, h_dim, n_layer, n_labels;
-    int bias; /* include_bias */
-    int head; /* GRU_HEAD_LM or GRU_HEAD_CLS */
-    int n_out; /* logits width: vocab_size or n_labels */
-} gru_config;
-
-/* The GEMM weights (const void *: x2h, h2h, the head) are in the model's gemm_dtype: f32, or
- * f16 / bf16 when the context asked for reduced precision (cvene_ctx_params.compute_dtype),
- * multiplied through matmul_lp with f32 accumulation; embeddings, biases and the gate
- * arithmetic stay f32. */
-typedef struct {
-    const void *x2h_w; // (3h, h)
-    float *x2h_b;      // (3h); NULL without include_bias
-    const void *h2h_w; // (3h, h)
-    float *h2h_b;      // (3h)
-} gru_layer;
-
-typedef struct {
-    float *wte;       // (V, h)
-    float *wpe;       // (P, h)
-    const void *head; // (n_out, h) lm_head or score, no bias
-    gru_layer *layers;
-    float *zero_row;  // (h) zeros on the device: the position table when no position_ids are given
-    cvene_dtype gemm_dtype; // of the GEMM weights
-} gru_params;
-
-typedef struct {
-    gru_config cfg;
-    gru_params p;
-    cvene_backend *be; /* owner of zero_row */
-} gru_model;
 
 /* ---- config ------------------------------------------------------------ */
 
@@ -175,8 +140,10 @@ static const float *gru_token_embeddings(cvene_model *m, int *V, int *C) {
     *C = g->cfg.h_dim;
     return g->p.wte;
 }
-/* no forward_from: a GRU has no key/value cache to resume from */
-static const cvene_model_vtable gru_vtable = {"gru", gru_forward, gru_free, NULL, gru_token_embeddings, NULL, NULL};
+/* no forward_from: a GRU has no key/value cache to resume from; the training pass is
+ * models/gru_train.c */
+static const cvene_model_vtable gru_vtable = {"gru", gru_forward, gru_free, NULL, gru_token_embeddings,
+                                              gru_train_forward, gru_train_backward};
 
 cvene_status gru_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     cvene_ctx *ctx = m->ctx;
@@ -275,19 +242,13 @@ static void carve(cvene_arena *a, gru_acts *s, const gru_config *c, int B, int T
 
 /* ---- sites ------------------------------------------------------------- */
 
-typedef struct {
-    cvene_model *m;
-    const cvene_run_opts *o;
-    int B;
-} site_run;
-
-static int site_on(const site_run *r, cvene_component c, int l) {
+int gru_site_on(const gru_site_run *r, cvene_component c, int l) {
     return r->o && r->o->site_fn && ((r->o->sites[c] >> l) & 1u);
 }
 
 /* One timestep of (c, l): a (B, W) view. */
-static cvene_status site_step(const site_run *r, cvene_component c, int l, float *data, int W) {
-    if (!site_on(r, c, l)) return CVENE_OK;
+cvene_status gru_site_step(const gru_site_run *r, cvene_component c, int l, float *data, int W) {
+    if (!gru_site_on(r, c, l)) return CVENE_OK;
     int64_t shape[4] = {r->B, W, 0, 0};
     cvene_tensor_view v = cvene_tensor_make(data, CVENE_F32, r->m->ctx->be->device, 2, shape);
     int rc = r->o->site_fn(r->o->site_user, c, l, &v);
@@ -351,18 +312,18 @@ static cvene_status gru_forward(cvene_model *m, const int32_t *ids, int B, int T
 }
 
 /* x (B, h) @ W^T + b for a stacked (3h, h) gate matrix, then its site and the (3, B, h)
- * regrouping with the per-gate sites. */
-static cvene_status gate_proj(const site_run *r, float *out3, float *grouped, const float *x, const void *w,
-                              const float *bias, int l, cvene_component whole, cvene_component first) {
+ * regrouping with the per-gate sites (models/gru.h). */
+cvene_status gru_gate_proj(const gru_site_run *r, float *out3, float *grouped, const float *x, const void *w,
+                           const float *bias, int l, cvene_component whole, cvene_component first) {
     cvene_backend *be = r->m->ctx->be;
     const gru_config *c = &((gru_model *)r->m->arch)->cfg;
     const int h = c->h_dim, B = r->B;
     const size_t Bh = (size_t)B * h;
     const cvene_dtype wdt = ((gru_model *)r->m->arch)->p.gemm_dtype; /* f32: matmul_lp is exactly matmul */
     CVENE_TRY(be->ops->matmul_lp(be, out3, x, w, wdt, h, 1, bias, B, h, 3 * h)); // (B, 3h)
-    CVENE_TRY(site_step(r, whole, l, out3, 3 * h));
+    CVENE_TRY(gru_site_step(r, whole, l, out3, 3 * h));
     CVENE_TRY(be->ops->permute_heads(be, grouped, out3, 1, B, 3, h, 1)); // (B, 3, h) -> (3, B, h)
-    for (int k = 0; k < 3; k++) CVENE_TRY(site_step(r, (cvene_component)(first + k), l, grouped + k * Bh, h));
+    for (int k = 0; k < 3; k++) CVENE_TRY(gru_site_step(r, (cvene_component)(first + k), l, grouped + k * Bh, h));
     return CVENE_OK;
 }
 
@@ -411,7 +372,7 @@ static cvene_status gru_forward_impl(cvene_model *m, const int32_t *ids, int B, 
     else CVENE_TRY(op->embedding(be, s.tmp, d_ids, s.zpos, p->wte, p->zero_row, B, T, h));
     CVENE_TRY(op->permute_heads(be, s.embT, s.tmp, 1, B, T, h, 1)); // (B, T, h) -> (T, B, h)
 
-    site_run r = {m, o, B};
+    gru_site_run r = {m, o, B};
     float *xr = s.xs, *xz = s.xs + Bh, *xn = s.xs + 2 * Bh;
     const float *hr = s.hs, *hz = s.hs + Bh, *hn = s.hs + 2 * Bh;
     for (int t = 0; t < T; t++) {
@@ -419,23 +380,25 @@ static cvene_status gru_forward_impl(cvene_model *m, const int32_t *ids, int B, 
             const gru_layer *P = &p->layers[l];
             float *x = l == 0 ? s.embT + (size_t)t * Bh : s.h + (size_t)(l - 1) * Bh; // (B, h)
             float *hl = s.h + (size_t)l * Bh;                                      // (B, h) h^l_{t-1}
-            CVENE_TRY(site_step(&r, CVENE_CELL_INPUT, l, x, h));
-            CVENE_TRY(gate_proj(&r, s.xg, s.xs, x, P->x2h_w, P->x2h_b, l, CVENE_X2H_OUTPUT, CVENE_RESET_X2H_OUTPUT));
-            CVENE_TRY(gate_proj(&r, s.hg, s.hs, hl, P->h2h_w, P->h2h_b, l, CVENE_H2H_OUTPUT, CVENE_RESET_H2H_OUTPUT));
+            CVENE_TRY(gru_site_step(&r, CVENE_CELL_INPUT, l, x, h));
+            CVENE_TRY(gru_gate_proj(&r, s.xg, s.xs, x, P->x2h_w, P->x2h_b, l, CVENE_X2H_OUTPUT,
+                                    CVENE_RESET_X2H_OUTPUT));
+            CVENE_TRY(gru_gate_proj(&r, s.hg, s.hs, hl, P->h2h_w, P->h2h_b, l, CVENE_H2H_OUTPUT,
+                                    CVENE_RESET_H2H_OUTPUT));
             CVENE_TRY(op->residual_add(be, xr, hr, Bh)); // x_r + h_r
-            CVENE_TRY(site_step(&r, CVENE_RESET_GATE_INPUT, l, xr, h));
+            CVENE_TRY(gru_site_step(&r, CVENE_RESET_GATE_INPUT, l, xr, h));
             CVENE_TRY(op->activation(be, xr, Bh, CVENE_ACT_SIGMOID)); // r
-            CVENE_TRY(site_step(&r, CVENE_RESET_GATE_OUTPUT, l, xr, h));
+            CVENE_TRY(gru_site_step(&r, CVENE_RESET_GATE_OUTPUT, l, xr, h));
             CVENE_TRY(op->residual_add(be, xz, hz, Bh)); // x_z + h_z
-            CVENE_TRY(site_step(&r, CVENE_UPDATE_GATE_INPUT, l, xz, h));
+            CVENE_TRY(gru_site_step(&r, CVENE_UPDATE_GATE_INPUT, l, xz, h));
             CVENE_TRY(op->activation(be, xz, Bh, CVENE_ACT_SIGMOID)); // z
-            CVENE_TRY(site_step(&r, CVENE_UPDATE_GATE_OUTPUT, l, xz, h));
+            CVENE_TRY(gru_site_step(&r, CVENE_UPDATE_GATE_OUTPUT, l, xz, h));
             CVENE_TRY(op->gru_pointwise(be, xn, xn, xr, hn, Bh, CVENE_GRU_NEW_GATE_IN)); // x_n + r * h_n
-            CVENE_TRY(site_step(&r, CVENE_NEW_GATE_INPUT, l, xn, h));
+            CVENE_TRY(gru_site_step(&r, CVENE_NEW_GATE_INPUT, l, xn, h));
             CVENE_TRY(op->activation(be, xn, Bh, CVENE_ACT_TANH)); // n
-            CVENE_TRY(site_step(&r, CVENE_NEW_GATE_OUTPUT, l, xn, h));
+            CVENE_TRY(gru_site_step(&r, CVENE_NEW_GATE_OUTPUT, l, xn, h));
             CVENE_TRY(op->gru_pointwise(be, hl, xz, hl, xn, Bh, CVENE_GRU_HIDDEN)); // z * h + (1 - z) * n
-            CVENE_TRY(site_step(&r, CVENE_CELL_OUTPUT, l, hl, h));
+            CVENE_TRY(gru_site_step(&r, CVENE_CELL_OUTPUT, l, hl, h));
         }
         /* the top layer's output at t, as pyvene appends it (a later step never writes it) */
         CVENE_TRY(op->copy(be, s.outT + (size_t)t * Bh, s.h + (size_t)(L - 1) * Bh, Bh * sizeof(float)));

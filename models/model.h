@@ -34,7 +34,8 @@ typedef struct {
  * to the stream before the site's interventions (their vector-Jacobian product) -- the backward
  * continues with what grad_fn leaves there. Site BLOCK_OUTPUT of layer - 1 (the residual the
  * pass starts from) is a site and a grad site of the pass too: first in the forward, last in the
- * backward. f32 activations only. */
+ * backward. f32 activations only. The GRU's pass (models/gru_train.c) takes layer's cell input
+ * sequence as x, calls its sites and grad sites once per timestep, and reads no mask or positions. */
 typedef struct {
     int layer;              /* first layer run (0 .. L; L: only the output head) */
     const float *x;         /* (B, T, C) residual entering `layer`, f32 on the device (read only) */

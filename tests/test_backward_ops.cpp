@@ -146,7 +146,7 @@ TEST_F(Bwd, TableIsComplete) {
     ASSERT_NE(o, nullptr) << be->ops->name << " has no backward ops";
 #define SLOT(f) EXPECT_TRUE(o->f != nullptr) << #f
     SLOT(layernorm); SLOT(attention); SLOT(activation); SLOT(rotary); SLOT(matmul_tn); SLOT(xent); SLOT(affine);
-    SLOT(mul); SLOT(sum_rows);
+    SLOT(mul); SLOT(sum_rows); SLOT(gru_cell);
 #undef SLOT
 }
 

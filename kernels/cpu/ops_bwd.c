@@ -305,6 +305,44 @@ static cvene_status cpu_sum_rows(cvene_backend *be, float *out, const float *x, 
     return CVENE_OK;
 }
 
+/* ---- GRU cell ---- */
+
+/* One element i through the selected stages (backend.h: gru_cell), each stage loading what it
+ * reads from the buffers and storing what it writes, so a split into several calls is the same
+ * arithmetic. S: saved (8, n); the (3, n) buffers at third k start at k * n. */
+static void gru_cell_elt(float *dx, float *dhg, float *d, float *dh_prev, const float *dh, const float *S, size_t n,
+                         size_t i, unsigned st) {
+    const size_t R = i, Z = n + i, N = 2 * n + i;
+    if (st & CVENE_GRU_BWD_HIDDEN) {
+        const float g = dh[i], z = S[CVENE_GRU_SAVED_Z * n + i];
+        const float hmn = S[CVENE_GRU_SAVED_H * n + i] - S[CVENE_GRU_SAVED_N * n + i];
+        d[N] = g * (1.0f - z);
+        d[Z] = g * hmn;
+        dh_prev[i] = g * z; /* last: dh_prev may be dh */
+    }
+    if (st & CVENE_GRU_BWD_NEW_ACT) d[N] = d[N] * act_grad(S[CVENE_GRU_SAVED_AN * n + i], CVENE_ACT_TANH);
+    if (st & CVENE_GRU_BWD_NEW_IN) {
+        const float dn = d[N];
+        dx[N] = dn;
+        dhg[N] = dn * S[CVENE_GRU_SAVED_R * n + i];
+        d[R] = dn * S[CVENE_GRU_SAVED_HN * n + i];
+    }
+    if (st & CVENE_GRU_BWD_UPDATE_ACT) d[Z] = d[Z] * act_grad(S[CVENE_GRU_SAVED_AZ * n + i], CVENE_ACT_SIGMOID);
+    if (st & CVENE_GRU_BWD_UPDATE_IN) dx[Z] = dhg[Z] = d[Z];
+    if (st & CVENE_GRU_BWD_RESET_ACT) d[R] = d[R] * act_grad(S[CVENE_GRU_SAVED_AR * n + i], CVENE_ACT_SIGMOID);
+    if (st & CVENE_GRU_BWD_RESET_IN) dx[R] = dhg[R] = d[R];
+}
+
+static cvene_status cpu_gru_cell_bwd(cvene_backend *be, float *dx, float *dhg, float *d, float *dh_prev,
+                                     const float *dh, const float *saved, size_t n, unsigned stages) {
+    if (stages & ~(unsigned)CVENE_GRU_BWD_ALL)
+        return bwd_fail(be, CVENE_ERR_INVALID_ARG, "gru_cell", "unknown stage bits", (long long)stages);
+    if (!n || !stages) return CVENE_OK;
+#pragma omp parallel for num_threads(NT(be)) schedule(static) if (n >= PAR_MIN / 8)
+    for (size_t i = 0; i < n; i++) gru_cell_elt(dx, dhg, d, dh_prev, dh, saved, n, i, stages);
+    return CVENE_OK;
+}
+
 const cvene_ops_bwd cvene_cpu_ops_bwd = {
     .layernorm = cpu_layernorm_bwd,
     .attention = cpu_attention_bwd,
@@ -315,4 +353,5 @@ const cvene_ops_bwd cvene_cpu_ops_bwd = {
     .affine = cpu_affine,
     .mul = cpu_mul,
     .sum_rows = cpu_sum_rows,
+    .gru_cell = cpu_gru_cell_bwd,
 };

@@ -264,6 +264,36 @@ __global__ void k_sum_rows(float *out, const float *x, int M, int N, int accumul
     }
 }
 
+/* One thread per element through the selected stages of the GRU cell's backward, each stage
+ * loading what it reads and storing what it writes, as the CPU's gru_cell_elt (ops_bwd.c),
+ * every product and sum rounded on its own. S: saved (8, n); (3, n) buffers by thirds. */
+__global__ void k_gru_cell_bwd(float *dx, float *dhg, float *d, float *dh_prev, const float *dh, const float *S,
+                               size_t n, unsigned st) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t R = i, Z = n + i, N = 2 * n + i;
+        if (st & CVENE_GRU_BWD_HIDDEN) {
+            const float g = dh[i], z = S[CVENE_GRU_SAVED_Z * n + i];
+            const float hmn = __fsub_rn(S[CVENE_GRU_SAVED_H * n + i], S[CVENE_GRU_SAVED_N * n + i]);
+            d[N] = __fmul_rn(g, __fsub_rn(1.0f, z));
+            d[Z] = __fmul_rn(g, hmn);
+            dh_prev[i] = __fmul_rn(g, z); /* last: dh_prev may be dh */
+        }
+        if (st & CVENE_GRU_BWD_NEW_ACT) d[N] = __fmul_rn(d[N], act_grad(S[CVENE_GRU_SAVED_AN * n + i], CVENE_ACT_TANH));
+        if (st & CVENE_GRU_BWD_NEW_IN) {
+            const float dn = d[N];
+            dx[N] = dn;
+            dhg[N] = __fmul_rn(dn, S[CVENE_GRU_SAVED_R * n + i]);
+            d[R] = __fmul_rn(dn, S[CVENE_GRU_SAVED_HN * n + i]);
+        }
+        if (st & CVENE_GRU_BWD_UPDATE_ACT)
+            d[Z] = __fmul_rn(d[Z], act_grad(S[CVENE_GRU_SAVED_AZ * n + i], CVENE_ACT_SIGMOID));
+        if (st & CVENE_GRU_BWD_UPDATE_IN) dx[Z] = dhg[Z] = d[Z];
+        if (st & CVENE_GRU_BWD_RESET_ACT)
+            d[R] = __fmul_rn(d[R], act_grad(S[CVENE_GRU_SAVED_AR * n + i], CVENE_ACT_SIGMOID));
+        if (st & CVENE_GRU_BWD_RESET_IN) dx[R] = dhg[R] = d[R];
+    }
+}
+
 __global__ void k_zero(float *x, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         x[i] = 0.0f;
@@ -415,6 +445,21 @@ cvene_status cu_sum_rows(cvene_backend *be, float *out, const float *x, int M, i
     return CVENE_OK;
 }
 
+cvene_status cu_gru_cell_bwd(cvene_backend *be, float *dx, float *dhg, float *d, float *dh_prev, const float *dh,
+                             const float *saved, size_t n, unsigned stages) {
+    if (stages & ~(unsigned)CVENE_GRU_BWD_ALL) {
+        if (be->err && be->err_len)
+            snprintf(be->err, be->err_len, "%s:%d: bwd.gru_cell: unknown stage bits %u",
+                     cvene_cuda_short_file(__FILE__), __LINE__, stages);
+        return CVENE_ERR_INVALID_ARG;
+    }
+    if (!n || !stages) return CVENE_OK;
+    ENTER(be);
+    k_gru_cell_bwd<<<grid_for(n), kEltBlock, 0, stream_of(be)>>>(dx, dhg, d, dh_prev, dh, saved, n, stages);
+    LAUNCH_CHECK(be);
+    return CVENE_OK;
+}
+
 #undef ENTER
 
 } // namespace
@@ -431,5 +476,6 @@ extern "C" const cvene_ops_bwd cvene_cuda_ops_bwd = {
     cu_affine,         /* affine */
     cu_mul,            /* mul */
     cu_sum_rows,       /* sum_rows */
+    cu_gru_cell_bwd,   /* gru_cell */
 };
-static_assert(sizeof(cvene_ops_bwd) == 9 * sizeof(void *), "cvene_ops_bwd changed: update cvene_cuda_ops_bwd");
+static_assert(sizeof(cvene_ops_bwd) == 10 * sizeof(void *), "cvene_ops_bwd changed: update cvene_cuda_ops_bwd");
