@@ -13,7 +13,7 @@ enum {
                                  * source leaves it out */
     IV_FUSED = 1u << 2,         /* one iv_units op computes it (ivop) on every backend */
     IV_CONST_SOURCE = 1u << 3,  /* accepts source_representation (a constant source) */
-    IV_TRAINABLE = 1u << 4,     /* has parameters (engine/trainable.h) */
+    IV_TRAINABLE = 1u << 4,     /* has parameters (engine/trainable.h; PCARotatedSpace's are frozen) */
 };
 
 typedef struct iv_type {

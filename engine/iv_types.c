@@ -36,6 +36,18 @@ static const iv_type types[CVENE_IV_N_TYPES] = {
                                IV_TAKES_SOURCE | IV_NEEDS_SOURCE | IV_TRAINABLE, 0},
     /* pyreft's: its source is learned from the base (no source run) */
     [CVENE_IV_LOREFT] = {CVENE_IV_LOREFT, "LoreftIntervention", IV_TRAINABLE, 0, "pyreft.interventions"},
+    /* weights of their own (engine/trainable.h): PCA's frozen (fitted or loaded), the autoencoders' trained */
+    [CVENE_IV_PCA_ROTATED_SPACE] = {CVENE_IV_PCA_ROTATED_SPACE, "PCARotatedSpaceIntervention",
+                                    IV_TAKES_SOURCE | IV_NEEDS_SOURCE | IV_TRAINABLE, 0},
+    [CVENE_IV_AUTOENCODER] = {CVENE_IV_AUTOENCODER, "AutoencoderIntervention",
+                              IV_TAKES_SOURCE | IV_NEEDS_SOURCE | IV_TRAINABLE, 0},
+    [CVENE_IV_JUMPRELU_AUTOENCODER] = {CVENE_IV_JUMPRELU_AUTOENCODER, "JumpReLUAutoencoderIntervention",
+                                       IV_TAKES_SOURCE | IV_NEEDS_SOURCE | IV_TRAINABLE, 0},
+    [CVENE_IV_NOREFT] = {CVENE_IV_NOREFT, "NoreftIntervention", IV_TRAINABLE, 0, "pyreft.interventions"},
+    [CVENE_IV_CONSREFT] = {CVENE_IV_CONSREFT, "ConsreftIntervention", IV_TRAINABLE, 0, "pyreft.interventions"},
+    [CVENE_IV_LOBIREFT] = {CVENE_IV_LOBIREFT, "LobireftIntervention", IV_TRAINABLE, 0, "pyreft.interventions"},
+    [CVENE_IV_DIREFT] = {CVENE_IV_DIREFT, "DireftIntervention", IV_TRAINABLE, 0, "pyreft.interventions"},
+    [CVENE_IV_NODIREFT] = {CVENE_IV_NODIREFT, "NodireftIntervention", IV_TRAINABLE, 0, "pyreft.interventions"},
 };
 
 const iv_type *iv_type_get(cvene_intervention_type t) { return &types[t]; }
@@ -66,5 +78,7 @@ const char *iv_type_names(void) {
     return "VanillaIntervention, AdditionIntervention, SubtractionIntervention, ZeroIntervention, "
            "CollectIntervention, SkipIntervention, NoiseIntervention, LambdaIntervention, RotatedSpaceIntervention, "
            "LowRankRotatedSpaceIntervention, BoundlessRotatedSpaceIntervention, "
-           "SigmoidMaskRotatedSpaceIntervention, SigmoidMaskIntervention, LoreftIntervention";
+           "SigmoidMaskRotatedSpaceIntervention, SigmoidMaskIntervention, LoreftIntervention, "
+           "PCARotatedSpaceIntervention, AutoencoderIntervention, JumpReLUAutoencoderIntervention, "
+           "NoreftIntervention, ConsreftIntervention, LobireftIntervention, DireftIntervention, NodireftIntervention";
 }

@@ -9,7 +9,7 @@
  * has B n_pos units per intervention, gathered in order into a (B, n_pos d) buffer. Distributed
  * types (the rotations) act on each example's n_pos d floats as one vector, as pyvene flattens
  * them (then max_number_of_units must be n_pos, and the rotation is (n_pos d) square or tall);
- * localist types (SigmoidMask, LoReFT) act on each unit's d floats. */
+ * the others (SigmoidMask, JumpReLU, pyreft's) act on each unit's d floats (tr_type_flattened). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,8 +146,9 @@ cvene_status cvene_trainer_new(cvene_model *m, const cvene_config *c, const cven
         const char *tn = cvene_intervention_type_name(r->type);
         if (!tr_type_trainable(r->type))
             st = cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "representations[%d]: %s is not trainable (RotatedSpace, "
-                            "LowRankRotatedSpace, BoundlessRotatedSpace, SigmoidMaskRotatedSpace, SigmoidMask or "
-                            "Loreft interventions are)", i, tn);
+                            "LowRankRotatedSpace, BoundlessRotatedSpace, SigmoidMaskRotatedSpace, SigmoidMask, "
+                            "Autoencoder, JumpReLUAutoencoder and pyreft's Loreft, Noreft, Consreft, Lobireft, Direft "
+                            "and Nodireft interventions are; PCARotatedSpace takes part, frozen)", i, tn);
         else if (r->unit != CVENE_UNIT_POS || cvene_component_is_gru(r->component) ||
                  r->component == CVENE_ATTENTION_WEIGHT)
             st = cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "representations[%d]: training acts on unit \"pos\" of a (B, T, D) "
@@ -163,18 +164,24 @@ cvene_status cvene_trainer_new(cvene_model *m, const cvene_config *c, const cven
         iv_site *s = &t->site[i];
         s->comp = phys(r->component), s->layer = r->layer, s->D = unit_dim(&mi, r->component);
         s->U = r->max_number_of_units;
-        s->flat = r->type != CVENE_IV_SIGMOID_MASK && r->type != CVENE_IV_LOREFT;
+        s->flat = tr_type_flattened(r->type);
         s->has_source = iv_type_get(r->type)->flags & IV_NEEDS_SOURCE ? 1 : 0;
         const int width = s->flat ? s->U * s->D : s->D; /* what the intervention's parameters act on */
         const int first = r->component == CVENE_BLOCK_OUTPUT ? r->layer + 1 : r->layer;
         if (first < t->l0) t->l0 = first;
-        /* rank: low_rank_dimension; RotatedSpace's swapped dims: interchange_dim (pyvene's
-         * set_interchange_dim), else low_rank_dimension, else all (pyvene's default: the source) */
+        /* rank: low_rank_dimension (the autoencoders' latent width); RotatedSpace's / PCA's swapped
+         * dims: interchange_dim (pyvene's set_interchange_dim), else low_rank_dimension, else all
+         * (pyvene's default: the source) */
+        const tr_r_kind rk = tr_type_r_kind(r->type);
         int rank = r->low_rank_dimension;
-        if (r->type == CVENE_IV_ROTATED_SPACE) rank = r->interchange_dim ? r->interchange_dim : rank ? rank : width;
-        if ((r->type == CVENE_IV_LOW_RANK_ROTATED_SPACE || r->type == CVENE_IV_LOREFT) && rank == 0)
-            st = cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "representations[%d]: %s needs low_rank_dimension", i, tn);
+        if (rk == TR_R_INTERCHANGE) rank = r->interchange_dim ? r->interchange_dim : rank ? rank : width;
+        if ((rk == TR_R_RANK || rk == TR_R_LATENT) && rank == 0)
+            st = cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "representations[%d]: %s needs low_rank_dimension%s", i, tn,
+                            rk == TR_R_LATENT ? " (its latent width; cvene reads it there, not from latent_dim)" : "");
         if (st == CVENE_OK) st = tr_weights_init(ctx, &t->w[i], r->type, width, rank, P.seed + (uint64_t)i * 7919u);
+        /* the autoencoders' interchange_dim: the Autoencoder's latent index, JumpReLU's prefix */
+        if (st == CVENE_OK && rk == TR_R_LATENT && r->interchange_dim)
+            st = tr_weights_set_interchange(ctx, &t->w[i], &r->interchange_dim, 1, 0);
     }
     if (st != CVENE_OK) {
         cvene_trainer_free(t);

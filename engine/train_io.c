@@ -9,7 +9,6 @@
 #include <cjson/cJSON.h>
 
 #include "engine/iv_type.h"
-#include "engine/orthogonal.h"
 #include "engine/train_io.h"
 #include "models/fileio.h"
 #include "models/safetensors.h"
@@ -45,69 +44,35 @@ static cvene_status write_text_atomic(cvene_ctx *ctx, const char *path, const ch
     return CVENE_OK;
 }
 
-/* pyvene's interchange_dim buffer (and the config's intervention_dimensions): RotatedSpace's
- * swapped dims, every other type its embed_dim */
-static int interchange_dim(const tr_weights *w) {
-    return w->type == CVENE_IV_ROTATED_SPACE && w->r > 0 ? w->r : w->D;
-}
-
-#define LOREFT_A "learned_source.weight"
-#define LOREFT_B "learned_source.bias"
-#define ORIGINAL "rotate_layer.parametrizations.weight.original"
-#define ROT_BASE "rotate_layer.parametrizations.weight.0.base"
-
-/* The rotation W (n x k) = orthogonal(original, base), rounded to f32 as torch keeps it. */
-static cvene_status materialise(cvene_ctx *ctx, const tr_weights *w, float *W) {
-    const tr_tensor *X = tr_weights_find((tr_weights *)w, ORIGINAL), *B = tr_weights_find((tr_weights *)w, ROT_BASE);
-    const int n = (int)X->shape[0], k = (int)X->shape[1];
-    orth_param *o = orth_new(n, k);
-    double *Xd = malloc(sizeof(double) * (size_t)n * k), *Bd = malloc(sizeof(double) * (size_t)n * n);
-    double *Wd = malloc(sizeof(double) * (size_t)n * k);
-    int ok = o && Xd && Bd && Wd;
-    for (int64_t i = 0; ok && i < X->numel; i++) Xd[i] = X->value[i];
-    for (int64_t i = 0; ok && i < B->numel; i++) Bd[i] = B->value[i];
-    ok = ok && orth_forward(o, Xd, Bd, Wd) == 0;
-    for (int64_t i = 0; ok && i < (int64_t)n * k; i++) W[i] = (float)Wd[i];
-    orth_free(o), free(Xd), free(Bd), free(Wd);
-    return ok ? CVENE_OK : cvene_fail(ctx, CVENE_ERR_OOM, "out of memory materialising a rotation");
-}
-
-/* intervention.state_dict() as pyvene writes it: the parameters and buffers under their names
- * and dtypes, embed_dim / interchange_dim (I64 scalars), Boundless's intervention_population
- * (I64 arange). pyreft's LoreftIntervention overrides state_dict: weight and bias of its
- * learned source, and rotate_layer, the materialised (D, r) rotation. */
+/* intervention.state_dict() as the type's entry exports it (engine/trainable.h), written as
+ * safetensors under the same names and dtypes */
 static cvene_status save_state_dict(cvene_ctx *ctx, const tr_weights *w, const char *path) {
-    st_out_tensor ts[TR_MAX_TENSORS + 3];
-    int n = 0;
-    const int64_t embed = w->D, inter = interchange_dim(w);
-    int64_t *pop = NULL;
-    float *W = NULL;
-    cvene_status st = CVENE_OK;
-    if (w->type == CVENE_IV_LOREFT) {
-        const tr_tensor *A = tr_weights_find((tr_weights *)w, LOREFT_A), *b = tr_weights_find((tr_weights *)w, LOREFT_B);
-        W = malloc(sizeof(float) * (size_t)w->D * w->r);
-        if (!W) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
-        st = materialise(ctx, w, W);
-        ts[n++] = (st_out_tensor){"weight", ST_F32, 2, {A->shape[0], A->shape[1]}, A->value};
-        ts[n++] = (st_out_tensor){"bias", ST_F32, 1, {b->shape[0]}, b->value};
-        ts[n++] = (st_out_tensor){"rotate_layer", ST_F32, 2, {w->D, w->r}, W};
-    } else {
-        for (int k = 0; k < w->n; k++) {
-            const tr_tensor *x = &w->t[k];
-            ts[n++] = (st_out_tensor){x->name, ST_F32, x->ndim, {x->shape[0], x->shape[1]}, x->value};
-        }
-        ts[n++] = (st_out_tensor){"embed_dim", ST_I64, 0, {0}, &embed};
-        ts[n++] = (st_out_tensor){"interchange_dim", ST_I64, 0, {0}, &inter};
-        if (w->type == CVENE_IV_BOUNDLESS_ROTATED_SPACE) {
-            if (!(pop = malloc(sizeof(int64_t) * (size_t)w->D))) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
-            for (int i = 0; i < w->D; i++) pop[i] = i;
-            ts[n++] = (st_out_tensor){"intervention_population", ST_I64, 1, {w->D}, pop};
-        }
+    tr_state_dict sd;
+    CVENE_TRY(tr_state_dict_export(ctx, w, &sd));
+    st_out_tensor ts[TR_SD_MAX];
+    for (int k = 0; k < sd.n; k++) {
+        const tr_sd_tensor *x = &sd.t[k];
+        ts[k] = (st_out_tensor){x->name, x->is_i64 ? ST_I64 : ST_F32, x->ndim, {x->shape[0], x->shape[1]},
+                                x->is_i64 ? (const void *)x->l : (const void *)x->f};
     }
     const char *meta[] = {"producer", "cvene train", "intervention", cvene_intervention_type_name(w->type)};
-    if (st == CVENE_OK) st = st_write(ctx, path, ts, n, meta, 2);
-    free(W), free(pop);
+    cvene_status st = st_write(ctx, path, ts, sd.n, meta, 2);
+    tr_state_dict_free(&sd);
     return st;
+}
+
+/* config.json's intervention_dimensions entry: interchange_dim.tolist() */
+static cJSON *interchange_json(const tr_weights *w) {
+    int n = 0;
+    int64_t one;
+    tr_interchange_dim(w, &one, 1, &n);
+    int64_t *v = malloc(sizeof(int64_t) * (size_t)n);
+    if (!v) return NULL;
+    const int list = tr_interchange_dim(w, v, n, &n);
+    cJSON *j = list ? cJSON_CreateArray() : cJSON_CreateNumber((double)v[0]);
+    for (int i = 0; list && j && i < n; i++) cJSON_AddItemToArray(j, cJSON_CreateNumber((double)v[i]));
+    free(v);
+    return j;
 }
 
 cvene_status train_io_save(cvene_ctx *ctx, const cvene_config *c, const tr_weights *w, const char *dir) {
@@ -125,7 +90,7 @@ cvene_status train_io_save(cvene_ctx *ctx, const cvene_config *c, const tr_weigh
         const cvene_representation *r = &c->reps[i].r;
         /* pyvene's is_source_constant: pyreft's sourceless types say true */
         cJSON_AddItemToArray(cs, cJSON_CreateBool(!(iv_type_get(r->type)->flags & IV_TAKES_SOURCE)));
-        cJSON_AddItemToArray(dims, cJSON_CreateNumber(interchange_dim(&w[i])));
+        cJSON_AddItemToArray(dims, interchange_json(&w[i]));
         snprintf(cls, sizeof cls, "<class '%s.%s'>", iv_type_module(r->type), cvene_intervention_type_name(r->type));
         cJSON_AddItemToArray(types, cJSON_CreateString(cls));
         cJSON *a = cJSON_CreateArray();
@@ -153,89 +118,63 @@ cvene_status train_io_save(cvene_ctx *ctx, const cvene_config *c, const tr_weigh
     return st;
 }
 
-/* A tensor of the file into x, its shape checked. */
-static cvene_status load_into(cvene_ctx *ctx, const char *path, const st_tensor *s, const tr_weights *w,
-                              const tr_tensor *x, float *dst) {
-    int64_t numel = 1;
-    for (int d = 0; d < s->ndim; d++) numel *= s->shape[d];
-    const int same = s->ndim == x->ndim && (x->ndim < 1 || s->shape[0] == x->shape[0]) &&
-                     (x->ndim < 2 || s->shape[1] == x->shape[1]);
-    if (!same || numel != x->numel)
-        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' has %d dims (%lld x %lld) but this %s (D = %d) needs "
-                          "%d (%lld x %lld)", path, s->name, s->ndim, (long long)(s->ndim > 0 ? s->shape[0] : 1),
-                          (long long)(s->ndim > 1 ? s->shape[1] : 1), cvene_intervention_type_name(w->type), w->D,
-                          x->ndim, (long long)(x->ndim > 0 ? x->shape[0] : 1), (long long)(x->ndim > 1 ? x->shape[1] : 1));
-    return st_tensor_to_f32(ctx, s, dst);
-}
-
-/* pyvene's I64 scalar buffer `name` must say `want`: a file for another width is refused. */
-static cvene_status check_scalar(cvene_ctx *ctx, const char *path, const st_tensor *s, int64_t want) {
-    int64_t v = 0;
-    if (s->dtype != ST_I64 || s->ndim != 0 || s->nbytes != sizeof v)
-        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: '%s' must be an I64 scalar (pyvene's buffer), got %s with %d dims",
-                          path, s->name, st_dtype_name(s->dtype), s->ndim);
-    memcpy(&v, s->data, sizeof v);
-    if (v != want)
-        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "%s: %s is %lld, but this intervention's is %lld (another model "
-                          "or another component?)", path, s->name, (long long)v, (long long)want);
-    return CVENE_OK;
-}
-
 static cvene_status load_file(cvene_ctx *ctx, tr_weights *w, const char *path);
 
 cvene_status train_io_load_tensors(cvene_ctx *ctx, tr_weights *w, const char *path) {
     tr_weights tmp; /* all or nothing: w changes only when the whole file loaded */
     CVENE_TRY(tr_weights_copy(ctx, &tmp, w));
     cvene_status st = load_file(ctx, &tmp, path);
-    for (int k = 0; st == CVENE_OK && k < w->n; k++)
-        memcpy(w->t[k].value, tmp.t[k].value, sizeof(float) * (size_t)w->t[k].numel);
-    tr_weights_free(&tmp);
+    if (st == CVENE_OK) { /* the file may have reshaped tensors (PCA's components, NoReFT's bias) */
+        tr_weights_free(w);
+        *w = tmp;
+    } else {
+        tr_weights_free(&tmp);
+    }
     return st;
 }
 
+/* The file's tensors as a state dict (F16 / BF16 converted to f32, I64 kept), mapped onto w by
+ * the type's entry. */
 static cvene_status load_file(cvene_ctx *ctx, tr_weights *w, const char *path) {
     st_archive ar;
     memset(&ar, 0, sizeof ar);
     CVENE_TRY(st_archive_add_file(ctx, &ar, path));
-    cvene_status st = CVENE_OK;
-    for (int i = 0; i < ar.n_tensors && st == CVENE_OK; i++) {
+    const int n = ar.n_tensors;
+    tr_sd_tensor *t = calloc((size_t)(n ? n : 1), sizeof *t);
+    float **conv = calloc((size_t)(n ? n : 1), sizeof *conv);
+    cvene_status st = t && conv ? CVENE_OK : cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    for (int i = 0; i < n && st == CVENE_OK; i++) {
         const st_tensor *s = &ar.tensors[i];
-        const char *name = s->name;
-        if (!strcmp(name, "embed_dim")) {
-            st = check_scalar(ctx, path, s, w->D);
-            continue;
-        }
-        if (!strcmp(name, "interchange_dim") || !strcmp(name, "intervention_population"))
-            continue; /* the config's intervention_dimensions decide, as in pyvene's load */
-        if (w->type == CVENE_IV_LOREFT && !strcmp(name, "rotate_layer")) {
-            /* pyreft's load_state_dict: base[:, :r] = R with original as a fresh module has it
-             * (-I: the map is then the identity), so W = R */
-            tr_tensor *X = tr_weights_find(w, ORIGINAL), *B = tr_weights_find(w, ROT_BASE);
-            float *R = malloc(sizeof(float) * (size_t)X->numel);
-            if (!R) {
-                st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
-                break;
-            }
-            st = load_into(ctx, path, s, w, X, R);
-            const int D = w->D, r = w->r;
-            for (int a = 0; st == CVENE_OK && a < D; a++)
-                for (int b = 0; b < r; b++) {
-                    B->value[(size_t)a * D + b] = R[(size_t)a * r + b];
-                    X->value[(size_t)a * r + b] = a == b ? -1.0f : 0.0f;
-                }
-            free(R);
-            continue;
-        }
-        if (w->type == CVENE_IV_LOREFT && (!strcmp(name, "weight") || !strcmp(name, "bias")))
-            name = !strcmp(name, "weight") ? LOREFT_A : LOREFT_B;
-        tr_tensor *x = tr_weights_find(w, name);
-        if (!x) {
-            st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' is not in a %s's state dict", path, s->name,
-                            cvene_intervention_type_name(w->type));
+        tr_sd_tensor *x = &t[i];
+        x->name = s->name, x->ndim = s->ndim, x->dtype = st_dtype_name(s->dtype);
+        if (s->ndim > 2) {
+            st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' has %d dims; an intervention's have at most 2",
+                            path, s->name, s->ndim);
             break;
         }
-        st = load_into(ctx, path, s, w, x, x->value);
+        for (int d = 0; d < s->ndim; d++) x->shape[d] = s->shape[d];
+        int64_t numel = 1;
+        for (int d = 0; d < s->ndim; d++) numel *= s->shape[d];
+        if (!(conv[i] = malloc(8 * (size_t)(numel ? numel : 1)))) { /* room for f32 or int64 */
+            st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+            break;
+        }
+        if (s->dtype == ST_I64) { /* copied: the file's data need not be 8-byte aligned */
+            if (s->nbytes != sizeof(int64_t) * (size_t)numel) {
+                st = cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: tensor '%s' has %zu bytes for %lld I64 values", path,
+                                s->name, s->nbytes, (long long)numel);
+                break;
+            }
+            memcpy(conv[i], s->data, s->nbytes);
+            x->is_i64 = 1, x->l = (const int64_t *)(void *)conv[i];
+            continue;
+        }
+        st = st_tensor_to_f32(ctx, s, conv[i]);
+        x->f = conv[i];
     }
+    if (st == CVENE_OK) st = tr_state_dict_import(ctx, w, path, t, n);
+    for (int i = 0; conv && i < n; i++) free(conv[i]);
+    free(conv), free(t);
     st_archive_close(&ar);
     return st;
 }

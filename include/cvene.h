@@ -235,6 +235,20 @@ typedef enum {
     CVENE_IV_SIGMOID_MASK_ROTATED_SPACE, /* SigmoidMaskRotatedSpaceIntervention: a learned mask in W's basis */
     CVENE_IV_SIGMOID_MASK,             /* SigmoidMaskIntervention: a learned mask in the original basis */
     CVENE_IV_LOREFT,                   /* pyreft's LoreftIntervention: h + R^T (W h + b - R h) */
+    /* basis- or code-from-data types (engine/tr_autoencoder.c) */
+    CVENE_IV_PCA_ROTATED_SPACE,        /* PCARotatedSpaceIntervention: swap in a fixed PCA basis of data
+                                        * (standardised); frozen, fitted by tr_pca_fit or loaded */
+    CVENE_IV_AUTOENCODER,              /* AutoencoderIntervention: swap latents (interchange_dim: their
+                                        * indices) of a ReLU autoencoder; latent width = low_rank_dimension */
+    CVENE_IV_JUMPRELU_AUTOENCODER,     /* JumpReLUAutoencoderIntervention: swap a JumpReLU SAE's latents
+                                        * (latent width = low_rank_dimension); its threshold never trains */
+    /* pyreft's other ReFT interventions (sourceless, per position; R (r, D) orthonormal rows, W, b
+     * a Linear(D, r), P a Linear(D, r) not orthogonal, c a learned (r) vector) */
+    CVENE_IV_NOREFT,                   /* NoreftIntervention: h + P^T (W h + b - P h - p) */
+    CVENE_IV_CONSREFT,                 /* ConsreftIntervention: h + R^T (c - R h) */
+    CVENE_IV_LOBIREFT,                 /* LobireftIntervention: h + R^T c */
+    CVENE_IV_DIREFT,                   /* DireftIntervention: h + R^T (W h + b) */
+    CVENE_IV_NODIREFT,                 /* NodireftIntervention: h + P^T (W h + b) */
     CVENE_IV_N_TYPES
 } cvene_intervention_type;
 
@@ -516,7 +530,9 @@ int32_t cvene_tokenizer_token_id(const cvene_tokenizer *tok, const char *token);
 
 /* ---- training (docs/training.md) ------------------------------------------------
  * Trainable interventions (RotatedSpace, LowRankRotatedSpace, BoundlessRotatedSpace,
- * SigmoidMaskRotatedSpace, SigmoidMask, LoReFT) learn from examples with the model frozen:
+ * SigmoidMaskRotatedSpace, SigmoidMask, Autoencoder, JumpReLUAutoencoder, and pyreft's LoReFT,
+ * NoReFT, ConsReFT, LobiReFT, DiReFT, NodiReFT; PCARotatedSpace takes part with its basis frozen)
+ * learn from examples with the model frozen:
  * each step runs the base from the lowest intervention's layer (everything below it, and every
  * source's activations at its site, is computed once per dataset and cached), applies the
  * interventions, takes the loss at each example's label position and runs the backward down to
@@ -524,7 +540,7 @@ int32_t cvene_tokenizer_token_id(const cvene_tokenizer *tok, const char *token);
  * pointers to its model and config, which must outlive it. */
 
 /* One example: the base prompt, the source prompt (NULL for interventions without a source:
- * LoReFT), the positions the interventions act on (the same n_pos positions for every
+ * pyreft's), the positions the interventions act on (the same n_pos positions for every
  * intervention of the config; unit "pos"), and the label the intervened model should predict
  * at label_pos (-1: the last base token). Copied by cvene_dataset_add. */
 typedef struct {
@@ -587,7 +603,11 @@ cvene_train_params cvene_train_default_params(void);
 typedef struct cvene_trainer cvene_trainer;
 /* A trainer for the trainable interventions of c on m (every representation of c must be a
  * trainable type on a transformer component with unit "pos"); initialises their parameters
- * (seed) unless set later with cvene_trainer_load. */
+ * (seed) unless set later with cvene_trainer_load. low_rank_dimension is the rank (LowRank,
+ * pyreft's) or the latent width (Autoencoder, JumpReLU: pyvene's latent_dim is not read);
+ * interchange_dim the swapped dims (RotatedSpace, PCARotatedSpace, JumpReLU's latent prefix) or
+ * the Autoencoder's latent index. PCARotatedSpace starts as the identity basis (mean 0, std 1)
+ * until a load sets pyvene's pca_components / pca_mean / pca_std; nothing of it trains. */
 cvene_status cvene_trainer_new(cvene_model *m, const cvene_config *c, const cvene_train_params *p,
                                cvene_trainer **out);
 /* Train on d (caches built on the first call). */
@@ -604,8 +624,10 @@ const double *cvene_trainer_losses(const cvene_trainer *t, int64_t *n);
 cvene_status cvene_trainer_save(cvene_trainer *t, const char *dir);
 /* Set intervention k's tensors from a safetensors file holding its state dict (pyvene's names, or
  * pyreft's weight / bias / rotate_layer for LoReFT; tools/convert_pyvene_weights.py makes one
- * from pyvene's .bin). Tensors the file lacks keep their values; an unknown tensor, a wrong
- * shape or an embed_dim other than the intervention's is an error, and then nothing changes. */
+ * from pyvene's .bin). Tensors the file lacks keep their values (a PCARotatedSpace takes its
+ * components' count from the file, a NoReFT / NodiReFT its proj_layer bias or none); an unknown
+ * tensor, a wrong shape or an embed_dim other than the intervention's is an error, and then
+ * nothing changes. */
 cvene_status cvene_trainer_load(cvene_trainer *t, int k, const char *path);
 void cvene_trainer_free(cvene_trainer *t);
 
