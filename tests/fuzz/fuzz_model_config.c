@@ -7,7 +7,7 @@
  * vocab_size, width and depth, so a mutated fixture config still meets weights of its shapes
  * and the fuzzer reaches past the shape checks.
  * Invariants of an accepted config:
- *  - a forward of (2, min(3, n_positions)) tokens succeeds;
+ *  - a forward of (2, min(3, n_positions)) tokens succeeds, and again with the same logits;
  *  - for gpt2 / gpt_neox the planner accepts the same config (include/cvene.h: it checks
  *    what the loader checks) and agrees with the loaded model: architecture, sizes, the
  *    parameter count, and activation bytes = the arena that forward reserved + its logits. */
@@ -113,12 +113,16 @@ static void check_loaded(cvene_model *m, const char *dir) {
     const int B = 2, T = info.n_positions < 3 ? info.n_positions : 3;
     int32_t ids[6];
     for (int i = 0; i < B * T; i++) ids[i] = i % info.vocab_size;
-    float *logits = malloc(sizeof(float) * (size_t)B * T * info.vocab_size);
+    const size_t n = (size_t)B * T * info.vocab_size;
+    float *logits = malloc(2 * n * sizeof(float));
     if (!logits) fuzz_fail("out of memory");
     cvene_run_opts o;
     memset(&o, 0, sizeof o);
     o.logits = logits;
     fuzz_ok(cvene_forward(m, ids, B, T, &o), "a forward of an accepted model");
+    o.logits = logits + n; /* again: bit-identical, or something read memory it never wrote */
+    fuzz_ok(cvene_forward(m, ids, B, T, &o), "a second forward");
+    if (memcmp(logits, logits + n, n * sizeof(float)) != 0) fuzz_fail("two forwards of the same ids differ");
     free(logits);
     if (info.arch == CVENE_ARCH_GRU) return; /* not planned (gpt2 and gpt_neox only) */
     cvene_plan_params p = cvene_plan_default_params();

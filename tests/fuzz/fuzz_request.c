@@ -2,13 +2,16 @@
  * cvene_request_parse), and for an accepted request the run itself (engine/run.c), which
  * resolves its unit_locations and subspaces against a config (engine/locations.c).
  *
- * The input is inputs.json. Each accepted request runs on tests/fixtures/gpt2/small (2
- * layers, 64 wide, 4 heads, 320 tokens) under every config of `cases` below, the pyvene
- * fixture configs whose own inputs.json are the seed corpus: positions with subspaces, heads
- * x positions, a partition, serial mode with group keys, two sources, a link key, a
- * callback, noise and a zeroed attention weight, so each seed is valid for one config and a
- * test of the others' refusals. A run may refuse the request; one it accepts must return
- * finite (B, T, 320) logits. Every refusal must leave a message. */
+ * The input is inputs.json, optionally followed by a NUL byte and a config JSON (JSON cannot
+ * hold a raw NUL). Each accepted request runs on tests/fixtures/gpt2/small (2 layers, 64
+ * wide, 4 heads, 320 tokens) under every config of `cases` below (pyvene fixture configs:
+ * positions with subspaces, heads x positions, a partition, serial mode with group keys, two
+ * sources, a link key, a callback, noise and a zeroed attention weight), and under the
+ * input's own config when it has one the parser accepts, so the fuzzer mutates requests and
+ * configs together. The seeds are the fixtures' inputs.json, with their case's config
+ * appended. A run may refuse; one it accepts must return finite logits of the base's shape
+ * (and original logits exactly when asked for, finite collected activations), and the input's
+ * config runs twice with bit-identical results. Every refusal must leave a message. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,11 +112,54 @@ static void base_shape(const char *json, int *B, int *T, int *original) {
     cJSON_Delete(root);
 }
 
+/* Two results of the same run are bit-identical (DESIGN.md: same inputs, same backend ->
+ * same outputs): a difference means something read memory it never wrote. */
+static void check_same(const cvene_result *a, const cvene_result *b, const char *which) {
+    int B, T, V;
+    const float *la = cvene_result_logits(a, &B, &T, &V), *lb = cvene_result_logits(b, &B, &T, &V);
+    const size_t n = (size_t)B * T * V * sizeof(float);
+    const float *oa = cvene_result_original_logits(a), *ob = cvene_result_original_logits(b);
+    if (memcmp(la, lb, n) != 0 || (oa && memcmp(oa, ob, n) != 0))
+        fuzz_fail("%s: the same run twice gave different logits", which);
+    for (int k = 0; k < cvene_result_n_collected(a); k++) {
+        cvene_tensor_view va = cvene_result_collected(a, k), vb = cvene_result_collected(b, k);
+        size_t numel = 1;
+        for (int d = 0; d < va.ndim; d++) numel *= (size_t)va.shape[d];
+        if (memcmp(va.shape, vb.shape, sizeof va.shape) != 0 || (numel && memcmp(va.data, vb.data, numel * 4) != 0))
+            fuzz_fail("%s: the same run twice collected different values", which);
+    }
+}
+
+/* Run c on r; twice = 1 runs it again and compares. */
+static void run_one(const cvene_request *r, const cvene_config *c, int B, int T, int original, const char *which,
+                    int twice) {
+    cvene_ctx *ctx = fuzz_ctx();
+    cvene_result *res = NULL;
+    ctx->err[0] = '\0';
+    cvene_status st = cvene_run(model, c, r, &res);
+    fuzz_note(which, st);
+    if (st == CVENE_OK) {
+        check_result(res, B, T, original, which);
+        cvene_result *again = NULL;
+        if (twice) {
+            fuzz_ok(cvene_run(model, c, r, &again), "the same run again");
+            check_same(res, again, which);
+        }
+        cvene_result_free(again);
+        cvene_result_free(res);
+    } else if (res) {
+        fuzz_fail("%s: a refused run returned a result", which);
+    } else if (!ctx->err[0]) {
+        fuzz_fail("%s: a refused run left no message", which);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size > 4096) return 0; /* keeps every run on the tiny model well under a millisecond */
     if (!model) setup();
     cvene_ctx *ctx = fuzz_ctx();
-    char *json = fuzz_cstr(data, size);
+    const uint8_t *nul = memchr(data, 0, size);
+    char *json = fuzz_cstr(data, nul ? (size_t)(nul - data) : size);
     cvene_request *r = NULL;
     ctx->err[0] = '\0';
     cvene_status st = cvene_request_parse(ctx, json, &r);
@@ -126,19 +172,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     int B = 0, T = 0, original = 0;
     base_shape(json, &B, &T, &original);
-    for (int i = 0; i < N_CASES; i++) {
-        cvene_result *res = NULL;
-        ctx->err[0] = '\0';
-        st = cvene_run(model, configs[i], r, &res);
-        fuzz_note(cases[i], st);
+    for (int i = 0; i < N_CASES; i++) run_one(r, configs[i], B, T, original, cases[i], 0);
+    if (nul) { /* the input's own config */
+        char *ctext = fuzz_cstr(nul + 1, size - (size_t)(nul + 1 - data));
+        cvene_config *c = NULL;
+        st = cvene_config_parse(ctx, ctext, &c);
+        fuzz_note("cvene_config_parse of the input's config", st);
         if (st == CVENE_OK) {
-            check_result(res, B, T, original, cases[i]);
-            cvene_result_free(res);
-        } else if (res) {
-            fuzz_fail("%s: a refused run returned a result", cases[i]);
-        } else if (!ctx->err[0]) {
-            fuzz_fail("%s: a refused run left no message", cases[i]);
+            (void)cvene_config_bind_callback(c, "half_base_plus_source", half_base_plus_source, NULL);
+            run_one(r, c, B, T, original, "the input's config", 1);
         }
+        cvene_config_free(c);
+        free(ctext);
     }
     cvene_request_free(r);
     free(json);

@@ -81,9 +81,10 @@ for path in sorted(glob.glob(FIX + "/*/*/model/config.json")) + ["assets/demo-gp
 # ---- intervention configs and requests: the pyvene cases
 for path in sorted(glob.glob(FIX + "/pyvene*/cases/*/config.json")):
     put("fuzz_config", path.split("/")[-3] + "_" + path.split("/")[-2] + ".json", read(path))
+# (fuzz_request: each small-model case's inputs.json, NUL, its config.json)
 for path in sorted(glob.glob(FIX + "/pyvene/cases/*/inputs.json")):
     if json.loads(read(path))["model"] == "small":
-        put("fuzz_request", path.split("/")[-2] + ".json", read(path))
+        put("fuzz_request", path.split("/")[-2], read(path) + b"\0" + read(path.replace("inputs.json", "config.json")))
 
 
 # ---- tokenizers: the demo model's and the tiny fixture's, cut down to their first merges
@@ -102,14 +103,18 @@ for name, path in [("demo", "assets/demo-gpt2/tokenizer.json"), ("tiny", FIX + "
         t = json.loads(json.dumps(tj))
         t["model"]["merges"] = tj["model"]["merges"][:n]
         t["model"]["vocab"] = cut_vocab(tj["model"]["vocab"], tj["model"]["merges"], n)
-        put("fuzz_tokenizer_json", "%s_%d_merges.json" % (name, n), json.dumps(t, ensure_ascii=False))
+        text = json.dumps(t, ensure_ascii=False).encode()
+        put("fuzz_tokenizer_json", "%s_%d_merges.json" % (name, n), text)
+        # with a text after a NUL (the harness encodes it too)
+        put("fuzz_tokenizer_json", "%s_%d_merges_text" % (name, n), text + b"\0<|endoftext|> the theory, 12345!")
 vocab = json.loads(read("assets/demo-gpt2/vocab.json"))
 merges = read("assets/demo-gpt2/merges.txt", "r").splitlines()
 body = [m for m in merges if m and not m.startswith("#version")]
 for n in (0, 40):
     cut = cut_vocab(vocab, body, n)
-    put("fuzz_tokenizer_bpe", "demo_%d_merges" % n,
-        json.dumps(cut, ensure_ascii=False).encode() + b"\0" + ("#version: 0.2\n" + "\n".join(body[:n]) + "\n").encode())
+    files = json.dumps(cut, ensure_ascii=False).encode() + b"\0" + ("#version: 0.2\n" + "\n".join(body[:n]) + "\n").encode()
+    put("fuzz_tokenizer_bpe", "demo_%d_merges" % n, files)
+    put("fuzz_tokenizer_bpe", "demo_%d_merges_text" % n, files + b"\0 the theory of everything<|endoftext|>")
 
 # ---- text: the tokenizer corpus (a few strings of every tag) and the demo prompts
 corpus = json.loads(read(FIX + "/tokenizer/corpus.json"))["cases"]
