@@ -18,7 +18,7 @@
 #include <string.h>
 #include <cjson/cJSON.h>
 
-#include "engine/ctx.h"
+#include "kernels/ctx.h"
 #include "tests/fuzz/fuzz_util.h"
 
 static const char *const cases[] = {

@@ -81,10 +81,13 @@ for path in sorted(glob.glob(FIX + "/*/*/model/config.json")) + ["assets/demo-gp
 # ---- intervention configs and requests: the pyvene cases
 for path in sorted(glob.glob(FIX + "/pyvene*/cases/*/config.json")):
     put("fuzz_config", path.split("/")[-3] + "_" + path.split("/")[-2] + ".json", read(path))
-# (fuzz_request: each small-model case's inputs.json, NUL, its config.json)
-for path in sorted(glob.glob(FIX + "/pyvene/cases/*/inputs.json")):
-    if json.loads(read(path))["model"] == "small":
-        put("fuzz_request", path.split("/")[-2], read(path) + b"\0" + read(path.replace("inputs.json", "config.json")))
+# (fuzz_request: each small-model case's inputs.json without the fixtures' "model" key, NUL,
+# its config.json)
+for path in sorted(glob.glob(FIX + "/pyvene/cases/*/inputs.json") + glob.glob(FIX + "/pyvene_inputs/cases/*/inputs.json")):
+    req = json.loads(read(path))
+    if req.pop("model") in ("small", "gpt2/small"):
+        put("fuzz_request", path.split("/")[-2],
+            json.dumps(req).encode() + b"\0" + read(path.replace("inputs.json", "config.json")))
 
 
 # ---- tokenizers: the demo model's and the tiny fixture's, cut down to their first merges
@@ -143,3 +146,20 @@ put("fuzz_resume", "interrupted.json", json.dumps(
     {"sweep": spec, "scores": [row0, None], "tokens": tokens, "base_score": 0.14213615265645485,
      "source_score": 0, "complete": False}, indent="\t"))
 put("fuzz_resume", "nothing_done.json", json.dumps({"sweep": spec, "scores": [None, None]}))
+
+# ---- training datasets (JSONL): the training fixtures' examples as ids, and text examples
+# of the demo model's prompts (the harness tokenizes with assets/demo-gpt2)
+examples = json.loads(read(FIX + "/training/train/dataset.json"))["examples"]
+lines = [json.dumps({"base": e["base_ids"], "source": e["source_ids"], "base_pos": e["base_position"],
+                     "source_pos": e["source_position"], "label": e["label"]}) for e in examples[:6]]
+put("fuzz_dataset", "ids.jsonl", "\n".join(lines) + "\n")
+prompts = json.loads(read("assets/demo-gpt2/prompts.json"))["prompts"]
+text = [json.dumps({"base": p["text"], "source": prompts[(i + 1) % len(prompts)]["text"], "base_pos": "last",
+                    "source_pos": -1, "label": p["answer"]}) for i, p in enumerate(prompts[:4])]
+put("fuzz_dataset", "text.jsonl", "\n".join(text) + "\n")
+put("fuzz_dataset", "forms.jsonl", "\r\n".join([
+    json.dumps({"base": [5, 6, 7, 8], "base_pos": [0, -1], "label": 9, "label_pos": 2}),  # no source (LoReFT)
+    "   ",
+    json.dumps({"base": "a b c", "source": [1, 2, 3], "base_pos": [0, 1], "source_pos": [2, 0], "label": [4]}),
+    json.dumps({"base": [1], "source": None, "label": " a", "label_pos": -1}),
+]) + "\r\n")
