@@ -22,7 +22,7 @@ cmake --build "$dir" --target cvene_fuzzers -j"$(nproc)"
 harnesses=("$@")
 if ((${#harnesses[@]} == 0)); then
   harnesses=(fuzz_safetensors fuzz_safetensors_index fuzz_model_config fuzz_config fuzz_request
-             fuzz_tokenizer_json fuzz_tokenizer_bpe fuzz_tokenize fuzz_resume)
+             fuzz_tokenizer_json fuzz_tokenizer_bpe fuzz_tokenize fuzz_resume fuzz_dataset)
 fi
 # one thread per process (the library's OpenMP loops would only contend with the fuzzer);
 # leaks are findings; UBSan reports stop the run with a stack
