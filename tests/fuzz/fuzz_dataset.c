@@ -25,15 +25,14 @@ static int count_lines(const uint8_t *data, size_t size) {
         while (j < size && data[j] != '\n') j++;
         size_t a = i;
         while (a < j && (data[a] == ' ' || data[a] == '\t' || data[a] == '\r')) a++;
-        if (a < j) {
-            char *line = fuzz_cstr(data + a, j - a);
-            const char *end = NULL;
-            cJSON *v = cJSON_ParseWithOpts(line, &end, 0);
-            while (v && end && (*end == ' ' || *end == '\t' || *end == '\r')) end++;
-            if (!v || (size_t)(end - line) != j - a)
-                fuzz_fail("line %d was accepted but is not exactly one JSON value: \"%.80s\"", n + 1, line);
+        if (a < j) { /* by length: cJSON reads control bytes, NUL included, as white space */
+            const char *line = (const char *)data + a, *end = NULL;
+            cJSON *v = cJSON_ParseWithLengthOpts(line, j - a, &end, 0);
+            while (v && end < line + (j - a) && (*end == ' ' || *end == '\t' || *end == '\r')) end++;
+            if (!v || end != line + (j - a))
+                fuzz_fail("line %d was accepted but is not exactly one JSON value: \"%.*s\"", n + 1,
+                          (int)(j - a > 80 ? 80 : j - a), line);
             cJSON_Delete(v);
-            free(line);
             n++;
         }
         i = j + 1;
