@@ -263,9 +263,10 @@ static uint64_t mix(uint64_t *s) {
 
 static cvene_status copy_example(cvene_dataset *dst, const cvene_dataset *src, int i) {
     const ds_example *x = &src->ex[i];
+    /* no positions: NULL, not src->pos + offset (src->pos is NULL when no example has any) */
     cvene_example e = {ds_base(src, i), x->base_len, x->source_len ? ds_source(src, i) : NULL, x->source_len,
-                       ds_base_pos(src, i), x->source_len ? ds_source_pos(src, i) : NULL, x->n_pos, x->label,
-                       x->label_pos};
+                       x->n_pos ? ds_base_pos(src, i) : NULL, x->source_len && x->n_pos ? ds_source_pos(src, i) : NULL,
+                       x->n_pos, x->label, x->label_pos};
     return cvene_dataset_add(dst, &e);
 }
 
