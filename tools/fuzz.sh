@@ -15,7 +15,8 @@ eval "$(bash tools/install_deps.sh --fuzz)"
 export CC=clang CXX=clang++
 dir=build-fuzz
 mkdir -p "$dir"
-cmake -S . -B "$dir" -DCVENE_FUZZ=ON -DCVENE_CUDA=OFF -DBUILD_TESTING=OFF -DCVENE_WERROR=ON \
+# the harnesses' warnings are errors (tests/fuzz/CMakeLists.txt); the library's clang-only ones are not
+cmake -S . -B "$dir" -DCVENE_FUZZ=ON -DCVENE_CUDA=OFF -DBUILD_TESTING=OFF -DCVENE_WERROR=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$dir/configure.log" 2>&1 || { cat "$dir/configure.log"; exit 1; }
 cmake --build "$dir" --target cvene_fuzzers -j"$(nproc)"
 
