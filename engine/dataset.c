@@ -151,10 +151,17 @@ static const char *const kKeys[] = {"base", "source", "base_pos", "source_pos", 
 static cvene_status parse_line(cvene_dataset *d, const char *line, size_t len, const cvene_tokenizer *tok,
                                const char *where) {
     cvene_ctx *ctx = d->ctx;
-    cJSON *j = cJSON_ParseWithLength(line, len);
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(line, len, &end, 0);
     if (!j || !cJSON_IsObject(j)) {
         cJSON_Delete(j);
         return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: not a JSON object", where);
+    }
+    /* one object per line: a second one after it would otherwise be dropped without a word */
+    while (end < line + len && (*end == ' ' || *end == '\t' || *end == '\r')) end++;
+    if (end != line + len) {
+        cJSON_Delete(j);
+        return cvene_fail(ctx, CVENE_ERR_FORMAT, "%s: text after the JSON object (one object per line)", where);
     }
     cvene_status st = CVENE_OK;
     for (const cJSON *e = j->child; e && st == CVENE_OK; e = e->next) {
@@ -256,9 +263,10 @@ static uint64_t mix(uint64_t *s) {
 
 static cvene_status copy_example(cvene_dataset *dst, const cvene_dataset *src, int i) {
     const ds_example *x = &src->ex[i];
+    /* no positions: NULL, not src->pos + offset (src->pos is NULL when no example has any) */
     cvene_example e = {ds_base(src, i), x->base_len, x->source_len ? ds_source(src, i) : NULL, x->source_len,
-                       ds_base_pos(src, i), x->source_len ? ds_source_pos(src, i) : NULL, x->n_pos, x->label,
-                       x->label_pos};
+                       x->n_pos ? ds_base_pos(src, i) : NULL, x->source_len && x->n_pos ? ds_source_pos(src, i) : NULL,
+                       x->n_pos, x->label, x->label_pos};
     return cvene_dataset_add(dst, &e);
 }
 
