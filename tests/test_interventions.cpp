@@ -290,13 +290,13 @@ TEST(ConfigBad, UnsupportedInterventionType) {
     Loaded L(kSmall);
     ASSERT_EQ(L.status, CVENE_OK) << L.error();
     Cfg c;
-    EXPECT_ERROR(L, parse_config(L, config({rep("RotatedSpaceIntervention", "block_output", 0)}), &c),
-                 CVENE_ERR_INVALID_ARG, "representations[0]", "\"RotatedSpaceIntervention\"", "not supported");
+    EXPECT_ERROR(L, parse_config(L, config({rep("SourcelessIntervention", "block_output", 0)}), &c),
+                 CVENE_ERR_INVALID_ARG, "representations[0]", "\"SourcelessIntervention\"", "not supported");
     EXPECT_EQ(c.c, nullptr);
     // pyvene's saved class string
     const std::string saved = "{\"representations\": [[0, \"block_output\"]], \"intervention_types\": "
-                              "[\"<class 'pyvene.models.interventions.RotatedSpaceIntervention'>\"]}";
-    EXPECT_ERROR(L, parse_config(L, saved, &c), CVENE_ERR_INVALID_ARG, "RotatedSpaceIntervention",
+                              "[\"<class 'pyvene.models.interventions.SourcelessIntervention'>\"]}";
+    EXPECT_ERROR(L, parse_config(L, saved, &c), CVENE_ERR_INVALID_ARG, "SourcelessIntervention",
                  "not supported");
     EXPECT_EQ(c.c, nullptr);
     ExpectModelStillMatchesPyvene(L);
