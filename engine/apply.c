@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "engine/run_internal.h"
+#include "engine/trainable.h"
 #include "kernels/tensor.h"
 
 /* (B, U, R, D) <-> rows [row0, row0 + B) of the site tensor; dir 0 gathers, 1 scatters */
@@ -95,7 +96,9 @@ static cvene_status apply(run_state *s, int i, float *site, const block *bk) {
     const float *gs = s->iv[i].store;
     int64_t src_len = gs ? n : 0;
     if (!gs && r->source) gs = r->source, src_len = r->source_len; /* constant source */
-    for (int b = 0; b < B; b++) {
+    if (s->iv[i].trained) /* its own forward on the gathered units (a sourceless type: the base's) */
+        CVENE_TRY(tr_forward(s->iv[i].trained, gb, gb, s->iv[i].store ? s->iv[i].store : gb, s->iv[i].trained_rows));
+    for (int b = 0; !s->iv[i].trained && b < B; b++) {
         const iv_dims *dm = &s->dims[i * B + b];
         float *eb = gb + (int64_t)b * U * L;
         if (r->type == CVENE_IV_CALLBACK) {
@@ -198,6 +201,15 @@ static cvene_status run_round_trip(run_state *s, int i, float *site, const block
     }
     CVENE_TRY(be->ops->to_device(be, s->iv[i].rt_dev, s->scratch, sizeof(float) * (size_t)len));
     return run_fused(s, &s->iv[i].link_in, site, bk, s->iv[i].rt_dev);
+}
+
+/* A trained type on a device: its units gathered (link_out: (B, U, R, D) in rt_dev), its forward
+ * with the gathered source (store), and back (link_in), all on the device. */
+static cvene_status run_trained_dev(run_state *s, int i, float *site, const block *bk) {
+    float *x = s->iv[i].rt_dev;
+    CVENE_TRY(run_fused(s, &s->iv[i].link_out, site, bk, x));
+    CVENE_TRY(tr_forward(s->iv[i].trained, x, x, s->iv[i].store ? s->iv[i].store : x, s->iv[i].trained_rows));
+    return run_fused(s, &s->iv[i].link_in, site, bk, x);
 }
 
 /* A callback at unit t on a device: the rows of the examples listing this step to the host,
@@ -330,6 +342,7 @@ int iv_on_site(void *user, cvene_component comp, int layer, cvene_tensor_view *t
             else
                 s->err = gru ? apply_step(s, i, site, bk, step)
                        : s->iv[i].set.on ? run_setter(s, i, site, bk)
+                       : s->iv[i].trained && s->iv[i].rt_dev ? run_trained_dev(s, i, site, bk)
                        : s->iv[i].rt_dev ? run_round_trip(s, i, site, bk)
                                       : apply(s, i, site, bk);
             if (s->err != CVENE_OK) {

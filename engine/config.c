@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "engine/intervene.h"
+#include "engine/trained.h"
 #include "engine/iv_type.h"
 
 static const char *const unit_names[CVENE_N_UNITS] = {"pos", "h", "h.pos", "t"};
@@ -47,6 +48,7 @@ static void rep_free(iv_rep *r) {
     free(r->partition_dims);
     free(r->source);
     free(r->callback_name);
+    iv_trained_free(r->trained);
 }
 
 void cvene_config_free(cvene_config *c) {

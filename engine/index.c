@@ -22,6 +22,7 @@ int iv_fused_on(const run_state *s, int i) {
     const cvene_representation *r = &s->c->reps[i].r;
     const int dev = s->ctx->be->device != CVENE_DEVICE_CPU;
     if (r->type == CVENE_IV_CALLBACK) return dev && r->link_key < 0; /* a host round trip */
+    if (iv_type_get(r->type)->flags & IV_TRAINABLE) return dev; /* its own ops on the gathered units */
     if (r->link_key < 0) return iv_fused_type(r) || (dev && r->type == CVENE_IV_NOISE);
     if (!dev) return 0;
     for (int j = 0; j < s->c->n; j++) {
@@ -401,7 +402,8 @@ cvene_status iv_build_fused(run_state *s, const iv_input **src) {
         const int ut = r->unit == CVENE_UNIT_T;
         if (s->iv[i].store) ok = ut ? build_getter_t(s, i, src[iv_group(s->c, i)]->T, &p)
                                  : build_getter(s, i, src[iv_group(s->c, i)]->T, &p);
-        if (ok && iv_fused_on(s, i)) ok = r->type == CVENE_IV_CALLBACK ? build_round_trip(s, i, &p)
+        const int round_trip = r->type == CVENE_IV_CALLBACK || (iv_type_get(r->type)->flags & IV_TRAINABLE);
+        if (ok && iv_fused_on(s, i)) ok = round_trip ? build_round_trip(s, i, &p)
                                      : ut ? build_setter_t(s, i, &p) : build_setter(s, i, &p);
     }
     cvene_status st = ok ? CVENE_OK : cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");

@@ -11,6 +11,7 @@ typedef struct {
     float *source;
     char *callback_name;    /* from JSON; bound later */
     int link;               /* dense index of r.link_key among the config's link keys, or -1 */
+    struct iv_trained *trained; /* a trainable type's weights and compute state (engine/trained.h) */
 } iv_rep;
 
 struct cvene_config {

@@ -12,6 +12,7 @@
 
 #include "engine/numpy_random.h"
 #include "engine/run_internal.h"
+#include "engine/trained.h"
 #include "kernels/tensor.h"
 
 /* ---- validation against the model --------------------------------------- */
@@ -129,6 +130,29 @@ static cvene_status fetch_collected(run_state *s) {
     return CVENE_OK;
 }
 
+/* A trained intervention's compute state for this request: its units are U of gb's R x D floats
+ * (one row each: unit pos or h on a (B, T, D) stream), flattened to one vector per example for
+ * the types pyvene flattens. Subspaces are not applied to trained types yet. */
+static cvene_status trained_state(run_state *s, int i, const geom *gb, int U) {
+    const cvene_representation *r = &s->c->reps[i].r;
+    if (gb->R != 1)
+        return cvene_fail(s->ctx, CVENE_ERR_UNSUPPORTED, "representations[%d]: a trained %s on %s with unit \"%s\" "
+                          "acts on units of %d rows; cvene_run applies trained types to units of one row (unit pos "
+                          "on a (B, T, D) stream, or unit h) for now", i, cvene_intervention_type_name(r->type),
+                          cvene_component_name(r->component), cvene_unit_name(r->unit), gb->R);
+    for (int b = 0; b < s->B; b++)
+        if (s->dims[i * s->B + b].n >= 0)
+            return cvene_fail(s->ctx, CVENE_ERR_UNSUPPORTED, "representations[%d]: subspaces on a trained %s are not "
+                              "supported by cvene_run yet", i, cvene_intervention_type_name(r->type));
+    const int flat = tr_type_flattened(r->type);
+    if (flat && U != r->max_number_of_units)
+        return cvene_fail(s->ctx, CVENE_ERR_INVALID_ARG, "representations[%d]: %s rotates an example's %d units as one "
+                          "vector (max_number_of_units), but the request selects %d", i,
+                          cvene_intervention_type_name(r->type), r->max_number_of_units, U);
+    s->iv[i].trained_rows = flat ? s->B : s->B * U;
+    return iv_trained_state(s->c, i, s->ctx, flat ? U * gb->D : gb->D, s->iv[i].trained_rows, &s->iv[i].trained);
+}
+
 static cvene_status prepare(run_state *s, const iv_input **src) {
     const cvene_config *c = s->c;
     cvene_ctx *ctx = s->ctx;
@@ -164,11 +188,14 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
                                   : "representations[%d].component = %s is a GRU component but the model is a "
                                     "transformer (%s)",
                               i, cn, s->m->vt->name);
-        if (iv_type_get(r->type)->flags & IV_TRAINABLE)
-            return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
-                              "representations[%d]: %s is trainable; cvene_run does not apply trained interventions "
-                              "yet (train them with cvene_train / cvene train)", i,
+        if ((iv_type_get(r->type)->flags & IV_TRAINABLE) && !iv_trained_loaded(c, i))
+            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "representations[%d]: %s is trainable and has no weights: "
+                              "load them with cvene_config_load_weights (cvene run --weights DIR)", i,
                               cvene_intervention_type_name(r->type));
+        if ((iv_type_get(r->type)->flags & IV_TRAINABLE) && (r->unit == CVENE_UNIT_T || r->link_key >= 0))
+            return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "representations[%d]: a trained %s %s is not supported yet",
+                              i, cvene_intervention_type_name(r->type),
+                              r->unit == CVENE_UNIT_T ? "at unit t (GRU timesteps)" : "in an intervention_link_key chain");
         if (r->type == CVENE_IV_CALLBACK && !r->fn)
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
                               "representations[%d]: callback \"%s\" is not bound (cvene_config_bind_callback)", i,
@@ -216,6 +243,7 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
             }
             CVENE_TRY(iv_dev_alloc(s, (void **)&s->iv[i].store, sizeof(float) * len, "a source store"));
         }
+        if (iv_type_get(r->type)->flags & IV_TRAINABLE) CVENE_TRY(trained_state(s, i, &gb, U));
         if (r->source && r->source_len != gb.D && (size_t)r->source_len != len)
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
                               "representations[%d].source_representation has %lld values; %s needs %d (one unit) or %zu",
@@ -282,11 +310,12 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
     for (int l = 0; l < s->n_links; l++)
         if (s->link[l].dev_cap > 0)
             CVENE_TRY(iv_dev_alloc(s, (void **)&s->link[l].dev, sizeof(float) * (size_t)s->link[l].dev_cap, "a link chain"));
-    for (int i = 0; i < n; i++) { /* device callbacks: their units' buffers */
-        if (c->reps[i].r.type != CVENE_IV_CALLBACK || !iv_fused_on(s, i)) continue;
+    for (int i = 0; i < n; i++) { /* device callbacks and trained types: their units' buffers */
+        const int trained = s->iv[i].trained != NULL;
+        if ((c->reps[i].r.type != CVENE_IV_CALLBACK && !trained) || !iv_fused_on(s, i)) continue;
         const int64_t len = s->iv[i].rt_len, slen = s->iv[i].rt_src_len;
         CVENE_TRY(iv_dev_alloc(s, (void **)&s->iv[i].rt_dev, sizeof(float) * (size_t)(len ? len : 1), "a callback's units"));
-        if (s->iv[i].store && !(s->iv[i].rt_src = malloc(sizeof(float) * (size_t)(slen ? slen : 1))))
+        if (!trained && s->iv[i].store && !(s->iv[i].rt_src = malloc(sizeof(float) * (size_t)(slen ? slen : 1))))
             return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     }
     s->scratch = malloc(sizeof(float) * (scratch ? scratch : 1));

@@ -101,6 +101,8 @@ typedef struct {
     float *rt_dev, *rt_src;          /* a device callback: its units on the device, its source on the host */
     int64_t rt_len, rt_src_len;      /* ... and their lengths in floats */
     double *noise;                   /* Noise: (U, D) doubles */
+    struct tr_state *trained;        /* a trainable type: its compute state (owned by the config) */
+    int trained_rows;                /* ... the rows it computes: examples, or examples x units */
 } iv_slot;
 
 /* What the run holds for one intervention_link_key chain (config.c numbers keys densely). */

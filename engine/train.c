@@ -20,6 +20,7 @@
 #include "engine/iv_type.h"
 #include "engine/optim.h"
 #include "engine/train.h"
+#include "engine/trained.h"
 #include "engine/train_io.h"
 #include "engine/trainable.h"
 #include "kernels/tensor.h"
@@ -169,19 +170,7 @@ cvene_status cvene_trainer_new(cvene_model *m, const cvene_config *c, const cven
         const int width = s->flat ? s->U * s->D : s->D; /* what the intervention's parameters act on */
         const int first = r->component == CVENE_BLOCK_OUTPUT ? r->layer + 1 : r->layer;
         if (first < t->l0) t->l0 = first;
-        /* rank: low_rank_dimension (the autoencoders' latent width); RotatedSpace's / PCA's swapped
-         * dims: interchange_dim (pyvene's set_interchange_dim), else low_rank_dimension, else all
-         * (pyvene's default: the source) */
-        const tr_r_kind rk = tr_type_r_kind(r->type);
-        int rank = r->low_rank_dimension;
-        if (rk == TR_R_INTERCHANGE) rank = r->interchange_dim ? r->interchange_dim : rank ? rank : width;
-        if ((rk == TR_R_RANK || rk == TR_R_LATENT) && rank == 0)
-            st = cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "representations[%d]: %s needs low_rank_dimension%s", i, tn,
-                            rk == TR_R_LATENT ? " (its latent width; cvene reads it there, not from latent_dim)" : "");
-        if (st == CVENE_OK) st = tr_weights_init(ctx, &t->w[i], r->type, width, rank, P.seed + (uint64_t)i * 7919u);
-        /* the autoencoders' interchange_dim: the Autoencoder's latent index, JumpReLU's prefix */
-        if (st == CVENE_OK && rk == TR_R_LATENT && r->interchange_dim)
-            st = tr_weights_set_interchange(ctx, &t->w[i], &r->interchange_dim, 1, 0);
+        st = tr_weights_for_rep(ctx, r, i, width, P.seed + (uint64_t)i * 7919u, &t->w[i]);
     }
     if (st != CVENE_OK) {
         cvene_trainer_free(t);

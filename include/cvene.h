@@ -311,6 +311,15 @@ cvene_status cvene_config_bind_callback(cvene_config *c, const char *name,
 cvene_status cvene_config_to_json(const cvene_config *c, char **json);
 int cvene_config_count(const cvene_config *c);
 void cvene_config_free(cvene_config *c);
+/* Trained weights for the config's trainable representations (RotatedSpace, LoReFT, ...: see
+ * cvene_train_params), from dir/intkey_<key>.safetensors with pyvene's keys: what cvene train
+ * --out writes, or pyvene's save converted by tools/convert_pyvene_weights.py. Each file is
+ * checked now; its tensors when a run knows the model's widths. cvene_run then applies them
+ * (units of one row: unit pos or h; no subspaces yet). All or nothing. The compute state built
+ * on the first run stays with the config: do not run one such config on two threads at once. */
+cvene_status cvene_config_load_weights(cvene_config *c, const char *dir);
+/* How many of the config's representations are trainable (need cvene_config_load_weights). */
+int cvene_config_count_trainable(const cvene_config *c);
 void cvene_free(void *p);
 
 /* ---- requests ---------------------------------------------------------- */

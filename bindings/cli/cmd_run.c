@@ -1,5 +1,5 @@
 /* cvene run --model DIR --config CONFIG.json --inputs INPUTS.json [--out FILE] [--top K]
- *           [--device cpu|cuda] [--dtype f32|bf16|f16]
+ *           [--weights DIR] [--device cpu|cuda] [--dtype f32|bf16|f16]
  * Runs a pyvene-style intervention request, prints a summary (top tokens
  * before and after at each example's last real token, logit differences) and
  * writes logits, original logits and collected activations to a safetensors
@@ -38,14 +38,20 @@ static double log_softmax_at(const float *row, int V, int v) {
 
 int cmd_run(int argc, char **argv) {
     const char *model_dir = NULL, *config_path = NULL, *inputs_path = NULL, *out_path = NULL;
-    const char *device = "cpu", *dtype = "f32";
+    const char *device = "cpu", *dtype = "f32", *weights = NULL;
     int top = 5, threads = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: cvene run --model DIR --config CONFIG.json --inputs INPUTS.json [--out OUT.safetensors]\n"
-                   "                 [--top K] [--threads N] [--device cpu|cuda] [--dtype f32|bf16|f16]\n"
+                   "                 [--top K] [--weights DIR] [--threads N] [--device cpu|cuda] [--dtype f32|bf16|f16]\n"
                    CLI_CTX_HELP
+                   "  --weights DIR  the trained weights of the config's trainable interventions (RotatedSpace,\n"
+                   "                 LowRank, Boundless, masks, autoencoders, LoReFT): DIR/intkey_<key>.safetensors,\n"
+                   "                 as cvene train --out writes them beside its config.json, or pyvene's save\n"
+                   "                 converted by tools/convert_pyvene_weights.py. Default: CONFIG.json's directory\n"
+                   "                 when the config has trainable interventions.\n"
+
                    "Runs a pyvene intervention request and prints, for each base example, the top next tokens\n"
                    "before and after at its last real token; --out writes logits, original_logits and every\n"
                    "CollectIntervention's values (collected.K) to a safetensors file.\n\n"
@@ -81,7 +87,9 @@ int cmd_run(int argc, char **argv) {
                    "    may be null (pyvene's None). Unknown keys are refused.\n"
                    "  Types: Vanilla, Addition, Subtraction, Zero, Collect, Skip, Noise (noise_level, noise_seed),\n"
                    "    Lambda (\"callback\": NAME, bound through the C API); \"source_representation\": [...]\n"
-                   "    gives a constant source; intervention_link_key shares one intervention between sites.\n");
+                   "    gives a constant source; intervention_link_key shares one intervention between sites.\n"
+                   "  Trained types (cvene train --help lists them) run with their weights (--weights) on units\n"
+                   "    pos or h, without subspaces for now.\n");
             return 0;
         }
         if (!v) {
@@ -92,6 +100,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--config")) config_path = v;
         else if (!strcmp(a, "--inputs")) inputs_path = v;
         else if (!strcmp(a, "--out")) out_path = v;
+        else if (!strcmp(a, "--weights")) weights = v;
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--dtype")) dtype = v;
         else if (!strcmp(a, "--top") || !strcmp(a, "--threads")) {
@@ -140,6 +149,19 @@ int cmd_run(int argc, char **argv) {
     if (cvene_config_parse(ctx, config_json, &cfg) != CVENE_OK) {
         fprintf(stderr, "cvene: %s: %s\n", config_path, cvene_ctx_error(ctx));
         goto done;
+    }
+    if (weights || cvene_config_count_trainable(cfg) > 0) {
+        char dir[4096]; /* default: the config's directory, where cvene train --out put both */
+        if (!weights) {
+            const char *slash = strrchr(config_path, '/');
+            snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - config_path) : 1, slash ? config_path : ".");
+            if (slash == config_path) snprintf(dir, sizeof dir, "/");
+        }
+        if (cvene_config_load_weights(cfg, weights ? weights : dir) != CVENE_OK) {
+            fprintf(stderr, "cvene: %s%s\n", cvene_ctx_error(ctx),
+                    weights ? "" : " (looked in CONFIG.json's directory; --weights DIR names another)");
+            goto done;
+        }
     }
     if (cvene_request_parse(ctx, inputs_json, &req) != CVENE_OK) {
         fprintf(stderr, "cvene: %s: %s\n", inputs_path, cvene_ctx_error(ctx));
