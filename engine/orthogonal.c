@@ -1,10 +1,11 @@
 /* The orthogonal parametrization (engine/orthogonal.h), on the host in double.
  *
- * expm: scaling and squaring around a degree-12 Taylor polynomial evaluated by Horner's rule,
- * with the scaled matrix's 1-norm at most 1/4 (truncation below 1e-14 relative, far inside
- * the f32 the weight is used in). Its backward is reverse-mode differentiation of exactly that
- * evaluation (every step is a matrix product), so it is the exact gradient of the computed
- * exponential: 2 (12 + s) products for 12 + s in the forward.
+ * expm: scaling and squaring around the degree-16 Taylor polynomial, evaluated by
+ * Paterson-Stockmeyer (the powers A^2, A^3, A^4, then Horner in A^4 over four blocks of four
+ * terms: 6 matrix products where plain Horner takes 16), with the scaled matrix's 1-norm at most
+ * 1 (truncation below 3e-15 relative: double precision). Its backward is reverse-mode
+ * differentiation of exactly that evaluation (every step is a matrix product), so it is the
+ * exact gradient of the computed exponential: 12 + 2 s products for 6 + s in the forward.
  * householder: k reflections applied to the first k columns of the identity, right to left,
  * and their reverse, O(n k^2). */
 #include <math.h>
@@ -14,13 +15,13 @@
 
 #include "engine/orthogonal.h"
 
-enum { TAYLOR_DEGREE = 12 };
-static const double kScaledNorm = 0.25; /* the 1-norm the scaled matrix is brought below */
+enum { N_BLOCKS = 4, N_SAVED = 3 + N_BLOCKS - 1 }; /* degree 16; saved: A^2, A^3, A^4, H_3 .. H_1 (taylor) */
+static const double kScaledNorm = 1.0; /* the 1-norm the scaled matrix is brought below */
 
 struct orth_param {
     int n, k;
-    /* square: the scaled A, the Horner values P_1 .. P_{m-1} (P_m = I), the squaring inputs */
-    double *xs, *horner, *squares;
+    /* square: the scaled A, taylor's saved products, the squaring inputs */
+    double *xs, *saved, *squares;
     int s;                   /* squarings */
     double *e;               /* expm(A) (n x n) */
     /* tall: Q before each reflection (k matrices of n x k), the reflectors and their taus */
@@ -37,9 +38,9 @@ orth_param *orth_new(int n, int k) {
     const size_t nn = (size_t)n * n, nk = (size_t)n * k;
     if (k == n) {
         p->xs = malloc(nn * sizeof(double));
-        p->horner = malloc(nn * (TAYLOR_DEGREE - 1) * sizeof(double));
+        p->saved = malloc(nn * N_SAVED * sizeof(double));
         p->e = malloc(nn * sizeof(double));
-        if (!p->xs || !p->horner || !p->e) goto oom;
+        if (!p->xs || !p->saved || !p->e) goto oom;
     } else {
         p->qs = malloc(nk * (size_t)k * sizeof(double));
         p->v = malloc(nk * sizeof(double));
@@ -56,7 +57,7 @@ oom:
 
 void orth_free(orth_param *p) {
     if (!p) return;
-    free(p->xs), free(p->horner), free(p->squares), free(p->e);
+    free(p->xs), free(p->saved), free(p->squares), free(p->e);
     free(p->qs), free(p->v), free(p->tau), free(p->q), free(p->sign);
     free(p);
 }
@@ -71,19 +72,77 @@ static void add_identity(int n, double *X, double a) {
     for (int i = 0; i < n; i++) X[(size_t)i * n + i] += a;
 }
 
-/* expm(xs) by Horner (saving P_1 .. P_{m-1} in horner when not NULL) into out; the squarings
- * are done by the caller. */
-static void taylor(int n, const double *xs, double *horner, double *out, double *tmp) {
+/* 1/k! */
+static double inv_fact(int k) {
+    double f = 1;
+    for (int i = 2; i <= k; i++) f *= i;
+    return 1.0 / f;
+}
+
+/* out = sum_{i<4} c_{4j+i} X^i with X^0 = I, X^1 = xs, X^2 = A2, X^3 = A3 (block j of the
+ * polynomial) plus beta * out */
+static void block(int n, int j, const double *xs, const double *A2, const double *A3, double beta, double *out) {
     const size_t nn = (size_t)n * n;
-    /* P_m = I; P_{j-1} = I + xs P_j / j, j = m .. 1 */
-    memset(out, 0, nn * sizeof(double));
-    add_identity(n, out, 1.0);
-    for (int j = TAYLOR_DEGREE; j >= 1; j--) {
-        if (j < TAYLOR_DEGREE && horner) memcpy(horner + (size_t)(j - 1) * nn, out, nn * sizeof(double)); /* P_j */
-        mm(n, 0, 0, 1.0 / j, xs, out, 0.0, tmp);
-        add_identity(n, tmp, 1.0);
-        memcpy(out, tmp, nn * sizeof(double));
+    const double c1 = inv_fact(4 * j + 1), c2 = inv_fact(4 * j + 2), c3 = inv_fact(4 * j + 3);
+    for (size_t i = 0; i < nn; i++) out[i] = beta * out[i] + c1 * xs[i] + c2 * A2[i] + c3 * A3[i];
+    add_identity(n, out, inv_fact(4 * j));
+}
+
+/* expm(xs)'s Taylor polynomial of degree 4 N_BLOCKS into out, by Paterson-Stockmeyer:
+ *   A2 = xs xs, A3 = A2 xs, A4 = A2 A2,
+ *   H_{N-1} = B_{N-1} + c_{4N} A4, H_j = B_j + A4 H_{j+1} (j = N-2 .. 0), out = H_0
+ * (B_j: block j, c_k = 1/k!), keeping A2, A3, A4, H_{N-1} .. H_1 in saved (N_SAVED matrices).
+ * The squarings are the caller's. */
+static void taylor(int n, const double *xs, double *saved, double *out) {
+    const size_t nn = (size_t)n * n;
+    double *A2 = saved, *A3 = saved + nn, *A4 = saved + 2 * nn, *H = saved + 3 * nn; /* H_j at H + (j-1) nn */
+    mm(n, 0, 0, 1.0, xs, xs, 0.0, A2);
+    mm(n, 0, 0, 1.0, A2, xs, 0.0, A3);
+    mm(n, 0, 0, 1.0, A2, A2, 0.0, A4);
+    double *top = H + (size_t)(N_BLOCKS - 2) * nn;
+    for (size_t i = 0; i < nn; i++) top[i] = inv_fact(4 * N_BLOCKS) * A4[i];
+    block(n, N_BLOCKS - 1, xs, A2, A3, 1.0, top);
+    for (int j = N_BLOCKS - 2; j >= 0; j--) {
+        double *h = j ? H + (size_t)(j - 1) * nn : out;
+        block(n, j, xs, A2, A3, 0.0, h);
+        mm(n, 0, 0, 1.0, A4, H + (size_t)j * nn, 1.0, h); /* + A4 H_{j+1} */
     }
+}
+
+/* The reverse of taylor: g = dL/d out in (overwritten), dxs = dL/d xs out. */
+static int taylor_backward(int n, const double *xs, const double *saved, double *g, double *dxs) {
+    const size_t nn = (size_t)n * n;
+    const double *A2 = saved, *A4 = saved + 2 * nn, *H = saved + 3 * nn; /* A3 enters linearly */
+    double *dA2 = calloc(nn, sizeof(double)), *dA3 = calloc(nn, sizeof(double)), *dA4 = calloc(nn, sizeof(double));
+    double *dh = malloc(nn * sizeof(double));
+    if (!dA2 || !dA3 || !dA4 || !dh) {
+        free(dA2), free(dA3), free(dA4), free(dh);
+        return -1;
+    }
+    memset(dxs, 0, nn * sizeof(double));
+    for (int j = 0; j < N_BLOCKS; j++) { /* g = dL/dH_j */
+        for (size_t i = 0; i < nn; i++) { /* B_j's inputs */
+            dxs[i] += inv_fact(4 * j + 1) * g[i];
+            dA2[i] += inv_fact(4 * j + 2) * g[i];
+            dA3[i] += inv_fact(4 * j + 3) * g[i];
+        }
+        if (j == N_BLOCKS - 1) { /* H_{N-1} = B_{N-1} + c_{4N} A4 */
+            for (size_t i = 0; i < nn; i++) dA4[i] += inv_fact(4 * N_BLOCKS) * g[i];
+        } else { /* H_j = B_j + A4 H_{j+1} */
+            mm(n, 0, 1, 1.0, g, H + (size_t)j * nn, 1.0, dA4);
+            mm(n, 1, 0, 1.0, A4, g, 0.0, dh);
+            memcpy(g, dh, nn * sizeof(double));
+        }
+    }
+    /* A4 = A2 A2, A3 = A2 xs, A2 = xs xs */
+    mm(n, 0, 1, 1.0, dA4, A2, 1.0, dA2);
+    mm(n, 1, 0, 1.0, A2, dA4, 1.0, dA2);
+    mm(n, 0, 1, 1.0, dA3, xs, 1.0, dA2);
+    mm(n, 1, 0, 1.0, A2, dA3, 1.0, dxs);
+    mm(n, 0, 1, 1.0, dA2, xs, 1.0, dxs);
+    mm(n, 1, 0, 1.0, xs, dA2, 1.0, dxs);
+    free(dA2), free(dA3), free(dA4), free(dh);
+    return 0;
 }
 
 static double norm1(int n, const double *A) {
@@ -96,34 +155,35 @@ static double norm1(int n, const double *A) {
     return best;
 }
 
-/* expm(A) into e, keeping the scaled matrix, the Horner values and the squaring inputs in p
+/* expm(A) into e, keeping the scaled matrix, taylor's products and the squaring inputs in p
  * (p NULL: nothing kept, for orth_expm). */
 static int expm_keep(orth_param *p, int n, const double *A, double *e) {
     const size_t nn = (size_t)n * n;
     const double nrm = norm1(n, A);
     const int s = nrm > kScaledNorm ? (int)ceil(log2(nrm / kScaledNorm)) : 0;
     double *xs = p ? p->xs : malloc(nn * sizeof(double));
+    double *saved = p ? p->saved : malloc(nn * N_SAVED * sizeof(double));
     double *tmp = malloc(nn * sizeof(double));
     double *squares = NULL;
     if (p && s > 0) {
         free(p->squares);
         p->squares = squares = malloc(nn * (size_t)s * sizeof(double));
     }
-    if (!xs || !tmp || (p && s > 0 && !squares)) {
-        if (!p) free(xs);
+    if (!xs || !saved || !tmp || (p && s > 0 && !squares)) {
+        if (!p) free(xs), free(saved);
         free(tmp);
         return -1;
     }
     const double scale = ldexp(1.0, -s);
     for (size_t i = 0; i < nn; i++) xs[i] = A[i] * scale;
-    taylor(n, xs, p ? p->horner : NULL, e, tmp);
+    taylor(n, xs, saved, e);
     for (int j = 0; j < s; j++) {
         if (squares) memcpy(squares + (size_t)j * nn, e, nn * sizeof(double));
         mm(n, 0, 0, 1.0, e, e, 0.0, tmp);
         memcpy(e, tmp, nn * sizeof(double));
     }
     if (p) p->s = s;
-    else free(xs);
+    else free(xs), free(saved);
     free(tmp);
     return 0;
 }
@@ -148,9 +208,9 @@ static int square_forward(orth_param *p, const double *X, const double *base, do
 }
 
 static int square_backward(orth_param *p, const double *dW, double *dX) {
-    const int n = p->n, m = TAYLOR_DEGREE;
+    const int n = p->n;
     const size_t nn = (size_t)n * n;
-    double *g = malloc(nn * sizeof(double)), *t = malloc(nn * sizeof(double)), *dxs = calloc(nn, sizeof(double));
+    double *g = malloc(nn * sizeof(double)), *t = malloc(nn * sizeof(double)), *dxs = malloc(nn * sizeof(double));
     if (!g || !t || !dxs) {
         free(g), free(t), free(dxs);
         return -1;
@@ -162,24 +222,17 @@ static int square_backward(orth_param *p, const double *dW, double *dX) {
         mm(n, 1, 0, 1.0, y, g, 1.0, t);
         memcpy(g, t, nn * sizeof(double));
     }
-    /* g = dL/dP_0; P_{j-1} = I + xs P_j / j for j = 1 .. m */
-    for (int j = 1; j <= m; j++) {
-        if (j < m) mm(n, 0, 1, 1.0 / j, g, p->horner + (size_t)(j - 1) * nn, 1.0, dxs); /* g P_j^T / j */
-        else
-            for (size_t i = 0; i < nn; i++) dxs[i] += g[i] / j; /* P_m = I */
-        if (j < m) {
-            mm(n, 1, 0, 1.0 / j, p->xs, g, 0.0, t); /* dL/dP_j = xs^T g / j */
-            memcpy(g, t, nn * sizeof(double));
-        }
+    const int rc = taylor_backward(n, p->xs, p->saved, g, dxs); /* g = dL/d taylor's output */
+    if (rc == 0) {
+        const double scale = ldexp(1.0, -p->s);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) { /* dA = dxs / 2^s; dX = tril(dA - dA^T) */
+                const double da = dxs[(size_t)i * n + j] * scale, dat = dxs[(size_t)j * n + i] * scale;
+                dX[(size_t)i * n + j] = j < i ? da - dat : 0.0;
+            }
     }
-    const double scale = ldexp(1.0, -p->s);
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < n; j++) { /* dA = dxs / 2^s; dX = tril(dA - dA^T) */
-            const double da = dxs[(size_t)i * n + j] * scale, dat = dxs[(size_t)j * n + i] * scale;
-            dX[(size_t)i * n + j] = j < i ? da - dat : 0.0;
-        }
     free(g), free(t), free(dxs);
-    return 0;
+    return rc;
 }
 
 /* ---- the tall case ---- */

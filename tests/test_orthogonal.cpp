@@ -33,7 +33,7 @@ const Case kCases[] = {{"sq7_small", 7, 7}, {"sq9_large", 9, 9}, {"sq16_mid", 16
 class Orthogonal : public ::testing::TestWithParam<Case> {};
 
 // Both sides compute in double with different algorithms (torch: degree-18 Taylor with its own
-// scaling thresholds; cvene: degree 12 below norm 1/4): they agree to rounding, which grows with
+// scaling thresholds; cvene: degree 16 by Paterson-Stockmeyer below norm 1): they agree to rounding, which grows with
 // the squarings (sq9_large squares 5 times): 1e-12 relative to the largest entry.
 TEST_P(Orthogonal, MatchesTorch) {
     const Case &c = GetParam();
