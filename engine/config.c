@@ -60,6 +60,10 @@ void cvene_config_free(cvene_config *c) {
 
 int cvene_config_count(const cvene_config *c) { return c ? c->n : 0; }
 
+const cvene_representation *cvene_config_get(const cvene_config *c, int i) {
+    return c && i >= 0 && i < c->n ? &c->reps[i].r : NULL;
+}
+
 static int is_head_component(cvene_component c) {
     return c == CVENE_HEAD_QUERY_OUTPUT || c == CVENE_HEAD_KEY_OUTPUT || c == CVENE_HEAD_VALUE_OUTPUT ||
            c == CVENE_HEAD_ATTENTION_VALUE_OUTPUT;

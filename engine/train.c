@@ -698,6 +698,48 @@ const double *cvene_trainer_losses(const cvene_trainer *t, int64_t *n) {
     return t ? t->losses : NULL;
 }
 
+/* ---- PCARotatedSpace's basis from data ---- */
+
+cvene_status cvene_trainer_fit_pca(cvene_trainer *t, int k, const cvene_dataset *d, int n_components) {
+    if (!t || !d) return cvene_fail(t ? t->ctx : NULL, CVENE_ERR_INVALID_ARG, "trainer_fit_pca: NULL argument");
+    if (k < 0 || k >= t->n_iv)
+        return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "trainer_fit_pca: intervention %d is out of range [0, %d)", k,
+                          t->n_iv);
+    const cvene_representation *r = &t->c->reps[k].r;
+    if (r->type != CVENE_IV_PCA_ROTATED_SPACE)
+        return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "trainer_fit_pca: representations[%d] is a %s, not a "
+                          "PCARotatedSpaceIntervention", k, cvene_intervention_type_name(r->type));
+    const iv_site *s = &t->site[k];
+    const int N = d->n, U = s->flat ? s->U : 1;
+    if (N < 2) return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "trainer_fit_pca: a PCA needs at least 2 examples, got %d", N);
+    for (int e = 0; e < N; e++)
+        if (d->ex[e].n_pos < U)
+            return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "trainer_fit_pca: example %d has %d base position%s; "
+                              "representations[%d] flattens %d (max_number_of_units)", e, d->ex[e].n_pos,
+                              d->ex[e].n_pos == 1 ? "" : "s", k, U);
+    /* X (N, U D): each example's base units at the site, as pyvene flattens them */
+    const int32_t **ids = malloc(sizeof *ids * (size_t)N);
+    int *lens = malloc(sizeof(int) * (size_t)N), *pos = malloc(sizeof(int) * (size_t)N);
+    float *X = malloc(sizeof(float) * (size_t)N * U * s->D);
+    cvene_status st = ids && lens && pos && X ? CVENE_OK : cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
+    for (int e = 0; e < N && st == CVENE_OK; e++) ids[e] = ds_base(d, e), lens[e] = d->ex[e].base_len;
+    const cvene_site site = {s->comp, s->layer};
+    for (int u = 0; u < U && st == CVENE_OK; u++) {
+        for (int e = 0; e < N; e++) pos[e] = ds_base_pos(d, e)[u];
+        cvene_activations *a = NULL;
+        st = cvene_collect(t->m, ids, lens, pos, N, &site, 1, t->p.batch_size, &a);
+        if (st != CVENE_OK) break;
+        const float *x = cvene_activations_data(a, 0);
+        for (int e = 0; e < N; e++)
+            memcpy(X + ((size_t)e * U + u) * s->D, x + (size_t)e * s->D, sizeof(float) * (size_t)s->D);
+        cvene_activations_free(a);
+    }
+    if (st == CVENE_OK) st = tr_pca_fit(t->ctx, &t->w[k], X, N, n_components);
+    if (st == CVENE_OK && t->st && t->st[k]) st = tr_prepare(t->st[k]);
+    free(ids), free(lens), free(pos), free(X);
+    return st;
+}
+
 /* ---- weights in and out ---- */
 
 cvene_status cvene_trainer_save(cvene_trainer *t, const char *dir) { return train_io_save(t->ctx, t->c, t->w, dir); }

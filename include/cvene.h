@@ -310,6 +310,8 @@ cvene_status cvene_config_bind_callback(cvene_config *c, const char *name,
 /* Dict-form JSON; *json is malloc'd, free with cvene_free. */
 cvene_status cvene_config_to_json(const cvene_config *c, char **json);
 int cvene_config_count(const cvene_config *c);
+/* Representation i as parsed (NULL when out of range); owned by the config. */
+const cvene_representation *cvene_config_get(const cvene_config *c, int i);
 void cvene_config_free(cvene_config *c);
 /* Trained weights for the config's trainable representations (RotatedSpace, LoReFT, ...: see
  * cvene_train_params), from dir/intkey_<key>.safetensors with pyvene's keys: what cvene train
@@ -638,6 +640,12 @@ cvene_status cvene_trainer_save(cvene_trainer *t, const char *dir);
  * tensor, a wrong shape or an embed_dim other than the intervention's is an error, and then
  * nothing changes. */
 cvene_status cvene_trainer_load(cvene_trainer *t, int k, const char *path);
+/* PCARotatedSpace k's basis (pca_components, pca_mean, pca_std) fitted to d's base activations at
+ * its site and base positions (an example's max_number_of_units positions concatenated, as pyvene
+ * flattens them), as its users fit sklearn's PCA on standardised activations (engine/trainable.h
+ * tr_pca_fit: population std, floored at 1e-6; components by decreasing variance, sklearn >= 1.5's
+ * signs). n_components <= 0: min(examples, width). */
+cvene_status cvene_trainer_fit_pca(cvene_trainer *t, int k, const cvene_dataset *d, int n_components);
 void cvene_trainer_free(cvene_trainer *t);
 
 /* ---- probes (docs/probes.md) ----------------------------------------------------

@@ -27,7 +27,8 @@ static void usage(FILE *f) {
             "  RotatedSpace (--rank: the interchange dims), LowRankRotatedSpace (--rank r), BoundlessRotatedSpace,\n"
             "  SigmoidMaskRotatedSpace, SigmoidMask, Loreft / Noreft / Consreft / Lobireft / Direft / Nodireft\n"
             "  (pyreft's; --rank r; no source), Autoencoder / JumpReLUAutoencoder (--rank: the latent width;\n"
-            "  e.g. an SAE given by --init), PCARotatedSpace (its basis frozen: give it with --init).\n"
+            "  e.g. an SAE given by --init), PCARotatedSpace (its basis frozen: fitted to the training\n"
+            "  examples' base activations at the site, or given by --init).\n"
             "TRAIN.jsonl, one example per line:\n"
             "  {\"base\": \"Today, Judge Triklol's favourite colour is\", \"source\": \"...\",\n"
             "   \"base_pos\": \"last\", \"source_pos\": \"last\", \"label\": \" red\"}\n"
@@ -240,6 +241,15 @@ int cmd_train(int argc, char **argv) {
         (init && cvene_trainer_load(t, 0, init) != CVENE_OK)) {
         fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
         goto done;
+    }
+    for (int k = 0; k < cvene_config_count(cfg); k++) { /* a PCA basis not given by --init: from the data */
+        if (cvene_config_get(cfg, k)->type != CVENE_IV_PCA_ROTATED_SPACE || (init && k == 0)) continue;
+        if (cvene_trainer_fit_pca(t, k, train, 0) != CVENE_OK) {
+            fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+            goto done;
+        }
+        printf("representations[%d]: PCA basis fitted to the base activations of the %d training examples\n", k,
+               cvene_dataset_count(train));
     }
     printf("training %d intervention%s on %d examples (%d held out) of %s\n", cvene_config_count(cfg),
            cvene_config_count(cfg) == 1 ? "" : "s", cvene_dataset_count(train), held ? cvene_dataset_count(held) : 0,

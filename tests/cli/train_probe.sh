@@ -45,6 +45,16 @@ timeout 300 "$cvene" train --model "$demo" --data "$data/train.jsonl" --eval "$d
   --layer 2 --rank 8 --steps 1 --lr 1e-12 --init "$tmp/das/intkey_$key.safetensors" --out "$tmp/das2" >"$tmp/o2" 2>&1
 grep -qF "(before training $after)" "$tmp/o2" && ok || bad "train --init: before-training IIA is not $after: $(grep held "$tmp/o2")"
 
+# PCARotatedSpace without --init: its basis fitted to the training examples' activations (the
+# basis itself is checked against numpy in test_pca_data); 8 PCA dims carry the colour
+timeout 300 "$cvene" train --model "$demo" --data "$data/train.jsonl" --eval "$data/eval.jsonl" \
+  --type PCARotatedSpace --layer 2 --rank 8 --steps 1 --out "$tmp/pca" >"$tmp/pca.out" 2>"$tmp/pca.err"
+[ $? = 0 ] && ok || { bad "pca: exit non-zero"; cat "$tmp/pca.err"; }
+grep -q "PCA basis fitted to the base activations of the 512 training examples" "$tmp/pca.out" && ok ||
+  bad "pca: no fit line: $(cat "$tmp/pca.out")"
+iia=$(sed -n 's/.*IIA \([0-9.]*\) (before.*/\1/p' "$tmp/pca.out")
+python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > 0.3 else 1)" "${iia:-0}" && ok || bad "pca: IIA ${iia:-none} (want > 0.3)"
+
 # bad input
 expect_fail train_not_trainable "VanillaIntervention is not trainable" \
   "$cvene" train --model "$demo" --data "$data/train.jsonl" --type Vanilla --layer 2 --out "$tmp/x"
