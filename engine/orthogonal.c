@@ -84,7 +84,8 @@ static double inv_fact(int k) {
 static void block(int n, int j, const double *xs, const double *A2, const double *A3, double beta, double *out) {
     const size_t nn = (size_t)n * n;
     const double c1 = inv_fact(4 * j + 1), c2 = inv_fact(4 * j + 2), c3 = inv_fact(4 * j + 3);
-    for (size_t i = 0; i < nn; i++) out[i] = beta * out[i] + c1 * xs[i] + c2 * A2[i] + c3 * A3[i];
+    for (size_t i = 0; i < nn; i++) /* beta 0: out is not read (it may be uninitialised, even NaN) */
+        out[i] = (beta != 0 ? beta * out[i] : 0.0) + c1 * xs[i] + c2 * A2[i] + c3 * A3[i];
     add_identity(n, out, inv_fact(4 * j));
 }
 

@@ -1,6 +1,6 @@
 /* The trainer (cvene.h, "training"). With the model frozen, what lies below the lowest
  * intervention is the same in every epoch, and so is every source's activation at its site:
- * both are computed once per dataset (build_caches) and each step runs only the layers from
+ * both are computed once per dataset (engine/train_data.c) and each step runs only the layers from
  * the lowest intervention up (the model's training pass, models/model.h), with the
  * interventions applied at their sites, then the loss at each example's label position and the
  * backward down to that layer, where each intervention's backward takes its units' gradient.
@@ -38,48 +38,7 @@ cvene_train_params cvene_train_default_params(void) {
     return p;
 }
 
-typedef struct {
-    cvene_component comp;     /* its (physical) site */
-    int layer;
-    int D;                    /* floats per unit (d) */
-    int U;                    /* units per example (max_number_of_units) */
-    int flat;                 /* distributed types: the U units of an example are one vector of U d floats
-                               * (pyvene flattens them); else each unit on its own */
-    int has_source;
-    float *src_cache;         /* (examples, n_pos, D) source units, device */
-    float *us;                /* (n_max, D) this batch's source units, device */
-    int64_t *off;             /* (2 n_max): x_off then src_off of this batch's units, device */
-} iv_site;
-
-struct cvene_trainer {
-    cvene_ctx *ctx;
-    cvene_model *m;
-    const cvene_config *c;
-    cvene_train_params p;
-    int n_iv;
-    tr_weights *w;            /* per intervention */
-    tr_state **st;
-    iv_site *site;
-    int l0;                   /* first layer of the training pass */
-    int C, V, n_max, T_max;   /* n_max: units per intervention per batch */
-    /* the cached dataset */
-    const cvene_dataset *cached;
-    float *prefix;            /* residual entering l0 of every example, packed (device) */
-    size_t *prefix_off;       /* per example, in floats */
-    /* per batch */
-    float *x0, *logits, *dlogits, *loss_dev, *zeros, *ub, *uo;
-    int32_t *labels;
-    int64_t *off_host;
-    int32_t *mask, *rows;
-    int B, T, n_pos;
-    /* per step; the position in the epoch survives fit calls (a stopped run continues where it was) */
-    int64_t step, total;
-    int *order;               /* this epoch's example order */
-    int64_t batch_in_epoch;   /* batches of it done; -1: none started */
-    uint64_t rng;
-    double *losses;
-    int64_t n_losses, cap_losses;
-};
+#include "engine/train_internal.h"
 
 static cvene_component phys(cvene_component c) { return c; }
 
@@ -90,25 +49,19 @@ static int unit_dim(const cvene_model_info *mi, cvene_component c) {
 void cvene_trainer_free(cvene_trainer *t) {
     if (!t) return;
     cvene_backend *be = t->ctx->be;
+    if (t->st && t->site) train_free_batch_buffers(t);
     for (int i = 0; i < t->n_iv; i++) {
-        if (t->st) tr_state_free(t->st[i]);
         if (t->w) tr_weights_free(&t->w[i]);
-        if (t->site) {
-            if (t->site[i].src_cache) be->ops->free(be, t->site[i].src_cache);
-            if (t->site[i].us) be->ops->free(be, t->site[i].us);
-            if (t->site[i].off) be->ops->free(be, t->site[i].off);
-        }
+        if (t->site && t->site[i].src_cache) be->ops->free(be, t->site[i].src_cache);
     }
-    float *dev[] = {t->prefix, t->x0, t->logits, t->dlogits, t->loss_dev, t->zeros, t->ub, t->uo};
-    for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
-        if (dev[i]) be->ops->free(be, dev[i]);
-    if (t->labels) be->ops->free(be, t->labels);
-    free(t->w), free(t->st), free(t->site), free(t->prefix_off), free(t->off_host), free(t->mask), free(t->rows);
-    free(t->losses), free(t->order);
+    if (t->prefix) be->ops->free(be, t->prefix);
+    if (t->kv_cache) be->ops->free(be, t->kv_cache);
+    free(t->w), free(t->st), free(t->site), free(t->prefix_off), free(t->losses), free(t->order), free(t->start);
+    free(t->kv_off);
     free(t);
 }
 
-static cvene_status dev_alloc(cvene_trainer *t, void **p, size_t bytes, const char *what) {
+cvene_status train_dev_alloc(cvene_trainer *t, void **p, size_t bytes, const char *what) {
     cvene_backend *be = t->ctx->be;
     if (be->ops->alloc(be, p, bytes ? bytes : 4) != CVENE_OK) {
         *p = NULL;
@@ -176,239 +129,18 @@ cvene_status cvene_trainer_new(cvene_model *m, const cvene_config *c, const cven
         cvene_trainer_free(t);
         return st;
     }
+    t->live = mi.arch == CVENE_ARCH_GPT2 && t->l0 < mi.n_layer;
+    for (int i = 0; i < c->n; i++)
+        t->live &= t->site[i].comp == CVENE_BLOCK_OUTPUT && t->site[i].layer == t->l0 - 1;
     *out = t;
     return CVENE_OK;
 }
 
-/* ---- caches ---- */
+int train_live_rows(const cvene_trainer *t) { return t->kv != NULL; }
 
-typedef struct {
-    cvene_trainer *t;
-    const cvene_dataset *d;
-    const int *idx;           /* the examples of this forward */
-    int B, T;
-    int source_run;           /* 0: capture the base prefix; 1: the sources' units */
-    int hits, want;           /* sites seen / needed: stop after the last */
-    int64_t *off_host;
-    cvene_status err;
-} cache_run;
-
-static int cache_site(void *user, cvene_component comp, int layer, cvene_tensor_view *v) {
-    cache_run *r = user;
-    cvene_trainer *t = r->t;
-    cvene_backend *be = t->ctx->be;
-    const cvene_dataset *d = r->d;
-    const float *x = v->data;
-    if (!r->source_run) { /* the residual entering l0: each example's real rows */
-        for (int b = 0; b < r->B && r->err == CVENE_OK; b++) {
-            const int e = r->idx[b];
-            r->err = be->ops->copy(be, t->prefix + t->prefix_off[e], x + (size_t)b * r->T * t->C,
-                                   sizeof(float) * (size_t)d->ex[e].base_len * t->C);
-        }
-        return r->err == CVENE_OK ? CVENE_SITE_STOP : 1;
-    }
-    for (int i = 0; i < t->n_iv && r->err == CVENE_OK; i++) {
-        iv_site *s = &t->site[i];
-        if (!s->has_source || s->comp != comp || s->layer != layer) continue;
-        for (int b = 0; b < r->B && r->err == CVENE_OK; b++) {
-            const int e = r->idx[b], np = d->ex[e].n_pos;
-            for (int u = 0; u < np && r->err == CVENE_OK; u++)
-                r->err = be->ops->copy(be, s->src_cache + ((size_t)e * np + u) * s->D,
-                                       x + ((size_t)b * r->T + ds_source_pos(d, e)[u]) * s->D,
-                                       sizeof(float) * (size_t)s->D);
-        }
-    }
-    if (r->err != CVENE_OK) return 1;
-    return ++r->hits >= r->want ? CVENE_SITE_STOP : 0;
-}
-
-/* One forward over examples idx[0..B) (their base or source ids, right-padded). */
-static cvene_status cache_forward(cvene_trainer *t, const cvene_dataset *d, const int *idx, int B, int source) {
-    int T = 0;
-    for (int b = 0; b < B; b++) {
-        const int len = source ? d->ex[idx[b]].source_len : d->ex[idx[b]].base_len;
-        T = len > T ? len : T;
-    }
-    int32_t *ids = calloc((size_t)B * T, sizeof(int32_t)), *mask = calloc((size_t)B * T, sizeof(int32_t));
-    if (!ids || !mask) {
-        free(ids), free(mask);
-        return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
-    }
-    for (int b = 0; b < B; b++) {
-        const int e = idx[b], len = source ? d->ex[e].source_len : d->ex[e].base_len;
-        memcpy(ids + (size_t)b * T, source ? ds_source(d, e) : ds_base(d, e), sizeof(int32_t) * (size_t)len);
-        for (int q = 0; q < len; q++) mask[(size_t)b * T + q] = 1;
-    }
-    cache_run r = {t, d, idx, B, T, source, 0, 0, NULL, CVENE_OK};
-    cvene_run_opts o;
-    memset(&o, 0, sizeof o);
-    o.attention_mask = mask;
-    o.site_fn = cache_site;
-    o.site_user = &r;
-    const int L = cvene_model_get_info(t->m).n_layer;
-    if (!source) {
-        if (t->l0 < L) o.sites[CVENE_BLOCK_INPUT] = 1ull << t->l0;
-        else o.sites[CVENE_BLOCK_OUTPUT] = 1ull << (L - 1);
-    } else {
-        for (int i = 0; i < t->n_iv; i++)
-            if (t->site[i].has_source && !((o.sites[t->site[i].comp] >> t->site[i].layer) & 1u)) {
-                o.sites[t->site[i].comp] |= 1ull << t->site[i].layer;
-                r.want++;
-            }
-    }
-    cvene_status st = cvene_forward(t->m, ids, B, T, &o);
-    if (st == CVENE_ERR_CALLBACK && r.err != CVENE_OK) st = r.err;
-    free(ids), free(mask);
-    return st;
-}
-
-static cvene_status build_caches(cvene_trainer *t, const cvene_dataset *d) {
-    if (t->cached == d) return CVENE_OK;
-    cvene_backend *be = t->ctx->be;
-    const cvene_model_info mi = cvene_model_get_info(t->m);
-    /* examples must fit the model and agree on their unit count */
-    int n_pos = -1, any_source = 0;
-    for (int i = 0; i < t->n_iv; i++) any_source |= t->site[i].has_source;
-    for (int e = 0; e < d->n; e++) {
-        const ds_example *x = &d->ex[e];
-        if (n_pos < 0) n_pos = x->n_pos;
-        if (x->n_pos != n_pos || x->n_pos < 1)
-            return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "train: example %d has %d positions but example 0 has %d "
-                              "(every example needs the same number, at least 1)", e, x->n_pos, n_pos);
-        if (any_source && !x->source_len)
-            return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "train: example %d has no source, which the interventions "
-                              "need", e);
-        const int32_t *ids[2] = {ds_base(d, e), ds_source(d, e)};
-        const int lens[2] = {x->base_len, x->source_len};
-        for (int k = 0; k < 2; k++) {
-            if (lens[k] > mi.n_positions && mi.arch == CVENE_ARCH_GPT2)
-                return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "train: example %d's %s has %d tokens; the model takes "
-                                  "at most %d", e, k ? "source" : "base", lens[k], mi.n_positions);
-            for (int q = 0; q < lens[k]; q++)
-                if (ids[k][q] < 0 || ids[k][q] >= mi.n_token_ids)
-                    return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "train: example %d: %s token %d = %d is outside "
-                                      "the vocabulary [0, %d)", e, k ? "source" : "base", q, ids[k][q], mi.n_token_ids);
-        }
-        if (x->label < 0 || x->label >= mi.vocab_size)
-            return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "train: example %d: label %d is outside the vocabulary "
-                              "[0, %d)", e, x->label, mi.vocab_size);
-    }
-    for (int i = 0; i < t->n_iv; i++)
-        if (t->site[i].flat && t->site[i].U != n_pos)
-            return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG,
-                              "train: representations[%d] (%s) has max_number_of_units = %d but the examples list %d "
-                              "position(s): pyvene rotates the %d positions of an example as one vector, so they "
-                              "must agree", i, cvene_intervention_type_name(t->c->reps[i].r.type), t->site[i].U, n_pos,
-                              n_pos);
-    /* free the last dataset's caches; a new dataset starts a new epoch */
-    free(t->order), t->order = NULL, t->batch_in_epoch = -1;
-    if (t->prefix) be->ops->free(be, t->prefix), t->prefix = NULL;
-    for (int i = 0; i < t->n_iv; i++)
-        if (t->site[i].src_cache) be->ops->free(be, t->site[i].src_cache), t->site[i].src_cache = NULL;
-    free(t->prefix_off);
-    t->prefix_off = malloc(sizeof(size_t) * (size_t)(d->n + 1));
-    if (!t->prefix_off) return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
-    size_t total = 0;
-    t->T_max = 0;
-    for (int e = 0; e < d->n; e++) {
-        t->prefix_off[e] = total;
-        total += (size_t)d->ex[e].base_len * t->C;
-        if (d->ex[e].base_len > t->T_max) t->T_max = d->ex[e].base_len;
-    }
-    t->n_pos = n_pos;
-    CVENE_TRY(dev_alloc(t, (void **)&t->prefix, total * sizeof(float), "the cached base activations"));
-    for (int i = 0; i < t->n_iv; i++)
-        if (t->site[i].has_source)
-            CVENE_TRY(dev_alloc(t, (void **)&t->site[i].src_cache, sizeof(float) * (size_t)d->n * n_pos * t->site[i].D,
-                                "the cached source units"));
-    int *idx = malloc(sizeof(int) * (size_t)d->n);
-    if (!idx) return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
-    for (int e = 0; e < d->n; e++) idx[e] = e;
-    cvene_status st = CVENE_OK;
-    const int chunk = 32;
-    for (int e0 = 0; e0 < d->n && st == CVENE_OK; e0 += chunk) {
-        const int B = d->n - e0 < chunk ? d->n - e0 : chunk;
-        st = cache_forward(t, d, idx + e0, B, 0);
-        if (st == CVENE_OK && any_source) st = cache_forward(t, d, idx + e0, B, 1);
-    }
-    free(idx);
-    if (st == CVENE_OK) t->cached = d;
-    return st;
-}
-
-/* ---- batch buffers ---- */
-
-static cvene_status batch_buffers(cvene_trainer *t) {
-    if (t->x0) return CVENE_OK;
-    const int Bm = t->p.batch_size, T = t->T_max, C = t->C, V = t->V;
-    int Dmax = C;
-    for (int i = 0; i < t->n_iv; i++) Dmax = t->site[i].D > Dmax ? t->site[i].D : Dmax;
-    t->n_max = Bm * t->n_pos;
-    CVENE_TRY(dev_alloc(t, (void **)&t->x0, sizeof(float) * (size_t)Bm * T * C, "a batch"));
-    CVENE_TRY(dev_alloc(t, (void **)&t->zeros, sizeof(float) * (size_t)T * C, "a batch"));
-    CVENE_TRY(dev_alloc(t, (void **)&t->logits, sizeof(float) * (size_t)Bm * V, "logits"));
-    CVENE_TRY(dev_alloc(t, (void **)&t->dlogits, sizeof(float) * (size_t)Bm * V, "logits"));
-    CVENE_TRY(dev_alloc(t, (void **)&t->loss_dev, sizeof(float) * (size_t)Bm, "losses"));
-    CVENE_TRY(dev_alloc(t, (void **)&t->labels, sizeof(int32_t) * (size_t)Bm, "labels"));
-    CVENE_TRY(dev_alloc(t, (void **)&t->ub, sizeof(float) * (size_t)t->n_max * Dmax, "units"));
-    CVENE_TRY(dev_alloc(t, (void **)&t->uo, sizeof(float) * (size_t)t->n_max * Dmax, "units"));
-    for (int i = 0; i < t->n_iv; i++) {
-        iv_site *s = &t->site[i];
-        CVENE_TRY(dev_alloc(t, (void **)&s->us, sizeof(float) * (size_t)t->n_max * s->D, "source units"));
-        CVENE_TRY(dev_alloc(t, (void **)&s->off, sizeof(int64_t) * 2 * (size_t)t->n_max, "unit indices"));
-        CVENE_TRY(tr_state_new(t->ctx, &t->w[i], s->flat ? Bm : t->n_max, &t->st[i]));
-        CVENE_TRY(tr_prepare(t->st[i]));
-    }
-    t->off_host = malloc(sizeof(int64_t) * 2 * (size_t)t->n_max);
-    t->mask = malloc(sizeof(int32_t) * (size_t)Bm * T);
-    t->rows = malloc(sizeof(int32_t) * (size_t)Bm);
-    float *z = calloc((size_t)T * C, sizeof(float));
-    cvene_status st = t->off_host && t->mask && t->rows && z ? CVENE_OK : cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
-    if (st == CVENE_OK) st = t->ctx->be->ops->to_device(t->ctx->be, t->zeros, z, sizeof(float) * (size_t)T * C);
-    free(z);
-    return st;
-}
-
-/* The batch of examples idx[0..B): x0, mask, loss rows and labels, each intervention's unit
- * indices and source units. */
-static cvene_status load_batch(cvene_trainer *t, const cvene_dataset *d, const int *idx, int B) {
-    cvene_backend *be = t->ctx->be;
-    const int C = t->C;
-    int T = 0;
-    for (int b = 0; b < B; b++) T = d->ex[idx[b]].base_len > T ? d->ex[idx[b]].base_len : T;
-    t->B = B, t->T = T;
-    int32_t *labels = malloc(sizeof(int32_t) * (size_t)B);
-    if (!labels) return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
-    cvene_status st = CVENE_OK;
-    for (int b = 0; b < B && st == CVENE_OK; b++) {
-        const ds_example *x = &d->ex[idx[b]];
-        st = be->ops->copy(be, t->x0 + (size_t)b * T * C, t->prefix + t->prefix_off[idx[b]],
-                           sizeof(float) * (size_t)x->base_len * C);
-        if (st == CVENE_OK && x->base_len < T) /* padding: zeros, masked */
-            st = be->ops->copy(be, t->x0 + ((size_t)b * T + x->base_len) * C, t->zeros,
-                               sizeof(float) * (size_t)(T - x->base_len) * C);
-        for (int q = 0; q < T; q++) t->mask[(size_t)b * T + q] = q < x->base_len;
-        t->rows[b] = b * T + x->label_pos;
-        labels[b] = x->label;
-    }
-    if (st == CVENE_OK) st = be->ops->to_device(be, t->labels, labels, sizeof(int32_t) * (size_t)B);
-    free(labels);
-    const int n = B * t->n_pos;
-    for (int i = 0; i < t->n_iv && st == CVENE_OK; i++) {
-        iv_site *s = &t->site[i];
-        for (int b = 0; b < B; b++)
-            for (int u = 0; u < t->n_pos; u++) {
-                const int q = b * t->n_pos + u;
-                t->off_host[q] = ((int64_t)b * T + ds_base_pos(d, idx[b])[u]) * s->D; /* in the site tensor */
-                t->off_host[n + q] = (int64_t)q * s->D;                                /* in a (n, D) buffer */
-            }
-        st = be->ops->to_device(be, s->off, t->off_host, sizeof(int64_t) * 2 * (size_t)n);
-        for (int b = 0; s->has_source && b < B && st == CVENE_OK; b++)
-            st = be->ops->copy(be, s->us + (size_t)b * t->n_pos * s->D,
-                               s->src_cache + (size_t)idx[b] * t->n_pos * s->D,
-                               sizeof(float) * (size_t)t->n_pos * s->D);
-    }
-    return st;
+void train_full_rows(cvene_trainer *t) {
+    t->live = 0;
+    t->cached = NULL; /* the caches follow */
 }
 
 /* ---- the pass ---- */
@@ -466,7 +198,8 @@ static int train_grad(void *user, cvene_component comp, int layer, cvene_tensor_
 }
 
 static model_train_pass make_pass(cvene_trainer *t) {
-    model_train_pass tp = {t->l0, t->x0, t->B, t->T, t->mask, NULL, t->rows, t->B, t->logits};
+    model_train_pass tp = {t->l0, t->x0, t->B, t->T, t->mask, NULL, t->rows, t->B, t->logits,
+                           t->kv ? t->live_start : NULL, t->kv ? t->live_end : NULL, t->kv};
     return tp;
 }
 
@@ -541,7 +274,7 @@ static cvene_status set_temperature(cvene_trainer *t, float temp) {
 static cvene_status batch_gradients(cvene_trainer *t, const cvene_dataset *d, const int *idx, int B, float scale,
                                     double *loss) {
     pass_run r = {t, CVENE_OK, ""};
-    CVENE_TRY(load_batch(t, d, idx, B));
+    CVENE_TRY(train_load_batch(t, d, idx, B));
     CVENE_TRY(forward_batch(t, &r));
     CVENE_TRY(loss_batch(t, scale / (float)B, loss));
     return backward_batch(t, &r);
@@ -569,8 +302,8 @@ static cvene_status record_loss(cvene_trainer *t, double loss) {
 
 cvene_status cvene_trainer_fit(cvene_trainer *t, const cvene_dataset *d) {
     if (!t || !d || d->n == 0) return cvene_fail(t ? t->ctx : NULL, CVENE_ERR_INVALID_ARG, "train: no examples");
-    CVENE_TRY(build_caches(t, d));
-    CVENE_TRY(batch_buffers(t));
+    CVENE_TRY(train_build_caches(t, d));
+    CVENE_TRY(train_batch_buffers(t));
     for (int i = 0; i < t->n_iv; i++) CVENE_TRY(tr_prepare(t->st[i])); /* parameters set since */
     const cvene_train_params *p = &t->p;
     const int64_t batches = (d->n + p->batch_size - 1) / p->batch_size;
@@ -640,8 +373,8 @@ cvene_status cvene_trainer_fit(cvene_trainer *t, const cvene_dataset *d) {
 
 cvene_status cvene_trainer_evaluate(cvene_trainer *t, const cvene_dataset *d, double *accuracy, double *loss) {
     if (!t || !d || d->n == 0) return cvene_fail(t ? t->ctx : NULL, CVENE_ERR_INVALID_ARG, "evaluate: no examples");
-    CVENE_TRY(build_caches(t, d));
-    CVENE_TRY(batch_buffers(t));
+    CVENE_TRY(train_build_caches(t, d));
+    CVENE_TRY(train_batch_buffers(t));
     for (int i = 0; i < t->n_iv; i++) CVENE_TRY(tr_prepare(t->st[i]));
     cvene_backend *be = t->ctx->be;
     pass_run r = {t, CVENE_OK, ""};
@@ -658,7 +391,7 @@ cvene_status cvene_trainer_evaluate(cvene_trainer *t, const cvene_dataset *d, do
         const int B = d->n - b0 < t->p.batch_size ? d->n - b0 : t->p.batch_size;
         for (int b = 0; b < B; b++) idx[b] = b0 + b;
         double l = 0;
-        st = load_batch(t, d, idx, B);
+        st = train_load_batch(t, d, idx, B);
         if (st == CVENE_OK) st = forward_batch(t, &r);
         for (int b = 0; b < B && st == CVENE_OK; b++) {
             st = be->ops->to_host(be, lg, t->logits + (size_t)b * t->V, sizeof(float) * (size_t)t->V);
@@ -679,8 +412,8 @@ cvene_status cvene_trainer_evaluate(cvene_trainer *t, const cvene_dataset *d, do
 tr_weights *train_weights(cvene_trainer *t, int k) { return k >= 0 && k < t->n_iv ? &t->w[k] : NULL; }
 
 cvene_status train_gradients(cvene_trainer *t, const cvene_dataset *d, const int *idx, int B, double *loss) {
-    CVENE_TRY(build_caches(t, d));
-    CVENE_TRY(batch_buffers(t));
+    CVENE_TRY(train_build_caches(t, d));
+    CVENE_TRY(train_batch_buffers(t));
     if (B < 1 || B > t->p.batch_size)
         return cvene_fail(t->ctx, CVENE_ERR_INVALID_ARG, "train_gradients: batch %d outside [1, %d]", B, t->p.batch_size);
     for (int i = 0; i < t->n_iv; i++) {

@@ -97,6 +97,8 @@ static cvene_status check_pass(cvene_model *m, const model_train_pass *tp, const
     const neox_config *c = &((neox_model *)m->arch)->cfg;
     cvene_ctx *ctx = m->ctx;
     const cvene_ops *op = ctx->be->ops;
+    if (tp->live_start)
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "training pass: GPT-NeoX computes every row (no live rows)");
     if (ctx->params.activation_dtype != CVENE_F32 || ((neox_model *)m->arch)->p.gemm_dtype != CVENE_F32)
         return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
                           "training runs GPT-NeoX in f32 only (this context computes in %s)",

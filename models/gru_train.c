@@ -80,6 +80,8 @@ static cvene_status check_pass(cvene_model *m, const model_train_pass *tp) {
     const gru_model *g = m->arch;
     const gru_config *c = &g->cfg;
     cvene_ctx *ctx = m->ctx;
+    if (tp->live_start)
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "training pass: the GRU computes every row (no live rows)");
     if (g->p.gemm_dtype != CVENE_F32)
         return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "training runs the GRU in f32 only (this context computes in %s)",
                           cvene_dtype_name(g->p.gemm_dtype));

@@ -45,6 +45,15 @@ typedef struct {
     const int32_t *rows;    /* (n_rows) loss rows as b * T + t, host */
     int n_rows;
     float *logits;          /* (n_rows, V) f32 on the device: train_forward writes the loss rows' logits */
+    /* Optional live rows (GPT-2 only; NULL: every row is computed). When the only sites of the pass
+     * are at BLOCK_OUTPUT of layer - 1 and they change no row of example b before live_start[b],
+     * those rows are the clean run's in every layer above: the pass computes rows [live_start[b],
+     * live_end[b]) alone and reads the others' keys and values from kv, (L - layer, 2, B, T, C) f32
+     * on the device (layer l's K then V), whose rows before live_start[b] the caller filled with the
+     * clean run's; the pass writes the live rows' there. The loss rows must be live; the backward's
+     * gradient at BLOCK_OUTPUT of layer - 1 is 0 on the rows that are not. */
+    const int *live_start, *live_end; /* (B) host */
+    float *kv;
 } model_train_pass;
 
 typedef struct {

@@ -176,7 +176,7 @@ void run_pass(Case &c, const std::string &loss, int l0, const uint64_t *on, Pass
               const cvene_run_opts *o = nullptr) {
     const std::string xkey = l0 < 2 ? "value.cell_input." + std::to_string(l0) : "value.cell_output.1";
     float *x = c.dev(c.ar.get<float>(xkey)), *logits = c.dev(std::vector<float>((size_t)c.N * c.V, NAN));
-    model_train_pass tp = {l0, x, c.B, c.T, nullptr, nullptr, c.rows.data(), c.N, logits};
+    model_train_pass tp = {l0, x, c.B, c.T, nullptr, nullptr, c.rows.data(), c.N, logits, nullptr, nullptr, nullptr};
     cvene_run_opts none{};
     ASSERT_EQ(c.L.model->vt->train_forward(c.L.model, &tp, o ? o : &none), CVENE_OK) << c.L.error();
     res->logits = c.host(logits, (size_t)c.N * c.V);
@@ -305,7 +305,7 @@ TEST(GruTrainPass, ForwardSitesAsTheForward) {
         EXPECT_EQ(s.calls, 2 * c.T);
         o.logits = nullptr;
         float *x = c.dev(c.ar.get<float>("value.cell_input.0")), *logits = c.dev(std::vector<float>((size_t)c.N * c.V));
-        model_train_pass tp = {0, x, c.B, c.T, nullptr, nullptr, c.rows.data(), c.N, logits};
+        model_train_pass tp = {0, x, c.B, c.T, nullptr, nullptr, c.rows.data(), c.N, logits, nullptr, nullptr, nullptr};
         ASSERT_EQ(c.L.model->vt->train_forward(c.L.model, &tp, &o), CVENE_OK) << c.L.error();
         EXPECT_EQ(s.calls, 4 * c.T);
         const auto got = c.host(logits, (size_t)c.N * c.V);
@@ -350,7 +350,7 @@ TEST(GruTrainPass, InterventionGradientVsFiniteDifferences) {
     o.sites[CVENE_CELL_INPUT] = 2;
     float *logits = c.dev(std::vector<float>((size_t)c.N * c.V));
     auto forward = [&](const std::vector<float> &xv) {
-        model_train_pass tp = {0, c.dev(xv), c.B, c.T, nullptr, nullptr, c.rows.data(), c.N, logits};
+        model_train_pass tp = {0, c.dev(xv), c.B, c.T, nullptr, nullptr, c.rows.data(), c.N, logits, nullptr, nullptr, nullptr};
         EXPECT_EQ(c.L.model->vt->train_forward(c.L.model, &tp, &o), CVENE_OK) << c.L.error();
         return tp;
     };
@@ -401,7 +401,7 @@ TEST(GruTrainPass, RefusedSites) {
     ASSERT_EQ(c.L.status, CVENE_OK) << c.L.error();
     c.set_loss("ce");
     float *x = c.dev(c.ar.get<float>("value.cell_input.1")), *logits = c.dev(std::vector<float>((size_t)c.N * c.V));
-    model_train_pass tp = {1, x, c.B, c.T, nullptr, nullptr, c.rows.data(), c.N, logits};
+    model_train_pass tp = {1, x, c.B, c.T, nullptr, nullptr, c.rows.data(), c.N, logits, nullptr, nullptr, nullptr};
     Scale s{c.be, 1.0f};
     struct Bad {
         cvene_component comp;

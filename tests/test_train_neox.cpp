@@ -178,7 +178,7 @@ void check_sites(const std::string &loss_name, int l0) {
     const Loss loss = fixture_loss(ar, loss_name, T, V);
     const auto rows = loss.rows();
     float *dx = dev.upload(x0), *dlog = dev.alloc<float>((size_t)loss.N * V);
-    model_train_pass tp = {l0, dx, B, T, mask.data(), nullptr, rows.data(), loss.N, dlog};
+    model_train_pass tp = {l0, dx, B, T, mask.data(), nullptr, rows.data(), loss.N, dlog, nullptr, nullptr, nullptr};
     Recorder fwd;
     fwd.be = be;
     cvene_run_opts o{};
@@ -355,7 +355,7 @@ void fd_sites(const std::string &model, const std::string &loss_name, double tol
     ASSERT_EQ(cvene_forward(L.model, ids.data(), B, T, &fo), CVENE_OK) << L.error();
     ASSERT_EQ(x0.second.size(), (size_t)B * T * C);
     float *dx = dev.upload(x0.second), *dlog = dev.alloc<float>((size_t)loss.N * V);
-    model_train_pass tp = {0, dx, B, T, mask.data(), shifted ? pos.data() : nullptr, rows.data(), loss.N, dlog};
+    model_train_pass tp = {0, dx, B, T, mask.data(), shifted ? pos.data() : nullptr, rows.data(), loss.N, dlog, nullptr, nullptr, nullptr};
     ASSERT_EQ(L.model->vt->train_forward(L.model, &tp, nullptr), CVENE_OK) << L.error();
     const std::vector<float> lg = dev.download(dlog, (size_t)loss.N * V);
     if (shifted) {
@@ -632,7 +632,7 @@ TEST(NeoxTrainPass, Refuses) {
         ASSERT_EQ(L.status, CVENE_OK) << L.error();
         Dev dev(L.ctx->be);
         float *x = dev.alloc<float>(2 * 3 * 64), *lg = dev.alloc<float>(2 * 96);
-        model_train_pass tp = {0, x, 2, 3, nullptr, nullptr, rows.data(), 2, lg};
+        model_train_pass tp = {0, x, 2, 3, nullptr, nullptr, rows.data(), 2, lg, nullptr, nullptr, nullptr};
         cvene_run_opts o{};
         o.site_fn = record, o.sites[CVENE_ATTENTION_WEIGHT] = 2;
         expect_msg(L.ctx, L.model->vt->train_forward(L.model, &tp, &o), CVENE_ERR_UNSUPPORTED,
@@ -653,7 +653,7 @@ TEST(NeoxTrainPass, Refuses) {
         ASSERT_EQ(L.status, CVENE_OK) << L.error();
         Dev dev(L.ctx->be);
         float *x = dev.alloc<float>(2 * 3 * 64), *lg = dev.alloc<float>(2 * 96);
-        model_train_pass tp = {0, x, 2, 3, nullptr, nullptr, rows.data(), 2, lg};
+        model_train_pass tp = {0, x, 2, 3, nullptr, nullptr, rows.data(), 2, lg, nullptr, nullptr, nullptr};
         expect_msg(L.ctx, L.model->vt->train_forward(L.model, &tp, nullptr), CVENE_ERR_UNSUPPORTED,
                    {"f32 only", "bf16"});
     }

@@ -87,7 +87,7 @@ void check_sites(const std::string &loss_name) {
     ASSERT_EQ(be->ops->alloc(be, (void **)&dloss, (size_t)N * 4), CVENE_OK);
     ASSERT_EQ(be->ops->alloc(be, (void **)&dlab, (size_t)N * 4), CVENE_OK);
     ASSERT_EQ(be->ops->to_device(be, dx, x0.data(), x0.size() * 4), CVENE_OK);
-    model_train_pass tp = {0, dx, B, T, mask.data(), nullptr, rows.data(), N, dlog};
+    model_train_pass tp = {0, dx, B, T, mask.data(), nullptr, rows.data(), N, dlog, nullptr, nullptr, nullptr};
     cvene_run_opts o{};
     ASSERT_EQ(L.model->vt->train_forward(L.model, &tp, &o), CVENE_OK) << L.error();
     // the logits of the loss rows are the forward's
@@ -875,6 +875,7 @@ TEST_P(Trajectories, TwentyStepsFollowPyvene) {
         if (boundless) tr_set_temperature(w, temps[s > 0 ? s - 1 : 0]);
         double loss = 0;
         ASSERT_EQ(train_gradients(T.t, T.data, idx.data(), 8, &loss), CVENE_OK) << L.error();
+        EXPECT_TRUE(train_live_rows(T.t)) << "layer 0's block_output on a 2-layer GPT-2: the live-rows pass";
         for (int k = 0; k < w->n; k++) {
             const tr_tensor *x = &w->t[k];
             const std::string key = "step" + std::to_string(s) + ".grad." + x->name;
@@ -900,6 +901,76 @@ TEST_P(Trajectories, TwentyStepsFollowPyvene) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, Trajectories, ::testing::ValuesIn(cases_of("train")),
                          [](const ::testing::TestParamInfo<std::string> &i) { return i.param; });
+
+// Live rows (model_train_pass.live_start) against every row, the path ModelCases checks against
+// pyvene: on the trajectories' dataset (intervened positions 0 to 5 of 6), a LowRank and a LoReFT
+// intervention at layer 0's block_output: the same loss (1e-6 relative) and gradients (1e-5 of the
+// largest), batch after batch; only the rows' arithmetic order differs (f32 GEMMs over fewer rows).
+TEST(LiveRows, SameAsEveryRow) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice);
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    cvene_dataset *data = nullptr;
+    ASSERT_EQ(cvene_dataset_new(L.ctx, &data), CVENE_OK);
+    cJSON *ds = cJSON_Parse(slurp(kDir + "/train/dataset.json").c_str());
+    int n = 0, starts = 0;
+    for (const cJSON *e = cJSON_GetObjectItem(ds, "examples")->child; e; e = e->next, n++) {
+        std::vector<int32_t> bi, si;
+        for (const cJSON *q = cJSON_GetObjectItem(e, "base_ids")->child; q; q = q->next) bi.push_back(q->valueint);
+        for (const cJSON *q = cJSON_GetObjectItem(e, "source_ids")->child; q; q = q->next) si.push_back(q->valueint);
+        int bp = cJSON_GetObjectItem(e, "base_position")->valueint, sp = cJSON_GetObjectItem(e, "source_position")->valueint;
+        starts += bp > 0;
+        cvene_example x = {bi.data(), (int)bi.size(), si.data(), (int)si.size(), &bp, &sp, 1,
+                           cJSON_GetObjectItem(e, "label")->valueint, -1};
+        ASSERT_EQ(cvene_dataset_add(data, &x), CVENE_OK) << L.error();
+    }
+    cJSON_Delete(ds);
+    ASSERT_GT(starts, n / 2) << "the dataset should intervene after position 0 mostly";
+    for (const char *cfg : {"{\"representations\": [{\"layer\": 0, \"component\": \"block_output\", \"unit\": \"pos\", "
+                            "\"intervention_type\": \"LowRankRotatedSpaceIntervention\", \"low_rank_dimension\": 3}]}",
+                            "{\"representations\": [{\"layer\": 0, \"component\": \"block_output\", \"unit\": \"pos\", "
+                            "\"intervention_type\": \"LoreftIntervention\", \"low_rank_dimension\": 2}]}"}) {
+        SCOPED_TRACE(cfg);
+        cvene_config *c = nullptr;
+        ASSERT_EQ(cvene_config_parse(L.ctx, cfg, &c), CVENE_OK) << L.error();
+        cvene_train_params p = cvene_train_default_params();
+        p.batch_size = 8;
+        cvene_trainer *t = nullptr;
+        ASSERT_EQ(cvene_trainer_new(L.model, c, &p, &t), CVENE_OK) << L.error();
+        tr_weights *w = train_weights(t, 0);
+        std::vector<std::vector<float>> live_grads;
+        std::vector<double> live_loss;
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1) train_full_rows(t);
+            for (int b0 = 0; b0 + 8 <= n; b0 += 8) {
+                std::vector<int> idx(8);
+                for (int b = 0; b < 8; b++) idx[b] = b0 + b;
+                double loss = 0;
+                ASSERT_EQ(train_gradients(t, data, idx.data(), 8, &loss), CVENE_OK) << L.error();
+                EXPECT_EQ(train_live_rows(t), pass == 0);
+                for (int k = 0; k < w->n; k++) {
+                    const tr_tensor *x = &w->t[k];
+                    if (!x->trainable) continue;
+                    if (pass == 0) {
+                        live_grads.emplace_back(x->grad, x->grad + x->numel);
+                        continue;
+                    }
+                    std::string where;
+                    EXPECT_LE(rel(x->grad, live_grads.front(), &where), 1e-5) << x->name << " batch " << b0 / 8 << " " << where;
+                    live_grads.erase(live_grads.begin());
+                }
+                if (pass == 0) live_loss.push_back(loss);
+                else {
+                    EXPECT_NEAR(loss, live_loss.front(), 1e-6 * std::fabs(loss)) << "batch " << b0 / 8;
+                    live_loss.erase(live_loss.begin());
+                }
+            }
+        }
+        cvene_trainer_free(t);
+        cvene_config_free(c);
+    }
+    cvene_dataset_free(data);
+}
 
 } // namespace
 
