@@ -1106,4 +1106,39 @@ TEST(TrainerInput, NonFiniteLossStops) {
     EXPECT_EQ(n, 0);
 }
 
+// Datasets of different lengths through one trainer: evaluating on a held-out set with longer
+// examples than the training set's (and more units per batch) gives what a fresh trainer with the
+// same parameters gives (the batch buffers follow the dataset; they once kept the first one's size
+// and overflowed). LowRank at layer 0: live rows, whose key/value buffers follow too.
+TEST(TrainerInput, DatasetsOfOtherLengths) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    auto dataset = [](cvene_ctx *ctx, int T, int n, uint32_t seed) {
+        cvene_dataset *d = nullptr;
+        EXPECT_EQ(cvene_dataset_new(ctx, &d), CVENE_OK);
+        for (int e = 0; e < n; e++) {
+            std::vector<int32_t> b(T), src(T);
+            for (int q = 0; q < T; q++) b[q] = (seed = seed * 1664525u + 1013904223u) >> 24, src[q] = (b[q] * 7 + 3) % 256;
+            int pos = (e * 5) % T;
+            cvene_example x = {b.data(), T, src.data(), T, &pos, &pos, 1, (int)(seed >> 20) % 256, -1};
+            EXPECT_EQ(cvene_dataset_add(d, &x), CVENE_OK);
+        }
+        return d;
+    };
+    Small a, b;
+    cvene_train_params p = cvene_train_default_params();
+    p.batch_size = 4;
+    ASSERT_EQ(a.make("LowRankRotatedSpaceIntervention", 0, 2, p), CVENE_OK) << a.L.error();
+    ASSERT_EQ(b.make("LowRankRotatedSpaceIntervention", 0, 2, p), CVENE_OK) << b.L.error();
+    cvene_dataset *short_a = dataset(a.L.ctx, 3, 6, 1), *long_a = dataset(a.L.ctx, 11, 9, 2), *long_b = dataset(b.L.ctx, 11, 9, 2);
+    double acc = 0, loss_short = 0, loss_a = 0, loss_b = 0, acc_b = 0;
+    ASSERT_EQ(cvene_trainer_evaluate(a.T.t, short_a, &acc, &loss_short), CVENE_OK) << a.L.error();
+    ASSERT_EQ(cvene_trainer_evaluate(a.T.t, long_a, &acc, &loss_a), CVENE_OK) << a.L.error();
+    ASSERT_EQ(cvene_trainer_evaluate(b.T.t, long_b, &acc_b, &loss_b), CVENE_OK) << b.L.error();
+    EXPECT_NEAR(loss_a, loss_b, 1e-6 * std::fabs(loss_b));
+    EXPECT_EQ(acc, acc_b);
+    ASSERT_EQ(cvene_trainer_evaluate(a.T.t, short_a, &acc, &loss_a), CVENE_OK) << a.L.error(); // and back
+    EXPECT_NEAR(loss_a, loss_short, 1e-6 * std::fabs(loss_short));
+    cvene_dataset_free(short_a), cvene_dataset_free(long_a), cvene_dataset_free(long_b);
+}
+
 } // namespace
