@@ -39,7 +39,7 @@ struct cvene_trainer {
     size_t *prefix_off;       /* per example, in floats */
     /* live rows (model_train_pass): only rows from an example's first intervened (or loss) position
      * on change, so the pass runs those, with the clean run's keys and values of the rows before */
-    int live;                 /* 1: GPT-2 with every site at BLOCK_OUTPUT of l0 - 1 (train_full_rows: 0) */
+    int live;                 /* 1: every site on the residual entering l0, GPT-2 or GPT-NeoX (train_full_rows: 0) */
     int *start;               /* per example: its first live row */
     float *kv_cache;          /* per example: (L - l0, 2, start, C) clean K and V of the rows before it */
     size_t *kv_off;           /* per example, in floats */

@@ -89,38 +89,6 @@ static cvene_status setup(cvene_model *m, const model_train_pass *tp, train_acts
     return st;
 }
 
-/* Live rows: the number of them (R), or B * T without live rows. */
-static int live_rows(const model_train_pass *tp) {
-    if (!tp->live_start) return tp->B * tp->T;
-    int R = 0;
-    for (int b = 0; b < tp->B; b++) R += tp->live_end[b] - tp->live_start[b];
-    return R;
-}
-
-/* Rows [live_start[b], live_end[b]) of each example between full (B, T, W) and packed (R, W):
- * dir 0 gathers into packed, 1 scatters into full. */
-static cvene_status live_move(cvene_backend *be, const model_train_pass *tp, float *full, float *packed, int W,
-                              int dir) {
-    size_t r = 0;
-    for (int b = 0; b < tp->B; b++) {
-        const size_t n = (size_t)(tp->live_end[b] - tp->live_start[b]) * W;
-        float *f = full + ((size_t)b * tp->T + tp->live_start[b]) * W;
-        CVENE_TRY(be->ops->copy(be, dir ? f : packed + r, dir ? packed + r : f, n * sizeof(float)));
-        r += n;
-    }
-    return CVENE_OK;
-}
-
-/* Loss row i's index in the rows the pass runs on (packed with live rows). */
-static size_t loss_row(const model_train_pass *tp, int i) {
-    const int r = tp->rows[i];
-    if (!tp->live_start) return (size_t)r;
-    const int b = r / tp->T, t = r % tp->T;
-    size_t off = 0;
-    for (int q = 0; q < b; q++) off += (size_t)(tp->live_end[q] - tp->live_start[q]);
-    return off + (size_t)(t - tp->live_start[b]);
-}
-
 static cvene_status check_pass(cvene_model *m, const model_train_pass *tp, const cvene_run_opts *o) {
     const gpt2_config *c = &((gpt2_model *)m->arch)->cfg;
     cvene_ctx *ctx = m->ctx;
@@ -138,25 +106,7 @@ static cvene_status check_pass(cvene_model *m, const model_train_pass *tp, const
         if (tp->rows[i] < 0 || tp->rows[i] >= tp->B * tp->T)
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "training pass: loss row %d = %d is outside [0, %d)", i,
                               tp->rows[i], tp->B * tp->T);
-    if (tp->live_start) {
-        if (!tp->live_end || !tp->kv)
-            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "training pass: live rows need live_end and kv");
-        for (int b = 0; b < tp->B; b++)
-            if (tp->live_start[b] < 0 || tp->live_start[b] > tp->live_end[b] || tp->live_end[b] > tp->T)
-                return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "training pass: example %d's live rows [%d, %d) are "
-                                  "outside [0, %d]", b, tp->live_start[b], tp->live_end[b], tp->T);
-        for (int i = 0; i < tp->n_rows; i++) {
-            const int b = tp->rows[i] / tp->T, t = tp->rows[i] % tp->T;
-            if (t < tp->live_start[b] || t >= tp->live_end[b])
-                return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "training pass: loss row %d (example %d, position %d) "
-                                  "is not live", i, b, t);
-        }
-        for (int k = 0; o && o->site_fn && k < CVENE_N_COMPONENTS; k++)
-            for (int l = tp->layer; l < c->n_layer; l++)
-                if ((o->sites[k] >> l) & 1u)
-                    return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "training pass: live rows allow no site in the "
-                                      "layers the pass runs (%s of layer %d)", cvene_component_name((cvene_component)k), l);
-    }
+    CVENE_TRY(model_check_live(m, tp, o, NULL, c->n_layer));
     /* the attention backward differentiates the softmax through the probabilities the forward
      * used: an intervention that replaced them would need the ones it replaced */
     for (int l = tp->layer; o && o->site_fn && l < c->n_layer; l++)
@@ -178,7 +128,7 @@ cvene_status gpt2_train_forward(cvene_model *m, const model_train_pass *tp, cons
     const gpt2_config *c = &((gpt2_model *)m->arch)->cfg;
     const gpt2_params *p = &((gpt2_model *)m->arch)->p;
     const int B = tp->B, T = tp->T, C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, BT = B * T;
-    const int live = tp->live_start != NULL, M = live_rows(tp); /* M: the rows every op but attention runs on */
+    const int live = tp->live_start != NULL, M = model_live_rows(tp); /* M: the rows every op but attention runs on */
     const size_t BTC = (size_t)BT * C, MC = (size_t)M * C;
     saved_layer *layers = malloc(sizeof(saved_layer) * (size_t)(c->n_layer - tp->layer + 1));
     if (!layers) return cvene_fail(m->ctx, CVENE_ERR_OOM, "out of memory");
@@ -189,8 +139,10 @@ cvene_status gpt2_train_forward(cvene_model *m, const model_train_pass *tp, cons
     gpt2_site_run r = {m, o, B, T, s.heads, CVENE_F32, NULL};
     if (st == CVENE_OK && tp->layer > 0) /* the residual the pass starts from is the block below's output */
         st = gpt2_site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, tp->layer - 1, s.x);
+    if (st == CVENE_OK && live && tp->layer < c->n_layer) /* the same residual, before it is packed */
+        st = gpt2_site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, tp->layer, s.x);
     if (st == CVENE_OK && live) { /* from here on x holds the live rows, packed */
-        st = live_move(be, tp, s.x, s.tmp, C, 0);
+        st = model_live_move(be, tp, s.x, s.tmp, C, 0);
         if (st == CVENE_OK) st = op->copy(be, s.x, s.tmp, MC * sizeof(float));
     }
     /* q, k, v from ln into the layer's (B, T, C) buffers: directly, or by the live rows */
@@ -199,7 +151,7 @@ cvene_status gpt2_train_forward(cvene_model *m, const model_train_pass *tp, cons
         const gpt2_layer *L = &p->layers[l];
         const saved_layer *sl = &layers[l - tp->layer];
 #define TRY(e) if ((st = (e)) != CVENE_OK) break
-        TRY(gpt2_site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
+        if (!live) TRY(gpt2_site_btc(&r, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.x));
         TRY(op->copy(be, sl->x_in, s.x, MC * sizeof(float)));
         TRY(op->layernorm(be, s.ln, s.x, L->ln_1_w, L->ln_1_b, M, C, c->ln_eps)); // (M, C)
         TRY(gpt2_site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
@@ -209,7 +161,8 @@ cvene_status gpt2_train_forward(cvene_model *m, const model_train_pass *tp, cons
             float *dst = live ? s.tmp : qkv[j];
             st = op->matmul(be, dst, s.ln, gpt2_wat(L->c_attn_w, CVENE_F32, (size_t)j * C), qkv_ld, 0,
                             L->c_attn_b + (size_t)j * C, M, C, C);
-            if (st == CVENE_OK && live) st = live_move(be, tp, qkv[j], s.tmp, C, 1);
+            if (st == CVENE_OK && live) st = model_live_move(be, tp, qkv[j], s.tmp, C, 1);
+            if (st == CVENE_OK && live && j > 0) st = model_live_pad(be, tp, qkv[j], s.zero, C); /* K, V padding */
         }
         if (st != CVENE_OK) break;
         TRY(gpt2_site_btc(&r, CVENE_QUERY_OUTPUT, CVENE_N_COMPONENTS, l, sl->q));
@@ -222,7 +175,7 @@ cvene_status gpt2_train_forward(cvene_model *m, const model_train_pass *tp, cons
                            layer_scale(c, l))); // (B, H, T, T)
         TRY(op->attn_apply(be, s.att, sl->probs, sl->v, (size_t)T * C, B, T, T, H, D)); // (B, T, C)
         TRY(gpt2_site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
-        if (live) TRY(live_move(be, tp, s.att, s.tmp, C, 0));
+        if (live) TRY(model_live_move(be, tp, s.att, s.tmp, C, 0));
         TRY(op->matmul(be, s.out, live ? s.tmp : s.att, L->attn_proj_w, C, 0, L->attn_proj_b, M, C, C));
         TRY(gpt2_site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
         TRY(op->residual_add(be, s.x, s.out, MC));
@@ -241,7 +194,7 @@ cvene_status gpt2_train_forward(cvene_model *m, const model_train_pass *tp, cons
     }
     /* the loss rows: their final residual, ln_f, the head */
     for (int i = 0; st == CVENE_OK && i < tp->n_rows; i++)
-        st = op->copy(be, s.xr + (size_t)i * C, s.x + loss_row(tp, i) * C, sizeof(float) * (size_t)C);
+        st = op->copy(be, s.xr + (size_t)i * C, s.x + model_loss_row(tp, i) * C, sizeof(float) * (size_t)C);
     if (st == CVENE_OK) st = op->layernorm(be, s.lnf, s.xr, p->ln_f_w, p->ln_f_b, tp->n_rows, C, c->ln_eps);
     if (st == CVENE_OK) st = op->matmul(be, tp->logits, s.lnf, p->lm_head, C, 1, NULL, tp->n_rows, C, c->vocab_size);
     free(layers);
@@ -278,13 +231,9 @@ cvene_status gpt2_train_backward(cvene_model *m, const model_train_pass *tp, con
     const gpt2_config *c = &((gpt2_model *)m->arch)->cfg;
     const gpt2_params *p = &((gpt2_model *)m->arch)->p;
     const int B = tp->B, T = tp->T, C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, BT = B * T;
-    const int live = tp->live_start != NULL, M = live_rows(tp);
+    const int live = tp->live_start != NULL, M = model_live_rows(tp);
     const size_t BTC = (size_t)BT * C, MC = (size_t)M * C, F = sizeof(float);
-    for (int k = 0; live && gs && k < CVENE_N_COMPONENTS; k++)
-        for (int l = tp->layer; l < c->n_layer; l++)
-            if (model_grad_on(gs, (cvene_component)k, l))
-                return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "training pass: live rows allow no grad site in the "
-                                  "layers the pass runs (%s of layer %d)", cvene_component_name((cvene_component)k), l);
+    if (live) CVENE_TRY(model_check_live(m, tp, NULL, gs, c->n_layer));
     saved_layer *layers = malloc(sizeof(saved_layer) * (size_t)(c->n_layer - tp->layer + 1));
     if (!layers) return cvene_fail(m->ctx, CVENE_ERR_OOM, "out of memory");
     train_acts s;
@@ -294,7 +243,7 @@ cvene_status gpt2_train_backward(cvene_model *m, const model_train_pass *tp, con
     if (st == CVENE_OK) st = bw->layernorm(be, s.dxr, s.dlnf, s.xr, p->ln_f_w, tp->n_rows, C, c->ln_eps, 0);
     if (st == CVENE_OK) st = op->copy(be, s.g, s.zero, MC * F);
     for (int i = 0; st == CVENE_OK && i < tp->n_rows; i++) /* rows may repeat: add, do not copy */
-        st = op->residual_add(be, s.g + loss_row(tp, i) * C, s.dxr + (size_t)i * C, (size_t)C);
+        st = op->residual_add(be, s.g + model_loss_row(tp, i) * C, s.dxr + (size_t)i * C, (size_t)C);
     for (int l = c->n_layer - 1; st == CVENE_OK && l >= tp->layer; l--) {
         const gpt2_layer *L = &p->layers[l];
         const saved_layer *sl = &layers[l - tp->layer];
@@ -318,7 +267,7 @@ cvene_status gpt2_train_backward(cvene_model *m, const model_train_pass *tp, con
         if (live) { /* dAtt on the (B, T) layout: the live rows' and 0 */
             TRY(gemm_dx(be, s.tmp, s.dout, L->attn_proj_w, C, M, C, C));
             TRY(op->copy(be, s.datt, s.zero, BTC * F));
-            TRY(live_move(be, tp, s.datt, s.tmp, C, 1));
+            TRY(model_live_move(be, tp, s.datt, s.tmp, C, 1));
         } else {
             TRY(gemm_dx(be, s.datt, s.dout, L->attn_proj_w, C, BT, C, C));
         }
@@ -334,7 +283,7 @@ cvene_status gpt2_train_backward(cvene_model *m, const model_train_pass *tp, con
         if (live) { /* the live rows of dQ, dK, dV, packed in place (the rest: constants' gradients) */
             float *dqkv[3] = {s.dq, s.dk, s.dv};
             for (int j = 0; j < 3 && st == CVENE_OK; j++) {
-                st = live_move(be, tp, dqkv[j], s.tmp, C, 0);
+                st = model_live_move(be, tp, dqkv[j], s.tmp, C, 0);
                 if (st == CVENE_OK) st = op->copy(be, dqkv[j], s.tmp, MC * F);
             }
             if (st != CVENE_OK) break;
@@ -347,13 +296,15 @@ cvene_status gpt2_train_backward(cvene_model *m, const model_train_pass *tp, con
         TRY(op->residual_add(be, s.dln, s.tmp, MC));
         TRY(grad_btc(m, gs, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.dln, s.heads, B, T));
         TRY(bw->layernorm(be, s.g, s.dln, sl->x_in, L->ln_1_w, M, C, c->ln_eps, 1)); /* g: d x_in */
-        TRY(grad_btc(m, gs, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.g, s.heads, B, T));
+        if (!live) TRY(grad_btc(m, gs, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, l, s.g, s.heads, B, T));
 #undef TRY
     }
     if (st == CVENE_OK && live) { /* back to the (B, T) layout: the live rows' gradient and 0 */
         st = op->copy(be, s.tmp, s.g, MC * F);
         if (st == CVENE_OK) st = op->copy(be, s.g, s.zero, BTC * F);
-        if (st == CVENE_OK) st = live_move(be, tp, s.g, s.tmp, C, 1);
+        if (st == CVENE_OK) st = model_live_move(be, tp, s.g, s.tmp, C, 1);
+        if (st == CVENE_OK && tp->layer < c->n_layer)
+            st = grad_btc(m, gs, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, tp->layer, s.g, s.heads, B, T);
     }
     if (st == CVENE_OK && tp->layer > 0)
         st = grad_btc(m, gs, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, tp->layer - 1, s.g, s.heads, B, T);

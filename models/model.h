@@ -45,13 +45,14 @@ typedef struct {
     const int32_t *rows;    /* (n_rows) loss rows as b * T + t, host */
     int n_rows;
     float *logits;          /* (n_rows, V) f32 on the device: train_forward writes the loss rows' logits */
-    /* Optional live rows (GPT-2 only; NULL: every row is computed). When the only sites of the pass
-     * are at BLOCK_OUTPUT of layer - 1 and they change no row of example b before live_start[b],
+    /* Optional live rows (GPT-2 and GPT-NeoX; NULL: every row is computed). When the only sites of
+     * the pass are on the residual entering `layer` (BLOCK_OUTPUT of layer - 1, BLOCK_INPUT of
+     * layer) and they change no row of example b before live_start[b],
      * those rows are the clean run's in every layer above: the pass computes rows [live_start[b],
      * live_end[b]) alone and reads the others' keys and values from kv, (L - layer, 2, B, T, C) f32
      * on the device (layer l's K then V), whose rows before live_start[b] the caller filled with the
-     * clean run's; the pass writes the live rows' there. The loss rows must be live; the backward's
-     * gradient at BLOCK_OUTPUT of layer - 1 is 0 on the rows that are not. */
+     * clean run's (post-rotary for GPT-NeoX); the pass writes the live rows' there. The loss rows
+     * must be live; the backward's gradient at those two sites is 0 on the rows that are not. */
     const int *live_start, *live_end; /* (B) host */
     float *kv;
 } model_train_pass;
@@ -198,5 +199,19 @@ cvene_status model_grad_site(cvene_model *m, const model_grad_sites *g, cvene_co
 static inline int model_grad_on(const model_grad_sites *g, cvene_component c, int l) {
     return g && g->fn && ((g->sites[c] >> l) & 1u);
 }
+
+/* Live rows (models/train_live.c): their count (B T without them), the moves between full
+ * (B, T, W) and packed (R, W) rows (dir 0 gathers into packed, 1 scatters into full), loss row
+ * i's index among the rows the pass runs, and the checks (sites o or grad sites g allowed only on
+ * the residual entering tp->layer; the loss rows live). */
+int model_live_rows(const model_train_pass *tp);
+cvene_status model_live_move(cvene_backend *be, const model_train_pass *tp, float *full, float *packed, int W,
+                             int dir);
+size_t model_loss_row(const model_train_pass *tp, int i);
+/* Zero the rows after each example's live ones (padding) in full (B, T, W), from zero (T W zeros or
+ * more): the attention's padded keys and values must be finite, as padded query rows reach them. */
+cvene_status model_live_pad(cvene_backend *be, const model_train_pass *tp, float *full, const float *zero, int W);
+cvene_status model_check_live(cvene_model *m, const model_train_pass *tp, const cvene_run_opts *o,
+                              const model_grad_sites *g, int n_layer);
 
 #endif
