@@ -628,6 +628,11 @@ cvene_status cvene_trainer_fit(cvene_trainer *t, const cvene_dataset *d);
 cvene_status cvene_trainer_evaluate(cvene_trainer *t, const cvene_dataset *d, double *accuracy, double *loss);
 /* The loss of each optimizer step so far (*n entries); owned by the trainer. */
 const double *cvene_trainer_losses(const cvene_trainer *t, int64_t *n);
+/* The fraction of the cached dataset's token rows a step runs in the layers above the lowest
+ * intervention: below 1 with live rows (GPT-2 / GPT-NeoX, every intervention on the residual
+ * entering one layer: an example's positions before its first intervened one are the clean run's
+ * and are not recomputed; docs/training.md), 1 otherwise; 0 before the first fit or evaluate. */
+double cvene_trainer_rows_fraction(const cvene_trainer *t);
 /* Write dir/config.json (pyvene's IntervenableConfig) and dir/intkey_<key>.safetensors per
  * intervention, atomically: the state dict pyvene's IntervenableModel.save writes (pyreft's for
  * LoReFT) as safetensors; tools/convert_pyvene_weights.py --to-pyvene makes the .bin files

@@ -914,12 +914,14 @@ TEST(LiveRows, SameAsEveryRow) {
     ASSERT_EQ(cvene_dataset_new(L.ctx, &data), CVENE_OK);
     cJSON *ds = cJSON_Parse(slurp(kDir + "/train/dataset.json").c_str());
     int n = 0, starts = 0;
+    double all_rows = 0, live_rows = 0; /* the label is each example's last token, after its unit */
     for (const cJSON *e = cJSON_GetObjectItem(ds, "examples")->child; e; e = e->next, n++) {
         std::vector<int32_t> bi, si;
         for (const cJSON *q = cJSON_GetObjectItem(e, "base_ids")->child; q; q = q->next) bi.push_back(q->valueint);
         for (const cJSON *q = cJSON_GetObjectItem(e, "source_ids")->child; q; q = q->next) si.push_back(q->valueint);
         int bp = cJSON_GetObjectItem(e, "base_position")->valueint, sp = cJSON_GetObjectItem(e, "source_position")->valueint;
         starts += bp > 0;
+        all_rows += (double)bi.size(), live_rows += (double)bi.size() - bp;
         cvene_example x = {bi.data(), (int)bi.size(), si.data(), (int)si.size(), &bp, &sp, 1,
                            cJSON_GetObjectItem(e, "label")->valueint, -1};
         ASSERT_EQ(cvene_dataset_add(data, &x), CVENE_OK) << L.error();
@@ -948,6 +950,7 @@ TEST(LiveRows, SameAsEveryRow) {
                 double loss = 0;
                 ASSERT_EQ(train_gradients(t, data, idx.data(), 8, &loss), CVENE_OK) << L.error();
                 EXPECT_EQ(train_live_rows(t), pass == 0);
+                EXPECT_NEAR(cvene_trainer_rows_fraction(t), pass == 0 ? live_rows / all_rows : 1.0, 1e-12);
                 for (int k = 0; k < w->n; k++) {
                     const tr_tensor *x = &w->t[k];
                     if (!x->trainable) continue;

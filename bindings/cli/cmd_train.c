@@ -270,6 +270,10 @@ int cmd_train(int argc, char **argv) {
     const double *losses = cvene_trainer_losses(t, &n_steps);
     printf("%lld steps in %.2f s (%.2f steps/s); loss %.4f -> %.4f\n", (long long)n_steps, el,
            el > 0 ? n_steps / el : 0.0, n_steps ? losses[0] : 0.0, n_steps ? losses[n_steps - 1] : 0.0);
+    const double rows = cvene_trainer_rows_fraction(t);
+    if (rows > 0 && rows < 1)
+        printf("live rows: each step ran %.0f%% of the token rows above the intervention (the rest are the clean "
+               "run's: positions before each example's intervened one)\n", 100 * rows);
     if (held) {
         double acc = 0, loss = 0;
         if (cvene_trainer_evaluate(t, held, &acc, &loss) != CVENE_OK) {

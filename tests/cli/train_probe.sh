@@ -30,6 +30,8 @@ before=$(sed 's/.*IIA \([0-9.]*\) (before training \([0-9.]*\)).*/\2/' <<<"$line
 python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(0 if a > 0.3 and b < 0.1 else 1)" \
   "$after" "$before" && ok || bad "train: IIA $before -> $after (want < 0.1 -> > 0.3): $line"
 grep -q '^step 96/96  mean loss' "$tmp/train.err" && ok || bad "train: no progress lines: $(head -3 "$tmp/train.err")"
+# the units sit near the end of each prompt: live rows run a small part of them
+grep -qE '^live rows: each step ran [0-9]+% of the token rows' "$tmp/train.out" && ok || bad "train: no live-rows line: $(cat "$tmp/train.out")"
 key=layer_2_comp_block_output_unit_pos_nunit_1#0
 python3 - "$tmp/das/config.json" "$key" <<'PY' && ok || bad "train: config.json is not pyvene's"
 import json, sys
