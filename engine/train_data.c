@@ -109,7 +109,7 @@ static cvene_status cache_forward(cvene_trainer *t, const cvene_dataset *d, cons
         if (t->l0 < L) o.sites[CVENE_BLOCK_INPUT] = 1ull << t->l0;
         else o.sites[CVENE_BLOCK_OUTPUT] = 1ull << (L - 1);
         r.want = 1;
-        for (int l = t->l0; t->kv_cache && l < L; l++) { /* live rows: the clean K and V above */
+        for (int l = t->l0; t->kv_cache && !t->m->vt->forward_from && l < L; l++) { /* live rows: the clean K, V */
             o.sites[CVENE_KEY_OUTPUT] |= 1ull << l, o.sites[CVENE_VALUE_OUTPUT] |= 1ull << l;
             r.want += 2;
         }
@@ -123,6 +123,39 @@ static cvene_status cache_forward(cvene_trainer *t, const cvene_dataset *d, cons
     cvene_status st = cvene_forward(t->m, ids, B, T, &o);
     if (st == CVENE_ERR_CALLBACK && r.err != CVENE_OK) st = r.err;
     free(ids), free(mask);
+    return st;
+}
+
+/* Live rows: the clean keys and values of examples idx[0..B) above l0, from their cached residual
+ * entering l0 and only as far as the latest start among them (earlier rows cannot see later ones). */
+static cvene_status kv_forward(cvene_trainer *t, const cvene_dataset *d, const int *idx, int B) {
+    cvene_backend *be = t->ctx->be;
+    const int C = t->C, L = cvene_model_get_info(t->m).n_layer;
+    int T = 0;
+    for (int b = 0; b < B; b++) T = t->start[idx[b]] > T ? t->start[idx[b]] : T;
+    if (T == 0) return CVENE_OK;
+    float *x = NULL, *zeros = calloc((size_t)T * C, sizeof(float));
+    if (!zeros) return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
+    cvene_status st = train_dev_alloc(t, (void **)&x, sizeof(float) * (size_t)B * T * C, "a batch of keys and values");
+    for (int b = 0; b < B && st == CVENE_OK; b++) { /* the residual's first T rows; zeros past a short one */
+        const int e = idx[b], n = d->ex[e].base_len < T ? d->ex[e].base_len : T;
+        st = be->ops->copy(be, x + (size_t)b * T * C, t->prefix + t->prefix_off[e], sizeof(float) * (size_t)n * C);
+        if (st == CVENE_OK && n < T)
+            st = be->ops->to_device(be, x + ((size_t)b * T + n) * C, zeros, sizeof(float) * (size_t)(T - n) * C);
+    }
+    free(zeros);
+    cache_run r = {t, d, idx, B, T, 0, 0, 2 * (L - t->l0), NULL, CVENE_OK};
+    cvene_run_opts o;
+    memset(&o, 0, sizeof o);
+    o.site_fn = cache_site;
+    o.site_user = &r;
+    for (int l = t->l0; l < L; l++) o.sites[CVENE_KEY_OUTPUT] |= 1ull << l, o.sites[CVENE_VALUE_OUTPUT] |= 1ull << l;
+    cvene_resume rs;
+    memset(&rs, 0, sizeof rs);
+    rs.layer = t->l0, rs.x = x;
+    if (st == CVENE_OK) st = t->m->vt->forward_from(t->m, &rs, B, T, &o);
+    if (st == CVENE_ERR_CALLBACK && r.err != CVENE_OK) st = r.err;
+    if (x) be->ops->free(be, x);
     return st;
 }
 
@@ -220,6 +253,13 @@ cvene_status train_build_caches(cvene_trainer *t, const cvene_dataset *d) {
         const int B = d->n - e0 < chunk ? d->n - e0 : chunk;
         st = cache_forward(t, d, idx + e0, B, 0);
         if (st == CVENE_OK && any_source) st = cache_forward(t, d, src + e0, B, 1);
+    }
+    if (st == CVENE_OK && t->kv_cache && t->m->vt->forward_from) { /* by start, so a chunk runs no further than it must */
+        for (int e = 0; e < d->n; e++) by[e] = (need_of){t->start[e], e};
+        qsort(by, (size_t)d->n, sizeof *by, by_need);
+        for (int e = 0; e < d->n; e++) src[e] = by[e].e;
+        for (int e0 = 0; e0 < d->n && st == CVENE_OK; e0 += chunk)
+            st = kv_forward(t, d, src + e0, d->n - e0 < chunk ? d->n - e0 : chunk);
     }
     free(idx), free(src), free(by);
     if (st == CVENE_OK) t->cached = d;
