@@ -55,21 +55,19 @@ import pyvene as pv  # noqa: E402
 LAYER, N, T, BATCH, INTERCHANGE = 6, 64, 16, 16, 64
 ORIG = "rotate_layer.parametrizations.weight.original"
 # measured by hand (perf, cvene train on the kept inputs of --keep) and argued; stays with the table
-ANALYSIS = """**Against the issue's target of 5x: not met (3.3x to 3.8x).** Where cvene's time goes (perf, 2 threads):
-- LowRank: 58% of cycles in OpenBLAS's sgemm kernel and 11% in its packing, at about 90 GFLOP/s, near
-  what two cores give. A step is the frozen layers 7 to 11 forward and backward (dX only) on all
-  16 x 16 rows, about 36 GFLOP; pyvene's is about 164 GFLOP (both full forwards, the output head on
-  every row, the backward). The ratio of the work done is about 4.5x, so faster kernels cannot reach 5x.
-- RotatedSpace adds the 768 x 768 matrix exponential and its exact reverse in double: 6 + s products
-  forward and 12 + 2s back (s = 4 squarings here), about 0.4 s a step.
-- The one-time part (the frozen layers 0 to 6 for every base and source, then the first step) is
-  about 2 s; at 20 steps it is a tenth of cvene's time.
-What would pass 5x: positions before each example's intervened position are the clean run's, in
-every layer above the site, so a step need only run the rows from that position on, with the clean
-run's keys and values for the earlier ones (cached once, like the sources). Here the positions are
-random, so about half of the rows; where every example intervenes at the same position (most DAS
-datasets) it would be all but the last few rows. That needs an attention backward with a key/value
-past, which cvene does not have yet (issue #13's note)."""
+ANALYSIS = """**Against the issue's target of 5x:** LowRank passes it per step (a longer run's rate) and
+misses it over these 20 steps; RotatedSpace misses both. Where cvene's time goes (perf, 2 threads):
+- Live rows: positions before an example's intervened one are the clean run's in every layer above,
+  so a step runs only the rows from there on (docs/training.md). Here the positions are random: 52%
+  of the rows run. A dataset that intervenes late in every prompt runs far fewer (the demo's colour
+  task: 18%); one that intervenes at the first token gains nothing.
+- LowRank's steps are mostly OpenBLAS sgemm at about 90 GFLOP/s, near what two cores give.
+- The one-time part is about 2 s, a quarter of cvene's 20 steps: the frozen layers 0 to 6 for every
+  base and source, the clean keys and values above them, and the first step. Over a longer run it is
+  paid once per dataset (64 examples here; DAS runs are usually many epochs of far more).
+- RotatedSpace adds the 768 x 768 matrix exponential and its exact reverse, in double: 6 + s matrix
+  products forward and 12 + 2s back (Paterson-Stockmeyer, s = 4 squarings here), about 0.4 s a step,
+  more than its model layers. In f32 (torch's own precision) it would take about half."""
 
 
 def dataset(model):
