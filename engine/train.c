@@ -129,8 +129,10 @@ cvene_status cvene_trainer_new(cvene_model *m, const cvene_config *c, const cven
         cvene_trainer_free(t);
         return st;
     }
-    /* live rows when every site is on the residual entering l0 (models/model.h) */
-    t->live = (mi.arch == CVENE_ARCH_GPT2 || mi.arch == CVENE_ARCH_GPT_NEOX) && t->l0 < mi.n_layer;
+    /* live rows when every site is on the residual entering l0 (models/model.h); their clean keys
+     * and values come from a resumed forward (train_data.c), which both architectures have */
+    t->live = (mi.arch == CVENE_ARCH_GPT2 || mi.arch == CVENE_ARCH_GPT_NEOX) && m->vt->forward_from &&
+              t->l0 < mi.n_layer;
     for (int i = 0; i < c->n; i++)
         t->live &= (t->site[i].comp == CVENE_BLOCK_OUTPUT && t->site[i].layer == t->l0 - 1) ||
                    (t->site[i].comp == CVENE_BLOCK_INPUT && t->site[i].layer == t->l0);

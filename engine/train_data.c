@@ -109,10 +109,6 @@ static cvene_status cache_forward(cvene_trainer *t, const cvene_dataset *d, cons
         if (t->l0 < L) o.sites[CVENE_BLOCK_INPUT] = 1ull << t->l0;
         else o.sites[CVENE_BLOCK_OUTPUT] = 1ull << (L - 1);
         r.want = 1;
-        for (int l = t->l0; t->kv_cache && !t->m->vt->forward_from && l < L; l++) { /* live rows: the clean K, V */
-            o.sites[CVENE_KEY_OUTPUT] |= 1ull << l, o.sites[CVENE_VALUE_OUTPUT] |= 1ull << l;
-            r.want += 2;
-        }
     } else {
         for (int i = 0; i < t->n_iv; i++)
             if (t->site[i].has_source && !((o.sites[t->site[i].comp] >> t->site[i].layer) & 1u)) {
@@ -254,7 +250,7 @@ cvene_status train_build_caches(cvene_trainer *t, const cvene_dataset *d) {
         st = cache_forward(t, d, idx + e0, B, 0);
         if (st == CVENE_OK && any_source) st = cache_forward(t, d, src + e0, B, 1);
     }
-    if (st == CVENE_OK && t->kv_cache && t->m->vt->forward_from) { /* by start, so a chunk runs no further than it must */
+    if (st == CVENE_OK && t->kv_cache) { /* by start, so a chunk runs no further than it must */
         for (int e = 0; e < d->n; e++) by[e] = (need_of){t->start[e], e};
         qsort(by, (size_t)d->n, sizeof *by, by_need);
         for (int e = 0; e < d->n; e++) src[e] = by[e].e;

@@ -207,20 +207,11 @@ static cvene_status gemm_dx(cvene_backend *be, float *dx, const float *dy, const
     return be->ops->matmul(be, dx, dy, w, ldw, 1, NULL, M, N, K);
 }
 
-/* A grad site on a (B, T, C) gradient and its per-head form (permuted, called, permuted back). */
+/* A grad site on a (B, T, C) gradient and its per-head form (models/train_pass.c). */
 static cvene_status grad_btc(cvene_model *m, const model_grad_sites *g, cvene_component c, cvene_component head_c,
                              int l, float *data, float *heads, int B, int T) {
     const gpt2_config *cfg = &((gpt2_model *)m->arch)->cfg;
-    const int C = cfg->n_embd, H = cfg->n_head, D = C / H;
-    cvene_backend *be = m->ctx->be;
-    if (head_c != CVENE_N_COMPONENTS && model_grad_on(g, head_c, l)) { /* the reverse of the forward's order */
-        const int64_t hs[4] = {B, H, T, D};
-        CVENE_TRY(be->ops->permute_heads(be, heads, data, B, T, H, D, 1));
-        CVENE_TRY(model_grad_site(m, g, head_c, l, heads, 4, hs));
-        CVENE_TRY(be->ops->permute_heads(be, data, heads, B, T, H, D, 0));
-    }
-    const int64_t shape[4] = {B, T, C, 0};
-    return c == CVENE_N_COMPONENTS ? CVENE_OK : model_grad_site(m, g, c, l, data, 3, shape);
+    return model_grad_btc(m, g, c, head_c, l, data, heads, B, T, cfg->n_embd, cfg->n_head);
 }
 
 cvene_status gpt2_train_backward(cvene_model *m, const model_train_pass *tp, const float *dlogits,
@@ -300,9 +291,7 @@ cvene_status gpt2_train_backward(cvene_model *m, const model_train_pass *tp, con
 #undef TRY
     }
     if (st == CVENE_OK && live) { /* back to the (B, T) layout: the live rows' gradient and 0 */
-        st = op->copy(be, s.tmp, s.g, MC * F);
-        if (st == CVENE_OK) st = op->copy(be, s.g, s.zero, BTC * F);
-        if (st == CVENE_OK) st = model_live_move(be, tp, s.g, s.tmp, C, 1);
+        st = model_live_unpack(be, tp, s.g, s.tmp, s.zero, C);
         if (st == CVENE_OK && tp->layer < c->n_layer)
             st = grad_btc(m, gs, CVENE_BLOCK_INPUT, CVENE_N_COMPONENTS, tp->layer, s.g, s.heads, B, T);
     }

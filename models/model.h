@@ -200,7 +200,15 @@ static inline int model_grad_on(const model_grad_sites *g, cvene_component c, in
     return g && g->fn && ((g->sites[c] >> l) & 1u);
 }
 
-/* Live rows (models/train_live.c): their count (B T without them), the moves between full
+/* GPT-2's and GPT-NeoX's training passes (models/train_pass.c): a grad site on a (B, T, C) gradient
+ * and, head_c not CVENE_N_COMPONENTS, its per-head (B, H, T, C / H) form first (permuted, called,
+ * permuted back); with live rows, the packed (M, C) gradient g back on the (B, T, C) layout (0 on
+ * the rows that are not live; tmp: M C floats of scratch, zero: B T C zeros). */
+cvene_status model_grad_btc(cvene_model *m, const model_grad_sites *g, cvene_component c, cvene_component head_c, int l,
+                            float *data, float *heads, int B, int T, int C, int H);
+cvene_status model_live_unpack(cvene_backend *be, const model_train_pass *tp, float *g, float *tmp, const float *zero,
+                               int C);
+/* Live rows (models/train_pass.c): their count (B T without them), the moves between full
  * (B, T, W) and packed (R, W) rows (dir 0 gathers into packed, 1 scatters into full), loss row
  * i's index among the rows the pass runs, and the checks (sites o or grad sites g allowed only on
  * the residual entering tp->layer; the loss rows live). */

@@ -1,6 +1,6 @@
-/* Live rows of a training pass (models/model.h, model_train_pass.live_start): what GPT-2's and
- * GPT-NeoX's passes share -- the checks, the packed rows' count and order, and the moves between
- * the (B, T, W) layout and the packed (R, W) rows. */
+/* What GPT-2's and GPT-NeoX's training passes share (models/model.h): grad sites on (B, T, C)
+ * gradients, and live rows (model_train_pass.live_start) -- the checks, the packed rows' count and
+ * order, and the moves between the (B, T, W) layout and the packed (R, W) rows. */
 #include "models/model.h"
 
 int model_live_rows(const model_train_pass *tp) {
@@ -69,4 +69,26 @@ cvene_status model_check_live(cvene_model *m, const model_train_pass *tp, const 
                                   cvene_component_name((cvene_component)k), l);
         }
     return CVENE_OK;
+}
+
+cvene_status model_live_unpack(cvene_backend *be, const model_train_pass *tp, float *g, float *tmp, const float *zero,
+                               int C) {
+    const size_t MC = (size_t)model_live_rows(tp) * C, BTC = (size_t)tp->B * tp->T * C;
+    CVENE_TRY(be->ops->copy(be, tmp, g, MC * sizeof(float)));
+    CVENE_TRY(be->ops->copy(be, g, zero, BTC * sizeof(float)));
+    return model_live_move(be, tp, g, tmp, C, 1);
+}
+
+cvene_status model_grad_btc(cvene_model *m, const model_grad_sites *g, cvene_component c, cvene_component head_c, int l,
+                            float *data, float *heads, int B, int T, int C, int H) {
+    const int D = C / H;
+    cvene_backend *be = m->ctx->be;
+    if (head_c != CVENE_N_COMPONENTS && model_grad_on(g, head_c, l)) { /* the reverse of the forward's order */
+        const int64_t hs[4] = {B, H, T, D};
+        CVENE_TRY(be->ops->permute_heads(be, heads, data, B, T, H, D, 1));
+        CVENE_TRY(model_grad_site(m, g, head_c, l, heads, 4, hs));
+        CVENE_TRY(be->ops->permute_heads(be, data, heads, B, T, H, D, 0));
+    }
+    const int64_t shape[4] = {B, T, C, 0};
+    return c == CVENE_N_COMPONENTS ? CVENE_OK : model_grad_site(m, g, c, l, data, 3, shape);
 }
