@@ -1,6 +1,6 @@
 /* Forward-pass throughput of the native engine on one model directory.
  *   cvene_bench_forward DIR B T [iters] [threads] [cpu|cuda] [--ids FILE] [--logits-out FILE]
- *                       [--keep N] [--dtype f32|bf16|f16|bf16-gemm|f16-gemm]
+ *                       [--keep N] [--dtype f32|bf16|f16|bf16-gemm|f16-gemm] [--logits-on-device]
  * Token ids: random (fixed seed), or --ids FILE: B*T raw little-endian int32 (what
  * bench/bench_gpu_forward.py writes, so both libraries see the same batch). One warm-up
  * pass, then `iters` timed passes, each with full (B, T, V) f32 logits copied to a host
@@ -13,6 +13,9 @@
  * transformers runs it after .to(dtype): 16-bit weights and activations, f32 accumulation;
  * the dtype logits are widened to f32). bf16-gemm / f16-gemm: compute_dtype only (16-bit GEMM
  * weights, f32 activations). Default f32.
+ * --logits-on-device: the logits stay in device memory (cvene_run_opts.logits_on_device); each pass
+ * is timed to the end of its GPU work by reading one float back (cvene_device_to_host waits for the
+ * stream), so only 4 bytes cross: the comparison with transformers keeping its logits on the GPU.
  * Prints one JSON line: {"device":..,"B":..,"T":..,"ms_mean":..,"ms_median":..,"tok_s":..}.
  * Used by bench/bench_cpu_forward.py and bench/bench_gpu_forward.py. */
 #define _POSIX_C_SOURCE 200809L
@@ -54,10 +57,11 @@ static int read_exact(const char *path, void *dst, size_t n) {
 int main(int argc, char **argv) {
     const char *ids_path = NULL, *logits_path = NULL, *dtype = "f32";
     const char *pos[6] = {0};
-    int npos = 0, keep = 0;
+    int npos = 0, keep = 0, on_device = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ids") && i + 1 < argc) ids_path = argv[++i];
         else if (!strcmp(argv[i], "--logits-out") && i + 1 < argc) logits_path = argv[++i];
+        else if (!strcmp(argv[i], "--logits-on-device")) on_device = 1;
         else if (!strcmp(argv[i], "--keep") && i + 1 < argc) keep = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) dtype = argv[++i];
         else if (npos < 6) pos[npos++] = argv[i];
@@ -119,10 +123,20 @@ int main(int argc, char **argv) {
     cvene_run_opts o = {0};
     o.logits = logits;
     o.logits_to_keep = keep;
+    void *dev = NULL;
+    if (rc == 0 && on_device) {
+        if (cvene_device_alloc(ctx, sizeof(float) * n_logits, &dev) != CVENE_OK) {
+            fprintf(stderr, "%s\n", cvene_ctx_error(ctx));
+            rc = 1;
+        }
+        o.logits = dev;
+        o.logits_on_device = 1;
+    }
     double total = 0.0;
     for (int it = -1; it < iters && rc == 0; it++) {
         double t0 = now_s();
-        if (cvene_forward(m, ids, B, T, &o) != CVENE_OK) {
+        if (cvene_forward(m, ids, B, T, &o) != CVENE_OK ||
+            (dev && cvene_device_to_host(ctx, logits, dev, sizeof(float)) != CVENE_OK)) { /* waits for the device */
             fprintf(stderr, "%s\n", cvene_ctx_error(ctx));
             rc = 1;
         }
@@ -132,6 +146,11 @@ int main(int argc, char **argv) {
             total += dt;
         }
     }
+    if (rc == 0 && dev && cvene_device_to_host(ctx, logits, dev, sizeof(float) * n_logits) != CVENE_OK) {
+        fprintf(stderr, "%s\n", cvene_ctx_error(ctx));
+        rc = 1;
+    }
+    cvene_device_free(ctx, dev);
     if (rc == 0 && logits_path) {
         FILE *f = fopen(logits_path, "wb");
         if (!f || fwrite(logits, sizeof(float), n_logits, f) != n_logits) {
@@ -144,9 +163,9 @@ int main(int argc, char **argv) {
         qsort(times, (size_t)iters, sizeof(double), cmp_double);
         double median = iters % 2 ? times[iters / 2] : 0.5 * (times[iters / 2 - 1] + times[iters / 2]);
         printf("{\"device\": \"%s\", \"B\": %d, \"T\": %d, \"iters\": %d, \"ms_mean\": %.3f, \"ms_median\": %.3f, "
-               "\"ms_best\": %.3f, \"tok_s\": %.1f, \"logits_to_keep\": %d, \"dtype\": \"%s\"}\n",
+               "\"ms_best\": %.3f, \"tok_s\": %.1f, \"logits_to_keep\": %d, \"dtype\": \"%s\", \"logits_on_device\": %d}\n",
                cp.device == CVENE_DEVICE_CUDA ? "cuda" : "cpu", B, T, iters, 1e3 * total / iters, 1e3 * median,
-               1e3 * times[0], (double)B * T * iters / total, keep, dtype);
+               1e3 * times[0], (double)B * T * iters / total, keep, dtype, on_device);
     }
     free(ids);
     free(logits);

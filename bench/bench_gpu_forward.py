@@ -107,9 +107,11 @@ def no_tf32(torch):
             return f"could not turn TF32 off ({e})"
 
 
-def run_cvene(bin_path, model_dir, ids_path, logits_path, B, T, iters, device, timeout, keep=0, dtype="f32"):
+def run_cvene(bin_path, model_dir, ids_path, logits_path, B, T, iters, device, timeout, keep=0, dtype="f32",
+              on_device=False):
     cmd = [str(bin_path), str(model_dir), str(B), str(T), str(iters), "0", device, "--ids", str(ids_path),
-           "--logits-out", str(logits_path), "--dtype", dtype] + (["--keep", str(keep)] if keep else [])
+           "--logits-out", str(logits_path), "--dtype", dtype] + (["--keep", str(keep)] if keep else []) \
+        + (["--logits-on-device"] if on_device else [])
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"cvene_bench_forward failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
@@ -292,6 +294,17 @@ def main():
                     if not (rel1 == rel1):
                         rel1 = float("inf")
                     t_last = time_torch_last(torch, model, ids_dev, iters, dev)
+                    # logits left on the device on both sides (issue #16): cvene_run_opts.logits_on_device
+                    # against transformers' logits tensor on the GPU; parity of what was left there
+                    kd = run_cvene(bench, mdir, ids_path, logits_path, B, T, iters, dev, args.step_timeout,
+                                   on_device=True)
+                    gotd = torch.from_numpy(np.fromfile(logits_path, dtype=np.float32)).to(dev).view_as(ref)
+                    reld = ((gotd - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+                    row.update(cvene_dev_ms=kd["ms_median"], dev_speedup=t_dev / kd["ms_median"], rel_diff_dev=reld)
+                    failed |= not (reld <= TOL)
+                    print(f"  {name} {B}x{T}, logits left on the device: cvene {kd['ms_median']:.2f} ms, transformers "
+                          f"{t_dev:.2f} ms ({t_dev / kd['ms_median']:.2f}x, target 1.0x at 32x128), max rel diff "
+                          f"{reld:.2e}", flush=True)
                     row.update(cvene_last_ms=k1["ms_median"], torch_last_ms=t_last, rel_diff_last=rel1)
                     failed |= rel1 > TOL
                     tgt = TARGETS.get(B)
@@ -324,14 +337,15 @@ def main():
         (out / "forward.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
         lines = [f"Card: {card}; torch {torch.__version__}, transformers {transformers.__version__}; f32, TF32 off; "
                  f"medians; {meta['date']}. Both sides deliver (B, T, V) f32 logits in host memory.", "",
-                 "| model | batch x seq | cvene ms | transformers ms | speed-up (target) | transformers ms, logits left on GPU | max rel diff | last-position logits only: cvene ms / transformers ms |",
-                 "|---|---|---|---|---|---|---|---|"]
+                 "| model | batch x seq | cvene ms | transformers ms | speed-up (target) | transformers ms, logits left on GPU | cvene ms, logits left on GPU (speed-up) | max rel diff | last-position logits only: cvene ms / transformers ms |",
+                 "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             if "error" in r:
-                lines.append(f"| {r['model']} | {r['B']} x {r['T']} | error: {r['error'][:80]} | | | | | |")
+                lines.append(f"| {r['model']} | {r['B']} x {r['T']} | error: {r['error'][:80]} | | | | | | |")
             else:
                 lines.append(f"| {r['model']} | {r['B']} x {r['T']} | {r['cvene_ms']:.2f} | {r['torch_ms']:.2f} | "
-                             f"{r['speedup']:.2f}x ({r['target']}x) | {r['torch_dev_ms']:.2f} | {r['rel_diff']:.1e} | "
+                             f"{r['speedup']:.2f}x ({r['target']}x) | {r['torch_dev_ms']:.2f} | "
+                             f"{r['cvene_dev_ms']:.2f} ({r['dev_speedup']:.2f}x) | {r['rel_diff']:.1e} | "
                              f"{r['cvene_last_ms']:.2f} / "
                              + (f"{r['torch_last_ms']:.2f} |" if r.get('torch_last_ms') else "n/a |"))
         b16 = [r for r in rows if "bf16" in r]

@@ -16,8 +16,10 @@
 #               test_neox_parity_cuda, test_gru's GruCuda.*, test_pyvene_parity_cuda,
 #               test_intervene_ops, test_sweep_cuda, test_lowp_cuda (incl. 16-bit activation
 #               forwards vs transformers' bf16 / f16 runs), test_fused_ops_cuda, test_ops16_cuda
-#               (every op on 16-bit activations vs torch), test_backward_ops_cuda (the backward
-#               ops vs torch autograd and vs the CPU); fixtures
+#               (every op on 16-bit activations vs torch), test_sample_cuda (the decoding sampler
+#               vs the CPU's), test_generate_cuda (generation and its interventions vs
+#               transformers / pyvene, outputs left on the device), test_backward_ops_cuda (the
+#               backward ops vs torch autograd and vs the CPU); fixtures
 #               from this tree via CVENE_FIXTURES_DIR
 #   iv_kernels  cvene_bench_iv_kernels (name GB/s pct_of_copy lines)
 #   sweep       cvene_bench_sweep on the GPU: GPT-2-small's shape (random weights from
@@ -29,7 +31,11 @@
 #               Pythia-160M shapes, 1x128 and 32x128, f32, logits parity <= 1e-4; and bf16
 #               rows (cvene --dtype bf16: 16-bit weights and activations, vs transformers
 #               .to(bfloat16); cvene's distance from the f32 torch logits <= max(1e-2, 1.5 x
-#               transformers' own))
+#               transformers' own)); and each shape with the logits left on the device on both
+#               sides (cvene_run_opts.logits_on_device; target 1.0x at 32x128)
+#   generate    bench/bench_generate.py --device cuda: `cvene generate` vs transformers' generate
+#               (GPT-2-small shape, 1 x 16 prompt, 64 new tokens, greedy, same ids), and vs pyvene's
+#               generate with a steering Addition when pyvene is installed there (generate.md)
 # A binary the bundle lacks is reported MISSING (not a failure). Without a GPU (or with
 # GPU_CHECK_NO_GPU=1) the tests skip and the benchmarks say "no CUDA device".
 # Logs go under $OUT when set (the device tool returns at most 8 files from there), else
@@ -180,6 +186,8 @@ run_test test_sweep_cuda 90
 run_test test_lowp_cuda 60
 run_test test_fused_ops_cuda 60
 run_test test_ops16_cuda 30
+run_test test_sample_cuda 30
+run_test test_generate_cuda 45
 run_test test_backward_ops_cuda 30
 
 # ---- intervention kernel bandwidth --------------------------------------------------
@@ -305,6 +313,10 @@ for r in json.loads(sys.argv[1])["rows"]:
             r["cvene_last_ms"], "%.2f ms" % r["torch_last_ms"] if r.get("torch_last_ms") else "n/a")
     print("%s|%s|cvene %.2f ms, transformers %.2f ms (%.2f on GPU): %.2fx (target %sx), rel diff %.1e%s"
           % (step, st, r["cvene_ms"], r["torch_ms"], r["torch_dev_ms"], r["speedup"], r["target"], r["rel_diff"], last))
+    if "cvene_dev_ms" in r:  # logits left on the device on both sides (issue #16: target 1.0x at 32x128)
+        sd = "FAIL" if r.get("rel_diff_dev", 1) > 1e-4 else "SLOW" if r["B"] == 32 and r["dev_speedup"] < 1.0 else "PASS"
+        print("%s on device|%s|logits left on the GPU: cvene %.2f ms, transformers %.2f ms: %.2fx"
+              % (step, sd, r["cvene_dev_ms"], r["torch_dev_ms"], r["dev_speedup"]))
     b = r.get("bf16")
     if b:  # cvene compute_dtype bf16 vs transformers .to(bfloat16); parity vs the f32 torch logits
         print("%s bf16|%s|cvene %.2f ms, transformers %.2f ms (%.2f on GPU): %.2fx; last position %.2f / %s ms; "
@@ -313,6 +325,27 @@ for r in json.loads(sys.argv[1])["rows"]:
                  b["cvene_last_ms"], "%.2f" % b["torch_last_ms"] if b.get("torch_last_ms") else "n/a", b["rel_diff"],
                  b["torch_rel_diff"]))
 ' "$res" 2>/dev/null)
+  fi
+fi
+
+# ---- generation vs transformers (and pyvene's steering where installed) --------------
+if [ -z "$RUN" ] || [ ! -x "$RUN/bin/cvene" ]; then
+  add generate MISSING "cvene (the CLI) not in the bundle"
+elif [ "$HAVE_GPU" = 0 ]; then
+  add generate SKIP "no CUDA device"
+else
+  t=$(step_timeout 120)
+  if [ "$t" = 0 ]; then add generate SKIP "time budget spent"; else
+    echo "== bench_generate.py --device cuda (timeout ${t}s)"
+    PYTHONUNBUFFERED=1 timeout -k 5 "$t" "$PYTHON" bench/bench_generate.py --device cuda --bin "$RUN/bin" \
+      --out "$LOG" --rounds 3 2>&1 | tee "$WORK/generate.log"
+    rc=${PIPESTATUS[0]}
+    keep "bench_generate.py (exit $rc)" "$WORK/generate.log"
+    case "$rc" in
+      0) add generate PASS "$(grep -m1 '^plain' "$WORK/generate.log" | cut -c1-110) (generate.md)" ;;
+      124 | 137) add generate FAIL "timed out after ${t}s" ;;
+      *) add generate FAIL "exit $rc (gpu_check.log)" ;;
+    esac
   fi
 fi
 

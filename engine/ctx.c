@@ -140,3 +140,25 @@ cvene_component cvene_component_from_name(const char *name) {
         if (name && strcmp(name, component_names[c]) == 0) return (cvene_component)c;
     return CVENE_N_COMPONENTS;
 }
+
+/* ---- device memory ---------------------------------------------------------- */
+
+cvene_status cvene_device_alloc(cvene_ctx *ctx, size_t nbytes, void **out) {
+    if (!out) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "cvene_device_alloc: out is NULL");
+    *out = NULL;
+    if (!ctx) return CVENE_ERR_INVALID_ARG;
+    const cvene_status st = ctx->be->ops->alloc(ctx->be, out, nbytes ? nbytes : 1);
+    if (st != CVENE_OK)
+        return cvene_fail(ctx, st, "cannot allocate %zu bytes on the %s device", nbytes, ctx->be->ops->name);
+    return CVENE_OK;
+}
+
+void cvene_device_free(cvene_ctx *ctx, void *p) {
+    if (ctx && p) ctx->be->ops->free(ctx->be, p);
+}
+
+cvene_status cvene_device_to_host(cvene_ctx *ctx, void *host_dst, const void *src, size_t nbytes) {
+    if (!ctx || (nbytes && (!host_dst || !src))) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "cvene_device_to_host: NULL");
+    CVENE_TRY(ctx->be->ops->to_host(ctx->be, host_dst, src, nbytes));
+    return ctx->be->ops->sync(ctx->be);
+}

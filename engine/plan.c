@@ -20,6 +20,57 @@ static int same_input(const iv_input *a, const iv_input *b) {
 
 /* ---- one pass ----------------------------------------------------------- */
 
+void iv_pass_begin(run_state *s, block *blocks, int n_blocks, int T, int want_logits, cvene_run_opts *o) {
+    memset(o, 0, sizeof *o);
+    s->last_site = -1;
+    memset(s->step, 0, sizeof s->step);
+    for (int k = 0; k < n_blocks; k++) {
+        for (int j = 0; j < blocks[k].n_setters; j++) {
+            const cvene_representation *r = &s->c->reps[blocks[k].setters[j]].r;
+            o->sites[iv_physical(r->component)] |= 1ull << r->layer;
+        }
+        for (int j = 0; j < blocks[k].n_getters; j++) {
+            const cvene_representation *r = &s->c->reps[blocks[k].getters[j]].r;
+            o->sites[iv_physical(iv_getter_component(r, s->m))] |= 1ull << r->layer;
+            int last_step = 0; /* unit t: the last source timestep read */
+            if (r->unit == CVENE_UNIT_T) {
+                const iv_locs *sl = &s->locs[2 * blocks[k].getters[j]];
+                last_step = sl->present ? 0 : T - 1;
+                for (int q = 0; sl->present && q < s->B * sl->U; q++)
+                    if (sl->idx[q] > last_step) last_step = sl->idx[q];
+            }
+            int64_t so = iv_site_order(iv_physical(iv_getter_component(r, s->m)), r->layer, last_step);
+            if (!want_logits && so > s->last_site) s->last_site = so;
+        }
+    }
+    if (want_logits) s->last_site = -1;
+    cvene_model_info mi = cvene_model_get_info(s->m);
+    if (s->diagnose) { /* every layer's output too, and the embeddings */
+        const int L = mi.n_layer;
+        const uint64_t all = L >= 64 ? ~0ull : (1ull << L) - 1;
+        if (mi.arch == CVENE_ARCH_GRU) o->sites[CVENE_CELL_OUTPUT] |= all;
+        else o->sites[CVENE_BLOCK_OUTPUT] |= all, o->sites[CVENE_BLOCK_INPUT] |= 1;
+    }
+    o->site_fn = iv_on_site;
+    o->site_user = s;
+    s->blocks = blocks;
+    s->n_blocks = n_blocks;
+    s->T = T;
+    s->err = CVENE_OK;
+    for (int l = 0; l < s->n_links; l++) { /* link chains live within one forward */
+        free(s->link[l].hot);
+        s->link[l].hot = NULL;
+        s->link[l].dev_len = 0;
+    }
+}
+
+cvene_status iv_pass_end(run_state *s, cvene_status st) {
+    if (st == CVENE_ERR_CALLBACK && s->err != CVENE_OK) st = cvene_fail(s->ctx, s->err, "%s", s->errmsg);
+    s->res->n_passes++;
+    return st;
+}
+
+
 static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want_logits) {
     int N = 0, T = blocks[0].in->T;
     for (int k = 0; k < n_blocks; k++) {
@@ -44,10 +95,6 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
         free(ids), free(mask), free(logits), free(pos);
         return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory assembling a batch of %d x %d", N, T);
     }
-    cvene_run_opts o;
-    memset(&o, 0, sizeof o);
-    s->last_site = -1;
-    memset(s->step, 0, sizeof s->step);
     for (int k = 0; k < n_blocks; k++) {
         const iv_input *in = blocks[k].in;
         memcpy(ids + (size_t)blocks[k].row0 * T, in->ids, sizeof(int32_t) * (size_t)in->B * T);
@@ -55,49 +102,14 @@ static cvene_status run_pass(run_state *s, block *blocks, int n_blocks, int want
             mask[(size_t)blocks[k].row0 * T + q] = in->mask ? in->mask[q] : 1;
         for (int64_t q = 0; pos && q < (int64_t)in->B * T; q++)
             pos[(size_t)blocks[k].row0 * T + q] = in->pos ? in->pos[q] : (int32_t)(q % T);
-        for (int j = 0; j < blocks[k].n_setters; j++) {
-            const cvene_representation *r = &s->c->reps[blocks[k].setters[j]].r;
-            o.sites[iv_physical(r->component)] |= 1ull << r->layer;
-        }
-        for (int j = 0; j < blocks[k].n_getters; j++) {
-            const cvene_representation *r = &s->c->reps[blocks[k].getters[j]].r;
-            o.sites[iv_physical(iv_getter_component(r, s->m))] |= 1ull << r->layer;
-            int last_step = 0; /* unit t: the last source timestep read */
-            if (r->unit == CVENE_UNIT_T) {
-                const iv_locs *sl = &s->locs[2 * blocks[k].getters[j]];
-                last_step = sl->present ? 0 : T - 1;
-                for (int q = 0; sl->present && q < s->B * sl->U; q++)
-                    if (sl->idx[q] > last_step) last_step = sl->idx[q];
-            }
-            int64_t so = iv_site_order(iv_physical(iv_getter_component(r, s->m)), r->layer, last_step);
-            if (!want_logits && so > s->last_site) s->last_site = so;
-        }
     }
-    if (want_logits) s->last_site = -1;
-    if (s->diagnose) { /* every layer's output too, and the embeddings */
-        const int L = mi.n_layer;
-        const uint64_t all = L >= 64 ? ~0ull : (1ull << L) - 1;
-        if (mi.arch == CVENE_ARCH_GRU) o.sites[CVENE_CELL_OUTPUT] |= all;
-        else o.sites[CVENE_BLOCK_OUTPUT] |= all, o.sites[CVENE_BLOCK_INPUT] |= 1;
-    }
+    cvene_run_opts o;
+    iv_pass_begin(s, blocks, n_blocks, T, want_logits, &o);
     o.attention_mask = mask;
     o.position_ids = pos;
     o.logits = logits;
     o.logits_row0 = want_logits ? row0 : 0;
-    o.site_fn = iv_on_site;
-    o.site_user = s;
-    s->blocks = blocks;
-    s->n_blocks = n_blocks;
-    s->T = T;
-    s->err = CVENE_OK;
-    for (int l = 0; l < s->n_links; l++) { /* link chains live within one forward */
-        free(s->link[l].hot);
-        s->link[l].hot = NULL;
-        s->link[l].dev_len = 0;
-    }
-    cvene_status st = cvene_forward(s->m, ids, N, T, &o);
-    if (st == CVENE_ERR_CALLBACK && s->err != CVENE_OK) st = cvene_fail(s->ctx, s->err, "%s", s->errmsg);
-    s->res->n_passes++;
+    cvene_status st = iv_pass_end(s, cvene_forward(s->m, ids, N, T, &o));
     if (st == CVENE_OK && want_logits) {
         for (int k = 0; k < n_blocks; k++) {
             if (blocks[k].role == ROLE_BASE) s->res->logits = logits + (size_t)(blocks[k].row0 - row0) * T * mi.vocab_size;
@@ -131,16 +143,11 @@ static int runs_first(const run_state *s, const block *bk, const iv_input *base)
     return 0;
 }
 
-cvene_status iv_plan_parallel(run_state *s, const iv_input **src, const iv_input *base, int orig) {
+/* One block per distinct source input holding the interventions it feeds (never run the same
+ * source twice); lists: room for the getter lists, (2n + 1) ints per block. */
+static int source_blocks(const run_state *s, const iv_input **src, block *blocks, int *lists) {
     const cvene_config *c = s->c;
-    int n = c->n;
-    /* one block per distinct source input: never run the same source twice */
-    block *blocks = calloc((size_t)c->n_groups + 2, sizeof(block));
-    int *lists = malloc(sizeof(int) * (size_t)(2 * n + 1) * ((size_t)c->n_groups + 2));
-    if (!blocks || !lists) {
-        free(blocks), free(lists);
-        return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
-    }
+    const int n = c->n;
     int nb = 0;
     for (int i = 0; i < n; i++) {
         if (!s->iv[i].store) continue;
@@ -153,25 +160,59 @@ cvene_status iv_plan_parallel(run_state *s, const iv_input **src, const iv_input
         }
         blocks[k].getters[blocks[k].n_getters++] = i;
     }
-    block *pass = calloc((size_t)nb + 2, sizeof(block));
-    if (!pass) {
-        free(blocks), free(lists);
-        return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
-    }
-    cvene_status st = CVENE_OK;
-    /* sources of another length (and GRU sources read at unit t, whose timesteps may come
-     * after the base steps they feed) run first, batched by length, stopping at their
-     * last site */
-    for (int k = 0; k < nb && st == CVENE_OK; k++) {
-        if (!runs_first(s, &blocks[k], base) || blocks[k].role != ROLE_SOURCE) continue;
+    return nb;
+}
+
+/* The source blocks for which first(s, block) holds, batched by length, each pass stopping at
+ * its last site; they are marked done (role -1). */
+static cvene_status run_source_passes(run_state *s, block *blocks, int nb, block *pass, const iv_input *base,
+                                      int (*first)(const run_state *, const block *, const iv_input *)) {
+    for (int k = 0; k < nb; k++) {
+        if (blocks[k].role != ROLE_SOURCE || !first(s, &blocks[k], base)) continue;
         int m = 0, T = blocks[k].in->T;
         for (int q = k; q < nb; q++)
-            if (blocks[q].role == ROLE_SOURCE && blocks[q].in->T == T && runs_first(s, &blocks[q], base)) {
+            if (blocks[q].role == ROLE_SOURCE && blocks[q].in->T == T && first(s, &blocks[q], base)) {
                 pass[m++] = blocks[q];
                 blocks[q].role = -1; /* done */
             }
-        st = run_pass(s, pass, m, 0);
+        CVENE_TRY(run_pass(s, pass, m, 0));
     }
+    return CVENE_OK;
+}
+
+static int always(const run_state *s, const block *bk, const iv_input *base) {
+    (void)s, (void)bk, (void)base;
+    return 1;
+}
+
+cvene_status iv_run_sources(run_state *s, const iv_input **src) {
+    const int n = s->c->n;
+    block *blocks = calloc((size_t)s->c->n_groups + 1, sizeof(block));
+    block *pass = calloc((size_t)s->c->n_groups + 1, sizeof(block));
+    int *lists = malloc(sizeof(int) * (size_t)(2 * n + 1) * ((size_t)s->c->n_groups + 1));
+    cvene_status st = blocks && pass && lists ? CVENE_OK : cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
+    if (st == CVENE_OK) st = run_source_passes(s, blocks, source_blocks(s, src, blocks, lists), pass, NULL, always);
+    free(blocks), free(pass), free(lists);
+    return st;
+}
+
+int iv_base_setters(const run_state *s, const iv_input **src, int *out) { return collect_setters(s, src, -1, out); }
+
+cvene_status iv_plan_parallel(run_state *s, const iv_input **src, const iv_input *base, int orig) {
+    const cvene_config *c = s->c;
+    int n = c->n;
+    block *blocks = calloc((size_t)c->n_groups + 2, sizeof(block));
+    int *lists = malloc(sizeof(int) * (size_t)(2 * n + 1) * ((size_t)c->n_groups + 2));
+    block *pass = calloc((size_t)c->n_groups + 2, sizeof(block));
+    if (!blocks || !lists || !pass) {
+        free(blocks), free(lists), free(pass);
+        return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
+    }
+    const int nb = source_blocks(s, src, blocks, lists);
+    /* sources of another length (and GRU sources read at unit t, whose timesteps may come
+     * after the base steps they feed) run first, batched by length, stopping at their
+     * last site */
+    cvene_status st = run_source_passes(s, blocks, nb, pass, base, runs_first);
     /* the base pass: same-length sources, the base, and the clean base */
     int m = 0;
     for (int k = 0; k < nb; k++)

@@ -117,7 +117,7 @@ void cvene_result_free(cvene_result *res) {
 }
 
 /* CUDA: bring the collected values back into the result (host memory). */
-static cvene_status fetch_collected(run_state *s) {
+cvene_status iv_fetch_collected(run_state *s) {
     cvene_backend *be = s->ctx->be;
     if (be->device == CVENE_DEVICE_CPU) return CVENE_OK;
     for (int i = 0; i < s->c->n; i++) {
@@ -242,6 +242,7 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
                                   r->unit == CVENE_UNIT_T ? "timestep" : "unit", gb.R * gb.D, hint);
             }
             CVENE_TRY(iv_dev_alloc(s, (void **)&s->iv[i].store, sizeof(float) * len, "a source store"));
+            s->iv[i].store_len = (int64_t)len;
         }
         if (iv_type_get(r->type)->flags & IV_TRAINABLE) CVENE_TRY(trained_state(s, i, &gb, U));
         if (r->source && r->source_len != gb.D && (size_t)r->source_len != len)
@@ -324,9 +325,11 @@ static cvene_status prepare(run_state *s, const iv_input **src) {
     return CVENE_OK;
 }
 
-static cvene_status run_once(cvene_model *m, const cvene_config *c, const cvene_request *r, int diagnose,
-                             cvene_result **out) {
+cvene_status iv_state_open(run_state *s, cvene_model *m, const cvene_config *c, const cvene_request *r,
+                           const cJSON *locations, int target_T, int diagnose, const iv_input ***src_out) {
     cvene_ctx *ctx = m->ctx;
+    memset(s, 0, sizeof *s);
+    *src_out = NULL;
     if (!r->base.present) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "the request has no base input");
     const iv_input *base = &r->base;
     int G = c->n_groups, B = base->B;
@@ -336,6 +339,7 @@ static cvene_status run_once(cvene_model *m, const cvene_config *c, const cvene_
                           "or one source shared by all)", r->n_sources, G, G == 1 ? "" : "s");
     const iv_input **src = calloc((size_t)G + 1, sizeof(iv_input *));
     if (!src) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    *src_out = src;
     cvene_status st = check_tokens(m, base, "base");
     const int gru = cvene_model_get_info(m).arch == CVENE_ARCH_GRU;
     for (int g = 0; g < G && st == CVENE_OK; g++) {
@@ -353,48 +357,59 @@ static cvene_status run_once(cvene_model *m, const cvene_config *c, const cvene_
                             "are given, so give them to every input or to none", what, src[g]->pos ? "has" : "has no",
                             base->pos ? "has" : "has none");
     }
-    run_state s;
-    memset(&s, 0, sizeof s);
-    s.ctx = ctx, s.m = m, s.c = c, s.B = B, s.in_base_T = base->T, s.diagnose = diagnose;
+    s->ctx = ctx, s->m = m, s->c = c, s->B = B, s->in_base_T = base->T, s->diagnose = diagnose;
     cvene_result *res = calloc(1, sizeof *res);
-    s.res = res;
-    s.locs = calloc(2 * (size_t)c->n, sizeof(iv_locs));
-    s.dims = calloc((size_t)c->n * B, sizeof(iv_dims));
-    if (st == CVENE_OK && (!res || !s.locs || !s.dims)) st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
-    if (st == CVENE_OK) st = iv_resolve_locations(ctx, c, r->locations, B, s.locs);
-    if (st == CVENE_OK) st = iv_resolve_subspaces(ctx, c, r->subspaces, B, s.dims);
-    else if (s.dims) for (int k = 0; k < c->n * B; k++) s.dims[k] = (iv_dims){NULL, -1};
+    s->res = res;
+    s->locs = calloc(2 * (size_t)c->n, sizeof(iv_locs));
+    s->dims = calloc((size_t)c->n * B, sizeof(iv_dims));
+    if (st == CVENE_OK && (!res || !s->locs || !s->dims)) st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    if (st == CVENE_OK) st = iv_resolve_locations(ctx, c, locations, B, s->locs);
+    if (st == CVENE_OK) st = iv_resolve_subspaces(ctx, c, r->subspaces, B, s->dims);
+    else if (s->dims) for (int k = 0; k < c->n * B; k++) s->dims[k] = (iv_dims){NULL, -1};
     for (int i = 0; st == CVENE_OK && i < c->n; i++) { /* a source of batch 1 serves every example */
         const iv_input *in = src[iv_group(c, i)];
-        if (in && in->B == 1 && B > 1) s.locs[2 * i].bcast = 1;
+        if (in && in->B == 1 && B > 1) s->locs[2 * i].bcast = 1;
     }
     if (st == CVENE_OK && c->mode == CVENE_MODE_SERIAL)
         for (int i = 0; i < c->n && st == CVENE_OK; i++)
-            if (src[iv_group(c, i)] && iv_needs_source(&c->reps[i].r) && !s.locs[2 * i + 1].present &&
-                r->locations)
+            if (src[iv_group(c, i)] && iv_needs_source(&c->reps[i].r) && !s->locs[2 * i + 1].present && locations)
                 st = cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
                                 "unit_locations: serial mode needs an entry for group %d (\"source_%d->%s\")",
                                 iv_group(c, i), iv_group(c, i), iv_group(c, i) == G - 1 ? "base" : "source_N");
-    if (st == CVENE_OK && !(s.iv = calloc((size_t)(c->n > 0 ? c->n : 1), sizeof(iv_slot))))
+    if (st == CVENE_OK && !(s->iv = calloc((size_t)(c->n > 0 ? c->n : 1), sizeof(iv_slot))))
         st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     for (int i = 0; st == CVENE_OK && i < c->n; i++) {
         /* serial: group g's setters act on the next source present, else the base */
-        s.iv[i].target_T = base->T;
+        s->iv[i].target_T = target_T > 0 ? target_T : base->T;
         for (int g = iv_group(c, i) + 1; c->mode == CVENE_MODE_SERIAL && g < G; g++)
             if (src[g]) {
-                s.iv[i].target_T = src[g]->T;
+                s->iv[i].target_T = src[g]->T;
                 break;
             }
     }
-    if (st == CVENE_OK) st = prepare(&s, src);
-    if (st == CVENE_OK)
-        st = c->mode == CVENE_MODE_SERIAL ? iv_plan_serial(&s, src, base, r->output_original)
-                                          : iv_plan_parallel(&s, src, base, r->output_original);
-    if (st == CVENE_OK) st = fetch_collected(&s);
+    if (st == CVENE_OK) st = prepare(s, src);
     if (res) res->B = B, res->T = base->T, res->V = cvene_model_get_info(m).vocab_size;
-    state_free(&s, c->n);
-    free(s.diag_host);
-    free(src);
+    return st;
+}
+
+void iv_state_close(run_state *s, const iv_input **src) {
+    if (s->c) state_free(s, s->c->n);
+    free(s->diag_host);
+    free((void *)src);
+    s->diag_host = NULL;
+}
+
+static cvene_status run_once(cvene_model *m, const cvene_config *c, const cvene_request *r, int diagnose,
+                             cvene_result **out) {
+    run_state s;
+    const iv_input **src = NULL;
+    cvene_status st = iv_state_open(&s, m, c, r, r->locations, -1, diagnose, &src);
+    if (st == CVENE_OK)
+        st = c->mode == CVENE_MODE_SERIAL ? iv_plan_serial(&s, src, &r->base, r->output_original)
+                                          : iv_plan_parallel(&s, src, &r->base, r->output_original);
+    if (st == CVENE_OK) st = iv_fetch_collected(&s);
+    cvene_result *res = s.res;
+    iv_state_close(&s, src);
     if (st != CVENE_OK) {
         cvene_result_free(res);
         return st;

@@ -91,6 +91,7 @@ typedef struct {
 typedef struct {
     int target_T;          /* length of the run its setter acts on */
     float *store;          /* the gathered source (B, U, R, D), on the device */
+    int64_t store_len;     /* ... its floats */
     float *csrc;           /* its constant source (or Noise's f32 noise) on the device (fused path) */
     float *coll;           /* Collect: its result on the device (CPU: the result's own buffer) */
     int collect_slot;      /* index into res->collected, or -1 */
@@ -141,6 +142,19 @@ typedef struct {
     size_t diag_cap;
 } run_state;
 
+/* ---- a request's state (engine/run.c) ----
+ * Check a request against the model and prepare everything its passes need, with the base
+ * locations resolved from `locations` (the request's own, or generation's stand-in) against a
+ * base of length target_T (-1: the base's own; generation: the prompt's, or 1 for a generated
+ * step). *src_out: the source of each group (NULL: none), owned by the state. On failure the
+ * state is still closed with iv_state_close. s->res is the result the passes fill (owned by
+ * the caller once taken; iv_state_close does not free it). */
+cvene_status iv_state_open(run_state *s, cvene_model *m, const cvene_config *c, const cvene_request *r,
+                           const cJSON *locations, int target_T, int diagnose, const iv_input ***src_out);
+void iv_state_close(run_state *s, const iv_input **src);
+/* CUDA: bring the collected values of the last pass into s->res (host memory). */
+cvene_status iv_fetch_collected(run_state *s);
+
 /* ---- index building (engine/index.c) ---- */
 /* Whether intervention i runs as fused iv_units calls on this backend (see index.c). */
 int iv_fused_on(const run_state *s, int i);
@@ -156,5 +170,14 @@ int iv_on_site(void *user, cvene_component comp, int layer, cvene_tensor_view *t
 /* ---- passes (engine/plan.c) ---- */
 cvene_status iv_plan_parallel(run_state *s, const iv_input **src, const iv_input *base, int orig);
 cvene_status iv_plan_serial(run_state *s, const iv_input **src, const iv_input *base, int orig);
+/* A forward's site options for a pass over blocks of length T (sites of their setters and
+ * getters, iv_on_site), and the state reset for it; iv_pass_end turns a callback's failure into
+ * its own message and counts the pass. */
+void iv_pass_begin(run_state *s, block *blocks, int n_blocks, int T, int want_logits, cvene_run_opts *o);
+cvene_status iv_pass_end(run_state *s, cvene_status st);
+/* Generation: every source's pass (each distinct source once), filling the stores. */
+cvene_status iv_run_sources(run_state *s, const iv_input **src);
+/* The interventions that act on the base (out: room for n). */
+int iv_base_setters(const run_state *s, const iv_input **src, int *out);
 
 #endif

@@ -206,7 +206,24 @@ typedef struct {
     /* sites[c] is a bitmask over layers (bit l = layer l, up to 64 layers) of
      * the sites at which site_fn is called. */
     uint64_t sites[CVENE_N_COMPONENTS];
+    int logits_on_device;          /* 1: logits is memory of the context's device (cvene_device_alloc) and the
+                                    * logits are written there and stay there: nothing crosses to the host and
+                                    * the forward does not wait for the device (read them with
+                                    * cvene_device_to_host, or hand them to torch: cvene_dlpack.h). On the CPU
+                                    * the device is the host. GPT-2 and GPT-NeoX */
+    const int32_t *logits_vocab;   /* host ids of the only logits columns wanted (a metric's tokens), in this
+                                    * order: logits is then (.., n_logits_vocab); NULL: every column. With
+                                    * logits_to_keep only (GPT-2 and GPT-NeoX) */
+    int n_logits_vocab;
 } cvene_run_opts;
+
+/* ---- device memory: outputs that stay on the device ----
+ * Memory of the context's device (CUDA: device memory on its stream; CPU: the heap), for
+ * cvene_run_opts.logits_on_device and for the device views results hand out. to_host waits for
+ * the work queued before it. */
+cvene_status cvene_device_alloc(cvene_ctx *ctx, size_t nbytes, void **out);
+void cvene_device_free(cvene_ctx *ctx, void *p);
+cvene_status cvene_device_to_host(cvene_ctx *ctx, void *host_dst, const void *src, size_t nbytes);
 
 /* One forward over a (B, T) batch of token ids on the context's device. */
 cvene_status cvene_forward(cvene_model *m, const int32_t *input_ids, int B, int T,
@@ -368,6 +385,71 @@ int cvene_result_n_collected(const cvene_result *res);
 cvene_tensor_view cvene_result_collected(const cvene_result *res, int k);
 int cvene_result_n_passes(const cvene_result *res); /* forwards the plan ran */
 void cvene_result_free(cvene_result *res);
+
+/* ---- generation (docs/generation.md) --------------------------------------
+ * Decoding from a batch of prompts (the request's base: left-padded rows with an attention
+ * mask, as transformers' generate takes them) with a K/V cache that grows per step, on the
+ * context's device. Greedy by default (transformers' generate with do_sample=False); sampling
+ * with temperature, top-k and top-p from a seed (reproducible run to run on one backend; the
+ * rules in kernels/backend.h, cvene_sample_params). A row that emits one of eos_ids emits
+ * pad_id from then on; generation ends when every row has ended or after max_new_tokens.
+ * Position ids follow transformers: cumsum(mask) - 1 over the prompt (1 at padding), then one
+ * more per step (or the base's own position_ids over the prompt, then their last + 1, + 2, ...).
+ *
+ * With a config, interventions act while decoding with pyvene 0.1.8's IntervenableModel.generate
+ * semantics. Call 0 is the prompt's forward (it produces generated token 0); call j >= 1 reads
+ * token j - 1 (its input is one position per row) and produces token j.
+ *   intervene_on_prompt 1, unit_locations given: call 0 only (the prompt);
+ *   intervene_on_prompt 0: calls 1, 2, ... (every generated token's call, not the prompt's),
+ *     at the request's unit_locations, which then index the step's one position (pyvene's
+ *     default when none are given: {"base": 0});
+ *   intervene_on_prompt 1, unit_locations none (null): every call, on the whole stream (the
+ *     steering case with a constant-source Addition).
+ * first_call / last_call (cvene's, pyvene's issue #111) narrow that to calls
+ * [first_call, last_call] (-1: no bound), e.g. first 1, last 5: the calls producing generated
+ * tokens 1..5. Sources run once, before the prompt, and every call reuses what they gave. Mode
+ * parallel only; Collect results are not kept per call yet (refused). */
+typedef struct {
+    int max_new_tokens;      /* >= 1 (default 16) */
+    int do_sample;           /* 0 (default): greedy */
+    float temperature;       /* > 0 (default 1) */
+    int top_k;               /* 0 (default): off */
+    float top_p;             /* (0, 1] (default 1: off) */
+    uint64_t seed;           /* default 0 */
+    const int32_t *eos_ids;  /* a row ends after emitting one of these (NULL / 0: never) */
+    int n_eos;
+    int32_t pad_id;          /* what an ended row emits; -1 (default): eos_ids[0], else 0 */
+    int intervene_on_prompt; /* pyvene's generate argument (default 0) */
+    int first_call, last_call; /* -1 (default): every call the rule above selects */
+    int keep_logits;         /* 1: the result holds each step's logits (B, steps, V) (transformers'
+                              * output_logits); 0 (default): only the ids */
+    /* streaming: called after every step with that step's token of each row (host ids, B of
+     * them); return non-zero to stop early (the result then ends at that step) */
+    int (*on_token)(void *user, int step, const int32_t *ids, int B);
+    void *user;
+} cvene_gen_params;
+cvene_gen_params cvene_gen_default_params(void);
+
+typedef struct cvene_generation cvene_generation;
+/* Generate from r's base (sources, unit_locations and subspaces when c is given; c NULL: no
+ * interventions, r's base only). The result is owned by the caller (cvene_generation_free). */
+cvene_status cvene_generate(cvene_model *m, const cvene_config *c, const cvene_request *r, const cvene_gen_params *p,
+                            cvene_generation **out);
+/* (B, T) ids: each row's prompt (as given, padding included) then its generated tokens, T =
+ * prompt length + steps (transformers' generate output). */
+const int32_t *cvene_generation_ids(const cvene_generation *g, int *B, int *T);
+/* Generated tokens per row (steps) and the prompt length. */
+int cvene_generation_steps(const cvene_generation *g);
+int cvene_generation_prompt_len(const cvene_generation *g);
+/* (B, steps, V) f32 logits of each step's last position, or NULL without keep_logits. */
+const float *cvene_generation_logits(const cvene_generation *g, int *B, int *steps, int *V);
+/* The same, left on the context's device (valid until cvene_generation_free; with
+ * cvene_dlpack.h, torch reads them without a copy), step-major as decoding wrote them: ids
+ * (steps, B) i32, logits (steps, B, V) f32 (a view with data NULL without keep_logits). Equal bit
+ * for bit to the host copies above. */
+cvene_tensor_view cvene_generation_device_ids(const cvene_generation *g);
+cvene_tensor_view cvene_generation_device_logits(const cvene_generation *g);
+void cvene_generation_free(cvene_generation *g);
 
 /* ---- sweeps: activation patching and causal tracing ------------------------
  * Patch one component from a source run into a base run at every (layer,

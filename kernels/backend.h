@@ -200,6 +200,62 @@ typedef struct cvene_ops_bwd {
                              const float *saved, size_t n, unsigned stages);
 } cvene_ops_bwd;
 
+/* ---- decoding (issue #16) ----
+ * How the next token of each row is chosen from its last position's logits. Greedy: the
+ * argmax (the lowest index among equal maxima, as torch.argmax). Sampling, in transformers'
+ * order of logits warpers: z = logit / temperature (one f32 division), then top-k, then top-p,
+ * then a draw:
+ *   top-k (top_k > 0): keep the tokens with z >= the k-th largest z (ties at it kept, as
+ *     transformers' TopKLogitsWarper); top_k >= V keeps all;
+ *   top-p (top_p < 1): w_i = expf(z_i - zmax) over the top-k survivors, W = their sum; keep
+ *     token i when the sum of w_j over survivors with z_j > z_i is < top_p * W (the most
+ *     probable token is always kept);
+ *   draw: u in [0, 1) from the counter-based generator below; target = u * (sum of the kept
+ *     w_i); the token is the first kept index i (vocabulary order) whose inclusive running sum
+ *     of kept w exceeds target, or the last kept index when rounding leaves none.
+ * Sums of w in double on the CPU, in a fixed order on CUDA (so the CPU and CUDA may pick
+ * different tokens only when target falls within rounding of a boundary).
+ * Non-finite logits: a NaN logit (NaN z) is never chosen, by greedy or sampling (it is never
+ * a top-k or top-p survivor and has no w), unless every logit of the row is NaN: then token 0.
+ * -inf is an ordinary value (w = 0: drawn only when every surviving z is -inf). The weight of
+ * a survivor is w_i = 1 when z_i == zmax, else expf(z_i - zmax) (the same for a finite zmax;
+ * when zmax is +inf, e.g. a huge logit over a tiny temperature, the +inf tokens share the
+ * draw equally and every other w is 0; when every survivor is -inf, all are equally likely).
+ * Refused with CVENE_ERR_INVALID_ARG (message in be->err, nothing written): V < 1, B < 0,
+ * ld < V, n_stop < 0, a NULL sp, a NULL ids / done / logits when B > 0, a NULL stop when
+ * n_stop > 0; and, when sampling (greedy 0): temperature not > 0 and finite, top_p not in
+ * (0, 1], top_k < 0, a NULL scratch (greedy reads neither these fields nor scratch).
+ * The uniform of row b at decoding step `step` (both backends, bit for bit):
+ *   x = splitmix64(splitmix64(seed + step) + b),  u = (x >> 40) * 2^-24,
+ *   splitmix64(z): z += 0x9E3779B97F4A7C15; z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
+ *                  z = (z ^ (z >> 27)) * 0x94D049BB133111EB; return z ^ (z >> 31). */
+typedef struct {
+    int greedy;        /* 1: argmax; the fields below are not read */
+    float temperature; /* > 0 */
+    int top_k;         /* 0 = off */
+    float top_p;       /* (0, 1]; 1 = off */
+    uint64_t seed;
+} cvene_sample_params;
+
+typedef struct cvene_ops_gen {
+    /* height rows of width bytes: row r from src + r * spitch to dst + r * dpitch (device to
+     * device, stream-ordered: cudaMemcpy2DAsync on CUDA). Rows must not overlap. height or
+     * width 0 does nothing; a NULL dst or src, or height > 1 with dpitch or spitch < width
+     * (rows that would overlap), is CVENE_ERR_INVALID_ARG; with height 1 the pitches are not
+     * read. */
+    cvene_status (*copy2d)(cvene_backend *be, void *dst, size_t dpitch, const void *src, size_t spitch,
+                           size_t width, size_t height);
+    /* The next token of each of B rows: logits (B, V) f32 with row stride ld floats. ids (B)
+     * int32 written. done (B) int32: a row with done[b] != 0 gets pad_id (transformers'
+     * finished sequences), any other row the token chosen by sp (above), and then done[b] = 1
+     * when that token is one of stop[0 .. n_stop) (n_stop may be 0, stop then unread).
+     * scratch: (B, V) f32 the op may overwrite. ids, done, stop and scratch on the device;
+     * logits are read only. No host synchronisation. */
+    cvene_status (*sample)(cvene_backend *be, int32_t *ids, int32_t *done, const float *logits, int64_t ld, int B,
+                           int V, float *scratch, const cvene_sample_params *sp, uint64_t step,
+                           const int32_t *stop, int n_stop, int32_t pad_id);
+} cvene_ops_gen;
+
 typedef struct cvene_ops {
     const char *name;
 
@@ -318,6 +374,8 @@ typedef struct cvene_ops {
     const cvene_ops16 *ops16;
     /* the backward ops (above) */
     const cvene_ops_bwd *bwd;
+    /* the decoding ops (above) */
+    const cvene_ops_gen *gen;
 } cvene_ops;
 
 struct cvene_backend {
@@ -343,6 +401,16 @@ cvene_status cvene_cpu_iv_rotated(cvene_backend *be, float *x, const int64_t *x_
 extern const cvene_ops16 cvene_cpu_ops16;
 /* The CPU backward ops (kernels/cpu/ops_bwd.c), the reference for the CUDA ones. */
 extern const cvene_ops_bwd cvene_cpu_ops_bwd;
+/* The CPU decoding ops (kernels/cpu/ops_gen.c), the reference for the CUDA ones. */
+extern const cvene_ops_gen cvene_cpu_ops_gen;
+/* The argument checks of gen.copy2d / gen.sample (kernels/cpu/ops_gen.c), shared by both
+ * backends so they refuse the same calls with the same message: CVENE_OK, or
+ * CVENE_ERR_INVALID_ARG with the message in be->err. */
+cvene_status cvene_gen_copy2d_check(cvene_backend *be, const void *dst, size_t dpitch, const void *src,
+                                    size_t spitch, size_t width, size_t height);
+cvene_status cvene_gen_sample_check(cvene_backend *be, const int32_t *ids, const int32_t *done, const float *logits,
+                                    int64_t ld, int B, int V, const float *scratch, const cvene_sample_params *sp,
+                                    const int32_t *stop, int n_stop);
 /* The CPU matmul_lp (kernels/cpu/ops_lowp.c), as in cvene_ops. */
 cvene_status cvene_cpu_matmul_lp(cvene_backend *be, float *out, const float *in, const void *w,
                                  cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,
@@ -370,6 +438,12 @@ cvene_status cvene_cuda_matmul_act(cvene_backend *be, float *out, const float *i
                                    int N, cvene_act act);
 /* The CUDA backward ops (kernels/cuda/backward.cu), as in cvene_ops. */
 extern const cvene_ops_bwd cvene_cuda_ops_bwd;
+/* The CUDA decoding ops (copy2d in kernels/cuda/backend_cuda.cu, sample in
+ * kernels/cuda/sample.cu), as in cvene_ops. */
+extern const cvene_ops_gen cvene_cuda_ops_gen;
+cvene_status cvene_cuda_sample(cvene_backend *be, int32_t *ids, int32_t *done, const float *logits, int64_t ld, int B,
+                               int V, float *scratch, const cvene_sample_params *sp, uint64_t step,
+                               const int32_t *stop, int n_stop, int32_t pad_id);
 /* The CUDA matmul_lp (kernels/cuda/lowp.cu), as in cvene_ops. */
 cvene_status cvene_cuda_matmul_lp(cvene_backend *be, float *out, const float *in, const void *w,
                                   cvene_dtype w_dtype, int ldw, int trans_w, const float *bias, int M,

@@ -91,6 +91,7 @@ static void gpt2_free(cvene_model *m) {
 static cvene_status gpt2_forward(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o);
 static cvene_status gpt2_forward_from(cvene_model *m, const cvene_resume *rs, int B, int T,
                                       const cvene_run_opts *o);
+static cvene_status gpt2_decode(cvene_model *m, const model_decode *dc, int B, int T, const cvene_run_opts *o);
 static const float *gpt2_token_embeddings(cvene_model *m, int *V, int *C) {
     gpt2_model *g = m->arch;
     *V = g->cfg.vocab_size;
@@ -98,7 +99,8 @@ static const float *gpt2_token_embeddings(cvene_model *m, int *V, int *C) {
     return g->p.wte;
 }
 static const cvene_model_vtable gpt2_vtable = {"gpt2", gpt2_forward, gpt2_free, gpt2_forward_from,
-                                               gpt2_token_embeddings, gpt2_train_forward, gpt2_train_backward};
+                                               gpt2_token_embeddings, gpt2_train_forward, gpt2_train_backward,
+                                               gpt2_decode};
 
 cvene_status gpt2_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     cvene_ctx *ctx = m->ctx;
@@ -195,10 +197,10 @@ typedef struct {
     int32_t *ids, *pos, *mask; // (B, T) device copies of the inputs
 } gpt2_acts;
 
-/* Tq: positions computed; Tk: positions attended (Tk > Tq when resuming after a
- * cached prefix, then kf/vf hold the full keys/values). */
+/* Tq: positions computed; Tk: positions attended (Tk > Tq when resuming after a cached
+ * prefix, then kf/vf hold the full keys/values, unless join is 0: a decoding call's cache). */
 static void carve(cvene_arena *a, gpt2_acts *s, const gpt2_config *c, cvene_dtype adt, int B, int Tq, int Tk,
-                  int dev_inputs, int logit_rows, int logit_cols) {
+                  int join, int dev_inputs, int logit_rows, int logit_cols) {
     size_t BT = (size_t)B * Tq, C = (size_t)c->n_embd, F = sizeof(float), E = cvene_dtype_size(adt);
     const size_t probs = BT * (size_t)c->n_head * (size_t)Tk, fc = BT * (size_t)c->n_inner;
     s->x = cvene_arena_take(a, BT * C * E);
@@ -206,8 +208,8 @@ static void carve(cvene_arena *a, gpt2_acts *s, const gpt2_config *c, cvene_dtyp
     s->q = cvene_arena_take(a, BT * C * E);
     s->k = cvene_arena_take(a, BT * C * E);
     s->v = cvene_arena_take(a, BT * C * E);
-    s->kf = Tk > Tq ? cvene_arena_take(a, (size_t)B * Tk * C * E) : NULL;
-    s->vf = Tk > Tq ? cvene_arena_take(a, (size_t)B * Tk * C * E) : NULL;
+    s->kf = Tk > Tq && join ? cvene_arena_take(a, (size_t)B * Tk * C * E) : NULL;
+    s->vf = Tk > Tq && join ? cvene_arena_take(a, (size_t)B * Tk * C * E) : NULL;
     s->probs = cvene_arena_take(a, probs * E);
     s->att = cvene_arena_take(a, BT * C * E);
     s->out = cvene_arena_take(a, BT * C * E);
@@ -260,25 +262,32 @@ static cvene_status check_inputs(cvene_model *m, const int32_t *ids, int B, int 
 }
 
 static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B, int T,
-                                      const cvene_run_opts *o, const cvene_resume *rs);
+                                      const cvene_run_opts *o, const cvene_resume *rs, const model_decode *dc);
 
 static cvene_status gpt2_forward(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o) {
-    cvene_status st = gpt2_forward_impl(m, ids, B, T, o, NULL);
+    cvene_status st = gpt2_forward_impl(m, ids, B, T, o, NULL, NULL);
     return st == CVENE_SITE_STOPPED ? CVENE_OK : st;
 }
 
 static cvene_status gpt2_forward_from(cvene_model *m, const cvene_resume *rs, int B, int T,
                                       const cvene_run_opts *o) {
     CVENE_TRY(resume_check(m, rs, B, T, o));
-    cvene_status st = gpt2_forward_impl(m, NULL, B, T, o, rs);
+    cvene_status st = gpt2_forward_impl(m, NULL, B, T, o, rs, NULL);
     return st == CVENE_SITE_STOPPED ? CVENE_OK : st;
 }
 
-/* A full forward (rs NULL) or one resumed at layer rs->layer for positions
- * [rs->past, T), attending to cached keys/values for the earlier positions. */
+static cvene_status gpt2_decode(cvene_model *m, const model_decode *dc, int B, int T, const cvene_run_opts *o) {
+    CVENE_TRY(decode_check(m, dc, B, T, o));
+    cvene_status st = gpt2_forward_impl(m, NULL, B, T, o, NULL, dc);
+    return st == CVENE_SITE_STOPPED ? CVENE_OK : st;
+}
+
+/* A full forward (rs and dc NULL), one resumed at layer rs->layer for positions
+ * [rs->past, T), attending to cached keys/values for the earlier positions, or a decoding
+ * call (dc: T new positions after dc->past cached ones, inputs and logits on the device). */
 static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B, int T,
-                                      const cvene_run_opts *o, const cvene_resume *rs) {
-    if (!rs) CVENE_TRY(check_inputs(m, ids, B, T, o));
+                                      const cvene_run_opts *o, const cvene_resume *rs, const model_decode *dc) {
+    if (!rs && !dc) CVENE_TRY(check_inputs(m, ids, B, T, o));
     cvene_ctx *ctx = m->ctx;
     cvene_backend *be = ctx->be;
     const cvene_ops *op = be->ops;
@@ -289,31 +298,35 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
     const cvene_dtype adt = ctx->params.activation_dtype;
     const size_t E = cvene_dtype_size(adt);
     const int C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, V = c->vocab_size;
-    const int past = rs ? rs->past : 0, Tk = T;
-    int keep; /* logits for each row's last `keep` positions only (0: every position) */
-    CVENE_TRY(model_logits_to_keep(m, o, rs, Tk - past, &keep));
+    const int past = rs ? rs->past : dc ? dc->past : 0, Tk = dc ? past + T : T;
+    int keep = 1; /* logits for each row's last `keep` positions only (0: every position; decoding: 1) */
+    if (!dc) CVENE_TRY(model_logits_to_keep(m, o, rs, Tk - past, &keep));
     T = Tk - past; /* positions computed from here on */
     const int BT = B * T;
     const int on_host = be->device == CVENE_DEVICE_CPU;
-    float *logits_out = o ? o->logits : NULL;
-    const int row0 = o && !(rs && keep) ? o->logits_row0 : 0; /* a sweep's rows: all */
+    float *logits_out = dc ? dc->logits : o ? o->logits : NULL;
+    const int out_dev = dc || (o && o->logits_on_device); /* logits_out is device memory: written in place */
+    const int row0 = o && !(rs && keep) && !dc ? o->logits_row0 : 0; /* a sweep's rows: all */
     if (row0 < 0 || row0 >= B)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "logits_row0 = %d is outside [0, %d)", row0, B);
     const int TL = keep ? keep : T; /* logits positions per row */
     const int logit_rows = (B - row0) * TL;
-    const int NV = rs && rs->n_vocab > 0 ? rs->n_vocab : V; /* logits columns */
+    int NV;
+    const int32_t *cols = model_logits_vocab(o, rs, &NV); /* the logits columns (NULL: all V) */
+    if (!cols) NV = V;
 
     /* size the arena, grow it if this (B, T) needs more, then carve */
     cvene_arena a = {NULL, 0, 0};
     gpt2_acts s;
-    int dev_logits = logits_out && (!on_host || keep);
-    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0, NV);
+    int dev_logits = logits_out && (!on_host || keep) && !out_dev; /* else written in place */
+    carve(&a, &s, c, adt, B, T, Tk, !dc, !on_host && !rs && !dc, dev_logits ? logit_rows : 0, NV);
     CVENE_TRY(model_reserve_activations(m, a.used, B, Tk));
     a = (cvene_arena){m->act_mem, 0, m->act_cap};
-    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, dev_logits ? logit_rows : 0, NV);
+    carve(&a, &s, c, adt, B, T, Tk, !dc, !on_host && !rs && !dc, dev_logits ? logit_rows : 0, NV);
 
     const int32_t *d_ids = ids, *d_pos = o ? o->position_ids : NULL, *d_mask = o ? o->attention_mask : NULL;
-    if (!on_host && !rs) {
+    if (dc) d_ids = dc->ids, d_pos = dc->pos, d_mask = dc->mask;
+    if (!on_host && !rs && !dc) {
         CVENE_TRY(op->to_device(be, s.ids, ids, (size_t)BT * 4));
         d_ids = s.ids;
         if (d_pos) {
@@ -366,15 +379,18 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(gpt2_site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_KEY_OUTPUT, l, s.k));
         CVENE_TRY(gpt2_site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, s.v));
         const void *kk = s.k, *vv = s.v;
+        size_t kv_bs = (size_t)Tk * C;
         if (s.kf) { /* resuming: cached prefix keys/values, shared by every row, then ours */
             CVENE_TRY(resume_join_cache(be, adt, s.kf, rs->k_cache[l], s.k, B, past, T, C));
             CVENE_TRY(resume_join_cache(be, adt, s.vf, rs->v_cache[l], s.v, B, past, T, C));
             kk = s.kf, vv = s.vf;
+        } else if (dc) { /* decoding: ours appended to each row's cache, which attention reads in place */
+            CVENE_TRY(decode_append(be, adt, dc, l, B, T, C, s.k, s.v, &kk, &vv));
+            kv_bs = (size_t)dc->cap * C;
         }
-        CVENE_TRY(o16->attn_probs(be, adt, s.probs, s.q, (size_t)Tq * C, kk, (size_t)Tk * C, d_mask, B, Tq, Tk, H, D,
-                                  scale));
+        CVENE_TRY(o16->attn_probs(be, adt, s.probs, s.q, (size_t)Tq * C, kk, kv_bs, d_mask, B, Tq, Tk, H, D, scale));
         CVENE_TRY(gpt2_site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, Tk));
-        CVENE_TRY(o16->attn_apply(be, adt, s.att, s.probs, vv, (size_t)Tk * C, B, Tq, Tk, H, D)); // (B, Tq, C)
+        CVENE_TRY(o16->attn_apply(be, adt, s.att, s.probs, vv, kv_bs, B, Tq, Tk, H, D)); // (B, Tq, C)
         CVENE_TRY(gpt2_site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
         CVENE_TRY(model_gemm(be, adt, wdt, s.out, s.att, L->attn_proj_w, C, 0, L->attn_proj_b, Mq, C, C, CVENE_ACT_NONE));
         CVENE_TRY(gpt2_site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.out));
@@ -402,11 +418,12 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
             CVENE_TRY(o16->residual_add(be, adt, xq, s.out, (size_t)Mq * C));
         CVENE_TRY(gpt2_site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
     }
-    if (!logits_out) return op->sync(be);
+    /* a decoding call leaves its work queued: the caller's sampler reads the device logits */
+    if (!logits_out) return out_dev ? CVENE_OK : op->sync(be);
     model_head_args h = {adt, s.x, xq, s.out, s.ln, s.stage, p->ln_f_w, p->ln_f_b, c->ln_eps, p->lm_head, wdt, s.wsel,
-                         rs, B, T, C, V, row0, keep, dev_logits ? s.logits : NULL, logits_out};
+                         cols, NV, B, T, C, V, row0, keep, dev_logits ? s.logits : NULL, logits_out};
     CVENE_TRY(model_head_logits(be, &h));
-    return op->sync(be);
+    return out_dev ? CVENE_OK : op->sync(be);
 }
 
 /* GPT-2's footprint from config.json alone, mirroring build_specs and carve for a full

@@ -173,8 +173,10 @@ static const float *neox_token_embeddings(cvene_model *m, int *V, int *C) {
     *C = g->cfg.n_embd;
     return g->p.embed_in;
 }
+static cvene_status neox_decode(cvene_model *m, const model_decode *dc, int B, int T, const cvene_run_opts *o);
 static const cvene_model_vtable neox_vtable = {"gpt_neox", neox_forward, neox_free, neox_forward_from,
-                                               neox_token_embeddings, neox_train_forward, neox_train_backward};
+                                               neox_token_embeddings, neox_train_forward, neox_train_backward,
+                                               neox_decode};
 
 cvene_status gpt_neox_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     cvene_ctx *ctx = m->ctx;
@@ -249,18 +251,19 @@ typedef struct {
 } neox_acts;
 
 /* T: positions computed; Tk: positions attended (Tk > T when resuming after a cached
- * prefix: kf/vf then hold the full keys/values); logits: device logits floats (0: none);
- * n_vocab < vocab_size: room for that many output-head rows. */
+ * prefix: kf/vf then hold the full keys/values, unless join is 0: a decoding call's cache);
+ * logits: device logits floats (0: none); n_vocab < vocab_size: room for that many
+ * output-head rows. */
 static void carve(cvene_arena *a, neox_acts *s, const neox_config *c, cvene_dtype adt, int B, int T, int Tk,
-                  int dev_inputs, size_t logits, int n_vocab) {
+                  int join, int dev_inputs, size_t logits, int n_vocab) {
     size_t BT = (size_t)B * T, C = (size_t)c->n_embd, F = sizeof(float), E = cvene_dtype_size(adt);
     const size_t probs = BT * (size_t)c->n_head * (size_t)Tk, fc = BT * (size_t)c->n_inner;
     s->x = cvene_arena_take(a, BT * C * E);
     s->ln = cvene_arena_take(a, BT * C * E);
     s->qkv = cvene_arena_take(a, 3 * BT * C * E);
     s->tmp = cvene_arena_take(a, 3 * BT * C * E);
-    s->kf = Tk > T ? cvene_arena_take(a, (size_t)B * Tk * C * E) : NULL;
-    s->vf = Tk > T ? cvene_arena_take(a, (size_t)B * Tk * C * E) : NULL;
+    s->kf = Tk > T && join ? cvene_arena_take(a, (size_t)B * Tk * C * E) : NULL;
+    s->vf = Tk > T && join ? cvene_arena_take(a, (size_t)B * Tk * C * E) : NULL;
     s->probs = cvene_arena_take(a, probs * E);
     s->att = cvene_arena_take(a, BT * C * E);
     s->attn = cvene_arena_take(a, BT * C * E);
@@ -276,7 +279,7 @@ static void carve(cvene_arena *a, neox_acts *s, const neox_config *c, cvene_dtyp
     s->pos = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
     s->mask = dev_inputs ? cvene_arena_take(a, BT * 4) : NULL;
     s->zpos = cvene_arena_take(a, BT * 4);
-    s->rpos = Tk > T ? cvene_arena_take(a, BT * 4) : NULL;
+    s->rpos = Tk > T && join ? cvene_arena_take(a, BT * 4) : NULL;
 }
 
 /* ---- planning (from config.json alone) ----------------------------------- */
@@ -293,7 +296,7 @@ cvene_status gpt_neox_plan(cvene_ctx *ctx, const char *dir, const cJSON *cfg, in
     count_params(&c, &out->embed_params, &out->layer_params, &out->final_params);
     cvene_arena a = {NULL, 0, 0};
     neox_acts s;
-    carve(&a, &s, &c, adt, B, T, T, on_device, 0, c.vocab_size);
+    carve(&a, &s, &c, adt, B, T, T, 1, on_device, 0, c.vocab_size);
     out->arena_bytes = a.used;
     out->logits_bytes = (size_t)B * T * (size_t)c.vocab_size * sizeof(float);
     return CVENE_OK;
@@ -359,24 +362,31 @@ static cvene_status check_inputs(cvene_model *m, const int32_t *ids, int B, int 
 }
 
 static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o,
-                                      const cvene_resume *rs);
+                                      const cvene_resume *rs, const model_decode *dc);
 
 static cvene_status neox_forward(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o) {
-    cvene_status st = neox_forward_impl(m, ids, B, T, o, NULL);
+    cvene_status st = neox_forward_impl(m, ids, B, T, o, NULL, NULL);
     return st == CVENE_SITE_STOPPED ? CVENE_OK : st;
 }
 
 static cvene_status neox_forward_from(cvene_model *m, const cvene_resume *rs, int B, int T, const cvene_run_opts *o) {
     CVENE_TRY(resume_check(m, rs, B, T, o));
-    cvene_status st = neox_forward_impl(m, NULL, B, T, o, rs);
+    cvene_status st = neox_forward_impl(m, NULL, B, T, o, rs, NULL);
     return st == CVENE_SITE_STOPPED ? CVENE_OK : st;
 }
 
-/* A full forward (rs NULL) or one resumed at layer rs->layer for positions [rs->past, T),
- * attending to cached (rotated) keys and values of the earlier positions. */
+static cvene_status neox_decode(cvene_model *m, const model_decode *dc, int B, int T, const cvene_run_opts *o) {
+    CVENE_TRY(decode_check(m, dc, B, T, o));
+    cvene_status st = neox_forward_impl(m, NULL, B, T, o, NULL, dc);
+    return st == CVENE_SITE_STOPPED ? CVENE_OK : st;
+}
+
+/* A full forward (rs and dc NULL), one resumed at layer rs->layer for positions [rs->past, T),
+ * attending to cached (rotated) keys and values of the earlier positions, or a decoding call
+ * (dc: T new positions after dc->past cached ones, inputs and logits on the device). */
 static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B, int T, const cvene_run_opts *o,
-                                      const cvene_resume *rs) {
-    if (!rs) CVENE_TRY(check_inputs(m, ids, B, T, o));
+                                      const cvene_resume *rs, const model_decode *dc) {
+    if (!rs && !dc) CVENE_TRY(check_inputs(m, ids, B, T, o));
     cvene_ctx *ctx = m->ctx;
     cvene_backend *be = ctx->be;
     const cvene_ops *op = be->ops;
@@ -390,31 +400,35 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
     const cvene_ops16 *o16 = op->ops16; /* every op in the activation storage adt (F32: the f32 op) */
     const size_t E = cvene_dtype_size(adt);
     const int C = c->n_embd, H = c->n_head, D = C / H, I = c->n_inner, V = c->vocab_size;
-    const int past = rs ? rs->past : 0, Tk = T;
-    int keep; /* logits for each row's last `keep` positions only (0: every position) */
-    CVENE_TRY(model_logits_to_keep(m, o, rs, Tk - past, &keep));
+    const int past = rs ? rs->past : dc ? dc->past : 0, Tk = dc ? past + T : T;
+    int keep = 1; /* logits for each row's last `keep` positions only (0: every position; decoding: 1) */
+    if (!dc) CVENE_TRY(model_logits_to_keep(m, o, rs, Tk - past, &keep));
     T = Tk - past; /* positions computed from here on */
     const int BT = B * T;
     const int on_host = be->device == CVENE_DEVICE_CPU;
-    float *logits_out = o ? o->logits : NULL;
-    const int row0 = o && !(rs && keep) ? o->logits_row0 : 0; /* a sweep's rows: all */
+    float *logits_out = dc ? dc->logits : o ? o->logits : NULL;
+    const int out_dev = dc || (o && o->logits_on_device); /* logits_out is device memory: written in place */
+    const int row0 = o && !(rs && keep) && !dc ? o->logits_row0 : 0; /* a sweep's rows: all */
     if (row0 < 0 || row0 >= B)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "logits_row0 = %d is outside [0, %d)", row0, B);
     const int TL = keep ? keep : T; /* logits positions per row */
     const int logit_rows = (B - row0) * TL;
-    const int NV = rs && rs->n_vocab > 0 ? rs->n_vocab : V; /* logits columns */
-    const int dev_logits = logits_out && (!on_host || keep);
+    int NV;
+    const int32_t *cols = model_logits_vocab(o, rs, &NV); /* the logits columns (NULL: all V) */
+    if (!cols) NV = V;
+    const int dev_logits = logits_out && (!on_host || keep) && !out_dev; /* else written in place */
 
     cvene_arena a = {NULL, 0, 0};
     neox_acts s;
     const size_t nlog = dev_logits ? (size_t)logit_rows * NV : 0;
-    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, nlog, NV);
+    carve(&a, &s, c, adt, B, T, Tk, !dc, !on_host && !rs && !dc, nlog, NV);
     CVENE_TRY(model_reserve_activations(m, a.used, B, Tk));
     a = (cvene_arena){m->act_mem, 0, m->act_cap};
-    carve(&a, &s, c, adt, B, T, Tk, !on_host && !rs, nlog, NV);
+    carve(&a, &s, c, adt, B, T, Tk, !dc, !on_host && !rs && !dc, nlog, NV);
 
     const int32_t *d_ids = ids, *d_pos = o ? o->position_ids : NULL, *d_mask = o ? o->attention_mask : NULL;
-    if (!on_host && !rs) {
+    if (dc) d_ids = dc->ids, d_pos = dc->pos, d_mask = dc->mask;
+    if (!on_host && !rs && !dc) {
         CVENE_TRY(op->to_device(be, s.ids, ids, (size_t)BT * 4));
         d_ids = s.ids;
         if (d_pos) {
@@ -430,12 +444,13 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
      * resumed forward needs no embedding but rotary positions past .. Tk - 1 instead */
     int32_t *hp = calloc((size_t)BT, sizeof(int32_t));
     if (!hp) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
-    for (int i = 0; past > 0 && i < BT; i++) /* past = 0: the default 0..T-1 */
+    const int resumed = rs && past > 0; /* a decoding call reads its own positions (dc->pos) */
+    for (int i = 0; resumed && i < BT; i++) /* past = 0: the default 0..T-1 */
         hp[i] = rs->positions ? rs->positions[past + i % T] : past + i % T;
-    cvene_status ps = op->to_device(be, past > 0 ? s.rpos : s.zpos, hp, (size_t)BT * 4);
+    cvene_status ps = op->to_device(be, resumed ? s.rpos : s.zpos, hp, (size_t)BT * 4);
     free(hp);
     CVENE_TRY(ps);
-    if (past > 0) d_pos = s.rpos;
+    if (resumed) d_pos = s.rpos;
 
     neox_site_run r = {m, o, B, T, s.heads, adt, s.stage};
     const float scale = (float)(1.0 / sqrt((double)D)); /* norm_factor = head_size ** -0.5 */
@@ -472,17 +487,20 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(neox_site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_KEY_OUTPUT, l, k));
         CVENE_TRY(neox_site_btc(&r, CVENE_N_COMPONENTS, CVENE_HEAD_VALUE_OUTPUT, l, v));
         const void *kk = k, *vv = v;
+        size_t kv_bs = (size_t)Tk * C;
         if (s.kf) { /* resuming: cached prefix keys/values (already rotated), shared by every row, then ours */
             CVENE_TRY(resume_join_cache(be, adt, s.kf, rs->k_cache[l], k, B, past, T, C));
             CVENE_TRY(resume_join_cache(be, adt, s.vf, rs->v_cache[l], v, B, past, T, C));
             kk = s.kf, vv = s.vf;
+        } else if (dc) { /* decoding: ours appended to each row's cache, which attention reads in place */
+            CVENE_TRY(decode_append(be, adt, dc, l, B, T, C, k, v, &kk, &vv));
+            kv_bs = (size_t)dc->cap * C;
         }
         /* the tail block's queries: each row's last Tq, read in place (batch stride T * C) */
         const void *qq = Tq == T ? q : act_at(q, adt, (size_t)(T - Tq) * C);
-        CVENE_TRY(o16->attn_probs(be, adt, s.probs, qq, (size_t)T * C, kk, (size_t)Tk * C, d_mask, B, Tq, Tk, H, D,
-                                  scale));
+        CVENE_TRY(o16->attn_probs(be, adt, s.probs, qq, (size_t)T * C, kk, kv_bs, d_mask, B, Tq, Tk, H, D, scale));
         CVENE_TRY(neox_site_call(&r, CVENE_ATTENTION_WEIGHT, l, s.probs, 4, B, H, T, Tk));
-        CVENE_TRY(o16->attn_apply(be, adt, s.att, s.probs, vv, (size_t)Tk * C, B, Tq, Tk, H, D)); // (B, Tq, C)
+        CVENE_TRY(o16->attn_apply(be, adt, s.att, s.probs, vv, kv_bs, B, Tq, Tk, H, D)); // (B, Tq, C)
         CVENE_TRY(neox_site_btc(&r, CVENE_ATTENTION_VALUE_OUTPUT, CVENE_HEAD_ATTENTION_VALUE_OUTPUT, l, s.att));
         CVENE_TRY(model_gemm(be, adt, wdt, s.attn, s.att, L->dense_w, C, 1, L->dense_b, Mq, C, C, CVENE_ACT_NONE));
         CVENE_TRY(neox_site_btc(&r, CVENE_ATTENTION_OUTPUT, CVENE_N_COMPONENTS, l, s.attn));
@@ -516,9 +534,10 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
             CVENE_TRY(o16->residual_add(be, adt, xq, s.mlp, (size_t)Mq * C));
         CVENE_TRY(neox_site_btc(&r, CVENE_BLOCK_OUTPUT, CVENE_N_COMPONENTS, l, s.x));
     }
-    if (!logits_out) return op->sync(be);
+    /* a decoding call leaves its work queued: the caller's sampler reads the device logits */
+    if (!logits_out) return out_dev ? CVENE_OK : op->sync(be);
     model_head_args h = {adt, s.x, xq, s.attn, s.ln, s.stage, p->ln_f_w, p->ln_f_b, c->ln_eps, p->embed_out, wdt, s.wsel,
-                         rs, B, T, C, V, row0, keep, dev_logits ? s.logits : NULL, logits_out};
+                         cols, NV, B, T, C, V, row0, keep, dev_logits ? s.logits : NULL, logits_out};
     CVENE_TRY(model_head_logits(be, &h));
-    return op->sync(be);
+    return out_dev ? CVENE_OK : op->sync(be);
 }

@@ -141,9 +141,9 @@ static const float *gru_token_embeddings(cvene_model *m, int *V, int *C) {
     return g->p.wte;
 }
 /* no forward_from: a GRU has no key/value cache to resume from; the training pass is
- * models/gru_train.c */
+ * models/gru_train.c; no decoding yet (a GRU LM would carry its hidden state instead of a cache) */
 static const cvene_model_vtable gru_vtable = {"gru", gru_forward, gru_free, NULL, gru_token_embeddings,
-                                              gru_train_forward, gru_train_backward};
+                                              gru_train_forward, gru_train_backward, NULL};
 
 cvene_status gru_load(cvene_model *m, const char *dir, const cJSON *cfg) {
     cvene_ctx *ctx = m->ctx;
@@ -270,6 +270,9 @@ static cvene_status check_inputs(cvene_model *m, const int32_t *ids, int B, int 
     if (o && o->logits_to_keep)
         return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED,
                           "logits_to_keep = %d: the GRU writes its score head at every step (use 0)", o->logits_to_keep);
+    if (o && (o->logits_on_device || o->n_logits_vocab || o->logits_vocab))
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "logits_on_device and logits_vocab: GPT-2 and GPT-NeoX only (the "
+                          "GRU's logits come to the host)");
     /* the recurrence has no position limit; wpe is read only when position_ids are given */
     if ((int64_t)B * T > (1 << 30))
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "batch %d x sequence %d is too large", B, T);

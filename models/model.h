@@ -24,6 +24,32 @@ typedef struct {
                                   * reads positions[past..T-1]; GPT-2 resumes after its position embedding */
 } cvene_resume;
 
+/* ---- decoding (issue #16): a forward that appends to a per-row K/V cache ----
+ * One call runs T new positions of every row after the `past` positions already cached (the
+ * prompt: past 0; each generated token: T 1), attending to the cache and itself. Rows are
+ * left-padded prompts: every row has the same past, the mask says which keys are padding.
+ * Everything is on the device, so a decoding loop needs no host round trip; sites are called
+ * as in a forward, on the new positions' (B, T, ...) tensors (what pyvene's hooks see in
+ * transformers' generate). */
+typedef struct {
+    void *k, *v;          /* (L, B, cap, C) each, in the activation dtype: every layer's keys (GPT-NeoX: after
+                           * rotary, as attention uses them) and values so far; the call writes its T positions
+                           * at [past, past + T) of each row, after the sites of key/value_output ran */
+    int cap, past;
+    const int32_t *ids;   /* (B, T) token ids (device) */
+    const int32_t *pos;   /* (B, T) position ids (device) */
+    const int32_t *mask;  /* (B, past + T) key mask (device): 1 token, 0 padding */
+    float *logits;        /* (B, V) f32 (device): the last new position's logits; NULL: none */
+} model_decode;
+
+/* The arguments of a decoding call against the model (models/decode.c): sizes, past + T within
+ * cap, buffers present. */
+cvene_status decode_check(cvene_model *m, const model_decode *dc, int B, int T, const cvene_run_opts *o);
+/* Layer l's new keys and values k, v (B, T, C) into dc's cache at [past, past + T) of each row;
+ * *kk, *vv: the layer's cache (B, cap, C), what attention then reads (batch stride cap * C). */
+cvene_status decode_append(cvene_backend *be, cvene_dtype adt, const model_decode *dc, int l, int B, int T, int C,
+                           const void *k, const void *v, const void **kk, const void **vv);
+
 /* ---- training passes (issue #13): the model frozen, gradients for interventions ----
  * A training pass runs the layers [layer, L) from a given residual and keeps what the backward
  * needs (in the model's training arena, apart from the forward arena); the backward goes from
@@ -78,6 +104,9 @@ typedef struct {
      * train_forward of the same tp just before (its saved activations). */
     cvene_status (*train_backward)(cvene_model *m, const model_train_pass *tp, const float *dlogits,
                                    const model_grad_sites *g);
+    /* optional (NULL: this architecture cannot decode): a decoding call (above). o: sites and
+     * site_fn only (its logits, masks and ids are not read: those are in dc). */
+    cvene_status (*decode)(cvene_model *m, const model_decode *dc, int B, int T, const cvene_run_opts *o);
 } cvene_model_vtable;
 
 struct cvene_model {
@@ -126,8 +155,16 @@ int resume_layer_has_sites(const cvene_run_opts *o, int l);
 /* rows (B, N, C) <- rows T - N .. T - 1 of each (T, C) block of x (B, T, C), elements of esz bytes. */
 cvene_status resume_gather_tail(cvene_backend *be, void *rows, const void *x, int B, int T, int N, int C, size_t esz);
 /* Positions whose logits a forward keeps: 1 for a resumed forward with last_logits_only,
- * else opts->logits_to_keep (0: all). Fails (naming the field) unless 0 <= N <= T. */
+ * else opts->logits_to_keep (0: all). Fails (naming the field) unless 0 <= N <= T; checks the
+ * options' logits columns too (logits_vocab: ids in range, only with logits_to_keep, not beside a
+ * resumed forward's own). */
 cvene_status model_logits_to_keep(cvene_model *m, const cvene_run_opts *o, const cvene_resume *rs, int T, int *N);
+/* The logits columns a forward writes: the resumed forward's, the options', or NULL (every one). */
+static inline const int32_t *model_logits_vocab(const cvene_run_opts *o, const cvene_resume *rs, int *n) {
+    if (rs && rs->n_vocab > 0) return *n = rs->n_vocab, rs->vocab;
+    if (o && o->n_logits_vocab > 0) return *n = o->n_logits_vocab, o->logits_vocab;
+    return *n = 0, (const int32_t *)0;
+}
 /* full (B, past + T, C) <- per row: cache (past, C, f32), shared by the rows, then cur's (T, C);
  * full and cur hold adt elements (16-bit adt: the cache is rounded to it, exactly when it holds
  * values a 16-bit forward stored). */
@@ -150,11 +187,13 @@ typedef struct {
     float eps;
     const void *head;      /* (V, C) in wdt */
     cvene_dtype wdt;
-    void *wsel;            /* (n_vocab, C) scratch for the head rows a resumed forward asked for */
-    const cvene_resume *rs;
+    void *wsel;            /* (n_vocab, C) scratch for the head rows of the columns asked for */
+    const int32_t *vocab;  /* host ids of the only columns wanted (n_vocab of them); NULL: every column */
+    int n_vocab;
     int B, T, C, V, row0, keep;
     float *dev;            /* device logits buffer, or NULL to write out directly (host memory) */
-    float *out;            /* the caller's logits (host) */
+    float *out;            /* the caller's logits: host memory, copied from dev; with dev NULL written directly
+                            * (host memory on the CPU; a decoding call's device buffer) */
 } model_head_args;
 cvene_status model_head_logits(cvene_backend *be, const model_head_args *a);
 

@@ -61,6 +61,17 @@ cvene_status model_logits_to_keep(cvene_model *m, const cvene_run_opts *o, const
     if (*N < 0 || *N > T)
         return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "logits_to_keep = %d is outside [0, %d] (the sequence length)",
                           *N, T);
+    if (!o || (!o->n_logits_vocab && !o->logits_vocab)) return CVENE_OK;
+    if (o->n_logits_vocab < 0 || o->n_logits_vocab > m->info.vocab_size || !o->logits_vocab)
+        return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "n_logits_vocab = %d must be in [1, %d] with logits_vocab "
+                          "given", o->n_logits_vocab, m->info.vocab_size);
+    if (!*N || (rs && rs->n_vocab > 0))
+        return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "logits_vocab needs logits_to_keep >= 1 (the columns of the "
+                          "kept positions)%s", rs && rs->n_vocab > 0 ? ", and not a resumed forward's own" : "");
+    for (int j = 0; j < o->n_logits_vocab; j++)
+        if (o->logits_vocab[j] < 0 || o->logits_vocab[j] >= m->info.vocab_size)
+            return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "logits_vocab[%d] = %d is outside the vocabulary [0, %d)",
+                              j, o->logits_vocab[j], m->info.vocab_size);
     return CVENE_OK;
 }
 
@@ -69,7 +80,7 @@ cvene_status model_head_logits(cvene_backend *be, const model_head_args *a) {
     const cvene_dtype adt = a->adt;
     const size_t esz = cvene_dtype_size(adt);
     const int C = a->C, TL = a->keep ? a->keep : a->T, rows = (a->B - a->row0) * TL;
-    const int NV = a->rs && a->rs->n_vocab > 0 ? a->rs->n_vocab : a->V;
+    const int NV = a->vocab ? a->n_vocab : a->V;
     const void *hx = act_at(a->x, adt, (size_t)a->row0 * a->T * C);
     if (a->keep && a->xq != a->x) {
         hx = act_at(a->xq, adt, (size_t)a->row0 * a->keep * C); /* the last block ran on the kept positions only */
@@ -80,7 +91,7 @@ cvene_status model_head_logits(cvene_backend *be, const model_head_args *a) {
     CVENE_TRY(o16->layernorm(be, adt, a->ln, hx, a->ln_w, a->ln_b, rows, C, a->eps));
     const void *head = a->head;
     if (NV < a->V) { /* only some columns (a sweep's logit difference): their rows of the head */
-        CVENE_TRY(resume_head_rows(be, a->wsel, a->head, a->wdt, a->rs->vocab, NV, C));
+        CVENE_TRY(resume_head_rows(be, a->wsel, a->head, a->wdt, a->vocab, NV, C));
         head = a->wsel;
     }
     float *dst = a->dev ? a->dev : a->out;
@@ -93,7 +104,7 @@ cvene_status model_head_logits(cvene_backend *be, const model_head_args *a) {
     CVENE_TRY(be->ops->matmul_lp(be, dst, hin, head, a->wdt, C, 1, NULL, rows, C, NV)); // (rows, NV)
     /* 16-bit adt: the logits a 16-bit model stores (as transformers returns them), kept as f32 */
     CVENE_TRY(o16->round(be, adt, dst, n));
-    if (a->dev) CVENE_TRY(be->ops->to_host(be, a->out, a->dev, n * sizeof(float)));
+    if (a->dev && a->out) CVENE_TRY(be->ops->to_host(be, a->out, a->dev, n * sizeof(float)));
     return CVENE_OK;
 }
 

@@ -40,8 +40,9 @@ grep -q "cvene: CUDA backend ON" "$TREE/configure.log" || { echo "gpu_bundle: CU
 # what gpu_check.sh runs: tests/<name> and <name>; targets another change has not added yet
 # are left out (gpu_check.sh reports them as missing)
 TESTS=(test_cuda_ops test_gpt2_parity_cuda test_neox_parity_cuda test_gru test_pyvene_parity_cuda test_intervene_ops
-  test_sweep_cuda test_lowp_cuda test_fused_ops_cuda test_ops16_cuda test_backward_ops_cuda)
-BENCH=(cvene_bench_forward cvene_bench_iv_kernels cvene_make_random_model cvene_bench_sweep)
+  test_sweep_cuda test_lowp_cuda test_fused_ops_cuda test_ops16_cuda test_backward_ops_cuda test_sample_cuda
+  test_generate_cuda)
+BENCH=(cvene_bench_forward cvene_bench_iv_kernels cvene_make_random_model cvene_bench_sweep cvene_cli)
 known=$(cmake --build "$TREE" --target help | sed -n 's/^\.\.\. \([A-Za-z0-9_]*\).*/\1/p')
 targets=()
 for t in "${TESTS[@]}" "${BENCH[@]}"; do
@@ -54,7 +55,9 @@ STAGE=$(mktemp -d "${TMPDIR:-/tmp}/cvene-gpu-stage.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
 mkdir -p "$STAGE/bin" "$STAGE/tests" "$STAGE/lib/fallback"
 for t in "${targets[@]}"; do
-  if [ -x "$TREE/tests/$t" ]; then cp "$TREE/tests/$t" "$STAGE/tests/"; else cp "$TREE/$t" "$STAGE/bin/"; fi
+  if [ -x "$TREE/tests/$t" ]; then cp "$TREE/tests/$t" "$STAGE/tests/"
+  elif [ "$t" = cvene_cli ]; then cp "$TREE/cvene" "$STAGE/bin/"  # the CLI target's file is "cvene"
+  else cp "$TREE/$t" "$STAGE/bin/"; fi
 done
 strip --strip-unneeded "$STAGE"/bin/* "$STAGE"/tests/*
 

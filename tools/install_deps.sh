@@ -2,7 +2,7 @@
 # Install the Debian packages cvene builds against, only if something is missing.
 # Usage: tools/install_deps.sh [--fuzz]   (--fuzz: also what tools/fuzz.sh builds with)
 set -euo pipefail
-pkgs=(cmake g++ make pkg-config libopenblas-openmp-dev libcjson-dev libgtest-dev)
+pkgs=(cmake g++ make pkg-config libopenblas-openmp-dev libcjson-dev libgtest-dev libdlpack-dev)
 # clang with libFuzzer (libclang_rt.fuzzer is in libclang-rt-14-dev) and clang's OpenMP runtime
 if [ "${1:-}" = "--fuzz" ]; then pkgs+=(clang libclang-rt-14-dev libomp-dev); fi
 missing=()

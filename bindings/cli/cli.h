@@ -58,4 +58,5 @@ int cmd_predict(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_probe(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 #endif

@@ -326,6 +326,7 @@ static const cvene_ops cpu_ops = {
     .matmul_act = cpu_matmul_act,
     .ops16 = &cvene_cpu_ops16, /* kernels/cpu/ops16.c */
     .bwd = &cvene_cpu_ops_bwd, /* kernels/cpu/ops_bwd.c */
+    .gen = &cvene_cpu_ops_gen, /* kernels/cpu/ops_gen.c */
 };
 
 cvene_backend *cvene_backend_cpu_new(int n_threads, char *err, size_t err_len) {

@@ -443,6 +443,22 @@ cvene_status cu_copy(cvene_backend *be, void *dst, const void *src, size_t n) {
     return CVENE_OK;
 }
 
+/* gen.copy2d: height rows of width bytes between pitched buffers, device to device (a peer
+ * device's buffer too, as cu_copy), queued on the stream. One row is a plain copy, so its
+ * pitches (which cudaMemcpy2DAsync would check) are not read, as the CPU's. */
+cvene_status cu_copy2d(cvene_backend *be, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                       size_t height) {
+    const cvene_status st = cvene_gen_copy2d_check(be, dst, dpitch, src, spitch, width, height);
+    if (st != CVENE_OK || !width || !height) return st;
+    ENTER(be);
+    if (height == 1)
+        CU_CHECK(be, cudaMemcpyAsync(dst, src, width, cudaMemcpyDefault, impl_of(be)->stream));
+    else
+        CU_CHECK(be, cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, cudaMemcpyDefault,
+                                       impl_of(be)->stream));
+    return CVENE_OK;
+}
+
 cvene_status cu_sync(cvene_backend *be) {
     ENTER(be);
     CU_CHECK(be, cudaStreamSynchronize(impl_of(be)->stream));
@@ -763,6 +779,17 @@ const cvene_ops16 cuda_ops16 = {
 };
 static_assert(sizeof(cvene_ops16) == 14 * sizeof(void *), "cvene_ops16 changed: update cuda_ops16");
 
+} // namespace
+
+/* the decoding ops (kernels/backend.h: cvene_ops_gen); positional, as cuda_ops */
+extern "C" const cvene_ops_gen cvene_cuda_ops_gen = {
+    cu_copy2d,         /* copy2d */
+    cvene_cuda_sample, /* sample (kernels/cuda/sample.cu) */
+};
+static_assert(sizeof(cvene_ops_gen) == 2 * sizeof(void *), "cvene_ops_gen changed: update cvene_cuda_ops_gen");
+
+namespace {
+
 /* Positional (C++17 has no designated initializers); the static_assert below catches a
  * slot added to cvene_ops without being filled here. */
 const cvene_ops cuda_ops = {
@@ -791,8 +818,9 @@ const cvene_ops cuda_ops = {
     cvene_cuda_matmul_act, /* matmul_act (kernels/cuda/gemm.cu) */
     &cuda_ops16,           /* ops16 */
     &cvene_cuda_ops_bwd,   /* bwd (kernels/cuda/backward.cu) */
+    &cvene_cuda_ops_gen,   /* gen (below; sample in kernels/cuda/sample.cu) */
 };
-static_assert(sizeof(cvene_ops) == 25 * sizeof(void *),
+static_assert(sizeof(cvene_ops) == 26 * sizeof(void *),
               "cvene_ops changed: update the CUDA op table (cuda_ops)");
 
 } // namespace

@@ -38,6 +38,7 @@ enum cudaError_t {
     cudaSuccess = 0,
     cudaErrorInvalidValue = 1,
     cudaErrorMemoryAllocation = 2,
+    cudaErrorInvalidPitchValue = 12,
     cudaErrorInvalidDevice = 101,
     cudaErrorNoDevice = 100
 };
@@ -61,6 +62,10 @@ cudaError_t cudaFree(void *p);
 cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t);
 cudaError_t cudaFreeAsync(void *p, cudaStream_t);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind, cudaStream_t);
+/* rows of width bytes between pitched buffers; a pitch below width is cudaErrorInvalidPitchValue,
+ * as the runtime answers */
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                              cudaMemcpyKind, cudaStream_t);
 cudaError_t cudaStreamCreate(cudaStream_t *s);
 cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);

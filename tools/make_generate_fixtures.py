@@ -1,0 +1,607 @@
+#!/usr/bin/env python
+"""Generate greedy-generation fixtures for cvene (tests/fixtures/generate/).
+
+What:
+    tests/fixtures/generate/gpt2/model/          tiny random GPT2LMHeadModel (f32, save_pretrained)
+    tests/fixtures/generate/neox/model/          tiny random GPTNeoXForCausalLM (f32, rotary_pct 0.25,
+                                                 parallel residual)
+    tests/fixtures/generate/<case>.safetensors   per-step raw logits of one case, tensor "logits",
+                                                 (B, steps, V) f32 (transformers' output_logits)
+    tests/fixtures/generate/manifest.json        every case: inputs, ids, config/request, output ids
+    tests/fixtures/generate/README.md            (hand-written, not generated)
+
+Two kinds of case, on both models:
+
+  "greedy": transformers' own GenerationMixin.generate (do_sample=False, num_beams=1,
+      output_logits=True, return_dict_in_generate=True, pad_token_id and eos_token_id passed
+      explicitly) on a batch of 3 LEFT-padded prompts (lengths 5, 9, 3, attention_mask given,
+      transformers' convention) and on one unpadded prompt. eos_token_id is null (no stopping),
+      or a token chosen programmatically so that exactly ONE row emits it before the end (that
+      row then gets pad_token_id for the remaining steps while the others run on), or, for the
+      batch-1 case, a token the row emits early so that generation stops before max_new_tokens.
+
+  "pyvene": pyvene 0.1.8 IntervenableModel(config, model).generate(base, sources=...,
+      unit_locations=..., intervene_on_prompt=..., max_new_tokens=16, output_logits=True,
+      return_dict_in_generate=True, pad_token_id=..., eos_token_id=None, do_sample=False) on the
+      same left-padded batch: constant-vector steering on every call, steering on generated
+      steps only, a prompt-only interchange from sources, a source-fed addition on every
+      generated step, and subtraction / zeroing of attention_output on every call.
+
+Why: a generation loop (KV cache, attention mask growing by one column per step, position ids
+derived from the mask, finished rows padded) and pyvene's call-counting rule for interventions
+during generation are both easy to get subtly wrong; these fixtures pin transformers' and
+pyvene's exact numbers.
+
+Every pyvene case is checked twice before it is written (a mismatch aborts the script):
+  1. exact: transformers' generate re-run with a plain forward hook at the same module, applying
+     the intervention on the forward calls we claim pyvene intervenes on (all calls / the first
+     call only / every call but the first) -> sequences and logits bit-identical to pyvene's;
+  2. semantic: a cache-free greedy loop (full forward over the whole sequence every step,
+     position_ids = cumsum(mask) - 1, pads at 1, as transformers derives them) whose hook
+     intervenes at the ABSOLUTE positions the rule implies (every position / the prompt
+     positions listed / every generated position) -> the same token ids, logits within 1e-4.
+Every greedy case is checked against the same cache-free loop (ids equal, logits within 1e-4).
+
+All computation is f32 on CPU, attn_implementation="eager", one thread, deterministic
+algorithms, models re-loaded from the saved checkpoint. Re-running yields identical bytes.
+
+Usage (from the repository root):
+    python -m venv v && v/bin/pip install -r tools/requirements.txt
+    v/bin/python tools/make_generate_fixtures.py
+"""
+
+import collections
+import copy
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import warnings
+
+import numpy as np
+import safetensors
+import torch
+import transformers
+from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
+
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+import make_pyvene_fixtures as mpf  # noqa: E402  (R, pv_reps, dict_config, save_safetensors)
+import pyvene as pv  # noqa: E402  (prints "nnsight is not detected", harmless)
+
+OUT_ROOT = os.path.join(REPO, "tests", "fixtures", "generate")
+SIZE_LIMIT = 3 * 1024 * 1024
+GREEDY_NEW = 32
+PYVENE_NEW = 16
+LOGIT_TOL = 1e-4  # cache-free loop vs transformers' cached generate
+
+MODELS = collections.OrderedDict([
+    ("gpt2", dict(
+        seed=3111, cls=GPT2LMHeadModel, pad=0, lo=1,
+        config=GPT2Config(vocab_size=101, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                          initializer_range=0.35, bos_token_id=0, eos_token_id=0,
+                          attn_implementation="eager"),
+        modules=lambda m, l: dict(block_output=m.transformer.h[l], attention_output=m.transformer.h[l].attn,
+                                  mlp_output=m.transformer.h[l].mlp),
+        note="GPT2LMHeadModel vocab 101, n_positions 64, n_embd 32, 2 layers, 4 heads, "
+             "initializer_range 0.35, bos = eos = 0, tied lm_head; biases and LayerNorm weights "
+             "re-drawn randomly after init.")),
+    ("neox", dict(
+        seed=3122, cls=GPTNeoXForCausalLM, pad=1, lo=3,
+        config=GPTNeoXConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=64, rotary_pct=0.25, use_parallel_residual=True,
+                             max_position_embeddings=64, initializer_range=0.35, hidden_act="gelu",
+                             bos_token_id=0, eos_token_id=2, attn_implementation="eager"),
+        modules=lambda m, l: dict(block_output=m.gpt_neox.layers[l],
+                                  attention_output=m.gpt_neox.layers[l].attention,
+                                  mlp_output=m.gpt_neox.layers[l].mlp),
+        note="GPTNeoXForCausalLM vocab 97, hidden 32, 2 layers, 4 heads (head_dim 8, 2 rotary "
+             "dims), intermediate 64, rotary_pct 0.25, parallel residual, max_position_embeddings "
+             "64, initializer_range 0.35, bos 0, eos 2, untied embed_out; biases and LayerNorm "
+             "weights re-drawn randomly after init.")),
+])
+
+
+# --------------------------------------------------------------------------------------------
+# models
+def perturb(model, seed, std):
+    """Random biases and LayerNorm weights (the default init makes them 0 / 1)."""
+    g = torch.Generator().manual_seed(seed + 7)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            leaf = name.split(".")[-2]
+            if name.endswith(".bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * (0.5 * std))
+            elif name.endswith(".weight") and ("ln" in leaf or "layernorm" in leaf or "layer_norm" in leaf):
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+
+
+def build_model(name, spec):
+    model_dir = os.path.join(OUT_ROOT, name, "model")
+    os.makedirs(model_dir)
+    torch.manual_seed(spec["seed"])
+    m = spec["cls"](copy.deepcopy(spec["config"])).eval()
+    perturb(m, spec["seed"], spec["config"].initializer_range)
+    m.save_pretrained(model_dir, safe_serialization=True)
+    want = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    del m
+    assert sorted(f for f in os.listdir(model_dir) if f.endswith(".safetensors")) == ["model.safetensors"]
+    ref = spec["cls"].from_pretrained(model_dir, torch_dtype=torch.float32, attn_implementation="eager").eval()
+    assert ref.config._attn_implementation == "eager"
+    sd = ref.state_dict()
+    for k, v in want.items():
+        assert sd[k].dtype == torch.float32 and torch.equal(sd[k], v), k
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+def prompts(g, V, lo, pad, lengths):
+    """len(lengths) prompts of those lengths, left-padded with pad to the longest."""
+    T = max(lengths)
+    ids = torch.full((len(lengths), T), pad, dtype=torch.int64)
+    mask = torch.zeros((len(lengths), T), dtype=torch.int64)
+    for b, n in enumerate(lengths):
+        ids[b, T - n:] = torch.randint(lo, V, (n,), generator=g)
+        mask[b, T - n:] = 1
+    return ids, mask
+
+
+def vec(g, D):
+    """float32 vector with short exact decimal values (multiples of 1/256), scale ~1."""
+    return (torch.randn(D, generator=g) * 256).round() / 256
+
+
+# --------------------------------------------------------------------------------------------
+# generation helpers
+def gen_kwargs(pad, eos, n):
+    return dict(do_sample=False, num_beams=1, max_new_tokens=n, output_logits=True,
+                return_dict_in_generate=True, pad_token_id=pad, eos_token_id=eos)
+
+
+def unpack(out):
+    return out.sequences.clone(), torch.stack(out.logits, dim=1).detach().float().contiguous()
+
+
+def hf_generate(model, ids, mask, pad, eos, n, hook=None):
+    """transformers' generate; hook = (module, fn(h, call_index, T)) edits the module's output
+    tensor in place on every forward call (call 0 is the prompt)."""
+    handle = None
+    if hook is not None:
+        module, fn = hook
+        calls = [0]
+        T = ids.shape[1]
+
+        def h(mod, args, out):
+            t = out[0] if isinstance(out, tuple) else out
+            fn(t, calls[0], T)
+            calls[0] += 1
+            return out
+        handle = module.register_forward_hook(h)
+    try:
+        with torch.no_grad():
+            out = model.generate(input_ids=ids.clone(), attention_mask=mask.clone(), **gen_kwargs(pad, eos, n))
+    finally:
+        if handle is not None:
+            handle.remove()
+    return unpack(out)
+
+
+def nocache_greedy(model, ids, mask, pad, eos, n, hook=None):
+    """Cache-free greedy loop: every step runs the whole sequence, position_ids derived from the
+    mask as transformers does. hook = (module, fn(h, positions)) edits the module output for the
+    absolute positions listed (here always 0..L-1)."""
+    seq, m = ids.clone(), mask.clone()
+    B = ids.shape[0]
+    done = torch.zeros(B, dtype=torch.bool)
+    logits = []
+    handle = None
+    cur = {}
+    if hook is not None:
+        module, fn = hook
+
+        def h(mod, args, out):
+            t = out[0] if isinstance(out, tuple) else out
+            fn(t, list(range(cur["L"])))
+            return out
+        handle = module.register_forward_hook(h)
+    try:
+        with torch.no_grad():
+            for _ in range(n):
+                pos = m.cumsum(-1) - 1
+                pos.masked_fill_(m == 0, 1)
+                cur["L"] = seq.shape[1]
+                lg = model(input_ids=seq, attention_mask=m, position_ids=pos, use_cache=False).logits[:, -1]
+                logits.append(lg.float())
+                tok = lg.argmax(-1)
+                if eos is not None:
+                    tok = torch.where(done, torch.full_like(tok, pad), tok)
+                    done |= tok == eos
+                seq = torch.cat([seq, tok[:, None]], 1)
+                m = torch.cat([m, torch.ones((B, 1), dtype=m.dtype)], 1)
+                if eos is not None and bool(done.all()):
+                    break
+    finally:
+        if handle is not None:
+            handle.remove()
+    return seq, torch.stack(logits, 1)
+
+
+def check_nocache(what, seq, logits, ref_seq, ref_logits):
+    assert torch.equal(seq, ref_seq), (what, seq, ref_seq)
+    assert logits.shape == ref_logits.shape, what
+    d = (logits - ref_logits).abs().max().item()
+    assert d <= LOGIT_TOL, (what, d)
+    return d
+
+
+def first_steps(new, tok):
+    """per row: first step (0-based) at which tok was generated, or None"""
+    out = []
+    for row in new.tolist():
+        out.append(row.index(tok) if tok in row else None)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# output
+CASES = []
+FILES = []
+
+
+def save_case(entry, logits, meta_note):
+    fname = entry["name"] + ".safetensors"
+    meta = {"torch": torch.__version__, "transformers": transformers.__version__,
+            "pyvene": pv_version(), "numpy": np.__version__, "case": entry["name"], "note": meta_note}
+    mpf.save_safetensors({"logits": logits}, os.path.join(OUT_ROOT, fname), meta)
+    entry["logits"] = fname
+    CASES.append(entry)
+
+
+def base_entry(name, model_name, kind, ids, mask, pad, eos, n, seq, logits):
+    e = collections.OrderedDict()
+    e["name"] = name
+    e["model"] = model_name
+    e["kind"] = kind
+    e["input_ids"] = ids.tolist()
+    e["attention_mask"] = mask.tolist()
+    e["pad_token_id"] = pad
+    e["eos_token_id"] = eos
+    e["max_new_tokens"] = n
+    e["output_ids"] = seq.tolist()
+    e["steps"] = logits.shape[1]
+    return e
+
+
+# --------------------------------------------------------------------------------------------
+# greedy cases
+def greedy_cases(name, spec, model, g):
+    V, pad, lo = spec["config"].vocab_size, spec["pad"], spec["lo"]
+    ids3, mask3 = prompts(g, V, lo, pad, [5, 9, 3])
+    ids1, mask1 = prompts(g, V, lo, pad, [7])
+    T3, T1 = ids3.shape[1], ids1.shape[1]
+
+    # 1. batch 3, left padded, no eos
+    seq, lg = hf_generate(model, ids3, mask3, pad, None, GREEDY_NEW)
+    assert seq.shape == (3, T3 + GREEDY_NEW) and lg.shape == (3, GREEDY_NEW, V)
+    assert torch.equal(seq[:, :T3], ids3)
+    d = check_nocache(name, *nocache_greedy(model, ids3, mask3, pad, None, GREEDY_NEW), seq, lg)
+    new = seq[:, T3:]
+    for b in range(3):
+        distinct = len(set(new[b].tolist()))
+        assert distinct >= 8, f"{name}: row {b} greedy output too repetitive: {new[b].tolist()}"
+    e = base_entry(f"{name}_greedy_b3_noeos", name, "greedy", ids3, mask3, pad, None, GREEDY_NEW, seq, lg)
+    e["description"] = ("3 left-padded prompts (5, 9, 3 tokens), eos_token_id null: every row runs "
+                        f"{GREEDY_NEW} steps.")
+    e["finished"] = [None, None, None]
+    save_case(e, lg, e["description"])
+    print(f"{e['name']:34s} distinct tokens per row {[len(set(r)) for r in new.tolist()]}, "
+          f"no-cache max |dlogit| {d:.2e}")
+    noeos_seq, noeos_lg = seq, lg
+
+    # 2. batch 3 with an eos that exactly one row emits early (and no other row ever emits)
+    cands = []
+    for tok in range(V):
+        if tok == pad:
+            continue
+        f = first_steps(new, tok)
+        hit = [b for b in range(3) if f[b] is not None]
+        if len(hit) == 1 and 4 <= f[hit[0]] <= GREEDY_NEW - 8:
+            cands.append((abs(f[hit[0]] - GREEDY_NEW // 2), tok, hit[0], f[hit[0]]))
+    assert cands, f"{name}: no token finishes exactly one row early"
+    _, eos, row, step = min(cands)
+    seq, lg = hf_generate(model, ids3, mask3, pad, eos, GREEDY_NEW)
+    assert seq.shape == (3, T3 + GREEDY_NEW) and lg.shape == (3, GREEDY_NEW, V)
+    want = noeos_seq.clone()
+    want[row, T3 + step + 1:] = pad
+    assert torch.equal(seq, want), name
+    others = [b for b in range(3) if b != row]
+    assert torch.equal(lg[others], noeos_lg[others])          # other rows unaffected, bit for bit
+    assert torch.equal(lg[row, :step + 1], noeos_lg[row, :step + 1])
+    d = check_nocache(name, *nocache_greedy(model, ids3, mask3, pad, eos, GREEDY_NEW), seq, lg)
+    e = base_entry(f"{name}_greedy_b3_eos", name, "greedy", ids3, mask3, pad, eos, GREEDY_NEW, seq, lg)
+    e["description"] = (f"same prompts, eos_token_id {eos}: row {row} emits it at step {step} "
+                        f"(output column {T3 + step}) and gets pad_token_id {pad} after it; rows "
+                        f"{others} never emit it and run all {GREEDY_NEW} steps. The logits of row "
+                        f"{row} after it finished are the model's logits on the pad tokens fed "
+                        "(attention_mask 1 there), as transformers computes them.")
+    e["finished"] = [step if b == row else None for b in range(3)]
+    save_case(e, lg, e["description"])
+    print(f"{e['name']:34s} eos {eos}: row {row} finishes at step {step}, no-cache max |dlogit| {d:.2e}")
+
+    # 3. batch 1, no padding, eos emitted early -> generation stops early
+    s1, l1 = hf_generate(model, ids1, mask1, pad, None, GREEDY_NEW)
+    new1 = s1[0, T1:].tolist()
+    stop = None
+    for k in range(6, GREEDY_NEW - 6):
+        if new1[k] != pad and new1[k] not in new1[:k]:
+            stop = k
+            break
+    assert stop is not None, f"{name}: no early-stop token for the batch-1 case"
+    eos1 = new1[stop]
+    seq, lg = hf_generate(model, ids1, mask1, pad, eos1, GREEDY_NEW)
+    assert torch.equal(seq, s1[:, :T1 + stop + 1]) and torch.equal(lg, l1[:, :stop + 1]), name
+    d = check_nocache(name, *nocache_greedy(model, ids1, mask1, pad, eos1, GREEDY_NEW), seq, lg)
+    e = base_entry(f"{name}_greedy_b1_stop", name, "greedy", ids1, mask1, pad, eos1, GREEDY_NEW, seq, lg)
+    e["description"] = (f"1 unpadded prompt of {T1} tokens, eos_token_id {eos1}, first emitted at "
+                        f"step {stop}: generation stops there, so output_ids has {T1 + stop + 1} "
+                        f"columns and logits {stop + 1} steps (< max_new_tokens {GREEDY_NEW}).")
+    e["finished"] = [stop]
+    save_case(e, lg, e["description"])
+    print(f"{e['name']:34s} eos {eos1}: stops after {stop + 1} steps, no-cache max |dlogit| {d:.2e}")
+    return ids3, mask3
+
+
+# --------------------------------------------------------------------------------------------
+# pyvene cases
+def pv_version():
+    from importlib.metadata import version
+    return version("pyvene")
+
+
+def run_pyvene(model, reps, base, sources, ul, iop, pad, n):
+    torch.manual_seed(0)
+    ivm = pv.IntervenableModel(pv.IntervenableConfig(mpf.pv_reps(reps), mode="parallel"), model)
+    with torch.no_grad():
+        orig, out = ivm.generate(copy.deepcopy(base),
+                                 sources=None if sources is None else [dict(s) for s in sources],
+                                 unit_locations=copy.deepcopy(ul), intervene_on_prompt=iop,
+                                 **gen_kwargs(pad, None, n))
+    assert orig is None
+    return unpack(out)
+
+
+def pyvene_cases(name, spec, model, g, ids3, mask3):
+    C = spec["config"].hidden_size if name == "neox" else spec["config"].n_embd
+    V, pad, lo = spec["config"].vocab_size, spec["pad"], spec["lo"]
+    mods = lambda l: spec["modules"](model, l)  # noqa: E731
+    B, T = ids3.shape
+    n = PYVENE_NEW
+    base = {"input_ids": ids3, "attention_mask": mask3}
+    clean_seq, clean_lg = hf_generate(model, ids3, mask3, pad, None, n)
+    real = [[t for t in range(T) if mask3[b, t]] for b in range(B)]
+
+    def capture(module, inputs):
+        got = {}
+
+        def h(mod, args, out):
+            got["t"] = (out[0] if isinstance(out, tuple) else out).detach().clone()
+        hd = module.register_forward_hook(h)
+        with torch.no_grad():
+            model(**inputs)
+        hd.remove()
+        return got["t"]
+
+    specs = []
+
+    # a) constant steering on every call
+    v = vec(g, C)
+    specs.append(dict(
+        tag="steer_every_call", reps=[mpf.R(0, "block_output", t="Addition", const=v)],
+        sources=None, ul=None, iop=True, site=("block_output", 0),
+        calls="all", local=lambda h, v=v: h.add_(v), rule=lambda h, P, v=v: h.add_(v),
+        desc="AdditionIntervention, constant source_representation, block_output L0, "
+             "unit_locations null, intervene_on_prompt true: pyvene's call gate only applies when "
+             "unit locations are given, so the vector is added on EVERY forward call (the prompt "
+             "call and every generated step), at every position of the stream (pads included)."))
+
+    # b) constant steering on generated steps only
+    v = vec(g, C)
+    specs.append(dict(
+        tag="steer_steps_only", reps=[mpf.R(0, "block_output", t="Addition", const=v)],
+        sources=None, ul=None, iop=False, site=("block_output", 0),
+        calls="after_first", local=lambda h, v=v: h[:, 0].add_(v),
+        rule=lambda h, P, v=v, T=T: [h[:, j].add_(v) for j, p in enumerate(P) if p >= T],
+        desc="same with intervene_on_prompt false and unit_locations null: pyvene substitutes "
+             "{\"base\": 0} and skips its first call, so the vector is added on every generated "
+             "step (calls 1..n-1) at position 0 of the step's one-token input, i.e. at every "
+             "generated token; the prompt is untouched."))
+
+    # c) prompt-only interchange from sources (same padding as the base)
+    src_ids = torch.where(mask3.bool(), torch.randint(lo, V, (B, T), generator=g), torch.full_like(ids3, pad))
+    src = {"input_ids": src_ids, "attention_mask": mask3.clone()}
+    sp = [[real[b][int(torch.randint(len(real[b]), (1,), generator=g))]] for b in range(B)]
+    bp = [[real[b][int(torch.randint(len(real[b]), (1,), generator=g))]] for b in range(B)]
+    act = capture(mods(1)["block_output"], src)
+    pos_src = mask3.cumsum(-1) - 1
+    pos_src.masked_fill_(mask3 == 0, 1)
+    act_derived = capture(mods(1)["block_output"], dict(src, position_ids=pos_src))
+
+    def local_c(h, act=act, sp=sp, bp=bp):
+        for b in range(B):
+            h[b, bp[b][0]] = act[b, sp[b][0]]
+
+    def rule_c(h, P, act=act, sp=sp, bp=bp, T=T):
+        for b in range(B):
+            if bp[b][0] in P:
+                h[b, P.index(bp[b][0])] = act[b, sp[b][0]]
+    specs.append(dict(
+        tag="interchange_prompt", reps=[mpf.R(1, "block_output")],
+        sources=[src], ul={"sources->base": ([sp], [bp])}, iop=True, site=("block_output", 1),
+        calls="first", local=local_c, rule=rule_c,
+        alt=(None if torch.equal(act, act_derived) else
+             lambda h, act=act_derived, sp=sp, bp=bp: local_c(h, act, sp, bp)),
+        desc="VanillaIntervention at block_output L1 from a batch of 3 source prompts with the "
+             "base's padding, one position per example (indices into the padded tensors), "
+             "intervene_on_prompt true: only pyvene's first call (the prompt) is intervened. The "
+             "source forward gets no position_ids, so its positions are 0..T-1 even in "
+             "left-padded rows (unlike the base, whose position_ids generate derives from the mask)."))
+
+    # d) source-fed addition on every generated step at the step's position 0
+    Ts = 6
+    src_d = {"input_ids": torch.randint(lo, V, (B, Ts), generator=g)}
+    ks = [[int(torch.randint(Ts, (1,), generator=g))] for b in range(B)]
+    act = capture(mods(0)["mlp_output"], src_d)
+    sv = torch.stack([act[b, ks[b][0]] for b in range(B)])
+
+    def rule_d(h, P, sv=sv, T=T):
+        for j, p in enumerate(P):
+            if p >= T:
+                h[:, j].add_(sv)
+    specs.append(dict(
+        tag="add_source_steps", reps=[mpf.R(0, "mlp_output", t="Addition")],
+        sources=[src_d], ul={"sources->base": ([ks], [[[0]] * B])}, iop=False,
+        site=("mlp_output", 0), calls="after_first", local=lambda h, sv=sv: h[:, 0].add_(sv), rule=rule_d,
+        desc=f"AdditionIntervention at mlp_output L0 from an unpadded source batch (T={Ts}, no "
+             "attention_mask), source position k per example, base position 0, "
+             "intervene_on_prompt false: the source runs ONCE before generation and the same "
+             "source vector is added on every generated step (calls 1..n-1) at position 0 of the "
+             "step's one-token input; the prompt is untouched."))
+
+    # e1) subtraction of a constant from attention_output on every call
+    v = vec(g, C)
+    specs.append(dict(
+        tag="subtract_attn_every_call", reps=[mpf.R(1, "attention_output", t="Subtraction", const=v)],
+        sources=None, ul=None, iop=True, site=("attention_output", 1),
+        calls="all", local=lambda h, v=v: h.sub_(v), rule=lambda h, P, v=v: h.sub_(v),
+        desc="SubtractionIntervention, constant source_representation, attention_output L1, "
+             "unit_locations null, intervene_on_prompt true: every call, every position."))
+
+    # e2) zero attention_output on every call
+    specs.append(dict(
+        tag="zero_attn_every_call", reps=[mpf.R(0, "attention_output", t="Zero")],
+        sources=None, ul=None, iop=True, site=("attention_output", 0),
+        calls="all", local=lambda h: h.zero_(), rule=lambda h, P: h.zero_(),
+        desc="ZeroIntervention, attention_output L0, unit_locations null, intervene_on_prompt true: "
+             "the attention output is zeroed on every call at every position."))
+
+    for s in specs:
+        cname = f"{name}_pyvene_{s['tag']}"
+        try:
+            seq, lg = run_pyvene(model, s["reps"], base, s["sources"], s["ul"], s["iop"], pad, n)
+        except Exception as ex:  # recorded in the README if it ever happens
+            print(f"{cname:34s} pyvene generate FAILED: {type(ex).__name__}: {ex}; case dropped")
+            continue
+        assert seq.shape == (B, T + n) and lg.shape == (B, n, V), cname
+        assert not torch.equal(seq, clean_seq) or not torch.equal(lg, clean_lg), f"{cname}: no effect"
+        module = mods(s["site"][1])[s["site"][0]]
+        # 1. exact: transformers generate + a hook doing what pyvene does inside an intervened
+        #    call (call-local indices: the whole tensor, or the listed positions of this call's
+        #    input), on the calls of the claimed gate
+        gates = {"all": lambda c: True, "first": lambda c: c == 0, "after_first": lambda c: c > 0}
+
+        def gated(gate, local=s["local"]):
+            def fn(h, c, T):
+                if gate(c):
+                    local(h)
+            return fn
+        rs, rl = hf_generate(model, ids3, mask3, pad, None, n, hook=(module, gated(gates[s["calls"]])))
+        assert torch.equal(rs, seq), (cname, rs, seq)
+        assert torch.equal(rl, lg), (cname, (rl - lg).abs().max().item())
+        # the other gates must NOT reproduce pyvene (so the check above means something)
+        for other in gates:
+            if other == s["calls"]:
+                continue
+            try:
+                _, ol = hf_generate(model, ids3, mask3, pad, None, n, hook=(module, gated(gates[other])))
+            except IndexError:  # listed prompt positions do not exist in a one-token step
+                continue
+            assert not torch.equal(ol, lg), (cname, "gate", other, "also matches")
+        # (c) the source forward gets no position_ids (0..T-1 even in left-padded rows): the
+        #     source read with mask-derived position_ids must NOT reproduce pyvene
+        if s.get("alt") is not None:
+            _, al = hf_generate(model, ids3, mask3, pad, None, n, hook=(module, gated(gates[s["calls"]], s["alt"])))
+            assert not torch.equal(al, lg), (cname, "source with mask-derived positions also matches")
+        # 2. semantic: cache-free loop, rule at absolute positions
+        d = check_nocache(cname, *nocache_greedy(model, ids3, mask3, pad, None, n, hook=(module, s["rule"])),
+                          seq, lg)
+
+        e = base_entry(cname, name, "pyvene", ids3, mask3, pad, None, n, seq, lg)
+        e["config"] = mpf.dict_config(s["reps"], "parallel")
+        req = collections.OrderedDict()
+        req["base"] = mpf.inputs_json(base)
+        req["sources"] = None if s["sources"] is None else [mpf.inputs_json(x) for x in s["sources"]]
+        req["unit_locations"] = mpf.jsonify(s["ul"])
+        e["request"] = req
+        e["intervene_on_prompt"] = s["iop"]
+        e["intervened_calls"] = s["calls"]
+        e["description"] = s["desc"]
+        save_case(e, lg, s["desc"])
+        changed = int((seq[:, T:] != clean_seq[:, T:]).sum())
+        print(f"{cname:34s} calls={s['calls']:11s} tokens changed vs clean {changed:2d}/{B * n}, "
+              f"no-cache max |dlogit| {d:.2e}")
+
+
+# --------------------------------------------------------------------------------------------
+def dump_manifest(manifest, path):
+    """one key per line inside each case; values compact, ints stay ints"""
+    lines = ["{", '  "versions": ' + json.dumps(manifest["versions"]) + ",",
+             '  "models": ' + json.dumps(manifest["models"]) + ",", '  "cases": [']
+    for i, c in enumerate(manifest["cases"]):
+        body = ",\n".join(f"      {json.dumps(k)}: {json.dumps(v)}" for k, v in c.items())
+        lines.append("    {\n" + body + "\n    }" + ("," if i + 1 < len(manifest["cases"]) else ""))
+    lines += ["  ]", "}"]
+    text = "\n".join(lines) + "\n"
+    assert json.loads(text) == json.loads(json.dumps(manifest))
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def dir_size(path):
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+
+
+def main():
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    assert pv_version() == "0.1.8", pv_version()
+    assert transformers.__version__ == "4.46.3", transformers.__version__
+    os.makedirs(OUT_ROOT, exist_ok=True)
+    for f in os.listdir(OUT_ROOT):  # keep the hand-written README.md
+        p = os.path.join(OUT_ROOT, f)
+        if f in MODELS:
+            shutil.rmtree(p)
+        elif f.endswith(".safetensors") or f == "manifest.json":
+            os.remove(p)
+    models = collections.OrderedDict()
+    for name, spec in MODELS.items():
+        model = build_model(name, spec)
+        g = torch.Generator().manual_seed(spec["seed"] * 10 + 1)
+        ids3, mask3 = greedy_cases(name, spec, model, g)
+        pyvene_cases(name, spec, model, g, ids3, mask3)
+        models[name] = {"dir": f"{name}/model", "class": spec["cls"].__name__, "note": spec["note"]}
+    names = [c["name"] for c in CASES]
+    assert len(set(names)) == len(names)
+    manifest = {
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "pyvene": pv_version(), "numpy": np.__version__,
+                     "safetensors": safetensors.__version__, "python": platform.python_version()},
+        "models": models,
+        "cases": CASES,
+    }
+    dump_manifest(manifest, os.path.join(OUT_ROOT, "manifest.json"))
+    total = dir_size(OUT_ROOT)
+    print(f"\n{len(CASES)} cases; total size of tests/fixtures/generate: {total} bytes "
+          f"({total / 1024 / 1024:.2f} MiB)")
+    assert total < SIZE_LIMIT, "fixtures exceed the size budget"
+
+
+if __name__ == "__main__":
+    main()
