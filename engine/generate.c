@@ -23,6 +23,11 @@ struct cvene_generation {
     void *dev_mem;      /* the generation's device allocation, kept for the device views */
     int32_t *dev_ids;   /* (max_new, B) in it: generated ids, step-major */
     float *dev_logits;  /* (max_new, B, V) in it with keep_logits, else NULL */
+    /* CollectIntervention: one tensor per intervened call, grouped by intervention (config order)
+     * then call, as pyvene's generate lists them */
+    cvene_tensor_view *coll; /* data owned (host) */
+    int *coll_call, *coll_rep;
+    int n_coll, cap_coll;
 };
 
 cvene_gen_params cvene_gen_default_params(void) {
@@ -39,7 +44,17 @@ cvene_gen_params cvene_gen_default_params(void) {
 void cvene_generation_free(cvene_generation *g) {
     if (!g) return;
     if (g->dev_mem) g->ctx->be->ops->free(g->ctx->be, g->dev_mem);
+    for (int k = 0; k < g->n_coll; k++) free(g->coll[k].data);
+    free(g->coll), free(g->coll_call), free(g->coll_rep);
     free(g->ids), free(g->logits), free(g);
+}
+int cvene_generation_n_collected(const cvene_generation *g) { return g->n_coll; }
+cvene_tensor_view cvene_generation_collected(const cvene_generation *g, int k, int *call) {
+    cvene_tensor_view v;
+    memset(&v, 0, sizeof v);
+    if (k < 0 || k >= g->n_coll) return v;
+    if (call) *call = g->coll_call[k];
+    return g->coll[k];
 }
 cvene_tensor_view cvene_generation_device_ids(const cvene_generation *g) {
     cvene_tensor_view v;
@@ -77,6 +92,7 @@ typedef struct {
     int32_t *prompt;             // (B, T0) prompt ids
     int32_t *pos_tab, *mask_tab; // (B, cap) position ids and key mask of every position
     int32_t *pos, *mask;         // (B, T0) / (B, cap): a call's positions and keys, contiguous
+    int32_t *zeros;              // (B, T0) zeros (model_decode.zeros)
     int32_t *gen;                // (max_new, B) generated ids, step-major: step j's are the next call's input
     int32_t *done, *stop;        // (B) ended rows, (n_eos) end-of-sequence ids
     float *logits;               // (n_logits, B, V): every step's (keep_logits) or one
@@ -93,6 +109,7 @@ static void carve(cvene_arena *a, gen_bufs *g, const cvene_model_info *mi, size_
     g->mask_tab = cvene_arena_take(a, (size_t)B * cap * 4);
     g->pos = cvene_arena_take(a, (size_t)B * T0 * 4);
     g->mask = cvene_arena_take(a, (size_t)B * cap * 4);
+    g->zeros = cvene_arena_take(a, (size_t)B * T0 * 4);
     g->gen = cvene_arena_take(a, (size_t)max_new * B * 4);
     g->done = cvene_arena_take(a, (size_t)B * 4);
     g->stop = cvene_arena_take(a, (size_t)(n_eos > 0 ? n_eos : 1) * 4);
@@ -210,10 +227,6 @@ static cvene_status gen_iv_open(gen_iv *g, cvene_model *m, const cvene_config *c
     if (c->mode != CVENE_MODE_PARALLEL)
         return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "generation with a serial config is not supported yet (mode "
                           "\"parallel\" only)");
-    for (int i = 0; i < c->n; i++)
-        if (c->reps[i].r.type == CVENE_IV_COLLECT)
-            return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "representations[%d]: CollectIntervention during generation "
-                              "is not supported yet (use cvene_run on the generated ids)", i);
     if (r->output_original)
         return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "output_original_output: generate without a config for the "
                           "original continuation (cvene generate prints both with --original)");
@@ -281,6 +294,50 @@ static run_state *gen_iv_call(gen_iv *g, int j, cvene_run_opts *o) {
     return &g->s[k];
 }
 
+/* Call j's CollectIntervention results (state s), appended to the generation's list. */
+static cvene_status gen_collect(cvene_generation *res, run_state *s, int j) {
+    cvene_backend *be = s->ctx->be;
+    for (int i = 0; i < s->c->n; i++) {
+        if (s->iv[i].collect_slot < 0) continue;
+        const cvene_tensor_view *t = &s->res->collected[s->iv[i].collect_slot];
+        size_t n = 1;
+        for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
+        if (res->n_coll == res->cap_coll) {
+            const int cap = res->cap_coll ? 2 * res->cap_coll : 16;
+            cvene_tensor_view *v = realloc(res->coll, sizeof *v * (size_t)cap);
+            if (v) res->coll = v;
+            int *a = realloc(res->coll_call, sizeof(int) * (size_t)cap);
+            if (a) res->coll_call = a;
+            int *b = realloc(res->coll_rep, sizeof(int) * (size_t)cap);
+            if (b) res->coll_rep = b;
+            if (!v || !a || !b) return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
+            res->cap_coll = cap;
+        }
+        cvene_tensor_view *v = &res->coll[res->n_coll];
+        *v = *t;
+        if (!(v->data = malloc(sizeof(float) * n))) return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
+        res->coll_call[res->n_coll] = j, res->coll_rep[res->n_coll] = i;
+        res->n_coll++;
+        /* the pass wrote its device buffer (on the CPU: the result's own host array) */
+        CVENE_TRY(be->device == CVENE_DEVICE_CPU ? (memcpy(v->data, t->data, sizeof(float) * n), CVENE_OK)
+                                                  : be->ops->to_host(be, v->data, s->iv[i].coll, sizeof(float) * n));
+    }
+    return CVENE_OK;
+}
+
+/* Stable order: by intervention, then call (insertion order is by call). */
+static void sort_collected(cvene_generation *g) {
+    for (int a = 1; a < g->n_coll; a++)
+        for (int b = a; b > 0 && g->coll_rep[b - 1] > g->coll_rep[b]; b--) {
+            cvene_tensor_view v = g->coll[b];
+            g->coll[b] = g->coll[b - 1], g->coll[b - 1] = v;
+            int t = g->coll_call[b];
+            g->coll_call[b] = g->coll_call[b - 1], g->coll_call[b - 1] = t;
+            t = g->coll_rep[b];
+            g->coll_rep[b] = g->coll_rep[b - 1], g->coll_rep[b - 1] = t;
+        }
+}
+
 /* ---- the loop ------------------------------------------------------------------- */
 
 static cvene_status fetch_ids(cvene_backend *be, int32_t *host, const int32_t *dev, size_t n) {
@@ -331,6 +388,8 @@ cvene_status cvene_generate(cvene_model *m, const cvene_config *c, const cvene_r
     if (st == CVENE_OK) st = be->ops->to_device(be, d.pos_tab, hpos, (size_t)B * cap * 4);
     if (st == CVENE_OK) st = be->ops->to_device(be, d.mask_tab, hmask, (size_t)B * cap * 4);
     if (st == CVENE_OK) st = be->ops->to_device(be, d.done, hdone, (size_t)B * 4);
+    for (int q = 0; st == CVENE_OK && q < T0; q++) /* (B, T0) zeros from B of them: no host buffer of that size */
+        st = be->ops->to_device(be, d.zeros + (size_t)q * B, hdone, (size_t)B * 4);
     if (st == CVENE_OK && p->n_eos) st = be->ops->to_device(be, d.stop, p->eos_ids, (size_t)p->n_eos * 4);
     if (st == CVENE_OK && c) st = gen_iv_open(&iv, m, c, r, p);
 
@@ -346,13 +405,15 @@ cvene_status cvene_generate(cvene_model *m, const cvene_config *c, const cvene_r
         if (st == CVENE_OK)
             st = be->ops->gen->copy2d(be, d.mask, (size_t)Tk * 4, d.mask_tab, row, (size_t)Tk * 4, (size_t)B);
         float *logits = d.logits + (p->keep_logits ? (size_t)j * B * V : 0);
-        model_decode dc = {d.k, d.v, cap, past, j ? d.gen + (size_t)(j - 1) * B : d.prompt, d.pos, d.mask, logits};
+        model_decode dc = {d.k, d.v, cap, past, j ? d.gen + (size_t)(j - 1) * B : d.prompt, d.pos, d.mask, d.zeros,
+                           logits};
         cvene_run_opts o;
         run_state *s = c ? gen_iv_call(&iv, j, &o) : NULL;
         if (!s) memset(&o, 0, sizeof o);
         if (st == CVENE_OK) {
             st = m->vt->decode(m, &dc, B, T, &o);
             if (s) st = iv_pass_end(s, st);
+            if (s && st == CVENE_OK) st = gen_collect(res, s, j);
         }
         if (st == CVENE_OK)
             st = be->ops->gen->sample(be, d.gen + (size_t)j * B, d.done, logits, V, B, V, d.scratch, &sp,
@@ -372,6 +433,7 @@ cvene_status cvene_generate(cvene_model *m, const cvene_config *c, const cvene_r
     if (st == CVENE_OK) st = fetch_ids(be, hgen, d.gen, (size_t)steps * B);
     if (st == CVENE_OK) st = be->ops->sync(be);
     if (st == CVENE_OK) {
+        sort_collected(res);
         res->B = B, res->T0 = T0, res->steps = steps, res->V = V;
         res->ids = malloc(sizeof(int32_t) * (size_t)B * (T0 + steps));
         if (p->keep_logits) res->logits = malloc(sizeof(float) * (size_t)B * steps * V);

@@ -111,6 +111,9 @@ static void state_free(run_state *s, int n) {
 
 void cvene_result_free(cvene_result *res) {
     if (!res) return;
+    for (int k = 0; res->collected_dev && k < res->n_collected; k++)
+        if (res->collected_dev[k]) res->be->ops->free(res->be, res->collected_dev[k]);
+    free(res->collected_dev);
     for (int k = 0; k < res->n_collected; k++) free(res->collected[k].data);
     free(res->collected), free(res->logits_mem);
     free(res);
@@ -120,12 +123,21 @@ void cvene_result_free(cvene_result *res) {
 cvene_status iv_fetch_collected(run_state *s) {
     cvene_backend *be = s->ctx->be;
     if (be->device == CVENE_DEVICE_CPU) return CVENE_OK;
+    cvene_result *res = s->res;
+    if (res->n_collected && !res->collected_dev) {
+        if (!(res->collected_dev = calloc((size_t)res->n_collected, sizeof(float *))))
+            return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
+        res->be = be;
+    }
     for (int i = 0; i < s->c->n; i++) {
         if (!s->iv[i].coll) continue;
-        const cvene_tensor_view *t = &s->res->collected[s->iv[i].collect_slot];
+        const cvene_tensor_view *t = &res->collected[s->iv[i].collect_slot];
         size_t n = 1;
         for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
         CVENE_TRY(be->ops->to_host(be, t->data, s->iv[i].coll, sizeof(float) * n));
+        /* the device copy stays with the result (cvene_result_collected_device) */
+        res->collected_dev[s->iv[i].collect_slot] = s->iv[i].coll;
+        s->iv[i].coll = NULL;
     }
     return CVENE_OK;
 }
@@ -476,5 +488,13 @@ cvene_tensor_view cvene_result_collected(const cvene_result *res, int k) {
     cvene_tensor_view none;
     memset(&none, 0, sizeof none);
     return k >= 0 && k < res->n_collected ? res->collected[k] : none;
+}
+cvene_tensor_view cvene_result_collected_device(const cvene_result *res, int k) {
+    cvene_tensor_view v = cvene_result_collected(res, k);
+    if (v.data && res->collected_dev && res->collected_dev[k]) { /* CUDA; on the CPU the host copy is the device's */
+        v.data = res->collected_dev[k];
+        v.device = res->be->device;
+    }
+    return v;
 }
 int cvene_result_n_passes(const cvene_result *res) { return res->n_passes; }

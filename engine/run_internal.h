@@ -20,6 +20,8 @@ struct cvene_result {
     int B, T, V;
     int n_collected;
     cvene_tensor_view *collected; /* data owned */
+    float **collected_dev;        /* (n_collected) their device copies (CUDA; owned, freed through be), or NULL */
+    cvene_backend *be;
     int n_passes;
 };
 

@@ -383,6 +383,9 @@ const float *cvene_result_original_logits(const cvene_result *res); /* NULL unle
 int cvene_result_n_collected(const cvene_result *res);
 /* Collected activations in config order of the Collect interventions. */
 cvene_tensor_view cvene_result_collected(const cvene_result *res, int k);
+/* The same values left on the context's device (equal bit for bit; valid until
+ * cvene_result_free; on the CPU the host copy itself): for cvene_dlpack.h, without a copy. */
+cvene_tensor_view cvene_result_collected_device(const cvene_result *res, int k);
 int cvene_result_n_passes(const cvene_result *res); /* forwards the plan ran */
 void cvene_result_free(cvene_result *res);
 
@@ -408,7 +411,7 @@ void cvene_result_free(cvene_result *res);
  * first_call / last_call (cvene's, pyvene's issue #111) narrow that to calls
  * [first_call, last_call] (-1: no bound), e.g. first 1, last 5: the calls producing generated
  * tokens 1..5. Sources run once, before the prompt, and every call reuses what they gave. Mode
- * parallel only; Collect results are not kept per call yet (refused). */
+ * parallel only. CollectIntervention keeps one result per call it acts on (cvene_generation_collected). */
 typedef struct {
     int max_new_tokens;      /* >= 1 (default 16) */
     int do_sample;           /* 0 (default): greedy */
@@ -449,6 +452,12 @@ const float *cvene_generation_logits(const cvene_generation *g, int *B, int *ste
  * for bit to the host copies above. */
 cvene_tensor_view cvene_generation_device_ids(const cvene_generation *g);
 cvene_tensor_view cvene_generation_device_logits(const cvene_generation *g);
+/* CollectIntervention results: one tensor per intervened call (the shape cvene_run gives for that
+ * call's input: the prompt, or a step's one position), grouped by intervention in config order,
+ * then by call, as pyvene's generate returns its collected activations. *call (may be NULL): the
+ * call it came from. Host memory owned by g. */
+int cvene_generation_n_collected(const cvene_generation *g);
+cvene_tensor_view cvene_generation_collected(const cvene_generation *g, int k, int *call);
 void cvene_generation_free(cvene_generation *g);
 
 /* ---- sweeps: activation patching and causal tracing ------------------------

@@ -5,8 +5,8 @@
 
 cvene_status decode_check(cvene_model *m, const model_decode *dc, int B, int T, const cvene_run_opts *o) {
     const cvene_model_info *mi = &m->info;
-    if (!dc || !dc->k || !dc->v || !dc->ids || !dc->pos || !dc->mask)
-        return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "decoding call: a NULL cache, ids, positions or mask");
+    if (!dc || !dc->k || !dc->v || !dc->ids || !dc->pos || !dc->mask || !dc->zeros)
+        return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "decoding call: a NULL cache, ids, positions, mask or zeros");
     if (B <= 0 || T <= 0 || dc->past < 0 || dc->cap <= 0 || (int64_t)dc->past + T > dc->cap)
         return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG,
                           "decoding call: B = %d, T = %d new positions after past = %d do not fit the cache of %d "

@@ -440,16 +440,20 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
             d_mask = s.mask;
         }
     }
-    /* embed_in has no position table: the zero row at "position" 0 for every token; a
+    /* embed_in has no position table: the zero row at "position" 0 for every token (a decoding
+     * call's zeros are its own, on the device: no upload, which would wait for the device); a
      * resumed forward needs no embedding but rotary positions past .. Tk - 1 instead */
-    int32_t *hp = calloc((size_t)BT, sizeof(int32_t));
-    if (!hp) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    const int32_t *zpos = dc ? dc->zeros : s.zpos;
     const int resumed = rs && past > 0; /* a decoding call reads its own positions (dc->pos) */
-    for (int i = 0; resumed && i < BT; i++) /* past = 0: the default 0..T-1 */
-        hp[i] = rs->positions ? rs->positions[past + i % T] : past + i % T;
-    cvene_status ps = op->to_device(be, resumed ? s.rpos : s.zpos, hp, (size_t)BT * 4);
-    free(hp);
-    CVENE_TRY(ps);
+    if (!dc) {
+        int32_t *hp = calloc((size_t)BT, sizeof(int32_t));
+        if (!hp) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+        for (int i = 0; resumed && i < BT; i++) /* past = 0: the default 0..T-1 */
+            hp[i] = rs->positions ? rs->positions[past + i % T] : past + i % T;
+        cvene_status ps = op->to_device(be, resumed ? s.rpos : s.zpos, hp, (size_t)BT * 4);
+        free(hp);
+        CVENE_TRY(ps);
+    }
     if (resumed) d_pos = s.rpos;
 
     neox_site_run r = {m, o, B, T, s.heads, adt, s.stage};
@@ -465,7 +469,7 @@ static cvene_status neox_forward_impl(cvene_model *m, const int32_t *ids, int B,
     void *xq = s.x;
 
     if (rs) CVENE_TRY(o16->convert(be, s.x, adt, rs->x, CVENE_F32, BTC)); /* f32 residual: copied or rounded */
-    else CVENE_TRY(o16->embedding(be, adt, s.x, d_ids, s.zpos, p->embed_in, p->zero_row, B, T, C)); // (B, T, C)
+    else CVENE_TRY(o16->embedding(be, adt, s.x, d_ids, zpos, p->embed_in, p->zero_row, B, T, C)); // (B, T, C)
     int ln1_ready = 0; /* s.ln already holds this block's ln_1 (fused into the last residual add) */
     for (int l = rs ? rs->layer : 0; l < c->n_layer; l++) {
         const neox_layer *L = &p->layers[l];

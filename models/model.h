@@ -39,6 +39,8 @@ typedef struct {
     const int32_t *ids;   /* (B, T) token ids (device) */
     const int32_t *pos;   /* (B, T) position ids (device) */
     const int32_t *mask;  /* (B, past + T) key mask (device): 1 token, 0 padding */
+    const int32_t *zeros; /* (B, T) zeros (device): GPT-NeoX has no position table, its embedding reads
+                           * these as every token's position (kept by the caller, so no call uploads) */
     float *logits;        /* (B, V) f32 (device): the last new position's logits; NULL: none */
 } model_decode;
 

@@ -390,4 +390,33 @@ TEST(DeviceOutputs, ForwardLogitsOnDeviceEqualHost) {
     }
 }
 
+// cvene_run's collected activations left on the device equal the host copies bit for bit.
+TEST(DeviceOutputs, CollectedOnDeviceEqualHost) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    Loaded L(model_dir("gpt2"), kTestDevice);
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    cvene_config *c = nullptr;
+    ASSERT_EQ(cvene_config_parse(L.ctx, "{\"mode\": \"parallel\", \"representations\": [{\"layer\": 1, "
+                                 "\"component\": \"mlp_output\", \"unit\": \"pos\", \"max_number_of_units\": 2, "
+                                 "\"intervention_type\": \"CollectIntervention\"}]}", &c), CVENE_OK) << L.error();
+    cvene_request *r = nullptr;
+    ASSERT_EQ(cvene_request_parse(L.ctx, "{\"base\": {\"input_ids\": [[3, 9, 27, 4], [15, 8, 8, 50]]}, "
+                                  "\"unit_locations\": {\"base\": [[[1, 3], [0, 2]]]}}", &r), CVENE_OK) << L.error();
+    cvene_result *res = nullptr;
+    ASSERT_EQ(cvene_run(L.model, c, r, &res), CVENE_OK) << L.error();
+    ASSERT_EQ(cvene_result_n_collected(res), 1);
+    const cvene_tensor_view h = cvene_result_collected(res, 0), d = cvene_result_collected_device(res, 0);
+    ASSERT_EQ(d.ndim, h.ndim);
+    EXPECT_EQ(d.device, kTestDevice);
+    size_t n = 1;
+    for (int k = 0; k < h.ndim; k++) n *= (size_t)h.shape[k];
+    ASSERT_EQ(n, 2u * 2 * 32);
+    std::vector<float> back(n);
+    ASSERT_EQ(cvene_device_to_host(L.ctx, back.data(), d.data, n * 4), CVENE_OK);
+    EXPECT_EQ(0, std::memcmp(back.data(), h.data, n * 4));
+    cvene_result_free(res);
+    cvene_request_free(r);
+    cvene_config_free(c);
+}
+
 } // namespace

@@ -416,6 +416,13 @@ int cmd_generate(int argc, char **argv) {
         if (ss.on) printf("\n");
         else print_rows(&tx, cfg ? "intervened" : "generated", g, inputs_path ? NULL : mask);
         if (g0) print_rows(&tx, "original", g0, inputs_path ? NULL : mask);
+        for (int k = 0; k < cvene_generation_n_collected(g); k++) { /* CollectIntervention: one per call */
+            int call = 0;
+            const cvene_tensor_view t = cvene_generation_collected(g, k, &call);
+            printf("collected %d (call %d): shape (", k, call);
+            for (int d = 0; d < t.ndim; d++) printf("%s%lld", d ? ", " : "", (long long)t.shape[d]);
+            printf(")\n");
+        }
         fprintf(stderr, "%d prompt%s x %d new tokens in %.3f s (%.1f tokens/s, %s)\n", base_B, base_B == 1 ? "" : "s",
                 steps, secs, secs > 0 ? base_B * steps / secs : 0.0, device);
     }
