@@ -43,6 +43,7 @@
 
 #include "test_util.h"
 #include "kernels/backend.h"
+#include "backend_under_test.h"
 
 #ifndef CVENE_TEST_CUDA
 #define CVENE_TEST_CUDA 0
@@ -82,33 +83,15 @@ const std::pair<cvene_act, const char *> kActs[] = {{CVENE_GELU_TANH, "gelu_tanh
 
 // ---- the backend under test ----
 
-class Bwd : public ::testing::Test {
+class Bwd : public BackendUnderTest {
   protected:
-    cvene_backend *be = nullptr;
-    char err[512] = {0};
     std::vector<void *> bufs;
-    std::mt19937 rng{2024};
 
-    void SetUp() override {
-#if CVENE_TEST_CUDA
-        if (cvene_backend_cuda_device_count() == 0)
-            GTEST_SKIP() << "no CUDA device: the CUDA backward-op suite did not run";
-        be = cvene_backend_cuda_new(0, err, sizeof err);
-#else
-        be = cvene_backend_cpu_new(0, err, sizeof err);
-#endif
-        ASSERT_NE(be, nullptr) << err;
-        be->err = err;
-        be->err_len = sizeof err;
-    }
+    Bwd() : BackendUnderTest(2024, "backward-op") {}
     void TearDown() override {
-        if (!be) return;
-        for (void *p : bufs) be->ops->free(be, p);
-#if CVENE_TEST_CUDA
-        cvene_backend_cuda_free(be);
-#else
-        cvene_backend_cpu_free(be);
-#endif
+        for (void *p : bufs)
+            if (be) be->ops->free(be, p);
+        BackendUnderTest::TearDown();
     }
     const cvene_ops_bwd *bwd() const { return be->ops->bwd; }
 

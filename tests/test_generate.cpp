@@ -21,6 +21,9 @@ const std::string kDir = std::string(CVENE_FIXTURES) + "/generate/";
 struct Case {
     std::string name, model, kind, logits_file;
     std::string config, request; // JSON text; config empty for greedy cases
+    std::string model_path;      // the model directory; weights: a trained intervention's (or empty)
+    std::string weights;
+    int n_collected = 0;         // CollectIntervention: tensors "collected.K" of the logits file
     int max_new = 0, pad = 0, eos = -1, intervene_on_prompt = 0;
     std::vector<int32_t> want_ids; // (B, T0 + steps)
     int B = 0, Tout = 0;
@@ -46,6 +49,12 @@ std::vector<Case> load_cases() {
         Case k;
         k.name = cJSON_GetObjectItem(c, "name")->valuestring;
         k.model = cJSON_GetObjectItem(c, "model")->valuestring;
+        const cJSON *md = cJSON_GetObjectItem(c, "model_dir"), *wd = cJSON_GetObjectItem(c, "weights_dir");
+        k.model_path = cJSON_IsString(md) ? std::string(CVENE_FIXTURES) + "/" + md->valuestring
+                                          : kDir + k.model + "/model";
+        if (cJSON_IsString(wd)) k.weights = std::string(CVENE_FIXTURES) + "/" + wd->valuestring;
+        const cJSON *nc = cJSON_GetObjectItem(c, "n_collected");
+        k.n_collected = cJSON_IsNumber(nc) ? nc->valueint : 0;
         k.kind = cJSON_GetObjectItem(c, "kind")->valuestring;
         k.logits_file = cJSON_GetObjectItem(c, "logits")->valuestring;
         k.max_new = cJSON_GetObjectItem(c, "max_new_tokens")->valueint;
@@ -85,12 +94,13 @@ struct Gen {
     cvene_request *r = nullptr;
     cvene_generation *g = nullptr;
     cvene_status st = CVENE_OK;
-    Gen(const Case &k, cvene_gen_params p) : L(model_dir(k.model), kTestDevice) {
+    Gen(const Case &k, cvene_gen_params p) : L(k.model_path.empty() ? model_dir(k.model) : k.model_path, kTestDevice) {
         if (L.status != CVENE_OK) {
             st = L.status;
             return;
         }
         if (!k.config.empty() && (st = cvene_config_parse(L.ctx, k.config.c_str(), &c)) != CVENE_OK) return;
+        if (!k.weights.empty() && (st = cvene_config_load_weights(c, k.weights.c_str())) != CVENE_OK) return;
         if ((st = cvene_request_parse(L.ctx, k.request.c_str(), &r)) != CVENE_OK) return;
         st = cvene_generate(L.model, c, r, &p, &g);
     }
@@ -145,6 +155,20 @@ TEST_P(Generate, MatchesReference) {
     for (float x : want) mx = std::max(mx, (double)std::fabs(x));
     for (size_t i = 0; i < want.size(); i++) worst = std::max(worst, std::fabs((double)got[i] - want[i]));
     EXPECT_LE(worst, 1e-5 * mx) << "largest logit " << mx;
+    // CollectIntervention: pyvene's list, one tensor per intervened call, same shapes; values within
+    // 1e-5 of the largest (the stream a call computes over the cache, as the logits above)
+    ASSERT_EQ(cvene_generation_n_collected(G.g), k.n_collected);
+    for (int q = 0; q < k.n_collected; q++) {
+        std::vector<int64_t> cs;
+        const std::vector<float> cw = ar.get<float>("collected." + std::to_string(q), &cs);
+        const cvene_tensor_view t = cvene_generation_collected(G.g, q, nullptr);
+        ASSERT_EQ(std::vector<int64_t>(t.shape, t.shape + t.ndim), cs) << "collected." << q;
+        double cm = 0, cworst = 0;
+        for (float x : cw) cm = std::max(cm, (double)std::fabs(x));
+        for (size_t i = 0; i < cw.size(); i++)
+            cworst = std::max(cworst, std::fabs((double)((const float *)t.data)[i] - cw[i]));
+        EXPECT_LE(cworst, 1e-5 * cm) << "collected." << q;
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Generate, ::testing::ValuesIn(load_cases()),

@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "backend_under_test.h"
 
 #ifndef CVENE_TEST_CUDA
 #define CVENE_TEST_CUDA 0
@@ -230,31 +231,9 @@ Call run_sample(cvene_backend *be, const std::vector<float> &logits, int64_t ld,
 
 // ---- the backend under test ----
 
-class Gen : public ::testing::Test {
+class Gen : public BackendUnderTest {
   protected:
-    cvene_backend *be = nullptr;
-    char err[512] = {0};
-    std::mt19937 rng{16};
-
-    void SetUp() override {
-#if CVENE_TEST_CUDA
-        if (cvene_backend_cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: the CUDA decoding suite did not run";
-        be = cvene_backend_cuda_new(0, err, sizeof err);
-#else
-        be = cvene_backend_cpu_new(0, err, sizeof err);
-#endif
-        ASSERT_NE(be, nullptr) << err;
-        be->err = err;
-        be->err_len = sizeof err;
-    }
-    void TearDown() override {
-        if (!be) return;
-#if CVENE_TEST_CUDA
-        cvene_backend_cuda_free(be);
-#else
-        cvene_backend_cpu_free(be);
-#endif
-    }
+    Gen() : BackendUnderTest(16, "decoding") {}
     Call sample(const std::vector<float> &logits, int64_t ld, int B, int V, const cvene_sample_params &sp,
                 uint64_t step, std::vector<int32_t> &done, const std::vector<int32_t> &stop = {}, int32_t pad = -1) {
         return run_sample(be, logits, ld, B, V, sp, step, done, stop, pad);
