@@ -361,17 +361,27 @@ static cvene_status gpt2_forward_impl(cvene_model *m, const int32_t *ids, int B,
         CVENE_TRY(gpt2_site_btc(&r, CVENE_ATTENTION_INPUT, CVENE_N_COMPONENTS, l, s.ln));
         /* c_attn as three column slices of the (C, 3C) Conv1D weight, so q, k and v
          * each land contiguous (B, T, C) for their sites */
-        if (Tq == T) {
-            CVENE_TRY(model_gemm(be, adt, wdt, s.q, s.ln, L->c_attn_w, 3 * C, 0, L->c_attn_b, BT, C, C, CVENE_ACT_NONE));
-        } else { /* the last rows of ln, gathered into att (free until attention) */
-            CVENE_TRY(resume_gather_tail(be, s.att, s.ln, B, T, Tq, C, E));
-            CVENE_TRY(model_gemm(be, adt, wdt, s.q, s.att, L->c_attn_w, 3 * C, 0, L->c_attn_b, Mq, C, C,
-                                 CVENE_ACT_NONE)); // (B, Tq, C)
+        if (BT == 1 && 3 * C <= I) { /* one row (a decoding step of one prompt): q, k and v are contiguous
+                                      * thirds of one (1, 3C) product, one pass over the memory-bound weight */
+            CVENE_TRY(model_gemm(be, adt, wdt, s.fc, s.ln, L->c_attn_w, 3 * C, 0, L->c_attn_b, 1, C, 3 * C,
+                                 CVENE_ACT_NONE)); // (1, 3C), in fc (free until the MLP)
+            CVENE_TRY(op->copy(be, s.q, s.fc, (size_t)C * E));
+            CVENE_TRY(op->copy(be, s.k, act_at(s.fc, adt, C), (size_t)C * E));
+            CVENE_TRY(op->copy(be, s.v, act_at(s.fc, adt, 2 * (size_t)C), (size_t)C * E));
+        } else {
+            if (Tq == T) {
+                CVENE_TRY(model_gemm(be, adt, wdt, s.q, s.ln, L->c_attn_w, 3 * C, 0, L->c_attn_b, BT, C, C,
+                                     CVENE_ACT_NONE));
+            } else { /* the last rows of ln, gathered into att (free until attention) */
+                CVENE_TRY(resume_gather_tail(be, s.att, s.ln, B, T, Tq, C, E));
+                CVENE_TRY(model_gemm(be, adt, wdt, s.q, s.att, L->c_attn_w, 3 * C, 0, L->c_attn_b, Mq, C, C,
+                                     CVENE_ACT_NONE)); // (B, Tq, C)
+            }
+            CVENE_TRY(model_gemm(be, adt, wdt, s.k, s.ln, gpt2_wat(L->c_attn_w, wdt, C), 3 * C, 0, L->c_attn_b + C, BT,
+                                 C, C, CVENE_ACT_NONE));
+            CVENE_TRY(model_gemm(be, adt, wdt, s.v, s.ln, gpt2_wat(L->c_attn_w, wdt, 2 * (size_t)C), 3 * C, 0,
+                                 L->c_attn_b + 2 * C, BT, C, C, CVENE_ACT_NONE));
         }
-        CVENE_TRY(model_gemm(be, adt, wdt, s.k, s.ln, gpt2_wat(L->c_attn_w, wdt, C), 3 * C, 0, L->c_attn_b + C, BT, C, C,
-                             CVENE_ACT_NONE));
-        CVENE_TRY(model_gemm(be, adt, wdt, s.v, s.ln, gpt2_wat(L->c_attn_w, wdt, 2 * (size_t)C), 3 * C, 0,
-                             L->c_attn_b + 2 * C, BT, C, C, CVENE_ACT_NONE));
         CVENE_TRY(gpt2_site_btc(&r, CVENE_QUERY_OUTPUT, CVENE_N_COMPONENTS, l, s.q));
         CVENE_TRY(gpt2_site_btc(&r, CVENE_KEY_OUTPUT, CVENE_N_COMPONENTS, l, s.k));
         CVENE_TRY(gpt2_site_btc(&r, CVENE_VALUE_OUTPUT, CVENE_N_COMPONENTS, l, s.v));

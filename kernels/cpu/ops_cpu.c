@@ -88,11 +88,17 @@ static cvene_status cpu_matmul(cvene_backend *be, float *out, const float *in, c
      * OpenBLAS's OpenMP build takes its thread count from the calling thread's
      * omp_get_max_threads() (a per-thread setting, restored right after), and its threads
      * cost more than they save here, badly so on a busy machine (see PAR_MIN). */
-    const int serial = (int64_t)N * K < 65536 || (int64_t)M * N * K < (1 << 22);
+    /* (one row is memory-bound: a second thread doubles the bandwidth once W is past L2) */
+    const int serial = M == 1 ? (int64_t)N * K < (1 << 18) : (int64_t)N * K < 65536 || (int64_t)M * N * K < (1 << 22);
     const int prev = serial ? omp_get_max_threads() : 0;
     if (serial) omp_set_num_threads(1);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_w ? CblasTrans : CblasNoTrans, M, N, K,
-                1.0f, in, K, w, ldw, beta, out, N);
+    if (M == 1) /* one row (a decoding step): sgemv streams W once, where sgemm (OpenBLAS 0.3.21) first packs
+                 * all of it into buffers, about 1.5x the memory traffic of a memory-bound product */
+        cblas_sgemv(CblasRowMajor, trans_w ? CblasNoTrans : CblasTrans, trans_w ? N : K, trans_w ? K : N, 1.0f, w,
+                    ldw, in, 1, beta, out, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_w ? CblasTrans : CblasNoTrans, M, N, K,
+                    1.0f, in, K, w, ldw, beta, out, N);
     if (serial) omp_set_num_threads(prev);
     return CVENE_OK;
 }
