@@ -224,9 +224,6 @@ static cvene_status gen_iv_open(gen_iv *g, cvene_model *m, const cvene_config *c
                                 const cvene_gen_params *p) {
     cvene_ctx *ctx = m->ctx;
     memset(g, 0, sizeof *g);
-    if (c->mode != CVENE_MODE_PARALLEL)
-        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "generation with a serial config is not supported yet (mode "
-                          "\"parallel\" only)");
     if (r->output_original)
         return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "output_original_output: generate without a config for the "
                           "original continuation (cvene generate prints both with --original)");
@@ -261,13 +258,24 @@ static cvene_status gen_iv_open(gen_iv *g, cvene_model *m, const cvene_config *c
         }
         if (st == CVENE_OK && !(g->setters[k] = malloc(sizeof(int) * (size_t)(c->n + 1))))
             st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
-        if (st == CVENE_OK) g->n_setters[k] = iv_base_setters(&g->s[k], g->src[k], g->setters[k]);
     }
     cJSON_Delete(base0);
     CVENE_TRY(st);
-    /* sources once; the other state takes copies of the stores (the same source units) */
-    const int first = g->on[0] ? 0 : 1;
-    if (g->on[first]) CVENE_TRY(iv_run_sources(&g->s[first], g->src[first]));
+    /* sources once (serial: the chain, each source with the previous group's interventions); the
+     * other state takes copies of the stores (the same source units) and only the base's list */
+    const int first = g->on[0] ? 0 : 1, serial = c->mode == CVENE_MODE_SERIAL;
+    for (int k = 0; k < 2; k++) {
+        if (!g->on[k]) continue;
+        if (k == first)
+            /* pyvene's gate counts each intervention's calls from the chain on: with
+             * intervene_on_prompt false and locations given, a chained group's only call (in the
+             * next source's forward) is its skipped first, so the chain runs unpatched */
+            CVENE_TRY(serial ? iv_run_serial_sources(&g->s[k], g->src[k], p->intervene_on_prompt || !located,
+                                                     g->setters[k], &g->n_setters[k])
+                             : iv_run_sources(&g->s[k], g->src[k]));
+        if (!serial) g->n_setters[k] = iv_base_setters(&g->s[k], g->src[k], g->setters[k]);
+        else if (k != first) g->n_setters[k] = iv_serial_base_setters(&g->s[k], g->src[k], g->setters[k]);
+    }
     if (g->on[0] && g->on[1]) {
         cvene_backend *be = ctx->be;
         for (int i = 0; i < c->n; i++) {

@@ -225,7 +225,11 @@ cvene_status iv_plan_parallel(run_state *s, const iv_input **src, const iv_input
     return st;
 }
 
-cvene_status iv_plan_serial(run_state *s, const iv_input **src, const iv_input *base, int orig) {
+/* Serial mode's chain: source_0, then source_1 with group 0's interventions applied (none with
+ * chained 0), ...; setters (room for n + 1) gets the interventions that then act on the base (those
+ * of the last group with a source; with run 0 only that list, nothing runs). */
+static cvene_status serial_chain(run_state *s, const iv_input **src, int run, int chained, int *setters,
+                                 int *n_setters) {
     const cvene_config *c = s->c;
     int n = c->n;
     int *prev = malloc(sizeof(int) * (size_t)(n + 1)), *cur = malloc(sizeof(int) * (size_t)(n + 1));
@@ -241,18 +245,38 @@ cvene_status iv_plan_serial(run_state *s, const iv_input **src, const iv_input *
         int ng = 0;
         for (int i = 0; i < n; i++)
             if (iv_group(c, i) == g && s->iv[i].store) get[ng++] = i;
-        if (ng) {
-            block b = {ROLE_SOURCE, g, src[g], 0, prev, n_prev, get, ng};
+        if (ng && run) {
+            block b = {ROLE_SOURCE, g, src[g], 0, prev, chained ? n_prev : 0, get, ng};
             st = run_pass(s, &b, 1, 0);
         }
         n_prev = collect_setters(s, src, g, cur);
         int *t = prev;
         prev = cur, cur = t;
     }
+    memcpy(setters, prev, sizeof(int) * (size_t)n_prev);
+    *n_setters = n_prev;
+    free(prev), free(cur), free(get);
+    return st;
+}
+
+cvene_status iv_run_serial_sources(run_state *s, const iv_input **src, int chained, int *setters, int *n_setters) {
+    return serial_chain(s, src, 1, chained, setters, n_setters);
+}
+
+int iv_serial_base_setters(run_state *s, const iv_input **src, int *out) {
+    int n = 0;
+    return serial_chain(s, src, 0, 1, out, &n) == CVENE_OK ? n : 0;
+}
+
+cvene_status iv_plan_serial(run_state *s, const iv_input **src, const iv_input *base, int orig) {
+    int *setters = malloc(sizeof(int) * (size_t)(s->c->n + 1)), n_setters = 0;
+    if (!setters) return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
+    cvene_status st = serial_chain(s, src, 1, 1, setters, &n_setters);
     if (st == CVENE_OK) {
-        block pass[2] = {{ROLE_BASE, -1, base, 0, prev, n_prev, NULL, 0}, {ROLE_ORIG, -1, base, 0, NULL, 0, NULL, 0}};
+        block pass[2] = {{ROLE_BASE, -1, base, 0, setters, n_setters, NULL, 0},
+                         {ROLE_ORIG, -1, base, 0, NULL, 0, NULL, 0}};
         st = run_pass(s, pass, orig ? 2 : 1, 1);
     }
-    free(prev), free(cur), free(get);
+    free(setters);
     return st;
 }

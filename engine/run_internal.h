@@ -181,5 +181,11 @@ cvene_status iv_pass_end(run_state *s, cvene_status st);
 cvene_status iv_run_sources(run_state *s, const iv_input **src);
 /* The interventions that act on the base (out: room for n). */
 int iv_base_setters(const run_state *s, const iv_input **src, int *out);
+/* Serial mode: the chain of source passes (each with the previous group's interventions; chained 0:
+ * without them), and the interventions that then act on the base (room for n + 1);
+ * iv_serial_base_setters: only that list, running nothing (out of memory: 0, with the context's
+ * message). */
+cvene_status iv_run_serial_sources(run_state *s, const iv_input **src, int chained, int *setters, int *n_setters);
+int iv_serial_base_setters(run_state *s, const iv_input **src, int *out);
 
 #endif

@@ -410,8 +410,9 @@ void cvene_result_free(cvene_result *res);
  *     steering case with a constant-source Addition).
  * first_call / last_call (cvene's, pyvene's issue #111) narrow that to calls
  * [first_call, last_call] (-1: no bound), e.g. first 1, last 5: the calls producing generated
- * tokens 1..5. Sources run once, before the prompt, and every call reuses what they gave. Mode
- * parallel only. CollectIntervention keeps one result per call it acts on (cvene_generation_collected). */
+ * tokens 1..5. Sources run once, before the prompt, and every call reuses what they gave (serial
+ * mode: the chain source_0 -> source_1 -> ..., then the last group acts on the calls).
+ * CollectIntervention keeps one result per call it acts on (cvene_generation_collected). */
 typedef struct {
     int max_new_tokens;      /* >= 1 (default 16) */
     int do_sample;           /* 0 (default): greedy */

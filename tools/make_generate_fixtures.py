@@ -36,6 +36,11 @@ Two kinds of case, on both models:
         12 new tokens: prompt only with that case's unit locations, and every generated step at
         position 0 with the source read once. Manifest: model_dir, weights_dir (relative to
         tests/fixtures) and the saved config.json as config.
+      - gpt2 only, 8 new tokens: SERIAL mode, Vanilla group 0 at block_output L0 and group 1 at
+        block_output L1, two unpadded sources (source_0 -> source_1 -> base), one position per
+        example: the prompt only (intervene_on_prompt true), and every generated step at position 0
+        (intervene_on_prompt false; pyvene's call gate then also skips group 0's setter in
+        source_1's forward, so source_0 has no effect). Manifest: serial_source_setters.
 
 Why: a generation loop (KV cache, attention mask growing by one column per step, position ids
 derived from the mask, finished rows padded) and pyvene's call-counting rule for interventions
@@ -55,7 +60,11 @@ Collect cases: ids and logits bit-identical to plain generate; each collected te
 to what a plain forward hook records on the claimed call (same shape), and within 1e-4 of a
 cache-free forward read at the absolute position. Trained cases: as the pyvene cases (the hook
 applies b + (s W - b W) W^T with W from the saved tensors through torch's own orthogonal
-parametrization), plus the calls pyvene's intervention ran on, observed with counters.
+parametrization), plus the calls pyvene's intervention ran on, observed with counters. Serial
+cases: the chain rebuilt with plain hooks (source_0's L0, source_1's forward with or without group
+0's write, its L1 value put into the base's L1 on the claimed calls) -> bit-identical; the other
+choice for group 0, the other gates and group 0 left on during generate must not match (where they
+can run); each intervention module's calls observed with counters; and the cache-free check.
 
 All computation is f32 on CPU, attn_implementation="eager", one thread, deterministic
 algorithms, models re-loaded from the saved checkpoint. Re-running yields identical bytes.
@@ -923,6 +932,267 @@ def trained_cases():
 
 
 # --------------------------------------------------------------------------------------------
+# pyvene SERIAL mode during generate (gpt2): source_0 -> source_1 -> base
+SERIAL_NEW = 8
+SERIAL_TS = 6
+
+
+def run_pyvene_serial(model, reps, base, sources, ul, iop, pad, n):
+    torch.manual_seed(0)
+    ivm = pv.IntervenableModel(pv.IntervenableConfig(mpf.pv_reps(reps), mode="serial"), model)
+    with torch.no_grad():
+        orig, out = ivm.generate(copy.deepcopy(base), sources=[dict(s) for s in sources],
+                                 unit_locations=copy.deepcopy(ul), intervene_on_prompt=iop,
+                                 **gen_kwargs(pad, None, n))
+    assert orig is None
+    return ivm, unpack(out)
+
+
+def serial_observed_calls(model, ivm, base, sources, ul, iop, pad, n):
+    """pyvene generate once more, counting the model's forward calls (by wrapping the token
+    embedding's forward on the instance: pyvene's generate removes every forward hook on the
+    model's modules first) and recording, for each intervention (sorted_keys order), the calls
+    on which its module ran. source_0's forward is call -2, source_1's -1, generate's 0..n-1."""
+    wte = model.transformer.wte
+    fwd = wte.forward
+    state = {"call": -3, "ran": [[] for _ in ivm.sorted_keys]}
+
+    def counting(*a, **k):
+        state["call"] += 1
+        return fwd(*a, **k)
+    wte.forward = counting
+    hs = [ivm.interventions[k].register_forward_hook(lambda m, a, o, i=i: state["ran"][i].append(state["call"]))
+          for i, k in enumerate(ivm.sorted_keys)]
+    try:
+        with torch.no_grad():
+            _, out = ivm.generate(copy.deepcopy(base), sources=[dict(s) for s in sources],
+                                  unit_locations=copy.deepcopy(ul), intervene_on_prompt=iop,
+                                  **gen_kwargs(pad, None, n))
+    finally:
+        del wte.forward
+        for h in hs:
+            h.remove()
+    assert state["call"] == n - 1, state
+    return state["ran"], unpack(out)
+
+
+def serial_cases(name, spec, model, ids3, mask3):
+    V, pad, lo = spec["config"].vocab_size, spec["pad"], spec["lo"]
+    mods = lambda l: spec["modules"](model, l)  # noqa: E731
+    B, T = ids3.shape
+    n = SERIAL_NEW
+    Ts = SERIAL_TS
+    base = {"input_ids": ids3, "attention_mask": mask3}
+    clean_seq, clean_lg = hf_generate(model, ids3, mask3, pad, None, n)
+    # a generator of its own, so that every earlier case draws exactly what it drew before
+    g = torch.Generator().manual_seed(spec["seed"] * 10 + 3)
+    src0 = {"input_ids": torch.randint(lo, V, (B, Ts), generator=g)}
+    src1 = {"input_ids": torch.randint(lo, V, (B, Ts), generator=g)}
+    sources = [src0, src1]
+    p0 = [int(torch.randint(Ts, (1,), generator=g)) for b in range(B)]   # read in source_0 (L0)
+    # written in source_1 at L0 (p01) no later than read in source_1 at L1 (p1), so the write
+    # reaches the value read
+    pair = [sorted(torch.randint(Ts, (2,), generator=g).tolist()) for b in range(B)]
+    p01, p1 = [q[0] for q in pair], [q[1] for q in pair]
+    # base positions (prompt case): layer 1 is the model's last, so an edit of its output at a
+    # prompt position reaches only that position's own logits, and generate reads only T-1's.
+    # Rows 0 and 2 at T-1 (visible); row 1 at another real position (no visible effect: its
+    # outputs must equal plain generate's, which pins per-row positions)
+    real1 = [t for t in range(T) if mask3[1, t] and t != T - 1]
+    bp = [T - 1, real1[int(torch.randint(len(real1), (1,), generator=g))], T - 1]
+    reps = [mpf.R(0, "block_output"), mpf.R(1, "block_output")]
+    L0, L1 = mods(0)["block_output"], mods(1)["block_output"]
+
+    def capture(module, inputs, hook=None):
+        got = {}
+        hd = module.register_forward_hook(
+            lambda m, a, o: got.update(h=(o[0] if isinstance(o, tuple) else o).detach().clone()))
+        hd2 = None if hook is None else hook[0].register_forward_hook(hook[1])
+        with torch.no_grad():
+            model(**inputs)
+        hd.remove()
+        if hd2 is not None:
+            hd2.remove()
+        return got["h"]
+
+    # the independent serial chain, with plain hooks
+    a0 = capture(L0, src0)                                   # source_0's L0 block output
+
+    def write01(m, a, o):                                   # group 0's setter in source_1
+        h = o[0] if isinstance(o, tuple) else o
+        for b in range(B):
+            h[b, p01[b]] = a0[b, p0[b]]
+        return o
+    a1_set = capture(L1, src1, hook=(L0, write01))           # source_1's L1, group 0 applied
+    a1_clean = capture(L1, src1)                             # source_1's L1, group 0 not applied
+    assert not torch.equal(a1_set, a1_clean)
+    v_set = torch.stack([a1_set[b, p1[b]] for b in range(B)])      # (B, C)
+    v_clean = torch.stack([a1_clean[b, p1[b]] for b in range(B)])
+    assert all(not torch.equal(v_set[b], v_clean[b]) for b in range(B))
+
+    def local_prompt(v):
+        def f(h):
+            for b in range(B):
+                h[b, bp[b]] = v[b]
+        return f
+
+    def local_steps(v):
+        def f(h):
+            h[:, 0] = v
+        return f
+
+    def rule_prompt(v):
+        def f(h, P):
+            for b in range(B):
+                if bp[b] in P:
+                    h[b, P.index(bp[b])] = v[b]
+        return f
+
+    def rule_steps(v):
+        def f(h, P):
+            for j, p in enumerate(P):
+                if p >= T:
+                    h[:, j] = v
+        return f
+
+    ul_s01 = ([[[x] for x in p0]], [[[x] for x in p01]])
+    ul_src1 = [[[x] for x in p1]]
+    specs = [
+        dict(tag="serial_prompt", iop=True, ul={"source_0->source_1": ul_s01,
+                                                 "source_1->base": (ul_src1, [[[x] for x in bp]])},
+             calls="first", group0=True, local=local_prompt, rule=rule_prompt,
+             desc="IntervenableConfig(mode=\"serial\"): VanillaIntervention group 0 at block_output L0 "
+                  "and group 1 at block_output L1 (unit pos, default group keys), two unpadded source "
+                  f"batches (T={Ts}, input_ids only), unit_locations {{\"source_0->source_1\": (P0, P01), "
+                  "\"source_1->base\": (P1, BASE)}, one position per example, intervene_on_prompt true. "
+                  "pyvene runs source_0's forward (group 0's getter reads L0 at P0), then source_1's "
+                  "forward with group 0's setter (L0 at P01 <- source_0's value; this is the setter's "
+                  "first, 'prompt', call, so it acts) and group 1's getter (L1 at P1, after the write), "
+                  "then removes group 0's setter and runs the base generate with group 1's setter: only "
+                  "the prompt call, L1 at BASE[b] (indices into the left-padded tensor) <- that value. "
+                  f"BASE = T-1 for rows 0 and 2; row 1's BASE is another real position, and since L1 is "
+                  "the last layer that edit reaches no logit that generate reads: row 1 equals plain "
+                  "generate."),
+        dict(tag="serial_steps", iop=False, ul={"source_0->source_1": ul_s01,
+                                                 "source_1->base": (ul_src1, [[[0]] * B])},
+             calls="after_first", group0=False, local=local_steps, rule=rule_steps,
+             desc="the same config and sources with intervene_on_prompt false and base positions 0 "
+                  "({\"source_1->base\": (P1, [[[0]] * B])}). pyvene's call gate also applies to group 0's "
+                  "setter during source_1's forward, which is that setter's first call, i.e. its "
+                  "'prompt': it is SKIPPED, so source_1 runs unpatched and source_0 has no effect at "
+                  "all. Group 1's setter then skips the base prompt call and on every generated step "
+                  f"(calls 1..{n - 1}) sets L1 at position 0 of the step's one-token input to source_1's "
+                  "clean L1 value at P1. L1 is the last layer, so the logits of steps 1.. are the same "
+                  "for every step of a row (a constant replaced stream)."),
+    ]
+    gates = {"all": lambda c: True, "first": lambda c: c == 0, "after_first": lambda c: c > 0}
+
+    def gated(gate, local):
+        def fn(h, c, T):
+            if gate(c):
+                local(h)
+        return fn
+
+    for s in specs:
+        cname = f"{name}_pyvene_{s['tag']}"
+        try:
+            ivm, (seq, lg) = run_pyvene_serial(model, reps, base, sources, s["ul"], s["iop"], pad, n)
+        except Exception as ex:  # recorded in the README if it ever happens
+            print(f"{cname:34s} pyvene generate FAILED: {type(ex).__name__}: {ex}; case dropped")
+            continue
+        assert seq.shape == (B, T + n) and lg.shape == (B, n, V), cname
+        assert not torch.equal(seq, clean_seq) or not torch.equal(lg, clean_lg), f"{cname}: no effect"
+        # pyvene's groups: one key each, group 0 at L0, group 1 at L1
+        assert list(ivm._intervention_group) == [0, 1], ivm._intervention_group
+        keys = [ivm._intervention_group[0], ivm._intervention_group[1]]
+        assert [len(k) for k in keys] == [1, 1] and keys[0][0].startswith("layer_0_comp_block_output") \
+            and keys[1][0].startswith("layer_1_comp_block_output"), keys
+        assert ivm.sorted_keys == [keys[0][0], keys[1][0]], ivm.sorted_keys
+        v = v_set if s["group0"] else v_clean
+        v_other = v_clean if s["group0"] else v_set
+        # 1. exact: plain generate with a hook at L1 on the claimed calls, the value from the
+        #    hook-built serial chain -> bit-identical
+        rs, rl = hf_generate(model, ids3, mask3, pad, None, n, hook=(L1, gated(gates[s["calls"]], s["local"](v))))
+        assert torch.equal(rs, seq), (cname, rs, seq)
+        assert torch.equal(rl, lg), (cname, (rl - lg).abs().max().item())
+        # ... the other choice for group 0's setter in source_1's forward must NOT match
+        _, ol = hf_generate(model, ids3, mask3, pad, None, n, hook=(L1, gated(gates[s["calls"]], s["local"](v_other))))
+        assert not torch.equal(ol, lg), (cname, "group 0 applied" if not s["group0"] else "group 0 skipped",
+                                         "also matches")
+        # ... nor any other gate for group 1 on the base's calls, with either value
+        tried, same = [], []
+        for other in gates:
+            if other == s["calls"]:
+                continue
+            for which, vv in (("group0 applied", v_set), ("group0 skipped", v_clean)):
+                try:
+                    _, ol = hf_generate(model, ids3, mask3, pad, None, n, hook=(L1, gated(gates[other], s["local"](vv))))
+                except IndexError:  # prompt positions do not exist in a one-token step
+                    continue
+                tried.append(f"{other}/{which}")
+                if torch.equal(ol, lg):
+                    same.append(other)
+                    assert vv is v, (cname, "gate", other, which, "also matches")
+        # L1 is the last layer: an edit of the prompt at position 0 (not T-1) reaches no logit that
+        # generate reads, so "all" cannot be told from "after_first" by the outputs in the steps
+        # case; the observed calls below settle it
+        assert same in ([], ["all"]) and (not same or s["calls"] == "after_first"), (cname, same)
+        # ... nor group 0's setter left on during the base generate (L0 at P01 of the base, on the
+        #     calls of group 1's gate), together with group 1
+        cnt0 = [0]
+
+        def g0_on_base(m, a, o, gate=gates[s["calls"]]):
+            if gate(cnt0[0]):
+                h = o[0] if isinstance(o, tuple) else o
+                for b in range(B):
+                    h[b, p01[b]] = a0[b, p0[b]]
+            cnt0[0] += 1
+            return o
+        hd = L0.register_forward_hook(g0_on_base)
+        try:
+            _, ol = hf_generate(model, ids3, mask3, pad, None, n, hook=(L1, gated(gates[s["calls"]], s["local"](v))))
+            assert not torch.equal(ol, lg), (cname, "group 0 also on the base also matches")
+            tried.append("group0_on_base")
+        except IndexError:  # P01 positions do not exist in a one-token step
+            pass
+        finally:
+            hd.remove()
+        # observed: the calls each intervention's module ran on (source_0 = -2, source_1 = -1)
+        ran, (os_, ol_) = serial_observed_calls(model, ivm, base, sources, s["ul"], s["iop"], pad, n)
+        assert torch.equal(os_, seq) and torch.equal(ol_, lg), cname
+        want_ran = [[-1] if s["group0"] else [], [c for c in range(n) if gates[s["calls"]](c)]]
+        assert ran == want_ran, (cname, ran, want_ran)
+        # 2. semantic: cache-free loop, the value at the absolute positions the rule implies
+        d = check_nocache(cname, *nocache_greedy(model, ids3, mask3, pad, None, n, hook=(L1, s["rule"](v))),
+                          seq, lg)
+        rows_changed = [b for b in range(B) if not torch.equal(seq[b], clean_seq[b])
+                        or not torch.equal(lg[b], clean_lg[b])]
+        if s["calls"] == "first":
+            assert rows_changed == [0, 2], (cname, rows_changed)
+        else:
+            assert rows_changed == list(range(B)), (cname, rows_changed)
+            assert torch.equal(lg[:, 0], clean_lg[:, 0]), cname
+            assert all(torch.equal(lg[:, k], lg[:, 1]) for k in range(2, n)), cname
+
+        e = base_entry(cname, name, "pyvene", ids3, mask3, pad, None, n, seq, lg)
+        e["config"] = mpf.dict_config(reps, "serial")
+        req = collections.OrderedDict()
+        req["base"] = mpf.inputs_json(base)
+        req["sources"] = [mpf.inputs_json(x) for x in sources]
+        req["unit_locations"] = mpf.jsonify(s["ul"])
+        e["request"] = req
+        e["intervene_on_prompt"] = s["iop"]
+        e["intervened_calls"] = s["calls"]
+        e["serial_source_setters"] = [s["group0"]]
+        e["description"] = s["desc"]
+        save_case(e, lg, s["desc"])
+        changed = int((seq[:, T:] != clean_seq[:, T:]).sum())
+        print(f"{cname:34s} calls={s['calls']:11s} group 0 on source_1: {s['group0']}, observed calls "
+              f"{ran}, tokens changed vs clean {changed:2d}/{B * n} (rows {rows_changed}), alternatives "
+              f"tried {tried}, same outputs with gates {same}, no-cache max |dlogit| {d:.2e}")
+
+
+# --------------------------------------------------------------------------------------------
 def dump_manifest(manifest, path):
     """one key per line inside each case; values compact, ints stay ints"""
     lines = ["{", '  "versions": ' + json.dumps(manifest["versions"]) + ",",
@@ -965,6 +1235,7 @@ def main():
     # later additions, after every earlier case (whose bytes they leave alone)
     structures = collect_cases("gpt2", MODELS["gpt2"], *built["gpt2"])
     models["gpt2_small"] = trained_cases()
+    serial_cases("gpt2", MODELS["gpt2"], *built["gpt2"])
     for cname, st in structures:
         print(f"{cname}: pyvene generate returned {st}")
     names = [c["name"] for c in CASES]
