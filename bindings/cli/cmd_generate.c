@@ -13,6 +13,7 @@
 
 #include "cvene.h"
 #include "bindings/cli/cli.h"
+#include "models/safetensors.h"
 
 #define MAX_PROMPTS 256
 
@@ -42,6 +43,9 @@ static void usage(void) {
            "                    --no-eos never ends early; --pad ID what ended rows emit (default: the first eos)\n"
            "  --original        also generate without the interventions, and print both\n"
            "  --json            one JSON object: ids, text, steps, seconds (no streaming)\n"
+           "  --out FILE        a safetensors file numpy / torch read: ids (B, T) int32 (prompt then generated),\n"
+           "                    logits (B, steps, V) f32 of each step, and each CollectIntervention's tensor of\n"
+           "                    each call it acted on (collected.K, in pyvene's order)\n"
            "  --quiet           no streaming, only the results\n");
 }
 
@@ -178,6 +182,38 @@ static cJSON *json_rows(cli_text *tx, const cvene_generation *g) {
     return o;
 }
 
+/* --out: ids, logits and the collected tensors as one safetensors file (written atomically by st_write). */
+static int write_out(cvene_ctx *ctx, const char *path, const cvene_generation *g, const char *model_dir) {
+    int B, T, steps, V;
+    const int32_t *ids = cvene_generation_ids(g, &B, &T);
+    const float *logits = cvene_generation_logits(g, &B, &steps, &V);
+    const int nc = cvene_generation_n_collected(g);
+    st_out_tensor *ts = calloc((size_t)nc + 2, sizeof *ts);
+    char(*names)[32] = calloc((size_t)nc + 1, 32);
+    if (!ts || !names) {
+        free(ts), free(names);
+        fprintf(stderr, "cvene: out of memory\n");
+        return -1;
+    }
+    ts[0] = (st_out_tensor){"ids", ST_I32, 2, {B, T}, ids};
+    ts[1] = (st_out_tensor){"logits", ST_F32, 3, {B, steps, V}, logits};
+    for (int k = 0; k < nc; k++) {
+        const cvene_tensor_view t = cvene_generation_collected(g, k, NULL);
+        snprintf(names[k], 32, "collected.%d", k);
+        ts[2 + k] = (st_out_tensor){names[k], ST_F32, t.ndim, {0}, t.data};
+        for (int d = 0; d < t.ndim; d++) ts[2 + k].shape[d] = t.shape[d];
+    }
+    const char *meta[] = {"producer", "cvene generate", "model", model_dir};
+    const cvene_status st = st_write(ctx, path, ts, nc + 2, meta, 2);
+    free(ts), free(names);
+    if (st != CVENE_OK) {
+        fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+        return -1;
+    }
+    fprintf(stderr, "wrote %s (ids, logits%s)\n", path, nc ? ", collected.*" : "");
+    return 0;
+}
+
 static int parse_num(const char *opt, const char *v, double lo, double hi, double *out) {
     char *end;
     errno = 0;
@@ -192,7 +228,7 @@ static int parse_num(const char *opt, const char *v, double lo, double hi, doubl
 
 int cmd_generate(int argc, char **argv) {
     const char *model_dir = NULL, *ids_s = NULL, *inputs_path = NULL, *config_path = NULL, *weights = NULL;
-    const char *device = "cpu", *dtype = "f32", *eos_s = NULL, *calls_s = NULL;
+    const char *device = "cpu", *dtype = "f32", *eos_s = NULL, *calls_s = NULL, *out_path = NULL;
     const char *prompts[MAX_PROMPTS];
     int n_prompts = 0, threads = 0, json = 0, quiet = 0, original = 0, no_eos = 0;
     cvene_gen_params gp = cvene_gen_default_params();
@@ -230,6 +266,7 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--dtype")) dtype = v;
         else if (!strcmp(a, "--eos")) eos_s = v;
         else if (!strcmp(a, "--calls")) calls_s = v;
+        else if (!strcmp(a, "--out")) out_path = v;
         else if (!strcmp(a, "--max-new-tokens")) {
             if (parse_num(a, v, 1, 1 << 20, &x)) return 2;
             gp.max_new_tokens = (int)x;
@@ -396,6 +433,7 @@ int cmd_generate(int argc, char **argv) {
     }
     gp.on_token = ss.on ? stream_token : NULL;
     gp.user = &ss;
+    gp.keep_logits = out_path != NULL;
     const double t0 = cli_now();
     if (cvene_generate(m, cfg, req, &gp, &g) != CVENE_OK) {
         if (ss.on) printf("\n");
@@ -426,6 +464,7 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "%d prompt%s x %d new tokens in %.3f s (%.1f tokens/s, %s)\n", base_B, base_B == 1 ? "" : "s",
                 steps, secs, secs > 0 ? base_B * steps / secs : 0.0, device);
     }
+    if (out_path && write_out(ctx, out_path, g, model_dir) != 0) goto done;
     rc = 0;
 done:
     cvene_generation_free(g);

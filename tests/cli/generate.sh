@@ -31,6 +31,26 @@ PY
 check gpt2_greedy_b3_noeos --max-new-tokens 32
 check gpt2_pyvene_steer_every_call --max-new-tokens 16 --config "$tmp/gpt2_pyvene_steer_every_call.config.json" \
   --intervene-on-prompt
+# --out: ids, each step's logits and every collected tensor (pyvene's Collect case: 7 calls of (3, 1, 32))
+python3 - "$fixtures/manifest.json" "$tmp" <<'PY'
+import json, sys
+c = {c["name"]: c for c in json.load(open(sys.argv[1]))["cases"]}["gpt2_pyvene_collect_block_output_steps"]
+json.dump(c["config"], open(f"{sys.argv[2]}/collect.json", "w"))
+rows = [[t for t, k in zip(r, mk) if k] for r, mk in zip(c["input_ids"], c["attention_mask"])]
+open(f"{sys.argv[2]}/collect.ids", "w").write(";".join(",".join(map(str, r)) for r in rows))
+PY
+"$cvene" generate --model "$fixtures/gpt2/model" --ids "$(cat "$tmp/collect.ids")" --pad 0 --no-eos --quiet \
+  --max-new-tokens 8 --config "$tmp/collect.json" --out "$tmp/gen.safetensors" >/dev/null 2>&1
+python3 - "$tmp/gen.safetensors" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+head = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+assert head["ids"]["shape"] == [3, 17] and head["ids"]["dtype"] == "I32", head["ids"]
+assert head["logits"]["shape"] == [3, 8, 101], head["logits"]
+got = sorted(k for k in head if k.startswith("collected."))
+assert got == [f"collected.{k}" for k in range(7)], got
+assert all(head[k]["shape"] == [3, 1, 32] for k in got)
+PY
 # one prompt streams its text; the demo model's tokenizer; the timing line on stderr
 out=$("$cvene" generate --model "$demo" --prompt "Today, Judge Triklol's favourite colour is" --max-new-tokens 4 2>"$tmp/err")
 case "$out" in "Today, Judge Triklol's favourite colour is "*) ;; *) echo "streamed: $out"; exit 1 ;; esac
