@@ -15,6 +15,11 @@
 #include "engine/run_internal.h"
 #include "kernels/tensor.h"
 
+typedef struct {
+    cvene_tensor_view t; /* data owned (host) */
+    int call, rep;       /* the call it came from, the intervention */
+} gen_collected;
+
 struct cvene_generation {
     int32_t *ids;  /* (B, T0 + steps) */
     float *logits; /* (B, steps, V) or NULL */
@@ -25,8 +30,7 @@ struct cvene_generation {
     float *dev_logits;  /* (max_new, B, V) in it with keep_logits, else NULL */
     /* CollectIntervention: one tensor per intervened call, grouped by intervention (config order)
      * then call, as pyvene's generate lists them */
-    cvene_tensor_view *coll; /* data owned (host) */
-    int *coll_call, *coll_rep;
+    gen_collected *coll;
     int n_coll, cap_coll;
 };
 
@@ -44,8 +48,8 @@ cvene_gen_params cvene_gen_default_params(void) {
 void cvene_generation_free(cvene_generation *g) {
     if (!g) return;
     if (g->dev_mem) g->ctx->be->ops->free(g->ctx->be, g->dev_mem);
-    for (int k = 0; k < g->n_coll; k++) free(g->coll[k].data);
-    free(g->coll), free(g->coll_call), free(g->coll_rep);
+    for (int k = 0; k < g->n_coll; k++) free(g->coll[k].t.data);
+    free(g->coll);
     free(g->ids), free(g->logits), free(g);
 }
 int cvene_generation_n_collected(const cvene_generation *g) { return g->n_coll; }
@@ -53,8 +57,8 @@ cvene_tensor_view cvene_generation_collected(const cvene_generation *g, int k, i
     cvene_tensor_view v;
     memset(&v, 0, sizeof v);
     if (k < 0 || k >= g->n_coll) return v;
-    if (call) *call = g->coll_call[k];
-    return g->coll[k];
+    if (call) *call = g->coll[k].call;
+    return g->coll[k].t;
 }
 cvene_tensor_view cvene_generation_device_ids(const cvene_generation *g) {
     cvene_tensor_view v;
@@ -199,23 +203,28 @@ static cvene_status position_table(cvene_model *m, const iv_input *base, int cap
 
 /* ---- interventions ------------------------------------------------------------ */
 
+/* The calls of one phase: the prompt's (locations against its length) or the generated steps'
+ * (against one position). */
 typedef struct {
-    int on[2];          /* [0] the prompt call, [1] the generated steps */
-    run_state s[2];
-    const iv_input *src_of[2];
-    const iv_input **src[2];
-    int *setters[2], n_setters[2];
+    int on;
+    run_state s;
+    const iv_input **src; /* each group's source (owned by s) */
+    int *setters, n_setters; /* the interventions acting on the base's calls */
+    block blk;            /* the base block of a call */
+} gen_phase;
+
+typedef struct {
+    gen_phase ph[2];    /* [0] the prompt call, [1] the generated steps */
     iv_input step_in;   /* the (B, 1) input a step's block stands for */
-    block blk[2];
     int first, last;    /* calls acted on: [first, last], last -1 = to the end */
 } gen_iv;
 
 static void gen_iv_close(gen_iv *g) {
     for (int k = 0; k < 2; k++) {
-        cvene_result_free(g->s[k].res);
-        g->s[k].res = NULL;
-        iv_state_close(&g->s[k], g->src[k]);
-        free(g->setters[k]);
+        cvene_result_free(g->ph[k].s.res);
+        g->ph[k].s.res = NULL;
+        iv_state_close(&g->ph[k].s, g->ph[k].src);
+        free(g->ph[k].setters);
     }
 }
 
@@ -229,12 +238,12 @@ static cvene_status gen_iv_open(gen_iv *g, cvene_model *m, const cvene_config *c
                           "original continuation (cvene generate prints both with --original)");
     /* pyvene's rule (IntervenableModel.generate and its setter hook) */
     const int located = r->locations != NULL;
-    g->on[0] = p->intervene_on_prompt;
-    g->on[1] = !p->intervene_on_prompt || !located;
+    g->ph[0].on = p->intervene_on_prompt;
+    g->ph[1].on = !p->intervene_on_prompt || !located;
     g->first = p->first_call < 0 ? 0 : p->first_call;
     g->last = p->last_call;
-    if (g->first > 0) g->on[0] = 0;
-    if (g->last == 0) g->on[1] = 0;
+    if (g->first > 0) g->ph[0].on = 0;
+    if (g->last == 0) g->ph[1].on = 0;
     cJSON *base0 = NULL; /* pyvene's stand-in without locations: {"base": 0} */
     const cJSON *step_locs = r->locations;
     if (!p->intervene_on_prompt && !located) {
@@ -247,8 +256,9 @@ static cvene_status gen_iv_open(gen_iv *g, cvene_model *m, const cvene_config *c
     }
     cvene_status st = CVENE_OK;
     for (int k = 0; k < 2 && st == CVENE_OK; k++) {
-        if (!g->on[k]) continue;
-        st = iv_state_open(&g->s[k], m, c, r, k ? step_locs : r->locations, k ? 1 : r->base.T, 0, &g->src[k]);
+        gen_phase *ph = &g->ph[k];
+        if (!ph->on) continue;
+        st = iv_state_open(&ph->s, m, c, r, k ? step_locs : r->locations, k ? 1 : r->base.T, 0, &ph->src);
         if (st != CVENE_OK && k == 1) {
             char msg[CVENE_ERR_LEN];
             snprintf(msg, sizeof msg, "%s", cvene_ctx_error(ctx));
@@ -256,30 +266,31 @@ static cvene_status gen_iv_open(gen_iv *g, cvene_model *m, const cvene_config *c
                             "unit_locations there index that one position, as in pyvene's generate with "
                             "intervene_on_prompt false): %s", msg);
         }
-        if (st == CVENE_OK && !(g->setters[k] = malloc(sizeof(int) * (size_t)(c->n + 1))))
+        if (st == CVENE_OK && !(ph->setters = malloc(sizeof(int) * (size_t)(c->n + 1))))
             st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     }
     cJSON_Delete(base0);
     CVENE_TRY(st);
     /* sources once (serial: the chain, each source with the previous group's interventions); the
      * other state takes copies of the stores (the same source units) and only the base's list */
-    const int first = g->on[0] ? 0 : 1, serial = c->mode == CVENE_MODE_SERIAL;
+    const int first = g->ph[0].on ? 0 : 1, serial = c->mode == CVENE_MODE_SERIAL;
     for (int k = 0; k < 2; k++) {
-        if (!g->on[k]) continue;
+        gen_phase *ph = &g->ph[k];
+        if (!ph->on) continue;
         if (k == first)
             /* pyvene's gate counts each intervention's calls from the chain on: with
              * intervene_on_prompt false and locations given, a chained group's only call (in the
              * next source's forward) is its skipped first, so the chain runs unpatched */
-            CVENE_TRY(serial ? iv_run_serial_sources(&g->s[k], g->src[k], p->intervene_on_prompt || !located,
-                                                     g->setters[k], &g->n_setters[k])
-                             : iv_run_sources(&g->s[k], g->src[k]));
-        if (!serial) g->n_setters[k] = iv_base_setters(&g->s[k], g->src[k], g->setters[k]);
-        else if (k != first) g->n_setters[k] = iv_serial_base_setters(&g->s[k], g->src[k], g->setters[k]);
+            CVENE_TRY(serial ? iv_run_serial_sources(&ph->s, ph->src, p->intervene_on_prompt || !located, ph->setters,
+                                                     &ph->n_setters)
+                             : iv_run_sources(&ph->s, ph->src));
+        if (!serial) ph->n_setters = iv_base_setters(&ph->s, ph->src, ph->setters);
+        else if (k != first) ph->n_setters = iv_serial_base_setters(&ph->s, ph->src, ph->setters);
     }
-    if (g->on[0] && g->on[1]) {
+    if (g->ph[0].on && g->ph[1].on) {
         cvene_backend *be = ctx->be;
         for (int i = 0; i < c->n; i++) {
-            const iv_slot *a = &g->s[0].iv[i], *b = &g->s[1].iv[i];
+            const iv_slot *a = &g->ph[0].s.iv[i], *b = &g->ph[1].s.iv[i];
             if (!a->store || !b->store) continue;
             if (a->store_len != b->store_len) /* prepare's size checks make this unreachable */
                 return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "intervention %d: its source units differ between the "
@@ -288,18 +299,19 @@ static cvene_status gen_iv_open(gen_iv *g, cvene_model *m, const cvene_config *c
         }
     }
     g->step_in = (iv_input){NULL, NULL, NULL, r->base.B, 1, 1};
-    g->blk[0] = (block){ROLE_BASE, -1, &r->base, 0, g->setters[0], g->n_setters[0], NULL, 0};
-    g->blk[1] = (block){ROLE_BASE, -1, &g->step_in, 0, g->setters[1], g->n_setters[1], NULL, 0};
+    for (int k = 0; k < 2; k++)
+        g->ph[k].blk = (block){ROLE_BASE, -1, k ? &g->step_in : &r->base, 0, g->ph[k].setters, g->ph[k].n_setters,
+                               NULL, 0};
     return CVENE_OK;
 }
 
 /* The run options of call j: its state's sites, or none. */
 static run_state *gen_iv_call(gen_iv *g, int j, cvene_run_opts *o) {
     memset(o, 0, sizeof *o);
-    const int k = j > 0;
-    if (!g->on[k] || j < g->first || (g->last >= 0 && j > g->last)) return NULL;
-    iv_pass_begin(&g->s[k], &g->blk[k], 1, k ? 1 : g->blk[0].in->T, 1, o);
-    return &g->s[k];
+    gen_phase *ph = &g->ph[j > 0];
+    if (!ph->on || j < g->first || (g->last >= 0 && j > g->last)) return NULL;
+    iv_pass_begin(&ph->s, &ph->blk, 1, ph->blk.in->T, 1, o);
+    return &ph->s;
 }
 
 /* Call j's CollectIntervention results (state s), appended to the generation's list. */
@@ -312,23 +324,17 @@ static cvene_status gen_collect(cvene_generation *res, run_state *s, int j) {
         for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
         if (res->n_coll == res->cap_coll) {
             const int cap = res->cap_coll ? 2 * res->cap_coll : 16;
-            cvene_tensor_view *v = realloc(res->coll, sizeof *v * (size_t)cap);
-            if (v) res->coll = v;
-            int *a = realloc(res->coll_call, sizeof(int) * (size_t)cap);
-            if (a) res->coll_call = a;
-            int *b = realloc(res->coll_rep, sizeof(int) * (size_t)cap);
-            if (b) res->coll_rep = b;
-            if (!v || !a || !b) return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
-            res->cap_coll = cap;
+            gen_collected *grown = realloc(res->coll, sizeof *grown * (size_t)cap);
+            if (!grown) return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
+            res->coll = grown, res->cap_coll = cap;
         }
-        cvene_tensor_view *v = &res->coll[res->n_coll];
-        *v = *t;
-        if (!(v->data = malloc(sizeof(float) * n))) return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
-        res->coll_call[res->n_coll] = j, res->coll_rep[res->n_coll] = i;
+        gen_collected *e = &res->coll[res->n_coll];
+        *e = (gen_collected){*t, j, i};
+        if (!(e->t.data = malloc(sizeof(float) * n))) return cvene_fail(s->ctx, CVENE_ERR_OOM, "out of memory");
         res->n_coll++;
         /* the pass wrote its device buffer (on the CPU: the result's own host array) */
-        CVENE_TRY(be->device == CVENE_DEVICE_CPU ? (memcpy(v->data, t->data, sizeof(float) * n), CVENE_OK)
-                                                  : be->ops->to_host(be, v->data, s->iv[i].coll, sizeof(float) * n));
+        if (be->device == CVENE_DEVICE_CPU) memcpy(e->t.data, t->data, sizeof(float) * n);
+        else CVENE_TRY(be->ops->to_host(be, e->t.data, s->iv[i].coll, sizeof(float) * n));
     }
     return CVENE_OK;
 }
@@ -336,13 +342,9 @@ static cvene_status gen_collect(cvene_generation *res, run_state *s, int j) {
 /* Stable order: by intervention, then call (insertion order is by call). */
 static void sort_collected(cvene_generation *g) {
     for (int a = 1; a < g->n_coll; a++)
-        for (int b = a; b > 0 && g->coll_rep[b - 1] > g->coll_rep[b]; b--) {
-            cvene_tensor_view v = g->coll[b];
-            g->coll[b] = g->coll[b - 1], g->coll[b - 1] = v;
-            int t = g->coll_call[b];
-            g->coll_call[b] = g->coll_call[b - 1], g->coll_call[b - 1] = t;
-            t = g->coll_rep[b];
-            g->coll_rep[b] = g->coll_rep[b - 1], g->coll_rep[b - 1] = t;
+        for (int b = a; b > 0 && g->coll[b - 1].rep > g->coll[b].rep; b--) {
+            const gen_collected e = g->coll[b];
+            g->coll[b] = g->coll[b - 1], g->coll[b - 1] = e;
         }
 }
 
@@ -373,12 +375,15 @@ cvene_status cvene_generate(cvene_model *m, const cvene_config *c, const cvene_r
 
     cvene_generation *res = calloc(1, sizeof *res);
     int32_t *hpos = malloc(sizeof(int32_t) * (size_t)B * cap), *hmask = malloc(sizeof(int32_t) * (size_t)B * cap);
-    int32_t *hgen = malloc(sizeof(int32_t) * (size_t)max_new * B), *hdone = calloc((size_t)B, sizeof(int32_t));
+    int32_t *hgen = malloc(sizeof(int32_t) * (size_t)max_new * B);
+    int32_t *hzero = calloc((size_t)B * T0, sizeof(int32_t)); /* the done flags' and model_decode.zeros' start */
     gen_bufs d;
     memset(&d, 0, sizeof d);
     gen_iv iv;
     memset(&iv, 0, sizeof iv);
-    cvene_status st = res && hpos && hmask && hgen && hdone ? CVENE_OK : cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    int32_t *hdone = calloc((size_t)B, sizeof(int32_t));
+    cvene_status st = res && hpos && hmask && hgen && hzero && hdone ? CVENE_OK
+                                                                     : cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     if (st == CVENE_OK) st = position_table(m, base, cap, hpos, hmask);
     cvene_arena a = {NULL, 0, 0};
     carve(&a, &d, &mi, E, B, T0, cap, max_new, p->n_eos, n_logits);
@@ -395,9 +400,8 @@ cvene_status cvene_generate(cvene_model *m, const cvene_config *c, const cvene_r
     }
     if (st == CVENE_OK) st = be->ops->to_device(be, d.pos_tab, hpos, (size_t)B * cap * 4);
     if (st == CVENE_OK) st = be->ops->to_device(be, d.mask_tab, hmask, (size_t)B * cap * 4);
-    if (st == CVENE_OK) st = be->ops->to_device(be, d.done, hdone, (size_t)B * 4);
-    for (int q = 0; st == CVENE_OK && q < T0; q++) /* (B, T0) zeros from B of them: no host buffer of that size */
-        st = be->ops->to_device(be, d.zeros + (size_t)q * B, hdone, (size_t)B * 4);
+    if (st == CVENE_OK) st = be->ops->to_device(be, d.done, hzero, (size_t)B * 4);
+    if (st == CVENE_OK) st = be->ops->to_device(be, d.zeros, hzero, (size_t)B * T0 * 4);
     if (st == CVENE_OK && p->n_eos) st = be->ops->to_device(be, d.stop, p->eos_ids, (size_t)p->n_eos * 4);
     if (st == CVENE_OK && c) st = gen_iv_open(&iv, m, c, r, p);
 
@@ -465,7 +469,7 @@ cvene_status cvene_generate(cvene_model *m, const cvene_config *c, const cvene_r
     } else if (d.mem) {
         be->ops->free(be, d.mem);
     }
-    free(hpos), free(hmask), free(hgen), free(hdone);
+    free(hpos), free(hmask), free(hgen), free(hzero), free(hdone);
     if (st != CVENE_OK) {
         cvene_generation_free(res);
         return st;

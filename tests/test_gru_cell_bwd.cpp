@@ -23,6 +23,7 @@
 
 #include "test_util.h"
 #include "kernels/backend.h"
+#include "backend_under_test.h"
 
 #ifndef CVENE_TEST_CUDA
 #define CVENE_TEST_CUDA 0
@@ -74,35 +75,21 @@ void random_cell(std::mt19937 &rng, size_t n, std::vector<float> *saved, std::ve
 
 // ---- the backend under test ----
 
-class GruCellBwd : public ::testing::Test {
+class GruCellBwd : public BackendUnderTest {
   protected:
-    cvene_backend *be = nullptr;
-    char err[512] = {0};
     std::vector<void *> bufs;
-    std::mt19937 rng{2025};
 
+    GruCellBwd() : BackendUnderTest(2025, "gru_cell") {}
     void SetUp() override {
-#if CVENE_TEST_CUDA
-        if (cvene_backend_cuda_device_count() == 0)
-            GTEST_SKIP() << "no CUDA device: the CUDA gru_cell suite did not run";
-        be = cvene_backend_cuda_new(0, err, sizeof err);
-#else
-        be = cvene_backend_cpu_new(0, err, sizeof err);
-#endif
-        ASSERT_NE(be, nullptr) << err;
-        be->err = err;
-        be->err_len = sizeof err;
+        BackendUnderTest::SetUp();
+        if (IsSkipped() || HasFatalFailure()) return;
         ASSERT_NE(be->ops->bwd, nullptr);
         ASSERT_NE(be->ops->bwd->gru_cell, nullptr) << be->ops->name << " has no bwd.gru_cell";
     }
     void TearDown() override {
-        if (!be) return;
-        for (void *p : bufs) be->ops->free(be, p);
-#if CVENE_TEST_CUDA
-        cvene_backend_cuda_free(be);
-#else
-        cvene_backend_cpu_free(be);
-#endif
+        for (void *p : bufs)
+            if (be) be->ops->free(be, p);
+        BackendUnderTest::TearDown();
     }
     float *dev(const std::vector<float> &h) {
         void *p = nullptr;

@@ -52,6 +52,10 @@ int cli_dtype(const char *cmd, const char *dtype, cvene_dtype *out);
 int cli_resume_read(const char *text, const char *path, const cJSON *spec, int nl, int np, float *scores, int *done,
                     double *base_score, double *source_score, char *err, size_t errlen);
 
+/* A config's trained weights: from --weights DIR, or by default CONFIG.json's directory when the
+ * config has trainable interventions (nothing to do otherwise). 0, or -1 after printing why. */
+int cli_load_weights(cvene_ctx *ctx, cvene_config *cfg, const char *config_path, const char *weights);
+
 int cmd_sweep(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_predict(int argc, char **argv);

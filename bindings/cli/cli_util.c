@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "bindings/cli/cli.h"
@@ -58,5 +59,19 @@ int cli_parse_list(const char *cmd, const char *opt, const char *s, int *out, in
     return n;
 syntax:
     fprintf(stderr, "cvene %s: %s must list %ss in [%d, %d) like 0,3,5-7, got \"%s\"\n", cmd, opt, what, lo, hi, s0);
+    return -1;
+}
+
+int cli_load_weights(cvene_ctx *ctx, cvene_config *cfg, const char *config_path, const char *weights) {
+    if (!weights && cvene_config_count_trainable(cfg) == 0) return 0;
+    char dir[4096]; /* default: the config's directory, where cvene train --out put both */
+    if (!weights) {
+        const char *slash = strrchr(config_path, '/');
+        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - config_path) : 1, slash ? config_path : ".");
+        if (slash == config_path) snprintf(dir, sizeof dir, "/");
+    }
+    if (cvene_config_load_weights(cfg, weights ? weights : dir) == CVENE_OK) return 0;
+    fprintf(stderr, "cvene: %s%s\n", cvene_ctx_error(ctx),
+            weights ? "" : " (looked in CONFIG.json's directory; --weights DIR names another)");
     return -1;
 }

@@ -400,15 +400,7 @@ int cmd_generate(int argc, char **argv) {
             fprintf(stderr, "cvene: %s: %s\n", config_path, cvene_ctx_error(ctx));
             goto done;
         }
-        if (weights || cvene_config_count_trainable(cfg) > 0) {
-            char dir[4096];
-            const char *slash = strrchr(config_path, '/');
-            snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - config_path) : 1, slash ? config_path : ".");
-            if (cvene_config_load_weights(cfg, weights ? weights : dir) != CVENE_OK) {
-                fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
-                goto done;
-            }
-        }
+        if (cli_load_weights(ctx, cfg, config_path, weights) != 0) goto done;
     }
     if (cvene_model_load(ctx, model_dir, &m) != CVENE_OK) {
         fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));

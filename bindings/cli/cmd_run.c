@@ -150,19 +150,7 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "cvene: %s: %s\n", config_path, cvene_ctx_error(ctx));
         goto done;
     }
-    if (weights || cvene_config_count_trainable(cfg) > 0) {
-        char dir[4096]; /* default: the config's directory, where cvene train --out put both */
-        if (!weights) {
-            const char *slash = strrchr(config_path, '/');
-            snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - config_path) : 1, slash ? config_path : ".");
-            if (slash == config_path) snprintf(dir, sizeof dir, "/");
-        }
-        if (cvene_config_load_weights(cfg, weights ? weights : dir) != CVENE_OK) {
-            fprintf(stderr, "cvene: %s%s\n", cvene_ctx_error(ctx),
-                    weights ? "" : " (looked in CONFIG.json's directory; --weights DIR names another)");
-            goto done;
-        }
-    }
+    if (cli_load_weights(ctx, cfg, config_path, weights) != 0) goto done;
     if (cvene_request_parse(ctx, inputs_json, &req) != CVENE_OK) {
         fprintf(stderr, "cvene: %s: %s\n", inputs_path, cvene_ctx_error(ctx));
         goto done;
