@@ -8,7 +8,7 @@ Needs the pinned packages of tools/requirements.txt (torch, transformers) and a
 built cvene (tools/build.sh). The models are GPT-2-small's shape (124M) and
 Pythia-160M's shape (GPT-NeoX), random weights, saved once under bench/out/.
 """
-import argparse, json, os, platform, subprocess, sys, time
+import argparse, json, os, platform, statistics, subprocess, sys, time
 from pathlib import Path
 
 import torch
@@ -44,7 +44,8 @@ def torch_tok_s(model, B, T, iters, vocab):
             t0 = time.perf_counter()
             model(ids).logits
             times.append(time.perf_counter() - t0)
-    return B * T * iters / sum(times), 1e3 * sum(times) / iters
+    med = statistics.median(times)  # as `cvene bench` reports
+    return B * T / med, 1e3 * med
 
 
 def main():
@@ -67,11 +68,16 @@ def main():
 def bench_model(name, out, model, args):
     rows = []
     for B, T in SHAPES:
-        r = subprocess.run([f"{args.build}/cvene_bench_forward", str(out), str(B), str(T),
-                            str(args.iters), str(args.threads)],
+        # the cvene side is `cvene bench forward` (one timing code path with the CLI): one warm-up,
+        # --repeat timed passes, the median; the row with every position's logits copied to the host
+        r = subprocess.run([f"{args.build}/cvene", "bench", "forward", "--model", str(out), "--batch", str(B),
+                            "--seq", str(T), "--repeat", str(args.iters), "--threads", str(args.threads),
+                            "--json", "-"],
                            capture_output=True, text=True, check=True,
                            env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-        c = json.loads(r.stdout.strip().splitlines()[-1])
+        doc = json.loads(r.stdout)
+        m = next(m for m in doc["measurements"] if m["name"] == "forward, every position's logits to host")
+        c = {"tok_s": m["rate"], "ms_mean": 1e3 * m["seconds"]["median"]}
         t_tok, t_ms = torch_tok_s(model, B, T, args.iters, model.config.vocab_size)
         rows.append((name, B, T, c["tok_s"], c["ms_mean"], t_tok, t_ms, c["tok_s"] / t_tok))
         print(f"{name} B={B} T={T}: cvene {c['tok_s']:.0f} tok/s ({c['ms_mean']:.1f} ms), "
@@ -89,11 +95,12 @@ def write_table(rows, args):
         "## CPU forward: GPT-2-small (124M) and Pythia-160M shapes, random weights, full logits",
         "",
         f"Machine: {cpu}, {args.threads} threads for both; torch {torch.__version__}, "
-        f"transformers {transformers.__version__}; {args.iters} timed passes after one warm-up; "
+        f"transformers {transformers.__version__}; the median of {args.iters} timed passes after one warm-up "
+        f"(cvene: `cvene bench forward`); "
         f"{time.strftime('%Y-%m-%d')}.",
         f"Command: `python bench/bench_cpu_forward.py` (targets: >= 3x at 1x16, >= 1.0x at 8x128).",
         "",
-        "| model | batch x seq | cvene tok/s | cvene ms/pass | transformers tok/s | transformers ms/pass | speed-up |",
+        "| model | batch x seq | cvene tok/s | cvene ms/pass (median) | transformers tok/s | transformers ms/pass (median) | speed-up |",
         "|---|---|---|---|---|---|---|",
     ] + [f"| {n} | {B} x {T} | {c:.0f} | {cm:.1f} | {t:.0f} | {tm:.1f} | {s:.2f}x |" for n, B, T, c, cm, t, tm, s in rows]
     write_section(ROOT / "bench" / "RESULTS.md", "cpu-forward-gpt2", "\n".join(table))

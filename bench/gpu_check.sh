@@ -36,6 +36,9 @@
 #   generate    bench/bench_generate.py --device cuda: `cvene generate` vs transformers' generate
 #               (GPT-2-small shape, 1 x 16 prompt, 64 new tokens, greedy, same ids), and vs pyvene's
 #               generate with a steering Addition when pyvene is installed there (generate.md)
+#   cvene-bench `cvene bench kernels` (B 32 x T 128 x C 4096, k 8: % of copy speed per kernel) and
+#               `cvene bench sweep --full` on the sweep step's model (the projection's error);
+#               their JSON as bench_kernels.json / bench_sweep.json
 # A binary the bundle lacks is reported MISSING (not a failure). Without a GPU (or with
 # GPU_CHECK_NO_GPU=1) the tests skip and the benchmarks say "no CUDA device".
 # Logs go under $OUT when set (the device tool returns at most 8 files from there), else
@@ -346,6 +349,37 @@ else
       124 | 137) add generate FAIL "timed out after ${t}s" ;;
       *) add generate FAIL "exit $rc (gpu_check.log)" ;;
     esac
+  fi
+fi
+
+# ---- cvene bench on the GPU: the fused kernels at a Pythia-6.9B-wide site, the sweep's projection -
+if [ -z "$RUN" ] || [ ! -x "$RUN/bin/cvene" ]; then
+  add cvene-bench MISSING "cvene (the CLI) not in the bundle"
+elif [ "$HAVE_GPU" = 0 ]; then
+  add cvene-bench SKIP "no CUDA device"
+elif [ ! -f "$WORK/sweep-gpt2-small/model.safetensors" ]; then
+  add cvene-bench SKIP "the sweep step's random GPT-2-small was not written"
+else
+  t=$(step_timeout 60)
+  if [ "$t" = 0 ]; then add cvene-bench SKIP "time budget spent"; else
+    echo "== cvene bench kernels / sweep --device cuda (timeout ${t}s)"
+    # kernels: B 32 x T 128 x C 4096 (no --model: Pythia-6.9B's width), k 8; sweep: the random
+    # GPT-2-small of the sweep step, 32 random tokens, projection checked by --full
+    if timeout -k 5 "$t" "$RUN/bin/cvene" bench kernels --device cuda --batch 32 --seq 128 --rank 8 --repeat 21 \
+         --json "$LOG/bench_kernels.json" >"$WORK/cbench.log" 2>&1 &&
+       timeout -k 5 "$t" "$RUN/bin/cvene" bench sweep --device cuda --model "$WORK/sweep-gpt2-small" --seq 32 --full \
+         --json "$LOG/bench_sweep.json" >>"$WORK/cbench.log" 2>&1; then
+      keep "cvene bench" "$WORK/cbench.log"
+      add cvene-bench PASS "$("$PYTHON" -c 'import json, sys
+k = json.load(open(sys.argv[1]))["measurements"]
+p = json.load(open(sys.argv[2]))["projection"]
+print("kernels %s; sweep projected %.3f s vs %.3f s (%+.0f%%)" % (", ".join("%.0f%%" % m["pct_of_copy"] for m in k[1:]),
+      p["full_sweep_seconds"], p["full_sweep_measured_seconds"], p["projection_error_pct"]))' \
+        "$LOG/bench_kernels.json" "$LOG/bench_sweep.json" 2>&1 | cut -c1-150)"
+    else
+      keep "cvene bench (failed)" "$WORK/cbench.log"
+      add cvene-bench FAIL "exit status non-zero (gpu_check.log)"
+    fi
   fi
 fi
 

@@ -8,10 +8,12 @@
  * layer) as pyvene counts hook calls. At step t, example b's setter acts if t is among its base
  * timesteps, taking the k-th source vector when t is the k-th smallest of them; getters store
  * the k-th smallest source timestep in slot k. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/run_internal.h"
 #include "engine/trainable.h"
@@ -323,6 +325,26 @@ static cvene_status diagnose_site(run_state *s, cvene_component comp, int layer,
                       (long long)(row - bk->row0), where, act);
 }
 
+/* A profiled request (cvene_request_set_profile) times each intervention's calls: the device
+ * is synchronised before (so the forward's own work is not counted) and after (so queued
+ * launches are). prof_begin returns the start, or 0 when not profiling. */
+static double prof_begin(run_state *s) {
+    if (!s->profile) return 0;
+    cvene_backend *be = s->ctx->be;
+    if (be->ops->sync(be) != CVENE_OK) return 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static void prof_end(run_state *s, int i, double t0) {
+    if (!s->profile || t0 == 0 || !s->res->iv_seconds) return;
+    cvene_backend *be = s->ctx->be;
+    (void)be->ops->sync(be);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    s->res->iv_seconds[i] += (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec - t0;
+}
+
 int iv_on_site(void *user, cvene_component comp, int layer, cvene_tensor_view *t) {
     run_state *s = user;
     const cvene_config *c = s->c;
@@ -334,6 +356,7 @@ int iv_on_site(void *user, cvene_component comp, int layer, cvene_tensor_view *t
         for (int j = 0; j < bk->n_setters; j++) {
             int i = bk->setters[j];
             if (iv_physical(c->reps[i].r.component) != comp || c->reps[i].r.layer != layer) continue;
+            const double t0 = prof_begin(s);
             if (gru && s->iv[i].rt_dev)
                 s->err = run_step_round_trip(s, i, site, bk, step);
             else if (gru && s->iv[i].step_set)
@@ -345,6 +368,7 @@ int iv_on_site(void *user, cvene_component comp, int layer, cvene_tensor_view *t
                        : s->iv[i].trained && s->iv[i].rt_dev ? run_trained_dev(s, i, site, bk)
                        : s->iv[i].rt_dev ? run_round_trip(s, i, site, bk)
                                       : apply(s, i, site, bk);
+            prof_end(s, i, t0);
             if (s->err != CVENE_OK) {
                 snprintf(s->errmsg, sizeof s->errmsg, "%s", s->ctx->err);
                 return 1;
@@ -354,8 +378,10 @@ int iv_on_site(void *user, cvene_component comp, int layer, cvene_tensor_view *t
             int i = bk->getters[j];
             const cvene_representation *r = &c->reps[i].r;
             if (iv_physical(iv_getter_component(r, s->m)) != comp || r->layer != layer) continue;
+            const double t0 = prof_begin(s);
             s->err = gru ? run_step(s, s->iv[i].step_get, s->iv[i].n_step_get, step, site, bk, s->iv[i].store)
                          : run_fused(s, &s->iv[i].get, site, bk, s->iv[i].store);
+            prof_end(s, i, t0);
             if (s->err != CVENE_OK) {
                 snprintf(s->errmsg, sizeof s->errmsg, "%s", s->ctx->err);
                 return 1;

@@ -1,6 +1,7 @@
 /* Contexts: the public constructor and destructor (the struct, status strings and the error
  * channel are kernels/ctx.h, which every layer uses). */
 #include <stdarg.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +94,13 @@ void cvene_ctx_free(cvene_ctx *ctx) {
 }
 
 const char *cvene_ctx_error(const cvene_ctx *ctx) { return ctx ? ctx->err : ""; }
+
+const char *cvene_ctx_device_name(const cvene_ctx *ctx) { return ctx && ctx->be ? ctx->be->name : ""; }
+
+int cvene_ctx_threads(const cvene_ctx *ctx) {
+    if (!ctx || !ctx->be || ctx->be->device != CVENE_DEVICE_CPU) return 0;
+    return ctx->be->n_threads > 0 ? ctx->be->n_threads : omp_get_max_threads();
+}
 
 static const char *const component_names[CVENE_N_COMPONENTS] = {
     [CVENE_BLOCK_INPUT] = "block_input",

@@ -51,6 +51,7 @@ struct cvene_request {
     cJSON *locations;  /* the unit_locations JSON (owned); NULL = pyvene's None */
     cJSON *subspaces;  /* NULL = none */
     int output_original;
+    int profile; /* cvene_request_set_profile */
 };
 
 /* Canonical locations of one intervention side: idx (B, U); for h.pos also

@@ -88,6 +88,7 @@ cvene_status cvene_request_set_subspaces(cvene_request *r, const char *json) {
     return set_json(r->ctx, &r->subspaces, json, "subspaces");
 }
 void cvene_request_set_output_original(cvene_request *r, int on) { r->output_original = on != 0; }
+void cvene_request_set_profile(cvene_request *r, int on) { r->profile = on != 0; }
 
 /* {"input_ids": [[..]], "attention_mask": [[..]]} -> iv_input */
 static cvene_status parse_table(cvene_ctx *ctx, const cJSON *t, const char *what, int32_t **out, int *B, int *T) {

@@ -116,6 +116,7 @@ void cvene_result_free(cvene_result *res) {
     free(res->collected_dev);
     for (int k = 0; k < res->n_collected; k++) free(res->collected[k].data);
     free(res->collected), free(res->logits_mem);
+    free(res->iv_seconds);
     free(res);
 }
 
@@ -370,8 +371,14 @@ cvene_status iv_state_open(run_state *s, cvene_model *m, const cvene_config *c, 
                             base->pos ? "has" : "has none");
     }
     s->ctx = ctx, s->m = m, s->c = c, s->B = B, s->in_base_T = base->T, s->diagnose = diagnose;
+    s->profile = r->profile;
     cvene_result *res = calloc(1, sizeof *res);
     s->res = res;
+    if (res && r->profile && c->n > 0) {
+        res->n_iv = c->n;
+        if (!(res->iv_seconds = calloc((size_t)c->n, sizeof(double))))
+            st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    }
     s->locs = calloc(2 * (size_t)c->n, sizeof(iv_locs));
     s->dims = calloc((size_t)c->n * B, sizeof(iv_dims));
     if (st == CVENE_OK && (!res || !s->locs || !s->dims)) st = cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
@@ -498,3 +505,6 @@ cvene_tensor_view cvene_result_collected_device(const cvene_result *res, int k) 
     return v;
 }
 int cvene_result_n_passes(const cvene_result *res) { return res->n_passes; }
+double cvene_result_intervention_seconds(const cvene_result *res, int k) {
+    return res && res->iv_seconds && k >= 0 && k < res->n_iv ? res->iv_seconds[k] : -1.0;
+}

@@ -23,6 +23,8 @@ struct cvene_result {
     float **collected_dev;        /* (n_collected) their device copies (CUDA; owned, freed through be), or NULL */
     cvene_backend *be;
     int n_passes;
+    double *iv_seconds;           /* (n interventions) with cvene_request_set_profile, else NULL */
+    int n_iv;
 };
 
 /* ---- geometry (engine/geom.c) -------------------------------------------
@@ -140,6 +142,7 @@ typedef struct {
     cvene_status err;
     char errmsg[CVENE_ERR_LEN]; /* err's message: the forward overwrites the context's */
     int diagnose;         /* looking for where a non-finite result first appears (apply.c) */
+    int profile;          /* time each intervention's calls into res->iv_seconds (device synchronised) */
     float *diag_host;     /* diagnose on a device: the site tensor copied to the host */
     size_t diag_cap;
 } run_state;

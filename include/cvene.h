@@ -79,6 +79,11 @@ cvene_status cvene_ctx_new(const cvene_ctx_params *params, cvene_ctx **out,
 void cvene_ctx_free(cvene_ctx *ctx);
 /* Message of the last failing call on this context ("" if none). */
 const char *cvene_ctx_error(const cvene_ctx *ctx);
+/* What the context's device is, for reports: the GPU's name ("NVIDIA H100 80GB HBM3"), or the
+ * CPU's model name. Owned by the context. */
+const char *cvene_ctx_device_name(const cvene_ctx *ctx);
+/* The CPU threads the context's ops use (its n_threads, else OpenMP's default); 0 on CUDA. */
+int cvene_ctx_threads(const cvene_ctx *ctx);
 /* 1 if the CUDA backend was compiled in and a device is visible. */
 int cvene_cuda_available(void);
 
@@ -363,6 +368,10 @@ cvene_status cvene_request_set_source(cvene_request *r, int index, const cvene_i
 cvene_status cvene_request_set_unit_locations(cvene_request *r, const char *json);
 cvene_status cvene_request_set_subspaces(cvene_request *r, const char *json);
 void cvene_request_set_output_original(cvene_request *r, int on);
+/* 1: time every intervention's work inside the forward (its source gather and its application,
+ * each bracketed by a device synchronisation, so on CUDA the run itself gets slower): read with
+ * cvene_result_intervention_seconds. For `cvene bench run`. */
+void cvene_request_set_profile(cvene_request *r, int on);
 /* A whole request as JSON: {"base": {"input_ids": [[..]], "attention_mask": [[..]],
  * "position_ids": [[..]]}, "sources": [{..} | null, ...], "unit_locations": .., "subspaces": ..,
  * "output_original_output": bool}. Any other key is refused (CVENE_ERR_FORMAT naming it): a
@@ -387,6 +396,9 @@ cvene_tensor_view cvene_result_collected(const cvene_result *res, int k);
  * cvene_result_free; on the CPU the host copy itself): for cvene_dlpack.h, without a copy. */
 cvene_tensor_view cvene_result_collected_device(const cvene_result *res, int k);
 int cvene_result_n_passes(const cvene_result *res); /* forwards the plan ran */
+/* Seconds intervention k (config order) took in this run, summed over its calls (profiled
+ * requests only; -1 otherwise). */
+double cvene_result_intervention_seconds(const cvene_result *res, int k);
 void cvene_result_free(cvene_result *res);
 
 /* ---- generation (docs/generation.md) --------------------------------------
@@ -525,6 +537,27 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
 cvene_status cvene_sweep_layer(cvene_sweep_session *s, int layer, float *scores);
 cvene_sweep_summary cvene_sweep_get_summary(const cvene_sweep_session *s);
 void cvene_sweep_end(cvene_sweep_session *s);
+
+/* ---- benchmarks -----------------------------------------------------------
+ * The fused intervention kernels at a caller's shapes (`cvene bench kernels`): on a (B, T, C)
+ * site and a source of the same shape, each case is timed as the median of `repeat` samples
+ * (a sample: 10 back-to-back launches on rotating buffers, one synchronisation, divided by 10)
+ * beside a device-to-device copy moving the same bytes, timed the same way. Cases, in order: the
+ * copy of one site; Vanilla on one position per example; on every position; on every position
+ * with dims [0, C/2); the rotated form W (k, C) and the low-rank form W (C, k) on every position
+ * (iv_rotated). CUDA contexts only (CVENE_ERR_UNSUPPORTED on the CPU). */
+#define CVENE_BENCH_KERNELS_MAX 8
+typedef struct {
+    char name[64];
+    int64_t n, D, k;       /* vectors (units), floats per vector, rank (rotated cases) */
+    double bytes;          /* the least the op must move: bytes read + written */
+    double seconds;        /* median per launch */
+    double seconds_min, seconds_max;
+    double copy_seconds;   /* a device-to-device copy of the same bytes (read + written) */
+} cvene_kernel_timing;
+/* out holds CVENE_BENCH_KERNELS_MAX entries; *n_out the cases measured. */
+cvene_status cvene_bench_kernels(cvene_ctx *ctx, int B, int T, int C, int k, int repeat, cvene_kernel_timing *out,
+                                 int *n_out);
 
 /* ---- memory planning ------------------------------------------------------
  * How much memory a model needs for one (B, T) forward, per device, worked out

@@ -385,6 +385,7 @@ struct cvene_backend {
     void *impl;          /* backend-private state (CUDA: stream, cuBLAS handle) */
     char *err;           /* where ops write a message on failure (the ctx's buffer) */
     size_t err_len;
+    char name[160];      /* what the device is, for reports: the CPU's model name, the GPU's name */
 };
 
 /* Constructors; on failure return NULL and write a message to err. */

@@ -1347,3 +1347,60 @@ TEST(NumpyRandom, RandnSeedOneMatchesNumpy) {
 }
 
 }  // namespace
+
+// ---- profiling (cvene_request_set_profile, for `cvene bench run`) ------------------------------
+// A profiled run times each intervention (device synchronised around it) and changes nothing
+// else: the logits equal the unprofiled run's bit for bit (the same ops in the same order), and
+// an unprofiled result has no times (-1).
+TEST(Profile, TimesEachInterventionAndChangesNothing) {
+    Loaded L(kSmall);
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    const std::string dir = kCases + "096_group_key_shared_source";  // 3 interventions, one shared source
+    Cfg cfg;
+    Req req;
+    Res plain, prof;
+    ASSERT_EQ(parse_config(L, slurp(dir + "/config.json"), &cfg), CVENE_OK) << L.error();
+    ASSERT_EQ(cvene_config_count(cfg.c), 3);
+    ASSERT_EQ(cvene_request_parse(L.ctx, case_inputs(dir).c_str(), &req.r), CVENE_OK) << L.error();
+    ASSERT_EQ(cvene_run(L.model, cfg.c, req.r, &plain.r), CVENE_OK) << L.error();
+    cvene_request_set_profile(req.r, 1);
+    ASSERT_EQ(cvene_run(L.model, cfg.c, req.r, &prof.r), CVENE_OK) << L.error();
+    for (int k = 0; k < 3; k++) {
+        EXPECT_EQ(cvene_result_intervention_seconds(plain.r, k), -1.0) << k;
+        const double s = cvene_result_intervention_seconds(prof.r, k);
+        EXPECT_GT(s, 0.0) << k;   // each ran (a gather and a scatter: microseconds, far above the clock's ns)
+        EXPECT_LT(s, 10.0) << k;  // and the time is a duration of this run, not a clock reading
+    }
+    EXPECT_EQ(cvene_result_intervention_seconds(prof.r, 3), -1.0);
+    EXPECT_EQ(cvene_result_intervention_seconds(prof.r, -1), -1.0);
+    EXPECT_EQ(cvene_result_intervention_seconds(nullptr, 0), -1.0);
+    int B, T, V, B2, T2, V2;
+    const float *a = cvene_result_logits(plain.r, &B, &T, &V), *b = cvene_result_logits(prof.r, &B2, &T2, &V2);
+    ASSERT_TRUE(B == B2 && T == T2 && V == V2);
+    EXPECT_EQ(std::memcmp(a, b, sizeof(float) * (size_t)B * T * V), 0) << "profiling changed the logits";
+    // switched off again: no times
+    cvene_request_set_profile(req.r, 0);
+    Res again;
+    ASSERT_EQ(cvene_run(L.model, cfg.c, req.r, &again.r), CVENE_OK) << L.error();
+    EXPECT_EQ(cvene_result_intervention_seconds(again.r, 0), -1.0);
+}
+
+// What a report says about the device; the fused-kernel benchmark is the CUDA backend's.
+TEST(BenchApi, DeviceDescriptionAndKernelsRefusedOnCpu) {
+    cvene_ctx_params p = cvene_ctx_default_params();
+    p.n_threads = 3;
+    cvene_ctx *ctx = nullptr;
+    char err[256];
+    ASSERT_EQ(cvene_ctx_new(&p, &ctx, err, sizeof err), CVENE_OK) << err;
+    EXPECT_STRNE(cvene_ctx_device_name(ctx), "");
+    EXPECT_EQ(cvene_ctx_threads(ctx), 3);
+    cvene_kernel_timing kt[CVENE_BENCH_KERNELS_MAX];
+    int n = -1;
+    EXPECT_EQ(cvene_bench_kernels(ctx, 2, 4, 8, 2, 1, kt, &n), CVENE_ERR_UNSUPPORTED);
+    EXPECT_EQ(n, 0);
+    EXPECT_NE(std::string(cvene_ctx_error(ctx)).find("give it device cuda"), std::string::npos) << cvene_ctx_error(ctx);
+    EXPECT_EQ(cvene_bench_kernels(ctx, 2, 4, 8, 2, 1, nullptr, &n), CVENE_ERR_INVALID_ARG);
+    cvene_ctx_free(ctx);
+    EXPECT_STREQ(cvene_ctx_device_name(nullptr), "");
+    EXPECT_EQ(cvene_ctx_threads(nullptr), 0);
+}

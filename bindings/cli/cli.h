@@ -56,7 +56,13 @@ int cli_resume_read(const char *text, const char *path, const cJSON *spec, int n
  * config has trainable interventions (nothing to do otherwise). 0, or -1 after printing why. */
 int cli_load_weights(cvene_ctx *ctx, cvene_config *cfg, const char *config_path, const char *weights);
 
+/* `--type T --layer L [--component C] [--rank R]`: the one-intervention config of `cvene train`
+ * (T without "Intervention"; rank 0: none given). 0, or -1 after printing why (cmd: the command). */
+int cli_type_config(cvene_ctx *ctx, const char *cmd, const char *type, int layer, const char *component, int rank,
+                    cvene_config **out);
+
 int cmd_sweep(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_run(int argc, char **argv);

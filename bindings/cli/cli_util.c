@@ -75,3 +75,15 @@ int cli_load_weights(cvene_ctx *ctx, cvene_config *cfg, const char *config_path,
             weights ? "" : " (looked in CONFIG.json's directory; --weights DIR names another)");
     return -1;
 }
+
+int cli_type_config(cvene_ctx *ctx, const char *cmd, const char *type, int layer, const char *component, int rank,
+                    cvene_config **out) {
+    char json[512];
+    snprintf(json, sizeof json,
+             "{\"representations\": [{\"layer\": %d, \"component\": \"%.64s\", \"intervention_type\": "
+             "\"%.64sIntervention\"%s%.0d}]}", layer, component, type, rank ? ", \"low_rank_dimension\": " : "", rank);
+    if (cvene_config_parse(ctx, json, out) == CVENE_OK) return 0;
+    fprintf(stderr, "cvene %s: --type %s --layer %d --component %s: %s\n", cmd, type, layer, component,
+            cvene_ctx_error(ctx));
+    return -1;
+}

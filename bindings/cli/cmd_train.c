@@ -200,17 +200,8 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "cvene: %s: %s\n", config, cvene_ctx_error(ctx));
             goto done;
         }
-    } else {
-        char json[512];
-        snprintf(json, sizeof json,
-                 "{\"representations\": [{\"layer\": %d, \"component\": \"%s\", \"intervention_type\": "
-                 "\"%sIntervention\"%s%.0d}]}", layer, component, type, rank ? ", \"low_rank_dimension\": " : "",
-                 rank);
-        if (cvene_config_parse(ctx, json, &cfg) != CVENE_OK) {
-            fprintf(stderr, "cvene train: --type %s --layer %d --component %s: %s\n", type, layer, component,
-                    cvene_ctx_error(ctx));
-            goto done;
-        }
+    } else if (cli_type_config(ctx, "train", type, layer, component, rank, &cfg)) {
+        goto done;
     }
     if (cvene_model_load(ctx, model, &m) != CVENE_OK) {
         fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));

@@ -27,6 +27,7 @@ static void usage(FILE *f) {
             "       cvene train --model DIR --data TRAIN.jsonl --out DIR --type T --layer L [...]  (cvene train --help)\n"
             "       cvene probe --model DIR --data PROBE.jsonl [--layers L] [--out DIR] [...]  (cvene probe --help)\n"
             "       cvene generate --model DIR --prompt TEXT [--config CONFIG.json] [...]  (cvene generate --help)\n"
+            "       cvene bench forward|run|sweep|generate|train|kernels --model DIR [...]  (cvene bench --help)\n"
             "  IDS   comma-separated token ids; separate sequences with ';' (e.g. \"464,3290;464\"); shorter\n"
             "        sequences are right-padded and masked\n"
             "  --mask M          attention mask in the same layout (1 = token, 0 = padding), e.g. for a\n"
@@ -309,6 +310,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(argv[1], "probe")) return cmd_probe(argc - 2, argv + 2);
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 2, argv + 2);
     fprintf(stderr, "cvene: unknown command \"%s\"\n", argv[1]);
     usage(stderr);
     return 2;

@@ -335,6 +335,24 @@ static const cvene_ops cpu_ops = {
     .gen = &cvene_cpu_ops_gen, /* kernels/cpu/ops_gen.c */
 };
 
+/* /proc/cpuinfo's first "model name" (x86; "CPU" where there is none, e.g. some ARM kernels) */
+static void cpu_model_name(char *out, size_t len) {
+    snprintf(out, len, "CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) != 0) continue;
+        const char *v = strchr(line, ':');
+        if (!v) break;
+        for (v++; *v == ' ' || *v == '\t'; v++) {}
+        size_t n = strcspn(v, "\n");
+        snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), v);
+        break;
+    }
+    fclose(f);
+}
+
 cvene_backend *cvene_backend_cpu_new(int n_threads, char *err, size_t err_len) {
     cvene_backend *be = calloc(1, sizeof(*be));
     if (!be) {
@@ -345,6 +363,7 @@ cvene_backend *cvene_backend_cpu_new(int n_threads, char *err, size_t err_len) {
     be->device = CVENE_DEVICE_CPU;
     be->n_threads = n_threads;
     if (n_threads > 0) openblas_set_num_threads(n_threads);
+    cpu_model_name(be->name, sizeof be->name);
     return be;
 }
 

@@ -920,6 +920,11 @@ extern "C" cvene_backend *cvene_backend_cuda_new(int device, char *err, size_t e
     }
     im->device = device;
     CTOR_CU(cudaSetDevice(device));
+    {
+        cudaDeviceProp prop;
+        CTOR_CU(cudaGetDeviceProperties(&prop, device));
+        snprintf(be->name, sizeof be->name, "%.150s", prop.name);
+    }
     CTOR_CU(cudaStreamCreate(&im->stream));
     have_stream = true;
     CTOR_BLAS(cublasCreate(&im->blas));

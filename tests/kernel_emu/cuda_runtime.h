@@ -56,6 +56,10 @@ const char *cudaGetErrorName(cudaError_t e);
 cudaError_t cudaSetDevice(int);
 cudaError_t cudaGetDeviceCount(int *n);
 cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int dev);
+struct cudaDeviceProp {
+    char name[256];
+};
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev);
 cudaError_t cudaGetLastError();
 cudaError_t cudaMalloc(void **p, size_t n);
 cudaError_t cudaFree(void *p);

@@ -227,6 +227,11 @@ cudaError_t cudaGetDeviceCount(int *n) {
     return cudaSuccess;
 }
 cudaError_t cudaGetLastError() { return cudaSuccess; }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev) {
+    if (dev != 0) return cudaErrorInvalidDevice;
+    snprintf(p->name, sizeof p->name, "emulated CUDA device (tests/kernel_emu)");
+    return cudaSuccess;
+}
 cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int) {
     *v = a == cudaDevAttrMultiProcessorCount ? emu_sms : emu_optin;
     return cudaSuccess;
