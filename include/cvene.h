@@ -79,6 +79,12 @@ cvene_status cvene_ctx_new(const cvene_ctx_params *params, cvene_ctx **out,
 void cvene_ctx_free(cvene_ctx *ctx);
 /* Message of the last failing call on this context ("" if none). */
 const char *cvene_ctx_error(const cvene_ctx *ctx);
+/* The library's version ("0.1.0"). */
+const char *cvene_version(void);
+/* sizeof the public struct named type_name ("cvene_run_opts", ...; 0 for an unknown name): bindings
+ * that mirror the structs (the Python package) check their layout against the library they load. */
+size_t cvene_abi_sizeof(const char *type_name);
+
 /* What the context's device is, for reports: the GPU's name ("NVIDIA H100 80GB HBM3"), or the
  * CPU's model name. Owned by the context. */
 const char *cvene_ctx_device_name(const cvene_ctx *ctx);

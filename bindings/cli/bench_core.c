@@ -58,11 +58,11 @@ static const struct {
      "layers timed, evenly spaced, to project the others (default 4)"},
     {"--naive-sites", I(naive_sites), M(BM_SWEEP), 0, 1 << 20,
      "sites of the naive per-site loop timed, for the speed-up (default 4; 0: skip)"},
-    {"--full", F(full), M(BM_SWEEP), 0, 0, "also time the full sweep, to check the projection"},
+    {"--full", F(full), M(BM_SWEEP), 0, 0, "also time the full sweep (median of up to 3), to check the projection"},
     {"--ranks", S(ranks), M(BM_SWEEP) | M(BM_TRAIN), 0, 0, "N,N,..: rank counts to project for (default 1,2,4,8)"},
     {"--prompt", S(prompt), M(BM_GENERATE), 0, 0, "TEXT: the prompt (default: 16 random tokens)"},
     {"--ids", S(ids), M(BM_GENERATE), 0, 0, "IDS: the prompt as token ids"},
-    {"--max-new-tokens", I(max_new_tokens), M(BM_GENERATE), 1, 1 << 20, "tokens generated per run (default 32)"},
+    {"--max-new-tokens", I(max_new_tokens), M(BM_GENERATE), 1, 1 << 20, "tokens generated per run (default 32, or what the context leaves)"},
     {"--intervene-on-prompt", F(intervene_on_prompt), M(BM_GENERATE), 0, 0, "pyvene's generate argument"},
     {"--data", S(data), M(BM_TRAIN), 0, 0, "TRAIN.jsonl, as `cvene train --data`"},
     {"--type", S(type), M(BM_TRAIN), 0, 0, "T: a one-intervention config of this type (as `cvene train --type`)"},
@@ -112,7 +112,7 @@ static void usage(FILE *f) {
 static int parse_args(bench_mode mode, int argc, char **argv, bench_args *a) {
     memset(a, 0, sizeof *a);
     a->device = "cpu", a->dtype = "f32", a->warmup = 1, a->repeat = 5, a->naive_sites = 4, a->sample_layers = 4;
-    a->max_new_tokens = 32, a->steps = 10, a->epochs = 1, a->rank = 0, a->layer = -1;
+    a->max_new_tokens = 0, a->steps = 10, a->epochs = 1, a->rank = 0, a->layer = -1;
     for (int i = 0; i < argc; i++) {
         int k = 0;
         while (k < N_OPTS && strcmp(opts[k].name, argv[i])) k++;
@@ -150,8 +150,17 @@ static int parse_args(bench_mode mode, int argc, char **argv, bench_args *a) {
         }
         *(int *)field = (int)n;
     }
-    if (!a->model && mode != BM_KERNELS) {
-        fprintf(stderr, "cvene bench %s: --model DIR is required\n", mode_names[mode]);
+    /* what a mode cannot run without, refused before a model is loaded */
+    const char *need = !a->model && mode != BM_KERNELS                       ? "--model DIR is required"
+                     : mode == BM_RUN && (!a->config || !a->inputs)          ? "--config CONFIG.json and --inputs "
+                                                                               "INPUTS.json are required"
+                     : mode == BM_TRAIN && (!a->data || !a->config == !a->type) ? "--data and one of --config or "
+                                                                               "--type (with --layer) are required"
+                     : mode == BM_TRAIN && a->type && a->layer < 0            ? "--type needs --layer"
+                     : mode == BM_GENERATE && a->prompt && a->ids             ? "give --prompt or --ids, not both"
+                                                                              : NULL;
+    if (need) {
+        fprintf(stderr, "cvene bench %s: %s\n", mode_names[mode], need);
         return 2;
     }
     return 0;
@@ -468,6 +477,7 @@ int cmd_bench(int argc, char **argv) {
     static int (*const run[BM_N])(bench_env *) = {bench_forward, bench_run,   bench_sweep,
                                                   bench_generate, bench_train, bench_kernels};
     rc = run[mode](&e);
+    rc = rc == 2 ? 2 : rc ? 1 : 0; /* 2: the options are wrong; 1: the run failed */
     if (e.tty) fprintf(stderr, "\r\033[K");
     if (rc) goto done;
     double l[3];

@@ -32,11 +32,8 @@ int bench_generate(bench_env *e) {
         fprintf(stderr, "cvene bench generate: decoding runs GPT-2 and GPT-NeoX models; this model is a GRU\n");
         return -1;
     }
-    if (e->a.prompt && e->a.ids) {
-        fprintf(stderr, "cvene bench generate: give --prompt or --ids, not both\n");
-        return -1;
-    }
-    const int B = e->a.batch ? e->a.batch : 1, N = e->a.max_new_tokens;
+    const int B = e->a.batch ? e->a.batch : 1;
+    int N = e->a.max_new_tokens;
     int32_t *one = NULL, *ids = NULL;
     int T = 0, rc = -1;
     cli_text tx = {e->ctx, e->a.model, NULL, 0};
@@ -50,11 +47,12 @@ int bench_generate(bench_env *e) {
         if (!(one = malloc(sizeof(int32_t) * (size_t)max))) goto done;
         if ((T = bench_parse_ints("generate", "--ids", e->a.ids, 0, e->info.n_token_ids - 1, one, max)) < 0) goto done;
     } else {
-        T = 16;
+        T = e->info.n_positions >= 32 ? 16 : e->info.n_positions / 2 > 0 ? e->info.n_positions / 2 : 1;
         if (!(one = malloc(sizeof(int32_t) * (size_t)T))) goto done;
         bench_random_ids(e, one, (size_t)T, 21);
     }
-    if ((int64_t)T + N > e->info.n_positions) {
+    if (!N) N = e->info.n_positions - T < 32 ? e->info.n_positions - T : 32; /* the default: what fits */
+    if (N < 1 || (int64_t)T + N > e->info.n_positions) {
         fprintf(stderr, "cvene bench generate: a prompt of %d tokens plus --max-new-tokens %d is beyond the model's "
                         "context (n_positions %d)\n", T, N, e->info.n_positions);
         goto done;
@@ -125,14 +123,6 @@ static int on_step(void *user, int64_t step, int64_t total, double loss, double 
 }
 
 int bench_train(bench_env *e) {
-    if (!e->a.data || (!e->a.config == !e->a.type)) {
-        fprintf(stderr, "cvene bench train: --data and one of --config or --type (with --layer) are required\n");
-        return -1;
-    }
-    if (e->a.type && e->a.layer < 0) {
-        fprintf(stderr, "cvene bench train: --type needs --layer\n");
-        return -1;
-    }
     int rc = -1;
     char *cj = NULL;
     cvene_config *cfg = NULL;

@@ -167,10 +167,6 @@ static int plain_call(void *arg) { /* what the request's inputs cost as plain fo
 }
 
 int bench_run(bench_env *e) {
-    if (!e->a.config || !e->a.inputs) {
-        fprintf(stderr, "cvene bench run: --config CONFIG.json and --inputs INPUTS.json are required\n");
-        return -1;
-    }
     char err[1024];
     char *cj = cli_read_file(e->a.config, err, sizeof err), *ij = cj ? cli_read_file(e->a.inputs, err, sizeof err) : NULL;
     run_job j = {e, NULL, NULL, NULL, 0};

@@ -3,9 +3,9 @@
  *
  * The cost model: a sweep first runs the source and the base once (begin), then each layer l
  * patches every position and resumes the forward from l upward, so a layer's cost falls about
- * linearly with l (it runs the L - l - 1 layers above it). We time begin and a few layers spread
- * over [0, L), fit a line through their times, and sum it over the layers: that is the projected
- * full sweep.
+ * linearly with l (it runs the L - l - 1 layers above it), except the top two (the last block
+ * runs only the last position). We time begin, a few layers spread over the rest and the top two,
+ * fit a line through the rest's times, and sum: that is the projected full sweep.
  * Split over N ranks (issue #15: ranks split sweep sites by this same cost), each rank runs
  * begin and its share of the layers, assigned longest first to the least loaded rank. --full
  * times the real full sweep, to check the projection. */
@@ -141,23 +141,26 @@ int bench_sweep(bench_env *e) {
     j.p.progress = on_progress, j.p.progress_user = &j;
     const int max_batch = !strcmp(e->a.device, "cuda") ? 32 : 8;
     if (bench_plan_memory(e, max_batch < T ? max_batch : T, T)) goto done;
-    /* the sampled layers: --layers, or --sample-layers spread evenly over [0, L) with both ends */
+    /* the sampled layers: --layers, or --sample-layers spread evenly over the linear part [0, L - 2)
+     * (both ends) plus the top two layers, which are cheap and off the line (see below) */
     sample = malloc(sizeof(int) * (size_t)L);
     cost = calloc((size_t)L, sizeof(double));
     j.scores = malloc(sizeof(float) * (size_t)L * T);
     if (!sample || !cost || !j.scores) goto done;
     int ns = 0;
+    const int lin = L > 2 ? L - 2 : L; /* layers [0, lin) are on the line */
     if (e->a.layers) {
         if ((ns = cli_parse_list("bench sweep", "--layers", e->a.layers, sample, 0, L, "layer", "the model's layers")) < 0)
             goto done;
     } else {
-        const int want = e->a.sample_layers < L ? e->a.sample_layers : L;
+        const int want = e->a.sample_layers < lin ? e->a.sample_layers : lin;
         for (int i = 0; i < want; i++) {
-            const int l = want == 1 ? L / 2 : (int)((double)i * (L - 1) / (want - 1) + 0.5);
+            const int l = want == 1 ? lin / 2 : (int)((double)i * (lin - 1) / (want - 1) + 0.5);
             if (ns == 0 || sample[ns - 1] != l) sample[ns++] = l;
         }
+        for (int l = lin; l < L; l++) sample[ns++] = l;
     }
-    for (int a = 1; a < ns; a++) /* ascending, for the interpolation */
+    for (int a = 1; a < ns; a++) /* ascending */
         for (int b = a; b > 0 && sample[b] < sample[b - 1]; b--) {
             int t = sample[b];
             sample[b] = sample[b - 1], sample[b - 1] = t;
@@ -183,17 +186,28 @@ int bench_sweep(bench_env *e) {
         measured[sample[i]] = st.median;
         bench_stats_free(&st);
     }
-    /* the least-squares line through the sampled layers' times (one sample: flat), each layer's
-     * projected cost its value there (never below 0): robust to one noisy sample, where joining
-     * the samples would pass its noise on */
+    /* Layers [0, L - 2) lie on a line: patching at l resumes L - l - 1 blocks, each over the
+     * patched rows' positions. The top two do not: the last block runs only the last position
+     * (and layer L - 1 resumes no block at all), so they are measured, not fitted. The line is
+     * the least-squares one through the sampled layers below L - 2 (every sample if there are
+     * fewer than two there; one sample: flat), robust to one noisy sample where joining the
+     * samples would pass its noise on. A layer's projected cost: measured if it is one of the
+     * top two and was sampled, else the line there (never below 0). */
     double sl = 0, sc = 0, sll = 0, slc = 0;
-    for (int i = 0; i < ns; i++) {
-        const double l = sample[i], c = measured[sample[i]];
-        sl += l, sc += c, sll += l * l, slc += l * c;
+    int nfit = 0;
+    for (int pass = 0; pass < 2 && nfit < 2; pass++) {
+        sl = sc = sll = slc = 0, nfit = 0;
+        for (int i = 0; i < ns; i++) {
+            if (pass == 0 && sample[i] >= lin) continue;
+            const double l = sample[i], c = measured[sample[i]];
+            sl += l, sc += c, sll += l * l, slc += l * c, nfit++;
+        }
     }
-    const double den = ns * sll - sl * sl, slope = ns > 1 && den > 0 ? (ns * slc - sl * sc) / den : 0;
-    const double icpt = (sc - slope * sl) / ns;
+    const double den = nfit * sll - sl * sl, slope = nfit > 1 && den > 0 ? (nfit * slc - sl * sc) / den : 0;
+    const double icpt = (sc - slope * sl) / nfit;
     for (int l = 0; l < L; l++) cost[l] = icpt + slope * l > 0 ? icpt + slope * l : 0;
+    for (int i = 0; i < ns; i++)
+        if (sample[i] >= lin) cost[sample[i]] = measured[sample[i]];
     free(measured);
     double layers_sum = 0;
     for (int l = 0; l < L; l++) layers_sum += cost[l];
@@ -241,7 +255,7 @@ int bench_sweep(bench_env *e) {
                                                                  "they would run (each rank: begin + its layers)");
     if (e->a.full) {
         j.p.layers = NULL, j.p.n_layers = 0, j.p.positions = NULL, j.p.n_positions = 0;
-        if (bench_time(e, "full sweep", sw_whole, &j, 0, 1, &st)) goto done;
+        if (bench_time(e, "full sweep", sw_whole, &j, 0, e->a.repeat < 3 ? e->a.repeat : 3, &st)) goto done;
         bench_record(e, "full sweep (checks the projection)", &st, sites, "sites/s");
         cJSON_AddNumberToObject(e->projection, "full_sweep_measured_seconds", st.median);
         cJSON_AddNumberToObject(e->projection, "projection_error_pct", 100.0 * (projected - st.median) / st.median);

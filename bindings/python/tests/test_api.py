@@ -1,0 +1,187 @@
+"""Every public name of the package against an independent reference (transformers' logits and
+generate, the tokenizers library's ids, the torch causal trace stored with the demo model, pyvene's
+generate) or a hand-derived value, and the error paths (C messages become CveneError)."""
+import base64
+import json
+
+import numpy as np
+import pytest
+
+import cvene
+from conftest import DEMO, FIXTURES, read_safetensors, rel_err
+
+
+def test_version_and_cuda():
+    assert cvene.__version__.count(".") == 2
+    assert cvene.cuda_available() in (True, False)
+
+
+def test_model_info(small):
+    assert (small.arch, small.n_layer, small.n_head, small.n_embd, small.vocab_size) == ("gpt2", 2, 4, 64, 320)
+    assert small.n_params > 0 and small.device_name and "2 layers" in repr(small)
+
+
+def test_forward_equals_transformers(small):
+    # tests/fixtures/gpt2/small/reference.safetensors: transformers' logits (f32 vs f32: 1e-5)
+    ref = read_safetensors(FIXTURES / "gpt2" / "small" / "reference.safetensors")
+    for c in range(3):
+        ids = ref[f"case{c}.input_ids"]
+        mask = ref.get(f"case{c}.attention_mask")
+        got = small.forward(ids, attention_mask=mask)
+        real = np.ones(ids.shape, bool) if mask is None else mask.astype(bool)
+        assert rel_err(got[real], ref[f"case{c}.logits"][real]) <= 1e-5
+        last = small.forward(ids, attention_mask=mask, logits_to_keep=1)
+        assert last.shape == (ids.shape[0], 1, 320)
+        if mask is None:
+            assert rel_err(last[:, 0], got[:, -1]) <= 1e-6
+
+
+def test_tokenizer_equals_tokenizers():
+    # tests/fixtures/tokenizer: ids from Hugging Face tokenizers 0.20.3 on the tiny vocabulary
+    tok = cvene.Tokenizer(FIXTURES / "tokenizer" / "tiny" / "tokenizer.json")
+    cases = json.loads((FIXTURES / "tokenizer" / "corpus.json").read_text())["cases"]
+    n = 0
+    for c in cases[:300]:
+        text = base64.b64decode(c["b64"])
+        assert tok.encode(text) == c["tiny"], text
+        n += 1
+    assert n == 300
+    assert tok.decode(tok.encode("hello world")).lstrip() == "hello world"  # lstrip: add_prefix_space
+    tok.close()
+
+
+def test_trace_equals_the_torch_trace(demo):
+    # assets/demo-gpt2/prompts.json: the causal trace torch computed (probabilities to 6 decimals)
+    p = json.loads((DEMO / "prompts.json").read_text())
+    pr = p["prompts"][0]
+    ids = json.loads(pr["ids"]) if isinstance(pr["ids"], str) else pr["ids"]
+    start, end = int(pr["subject_start"]), int(pr["subject_end"])
+    r = cvene.trace(demo, pr["text"], list(range(start, end)), token=int(pr["answer_id"]),
+                    samples=p["trace"]["n_samples"], noise=p["trace"]["noise_scale"], seed=p["trace"]["seed"])
+    want = np.asarray(json.loads(pr["scores"]) if isinstance(pr["scores"], str) else pr["scores"])
+    assert r.scores.shape == want.shape == (8, len(ids))
+    assert np.max(np.abs(r.scores - want)) <= 2e-5
+    assert abs(r.source_score - float(pr["clean_prob"])) <= 2e-5
+    # the subject given as text finds the same positions
+    r2 = cvene.trace(demo, pr["text"], " " + pr["subject"], token=int(pr["answer_id"]),
+                     samples=p["trace"]["n_samples"], noise=p["trace"]["noise_scale"], seed=p["trace"]["seed"])
+    assert np.array_equal(r.scores, r2.scores)
+
+
+def test_sweep_fast_equals_naive(small):
+    base, source = [11, 42, 7, 300, 99, 5], [200, 3, 77, 150, 31, 90]
+    fast = cvene.sweep(small, base, source, metric="logit-diff", token=5, token_b=9)
+    naive = cvene.sweep(small, base, source, metric="logit-diff", token=5, token_b=9, naive=True)
+    assert fast.scores.shape == (2, 6) and fast.sites == 12
+    assert rel_err(fast.scores, naive.scores) <= 1e-5
+    seen = []
+    part = cvene.sweep(small, base, source, layers=[1], positions=[0, 5], token=5,
+                       progress=lambda d, t: seen.append(d))
+    assert part.scores.shape == (1, 2) and seen
+    with pytest.raises(ValueError, match="component 'nope'"):
+        cvene.sweep(small, base, source, component="nope")
+    with pytest.raises(ValueError, match="patched one to one"):
+        cvene.sweep(small, base, source[:3])
+    with pytest.raises(cvene.CveneError, match="layer"):
+        cvene.sweep(small, base, source, layers=[7])
+
+
+def _gen_case(name):
+    m = json.loads((FIXTURES / "generate" / "manifest.json").read_text())
+    return next(c for c in m["cases"] if c["name"] == name)
+
+
+def test_generate_equals_transformers():
+    c = _gen_case("gpt2_greedy_b3_noeos")
+    with cvene.load(FIXTURES / "generate" / "gpt2" / "model") as m:
+        g = m and cvene.generate(m, {"input_ids": c["input_ids"], "attention_mask": c["attention_mask"]},
+                                 max_new_tokens=c["max_new_tokens"], pad_token_id=c["pad_token_id"])
+        assert g.ids.tolist() == c["output_ids"]
+        assert g.steps == c["max_new_tokens"] and g.prompt_len == len(c["input_ids"][0])
+
+
+def test_generate_with_steering_equals_pyvene():
+    c = _gen_case("gpt2_pyvene_steer_every_call")
+    with cvene.load(FIXTURES / "generate" / "gpt2" / "model") as m:
+        pv = cvene.IntervenableModel(c["config"], m)
+        g = cvene.generate(m, c["request"]["base"], intervenable=pv, unit_locations=None, intervene_on_prompt=True,
+                           max_new_tokens=c["max_new_tokens"], pad_token_id=c["pad_token_id"], output_logits=True)
+        assert g.ids.tolist() == c["output_ids"]
+        assert g.logits.shape == (3, c["max_new_tokens"], m.vocab_size)
+
+
+def test_return_dict_and_collect(small):
+    cfg = {"representations": [{"layer": 1, "component": "block_output", "intervention_type": "CollectIntervention"}]}
+    pv = cvene.IntervenableModel(cfg, small)
+    assert len(pv) == 1 and "CollectIntervention" in pv.to_json()
+    ids = np.array([[11, 42, 7, 300, 99]])
+    r = pv({"input_ids": ids}, unit_locations={"base": 2}, return_dict=True)
+    assert r.original_outputs is None and len(r.collected_activations) == 1
+    # hand-derived reference: the collected block_output of layer 1 at position 2 does not change the
+    # logits, which equal the plain forward's
+    assert np.array_equal(r.intervened_outputs.logits, small.forward(ids))
+    assert r.collected_activations[0].shape == (1, 1, 64)
+
+
+def test_callbacks(small):
+    cfg = {"representations": [{"layer": 0, "component": "block_output", "intervention_type": "LambdaIntervention",
+                                "callback": "zero"}]}
+    ids = [[11, 42, 7]]
+    calls = []
+
+    def zero(b, s):
+        calls.append(b.shape)
+        return np.zeros_like(b)
+    pv = cvene.IntervenableModel(cfg, small, callbacks={"zero": zero})
+    _, out = pv({"input_ids": ids}, unit_locations={"base": 1})
+    ref = cvene.IntervenableModel({"representations": [{"layer": 0, "component": "block_output",
+                                                        "intervention_type": "ZeroIntervention"}]}, small)
+    _, want = ref({"input_ids": ids}, unit_locations={"base": 1})
+    assert calls and np.array_equal(out.logits, want.logits)
+
+    def boom(b, s):
+        raise KeyError("from the callback")
+    pv2 = cvene.IntervenableModel(cfg, small, callbacks={"zero": boom})
+    with pytest.raises(KeyError, match="from the callback"):
+        pv2({"input_ids": ids}, unit_locations={"base": 1})
+
+
+def test_errors(small, tmp_path):
+    with pytest.raises(cvene.CveneError, match="no/such/dir") as e:
+        cvene.load("no/such/dir")
+    assert e.value.status == "CVENE_ERR_IO"
+    with pytest.raises(ValueError, match="dtype"):
+        cvene.load(FIXTURES / "gpt2" / "small" / "model", dtype="int8")
+    with pytest.raises(ValueError, match="device"):
+        cvene.load(FIXTURES / "gpt2" / "small" / "model", device="tpu")
+    with pytest.raises(cvene.CveneError, match="malformed JSON") as e:
+        cvene.IntervenableModel('{"representations": [', small)
+    assert e.value.status == "CVENE_ERR_FORMAT"
+    pv = cvene.IntervenableModel({"representations": [{"layer": 1, "component": "block_output"}]}, small)
+    ids = [[1, 2, 3]]
+    with pytest.raises(ValueError, match="unknown key"):
+        pv({"input_ids": ids, "input_id": ids}, [{"input_ids": ids}], unit_locations={"sources->base": 1})
+    with pytest.raises(cvene.CveneError, match="out of range"):
+        pv({"input_ids": ids}, [{"input_ids": ids}], unit_locations={"sources->base": 7})
+    with pytest.raises(TypeError, match="integers"):
+        small.forward([[0.5, 1.5]])
+    with pytest.raises(cvene.CveneError, match="vocab"):
+        small.forward([[1, 99999]])
+    with pytest.raises(ValueError, match="trainable"):
+        cvene.IntervenableModel({"representations": [{"layer": 1, "component": "block_output",
+                                                      "intervention_type": "RotatedSpaceIntervention"}]}, small)
+    (tmp_path / "config.json").write_text('{"representations": [{"layer": 9, "component": "block_output"}]}')
+    pv9 = cvene.IntervenableModel(tmp_path, small)  # a saved folder
+    with pytest.raises(cvene.CveneError, match="layer"):
+        pv9({"input_ids": ids}, [{"input_ids": ids}], unit_locations={"sources->base": 1})
+
+
+def test_torch_interop(small):
+    torch = pytest.importorskip("torch")
+    ids = torch.tensor([[11, 42, 7, 300]], dtype=torch.int64)
+    out = small.forward(ids)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    assert np.array_equal(out.numpy(), small.forward(ids.numpy()))
+    pv = cvene.IntervenableModel({"representations": [{"layer": 1, "component": "block_output"}]}, small)
+    _, o = pv({"input_ids": ids}, [{"input_ids": ids.flip(1)}], unit_locations={"sources->base": (1, 2)})
+    assert isinstance(o.logits, torch.Tensor)
