@@ -13,7 +13,8 @@ size_t cvene_abi_sizeof(const char *type_name) {
         {"cvene_model_info", sizeof(cvene_model_info)},     {"cvene_run_opts", sizeof(cvene_run_opts)},
         {"cvene_input", sizeof(cvene_input)},               {"cvene_gen_params", sizeof(cvene_gen_params)},
         {"cvene_sweep_params", sizeof(cvene_sweep_params)}, {"cvene_sweep_summary", sizeof(cvene_sweep_summary)},
-        {"cvene_kernel_timing", sizeof(cvene_kernel_timing)},
+        {"cvene_kernel_timing", sizeof(cvene_kernel_timing)}, {"cvene_train_params", sizeof(cvene_train_params)},
+        {"cvene_example", sizeof(cvene_example)},           {"cvene_probe_params", sizeof(cvene_probe_params)},
     };
     for (size_t i = 0; type_name && i < sizeof types / sizeof types[0]; i++)
         if (!strcmp(types[i].name, type_name)) return types[i].size;

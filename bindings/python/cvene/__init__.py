@@ -11,6 +11,7 @@ from ._lib import CveneError
 from .analysis import Generation, SweepResult, generate, sweep, trace
 from .core import Model, Tokenizer, load
 from .intervenable import IntervenableModel, IntervenableModelOutput, IntervenableOutputs, Outputs
+from .training import Dataset, Probe, Trainer, collect, train
 from ._lib import lib as _lib_handle
 
 __version__: str = _lib_handle.cvene_version().decode()
@@ -22,5 +23,5 @@ def cuda_available() -> bool:
 
 
 __all__ = ["load", "Model", "Tokenizer", "IntervenableModel", "IntervenableOutputs", "IntervenableModelOutput",
-           "Outputs", "sweep", "trace", "generate", "SweepResult", "Generation", "CveneError", "cuda_available",
+           "Outputs", "sweep", "trace", "generate", "Dataset", "Trainer", "train", "collect", "Probe", "SweepResult", "Generation", "CveneError", "cuda_available",
            "__version__"]

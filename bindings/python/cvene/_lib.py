@@ -68,15 +68,15 @@ class ModelInfo(C.Structure):
 
 
 class RunOpts(C.Structure):
-    _fields_ = [("attention_mask", i32p), ("position_ids", i32p), ("logits", C.c_void_p), ("logits_row0", C.c_int),
+    _fields_ = [("attention_mask", C.c_void_p), ("position_ids", C.c_void_p), ("logits", C.c_void_p), ("logits_row0", C.c_int),
                 ("logits_to_keep", C.c_int), ("site_fn", SiteFn), ("site_user", C.c_void_p),
                 ("sites", C.c_uint64 * N_COMPONENTS), ("logits_on_device", C.c_int), ("logits_vocab", i32p),
                 ("n_logits_vocab", C.c_int)]
 
 
-class Input(C.Structure):
-    _fields_ = [("input_ids", i32p), ("attention_mask", i32p), ("B", C.c_int), ("T", C.c_int),
-                ("position_ids", i32p)]
+class Input(C.Structure):  # pointers as addresses (ints): the cheapest way in from numpy
+    _fields_ = [("input_ids", C.c_void_p), ("attention_mask", C.c_void_p), ("B", C.c_int), ("T", C.c_int),
+                ("position_ids", C.c_void_p)]
 
 
 class GenParams(C.Structure):
@@ -122,7 +122,7 @@ _sig("cvene_model_free", None, P)
 _sig("cvene_model_get_info", ModelInfo, P)
 _sig("cvene_component_name", C.c_char_p, C.c_int)
 _sig("cvene_component_from_name", C.c_int, C.c_char_p)
-_sig("cvene_forward", C.c_int, P, i32p, C.c_int, C.c_int, C.POINTER(RunOpts))
+_sig("cvene_forward", C.c_int, P, P, C.c_int, C.c_int, C.POINTER(RunOpts))
 _sig("cvene_config_parse", C.c_int, P, C.c_char_p, PP)
 _sig("cvene_config_free", None, P)
 _sig("cvene_config_count", C.c_int, P)
@@ -138,8 +138,8 @@ _sig("cvene_request_set_unit_locations", C.c_int, P, C.c_char_p)
 _sig("cvene_request_set_subspaces", C.c_int, P, C.c_char_p)
 _sig("cvene_request_set_output_original", None, P, C.c_int)
 _sig("cvene_run", C.c_int, P, P, P, PP)
-_sig("cvene_result_logits", f32p, P, C.POINTER(C.c_int), C.POINTER(C.c_int), C.POINTER(C.c_int))
-_sig("cvene_result_original_logits", f32p, P)
+_sig("cvene_result_logits", P, P, P, P, P)  # B, T, V out: addresses (byref into one c_int * 3)
+_sig("cvene_result_original_logits", P, P)
 _sig("cvene_result_n_collected", C.c_int, P)
 _sig("cvene_result_collected", TensorView, P, C.c_int)
 _sig("cvene_result_n_passes", C.c_int, P)

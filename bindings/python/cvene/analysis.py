@@ -101,7 +101,7 @@ def sweep(model: Model, base: Any, source: Any = None, *, component: str = "bloc
     p.progress = cb
     scores = np.empty((len(L), len(P)), dtype=np.float32)
     summ = _lib.SweepSummary()
-    check(lib.cvene_sweep(model._m, ptr(b), ptr(s), b.size, C.byref(p), scores.ctypes.data_as(_lib.f32p),
+    check(lib.cvene_sweep(model._m, ptr(b, _lib.i32p), ptr(s, _lib.i32p), b.size, C.byref(p), scores.ctypes.data_as(_lib.f32p),
                           C.byref(summ)), model._ctx)
     return SweepResult(scores, L, P, summ.base_score, summ.source_score, summ.forwards, summ.sites)
 
@@ -167,7 +167,7 @@ def generate(model: Model, prompt: Any, *, intervenable: Optional[IntervenableMo
     gp.max_new_tokens, gp.do_sample, gp.temperature = int(max_new_tokens), int(bool(do_sample)), float(temperature)
     gp.top_k, gp.top_p, gp.seed = int(top_k), float(top_p), int(seed)
     eos = np.asarray([] if eos_token_id is None else np.atleast_1d(eos_token_id), dtype=np.int32)
-    gp.eos_ids, gp.n_eos = ptr(eos) if eos.size else None, eos.size
+    gp.eos_ids, gp.n_eos = ptr(eos, _lib.i32p) if eos.size else None, eos.size
     gp.pad_id, gp.intervene_on_prompt = int(pad_token_id), int(bool(intervene_on_prompt))
     gp.first_call, gp.last_call, gp.keep_logits = int(first_call), int(last_call), int(bool(output_logits))
     g = C.c_void_p()

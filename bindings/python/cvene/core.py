@@ -30,11 +30,20 @@ def is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch")
 
 
-def as_i32(x: Optional[ArrayLike], what: str, ndim: int = 2) -> Optional[np.ndarray]:
+_I32_MIN, _I32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
+_INT32 = np.dtype(np.int32)
+
+
+def as_i32(x: Optional[ArrayLike], what: str, ndim: int = 2, key: Optional[str] = None) -> Optional[np.ndarray]:
     """ids / masks / positions as a C-contiguous int32 array of ndim dims (a 1-d row becomes
-    (1, T)); None stays None. Values beyond int32 are refused, not wrapped."""
+    (1, T)); None stays None. Values beyond int32 are refused, not wrapped. Messages name
+    what (and what.key when key is given)."""
     if x is None:
         return None
+    if type(x) is np.ndarray and x.dtype == _INT32 and x.ndim == ndim and x.flags.c_contiguous:
+        return x  # the common fast path: nothing to convert or check
+    if key is not None:
+        what = f"{what}.{key}"
     if is_torch(x):
         x = x.detach().cpu().numpy()
     a = np.asarray(x)
@@ -44,13 +53,25 @@ def as_i32(x: Optional[ArrayLike], what: str, ndim: int = 2) -> Optional[np.ndar
         a = a[None, :]
     if a.ndim != ndim:
         raise ValueError(f"{what}: expected {ndim} dimensions, got shape {a.shape}")
-    if a.size and (a.min() < np.iinfo(np.int32).min or a.max() > np.iinfo(np.int32).max):
+    b = np.ascontiguousarray(a, dtype=np.int32)
+    if a.dtype.itemsize >= 4 and a.dtype != _INT32 and a.size and not np.array_equal(b, a):
         raise ValueError(f"{what}: a value does not fit in int32")
-    return np.ascontiguousarray(a, dtype=np.int32)
+    return b
 
 
-def ptr(a: Optional[np.ndarray], typ: Any = _lib.i32p) -> Any:
-    return None if a is None else a.ctypes.data_as(typ)
+def ptr(a: Optional[np.ndarray], typ: Any = None) -> Any:
+    """a's address (None for None); typ: a ctypes pointer type instead of an int"""
+    if a is None:
+        return None
+    return a.ctypes.data if typ is None else a.ctypes.data_as(typ)
+
+
+def copy_out(address: int, shape: tuple, dtype: Any = np.float32) -> np.ndarray:
+    """a fresh numpy array holding the C buffer at address (which the caller is about to free)"""
+    out = np.empty(shape, dtype=dtype)
+    if out.nbytes:
+        C.memmove(out.ctypes.data, address, out.nbytes)
+    return out
 
 
 class Model:
@@ -199,7 +220,7 @@ class Tokenizer:
         """The text of ids (invalid UTF-8 bytes, e.g. half a character, become U+FFFD here)."""
         a = as_i32(ids, "ids", ndim=1)
         text, n = C.c_void_p(), C.c_size_t()
-        check(lib.cvene_tokenizer_decode(self._tok, ptr(a), a.size, C.byref(text), C.byref(n)), self._ctx)
+        check(lib.cvene_tokenizer_decode(self._tok, ptr(a, _lib.i32p), a.size, C.byref(text), C.byref(n)), self._ctx)
         try:
             return C.string_at(text, n.value).decode(errors="replace")
         finally:

@@ -12,22 +12,24 @@ import numpy as np
 
 from . import _lib
 from ._lib import check, lib
-from .core import Model, as_i32, is_torch, ptr, to_output
+from .core import Model, as_i32, copy_out, is_torch, ptr, to_output
 
 Inputs = Union[Dict[str, Any], Any]  # {"input_ids": .., "attention_mask": .., "position_ids": ..} or ids
+_INPUT_KEYS = frozenset(("input_ids", "attention_mask", "position_ids"))
 
 
-def _json(x: Any) -> str:
-    """pyvene's unit_locations / subspaces (tuples, numpy or torch ints, None) as JSON text."""
-    def conv(o: Any) -> Any:
-        if is_torch(o):
-            o = o.detach().cpu().numpy()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, np.generic):
-            return o.item()
-        raise TypeError(f"cannot pass a {type(o).__name__} in unit_locations / subspaces")
-    return json.dumps(x, default=conv)
+def _conv(o: Any) -> Any:
+    if is_torch(o):
+        o = o.detach().cpu().numpy()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"cannot pass a {type(o).__name__} in unit_locations / subspaces")
+
+
+# pyvene's unit_locations / subspaces (tuples, numpy or torch ints, None) as JSON text
+_json = json.JSONEncoder(separators=(",", ":"), default=_conv).encode
 
 
 @dataclass
@@ -45,12 +47,13 @@ class IntervenableOutputs(Outputs):
 
 
 def _config_text(config: Any) -> Tuple[str, Optional[str]]:
-    """config dict / IntervenableConfig-like object / JSON text / saved folder or file -> (JSON, the
-    folder its trained weights are in, if any)."""
+    """config dict / IntervenableConfig-like object / JSON text / a config.json path / a saved folder
+    -> (JSON, the folder its trained weights are in: a saved folder's own)."""
     if isinstance(config, (str, os.PathLike)) and not str(config).lstrip().startswith("{"):
         p = Path(config)
-        f = p / "config.json" if p.is_dir() else p
-        return f.read_text(), str(f.parent)
+        if p.is_dir():  # a saved folder: its config and, as pyvene's load, its trained weights
+            return (p / "config.json").read_text(), str(p)
+        return p.read_text(), None
     if isinstance(config, str):
         return config, None
     if isinstance(config, dict):
@@ -72,7 +75,9 @@ class IntervenableModel:
     .., "intervention_type": ..}]}``), its JSON text, a saved folder (trained weights are loaded from
     it) or an ``IntervenableConfig``. ``callbacks`` binds LambdaIntervention names to Python
     functions ``fn(base, source) -> new base`` on (B, units, rows, D) float32 arrays (source None
-    when there is none); returning None keeps the in-place edits of ``base``."""
+    when there is none); returning None keeps the in-place edits of ``base``. Trainable interventions
+    (DAS rotations, masks, LoReFT) take their weights from ``weights`` (a folder of intkey_* files) or
+    the saved folder; without them the config can be trained (``cvene.Trainer``), not run."""
 
     def __init__(self, config: Any, model: Model, weights: Optional[Union[str, os.PathLike]] = None,
                  callbacks: Optional[Dict[str, Callable[[np.ndarray, Optional[np.ndarray]], Any]]] = None):
@@ -83,11 +88,10 @@ class IntervenableModel:
         self._keep: List[Any] = []  # ctypes callback objects must outlive the config
         for name, fn in (callbacks or {}).items():
             self._bind(name, fn)
+        # trainable interventions: their weights from weights= or the saved folder; without either the
+        # config can be trained (cvene.Trainer) but not run (cvene_run says so)
         wdir = weights if weights is not None else folder
-        if lib.cvene_config_count_trainable(self._cfg) > 0:
-            if wdir is None:
-                raise ValueError("the config has trainable interventions: give weights= (the folder their "
-                                 "intkey_*.safetensors / .bin files are in) or the saved folder as config")
+        if lib.cvene_config_count_trainable(self._cfg) > 0 and wdir is not None:
             check(lib.cvene_config_load_weights(self._cfg, os.fspath(wdir).encode()), model._ctx)
 
     def _bind(self, name: str, fn: Callable[[np.ndarray, Optional[np.ndarray]], Any]) -> None:
@@ -114,17 +118,23 @@ class IntervenableModel:
         return lib.cvene_config_count(self._cfg)
 
     def _input(self, x: Inputs, what: str, keep: List[Any]) -> _lib.Input:
-        d = x if isinstance(x, dict) else {"input_ids": x}
-        unknown = set(d) - {"input_ids", "attention_mask", "position_ids"}
-        if unknown:
-            raise ValueError(f"{what}: unknown key(s) {sorted(unknown)} (input_ids, attention_mask, position_ids)")
-        ids = as_i32(d.get("input_ids"), f"{what}.input_ids")
+        if isinstance(x, dict):
+            if not _INPUT_KEYS.issuperset(x):
+                raise ValueError(f"{what}: unknown key(s) {sorted(set(x) - _INPUT_KEYS)} (input_ids, attention_mask, "
+                                 "position_ids)")
+            ids, mask, pos = x.get("input_ids"), x.get("attention_mask"), x.get("position_ids")
+        else:
+            ids, mask, pos = x, None, None
         if ids is None:
             raise ValueError(f"{what}: no input_ids")
-        mask = as_i32(d.get("attention_mask"), f"{what}.attention_mask")
-        pos = as_i32(d.get("position_ids"), f"{what}.position_ids")
-        keep += [ids, mask, pos]
-        return _lib.Input(ptr(ids), ptr(mask), ids.shape[0], ids.shape[1], ptr(pos))
+        ids = as_i32(ids, what, key="input_ids")
+        if mask is not None:
+            mask = as_i32(mask, what, key="attention_mask")
+        if pos is not None:
+            pos = as_i32(pos, what, key="position_ids")
+        keep += (ids, mask, pos)
+        return _lib.Input(ids.ctypes.data, None if mask is None else mask.ctypes.data, ids.shape[0], ids.shape[1],
+                          None if pos is None else pos.ctypes.data)
 
     def _request(self, base: Inputs, sources: Optional[Sequence[Optional[Inputs]]], unit_locations: Any,
                  subspaces: Any, output_original_output: bool, keep: List[Any]) -> C.c_void_p:
@@ -133,17 +143,24 @@ class IntervenableModel:
         check(lib.cvene_request_new(ctx, C.byref(req)), ctx)
         try:
             b = self._input(base, "base", keep)
-            check(lib.cvene_request_set_base(req, C.byref(b)), ctx)
+            st = lib.cvene_request_set_base(req, C.byref(b))
+            if st:
+                check(st, ctx)
             if isinstance(sources, dict):
                 sources = [sources]
-            for k, s in enumerate(sources or []):  # None: pyvene's None (that group has no source)
-                si = self._input(s, f"sources[{k}]", keep) if s is not None else None
-                check(lib.cvene_request_set_source(req, k, C.byref(si) if si is not None else None), ctx)
+            for k, s in enumerate(sources or ()):  # None: pyvene's None (that group has no source)
+                si = self._input(s, "sources[%d]" % k, keep) if s is not None else None
+                st = lib.cvene_request_set_source(req, k, C.byref(si) if si is not None else None)
+                if st:
+                    check(st, ctx)
             if unit_locations is not None:
-                check(lib.cvene_request_set_unit_locations(req, _json(unit_locations).encode()), ctx)
+                st = lib.cvene_request_set_unit_locations(req, _json(unit_locations).encode())
+                if st:
+                    check(st, ctx)
             if subspaces is not None:
                 check(lib.cvene_request_set_subspaces(req, _json(subspaces).encode()), ctx)
-            lib.cvene_request_set_output_original(req, int(bool(output_original_output)))
+            if output_original_output:
+                lib.cvene_request_set_output_original(req, 1)
         except Exception:
             lib.cvene_request_free(req)
             raise
@@ -165,22 +182,21 @@ class IntervenableModel:
         self._cb_error = None
         try:
             st = lib.cvene_run(self.model._m, self._cfg, req, C.byref(res))
-            if st != 0 and self._cb_error is not None:
-                raise self._cb_error
-            check(st, ctx)
+            if st:
+                if self._cb_error is not None:
+                    raise self._cb_error
+                check(st, ctx)
             like = base.get("input_ids") if isinstance(base, dict) else base
-            B, T, V = C.c_int(), C.c_int(), C.c_int()
-            lp = lib.cvene_result_logits(res, C.byref(B), C.byref(T), C.byref(V))
-            shape = (B.value, T.value, V.value)
-            logits = np.ctypeslib.as_array(lp, shape=shape).copy()
+            dims = (C.c_int * 3)()
+            lp = lib.cvene_result_logits(res, C.byref(dims, 0), C.byref(dims, 4), C.byref(dims, 8))
+            shape = (dims[0], dims[1], dims[2])
+            logits = copy_out(lp, shape)
             op = lib.cvene_result_original_logits(res)
-            orig = Outputs(to_output(np.ctypeslib.as_array(op, shape=shape).copy(), like)) if op else None
+            orig = Outputs(to_output(copy_out(op, shape), like)) if op else None
             coll = []
             for k in range(lib.cvene_result_n_collected(res)):
                 v = lib.cvene_result_collected(res, k)
-                shp = tuple(v.shape[i] for i in range(v.ndim))
-                arr = np.ctypeslib.as_array(C.cast(v.data, _lib.f32p), shape=shp).copy()
-                coll.append(to_output(arr, like))
+                coll.append(to_output(copy_out(v.data, tuple(v.shape[i] for i in range(v.ndim))), like))
             out = IntervenableOutputs(to_output(logits, like), coll, lib.cvene_result_n_passes(res))
         finally:
             lib.cvene_result_free(res)

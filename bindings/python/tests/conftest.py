@@ -47,3 +47,16 @@ def demo():
     m = cvene.load(DEMO)
     yield m
     m.close()
+
+
+def write_safetensors(path, tensors):
+    """{name: float32 array} as a safetensors file"""
+    header, blobs, off = {}, [], 0
+    for k, v in tensors.items():
+        b = np.ascontiguousarray(v, dtype=np.float32).tobytes()
+        header[k] = {"dtype": "F32", "shape": list(np.shape(v)), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    Path(path).write_bytes(struct.pack("<Q", len(h)) + h + b"".join(blobs))

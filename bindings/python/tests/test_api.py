@@ -167,9 +167,10 @@ def test_errors(small, tmp_path):
         small.forward([[0.5, 1.5]])
     with pytest.raises(cvene.CveneError, match="vocab"):
         small.forward([[1, 99999]])
-    with pytest.raises(ValueError, match="trainable"):
-        cvene.IntervenableModel({"representations": [{"layer": 1, "component": "block_output",
-                                                      "intervention_type": "RotatedSpaceIntervention"}]}, small)
+    rot = cvene.IntervenableModel({"representations": [{"layer": 1, "component": "block_output",
+                                                        "intervention_type": "RotatedSpaceIntervention"}]}, small)
+    with pytest.raises(cvene.CveneError, match="has no weights"):
+        rot({"input_ids": ids}, [{"input_ids": ids}], unit_locations={"sources->base": 1})
     (tmp_path / "config.json").write_text('{"representations": [{"layer": 9, "component": "block_output"}]}')
     pv9 = cvene.IntervenableModel(tmp_path, small)  # a saved folder
     with pytest.raises(cvene.CveneError, match="layer"):

@@ -19,4 +19,4 @@ def test_tutorial_runs(capsys):
     finally:
         os.chdir(cwd)
     out = capsys.readouterr().out
-    assert "clean p =" in out and "intervened" in out and "CVENE_ERR" in out
+    assert "clean p =" in out and "intervened" in out and "CVENE_ERR" in out and "IIA after" in out
