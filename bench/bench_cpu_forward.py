@@ -11,6 +11,9 @@ Pythia-160M's shape (GPT-NeoX), random weights, saved once under bench/out/.
 import argparse, json, os, platform, statistics, subprocess, sys, time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import write_section  # noqa: E402  (re-exported: the other bench scripts import it from here)
+
 import torch
 import transformers
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
@@ -104,20 +107,6 @@ def write_table(rows, args):
         "|---|---|---|---|---|---|---|",
     ] + [f"| {n} | {B} x {T} | {c:.0f} | {cm:.1f} | {t:.0f} | {tm:.1f} | {s:.2f}x |" for n, B, T, c, cm, t, tm, s in rows]
     write_section(ROOT / "bench" / "RESULTS.md", "cpu-forward-gpt2", "\n".join(table))
-
-
-def write_section(path: Path, key: str, body: str):
-    """Replace the section between <!-- key --> markers (append if absent), atomically."""
-    text = path.read_text() if path.exists() else "# cvene benchmark results\n"
-    start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
-    block = f"{start}\n{body}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def main():
         "", f"Median overhead: {over32:.1f} us per call with int32 ids, {over64:.1f} us with int64 ids "
         f"({'meets' if over32 <= 20 else 'misses'} / {'meets' if over64 <= 20 else 'misses'} the 20 us target)."]
     sys.path.insert(0, str(ROOT / "bench"))
-    from bench_projection import write_section
+    from results import write_section
     write_section(ROOT / "bench" / "RESULTS.md", "python-overhead", "\n".join(table))
 
 

@@ -56,6 +56,9 @@ void bench_progress(bench_env *e, const char *fmt, ...);
 /* The memory `cvene plan` states for a B x T forward of the model on this device, into the document
  * ("memory"). 0, or -1 after printing why. */
 int bench_plan_memory(bench_env *e, int B, int T);
+/* --config parsed into *out (with_weights: and its trained weights, from --weights or the config's
+ * folder); 0, or -1 after printing why (nothing in *out) */
+int bench_load_config(bench_env *e, int with_weights, cvene_config **out);
 /* random token ids in [0, n_token_ids) from the seed */
 void bench_random_ids(const bench_env *e, int32_t *ids, size_t n, uint64_t salt);
 /* "5,9,5": at most max integers in [lo, hi] (repeats allowed) for option opt; the count, or -1

@@ -266,6 +266,27 @@ int bench_plan_memory(bench_env *e, int B, int T) {
     return 0;
 }
 
+int bench_load_config(bench_env *e, int with_weights, cvene_config **out) {
+    char err[1024];
+    char *text = cli_read_file(e->a.config, err, sizeof err);
+    if (!text) {
+        fprintf(stderr, "cvene bench %s: %s\n", mode_names[e->mode], err);
+        return -1;
+    }
+    const cvene_status st = cvene_config_parse(e->ctx, text, out);
+    free(text);
+    if (st != CVENE_OK) {
+        fprintf(stderr, "cvene bench %s: --config %s: %s\n", mode_names[e->mode], e->a.config, cvene_ctx_error(e->ctx));
+        return -1;
+    }
+    if (with_weights && cli_load_weights(e->ctx, *out, e->a.config, e->a.weights)) {
+        cvene_config_free(*out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 void bench_random_ids(const bench_env *e, int32_t *ids, size_t n, uint64_t salt) {
     uint64_t x = 0x9E3779B97F4A7C15ull * ((uint64_t)e->a.seed + 1) ^ salt;
     const uint64_t V = (uint64_t)(e->info.n_token_ids > 0 ? e->info.n_token_ids : 1);

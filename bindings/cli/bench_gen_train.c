@@ -39,7 +39,6 @@ int bench_generate(bench_env *e) {
     cli_text tx = {e->ctx, e->a.model, NULL, 0};
     cvene_config *cfg = NULL;
     cvene_request *req = NULL;
-    char *cj = NULL;
     if (e->a.prompt) {
         if (cli_text_encode(&tx, e->a.prompt, &one, &T) != 0) goto done;
     } else if (e->a.ids) {
@@ -64,18 +63,7 @@ int bench_generate(bench_env *e) {
         fprintf(stderr, "cvene bench generate: %s\n", cvene_ctx_error(e->ctx));
         goto done;
     }
-    if (e->a.config) {
-        char err[1024];
-        if (!(cj = cli_read_file(e->a.config, err, sizeof err))) {
-            fprintf(stderr, "cvene bench generate: %s\n", err);
-            goto done;
-        }
-        if (cvene_config_parse(e->ctx, cj, &cfg) != CVENE_OK) {
-            fprintf(stderr, "cvene bench generate: --config %s: %s\n", e->a.config, cvene_ctx_error(e->ctx));
-            goto done;
-        }
-        if (cli_load_weights(e->ctx, cfg, e->a.config, e->a.weights)) goto done;
-    }
+    if (e->a.config && bench_load_config(e, 1, &cfg)) goto done;
     if (bench_plan_memory(e, B, T + N)) goto done;
     gen_job j = {e, NULL, req, cvene_gen_default_params()};
     j.p.max_new_tokens = N, j.p.intervene_on_prompt = e->a.intervene_on_prompt; /* greedy, no end id: N steps */
@@ -103,7 +91,7 @@ int bench_generate(bench_env *e) {
 done:
     cvene_request_free(req);
     cvene_config_free(cfg);
-    free(cj), free(one), free(ids);
+    free(one), free(ids);
     cli_text_free(&tx);
     return rc;
 }
@@ -124,22 +112,13 @@ static int on_step(void *user, int64_t step, int64_t total, double loss, double 
 
 int bench_train(bench_env *e) {
     int rc = -1;
-    char *cj = NULL;
     cvene_config *cfg = NULL;
     cvene_tokenizer *tok = NULL;
     cvene_dataset *d = NULL;
     cvene_trainer *t = NULL;
     step_clock clk = {NULL, 0, 0};
     if (e->a.config) {
-        char err[1024];
-        if (!(cj = cli_read_file(e->a.config, err, sizeof err))) {
-            fprintf(stderr, "cvene bench train: %s\n", err);
-            goto done;
-        }
-        if (cvene_config_parse(e->ctx, cj, &cfg) != CVENE_OK) {
-            fprintf(stderr, "cvene bench train: --config %s: %s\n", e->a.config, cvene_ctx_error(e->ctx));
-            goto done;
-        }
+        if (bench_load_config(e, 0, &cfg)) goto done;
     } else if (cli_type_config(e->ctx, "bench train", e->a.type, e->a.layer, "block_output",
                                e->a.rank ? e->a.rank : 1, &cfg)) {
         goto done;
@@ -235,6 +214,5 @@ done:
     cvene_dataset_free(d);
     cvene_tokenizer_free(tok);
     cvene_config_free(cfg);
-    free(cj);
     return rc;
 }

@@ -168,19 +168,15 @@ static int plain_call(void *arg) { /* what the request's inputs cost as plain fo
 
 int bench_run(bench_env *e) {
     char err[1024];
-    char *cj = cli_read_file(e->a.config, err, sizeof err), *ij = cj ? cli_read_file(e->a.inputs, err, sizeof err) : NULL;
+    char *ij = cli_read_file(e->a.inputs, err, sizeof err);
     run_job j = {e, NULL, NULL, NULL, 0};
     int rc = -1;
     cJSON *inputs = NULL;
-    if (!cj || !ij) {
+    if (!ij) {
         fprintf(stderr, "cvene bench run: %s\n", err);
         goto done;
     }
-    if (cvene_config_parse(e->ctx, cj, &j.cfg) != CVENE_OK) {
-        fprintf(stderr, "cvene bench run: --config %s: %s\n", e->a.config, cvene_ctx_error(e->ctx));
-        goto done;
-    }
-    if (cli_load_weights(e->ctx, j.cfg, e->a.config, e->a.weights)) goto done;
+    if (bench_load_config(e, 1, &j.cfg)) goto done;
     if (cvene_request_parse(e->ctx, ij, &j.req) != CVENE_OK) {
         fprintf(stderr, "cvene bench run: --inputs %s: %s\n", e->a.inputs, cvene_ctx_error(e->ctx));
         goto done;
@@ -264,7 +260,7 @@ done:
     cJSON_Delete(inputs);
     cvene_request_free(j.req);
     cvene_config_free(j.cfg);
-    free(cj), free(ij);
+    free(ij);
     return rc;
 }
 
