@@ -30,7 +30,7 @@ def main():
     for name, path, T in models:
         for run in range(args.runs):
             cmd = [f"{args.build}/cvene", "bench", "sweep", "--model", str(path), "--seq", str(T), "--full",
-                   "--threads", str(args.threads), "--repeat", "3", "--seed", str(run), "--json", "-"]
+                   "--threads", str(args.threads), "--repeat", "5", "--seed", str(run), "--json", "-"]
             r = subprocess.run(cmd, capture_output=True, text=True, check=True)
             doc = json.loads(r.stdout)
             p, d = doc["projection"], doc["derived"]
@@ -47,7 +47,7 @@ def main():
         f"Machine: {dev['name']}, {dev['threads']} threads, {doc['machine']['cpus']} CPUs; {time.strftime('%Y-%m-%d')}. "
         f"Command: `python3 bench/bench_projection.py --threads {args.threads}` (one `cvene bench sweep --full` per "
         f"row, random prompts from --seed; block_output, logit difference). The projection times the source and base "
-        f"runs and {rows[0][3]} sampled layers (median of 3 runs after one warm-up each; the top two layers "
+        f"runs and {rows[0][3]} sampled layers (median of 5 runs after one warm-up each; the top two layers "
         f"always among them), fits a line through the times of the layers below the top two and sums it over "
         f"them, adding the top two as measured; the measured sweep is the median of 3 full `cvene_sweep` calls "
         f"in the same process. Target: within 30%. Worst here: {worst:.1f}%.",

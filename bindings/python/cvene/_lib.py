@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import ctypes as C
 import os
+import weakref
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["lib", "CveneError", "check", "CtxParams", "ModelInfo", "RunOpts", "Input", "TensorView",
+__all__ = ["lib", "CveneError", "check", "Handle", "CtxParams", "ModelInfo", "RunOpts", "Input", "TensorView",
            "GenParams", "SweepParams", "SweepSummary", "N_COMPONENTS"]
 
 N_COMPONENTS = 32  # CVENE_N_COMPONENTS (GPT-2's 16 components, the GRU's 16)
@@ -167,6 +168,52 @@ for _cls, _name in [(CtxParams, "cvene_ctx_params"), (TensorView, "cvene_tensor_
     if _want != C.sizeof(_cls):
         raise ImportError(f"cvene: {_name} is {_want} bytes in {lib._name} but {C.sizeof(_cls)} in this package: "
                           "the package and the library are from different versions")
+
+
+class Handle:
+    """A C object freed once: by close(), or when garbage-collected. What points into it (a config
+    into its model's context, a trainer into its config) is adopted: the parent counts its live
+    children and frees its own C objects only after the last of them, whatever order Python
+    finalizes them in (cyclic garbage and interpreter exit finalize in any order and clear weak
+    references first). close() closes the children it can still reach, then itself."""
+
+    _users = 0         # live adopted children
+    _closing = False   # close() was called while children were alive
+    _freed = False
+
+    def adopt(self, child: "Handle") -> None:
+        kids = self.__dict__.get("_children")
+        if kids is None:
+            kids = self.__dict__["_children"] = weakref.WeakSet()
+        kids.add(child)
+        child.__dict__["_parent_handle"] = self
+        self._users += 1
+
+    def _release(self) -> None:  # the subclass frees its C objects
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free the C objects (this object and those that depend on it are unusable afterwards)."""
+        for child in list(self.__dict__.get("_children") or ()):
+            child.close()
+        if self._users > 0:  # children out of reach (being finalized): the last one frees us
+            self._closing = True
+            return
+        self._free_now()
+
+    def _free_now(self) -> None:
+        if self._freed:
+            return
+        self._freed = True
+        self._release()
+        parent = self.__dict__.pop("_parent_handle", None)
+        if parent is not None:
+            parent._users -= 1
+            if parent._closing and parent._users == 0:
+                parent._free_now()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def check(status: int, ctx: Optional[int]) -> None:

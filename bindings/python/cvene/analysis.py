@@ -201,4 +201,5 @@ class _NoConfig(IntervenableModel):
 
     def __init__(self, model: Model):  # noqa: D401 - no config to parse
         self.model = model
+        model._live()
         self._cfg = C.c_void_p()

@@ -74,7 +74,7 @@ def copy_out(address: int, shape: tuple, dtype: Any = np.float32) -> np.ndarray:
     return out
 
 
-class Model:
+class Model(_lib.Handle):
     """A model loaded from a local Hugging Face directory (config.json + model.safetensors; GPT-2,
     GPT-NeoX / Pythia, pyvene's GRU) on a device. Use ``cvene.load``. Nothing is read from the
     network. The model and its context are freed by ``close()`` (or when garbage-collected)."""
@@ -114,8 +114,10 @@ class Model:
     @property
     def tokenizer(self) -> "Tokenizer":
         """The model directory's tokenizer (tokenizer.json, or vocab.json + merges.txt)."""
+        self._live()
         if self._tok is None:
             self._tok = Tokenizer(self.path, _model=self)
+            self.adopt(self._tok)
         return self._tok
 
     def forward(self, input_ids: ArrayLike, attention_mask: Optional[ArrayLike] = None,
@@ -123,6 +125,7 @@ class Model:
         """Logits (B, T, V) float32 (or (B, logits_to_keep, V)) of one batch, as transformers'
         ``model(input_ids, attention_mask=..., position_ids=...).logits``; a torch tensor when
         input_ids is one (sharing the numpy array's memory), else a numpy array."""
+        self._live()
         ids = as_i32(input_ids, "input_ids")
         B, T = ids.shape
         mask = as_i32(attention_mask, "attention_mask")
@@ -141,10 +144,7 @@ class Model:
 
     __call__ = forward
 
-    def close(self) -> None:
-        """Free the model and its context (the object is unusable afterwards)."""
-        if getattr(self, "_tok", None) is not None:
-            self._tok.close()
+    def _release(self) -> None:
         if getattr(self, "_m", None):
             lib.cvene_model_free(self._m)
             self._m = C.c_void_p()
@@ -152,13 +152,14 @@ class Model:
             lib.cvene_ctx_free(self._ctx)
             self._ctx = C.c_void_p()
 
+    def _live(self) -> None:
+        if not self._m:
+            raise ValueError("the model is closed")
+
     def __enter__(self) -> "Model":
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -181,7 +182,7 @@ def load(path: Union[str, os.PathLike], device: str = "cpu", dtype: Any = None, 
     return Model(path, device=device, dtype=dtype, threads=threads)
 
 
-class Tokenizer:
+class Tokenizer(_lib.Handle):
     """Byte-level BPE as GPT-2 uses it (ids identical to Hugging Face's GPT2TokenizerFast), from a
     model directory or a tokenizer.json path."""
 
@@ -226,13 +227,10 @@ class Tokenizer:
         finally:
             lib.cvene_free(text)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         if getattr(self, "_tok", None):
             lib.cvene_tokenizer_free(self._tok)
             self._tok = C.c_void_p()
         if getattr(self, "_own_ctx", False) and self._ctx:
             lib.cvene_ctx_free(self._ctx)
             self._ctx = C.c_void_p()
-
-    def __del__(self) -> None:
-        self.close()

@@ -69,7 +69,7 @@ _CallbackFn = C.CFUNCTYPE(C.c_int, C.c_void_p, C.POINTER(C.c_float), C.POINTER(C
                           C.POINTER(C.c_int64), C.c_int, C.POINTER(C.c_int), C.c_int)
 
 
-class IntervenableModel:
+class IntervenableModel(_lib.Handle):
     """``IntervenableModel(config, model)`` as pyvene's: config is a pyvene config dict (what
     ``IntervenableModel.save`` writes, or the dict form ``{"representations": [{"layer": .., "component":
     .., "intervention_type": ..}]}``), its JSON text, a saved folder (trained weights are loaded from
@@ -82,8 +82,10 @@ class IntervenableModel:
     def __init__(self, config: Any, model: Model, weights: Optional[Union[str, os.PathLike]] = None,
                  callbacks: Optional[Dict[str, Callable[[np.ndarray, Optional[np.ndarray]], Any]]] = None):
         self.model = model
+        model._live()
         text, folder = _config_text(config)
         self._cfg = C.c_void_p()
+        model.adopt(self)  # freed before the model's context
         check(lib.cvene_config_parse(model._ctx, text.encode(), C.byref(self._cfg)), model._ctx)
         self._keep: List[Any] = []  # ctypes callback objects must outlive the config
         for name, fn in (callbacks or {}).items():
@@ -175,6 +177,8 @@ class IntervenableModel:
         unless output_original_output - or, with return_dict, an object with ``original_outputs``,
         ``intervened_outputs`` and ``collected_activations``. Outputs are torch tensors when base's
         input_ids is one."""
+        if not self._cfg:
+            raise ValueError("this IntervenableModel is closed (or its model is)")
         keep: List[Any] = []
         ctx = self.model._ctx
         req = self._request(base, sources, unit_locations, subspaces, output_original_output, keep)
@@ -216,13 +220,10 @@ class IntervenableModel:
         finally:
             lib.cvene_free(C.cast(p, C.c_void_p))
 
-    def close(self) -> None:
+    def _release(self) -> None:
         if getattr(self, "_cfg", None):
             lib.cvene_config_free(self._cfg)
             self._cfg = C.c_void_p()
-
-    def __del__(self) -> None:
-        self.close()
 
 
 @dataclass

@@ -78,13 +78,15 @@ for _cls, _name in [(_TrainParams, "cvene_train_params"), (_Example, "cvene_exam
 Example = Dict[str, Any]  # {"base": ids, "source": ids, "base_pos": p | [p..], "source_pos": ..., "label": id}
 
 
-class Dataset:
+class Dataset(_lib.Handle):
     """Training / evaluation examples: a JSONL file as `cvene train --data` reads it (text through the
     model's tokenizer, or ids), or a list of dicts with base / source ids, positions and a label."""
 
     def __init__(self, model: Model, data: Union[str, os.PathLike, Iterable[Example]]):
         self.model = model
+        model._live()
         self._d = C.c_void_p()
+        model.adopt(self)
         ctx = model._ctx
         if isinstance(data, (str, os.PathLike)):
             tok = model.tokenizer._tok if _has_tokenizer(model) else None
@@ -113,13 +115,10 @@ class Dataset:
     def __len__(self) -> int:
         return lib.cvene_dataset_count(self._d)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         if getattr(self, "_d", None):
             lib.cvene_dataset_free(self._d)
             self._d = C.c_void_p()
-
-    def __del__(self) -> None:
-        self.close()
 
 
 def _has_tokenizer(model: Model) -> bool:
@@ -134,7 +133,7 @@ def _dataset(model: Model, data: Any) -> Dataset:
     return data if isinstance(data, Dataset) else Dataset(model, data)
 
 
-class Trainer:
+class Trainer(_lib.Handle):
     """Trains the trainable interventions of an IntervenableModel with the model frozen (`cvene
     train`): Adam / AdamW with pyvene's defaults (lr 1e-3, linear warm-up over 10% of the steps then
     decay), from ``seed``. ``init`` (a safetensors file of pyvene's state-dict names) sets the first
@@ -162,6 +161,9 @@ class Trainer:
             else _ProgressFn()
         p.progress = self._cb
         self._t = C.c_void_p()
+        if not intervenable._cfg:
+            raise ValueError("the IntervenableModel is closed")
+        intervenable.adopt(self)  # the trainer points into the config: freed before it
         check(lib.cvene_trainer_new(model._m, intervenable._cfg, C.byref(p), C.byref(self._t)), model._ctx)
         if init is not None:
             check(lib.cvene_trainer_load(self._t, 0, os.fspath(init).encode()), model._ctx)
@@ -200,13 +202,10 @@ class Trainer:
         pv._weights_dir = d  # the library reads the files at the first run: they live as long as pv
         return pv
 
-    def close(self) -> None:
+    def _release(self) -> None:
         if getattr(self, "_t", None):
             lib.cvene_trainer_free(self._t)
             self._t = C.c_void_p()
-
-    def __del__(self) -> None:
-        self.close()
 
 
 def _train_bar() -> Optional[Callable[[int, int, float, float], None]]:
@@ -264,7 +263,7 @@ def collect(model: Model, ids: Sequence[Sequence[int]], positions: Sequence[int]
         lib.cvene_activations_free(a)
 
 
-class Probe:
+class Probe(_lib.Handle):
     """A softmax-regression probe fitted by full-batch Adam (`cvene probe`; torch's Adam on the same
     activations gives the same weights): ``Probe.fit(X, y, n_classes)``, then ``accuracy`` /
     ``evaluate``; ``W`` (C, D), ``b`` (C), and the standardisation's ``mean`` / ``std``."""
@@ -293,6 +292,8 @@ class Probe:
                                   C.byref(h)), holder._ctx)
         pr = cls(h, holder._ctx, holder)
         pr.n_classes, pr.dim = C_, X.shape[1]
+        if model is not None:
+            model.adopt(pr)
         return pr
 
     def _arr(self, i: int, shape: Tuple[int, ...]) -> Optional[np.ndarray]:
@@ -327,13 +328,10 @@ class Probe:
     def accuracy(self, X: np.ndarray, y: Sequence[int]) -> float:
         return self.evaluate(X, y)[0]
 
-    def close(self) -> None:
+    def _release(self) -> None:
         if getattr(self, "_p", None):
             lib.cvene_probe_free(self._p)
             self._p = C.c_void_p()
-
-    def __del__(self) -> None:
-        self.close()
 
 
 class _CtxHolder:

@@ -186,3 +186,42 @@ def test_torch_interop(small):
     pv = cvene.IntervenableModel({"representations": [{"layer": 1, "component": "block_output"}]}, small)
     _, o = pv({"input_ids": ids}, [{"input_ids": ids.flip(1)}], unit_locations={"sources->base": (1, 2)})
     assert isinstance(o.logits, torch.Tensor)
+
+
+def test_close_and_finalization_order(tmp_path):
+    """closing a model closes what depends on it; and whatever order Python finalizes objects in
+    (cyclic garbage, interpreter exit), no C object is freed before what points into it (a trainer
+    before its config, a config before its model's context): run in a subprocess, since getting it
+    wrong is a segfault"""
+    import subprocess
+    import sys
+    m = cvene.load(FIXTURES / "gpt2" / "small" / "model")
+    pv = cvene.IntervenableModel({"representations": [{"layer": 1, "component": "block_output"}]}, m)
+    m.close()
+    with pytest.raises(ValueError, match="closed"):
+        m.forward([[1, 2]])
+    with pytest.raises(ValueError, match="closed"):
+        pv({"input_ids": [[1, 2]]}, [{"input_ids": [[2, 1]]}], unit_locations={"sources->base": 1})
+    script = tmp_path / "cycle.py"
+    script.write_text(f"""
+import gc, cvene
+ns = {{}}
+code = '''
+model = cvene.load({str(FIXTURES / "gpt2" / "small" / "model")!r})
+das = cvene.IntervenableModel({{"representations": [{{"layer": 0, "component": "block_output",
+    "intervention_type": "LowRankRotatedSpaceIntervention", "low_rank_dimension": 1}}]}}, model)
+trainer = cvene.Trainer(das, max_steps=1, batch_size=2)
+trainer.fit([{{"base": [1, 2, 3], "source": [4, 5, 6], "base_pos": 1, "source_pos": 1, "label": 7}}])
+data = cvene.Dataset(model, [{{"base": [1, 2], "source": [3, 4], "label": 5}}])
+tok_free = model.forward([[1, 2]])
+def f(): return model  # ns <-> f: everything in ns is cyclic garbage now
+'''
+exec(code, {{"cvene": cvene, "__builtins__": __builtins__}}, ns)
+ns["self"] = ns
+del ns
+gc.collect()
+print("collected")
+""")
+    env = {**__import__("os").environ}
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "collected" in r.stdout, r.stderr[-2000:]
