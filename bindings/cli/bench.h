@@ -48,6 +48,8 @@ typedef struct {
 } bench_stats;
 int bench_time(bench_env *e, const char *what, bench_fn fn, void *arg, int warmup, int repeat, bench_stats *st);
 void bench_stats_free(bench_stats *st);
+/* median, min and max of st's n samples; 0, or -1 (none, or out of memory) */
+int bench_stats_summarise(bench_stats *st);
 /* Records a measurement in the document: name, its seconds, and the rate work / median in unit
  * (e.g. 4096 "tokens/s"; work 0: no rate). Returns the entry (to add keys to). */
 cJSON *bench_record(bench_env *e, const char *name, const bench_stats *st, double work, const char *unit);

@@ -185,19 +185,30 @@ int bench_time(bench_env *e, const char *what, bench_fn fn, void *arg, int warmu
         }
         st->samples[st->n++] = cli_now() - t0;
     }
-    double *s = malloc(sizeof(double) * (size_t)repeat);
-    if (!s) {
+    if (bench_stats_summarise(st)) {
         bench_stats_free(st);
         return -1;
     }
-    memcpy(s, st->samples, sizeof(double) * (size_t)repeat);
-    for (int i = 1; i < repeat; i++) /* insertion sort: repeat is small */
-        for (int j = i; j > 0 && s[j] < s[j - 1]; j--) {
-            double t = s[j];
-            s[j] = s[j - 1], s[j - 1] = t;
-        }
-    st->min = s[0], st->max = s[repeat - 1];
-    st->median = repeat % 2 ? s[repeat / 2] : 0.5 * (s[repeat / 2 - 1] + s[repeat / 2]);
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int bench_stats_summarise(bench_stats *st) {
+    if (st->n < 1) return -1;
+    double *s = malloc(sizeof(double) * (size_t)st->n);
+    if (!s) {
+        fprintf(stderr, "cvene bench: out of memory\n");
+        return -1;
+    }
+    memcpy(s, st->samples, sizeof(double) * (size_t)st->n);
+    qsort(s, (size_t)st->n, sizeof(double), cmp_double);
+    const int n = st->n;
+    st->min = s[0], st->max = s[n - 1];
+    st->median = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
     free(s);
     return 0;
 }

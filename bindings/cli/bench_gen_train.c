@@ -134,7 +134,11 @@ int bench_train(bench_env *e) {
     tp.seed = e->a.seed;
     tp.max_steps = (int64_t)(W + R) * S;
     clk.cap = tp.max_steps;
-    if (!(clk.t = malloc(sizeof(double) * (size_t)clk.cap))) goto done;
+    if (!(clk.t = malloc(sizeof(double) * (size_t)clk.cap))) {
+        fprintf(stderr, "cvene bench train: out of memory for %lld step times (--warmup + --repeat) x --steps\n",
+                (long long)clk.cap);
+        goto done;
+    }
     tp.progress = on_step, tp.progress_user = &clk;
     if (cvene_trainer_new(e->m, cfg, &tp, &t) != CVENE_OK) {
         fprintf(stderr, "cvene bench train: the config cannot train on this model: %s\n", cvene_ctx_error(e->ctx));
@@ -158,20 +162,10 @@ int bench_train(bench_env *e) {
         const int64_t a = (int64_t)(W + r) * S; /* steps done before this run */
         st.samples[st.n++] = clk.t[a + S - 1] - (a ? clk.t[a - 1] : t0);
     }
-    double *sorted = malloc(sizeof(double) * (size_t)R);
-    if (!sorted) {
+    if (bench_stats_summarise(&st)) {
         bench_stats_free(&st);
         goto done;
     }
-    memcpy(sorted, st.samples, sizeof(double) * (size_t)R);
-    for (int a = 1; a < R; a++)
-        for (int b = a; b > 0 && sorted[b] < sorted[b - 1]; b--) {
-            double x = sorted[b];
-            sorted[b] = sorted[b - 1], sorted[b - 1] = x;
-        }
-    st.min = sorted[0], st.max = sorted[R - 1];
-    st.median = R % 2 ? sorted[R / 2] : 0.5 * (sorted[R / 2 - 1] + sorted[R / 2]);
-    free(sorted);
     char name[96];
     snprintf(name, sizeof name, "%d optimizer steps (batch %d)", S, tp.batch_size);
     bench_record(e, name, &st, S, "steps/s");

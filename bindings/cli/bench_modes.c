@@ -234,21 +234,20 @@ int bench_run(bench_env *e) {
     cJSON *per = cJSON_AddArrayToObject(e->derived, "per_intervention_us");
     double in_iv = 0; /* the interventions' own time: the rest of the overhead is the request's set-up */
     for (int k = 0; t && k < n_iv; k++) {
-        double *v = t + (size_t)k * e->a.repeat;
-        for (int a = 1; a < e->a.repeat; a++)
-            for (int b = a; b > 0 && v[b] < v[b - 1]; b--) {
-                double x = v[b];
-                v[b] = v[b - 1], v[b - 1] = x;
-            }
+        bench_stats pst = {0, 0, 0, t + (size_t)k * e->a.repeat, e->a.repeat};
+        if (bench_stats_summarise(&pst)) {
+            free(t);
+            goto done;
+        }
         const cvene_representation *r = cvene_config_get(j.cfg, k);
         cJSON *o = cJSON_CreateObject();
         char where[96];
         snprintf(where, sizeof where, "%d: %s at layer %d %s", k, cvene_intervention_type_name(r->type),
                  r->layer, cvene_component_name(r->component));
         cJSON_AddStringToObject(o, "intervention", where);
-        cJSON_AddNumberToObject(o, "median_us", 1e6 * v[e->a.repeat / 2]);
+        cJSON_AddNumberToObject(o, "median_us", 1e6 * pst.median);
         cJSON_AddItemToArray(per, o);
-        in_iv += v[e->a.repeat / 2];
+        in_iv += pst.median;
     }
     const cJSON *ov = cJSON_GetObjectItemCaseSensitive(e->derived, "overhead_us");
     cJSON_AddNumberToObject(e->derived, "overhead_us_outside_interventions", ov->valuedouble - 1e6 * in_iv);
