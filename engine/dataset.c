@@ -15,6 +15,7 @@ cvene_status cvene_dataset_new(cvene_ctx *ctx, cvene_dataset **out) {
     *out = calloc(1, sizeof **out);
     if (!*out) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     (*out)->ctx = ctx;
+    (*out)->uid = ++ctx->serial;
     return CVENE_OK;
 }
 
@@ -79,6 +80,7 @@ cvene_status cvene_dataset_add(cvene_dataset *d, const cvene_example *e) {
     x->label = e->label;
     x->label_pos = e->label_pos < 0 ? e->base_len - 1 : e->label_pos;
     d->n++;
+    d->uid = ++ctx->serial; /* new content: a trainer's caches of the old one no longer apply */
     return CVENE_OK;
 }
 

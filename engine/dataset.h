@@ -15,6 +15,8 @@ typedef struct {
 
 struct cvene_dataset {
     cvene_ctx *ctx;
+    uint64_t uid;  /* this content's identity (a new one on every add): what a trainer's caches were built
+                    * from, safe against a freed dataset's address being reused */
     ds_example *ex;
     int n;
     size_t cap_ex;

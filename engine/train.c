@@ -144,7 +144,7 @@ int train_live_rows(const cvene_trainer *t) { return t->kv != NULL; }
 
 void train_full_rows(cvene_trainer *t) {
     t->live = 0;
-    t->cached = NULL; /* the caches follow */
+    t->cached_uid = 0; /* the caches follow */
 }
 
 /* ---- the pass ---- */
@@ -430,16 +430,7 @@ cvene_status train_gradients(cvene_trainer *t, const cvene_dataset *d, const int
     return CVENE_OK;
 }
 
-double cvene_trainer_rows_fraction(const cvene_trainer *t) {
-    if (!t || !t->cached) return 0;
-    const cvene_dataset *d = t->cached;
-    double all = 0, run = 0;
-    for (int e = 0; e < d->n; e++) {
-        all += d->ex[e].base_len;
-        run += d->ex[e].base_len - (t->kv_cache ? t->start[e] : 0);
-    }
-    return all > 0 ? run / all : 0;
-}
+double cvene_trainer_rows_fraction(const cvene_trainer *t) { return t && t->cached_uid ? t->rows_fraction : 0; }
 
 const double *cvene_trainer_losses(const cvene_trainer *t, int64_t *n) {
     if (n) *n = t ? t->n_losses : 0;

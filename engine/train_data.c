@@ -156,7 +156,7 @@ static cvene_status kv_forward(cvene_trainer *t, const cvene_dataset *d, const i
 }
 
 cvene_status train_build_caches(cvene_trainer *t, const cvene_dataset *d) {
-    if (t->cached == d) return CVENE_OK;
+    if (t->cached_uid == d->uid) return CVENE_OK;
     cvene_backend *be = t->ctx->be;
     const cvene_model_info mi = cvene_model_get_info(t->m);
     /* examples must fit the model and agree on their unit count */
@@ -258,7 +258,15 @@ cvene_status train_build_caches(cvene_trainer *t, const cvene_dataset *d) {
             st = kv_forward(t, d, src + e0, d->n - e0 < chunk ? d->n - e0 : chunk);
     }
     free(idx), free(src), free(by);
-    if (st == CVENE_OK) t->cached = d;
+    if (st == CVENE_OK) {
+        double all = 0, run = 0;
+        for (int e = 0; e < d->n; e++) {
+            all += d->ex[e].base_len;
+            run += d->ex[e].base_len - (t->kv_cache ? t->start[e] : 0);
+        }
+        t->rows_fraction = all > 0 ? run / all : 0;
+        t->cached_uid = d->uid;
+    }
     return st;
 }
 

@@ -33,8 +33,9 @@ struct cvene_trainer {
     int l0;                   /* first layer of the training pass */
     int C, V, n_max, T_max;   /* n_max: units per intervention per batch */
     int T_buf, n_pos_buf;     /* what the batch buffers were sized for */
-    /* the cached dataset */
-    const cvene_dataset *cached;
+    /* the cached dataset: its uid (0: none), and the share of its token rows a step runs */
+    uint64_t cached_uid;
+    double rows_fraction;
     float *prefix;            /* residual entering l0 of every example, packed (device) */
     size_t *prefix_off;       /* per example, in floats */
     /* live rows (model_train_pass): only rows from an example's first intervened (or loss) position

@@ -13,6 +13,7 @@ struct cvene_ctx {
     cvene_ctx_params params;
     cvene_backend *be;  /* op table + device state; owned */
     char err[CVENE_ERR_LEN];
+    uint64_t serial;    /* the last identity handed out (a dataset's uid) */
 };
 
 /* Record a message on ctx and return status (printf-style). ctx may be NULL. */

@@ -1144,4 +1144,50 @@ TEST(TrainerInput, DatasetsOfOtherLengths) {
     cvene_dataset_free(short_a), cvene_dataset_free(long_a), cvene_dataset_free(long_b);
 }
 
+// The trainer's caches belong to a dataset's content, not its address: examples added after a
+// cache was built are seen, and a dataset freed and replaced by another (which malloc may put at
+// the same address, as Python's temporaries do) is not mistaken for it. The reference is a second
+// trainer that only ever saw the final dataset.
+TEST(TrainerInput, CachesFollowTheDatasetsContentNotItsAddress) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    auto add = [](cvene_dataset *d, int n, uint32_t seed) {
+        for (int e = 0; e < n; e++) {
+            std::vector<int32_t> b(5), src(5);
+            for (int q = 0; q < 5; q++) b[q] = (seed = seed * 1664525u + 1013904223u) >> 24, src[q] = (b[q] * 7 + 3) % 256;
+            int pos = e % 5;
+            cvene_example x = {b.data(), 5, src.data(), 5, &pos, &pos, 1, (int)(seed >> 20) % 256, -1};
+            EXPECT_EQ(cvene_dataset_add(d, &x), CVENE_OK);
+        }
+    };
+    Small a, b;
+    ASSERT_EQ(a.make("LowRankRotatedSpaceIntervention", 0, 2), CVENE_OK) << a.L.error();
+    ASSERT_EQ(b.make("LowRankRotatedSpaceIntervention", 0, 2), CVENE_OK) << b.L.error();
+    double acc = 0, loss = 0, acc_ref = 0, loss_ref = 0;
+    cvene_dataset *d = nullptr, *ref = nullptr;
+    ASSERT_EQ(cvene_dataset_new(a.L.ctx, &d), CVENE_OK);
+    add(d, 4, 7);
+    ASSERT_EQ(cvene_trainer_evaluate(a.T.t, d, &acc, &loss), CVENE_OK) << a.L.error();
+    add(d, 6, 8); // 10 examples now
+    ASSERT_EQ(cvene_trainer_evaluate(a.T.t, d, &acc, &loss), CVENE_OK) << a.L.error();
+    ASSERT_EQ(cvene_dataset_new(b.L.ctx, &ref), CVENE_OK);
+    add(ref, 4, 7), add(ref, 6, 8);
+    ASSERT_EQ(cvene_trainer_evaluate(b.T.t, ref, &acc_ref, &loss_ref), CVENE_OK) << b.L.error();
+    EXPECT_NEAR(loss, loss_ref, 1e-6 * std::fabs(loss_ref));
+    EXPECT_EQ(acc, acc_ref);
+    // freed, then another dataset of other examples (any address, the same one included)
+    cvene_dataset_free(d);
+    for (int round = 0; round < 4; round++) {
+        cvene_dataset *e = nullptr, *e_ref = nullptr;
+        ASSERT_EQ(cvene_dataset_new(a.L.ctx, &e), CVENE_OK);
+        add(e, 3 + round, 100 + round);
+        ASSERT_EQ(cvene_trainer_evaluate(a.T.t, e, &acc, &loss), CVENE_OK) << a.L.error();
+        ASSERT_EQ(cvene_dataset_new(b.L.ctx, &e_ref), CVENE_OK);
+        add(e_ref, 3 + round, 100 + round);
+        ASSERT_EQ(cvene_trainer_evaluate(b.T.t, e_ref, &acc_ref, &loss_ref), CVENE_OK) << b.L.error();
+        EXPECT_NEAR(loss, loss_ref, 1e-6 * std::fabs(loss_ref)) << "round " << round;
+        cvene_dataset_free(e), cvene_dataset_free(e_ref);
+    }
+    cvene_dataset_free(ref);
+}
+
 } // namespace

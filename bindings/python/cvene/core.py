@@ -27,6 +27,7 @@ def _dtype_code(dtype: Any) -> int:
 
 
 def is_torch(x: Any) -> bool:
+    """x is a torch object (checked without importing torch)"""
     return type(x).__module__.startswith("torch")
 
 
@@ -77,7 +78,10 @@ def copy_out(address: int, shape: tuple, dtype: Any = np.float32) -> np.ndarray:
 class Model(_lib.Handle):
     """A model loaded from a local Hugging Face directory (config.json + model.safetensors; GPT-2,
     GPT-NeoX / Pythia, pyvene's GRU) on a device. Use ``cvene.load``. Nothing is read from the
-    network. The model and its context are freed by ``close()`` (or when garbage-collected)."""
+    network. The model and its context are freed by ``close()`` (or when garbage-collected), after
+    everything built on it. Attributes: ``arch`` ("gpt2", "gpt_neox", "gru"), ``n_layer``, ``n_head``,
+    ``n_embd``, ``n_inner``, ``vocab_size`` (the logits' last dimension), ``n_positions``, ``n_params``,
+    ``path``, ``device``."""
 
     def __init__(self, path: Union[str, os.PathLike], device: str = "cpu", dtype: Any = None, threads: int = 0,
                  cuda_device: int = 0):

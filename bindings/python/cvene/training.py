@@ -279,6 +279,10 @@ class Probe(_lib.Handle):
     def fit(cls, X: np.ndarray, y: Sequence[int], n_classes: Optional[int] = None, *, steps: int = 300,
             lr: float = 1e-2, weight_decay: float = 0.0, standardize: bool = True,
             model: Optional[Model] = None) -> "Probe":
+        """Fit on X (N, D) float32 with labels y in [0, n_classes) (default: max(y) + 1): W and b from
+        zero, ``steps`` full-batch Adam steps (torch's defaults, ``lr``) on the mean cross-entropy plus
+        ``weight_decay`` on W; ``standardize`` z-scores each feature with the training mean / std.
+        ``model``: tie the probe's lifetime to that model's context (else it has its own)."""
         X = np.ascontiguousarray(X, dtype=np.float32)
         yy = as_i32(y, "y", ndim=1)
         if X.ndim != 2 or X.shape[0] != yy.size:
@@ -302,18 +306,22 @@ class Probe(_lib.Handle):
 
     @property
     def W(self) -> np.ndarray:
+        """the weights (n_classes, D)"""
         return self._arr(0, (self.n_classes, self.dim))
 
     @property
     def b(self) -> np.ndarray:
+        """the bias (n_classes,)"""
         return self._arr(1, (self.n_classes,))
 
     @property
     def mean(self) -> Optional[np.ndarray]:
+        """the standardisation's mean (D,), or None without it"""
         return self._arr(2, (self.dim,))
 
     @property
     def std(self) -> Optional[np.ndarray]:
+        """the standardisation's deviation (D,), or None without it"""
         return self._arr(3, (self.dim,))
 
     def evaluate(self, X: np.ndarray, y: Sequence[int]) -> Tuple[float, float]:
@@ -326,6 +334,7 @@ class Probe(_lib.Handle):
         return acc.value, loss.value
 
     def accuracy(self, X: np.ndarray, y: Sequence[int]) -> float:
+        """the fraction of X's rows whose top class is their label"""
         return self.evaluate(X, y)[0]
 
     def _release(self) -> None:
