@@ -328,21 +328,21 @@ static cvene_status diagnose_site(run_state *s, cvene_component comp, int layer,
 /* A profiled request (cvene_request_set_profile) times each intervention's calls: the device
  * is synchronised before (so the forward's own work is not counted) and after (so queued
  * launches are). prof_begin returns the start, or 0 when not profiling. */
-static double prof_begin(run_state *s) {
-    if (!s->profile) return 0;
-    cvene_backend *be = s->ctx->be;
-    if (be->ops->sync(be) != CVENE_OK) return 0;
+static double mono_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static double prof_begin(run_state *s) {
+    if (!s->profile) return 0;
+    cvene_backend *be = s->ctx->be;
+    return be->ops->sync(be) == CVENE_OK ? mono_now() : 0;
 }
 static void prof_end(run_state *s, int i, double t0) {
     if (!s->profile || t0 == 0 || !s->res->iv_seconds) return;
     cvene_backend *be = s->ctx->be;
     (void)be->ops->sync(be);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    s->res->iv_seconds[i] += (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec - t0;
+    s->res->iv_seconds[i] += mono_now() - t0;
 }
 
 int iv_on_site(void *user, cvene_component comp, int layer, cvene_tensor_view *t) {
