@@ -69,9 +69,9 @@ def test_trace_equals_the_torch_trace(demo):
 
 
 def test_sweep_fast_equals_naive(small):
-    # plumbing of cvene.sweep's arguments: the naive path (one full forward per site, checked against
-    # pyvene's patching in tests/test_sweep.cpp) is the reference for the fast one; the torch trace
-    # above is this function's independent reference
+    # plumbing of cvene.sweep's arguments: the naive path (one full forward per site, each a plain
+    # forward with one patch) is the reference for the fast one, as in tests/test_sweep.cpp; the torch
+    # trace above is this function's independent reference
     base, source = [11, 42, 7, 300, 99, 5], [200, 3, 77, 150, 31, 90]
     fast = cvene.sweep(small, base, source, metric="logit-diff", token=5, token_b=9)
     naive = cvene.sweep(small, base, source, metric="logit-diff", token=5, token_b=9, naive=True)
