@@ -27,6 +27,7 @@
 #include "kernels/ctx.h"
 #include "kernels/tensor.h"
 #include "engine/numpy_random.h"
+#include "engine/sweep_internal.h"
 #include "models/model.h"
 
 cvene_sweep_params cvene_sweep_default_params(void) {
@@ -179,8 +180,8 @@ static double metric(const sweep_state *s, const float *logits) {
     return kl;
 }
 
-static cvene_status check_params(cvene_ctx *ctx, const cvene_model_info *mi, const cvene_sweep_params *p, int T,
-                                 const int32_t *base, const int32_t *src) {
+cvene_status sweep_check_params(cvene_ctx *ctx, const cvene_model_info *mi, const cvene_sweep_params *p, int T,
+                                const int32_t *base, const int32_t *src) {
     if (T <= 0 || T > mi->n_positions)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep: prompt length %d must be in [1, %d]", T, mi->n_positions);
     for (int t = 0; t < T; t++)
@@ -197,8 +198,10 @@ static cvene_status check_params(cvene_ctx *ctx, const cvene_model_info *mi, con
                           "mlp_output, mlp_activation, attention_value_output, head_attention_value_output)",
                           cvene_component_name(p->component));
     }
-    if (p->component == CVENE_HEAD_ATTENTION_VALUE_OUTPUT && (p->head < 0 || p->head >= mi->n_head))
-        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep: head %d is out of range [0, %d)", p->head, mi->n_head);
+    if (p->component == CVENE_HEAD_ATTENTION_VALUE_OUTPUT && p->head != CVENE_ALL_HEADS &&
+        (p->head < 0 || p->head >= mi->n_head))
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep: head %d is out of range [0, %d) (or CVENE_ALL_HEADS, -1)",
+                          p->head, mi->n_head);
     if (p->metric < CVENE_METRIC_LOGIT_DIFF || p->metric > CVENE_METRIC_KL)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep: unknown metric %d", (int)p->metric);
     if (p->metric != CVENE_METRIC_KL && (p->token < 0 || p->token >= mi->vocab_size))
@@ -305,6 +308,7 @@ struct cvene_sweep_session {
     int *positions, *subject;
     int32_t *position_ids;     /* (T) copy of p->position_ids, or NULL */
     int np, n_samples, fast;
+    int nh, dh;                /* heads scored per layer (n_head with CVENE_ALL_HEADS, else 1), head width */
     int32_t *base;             /* (T) the base prompt (trace: the clean prompt) */
     float *caches;             /* per sample: resid (L+1)TC, kc LTC, vc LTC (device) */
     double *noise;             /* per sample: (n_subject, C) (host) */
@@ -354,7 +358,7 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
     cvene_ctx *ctx = m->ctx;
     cvene_backend *be = ctx->be;
     cvene_model_info mi = cvene_model_get_info(m);
-    CVENE_TRY(check_params(ctx, &mi, p, T, base_ids, source_ids));
+    CVENE_TRY(sweep_check_params(ctx, &mi, p, T, base_ids, source_ids));
     cvene_sweep_session *ss = calloc(1, sizeof *ss);
     if (!ss) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     const int L = mi.n_layer, C = mi.n_embd, V = mi.vocab_size;
@@ -368,7 +372,9 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
     s->p = &ss->p, s->T = T, s->L = L, s->C = C, s->V = V;
     s->phys = head ? CVENE_ATTENTION_VALUE_OUTPUT : p->component;
     s->D = p->component == CVENE_MLP_ACTIVATION ? mi.n_inner : C;
-    s->off = head ? p->head * (C / mi.n_head) : 0;
+    ss->nh = head && p->head == CVENE_ALL_HEADS ? mi.n_head : 1;
+    ss->dh = C / mi.n_head;
+    s->off = head && ss->nh == 1 ? p->head * ss->dh : 0;
     s->len = head ? C / mi.n_head : s->D;
     /* Automatic batch: the rows of a resumed forward are padded to its longest (its earliest
      * patched position), so on the CPU, where every padded token costs its FLOPs, small batches
@@ -396,7 +402,7 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
     ss->last = malloc(sizeof(float) * (size_t)max_batch * V);
     ss->row_pos = malloc(sizeof(int) * (size_t)max_batch);
     ss->order = malloc(sizeof(pos_idx) * (size_t)ss->np);
-    ss->acc = malloc(sizeof(double) * (size_t)ss->np);
+    ss->acc = malloc(sizeof(double) * (size_t)ss->np * ss->nh);
     if (!s->kp || !s->vp || !s->src_logp || !s->h_idx || (p->trace && !s->on_host && !s->host_rows) ||
         !ss->positions || !ss->base || (p->position_ids && !ss->position_ids) || (p->trace && (!ss->noise || !ss->subject)) || !ss->logits_full ||
         !ss->last || !ss->row_pos || !ss->order || !ss->acc) {
@@ -506,67 +512,73 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
     int *row_pos = ss->row_pos;
     float *last = ss->last;
     cvene_status st = CVENE_OK;
-    for (int k = 0; k < np; k++) ss->acc[k] = 0;
+    const int nh = ss->nh;
+    for (int k = 0; k < np * nh; k++) ss->acc[k] = 0;
     uint64_t sites[CVENE_N_COMPONENTS];
-    for (int smp = 0; smp < ss->n_samples && st == CVENE_OK; smp++) {
-        use_sample(ss, smp);
-        for (int k0 = 0; k0 < np && st == CVENE_OK; k0 += per) {
-            int nb = np - k0 < per ? np - k0 : per;
-            for (int b = 0; b < nb; b++) row_pos[b] = ss->order[k0 + b].pos;
-            if (!ss->fast) { /* reference: one full forward per site */
-                for (int b = 0; b < nb && st == CVENE_OK; b++) {
-                    s->pos = &row_pos[b], s->past = 0, s->patching = 1, s->add_noise = 1;
-                    memset(sites, 0, sizeof sites);
-                    for (int q = s->lo; q < s->hi; q++) sites[s->phys] |= 1ull << q;
-                    sites[CVENE_BLOCK_INPUT] |= 1; /* noise */
-                    st = upload_index(s, 1, 0, T);
-                    if (st == CVENE_OK) st = full_forward(s, ss->base, 1, ss->logits_full, last + (size_t)b * V, sites);
+    for (int hh = 0; hh < nh && st == CVENE_OK; hh++) {
+        double *acc = ss->acc + (size_t)hh * np;
+        if (nh > 1) s->off = hh * ss->dh; /* every head: the same caches, another slice of the source */
+        for (int smp = 0; smp < ss->n_samples && st == CVENE_OK; smp++) {
+            use_sample(ss, smp);
+            for (int k0 = 0; k0 < np && st == CVENE_OK; k0 += per) {
+                int nb = np - k0 < per ? np - k0 : per;
+                for (int b = 0; b < nb; b++) row_pos[b] = ss->order[k0 + b].pos;
+                if (!ss->fast) { /* reference: one full forward per site */
+                    for (int b = 0; b < nb && st == CVENE_OK; b++) {
+                        s->pos = &row_pos[b], s->past = 0, s->patching = 1, s->add_noise = 1;
+                        memset(sites, 0, sizeof sites);
+                        for (int q = s->lo; q < s->hi; q++) sites[s->phys] |= 1ull << q;
+                        sites[CVENE_BLOCK_INPUT] |= 1; /* noise */
+                        st = upload_index(s, 1, 0, T);
+                        if (st == CVENE_OK) st = full_forward(s, ss->base, 1, ss->logits_full, last + (size_t)b * V, sites);
+                        ss->sum.forwards++;
+                    }
+                    s->pos = row_pos;
+                } else {
+                    cvene_backend *be = s->be;
+                    int past = row_pos[0], Tq = T - past;
+                    st = upload_index(s, nb, past, Tq);
+                    /* every row: x (nb, Tq, C) = the base residual entering `start` at positions >= past
+                     * (one iv_units op: nb units of Tq rows, all reading the same rows of resid) */
+                    if (st == CVENE_OK)
+                        st = be->ops->iv_units(be, ss->x, s->d_idx + 2 * max_batch, C, s->resid + start * TC,
+                                               s->d_idx + 3 * max_batch, C, NULL, NULL, NULL, nb, Tq, C, CVENE_IVOP_VANILLA);
+                    /* direct: row b's position pos[b] takes the source's vector (D = C, off = 0 here) */
+                    if (st == CVENE_OK && direct)
+                        st = be->ops->iv_units(be, ss->x, s->d_idx, 0, s->src + (size_t)l * TC, s->d_idx + max_batch, 0,
+                                               NULL, NULL, NULL, nb, 1, C, CVENE_IVOP_VANILLA);
+                    cvene_resume rs = {start, past, ss->x, s->kp, s->vp, 1, narrow ? cols : NULL, narrow ? 2 : 0,
+                                       ss->position_ids};
+                    cvene_run_opts o;
+                    memset(&o, 0, sizeof o);
+                    o.logits = last;
+                    if (!direct) {
+                        for (int q = s->lo; q < s->hi; q++) o.sites[s->phys] |= 1ull << q;
+                        o.site_fn = on_site;
+                        o.site_user = s;
+                        s->past = past, s->patching = 1, s->add_noise = 0;
+                    }
+                    if (st == CVENE_OK) st = site_status(s, m->vt->forward_from(m, &rs, nb, T, &o));
                     ss->sum.forwards++;
                 }
-                s->pos = row_pos;
-            } else {
-                cvene_backend *be = s->be;
-                int past = row_pos[0], Tq = T - past;
-                st = upload_index(s, nb, past, Tq);
-                /* every row: x (nb, Tq, C) = the base residual entering `start` at positions >= past
-                 * (one iv_units op: nb units of Tq rows, all reading the same rows of resid) */
-                if (st == CVENE_OK)
-                    st = be->ops->iv_units(be, ss->x, s->d_idx + 2 * max_batch, C, s->resid + start * TC,
-                                           s->d_idx + 3 * max_batch, C, NULL, NULL, NULL, nb, Tq, C, CVENE_IVOP_VANILLA);
-                /* direct: row b's position pos[b] takes the source's vector (D = C, off = 0 here) */
-                if (st == CVENE_OK && direct)
-                    st = be->ops->iv_units(be, ss->x, s->d_idx, 0, s->src + (size_t)l * TC, s->d_idx + max_batch, 0,
-                                           NULL, NULL, NULL, nb, 1, C, CVENE_IVOP_VANILLA);
-                cvene_resume rs = {start, past, ss->x, s->kp, s->vp, 1, narrow ? cols : NULL, narrow ? 2 : 0,
-                                   ss->position_ids};
-                cvene_run_opts o;
-                memset(&o, 0, sizeof o);
-                o.logits = last;
-                if (!direct) {
-                    for (int q = s->lo; q < s->hi; q++) o.sites[s->phys] |= 1ull << q;
-                    o.site_fn = on_site;
-                    o.site_user = s;
-                    s->past = past, s->patching = 1, s->add_noise = 0;
+                for (int b = 0; b < nb && st == CVENE_OK; b++) {
+                    double sc = narrow ? (double)last[2 * b] - last[2 * b + 1] : metric(s, last + (size_t)b * V);
+                    acc[ss->order[k0 + b].idx] += sc / ss->n_samples;
                 }
-                if (st == CVENE_OK) st = site_status(s, m->vt->forward_from(m, &rs, nb, T, &o));
-                ss->sum.forwards++;
+                s->patching = 0;
+                ss->done += nb;
+                if (p->progress && st == CVENE_OK) p->progress(p->progress_user, ss->done, 0);
             }
-            for (int b = 0; b < nb && st == CVENE_OK; b++) {
-                double sc = narrow ? (double)last[2 * b] - last[2 * b + 1] : metric(s, last + (size_t)b * V);
-                ss->acc[ss->order[k0 + b].idx] += sc / ss->n_samples;
-            }
-            s->patching = 0;
-            ss->done += nb;
-            if (p->progress && st == CVENE_OK) p->progress(p->progress_user, ss->done, 0);
         }
     }
     if (st != CVENE_OK) return st;
-    for (int k = 0; k < np; k++)
+    for (int k = 0; k < np * nh; k++)
         if (!isfinite(ss->acc[k]) || fabs(ss->acc[k]) > 3.4028234663852886e38)
-            return cvene_fail(m->ctx, CVENE_ERR_NUMERIC, "sweep: the score of layer %d, position %d is not finite "
-                              "(%g): the patched run overflowed", l, ss->positions[k], ss->acc[k]);
-    for (int k = 0; k < np; k++) scores[k] = (float)ss->acc[k];
-    ss->sum.sites += np;
+            return cvene_fail(m->ctx, CVENE_ERR_NUMERIC, "sweep: the score of layer %d, position %d%s is not finite "
+                              "(%g): the patched run overflowed", l, ss->positions[k % np], nh > 1 ? " (some head)" : "",
+                              ss->acc[k]);
+    for (int k = 0; k < np * nh; k++) scores[k] = (float)ss->acc[k];
+    ss->sum.sites += (int64_t)np * nh;
     return CVENE_OK;
 }
 
@@ -580,8 +592,9 @@ cvene_status cvene_sweep(cvene_model *m, const int32_t *base_ids, const int32_t 
     int nl = p->layers ? p->n_layers : mi.n_layer;
     cvene_status st = CVENE_OK;
     for (int li = 0; li < nl && st == CVENE_OK; li++)
-        st = cvene_sweep_layer(ss, p->layers ? p->layers[li] : li, scores + (size_t)li * ss->np);
+        st = cvene_sweep_layer(ss, p->layers ? p->layers[li] : li, scores + (size_t)li * ss->np * ss->nh);
     if (st == CVENE_OK && summary) *summary = ss->sum;
     cvene_sweep_end(ss);
     return st;
 }
+

@@ -486,13 +486,15 @@ void cvene_generation_free(cvene_generation *g);
  * layers below it, and positions before it (their keys/values are cached), and
  * packs many sites into one batched forward. `naive` runs one full forward per
  * site instead (the reference the fast path is tested against). */
+#define CVENE_ALL_HEADS (-1) /* cvene_sweep_params.head: every head (scores gain a head dimension) */
 typedef enum { CVENE_METRIC_LOGIT_DIFF = 0, CVENE_METRIC_PROB = 1, CVENE_METRIC_KL = 2 } cvene_metric;
 typedef void (*cvene_progress_fn)(void *user, int64_t done, int64_t total);
 
 typedef struct {
     cvene_component component; /* block_output (default), block_input, attention_output, mlp_output,
                                   mlp_activation, attention_value_output, head_attention_value_output */
-    int head;                  /* head_attention_value_output: which head */
+    int head;                  /* head_attention_value_output: which head, or CVENE_ALL_HEADS: every head,
+                                  scores then (n_layers, n_head, n_positions) */
     cvene_metric metric;       /* LOGIT_DIFF: logit[token] - logit[token_b]; PROB: p(token);
                                   KL: KL(source || patched) over the vocabulary */
     int32_t token, token_b;
@@ -531,10 +533,21 @@ cvene_sweep_params cvene_sweep_default_params(void);
 cvene_status cvene_sweep(cvene_model *m, const int32_t *base_ids, const int32_t *source_ids, int T,
                          const cvene_sweep_params *p, float *scores, cvene_sweep_summary *summary);
 
+/* Attribution patching (AtP; Nanda 2023, Kramar et al. 2024): cvene_sweep's scores estimated to
+ * first order from one source forward, one base forward and one backward of the metric:
+ *   score(l, t) ~= metric(base) + (a_src(l, t) - a_base(l, t)) . dmetric/da(l, t) at the base run,
+ * a the component's vector at (layer l, position t) (a head's slice of attention_value_output for
+ * head_attention_value_output; every head with CVENE_ALL_HEADS). Same params, units and layout as
+ * cvene_sweep, so the two can be compared site by site; trace, window != 1 and naive are refused.
+ * GPT-2 and GPT-NeoX (models with a backward pass) in f32; summary->forwards counts the passes (3: the
+ * source, the base up to layer 0's input, the base's training pass; plus one backward). */
+cvene_status cvene_sweep_atp(cvene_model *m, const int32_t *base_ids, const int32_t *source_ids, int T,
+                             const cvene_sweep_params *p, float *scores, cvene_sweep_summary *summary);
+
 /* The same one layer at a time (progress, interruption, resume): begin runs
  * the source and base forwards once and keeps their caches (one base cache per
  * noise sample); each cvene_sweep_layer scores one layer's positions into
- * scores (n_positions). params->layers is ignored here. The session copies the
+ * scores (n_positions; (n_head, n_positions) with CVENE_ALL_HEADS). params->layers is ignored here. The session copies the
  * params and ids; free it with cvene_sweep_end. progress gets the sites done so
  * far (total 0). */
 typedef struct cvene_sweep_session cvene_sweep_session;

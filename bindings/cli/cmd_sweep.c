@@ -44,8 +44,8 @@ static void show_progress(void *user, int64_t done, int64_t total) {
 typedef struct {
     const char *model, *out, *component, *metric;
     const char *base_text, *source_text, *base_ids, *source_ids, *subject_text, *subject_pos;
-    const char *token_text, *token_b_text, *layers, *positions, *device, *dtype, *position_ids;
-    int token, token_b, head, window, samples, naive, resume, threads, trace, max_batch, stop_after;
+    const char *token_text, *token_b_text, *layers, *positions, *device, *dtype, *position_ids, *method;
+    int token, token_b, head, window, verify, samples, naive, resume, threads, trace, max_batch, stop_after;
     unsigned seed;
     double noise;
 } sweep_args;
@@ -55,7 +55,8 @@ static void usage(FILE *f) {
             "usage: cvene sweep --model DIR (--base TEXT | --base-ids IDS) [--source TEXT | --source-ids IDS]\n"
             "                   --out PREFIX [--component block_output] [--metric prob|logit-diff|kl]\n"
             "                   [--token TEXT | --token-id N] [--token-b TEXT | --token-b-id N]\n"
-            "                   [--layers 0-11] [--positions 0,3,5-9] [--window W] [--head H]\n"
+            "                   [--layers 0-11] [--positions 0,3,5-9] [--window W] [--head H|all]\n"
+            "                   [--method exact|atp] [--verify K]\n"
             "                   [--trace --subject TEXT | --subject-positions P] [--samples 10] [--noise X] [--seed S]\n"
             "                   [--naive] [--resume] [--threads N] [--batch N] [--stop-after N] [--position-ids P]\n"
             "                   [--device cpu|cuda] [--dtype f32|bf16|f16]\n"
@@ -64,6 +65,11 @@ static void usage(FILE *f) {
             "tokens' embeddings; the clean state is restored at each site). Writes PREFIX.json, PREFIX.csv\n"
             "and PREFIX.svg; after Ctrl-C, run again with --resume to finish without recomputing done layers.\n"
             "--stop-after N computes at most N layers in this run (then stops as if interrupted).\n"
+            "--head all (head_attention_value_output): every head, columns head by head (layer x head x position).\n"
+            "--method atp: attribution patching - every site's score estimated to first order from one source\n"
+            "forward, one base forward and one backward ((a_src - a_base) . dmetric/da at the base), in the exact\n"
+            "sweep's units; --verify K then patches the K sites with the largest estimated change exactly and\n"
+            "reports where the estimate misleads (GPT-2 and GPT-NeoX; not with --trace, --window, --naive).\n"
             "--position-ids P: position ids of the prompt's tokens (comma-separated, one per token; default\n"
             "0..T-1), used by the base and source runs alike (transformers' position_ids).\n"
             "Text needs tokenizer files (vocab.json + merges.txt or tokenizer.json) in the model directory.\n"
@@ -162,6 +168,147 @@ static int argmax(const float *v, int n) {
     return k;
 }
 
+/* The results document, rewritten atomically: after layer li (li >= 0, the exact sweep) marks it
+ * done, or with every layer done (li < 0: attribution patching). 0, or -1 after printing why. */
+static int write_doc(cJSON *doc, const char *path, const float *scores, int *done, int nl, int ncol, char **labels,
+                     const cvene_sweep_summary *sum, char **text, int li) {
+    char err[1024];
+    for (int q = 0; q < nl; q++)
+        if (li < 0 || q == li) done[q] = 1;
+    cJSON_DeleteItemFromObject(doc, "scores");
+    cJSON *rows = cJSON_AddArrayToObject(doc, "scores");
+    int complete = 1;
+    for (int q = 0; q < nl; q++) {
+        if (!done[q]) complete = 0;
+        cJSON_AddItemToArray(rows, done[q] ? cJSON_CreateFloatArray(scores + (size_t)q * ncol, ncol) : cJSON_CreateNull());
+    }
+    cJSON_DeleteItemFromObject(doc, "tokens");
+    cJSON_AddItemToObject(doc, "tokens", cJSON_CreateStringArray((const char *const *)labels, ncol));
+    cJSON_DeleteItemFromObject(doc, "base_score");
+    cJSON_DeleteItemFromObject(doc, "source_score");
+    cJSON_DeleteItemFromObject(doc, "complete");
+    cJSON_AddNumberToObject(doc, "base_score", sum->base_score);
+    cJSON_AddNumberToObject(doc, "source_score", sum->source_score);
+    cJSON_AddBoolToObject(doc, "complete", complete);
+    free(*text);
+    *text = cJSON_Print(doc);
+    if (!*text || write_atomic(path, *text, err, sizeof err) != 0) {
+        fprintf(stderr, "\ncvene sweep: %s\n", *text ? err : "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct { double change; int li, col; } site_est;
+static int by_change(const void *x, const void *y) {
+    const double a = fabs(((const site_est *)x)->change), b = fabs(((const site_est *)y)->change);
+    return (a < b) - (a > b); /* largest first */
+}
+
+/* Spearman's rank correlation of x and y (n values; ties get their mean rank). */
+static double spearman(const double *x, const double *y, int n) {
+    double *r = malloc(sizeof(double) * 2 * (size_t)n);
+    if (!r || n < 2) {
+        free(r);
+        return NAN;
+    }
+    for (int w = 0; w < 2; w++) {
+        const double *v = w ? y : x;
+        for (int i = 0; i < n; i++) {
+            double lt = 0, eq = 0;
+            for (int j = 0; j < n; j++) lt += v[j] < v[i], eq += v[j] == v[i];
+            r[w * n + i] = lt + (eq + 1) / 2;
+        }
+    }
+    double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
+    for (int i = 0; i < n; i++) mx += r[i] / n, my += r[n + i] / n;
+    for (int i = 0; i < n; i++) {
+        sxy += (r[i] - mx) * (r[n + i] - my), sxx += (r[i] - mx) * (r[i] - mx), syy += (r[n + i] - my) * (r[n + i] - my);
+    }
+    free(r);
+    return sxx > 0 && syy > 0 ? sxy / sqrt(sxx * syy) : NAN;
+}
+
+/* --verify K: the K sites of largest estimated change patched exactly (one sweep session over
+ * the positions they use, a layer at a time), printed side by side and added to doc["verify"]:
+ * per site the estimate and the exact score, and over the K sites the sign agreement and
+ * Spearman's rank correlation of the changes. An estimate "misleads" when its change has the
+ * wrong sign or is off by more than half the exact change. 0, or -1 (the context's error). */
+static int verify_atp(cvene_model *m, const int32_t *base, const int32_t *src, int T, const cvene_sweep_params *p0,
+                      const float *est, const int *layers, int nl, int nh, const cvene_sweep_summary *sum, int K,
+                      cJSON *doc) {
+    const int np = p0->n_positions, ncol = nh * np;
+    site_est *all = malloc(sizeof(site_est) * (size_t)nl * ncol);
+    int *upos = malloc(sizeof(int) * (size_t)T), *uidx = malloc(sizeof(int) * (size_t)T);
+    float *row = malloc(sizeof(float) * (size_t)nh * T);
+    double *ex = malloc(sizeof(double) * 2 * (size_t)K);
+    int rc = -1;
+    cvene_sweep_session *ss = NULL;
+    if (!all || !upos || !uidx || !row || !ex) {
+        fprintf(stderr, "cvene sweep: out of memory\n");
+        goto out;
+    }
+    for (int li = 0; li < nl; li++)
+        for (int c = 0; c < ncol; c++)
+            all[(size_t)li * ncol + c] = (site_est){est[(size_t)li * ncol + c] - sum->base_score, li, c};
+    qsort(all, (size_t)nl * ncol, sizeof *all, by_change);
+    if (K > nl * ncol) K = nl * ncol;
+    int nu = 0; /* the positions the K sites use, in sweep order */
+    for (int t = 0; t < T; t++) uidx[t] = -1;
+    for (int k = 0; k < K; k++) uidx[p0->positions[all[k].col % np]] = 1;
+    for (int t = 0; t < T; t++)
+        if (uidx[t] > 0) uidx[t] = nu, upos[nu++] = t;
+    cvene_sweep_params p = *p0;
+    p.positions = upos, p.n_positions = nu, p.layers = NULL, p.n_layers = 0, p.progress = NULL;
+    if (cvene_sweep_begin(m, base, src, T, &p, &ss) != CVENE_OK) goto out;
+    for (int li = 0; li < nl; li++) {
+        int need = 0;
+        for (int k = 0; k < K; k++) need |= all[k].li == li;
+        if (!need) continue;
+        if (cvene_sweep_layer(ss, layers[li], row) != CVENE_OK) goto out;
+        for (int k = 0; k < K; k++)
+            if (all[k].li == li) {
+                const int h = all[k].col / np, t = p0->positions[all[k].col % np];
+                ex[k] = all[k].change, ex[K + k] = row[(size_t)h * nu + uidx[t]] - sum->base_score;
+            }
+    }
+    cJSON *v = cJSON_AddArrayToObject(doc, "verify");
+    int sign_ok = 0, misleading = 0;
+    printf("verify: the %d sites of largest estimated change, patched exactly (changes from the base score %.4g)\n",
+           K, sum->base_score);
+    printf("  %5s %5s %8s %12s %12s\n", "layer", nh > 1 ? "head" : "", "position", "estimate", "exact");
+    for (int k = 0; k < K; k++) {
+        const int h = all[k].col / np, t = p0->positions[all[k].col % np];
+        const int same_sign = (ex[k] > 0) == (ex[K + k] > 0);
+        const int bad = !same_sign || fabs(ex[k] - ex[K + k]) > 0.5 * fabs(ex[K + k]);
+        sign_ok += same_sign, misleading += bad;
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "layer", layers[all[k].li]);
+        if (nh > 1) cJSON_AddNumberToObject(e, "head", h);
+        cJSON_AddNumberToObject(e, "position", t);
+        cJSON_AddNumberToObject(e, "estimate", ex[k] + sum->base_score);
+        cJSON_AddNumberToObject(e, "exact", ex[K + k] + sum->base_score);
+        cJSON_AddBoolToObject(e, "misleading", bad);
+        cJSON_AddItemToArray(v, e);
+        char hs[16] = "";
+        if (nh > 1) snprintf(hs, sizeof hs, "%d", h);
+        printf("  %5d %5s %8d %+12.5g %+12.5g%s\n", layers[all[k].li], hs, t, ex[k], ex[K + k], bad ? "  misleading" : "");
+    }
+    const double rho = spearman(ex, ex + K, K);
+    cJSON *vs = cJSON_AddObjectToObject(doc, "verify_summary");
+    cJSON_AddNumberToObject(vs, "sites", K);
+    cJSON_AddNumberToObject(vs, "sign_agreement", (double)sign_ok / K);
+    cJSON_AddNumberToObject(vs, "misleading", misleading);
+    if (isfinite(rho)) cJSON_AddNumberToObject(vs, "spearman", rho);
+    printf("  sign agrees on %d of %d; %d misleading (wrong sign or > 50%% off); Spearman rank correlation %.3f\n",
+           sign_ok, K, misleading, rho);
+    rc = 0;
+out:
+    cvene_sweep_end(ss);
+    free(all), free(upos), free(uidx), free(row), free(ex);
+    return rc;
+}
+
 static int run_sweep(const sweep_args *a) {
     char err[1024];
     int rc = 1;
@@ -173,7 +320,7 @@ static int run_sweep(const sweep_args *a) {
     memset(&tx, 0, sizeof tx);
     int32_t *base = NULL, *src = NULL, *subj_ids = NULL, *pos_ids = NULL;
     int nb = 0, ns = 0, nsubj = 0, npos = 0;
-    int *layers = NULL, *positions = NULL, *subject = NULL, *done = NULL;
+    int *layers = NULL, *positions = NULL, *subject = NULL, *done = NULL, *col_pos = NULL;
     float *scores = NULL, *logits = NULL;
     char **labels = NULL;
     cJSON *doc = NULL;
@@ -181,7 +328,7 @@ static int run_sweep(const sweep_args *a) {
     cvene_sweep_session *session = NULL;
     cvene_sweep_summary resumed;
     memset(&resumed, 0, sizeof resumed);
-    int np = 0;
+    int np = 0, ncol_alloc = 0;
     if (cvene_ctx_new(&cp, &ctx, err, sizeof err) != CVENE_OK) {
         fprintf(stderr, "cvene: %s\n", err);
         return 1;
@@ -271,6 +418,26 @@ static int run_sweep(const sweep_args *a) {
                 a->component);
         goto done;
     }
+    if (a->head < 0 && comp != CVENE_HEAD_ATTENTION_VALUE_OUTPUT) {
+        fprintf(stderr, "cvene sweep: --head all needs --component head_attention_value_output (got %s)\n",
+                a->component);
+        goto done;
+    }
+    const int atp = !strcmp(a->method, "atp");
+    if (!atp && strcmp(a->method, "exact") != 0) {
+        fprintf(stderr, "cvene sweep: --method must be exact or atp, got \"%s\"\n", a->method);
+        goto done;
+    }
+    if (atp && (a->trace || a->window != 1 || a->naive || a->resume || a->stop_after)) {
+        fprintf(stderr, "cvene sweep: --method atp estimates one base/source pair in one pass: it takes no %s\n",
+                a->trace ? "--trace" : a->window != 1 ? "--window" : a->naive ? "--naive" : a->resume ? "--resume"
+                                                                                             : "--stop-after");
+        goto done;
+    }
+    if (a->verify && !atp) {
+        fprintf(stderr, "cvene sweep: --verify K checks an attribution-patching estimate: add --method atp\n");
+        goto done;
+    }
     if (comp == CVENE_HEAD_ATTENTION_VALUE_OUTPUT && a->head >= mi.n_head) {
         fprintf(stderr, "cvene sweep: --head %d is outside [0, %d) (the model's heads)\n", a->head, mi.n_head);
         goto done;
@@ -342,11 +509,27 @@ static int run_sweep(const sweep_args *a) {
         if (cvene_forward(m, base, 1, T, &o) != CVENE_OK) goto fail_ctx;
         token_b = argmax(logits + (size_t)(T - 1) * mi.vocab_size, mi.vocab_size);
     }
-    scores = calloc((size_t)nl * np, sizeof(float));
+    /* columns: positions, or (head, position) head by head with --head all */
+    const int nh = a->head < 0 ? mi.n_head : 1, ncol = nh * np;
+    scores = calloc((size_t)nl * ncol, sizeof(float));
     done = calloc((size_t)nl, sizeof(int));
-    labels = calloc((size_t)np, sizeof(char *));
-    if (!scores || !done || !labels) goto oom;
-    for (int pi = 0; pi < np; pi++) labels[pi] = cli_text_token_label(&tx, src[positions[pi]]);
+    labels = calloc((size_t)ncol, sizeof(char *));
+    ncol_alloc = labels ? ncol : 0;
+    col_pos = malloc(sizeof(int) * (size_t)ncol);
+    if (!scores || !done || !labels || !col_pos) goto oom;
+    for (int c = 0; c < ncol; c++) {
+        char *tl = cli_text_token_label(&tx, src[positions[c % np]]);
+        col_pos[c] = positions[c % np];
+        if (nh > 1 && tl) {
+            size_t n = strlen(tl) + 16;
+            labels[c] = malloc(n);
+            if (labels[c]) snprintf(labels[c], n, "h%d %s", c / np, tl);
+            free(tl);
+        } else {
+            labels[c] = tl;
+        }
+        if (!labels[c]) goto oom;
+    }
 
     /* the description that identifies this sweep (for --resume) */
     cJSON *spec = cJSON_CreateObject();
@@ -356,7 +539,9 @@ static int run_sweep(const sweep_args *a) {
     if (pos_ids) cJSON_AddItemToObject(spec, "position_ids", int_array(pos_ids, T));
     if (!a->trace) cJSON_AddItemToObject(spec, "base_ids", int_array(base, T));
     cJSON_AddStringToObject(spec, "component", cvene_component_name(comp));
-    cJSON_AddNumberToObject(spec, "head", a->head);
+    if (a->head < 0) cJSON_AddStringToObject(spec, "head", "all");
+    else cJSON_AddNumberToObject(spec, "head", a->head);
+    if (atp) cJSON_AddStringToObject(spec, "method", "atp");
     cJSON_AddStringToObject(spec, "metric", a->metric);
     cJSON_AddNumberToObject(spec, "token", token);
     cJSON_AddNumberToObject(spec, "token_b", token_b);
@@ -381,7 +566,7 @@ static int run_sweep(const sweep_args *a) {
             fprintf(stderr, "cvene sweep: --resume: %s\n", err);
             goto done;
         }
-        int bad = cli_resume_read(old, path, spec, nl, np, scores, done, &resumed.base_score, &resumed.source_score,
+        int bad = cli_resume_read(old, path, spec, nl, ncol, scores, done, &resumed.base_score, &resumed.source_score,
                                   err, sizeof err);
         free(old);
         if (bad) {
@@ -398,9 +583,9 @@ static int run_sweep(const sweep_args *a) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    progress pr = {(int64_t)n_done * np, (int64_t)nl * np, cli_now(), isatty(2)};
+    progress pr = {(int64_t)n_done * ncol, (int64_t)nl * ncol, cli_now(), isatty(2)};
     cvene_sweep_params p = cvene_sweep_default_params();
-    p.component = comp, p.head = a->head, p.metric = (cvene_metric)metric, p.token = token, p.token_b = token_b;
+    p.component = comp, p.head = a->head < 0 ? CVENE_ALL_HEADS : a->head, p.metric = (cvene_metric)metric, p.token = token, p.token_b = token_b;
     p.positions = positions, p.n_positions = np, p.window = a->window, p.naive = a->naive, p.max_batch = a->max_batch;
     p.trace = a->trace, p.subject = subject, p.n_subject = nsubj, p.noise_scale = (float)a->noise;
     p.n_samples = a->samples, p.seed = a->seed, p.progress = show_progress, p.progress_user = &pr;
@@ -408,55 +593,43 @@ static int run_sweep(const sweep_args *a) {
     p.layers = layers, p.n_layers = nl; /* checked by begin (the session takes layers per call) */
     cvene_sweep_summary sum = resumed;
     double t0 = cli_now();
-    if (n_done < nl && cvene_sweep_begin(m, base, src, T, &p, &session) != CVENE_OK) goto fail_ctx;
+    if (atp) { /* every layer at once */
+        if (cvene_sweep_atp(m, base, src, T, &p, scores, &sum) != CVENE_OK) goto fail_ctx;
+        if (write_doc(doc, path, scores, done, nl, ncol, labels, &sum, &text, -1) != 0) goto done;
+        if (a->verify > 0 && verify_atp(m, base, src, T, &p, scores, layers, nl, nh, &sum, a->verify, doc) != 0)
+            goto fail_ctx;
+        if (write_doc(doc, path, scores, done, nl, ncol, labels, &sum, &text, -1) != 0) goto done;
+    }
+    if (!atp && n_done < nl && cvene_sweep_begin(m, base, src, T, &p, &session) != CVENE_OK) goto fail_ctx;
     int computed = 0;
-    for (int li = 0; li < nl; li++) {
+    for (int li = 0; !atp && li < nl; li++) {
         if (done[li]) continue;
         if (g_stop || (a->stop_after > 0 && computed >= a->stop_after)) break;
         computed++;
-        if (cvene_sweep_layer(session, layers[li], scores + (size_t)li * np) != CVENE_OK) goto fail_ctx;
+        if (cvene_sweep_layer(session, layers[li], scores + (size_t)li * ncol) != CVENE_OK) goto fail_ctx;
         sum = cvene_sweep_get_summary(session);
-        done[li] = 1;
-        /* rewrite the results after every layer, atomically */
-        cJSON_DeleteItemFromObject(doc, "scores");
-        cJSON *rows = cJSON_AddArrayToObject(doc, "scores");
-        int complete = 1;
-        for (int q = 0; q < nl; q++) {
-            if (!done[q]) complete = 0;
-            cJSON_AddItemToArray(rows, done[q] ? cJSON_CreateFloatArray(scores + (size_t)q * np, np) : cJSON_CreateNull());
-        }
-        cJSON_DeleteItemFromObject(doc, "tokens");
-        cJSON_AddItemToObject(doc, "tokens", cJSON_CreateStringArray((const char *const *)labels, np));
-        cJSON_DeleteItemFromObject(doc, "base_score");
-        cJSON_DeleteItemFromObject(doc, "source_score");
-        cJSON_DeleteItemFromObject(doc, "complete");
-        cJSON_AddNumberToObject(doc, "base_score", sum.base_score);
-        cJSON_AddNumberToObject(doc, "source_score", sum.source_score);
-        cJSON_AddBoolToObject(doc, "complete", complete);
-        free(text);
-        text = cJSON_Print(doc);
-        if (!text || write_atomic(path, text, err, sizeof err) != 0) {
-            fprintf(stderr, "\ncvene sweep: %s\n", text ? err : "out of memory");
-            goto done;
-        }
+        if (write_doc(doc, path, scores, done, nl, ncol, labels, &sum, &text, li) != 0) goto done;
     }
     if (pr.tty) fprintf(stderr, "\n");
     n_done = 0;
     for (int li = 0; li < nl; li++) n_done += done[li];
     /* CSV and SVG of what is done */
     {
-        size_t cap = 64 + (size_t)nl * np * 48 + (size_t)np * 64;
+        size_t cap = 64 + (size_t)nl * ncol * 48 + (size_t)ncol * 64;
         char *csv = malloc(cap);
         if (!csv) goto done;
-        size_t o2 = (size_t)snprintf(csv, cap, "layer,position,token,score\n");
+        size_t o2 = (size_t)snprintf(csv, cap, nh > 1 ? "layer,head,position,token,score\n" : "layer,position,token,score\n");
         for (int li = 0; li < nl; li++)
-            for (int pi = 0; done[li] && pi < np; pi++) {
-                o2 += (size_t)snprintf(csv + o2, cap - o2, "%d,%d,\"", layers[li], positions[pi]);
-                for (const char *c = labels[pi]; *c && o2 + 4 < cap; c++) {
+            for (int ci = 0; done[li] && ci < ncol; ci++) {
+                const int pi = ci % np;
+                if (nh > 1) o2 += (size_t)snprintf(csv + o2, cap - o2, "%d,%d,%d,\"", layers[li], ci / np, positions[pi]);
+                else o2 += (size_t)snprintf(csv + o2, cap - o2, "%d,%d,\"", layers[li], positions[pi]);
+                for (const char *c = labels[nh > 1 ? pi : ci] + (nh > 1 ? strcspn(labels[pi], " ") + 1 : 0);
+                     *c && o2 + 4 < cap; c++) {
                     if (*c == '"') csv[o2++] = '"';
                     csv[o2++] = *c;
                 }
-                o2 += (size_t)snprintf(csv + o2, cap - o2, "\",%.9g\n", scores[(size_t)li * np + pi]);
+                o2 += (size_t)snprintf(csv + o2, cap - o2, "\",%.9g\n", scores[(size_t)li * ncol + ci]);
             }
         snprintf(path, sizeof path, "%s.csv", a->out);
         int w = write_atomic(path, csv, err, sizeof err);
@@ -470,7 +643,8 @@ static int run_sweep(const sweep_args *a) {
         snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
         FILE *f = fopen(tmp, "wb");
         char title[512], vlabel[256];
-        snprintf(title, sizeof title, "%s %s: %s", a->trace ? "causal trace" : "activation patching",
+        snprintf(title, sizeof title, "%s %s: %s", a->trace ? "causal trace" : atp ? "attribution patching (AtP estimate)"
+                                                                                  : "activation patching",
                  cvene_component_name(comp), a->model);
         char *tl = cli_text_token_label(&tx, token), *tbl = token_b >= 0 ? cli_text_token_label(&tx, token_b) : NULL;
         if (tbl)
@@ -480,8 +654,8 @@ static int run_sweep(const sweep_args *a) {
             snprintf(vlabel, sizeof vlabel, "%s of \"%s\" (token %d) at the last position (base %.4g, source %.4g)",
                      a->metric, tl ? tl : "?", token, sum.base_score, sum.source_score);
         free(tl), free(tbl);
-        int ok = f && cli_write_heatmap(f, title, vlabel, scores, layers, nl, (const char *const *)labels, positions,
-                                        np, done) == 0;
+        int ok = f && cli_write_heatmap(f, title, vlabel, scores, layers, nl, (const char *const *)labels, col_pos,
+                                        ncol, done) == 0;
         if (f && fclose(f) != 0) ok = 0;
         if (!ok || rename(tmp, path) != 0) {
             remove(tmp);
@@ -490,8 +664,9 @@ static int run_sweep(const sweep_args *a) {
         }
     }
     double el = cli_now() - t0;
-    printf("%s: %d of %d layers x %d positions, %lld forward passes, %.2f s; base %.4g, source %.4g\n",
-           a->trace ? "causal trace" : "patching sweep", n_done, nl, np, (long long)sum.forwards, el, sum.base_score,
+    printf("%s: %d of %d layers x %d %s, %lld forward passes, %.2f s; base %.4g, source %.4g\n",
+           a->trace ? "causal trace" : atp ? "attribution patching" : "patching sweep", n_done, nl, ncol,
+           nh > 1 ? "head-positions" : "positions", (long long)sum.forwards, el, sum.base_score,
            sum.source_score);
     printf("wrote %s.json, %s.csv, %s.svg\n", a->out, a->out, a->out);
     if (n_done < nl) {
@@ -507,7 +682,8 @@ oom:
 fail_ctx:
     fprintf(stderr, "%scvene: %s\n", isatty(2) ? "\n" : "", cvene_ctx_error(ctx));
 done:
-    for (int pi = 0; labels && pi < np; pi++) free(labels[pi]);
+    for (int ci = 0; labels && ci < ncol_alloc; ci++) free(labels[ci]);
+    free(col_pos);
     free(labels), free(text), cJSON_Delete(doc);
     free(base), free(src), free(subj_ids), free(pos_ids), free(layers), free(positions), free(subject), free(done), free(scores),
         free(logits);
@@ -523,7 +699,7 @@ int cmd_sweep(int argc, char **argv) {
     memset(&a, 0, sizeof a);
     a.component = "block_output", a.metric = "prob", a.token = a.token_b = -1, a.window = 1, a.samples = 10;
     a.seed = 1;
-    a.device = "cpu", a.dtype = "f32";
+    a.device = "cpu", a.dtype = "f32", a.method = "exact";
     for (int i = 0; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
@@ -546,9 +722,13 @@ int cmd_sweep(int argc, char **argv) {
                         : !strcmp(k, "--token") ? &a.token_text : !strcmp(k, "--token-b") ? &a.token_b_text
                         : !strcmp(k, "--layers") ? &a.layers : !strcmp(k, "--positions") ? &a.positions
                         : !strcmp(k, "--device") ? &a.device : !strcmp(k, "--dtype") ? &a.dtype
-                        : !strcmp(k, "--position-ids") ? &a.position_ids : NULL;
+                        : !strcmp(k, "--position-ids") ? &a.position_ids : !strcmp(k, "--method") ? &a.method : NULL;
         if (sv) {
             *sv = v;
+            continue;
+        }
+        if (!strcmp(k, "--head") && !strcmp(v, "all")) {
+            a.head = -1;
             continue;
         }
         char *end;
@@ -573,6 +753,7 @@ int cmd_sweep(int argc, char **argv) {
             {"--samples", 1, 100000, "noise samples averaged"},  {"--seed", 0, 4294967295.0, "a 32-bit seed"},
             {"--threads", 0, 1024, "CPU threads, 0 = OpenMP's default"},
             {"--batch", 0, 65536, "sites per forward, 0 = automatic"}, {"--stop-after", 0, 1e9, "layers"},
+            {"--verify", 1, 1e6, "sites patched exactly"},
         };
         size_t q = 0;
         while (q < sizeof ints / sizeof *ints && strcmp(ints[q].opt, k)) q++;
@@ -593,6 +774,7 @@ int cmd_sweep(int argc, char **argv) {
         else if (!strcmp(k, "--seed")) a.seed = (unsigned)num;
         else if (!strcmp(k, "--threads")) a.threads = (int)num;
         else if (!strcmp(k, "--batch")) a.max_batch = (int)num;
+        else if (!strcmp(k, "--verify")) a.verify = (int)num;
         else a.stop_after = (int)num;
     }
     if (!a.model || !a.out) {

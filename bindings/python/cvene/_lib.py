@@ -154,6 +154,7 @@ _sig("cvene_generation_logits", f32p, P, C.POINTER(C.c_int), C.POINTER(C.c_int),
 _sig("cvene_generation_free", None, P)
 _sig("cvene_sweep_default_params", SweepParams)
 _sig("cvene_sweep", C.c_int, P, i32p, i32p, C.c_int, C.POINTER(SweepParams), f32p, C.POINTER(SweepSummary))
+_sig("cvene_sweep_atp", C.c_int, P, i32p, i32p, C.c_int, C.POINTER(SweepParams), f32p, C.POINTER(SweepSummary))
 _sig("cvene_tokenizer_load", C.c_int, P, C.c_char_p, PP)
 _sig("cvene_tokenizer_free", None, P)
 _sig("cvene_tokenizer_encode", C.c_int, P, C.c_char_p, C.c_size_t, C.POINTER(i32p), C.POINTER(C.c_size_t))

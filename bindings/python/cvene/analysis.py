@@ -65,15 +65,17 @@ def _ids(model: Model, x: Any, what: str) -> np.ndarray:
 def sweep(model: Model, base: Any, source: Any = None, *, component: str = "block_output",
           metric: str = "prob", token: Union[int, str, None] = None, token_b: Union[int, str, None] = None,
           layers: Optional[Sequence[int]] = None, positions: Optional[Sequence[int]] = None, window: int = 1,
-          head: int = 0, trace: bool = False, subject: Optional[Sequence[int]] = None, samples: int = 10,
-          noise: float = 0.0, seed: int = 0, naive: bool = False, max_batch: int = 0,
+          head: Union[int, str] = 0, trace: bool = False, subject: Optional[Sequence[int]] = None, samples: int = 10,
+          noise: float = 0.0, seed: int = 0, naive: bool = False, max_batch: int = 0, method: str = "exact",
           progress: Union[bool, Callable[[int, int], None]] = False) -> SweepResult:
     """Activation patching (``cvene sweep``): patch ``component`` from the source run into the base run
     at every (layer, position) and score the last position with ``metric`` ("prob" of ``token``,
     "logit-diff" of ``token`` minus ``token_b``, or "kl" from the source). base / source: text or ids
     of the same length. ``trace``: ROME causal tracing (base = source with noise on the ``subject``
-    positions' embeddings; see ``trace``). ``progress``: True for a tqdm bar (where installed) or a
-    function (done, total)."""
+    positions' embeddings; see ``trace``). ``head="all"`` with head_attention_value_output: every head,
+    scores (layers, heads, positions). ``method="atp"``: attribution patching, every score estimated
+    from one source forward, one base forward and one backward (``cvene sweep --method atp``; not with
+    trace, window or naive). ``progress``: True for a tqdm bar (where installed) or a function (done, total)."""
     b = _ids(model, base, "base")
     s = _ids(model, source, "source") if source is not None else b
     if s.size != b.size:
@@ -84,7 +86,12 @@ def sweep(model: Model, base: Any, source: Any = None, *, component: str = "bloc
         raise ValueError(f"component {component!r} is not a component name")
     if metric not in _METRICS:
         raise ValueError(f"metric {metric!r}: expected prob, logit-diff or kl")
-    p.component, p.head, p.metric = comp, int(head), _METRICS[metric]
+    if method not in ("exact", "atp"):
+        raise ValueError(f"method {method!r}: expected exact or atp")
+    all_heads = isinstance(head, str)
+    if all_heads and head != "all":
+        raise ValueError(f"head {head!r}: expected a head index or 'all'")
+    p.component, p.head, p.metric = comp, -1 if all_heads else int(head), _METRICS[metric]
     p.token, p.token_b = _token(model, token, "token"), _token(model, token_b, "token_b")
     L = list(range(model.n_layer)) if layers is None else [int(x) for x in layers]
     P = list(range(b.size)) if positions is None else [int(x) for x in positions]
@@ -99,9 +106,11 @@ def sweep(model: Model, base: Any, source: Any = None, *, component: str = "bloc
     fn = _progress_bar("sweep") if progress is True else progress or None
     cb = _lib.ProgressFn(lambda user, done, total: fn(done, total)) if fn else _lib.ProgressFn()
     p.progress = cb
-    scores = np.empty((len(L), len(P)), dtype=np.float32)
+    shape = (len(L), model.n_head, len(P)) if all_heads else (len(L), len(P))
+    scores = np.empty(shape, dtype=np.float32)
     summ = _lib.SweepSummary()
-    check(lib.cvene_sweep(model._m, ptr(b, _lib.i32p), ptr(s, _lib.i32p), b.size, C.byref(p), scores.ctypes.data_as(_lib.f32p),
+    run = lib.cvene_sweep_atp if method == "atp" else lib.cvene_sweep
+    check(run(model._m, ptr(b, _lib.i32p), ptr(s, _lib.i32p), b.size, C.byref(p), scores.ctypes.data_as(_lib.f32p),
                           C.byref(summ)), model._ctx)
     return SweepResult(scores, L, P, summ.base_score, summ.source_score, summ.forwards, summ.sites)
 

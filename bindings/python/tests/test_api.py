@@ -89,6 +89,30 @@ def test_sweep_fast_equals_naive(small):
         cvene.sweep(small, base, source, layers=[7])
 
 
+def test_sweep_atp_and_all_heads(small):
+    # attribution patching against torch autograd's estimate (tests/fixtures/atp, 1e-4 of the largest
+    # change, as tests/test_atp.cpp), and every head at once against one head at a time (1e-5)
+    ref = json.loads((FIXTURES / "atp" / "gpt2_small.json").read_text())
+    for case in ref["cases"]:
+        if case["component"] != "head_attention_value_output" or case["metric"] != "kl":
+            continue
+        got = cvene.sweep(small, ref["base"], ref["source"], component=case["component"], head="all",
+                          metric="kl", method="atp")
+        want = case["base_score"] + np.asarray(case["scores"])
+        assert got.scores.shape == want.shape == (2, 4, 9)
+        assert np.max(np.abs(got.scores - want)) <= 1e-4 * max(1e-3, np.max(np.abs(want - case["base_score"])))
+    base, source = ref["base"], ref["source"]
+    every = cvene.sweep(small, base, source, component="head_attention_value_output", head="all", metric="logit-diff",
+                        token=5, token_b=9)
+    one = cvene.sweep(small, base, source, component="head_attention_value_output", head=2, metric="logit-diff",
+                      token=5, token_b=9, naive=True)
+    assert rel_err(every.scores[:, 2, :], one.scores) <= 1e-5
+    with pytest.raises(ValueError, match="method 'fast'"):
+        cvene.sweep(small, base, source, method="fast")
+    with pytest.raises(cvene.CveneError, match="window"):
+        cvene.sweep(small, base, source, method="atp", window=2)
+
+
 def _gen_case(name):
     m = json.loads((FIXTURES / "generate" / "manifest.json").read_text())
     return next(c for c in m["cases"] if c["name"] == name)
