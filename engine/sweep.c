@@ -358,6 +358,9 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
     cvene_ctx *ctx = m->ctx;
     cvene_backend *be = ctx->be;
     cvene_model_info mi = cvene_model_get_info(m);
+    if (p->atp)
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "sweep: a session runs exact patching; atp estimates every "
+                          "layer at once (cvene_sweep or cvene_sweep_atp)");
     CVENE_TRY(sweep_check_params(ctx, &mi, p, T, base_ids, source_ids));
     cvene_sweep_session *ss = calloc(1, sizeof *ss);
     if (!ss) return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
@@ -586,6 +589,7 @@ cvene_sweep_summary cvene_sweep_get_summary(const cvene_sweep_session *ss) { ret
 
 cvene_status cvene_sweep(cvene_model *m, const int32_t *base_ids, const int32_t *source_ids, int T,
                          const cvene_sweep_params *p, float *scores, cvene_sweep_summary *summary) {
+    if (p && p->atp) return cvene_sweep_atp(m, base_ids, source_ids, T, p, scores, summary);
     cvene_sweep_session *ss;
     CVENE_TRY(cvene_sweep_begin(m, base_ids, source_ids, T, p, &ss));
     cvene_model_info mi = cvene_model_get_info(m);

@@ -517,6 +517,7 @@ typedef struct {
     int max_batch;             /* sites per batched forward (0 = automatic: 8 on the CPU, 32 on CUDA) */
     cvene_progress_fn progress;
     void *progress_user;
+    int atp;                   /* 1: estimate the scores by attribution patching (cvene_sweep_atp below) */
 } cvene_sweep_params;
 
 typedef struct {
@@ -543,6 +544,25 @@ cvene_status cvene_sweep(cvene_model *m, const int32_t *base_ids, const int32_t 
  * source, the base up to layer 0's input, the base's training pass; plus one backward). */
 cvene_status cvene_sweep_atp(cvene_model *m, const int32_t *base_ids, const int32_t *source_ids, int T,
                              const cvene_sweep_params *p, float *scores, cvene_sweep_summary *summary);
+
+/* A sweep over a dataset of pairs (`cvene sweep --data`). Each example is a base/source pair of
+ * its own length with its own metric tokens; a column is a role ("subject last", "last") that
+ * each example maps to its own position. Every example is swept at p's layers and its columns'
+ * positions on the fast path (or estimated, p->atp); per_example is (n_ex, n_layers, n_positions)
+ * -- (n_ex, n_layers, n_head, n_positions) with CVENE_ALL_HEADS -- and mean the same without n_ex,
+ * averaged in double; both caller-owned, either may be NULL. p->positions, p->n_positions,
+ * p->token, p->token_b and p->position_ids are per example here and ignored; trace is refused. A
+ * bad example fails naming its index. summary: sums over the examples (base_score and
+ * source_score: their means). progress: sites done over the whole dataset, total given. */
+typedef struct {
+    const int32_t *base_ids, *source_ids; /* (T) each: patched position to position */
+    int T;
+    const int *positions;                 /* (n_positions): this example's position for each column */
+    int32_t token, token_b;               /* this example's metric tokens */
+} cvene_sweep_example;
+cvene_status cvene_sweep_dataset(cvene_model *m, const cvene_sweep_example *ex, int n_ex, int n_positions,
+                                 const cvene_sweep_params *p, float *per_example, float *mean,
+                                 cvene_sweep_summary *summary);
 
 /* The same one layer at a time (progress, interruption, resume): begin runs
  * the source and base forwards once and keeps their caches (one base cache per

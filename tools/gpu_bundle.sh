@@ -41,7 +41,7 @@ grep -q "cvene: CUDA backend ON" "$TREE/configure.log" || { echo "gpu_bundle: CU
 # are left out (gpu_check.sh reports them as missing)
 TESTS=(test_cuda_ops test_gpt2_parity_cuda test_neox_parity_cuda test_gru test_pyvene_parity_cuda test_intervene_ops
   test_sweep_cuda test_lowp_cuda test_fused_ops_cuda test_ops16_cuda test_backward_ops_cuda test_sample_cuda
-  test_generate_cuda test_atp_cuda)
+  test_generate_cuda test_localize_cuda)
 BENCH=(cvene_bench_forward cvene_bench_iv_kernels cvene_make_random_model cvene_bench_sweep cvene_cli)
 known=$(cmake --build "$TREE" --target help | sed -n 's/^\.\.\. \([A-Za-z0-9_]*\).*/\1/p')
 targets=()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Attribution patching (AtP) references for tests/test_atp.cpp, by torch autograd on
+"""Attribution patching (AtP) references for tests/test_localize.cpp, by torch autograd on
 transformers' own models.
 
 AtP (Nanda 2023; Kramar et al. 2024) estimates the effect of patching a component's activation

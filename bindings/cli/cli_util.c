@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bindings/cli/cli.h"
 #include "models/fileio.h"
@@ -86,4 +87,26 @@ int cli_type_config(cvene_ctx *ctx, const char *cmd, const char *type, int layer
     fprintf(stderr, "cvene %s: --type %s --layer %d --component %s: %s\n", cmd, type, layer, component,
             cvene_ctx_error(ctx));
     return -1;
+}
+
+/* text into path through a temporary file renamed over it: a reader sees the old file or the new one,
+ * never half of one. 0, or -1 with err set. */
+int cli_write_atomic(const char *path, const char *text, char *err, size_t errlen) {
+    char tmp[4096];
+    file_remove_stale_tmp(path); /* left by a sweep that was killed */
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        snprintf(err, errlen, "%.900s: cannot create: %s", tmp, strerror(errno));
+        return -1;
+    }
+    size_t n = strlen(text);
+    int ok = fwrite(text, 1, n, f) == n;
+    if (fclose(f) != 0) ok = 0;
+    if (!ok || rename(tmp, path) != 0) {
+        snprintf(err, errlen, "%.900s: write failed: %s", path, strerror(errno));
+        remove(tmp);
+        return -1;
+    }
+    return 0;
 }

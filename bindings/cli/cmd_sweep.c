@@ -13,6 +13,7 @@
 
 #include "cvene.h"
 #include "bindings/cli/cli.h"
+#include "bindings/cli/sweep.h"
 #include "models/fileio.h"
 
 static volatile sig_atomic_t g_stop = 0; /* set by SIGINT/SIGTERM: stop after the current layer */
@@ -21,14 +22,8 @@ static void on_signal(int sig) {
     g_stop = 1;
 }
 
-typedef struct {
-    int64_t base_done, total;
-    double t0;
-    int tty;
-} progress;
-
-static void show_progress(void *user, int64_t done, int64_t total) {
-    progress *pr = user;
+void cli_sweep_progress(void *user, int64_t done, int64_t total) {
+    cli_sweep_bar *pr = user;
     (void)total;
     if (!pr->tty) return;
     int64_t d = pr->base_done + done;
@@ -41,15 +36,6 @@ static void show_progress(void *user, int64_t done, int64_t total) {
     fflush(stderr);
 }
 
-typedef struct {
-    const char *model, *out, *component, *metric;
-    const char *base_text, *source_text, *base_ids, *source_ids, *subject_text, *subject_pos;
-    const char *token_text, *token_b_text, *layers, *positions, *device, *dtype, *position_ids, *method;
-    int token, token_b, head, window, verify, samples, naive, resume, threads, trace, max_batch, stop_after;
-    unsigned seed;
-    double noise;
-} sweep_args;
-
 static void usage(FILE *f) {
     fprintf(f,
             "usage: cvene sweep --model DIR (--base TEXT | --base-ids IDS) [--source TEXT | --source-ids IDS]\n"
@@ -57,6 +43,7 @@ static void usage(FILE *f) {
             "                   [--token TEXT | --token-id N] [--token-b TEXT | --token-b-id N]\n"
             "                   [--layers 0-11] [--positions 0,3,5-9] [--window W] [--head H|all]\n"
             "                   [--method exact|atp] [--verify K]\n"
+            "       cvene sweep --model DIR --data PAIRS.jsonl --out PREFIX [--roles R1,R2] [the options above]\n"
             "                   [--trace --subject TEXT | --subject-positions P] [--samples 10] [--noise X] [--seed S]\n"
             "                   [--naive] [--resume] [--threads N] [--batch N] [--stop-after N] [--position-ids P]\n"
             "                   [--device cpu|cuda] [--dtype f32|bf16|f16]\n"
@@ -70,30 +57,15 @@ static void usage(FILE *f) {
             "forward, one base forward and one backward ((a_src - a_base) . dmetric/da at the base), in the exact\n"
             "sweep's units; --verify K then patches the K sites with the largest estimated change exactly and\n"
             "reports where the estimate misleads (GPT-2 and GPT-NeoX; not with --trace, --window, --naive).\n"
+            "--data PAIRS.jsonl: the mean over a dataset (one JSON object per line: base / source text or\n"
+            "base_ids / source_ids, token / token_b or token_id / token_b_id, positions {\"role\": P} (P < 0 from\n"
+            "the end), subject TEXT (roles \"subject first\", \"subject last\"); roles first and last always\n"
+            "exist). --roles picks the columns (default: the first line's roles, then last; with none, every\n"
+            "position). PREFIX.json has the mean and every example's scores; PREFIX.csv a row per example.\n"
             "--position-ids P: position ids of the prompt's tokens (comma-separated, one per token; default\n"
             "0..T-1), used by the base and source runs alike (transformers' position_ids).\n"
             "Text needs tokenizer files (vocab.json + merges.txt or tokenizer.json) in the model directory.\n"
             CLI_CTX_HELP);
-}
-
-static int write_atomic(const char *path, const char *text, char *err, size_t errlen) {
-    char tmp[4096];
-    file_remove_stale_tmp(path); /* left by a sweep that was killed */
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        snprintf(err, errlen, "%.900s: cannot create: %s", tmp, strerror(errno));
-        return -1;
-    }
-    size_t n = strlen(text);
-    int ok = fwrite(text, 1, n, f) == n;
-    if (fclose(f) != 0) ok = 0;
-    if (!ok || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%.900s: write failed: %s", path, strerror(errno));
-        remove(tmp);
-        return -1;
-    }
-    return 0;
 }
 
 /* "5,9,2": n integers in [0, hi) (token ids, position ids) for option opt; 0, or -1 after
@@ -192,7 +164,7 @@ static int write_doc(cJSON *doc, const char *path, const float *scores, int *don
     cJSON_AddBoolToObject(doc, "complete", complete);
     free(*text);
     *text = cJSON_Print(doc);
-    if (!*text || write_atomic(path, *text, err, sizeof err) != 0) {
+    if (!*text || cli_write_atomic(path, *text, err, sizeof err) != 0) {
         fprintf(stderr, "\ncvene sweep: %s\n", *text ? err : "out of memory");
         return -1;
     }
@@ -583,12 +555,12 @@ static int run_sweep(const sweep_args *a) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    progress pr = {(int64_t)n_done * ncol, (int64_t)nl * ncol, cli_now(), isatty(2)};
+    cli_sweep_bar pr = {(int64_t)n_done * ncol, (int64_t)nl * ncol, cli_now(), isatty(2)};
     cvene_sweep_params p = cvene_sweep_default_params();
     p.component = comp, p.head = a->head < 0 ? CVENE_ALL_HEADS : a->head, p.metric = (cvene_metric)metric, p.token = token, p.token_b = token_b;
     p.positions = positions, p.n_positions = np, p.window = a->window, p.naive = a->naive, p.max_batch = a->max_batch;
     p.trace = a->trace, p.subject = subject, p.n_subject = nsubj, p.noise_scale = (float)a->noise;
-    p.n_samples = a->samples, p.seed = a->seed, p.progress = show_progress, p.progress_user = &pr;
+    p.n_samples = a->samples, p.seed = a->seed, p.progress = cli_sweep_progress, p.progress_user = &pr;
     p.position_ids = pos_ids;
     p.layers = layers, p.n_layers = nl; /* checked by begin (the session takes layers per call) */
     cvene_sweep_summary sum = resumed;
@@ -632,7 +604,7 @@ static int run_sweep(const sweep_args *a) {
                 o2 += (size_t)snprintf(csv + o2, cap - o2, "\",%.9g\n", scores[(size_t)li * ncol + ci]);
             }
         snprintf(path, sizeof path, "%s.csv", a->out);
-        int w = write_atomic(path, csv, err, sizeof err);
+        int w = cli_write_atomic(path, csv, err, sizeof err);
         free(csv);
         if (w != 0) {
             fprintf(stderr, "cvene sweep: %s\n", err);
@@ -722,7 +694,8 @@ int cmd_sweep(int argc, char **argv) {
                         : !strcmp(k, "--token") ? &a.token_text : !strcmp(k, "--token-b") ? &a.token_b_text
                         : !strcmp(k, "--layers") ? &a.layers : !strcmp(k, "--positions") ? &a.positions
                         : !strcmp(k, "--device") ? &a.device : !strcmp(k, "--dtype") ? &a.dtype
-                        : !strcmp(k, "--position-ids") ? &a.position_ids : !strcmp(k, "--method") ? &a.method : NULL;
+                        : !strcmp(k, "--position-ids") ? &a.position_ids : !strcmp(k, "--method") ? &a.method
+                        : !strcmp(k, "--data") ? &a.data : !strcmp(k, "--roles") ? &a.roles : NULL;
         if (sv) {
             *sv = v;
             continue;
@@ -781,5 +754,9 @@ int cmd_sweep(int argc, char **argv) {
         fprintf(stderr, "cvene sweep: --model and --out are required (see cvene sweep --help)\n");
         return 2;
     }
-    return run_sweep(&a);
+    if (a.roles && !a.data) {
+        fprintf(stderr, "cvene sweep: --roles names a dataset's columns: add --data FILE\n");
+        return 2;
+    }
+    return a.data ? cli_sweep_data(&a) : run_sweep(&a);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `cvene sweep --method atp [--verify K]` and `--head all` from the command line, on the GPT-2
 # fixture: AtP's scores equal torch autograd's estimate (tests/fixtures/atp, 1e-4 of the largest
-# change, as tests/test_atp.cpp); --verify's exact scores equal the exact sweep's at those sites
+# change, as tests/test_localize.cpp); --verify's exact scores equal the exact sweep's at those sites
 # (1e-6: the same forwards); every head at once equals one head at a time (1e-6); bad
 # combinations are refused naming the option.
 set -euo pipefail

@@ -91,7 +91,7 @@ def test_sweep_fast_equals_naive(small):
 
 def test_sweep_atp_and_all_heads(small):
     # attribution patching against torch autograd's estimate (tests/fixtures/atp, 1e-4 of the largest
-    # change, as tests/test_atp.cpp), and every head at once against one head at a time (1e-5)
+    # change, as tests/test_localize.cpp), and every head at once against one head at a time (1e-5)
     ref = json.loads((FIXTURES / "atp" / "gpt2_small.json").read_text())
     for case in ref["cases"]:
         if case["component"] != "head_attention_value_output" or case["metric"] != "kl":

@@ -1,5 +1,6 @@
-// Attribution patching (cvene_sweep_atp) against torch autograd, and the exact head sweep
-// (CVENE_ALL_HEADS) against per-head naive patching.
+// Localization beyond one patched pair (issue #14): attribution patching (cvene_sweep_atp) against
+// torch autograd, the exact head sweep (CVENE_ALL_HEADS) against per-head naive patching, and
+// dataset sweeps (cvene_sweep_dataset) against single-pair sweeps.
 //
 // The AtP references (tests/fixtures/atp/*.json, tools/make_atp_fixtures.py) are the same
 // estimate computed by transformers' models in float64 with torch.autograd.grad through forward
@@ -199,6 +200,81 @@ TEST(Atp, NoChangeWhenTheSourceIsTheBase) {
     ASSERT_EQ(cvene_sweep_atp(L.model, ids.data(), ids.data(), T, &p, got.data(), &sum), CVENE_OK) << L.error();
     for (float v : got) EXPECT_FLOAT_EQ(v, (float)sum.base_score);
     EXPECT_NEAR(sum.base_score, sum.source_score, 1e-6);
+}
+
+// A dataset of pairs of different lengths, each with its own positions for the columns and its own
+// metric tokens: every example's row equals a naive single-pair sweep at its positions (one full
+// forward per site: the independent reference, 1e-5 of the largest score as test_sweep), and the
+// mean is their mean (1e-5). The examples run one by one at their own lengths, so no padding is
+// involved. Also with every head and with atp (the mean of single-pair estimates).
+TEST(DatasetSweep, MeanOfSinglePairSweeps) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    for (const char *model : {"gpt2/small", "neox/par_rot25"}) {
+        Loaded L(std::string(CVENE_FIXTURES) + "/" + model + "/model", kTestDevice);
+        ASSERT_EQ(L.status, CVENE_OK) << L.error();
+        const cvene_model_info mi = cvene_model_get_info(L.model);
+        const int NE = 3, NP = 2, lens[NE] = {6, 9, 7}, pos[NE][NP] = {{2, 5}, {4, 8}, {0, 6}};
+        std::mt19937 g(5);
+        std::vector<std::vector<int32_t>> base(NE), src(NE);
+        std::vector<cvene_sweep_example> ex(NE);
+        for (int e = 0; e < NE; e++) {
+            for (int t = 0; t < lens[e]; t++)
+                base[e].push_back((int32_t)(g() % mi.vocab_size)), src[e].push_back((int32_t)(g() % mi.vocab_size));
+            ex[e] = {base[e].data(), src[e].data(), lens[e], pos[e], (int32_t)(3 + e), (int32_t)(11 + 2 * e)};
+        }
+        for (int variant = 0; variant < 3; variant++) { // exact, every head, atp
+            cvene_sweep_params p = cvene_sweep_default_params();
+            p.metric = CVENE_METRIC_LOGIT_DIFF;
+            if (variant == 1) p.component = CVENE_HEAD_ATTENTION_VALUE_OUTPUT, p.head = CVENE_ALL_HEADS;
+            p.atp = variant == 2;
+            const int nh = variant == 1 ? mi.n_head : 1;
+            const size_t per = (size_t)mi.n_layer * nh * NP;
+            std::vector<float> each(per * NE), mean(per);
+            cvene_sweep_summary sum;
+            ASSERT_EQ(cvene_sweep_dataset(L.model, ex.data(), NE, NP, &p, each.data(), mean.data(), &sum), CVENE_OK)
+                << L.error();
+            std::vector<double> acc(per, 0.0);
+            double mx = 0.1, err = 0, merr = 0;
+            for (int e = 0; e < NE; e++) {
+                cvene_sweep_params q = p;
+                q.positions = pos[e], q.n_positions = NP, q.token = ex[e].token, q.token_b = ex[e].token_b;
+                q.naive = !p.atp;
+                std::vector<float> one(per);
+                ASSERT_EQ(cvene_sweep(L.model, base[e].data(), src[e].data(), lens[e], &q, one.data(), nullptr), CVENE_OK)
+                    << L.error();
+                for (size_t i = 0; i < per; i++) {
+                    acc[i] += one[i] / NE;
+                    mx = std::max(mx, (double)std::fabs(one[i]));
+                    err = std::max(err, (double)std::fabs(each[per * e + i] - one[i]));
+                }
+            }
+            for (size_t i = 0; i < per; i++) merr = std::max(merr, std::fabs(mean[i] - acc[i]));
+            EXPECT_LE(err / mx, 1e-5) << model << " variant " << variant;
+            EXPECT_LE(merr / mx, 1e-5) << model << " variant " << variant;
+            EXPECT_EQ(sum.sites, (int64_t)per * NE);
+        }
+    }
+}
+
+TEST(DatasetSweep, RefusalsNameTheExample) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice);
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    int32_t ids[5] = {1, 2, 3, 4, 5};
+    int good[1] = {2}, bad[1] = {5};
+    cvene_sweep_example ex[2] = {{ids, ids, 5, good, 3, 4}, {ids, ids, 5, bad, 3, 4}};
+    cvene_sweep_params p = cvene_sweep_default_params();
+    float out[64];
+    EXPECT_EQ(cvene_sweep_dataset(L.model, ex, 0, 1, &p, out, out, nullptr), CVENE_ERR_INVALID_ARG);
+    EXPECT_NE(std::string(cvene_ctx_error(L.ctx)).find("empty"), std::string::npos) << cvene_ctx_error(L.ctx);
+    EXPECT_EQ(cvene_sweep_dataset(L.model, ex, 2, 1, &p, out, out, nullptr), CVENE_ERR_INVALID_ARG);
+    EXPECT_NE(std::string(cvene_ctx_error(L.ctx)).find("example 1: position 5"), std::string::npos)
+        << cvene_ctx_error(L.ctx);
+    ex[1].positions = good;
+    ex[1].token = 100000;
+    EXPECT_EQ(cvene_sweep_dataset(L.model, ex, 2, 1, &p, out, out, nullptr), CVENE_ERR_INVALID_ARG);
+    EXPECT_NE(std::string(cvene_ctx_error(L.ctx)).find("example 1: sweep: metric token 100000"), std::string::npos)
+        << cvene_ctx_error(L.ctx);
 }
 
 } // namespace

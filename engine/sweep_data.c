@@ -1,0 +1,84 @@
+/* Dataset sweeps: one sweep per base/source pair, each at its own positions for the same columns
+ * (roles), averaged.
+ *
+ * Examples differ in length and in where a role falls, so each runs as its own sweep session on
+ * the fast path (source and base cached once per example, sites packed per layer), or as one
+ * attribution-patching estimate (p->atp). Rows of different examples are not packed into one
+ * forward: a resumed forward reads one prompt's cached keys and values. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/ctx.h"
+#include "models/model.h"
+
+typedef struct {
+    cvene_progress_fn fn;
+    void *user;
+    int64_t before, total; /* sites of the examples already done, of the whole dataset */
+} data_progress;
+
+static void forward_progress(void *user, int64_t done, int64_t total) {
+    data_progress *d = user;
+    (void)total;
+    d->fn(d->user, d->before + done, d->total);
+}
+
+cvene_status cvene_sweep_dataset(cvene_model *m, const cvene_sweep_example *ex, int n_ex, int n_positions,
+                                 const cvene_sweep_params *p, float *per_example, float *mean,
+                                 cvene_sweep_summary *summary) {
+    if (!m || !p) return cvene_fail(m ? m->ctx : NULL, CVENE_ERR_INVALID_ARG, "sweep dataset: NULL argument");
+    cvene_ctx *ctx = m->ctx;
+    const cvene_model_info mi = cvene_model_get_info(m);
+    if (!ex || n_ex <= 0) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep dataset: the dataset is empty");
+    if (n_positions <= 0) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep dataset: no positions (columns) to sweep");
+    if (p->trace)
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "sweep dataset: causal tracing runs one prompt (cvene_sweep)");
+    for (int e = 0; e < n_ex; e++) {
+        if (!ex[e].base_ids || !ex[e].source_ids || !ex[e].positions || ex[e].T <= 0)
+            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep dataset: example %d has no ids or positions", e);
+        for (int k = 0; k < n_positions; k++)
+            if (ex[e].positions[k] < 0 || ex[e].positions[k] >= ex[e].T)
+                return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
+                                  "sweep dataset: example %d: position %d (column %d) is outside its %d tokens", e,
+                                  ex[e].positions[k], k, ex[e].T);
+    }
+    const int nl = p->layers ? p->n_layers : mi.n_layer;
+    const int nh = p->component == CVENE_HEAD_ATTENTION_VALUE_OUTPUT && p->head == CVENE_ALL_HEADS ? mi.n_head : 1;
+    const size_t per = (size_t)nl * nh * n_positions;
+    float *one = per_example ? NULL : malloc(sizeof(float) * per);
+    double *acc = calloc(per, sizeof(double));
+    if ((!per_example && !one) || !acc) {
+        free(one), free(acc);
+        return cvene_fail(ctx, CVENE_ERR_OOM, "sweep dataset: out of memory");
+    }
+    data_progress dp = {p->progress, p->progress_user, 0, (int64_t)n_ex * (int64_t)per};
+    cvene_sweep_summary sum, s1;
+    memset(&sum, 0, sizeof sum);
+    cvene_status st = CVENE_OK;
+    for (int e = 0; e < n_ex && st == CVENE_OK; e++) {
+        cvene_sweep_params q = *p;
+        q.positions = ex[e].positions, q.n_positions = n_positions;
+        q.token = ex[e].token, q.token_b = ex[e].token_b;
+        q.position_ids = NULL;
+        q.progress = p->progress ? forward_progress : NULL, q.progress_user = &dp;
+        float *out = per_example ? per_example + (size_t)e * per : one;
+        st = cvene_sweep(m, ex[e].base_ids, ex[e].source_ids, ex[e].T, &q, out, &s1);
+        if (st != CVENE_OK) { /* name the example in front of the sweep's own message */
+            char msg[CVENE_ERR_LEN];
+            snprintf(msg, sizeof msg, "%s", ctx->err);
+            st = cvene_fail(ctx, st, "sweep dataset: example %d: %s", e, msg);
+            break;
+        }
+        for (size_t i = 0; i < per; i++) acc[i] += out[i];
+        sum.base_score += s1.base_score / n_ex, sum.source_score += s1.source_score / n_ex;
+        sum.forwards += s1.forwards, sum.sites += s1.sites;
+        dp.before += (int64_t)per;
+        if (p->progress) p->progress(p->progress_user, dp.before, dp.total);
+    }
+    if (st == CVENE_OK && mean)
+        for (size_t i = 0; i < per; i++) mean[i] = (float)(acc[i] / n_ex);
+    if (st == CVENE_OK && summary) *summary = sum;
+    free(one), free(acc);
+    return st;
+}
