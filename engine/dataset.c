@@ -272,6 +272,29 @@ static cvene_status copy_example(cvene_dataset *dst, const cvene_dataset *src, i
     return cvene_dataset_add(dst, &e);
 }
 
+cvene_status cvene_dataset_at_position(const cvene_dataset *d, int pos, cvene_dataset **out) {
+    *out = NULL;
+    CVENE_TRY(cvene_dataset_new(d->ctx, out));
+    cvene_status st = CVENE_OK;
+    for (int i = 0; i < d->n && st == CVENE_OK; i++) {
+        const ds_example *x = &d->ex[i];
+        const int bp = pos < 0 ? x->base_len + pos : pos, sp = pos < 0 ? x->source_len + pos : pos;
+        if (bp < 0 || bp >= x->base_len || (x->source_len && (sp < 0 || sp >= x->source_len))) {
+            st = cvene_fail(d->ctx, CVENE_ERR_INVALID_ARG, "dataset: example %d: position %d is outside its base (%d "
+                            "tokens) or source (%d tokens)", i, pos, x->base_len, x->source_len);
+            break;
+        }
+        cvene_example e = {ds_base(d, i), x->base_len, x->source_len ? ds_source(d, i) : NULL, x->source_len,
+                           &bp, x->source_len ? &sp : NULL, 1, x->label, x->label_pos};
+        st = cvene_dataset_add(*out, &e);
+    }
+    if (st != CVENE_OK) {
+        cvene_dataset_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
 cvene_status cvene_dataset_split(const cvene_dataset *d, double fraction, uint64_t seed, cvene_dataset **first,
                                  cvene_dataset **second) {
     *first = *second = NULL;

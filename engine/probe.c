@@ -29,8 +29,8 @@ typedef struct {
     cvene_ctx *ctx;
     cvene_activations *a;
     const cvene_site *sites;
-    const int *rowpos;   /* (B) the position of each row of this batch */
-    int e0, B, T, gru;
+    const int *rowpos;   /* (B, R) the positions of each row of this batch */
+    int e0, B, T, R, gru;
     int *calls;          /* (n_sites) callbacks seen in this batch (a GRU site: one per timestep) */
     cvene_status err;
     char msg[512];       /* err's message (the model reports a failed callback over it) */
@@ -65,11 +65,11 @@ static int copy_rows(collect_run *r, int s, const cvene_tensor_view *v, int step
         r->err = cvene_fail(r->ctx, CVENE_ERR_OOM, "out of memory");
         return 1;
     }
-    for (int b = 0; b < r->B && r->err == CVENE_OK; b++) {
-        const int p = r->rowpos[b];
+    for (int br = 0; br < r->B * r->R && r->err == CVENE_OK; br++) {
+        const int b = br / r->R, p = r->rowpos[br];
         if (r->gru && p != step) continue;
         const size_t row = r->gru ? (size_t)b : (size_t)b * r->T + (size_t)p;
-        float *dst = r->a->x[s] + (size_t)(r->e0 + b) * D;
+        float *dst = r->a->x[s] + ((size_t)r->e0 * r->R + br) * D;
         const char *src = (const char *)v->data + row * D * esz;
         r->err = be->ops->to_host(be, esz == 4 ? (void *)dst : (void *)half, src, esz * (size_t)D);
         if (r->err == CVENE_OK && esz == 2) cvene_half_to_f32_array(dst, half, (size_t)D, v->dtype);
@@ -111,14 +111,14 @@ const float *cvene_activations_data(const cvene_activations *a, int s) {
     return a && s >= 0 && s < a->n_sites ? a->x[s] : NULL;
 }
 
-static cvene_status check_collect(cvene_model *m, const int32_t *const *ids, const int *lens, const int *pos, int N,
-                                  const cvene_site *sites, int n_sites) {
+static cvene_status check_collect(cvene_model *m, const int32_t *const *ids, const int *lens, const int *pos, int R,
+                                  int N, const cvene_site *sites, int n_sites) {
     cvene_ctx *ctx = m->ctx;
     const cvene_model_info mi = cvene_model_get_info(m);
     const int gru = mi.arch == CVENE_ARCH_GRU;
-    if (N < 1 || n_sites < 1 || !ids || !lens || !pos || !sites)
-        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "collect: %d examples and %d sites (need at least one of each)", N,
-                          n_sites);
+    if (N < 1 || n_sites < 1 || R < 1 || !ids || !lens || !pos || !sites)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "collect: %d examples, %d positions each and %d sites (need at "
+                          "least one of each)", N, R, n_sites);
     for (int s = 0; s < n_sites; s++) {
         const cvene_component c = sites[s].component;
         if ((int)c < 0 || c >= CVENE_N_COMPONENTS || cvene_component_is_gru(c) != gru)
@@ -136,9 +136,10 @@ static cvene_status check_collect(cvene_model *m, const int32_t *const *ids, con
         if (lens[e] < 1 || (mi.arch == CVENE_ARCH_GPT2 && lens[e] > mi.n_positions))
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "collect: example %d has %d tokens (1 to %d)", e, lens[e],
                               mi.n_positions);
-        if (pos[e] < -lens[e] || pos[e] >= lens[e])
-            return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "collect: example %d: position %d is outside its %d tokens", e,
-                              pos[e], lens[e]);
+        for (int k = 0; k < R; k++)
+            if (pos[(size_t)e * R + k] < -lens[e] || pos[(size_t)e * R + k] >= lens[e])
+                return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "collect: example %d: position %d is outside its %d tokens",
+                                  e, pos[(size_t)e * R + k], lens[e]);
         for (int q = 0; q < lens[e]; q++)
             if (ids[e][q] < 0 || ids[e][q] >= mi.n_token_ids)
                 return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "collect: example %d: token %d = %d is outside the "
@@ -149,15 +150,21 @@ static cvene_status check_collect(cvene_model *m, const int32_t *const *ids, con
 
 cvene_status cvene_collect(cvene_model *m, const int32_t *const *ids, const int *lens, const int *pos, int N,
                            const cvene_site *sites, int n_sites, int batch_size, cvene_activations **out) {
+    return cvene_collect_positions(m, ids, lens, pos, 1, N, sites, n_sites, batch_size, out);
+}
+
+cvene_status cvene_collect_positions(cvene_model *m, const int32_t *const *ids, const int *lens, const int *pos, int R,
+                                     int N, const cvene_site *sites, int n_sites, int batch_size,
+                                     cvene_activations **out) {
     if (!m || !out) return CVENE_ERR_INVALID_ARG;
     *out = NULL;
-    CVENE_TRY(check_collect(m, ids, lens, pos, N, sites, n_sites));
+    CVENE_TRY(check_collect(m, ids, lens, pos, R, N, sites, n_sites));
     cvene_ctx *ctx = m->ctx;
     const int gru = cvene_model_get_info(m).arch == CVENE_ARCH_GRU, Bm = batch_size > 0 ? batch_size : 32;
     cvene_activations *a = calloc(1, sizeof *a);
     int32_t *bids = NULL, *mask = NULL;
-    int *rowpos = malloc(sizeof(int) * (size_t)Bm), *calls = malloc(sizeof(int) * (size_t)n_sites);
-    if (a) a->N = N, a->n_sites = n_sites, a->D = calloc((size_t)n_sites, sizeof(int)),
+    int *rowpos = malloc(sizeof(int) * (size_t)Bm * R), *calls = malloc(sizeof(int) * (size_t)n_sites);
+    if (a) a->N = N * R, a->n_sites = n_sites, a->D = calloc((size_t)n_sites, sizeof(int)),
            a->x = calloc((size_t)n_sites, sizeof(float *));
     if (!a || !a->D || !a->x || !rowpos || !calls) {
         cvene_activations_free(a), free(rowpos), free(calls);
@@ -178,10 +185,13 @@ cvene_status cvene_collect(cvene_model *m, const int32_t *const *ids, const int 
             const int len = lens[e0 + b];
             memcpy(bids + (size_t)b * T, ids[e0 + b], sizeof(int32_t) * (size_t)len);
             for (int q = 0; q < len; q++) mask[(size_t)b * T + q] = 1;
-            rowpos[b] = pos[e0 + b] < 0 ? pos[e0 + b] + len : pos[e0 + b];
+            for (int k = 0; k < R; k++) {
+                const int q = pos[(size_t)(e0 + b) * R + k];
+                rowpos[b * R + k] = q < 0 ? q + len : q;
+            }
         }
         memset(calls, 0, sizeof(int) * (size_t)n_sites);
-        collect_run r = {ctx, a, sites, rowpos, e0, B, T, gru, calls, CVENE_OK, ""};
+        collect_run r = {ctx, a, sites, rowpos, e0, B, T, R, gru, calls, CVENE_OK, ""};
         cvene_run_opts o;
         memset(&o, 0, sizeof o);
         o.attention_mask = mask;

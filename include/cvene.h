@@ -738,6 +738,9 @@ cvene_status cvene_dataset_add(cvene_dataset *d, const cvene_example *e);
  * from the end. Text needs tok (else NULL). Errors name the file and line. */
 cvene_status cvene_dataset_load_jsonl(cvene_ctx *ctx, const char *path, const cvene_tokenizer *tok,
                                       cvene_dataset **out);
+/* A copy of d whose examples act on one position, pos, in base and source alike (negative: from the end
+ * of each prompt), as a DAS grid's cell does; an example too short for it fails naming it. */
+cvene_status cvene_dataset_at_position(const cvene_dataset *d, int pos, cvene_dataset **out);
 int cvene_dataset_count(const cvene_dataset *d);
 /* A seeded shuffle of d's examples cut into *first (1 - fraction) and *second (fraction, rounded),
  * e.g. training and held-out evaluation sets; both new, freed by the caller. */
@@ -834,7 +837,12 @@ typedef struct cvene_activations cvene_activations;
  * ids and sites are checked first, naming the example or site. */
 cvene_status cvene_collect(cvene_model *m, const int32_t *const *ids, const int *lens, const int *pos, int N,
                            const cvene_site *sites, int n_sites, int batch_size, cvene_activations **out);
-int cvene_activations_count(const cvene_activations *a);              /* N */
+/* The same at R positions per example, pos (N, R) row-major (a probe grid: layers x positions from one
+ * forward per batch): each site's data is (N R, D), row e R + k for example e's k-th position. */
+cvene_status cvene_collect_positions(cvene_model *m, const int32_t *const *ids, const int *lens, const int *pos, int R,
+                                     int N, const cvene_site *sites, int n_sites, int batch_size,
+                                     cvene_activations **out);
+int cvene_activations_count(const cvene_activations *a);              /* N (N R from cvene_collect_positions) */
 int cvene_activations_width(const cvene_activations *a, int site);    /* D of a site's stream */
 const float *cvene_activations_data(const cvene_activations *a, int site); /* (N, D), owned by a */
 void cvene_activations_free(cvene_activations *a);

@@ -33,6 +33,19 @@ int cli_write_heatmap(FILE *f, const char *title, const char *value_label, const
                       int n_layers, const char *const *tokens, const int *positions, int n_positions,
                       const int *done_rows);
 
+/* One panel of cli_write_panels: a heatmap's inputs, every row computed. */
+typedef struct {
+    const char *title, *value_label;
+    const float *values; /* (n_layers, n_cols) */
+    const int *layers;
+    int n_layers;
+    const char *const *labels; /* (n_cols) column labels */
+    const int *positions;      /* (n_cols) for the tooltips */
+    int n_cols;
+} cli_panel;
+/* Up to 8 heatmaps side by side in one SVG document; 0, or -1. */
+int cli_write_panels(FILE *f, const cli_panel *panels, int n);
+
 /* The shared context options: --device cpu|cuda, --dtype f32|bf16|f16 (bf16 / f16: weights,
  * parameters and activations in that dtype, as transformers after model.to(dtype)). Fills cp;
  * returns 0, or 2 after printing what is wrong (cmd names the command). */

@@ -17,6 +17,7 @@ static void usage(FILE *f) {
             "                   [--layers 0-7] [--eval EVAL.jsonl | --eval-fraction 0.25] [--steps 300]\n"
             "                   [--lr 1e-2] [--weight-decay 0] [--no-standardize] [--seed 0] [--batch 32]\n"
             "                   [--out DIR] [--threads N] [--device cpu|cuda] [--dtype f32|bf16|f16]\n"
+            "                   [--positions P1,P2,...]\n"
             "Asks at which sites a property is linearly readable: runs every example once, keeps the stream of\n"
             "each --component at each of --layers (default: every layer) at the example's position, fits one\n"
             "softmax-regression probe per site on the training examples and reports its accuracy on the\n"
@@ -34,6 +35,10 @@ static void usage(FILE *f) {
             "the held-out examples instead. --out DIR writes DIR/results.json (every site's accuracies and\n"
             "losses, the classes, the settings) and DIR/probe_<component>_<layer>.safetensors (weight, bias,\n"
             "mean, std; the classes in its metadata).\n"
+            "--positions P1,P2,...: a probe grid - every example's activations at each of these positions\n"
+            "(negative from the end; the examples' own \"pos\" is then ignored), collected in the same single\n"
+            "pass, and a probe per (site, position); --out DIR also writes DIR/probe_grid_<component>.svg, the\n"
+            "held-out accuracy over layers x positions.\n"
             "Example (the demo model; tools/make_das_demo.py writes the file):\n"
             "  cvene probe --model assets/demo-gpt2 --data assets/demo-gpt2/das_colour/probe.jsonl\n" CLI_CTX_HELP);
 }
@@ -235,17 +240,67 @@ static int split_set(probe_set *a, double fraction, uint64_t seed, probe_set *b)
     return 0;
 }
 
-/* pick rows of the site's activations */
-static float *rows(const cvene_activations *A, int site, int first, int n) {
+/* pick rows first .. first + n - 1 of the site's activations at grid column k of R (rows e R + k) */
+static float *rows(const cvene_activations *A, int site, int first, int n, int k, int R) {
     const int D = cvene_activations_width(A, site);
     float *x = malloc(sizeof(float) * (size_t)n * D);
-    if (x) memcpy(x, cvene_activations_data(A, site) + (size_t)first * D, sizeof(float) * (size_t)n * D);
+    for (int i = 0; x && i < n; i++)
+        memcpy(x + (size_t)i * D, cvene_activations_data(A, site) + ((size_t)(first + i) * R + k) * D,
+               sizeof(float) * (size_t)D);
     return x;
+}
+
+/* "--positions -3,-2,-1": up to cap integers (negative: from the end); the count, or -1 after printing why */
+static int parse_positions(const char *s, int *out, int cap) {
+    int n = 0;
+    for (const char *p = s; *p;) {
+        char *end;
+        errno = 0;
+        const long v = strtol(p, &end, 10);
+        if (end == p || errno || (*end && *end != ',') || v < -100000 || v > 100000 || n == cap) {
+            fprintf(stderr, "cvene probe: --positions must be at most %d comma-separated integers (negative from the "
+                            "end), got \"%s\"\n", cap, s);
+            return -1;
+        }
+        out[n++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (n == 0) fprintf(stderr, "cvene probe: --positions is empty\n");
+    return n ? n : -1;
+}
+
+/* DIR/probe_grid_<component>.svg: held-out accuracy over layers x positions, one per component */
+static int write_grid_svgs(const char *out, const char *model, const cvene_component *comps, int n_comp,
+                           const int *lay, int nl, const int *gpos, int R, const float *acc) {
+    char **labels = calloc((size_t)R, sizeof(char *));
+    int *done = malloc(sizeof(int) * (size_t)nl), rc = 0;
+    for (int k = 0; labels && k < R; k++) {
+        labels[k] = malloc(24);
+        if (labels[k]) snprintf(labels[k], 24, "%d", gpos[k]);
+    }
+    for (int l = 0; done && l < nl; l++) done[l] = 1;
+    for (int c = 0; c < n_comp && rc == 0; c++) {
+        char path[4200], title[512];
+        snprintf(path, sizeof path, "%.4000s/probe_grid_%s.svg", out, cvene_component_name(comps[c]));
+        snprintf(title, sizeof title, "probe accuracy, %s: %s", cvene_component_name(comps[c]), model);
+        FILE *f = labels && done ? fopen(path, "w") : NULL;
+        int ok = f && cli_write_heatmap(f, title, "held-out accuracy (columns: positions, negative from the end)",
+                                        acc + (size_t)c * nl * R, lay, nl, (const char *const *)labels, gpos, R,
+                                        done) == 0;
+        if (f && fclose(f) != 0) ok = 0;
+        if (!ok) {
+            fprintf(stderr, "cvene probe: cannot write %s\n", path);
+            rc = -1;
+        }
+    }
+    for (int k = 0; labels && k < R; k++) free(labels[k]);
+    free(labels), free(done);
+    return rc;
 }
 
 int cmd_probe(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *eval = NULL, *out = NULL, *components = "block_output", *layers = NULL;
-    const char *device = "cpu", *dtype = "f32";
+    const char *device = "cpu", *dtype = "f32", *grid = NULL;
     int threads = 0, batch = 32, standardize = 1;
     double fraction = 0.25;
     uint64_t seed = 0;
@@ -268,7 +323,7 @@ int cmd_probe(int argc, char **argv) {
         const char **sv = !strcmp(k, "--model") ? &model : !strcmp(k, "--data") ? &data : !strcmp(k, "--eval") ? &eval
                         : !strcmp(k, "--out") ? &out : !strcmp(k, "--component") ? &components
                         : !strcmp(k, "--layers") ? &layers : !strcmp(k, "--device") ? &device
-                        : !strcmp(k, "--dtype") ? &dtype : NULL;
+                        : !strcmp(k, "--dtype") ? &dtype : !strcmp(k, "--positions") ? &grid : NULL;
         if (sv) {
             *sv = v;
             continue;
@@ -305,6 +360,8 @@ int cmd_probe(int argc, char **argv) {
         fprintf(stderr, "cvene probe: --model and --data are required (see cvene probe --help)\n");
         return 2;
     }
+    int gpos[256], R = 1;
+    if (grid && (R = parse_positions(grid, gpos, 256)) < 0) return 2;
     /* the components, checked before anything loads */
     cvene_component comps[CVENE_N_COMPONENTS];
     int n_comp = 0;
@@ -332,6 +389,7 @@ int cmd_probe(int argc, char **argv) {
     cvene_activations *A = NULL;
     cvene_site *sites = NULL;
     cJSON *res = NULL;
+    float *grid_acc = NULL; /* (n_sites, R) held-out accuracies */
     probe_set tr, ho;
     memset(&tr, 0, sizeof tr), memset(&ho, 0, sizeof ho);
     if (cvene_ctx_new(&cp, &ctx, err, sizeof err) != CVENE_OK) {
@@ -363,7 +421,7 @@ int cmd_probe(int argc, char **argv) {
     const int n_sites = n_comp * nl, N = tr.n + ho.n;
     sites = malloc(sizeof *sites * (size_t)n_sites);
     const int32_t **ids = malloc(sizeof *ids * (size_t)N);
-    int *lens = malloc(sizeof(int) * (size_t)N), *pos = malloc(sizeof(int) * (size_t)N);
+    int *lens = malloc(sizeof(int) * (size_t)N), *pos = malloc(sizeof(int) * (size_t)N * R);
     if (!sites || !ids || !lens || !pos) {
         free(ids), free(lens), free(pos);
         goto oom;
@@ -373,13 +431,15 @@ int cmd_probe(int argc, char **argv) {
     for (int i = 0; i < N; i++) {
         const probe_set *s = i < tr.n ? &tr : &ho;
         const int k = i < tr.n ? i : i - tr.n;
-        ids[i] = s->ids[k], lens[i] = s->len[k], pos[i] = s->pos[k];
+        ids[i] = s->ids[k], lens[i] = s->len[k];
+        for (int q = 0; q < R; q++) pos[(size_t)i * R + q] = grid ? gpos[q] : s->pos[k];
     }
-    printf("probing %d site%s (%d component%s x %d layer%s) of %s: %d training and %d held-out examples, %d classes\n",
-           n_sites, n_sites == 1 ? "" : "s", n_comp, n_comp == 1 ? "" : "s", nl, nl == 1 ? "" : "s", model, tr.n, ho.n, C);
+    printf("probing %d site%s (%d component%s x %d layer%s%s%s) of %s: %d training and %d held-out examples, %d classes\n",
+           n_sites * R, n_sites * R == 1 ? "" : "s", n_comp, n_comp == 1 ? "" : "s", nl, nl == 1 ? "" : "s",
+           grid ? " x positions " : "", grid ? grid : "", model, tr.n, ho.n, C);
     fflush(stdout);
     const double t0 = cli_now();
-    const cvene_status cst = cvene_collect(m, ids, lens, pos, N, sites, n_sites, batch, &A);
+    const cvene_status cst = cvene_collect_positions(m, ids, lens, pos, R, N, sites, n_sites, batch, &A);
     free(ids), free(lens), free(pos);
     if (cst != CVENE_OK) {
         fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
@@ -395,18 +455,23 @@ int cmd_probe(int argc, char **argv) {
     free(count);
     printf("activations collected in %.2f s; majority class \"%s\": held-out accuracy %.4f\n", t1 - t0, classes[major],
            (double)base_right / ho.n);
-    printf("%-24s %6s %10s %14s %14s\n", "component", "layer", "train acc", "held-out acc", "held-out loss");
+    if (grid) printf("%-24s %6s %8s %10s %14s %14s\n", "component", "layer", "position", "train acc", "held-out acc",
+                     "held-out loss");
+    else printf("%-24s %6s %10s %14s %14s\n", "component", "layer", "train acc", "held-out acc", "held-out loss");
+    grid_acc = malloc(sizeof(float) * (size_t)n_sites * R);
+    if (!grid_acc) goto oom;
     res = cJSON_CreateObject();
     cJSON *jsites = cJSON_AddArrayToObject(res, "sites");
-    int best = -1;
+    int best = -1, best_k = 0;
     double best_acc = -1;
     if (out && mkdir(out, 0777) != 0 && errno != EEXIST) {
         fprintf(stderr, "cvene probe: --out %s: cannot create the directory: %s\n", out, strerror(errno));
         goto done;
     }
-    for (int s = 0; s < n_sites; s++) {
+    for (int sk = 0; sk < n_sites * R; sk++) {
+        const int s = sk / R, k = sk % R;
         const int D = cvene_activations_width(A, s);
-        float *Xtr = rows(A, s, 0, tr.n), *Xho = rows(A, s, tr.n, ho.n);
+        float *Xtr = rows(A, s, 0, tr.n, k, R), *Xho = rows(A, s, tr.n, ho.n, k, R);
         cvene_probe *pr = NULL;
         double acc_tr = 0, acc_ho = 0, loss_ho = 0;
         cvene_status st = Xtr && Xho ? cvene_probe_fit(ctx, Xtr, tr.y, tr.n, D, C, &pp, &pr) : CVENE_ERR_OOM;
@@ -417,8 +482,12 @@ int cmd_probe(int argc, char **argv) {
             cJSON *jc = cJSON_CreateStringArray((const char *const *)classes, C);
             cls = cJSON_PrintUnformatted(jc);
             cJSON_Delete(jc);
-            snprintf(path, sizeof path, "%.4000s/probe_%s_%d.safetensors", out, cvene_component_name(sites[s].component),
-                     sites[s].layer);
+            if (grid)
+                snprintf(path, sizeof path, "%.4000s/probe_%s_%d_pos%d.safetensors", out,
+                         cvene_component_name(sites[s].component), sites[s].layer, gpos[k]);
+            else
+                snprintf(path, sizeof path, "%.4000s/probe_%s_%d.safetensors", out,
+                         cvene_component_name(sites[s].component), sites[s].layer);
             const char *meta[] = {"producer", "cvene probe", "classes", cls ? cls : "[]"};
             st = cvene_probe_save(pr, path, meta, 2);
             free(cls);
@@ -430,21 +499,32 @@ int cmd_probe(int argc, char **argv) {
                     cvene_ctx_error(ctx));
             goto done;
         }
-        printf("%-24s %6d %10.4f %14.4f %14.4f\n", cvene_component_name(sites[s].component), sites[s].layer, acc_tr,
-               acc_ho, loss_ho);
+        if (grid)
+            printf("%-24s %6d %8d %10.4f %14.4f %14.4f\n", cvene_component_name(sites[s].component), sites[s].layer,
+                   gpos[k], acc_tr, acc_ho, loss_ho);
+        else
+            printf("%-24s %6d %10.4f %14.4f %14.4f\n", cvene_component_name(sites[s].component), sites[s].layer,
+                   acc_tr, acc_ho, loss_ho);
         fflush(stdout);
-        if (acc_ho > best_acc) best_acc = acc_ho, best = s;
+        grid_acc[sk] = (float)acc_ho;
+        if (acc_ho > best_acc) best_acc = acc_ho, best = s, best_k = k;
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "component", cvene_component_name(sites[s].component));
         cJSON_AddNumberToObject(j, "layer", sites[s].layer);
+        if (grid) cJSON_AddNumberToObject(j, "position", gpos[k]);
         cJSON_AddNumberToObject(j, "width", D);
         cJSON_AddNumberToObject(j, "train_accuracy", acc_tr);
         cJSON_AddNumberToObject(j, "held_out_accuracy", acc_ho);
         cJSON_AddNumberToObject(j, "held_out_loss", loss_ho);
         cJSON_AddItemToArray(jsites, j);
     }
-    printf("best: %s layer %d, held-out accuracy %.4f (%.2f s in all)\n", cvene_component_name(sites[best].component),
-           sites[best].layer, best_acc, cli_now() - t0);
+    if (grid)
+        printf("best: %s layer %d position %d, held-out accuracy %.4f (%.2f s in all)\n",
+               cvene_component_name(sites[best].component), sites[best].layer, gpos[best_k], best_acc, cli_now() - t0);
+    else
+        printf("best: %s layer %d, held-out accuracy %.4f (%.2f s in all)\n",
+               cvene_component_name(sites[best].component), sites[best].layer, best_acc, cli_now() - t0);
+    if (grid && out && write_grid_svgs(out, model, comps, n_comp, lay, nl, gpos, R, grid_acc) != 0) goto done;
     if (out) {
         cJSON_AddItemToObject(res, "classes", cJSON_CreateStringArray((const char *const *)classes, C));
         cJSON_AddStringToObject(res, "model", model);
@@ -471,7 +551,7 @@ int cmd_probe(int argc, char **argv) {
             remove(tmp);
             goto done;
         }
-        printf("wrote %s and %d probe file%s\n", path, n_sites, n_sites == 1 ? "" : "s");
+        printf("wrote %s and %d probe file%s\n", path, n_sites * R, n_sites * R == 1 ? "" : "s");
     }
     rc = 0;
     goto done;
@@ -479,7 +559,7 @@ oom:
     fprintf(stderr, "cvene probe: out of memory\n");
 done:
     cJSON_Delete(res);
-    free(classes), free(lay), free(sites);
+    free(classes), free(lay), free(sites), free(grid_acc);
     cvene_activations_free(A);
     set_free(&tr), set_free(&ho);
     cli_text_free(&tx);

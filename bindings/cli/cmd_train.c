@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "bindings/cli/cli.h"
+#include "bindings/cli/train_grid.h"
 #include "cvene.h"
 
 static void usage(FILE *f) {
@@ -20,6 +21,7 @@ static void usage(FILE *f) {
             "                   [--lr 1e-3] [--warmup 0.1] [--optimizer adam|adamw] [--weight-decay 0]\n"
             "                   [--grad-accum 1] [--seed 0] [--no-shuffle] [--temperature 50:0.1]\n"
             "                   [--boundary-loss 1.0] [--init WEIGHTS.safetensors] [--threads N] [--device cpu|cuda]\n"
+            "       cvene train ... --type T --grid-positions P1,P2 [--layers 0-7] [--beside PROBE_DIR/results.json]\n"
             "Trains the interventions of CONFIG.json (pyvene's IntervenableConfig; every representation a\n"
             "trainable type) on the model, frozen (docs/training.md): DAS rotations, masks, LoReFT and its\n"
             "variants, autoencoders. --type/--layer/--component/--rank make a one-intervention config instead;\n"
@@ -42,6 +44,11 @@ static void usage(FILE *f) {
             "Writes OUT/config.json and OUT/intkey_<key>.safetensors (pyvene's state-dict names;\n"
             "tools/convert_pyvene_weights.py turns them into pyvene's intkey_<key>.bin and back).\n"
             "--init loads initial parameters (pyvene's names) into the first intervention.\n"
+            "--grid-positions P1,P2,... (with --type, instead of --layer): the DAS grid - one intervention\n"
+            "trained per (layer, position) cell (--layers, default every layer; positions negative from the\n"
+            "end replace every example's base_pos and source_pos), each exactly `--layer l` on the data at\n"
+            "that position; writes OUT/grid.json (IIA per cell), OUT/grid.svg (beside a `cvene probe\n"
+            "--positions` grid's accuracy with --beside) and OUT/L<layer>_P<position>/ per cell.\n"
             "Example (the demo model; held-out IIA 0 -> ~0.6):\n"
             "  cvene train --model assets/demo-gpt2 --data assets/demo-gpt2/das_colour/train.jsonl \\\n"
             "    --eval assets/demo-gpt2/das_colour/eval.jsonl --type LowRankRotatedSpace --layer 2 --rank 8 \\\n"
@@ -88,6 +95,7 @@ static int parse_range(const char *s, double *a, double *b) {
 int cmd_train(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *out = NULL, *config = NULL, *eval = NULL, *type = NULL, *init = NULL;
     const char *component = "block_output", *device = "cpu", *optimizer = "adam", *temperature = NULL;
+    const char *grid = NULL, *grid_layers = NULL, *beside = NULL;
     int layer = -1, rank = 0, threads = 0;
     double eval_fraction = 0.2;
     cvene_train_params tp = cvene_train_default_params();
@@ -110,7 +118,8 @@ int cmd_train(int argc, char **argv) {
                         : !strcmp(k, "--config") ? &config : !strcmp(k, "--eval") ? &eval : !strcmp(k, "--type") ? &type
                         : !strcmp(k, "--component") ? &component : !strcmp(k, "--device") ? &device
                         : !strcmp(k, "--optimizer") ? &optimizer : !strcmp(k, "--temperature") ? &temperature
-                        : !strcmp(k, "--init") ? &init : NULL;
+                        : !strcmp(k, "--init") ? &init : !strcmp(k, "--grid-positions") ? &grid
+                        : !strcmp(k, "--layers") ? &grid_layers : !strcmp(k, "--beside") ? &beside : NULL;
         if (sv) {
             *sv = v;
             continue;
@@ -163,7 +172,16 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "cvene train: give --config or --type, not both\n");
         return 2;
     }
-    if (type && layer < 0) {
+    if (grid && (!type || layer >= 0 || init)) {
+        fprintf(stderr, "cvene train: --grid-positions trains --type at every (layer, position) cell: give --type, "
+                        "and --layers instead of --layer%s\n", init ? " (and no --init)" : "");
+        return 2;
+    }
+    if ((grid_layers || beside) && !grid) {
+        fprintf(stderr, "cvene train: --layers and --beside belong to a DAS grid: add --grid-positions\n");
+        return 2;
+    }
+    if (type && layer < 0 && !grid) {
         fprintf(stderr, "cvene train: --type needs --layer\n");
         return 2;
     }
@@ -200,8 +218,8 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "cvene: %s: %s\n", config, cvene_ctx_error(ctx));
             goto done;
         }
-    } else if (cli_type_config(ctx, "train", type, layer, component, rank, &cfg)) {
-        goto done;
+    } else if (cli_type_config(ctx, "train", type, grid ? 0 : layer, component, rank, &cfg)) {
+        goto done; /* a grid's cells make their own; this checks --type, --component and --rank first */
     }
     if (cvene_model_load(ctx, model, &m) != CVENE_OK) {
         fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
@@ -225,6 +243,35 @@ int cmd_train(int argc, char **argv) {
         }
     } else {
         train = all, all = NULL;
+    }
+    if (grid) {
+        const int L = cvene_model_get_info(m).n_layer;
+        int gpos[256], glay[1024], np = 0, nl = L;
+        for (const char *p = grid; *p && np >= 0;) {
+            char *end;
+            errno = 0;
+            const long v = strtol(p, &end, 10);
+            if (end == p || errno || (*end && *end != ',') || v < -100000 || v > 100000 || np == 256) np = -1;
+            else gpos[np++] = (int)v, p = *end ? end + 1 : end;
+        }
+        if (np <= 0) {
+            fprintf(stderr, "cvene train: --grid-positions must be up to 256 comma-separated integers (negative from "
+                            "the end), got \"%s\"\n", grid);
+            goto done;
+        }
+        for (int l = 0; l < L; l++) glay[l] = l;
+        char why[64];
+        snprintf(why, sizeof why, "the model has %d layers", L);
+        if (grid_layers && (nl = cli_parse_list("train", "--layers", grid_layers, glay, 0, L, "layer", why)) <= 0)
+            goto done;
+        if (!held) {
+            fprintf(stderr, "cvene train: a DAS grid reports held-out IIA: give --eval or --eval-fraction\n");
+            goto done;
+        }
+        tp.progress = NULL;
+        train_grid_args ga = {ctx, m, train, held, type, component, out, beside, rank, glay, gpos, nl, np, &tp};
+        rc = cli_train_grid(&ga);
+        goto done;
     }
     train_progress pr = {cli_now(), isatty(2), 0, 0};
     tp.progress = show, tp.progress_user = &pr;

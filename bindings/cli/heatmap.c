@@ -1,8 +1,10 @@
 /* SVG heatmap of a sweep: layers (rows, top = last layer) x tokens (columns,
  * labelled with the decoded tokens), a sequential colour scale and a legend.
  * Plain SVG 1.1 that any browser opens. */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bindings/cli/cli.h"
@@ -93,4 +95,37 @@ int cli_write_heatmap(FILE *f, const char *title, const char *value_label, const
     fprintf(f, "<text x=\"%d\" y=\"%d\">%.4g</text>\n", lx + 20, ly + lh, lo);
     fprintf(f, "</svg>\n");
     return ferror(f) ? -1 : 0;
+}
+
+/* Several heatmaps side by side in one SVG (a DAS grid's IIA beside a probe grid's accuracy, as the
+ * pyvene paper's figure): each panel is cli_write_heatmap's document, nested as an <svg> at its
+ * x offset. */
+int cli_write_panels(FILE *f, const cli_panel *p, int n) {
+    char *doc[8] = {0};
+    size_t len[8] = {0};
+    int w[8] = {0}, h[8] = {0}, W = 0, H = 0, rc = 0;
+    if (n < 1 || n > 8) return -1;
+    for (int k = 0; k < n && rc == 0; k++) {
+        FILE *m = open_memstream(&doc[k], &len[k]);
+        int *done = calloc((size_t)p[k].n_layers, sizeof(int));
+        for (int l = 0; done && l < p[k].n_layers; l++) done[l] = 1;
+        if (!m || !done || cli_write_heatmap(m, p[k].title, p[k].value_label, p[k].values, p[k].layers, p[k].n_layers,
+                                             p[k].labels, p[k].positions, p[k].n_cols, done) != 0)
+            rc = -1;
+        if (m && fclose(m) != 0) rc = -1;
+        free(done);
+        const char *s = rc == 0 ? strstr(doc[k], "<svg ") : NULL;
+        if (!s || sscanf(strstr(s, "width=\""), "width=\"%d\" height=\"%d\"", &w[k], &h[k]) != 2) rc = -1;
+        W += w[k], H = h[k] > H ? h[k] : H;
+    }
+    if (rc == 0) {
+        fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
+                   "height=\"%d\" viewBox=\"0 0 %d %d\">\n", W, H, W, H);
+        for (int k = 0, x = 0; k < n; x += w[k], k++)
+            fprintf(f, "<svg x=\"%d\" y=\"0\" %s", x, strstr(doc[k], "<svg ") + 5);
+        fprintf(f, "</svg>\n");
+        rc = ferror(f) ? -1 : 0;
+    }
+    for (int k = 0; k < n; k++) free(doc[k]);
+    return rc;
 }
