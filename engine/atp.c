@@ -192,18 +192,21 @@ cvene_status cvene_sweep_atp(cvene_model *m, const int32_t *base_ids, const int3
         const int l = p->layers ? p->layers[li] : li;
         for (int hi = 0; hi < nh; hi++) {
             const int off = !head ? 0 : (all_heads ? hi : p->head) * Dh, len = head ? Dh : D;
+            double sum = 0; /* together: the positions' changes add up (the estimate is linear) */
             for (int k = 0; k < np; k++) {
                 const int t = p->positions ? p->positions[k] : k;
                 const size_t at = ((size_t)l * T + t) * D + off;
                 double e = 0;
                 for (int c = 0; c < len; c++) e += ((double)h_src[at + c] - h_base[at + c]) * h_grad[at + c];
-                const double sc = base_score + e;
+                sum += e;
+                const double sc = base_score + (p->together ? sum : e);
                 if (!isfinite(sc) || fabs(sc) > 3.4028234663852886e38) {
                     st = cvene_fail(ctx, CVENE_ERR_NUMERIC, "atp: the estimate at layer %d, position %d is not finite", l,
                                     t);
                     break;
                 }
-                scores[((size_t)li * nh + hi) * np + k] = (float)sc;
+                if (!p->together) scores[((size_t)li * nh + hi) * np + k] = (float)sc;
+                else if (k == np - 1) scores[(size_t)li * nh + hi] = (float)sc;
             }
         }
     }
@@ -212,7 +215,7 @@ cvene_status cvene_sweep_atp(cvene_model *m, const int32_t *base_ids, const int3
         summary->base_score = base_score;
         summary->source_score = src_score;
         summary->forwards = 3; /* source, base (stopped at layer 0's input), the base training pass */
-        summary->sites = (int64_t)nl * nh * np;
+        summary->sites = (int64_t)nl * nh * (p->together ? 1 : np);
     }
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (*dev[i].ptr) be->ops->free(be, *dev[i].ptr);

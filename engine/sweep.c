@@ -61,6 +61,9 @@ typedef struct {
      *   [2]: prefix x_off   b * Tq * C                          (into the packed input)
      *   [3]: prefix src_off past * C                            (into resid's layer) */
     int64_t *d_idx, *h_idx;
+    int icap;              /* entries per index array: max_batch, or rows x positions when every row patches
+                            * all the positions together (params.together) */
+    int n_units;           /* patch units of the current forward (entries of [0] and [1]) */
     float *host_rows;      /* (T, C) host staging of block_input(0) rows for the noise (CUDA) */
     float *src_logits;     /* (V) source logits, last position */
     double *src_logp;      /* (V) log-softmax of the source (KL) */
@@ -76,13 +79,15 @@ typedef struct {
     char errmsg[CVENE_ERR_LEN]; /* forward's own "callback returned" message overwrites ctx->err) */
 } sweep_state;
 
+#define CVENE_MAX_HEADS_TOGETHER 1024
+
 static int window_lo(int l, int w) { return l - w / 2 < 0 ? 0 : l - w / 2; }
 static int window_hi(int l, int w, int L) { return l + (w + 1) / 2 > L ? L : l + (w + 1) / 2; }
 
 /* Fill the patch (and, for a packed forward, prefix) index arrays of rows [0, nb) from
  * s->pos and upload them: one small to_device per forward. */
 static cvene_status upload_index(sweep_state *s, int nb, int past, int Tq) {
-    const int mb = s->max_batch;
+    const int mb = s->icap;
     int64_t *h = s->h_idx;
     for (int b = 0; b < nb; b++) {
         h[b] = ((int64_t)b * Tq + s->pos[b] - past) * s->D + s->off;
@@ -90,6 +95,25 @@ static cvene_status upload_index(sweep_state *s, int nb, int past, int Tq) {
         h[2 * mb + b] = (int64_t)b * Tq * s->C;
         h[3 * mb + b] = (int64_t)past * s->C;
     }
+    s->n_units = nb;
+    return s->be->ops->to_device(s->be, s->d_idx, h, sizeof(int64_t) * 4 * (size_t)mb);
+}
+
+/* The same when every row patches all np positions pos[0..np) together, row b at slice offset
+ * off[b] (a head's): units b * np + k. */
+static cvene_status upload_index_together(sweep_state *s, int nb, const int *off, const int *pos, int np, int past,
+                                          int Tq) {
+    const int mb = s->icap;
+    int64_t *h = s->h_idx;
+    for (int b = 0; b < nb; b++) {
+        for (int k = 0; k < np; k++) {
+            h[b * np + k] = ((int64_t)b * Tq + pos[k] - past) * s->D + off[b];
+            h[mb + b * np + k] = (int64_t)pos[k] * s->D + off[b];
+        }
+        h[2 * mb + b] = (int64_t)b * Tq * s->C;
+        h[3 * mb + b] = (int64_t)past * s->C;
+    }
+    s->n_units = nb * np;
     return s->be->ops->to_device(s->be, s->d_idx, h, sizeof(int64_t) * 4 * (size_t)mb);
 }
 
@@ -142,8 +166,8 @@ static cvene_status site_work(sweep_state *s, cvene_component comp, int layer, c
     /* x[b, pos[b] - past, off : off + len] = src[layer, pos[b], off : off + len] for every row b:
      * one iv_units op over the index arrays upload_index staged for this forward */
     if (s->patching && comp == s->phys && layer >= s->lo && layer < s->hi)
-        CVENE_TRY(be->ops->iv_units(be, x, s->d_idx, 0, s->src + (size_t)layer * s->T * s->D, s->d_idx + s->max_batch,
-                                    0, NULL, NULL, NULL, rows, 1, s->len, CVENE_IVOP_VANILLA));
+        CVENE_TRY(be->ops->iv_units(be, x, s->d_idx, 0, s->src + (size_t)layer * s->T * s->D, s->d_idx + s->icap,
+                                    0, NULL, NULL, NULL, s->n_units, 1, s->len, CVENE_IVOP_VANILLA));
     return CVENE_OK;
 }
 
@@ -215,6 +239,10 @@ cvene_status sweep_check_params(cvene_ctx *ctx, const cvene_model_info *mi, cons
             p->position_ids[t] > (1 << 24))
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep: position_ids[%d] = %d is outside [0, %d)", t,
                               p->position_ids[t], mi->arch == CVENE_ARCH_GPT2 ? mi->n_positions : (1 << 24) + 1);
+    if (p->together && p->component == CVENE_HEAD_ATTENTION_VALUE_OUTPUT && p->head == CVENE_ALL_HEADS &&
+        mi->n_head > CVENE_MAX_HEADS_TOGETHER)
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "sweep: every head together supports up to %d heads (the model "
+                          "has %d)", CVENE_MAX_HEADS_TOGETHER, mi->n_head);
     if (p->window < 1 || p->window > mi->n_layer)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep: window %d must be in [1, %d]", p->window, mi->n_layer);
     for (int i = 0; p->layers && i < p->n_layers; i++)
@@ -388,13 +416,16 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
      * batches (cvene_sweep_layer). */
     int max_batch = p->max_batch > 0 ? p->max_batch : be->device == CVENE_DEVICE_CPU ? 8 : 32;
     if (max_batch > ss->np) max_batch = ss->np;
+    if (p->together) max_batch = ss->nh; /* a forward's rows: the heads, each patching every position */
     ss->p.max_batch = max_batch;
     s->max_batch = max_batch;
     size_t TC = (size_t)T * C;
     s->kp = malloc(sizeof(float *) * (size_t)L);
     s->vp = malloc(sizeof(float *) * (size_t)L);
     s->src_logp = malloc(sizeof(double) * (size_t)V);
-    s->h_idx = malloc(sizeof(int64_t) * 4 * (size_t)max_batch);
+    /* together: the rows of a forward are the heads (or one row), each patching every position */
+    s->icap = p->together ? max_batch * ss->np : max_batch;
+    s->h_idx = malloc(sizeof(int64_t) * 4 * (size_t)s->icap);
     s->host_rows = p->trace && !s->on_host ? malloc(sizeof(float) * TC) : NULL;
     ss->positions = malloc(sizeof(int) * (size_t)ss->np);
     ss->position_ids = p->position_ids ? malloc(sizeof(int32_t) * (size_t)T) : NULL;
@@ -418,7 +449,7 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
         {(void **)&s->src, sizeof(float) * (size_t)L * T * s->D},
         {(void **)&ss->caches, sizeof(float) * (size_t)(3 * L + 1) * TC * (size_t)ss->n_samples},
         {(void **)&ss->x, sizeof(float) * (size_t)max_batch * TC},
-        {(void **)&s->d_idx, sizeof(int64_t) * 4 * (size_t)max_batch},
+        {(void **)&s->d_idx, sizeof(int64_t) * 4 * (size_t)s->icap},
     };
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (be->ops->alloc(be, dev[i].ptr, dev[i].bytes) != CVENE_OK) {
@@ -494,6 +525,75 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
     return CVENE_OK;
 }
 
+/* params.together: every row patches all the positions at once; the rows of a forward are the heads
+ * (CVENE_ALL_HEADS) or the one patched slice. scores: (nh). The naive path runs a full forward per
+ * row. */
+static cvene_status sweep_layer_together(cvene_sweep_session *ss, int l, int direct, int start, float *scores) {
+    sweep_state *s = &ss->s;
+    const cvene_sweep_params *p = &ss->p;
+    cvene_model *m = s->m;
+    cvene_backend *be = s->be;
+    const int T = s->T, C = s->C, V = s->V, np = ss->np, nh = ss->nh;
+    const size_t TC = (size_t)T * C;
+    const int narrow = ss->fast && p->metric == CVENE_METRIC_LOGIT_DIFF;
+    const int32_t cols[2] = {p->token, p->token_b};
+    const int past = ss->fast ? ss->order[0].pos : 0, Tq = T - past;
+    int off[CVENE_MAX_HEADS_TOGETHER];
+    for (int b = 0; b < nh; b++) off[b] = nh > 1 ? b * ss->dh : s->off;
+    cvene_status st = CVENE_OK;
+    for (int b = 0; b < nh; b++) ss->acc[b] = 0;
+    for (int smp = 0; smp < ss->n_samples && st == CVENE_OK; smp++) {
+        use_sample(ss, smp);
+        if (!ss->fast) { /* reference: one full forward per row */
+            uint64_t sites[CVENE_N_COMPONENTS];
+            memset(sites, 0, sizeof sites);
+            for (int q = s->lo; q < s->hi; q++) sites[s->phys] |= 1ull << q;
+            sites[CVENE_BLOCK_INPUT] |= 1; /* noise */
+            for (int b = 0; b < nh && st == CVENE_OK; b++) {
+                s->past = 0, s->patching = 1, s->add_noise = 1;
+                st = upload_index_together(s, 1, &off[b], ss->positions, np, 0, T);
+                if (st == CVENE_OK) st = full_forward(s, ss->base, 1, ss->logits_full, ss->last + (size_t)b * V, sites);
+                ss->sum.forwards++;
+            }
+        } else {
+            st = upload_index_together(s, nh, off, ss->positions, np, past, Tq);
+            if (st == CVENE_OK) /* every row: the base residual entering `start` from past on */
+                st = be->ops->iv_units(be, ss->x, s->d_idx + 2 * s->icap, C, s->resid + start * TC,
+                                       s->d_idx + 3 * s->icap, C, NULL, NULL, NULL, nh, Tq, C, CVENE_IVOP_VANILLA);
+            if (st == CVENE_OK && direct) /* every position of every row takes the source's vector */
+                st = be->ops->iv_units(be, ss->x, s->d_idx, 0, s->src + (size_t)l * TC, s->d_idx + s->icap, 0, NULL,
+                                       NULL, NULL, s->n_units, 1, C, CVENE_IVOP_VANILLA);
+            cvene_resume rs = {start, past, ss->x, s->kp, s->vp, 1, narrow ? cols : NULL, narrow ? 2 : 0,
+                               ss->position_ids};
+            cvene_run_opts o;
+            memset(&o, 0, sizeof o);
+            o.logits = ss->last;
+            if (!direct) {
+                for (int q = s->lo; q < s->hi; q++) o.sites[s->phys] |= 1ull << q;
+                o.site_fn = on_site;
+                o.site_user = s;
+                s->past = past, s->patching = 1, s->add_noise = 0;
+            }
+            if (st == CVENE_OK) st = site_status(s, m->vt->forward_from(m, &rs, nh, T, &o));
+            ss->sum.forwards++;
+        }
+        for (int b = 0; b < nh && st == CVENE_OK; b++)
+            ss->acc[b] += (narrow ? (double)ss->last[2 * b] - ss->last[2 * b + 1] : metric(s, ss->last + (size_t)b * V)) /
+                          ss->n_samples;
+        s->patching = 0;
+    }
+    if (st != CVENE_OK) return st;
+    ss->done += nh;
+    if (p->progress) p->progress(p->progress_user, ss->done, 0);
+    for (int b = 0; b < nh; b++)
+        if (!isfinite(ss->acc[b]) || fabs(ss->acc[b]) > 3.4028234663852886e38)
+            return cvene_fail(m->ctx, CVENE_ERR_NUMERIC, "sweep: the score of layer %d (positions patched together) is "
+                              "not finite (%g): the patched run overflowed", l, ss->acc[b]);
+    for (int b = 0; b < nh; b++) scores[b] = (float)ss->acc[b];
+    ss->sum.sites += nh;
+    return CVENE_OK;
+}
+
 cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
     sweep_state *s = &ss->s;
     const cvene_sweep_params *p = &ss->p;
@@ -512,6 +612,7 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
     /* block_input / block_output with no window: patch the residual directly */
     int direct = p->window == 1 && (p->component == CVENE_BLOCK_OUTPUT || p->component == CVENE_BLOCK_INPUT);
     int start = !direct ? s->lo : p->component == CVENE_BLOCK_OUTPUT ? l + 1 : l;
+    if (p->together) return sweep_layer_together(ss, l, direct, start, scores);
     int *row_pos = ss->row_pos;
     float *last = ss->last;
     cvene_status st = CVENE_OK;
@@ -544,11 +645,11 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
                     /* every row: x (nb, Tq, C) = the base residual entering `start` at positions >= past
                      * (one iv_units op: nb units of Tq rows, all reading the same rows of resid) */
                     if (st == CVENE_OK)
-                        st = be->ops->iv_units(be, ss->x, s->d_idx + 2 * max_batch, C, s->resid + start * TC,
-                                               s->d_idx + 3 * max_batch, C, NULL, NULL, NULL, nb, Tq, C, CVENE_IVOP_VANILLA);
+                        st = be->ops->iv_units(be, ss->x, s->d_idx + 2 * s->icap, C, s->resid + start * TC,
+                                               s->d_idx + 3 * s->icap, C, NULL, NULL, NULL, nb, Tq, C, CVENE_IVOP_VANILLA);
                     /* direct: row b's position pos[b] takes the source's vector (D = C, off = 0 here) */
                     if (st == CVENE_OK && direct)
-                        st = be->ops->iv_units(be, ss->x, s->d_idx, 0, s->src + (size_t)l * TC, s->d_idx + max_batch, 0,
+                        st = be->ops->iv_units(be, ss->x, s->d_idx, 0, s->src + (size_t)l * TC, s->d_idx + s->icap, 0,
                                                NULL, NULL, NULL, nb, 1, C, CVENE_IVOP_VANILLA);
                     cvene_resume rs = {start, past, ss->x, s->kp, s->vp, 1, narrow ? cols : NULL, narrow ? 2 : 0,
                                        ss->position_ids};
@@ -596,7 +697,8 @@ cvene_status cvene_sweep(cvene_model *m, const int32_t *base_ids, const int32_t 
     int nl = p->layers ? p->n_layers : mi.n_layer;
     cvene_status st = CVENE_OK;
     for (int li = 0; li < nl && st == CVENE_OK; li++)
-        st = cvene_sweep_layer(ss, p->layers ? p->layers[li] : li, scores + (size_t)li * ss->np * ss->nh);
+        st = cvene_sweep_layer(ss, p->layers ? p->layers[li] : li,
+                               scores + (size_t)li * (p->together ? 1 : ss->np) * ss->nh);
     if (st == CVENE_OK && summary) *summary = ss->sum;
     cvene_sweep_end(ss);
     return st;

@@ -32,8 +32,9 @@ cvene_status cvene_sweep_dataset(cvene_model *m, const cvene_sweep_example *ex, 
     const cvene_model_info mi = cvene_model_get_info(m);
     if (!ex || n_ex <= 0) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep dataset: the dataset is empty");
     if (n_positions <= 0) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep dataset: no positions (columns) to sweep");
-    if (p->trace)
-        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "sweep dataset: causal tracing runs one prompt (cvene_sweep)");
+    if (p->trace || p->together)
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "sweep dataset: %s", p->trace ? "causal tracing runs one prompt "
+                          "(cvene_sweep)" : "positions patched together are per prompt (cvene_sweep)");
     for (int e = 0; e < n_ex; e++) {
         if (!ex[e].base_ids || !ex[e].source_ids || !ex[e].positions || ex[e].T <= 0)
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep dataset: example %d has no ids or positions", e);

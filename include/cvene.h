@@ -518,6 +518,8 @@ typedef struct {
     cvene_progress_fn progress;
     void *progress_user;
     int atp;                   /* 1: estimate the scores by attribution patching (cvene_sweep_atp below) */
+    int together;              /* 1: patch all the positions at once (a head's output over the whole prompt:
+                                  layer x head patching); scores (n_layers, [n_head,] 1) */
 } cvene_sweep_params;
 
 typedef struct {
@@ -539,7 +541,8 @@ cvene_status cvene_sweep(cvene_model *m, const int32_t *base_ids, const int32_t 
  *   score(l, t) ~= metric(base) + (a_src(l, t) - a_base(l, t)) . dmetric/da(l, t) at the base run,
  * a the component's vector at (layer l, position t) (a head's slice of attention_value_output for
  * head_attention_value_output; every head with CVENE_ALL_HEADS). Same params, units and layout as
- * cvene_sweep, so the two can be compared site by site; trace, window != 1 and naive are refused.
+ * cvene_sweep, so the two can be compared site by site (with together: the positions' estimated changes
+ * summed, the estimate being linear); trace, window != 1 and naive are refused.
  * GPT-2 and GPT-NeoX (models with a backward pass) in f32; summary->forwards counts the passes (3: the
  * source, the base up to layer 0's input, the base's training pass; plus one backward). */
 cvene_status cvene_sweep_atp(cvene_model *m, const int32_t *base_ids, const int32_t *source_ids, int T,

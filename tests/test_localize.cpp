@@ -182,6 +182,87 @@ TEST(HeadSweep, AllHeadsEqualsEachHeadNaive) {
     }
 }
 
+// Layer x head patching (together): each head's output patched at every position at once. The fast
+// path (the heads as rows of one resumed forward) equals the naive path (a full forward per head,
+// all positions patched at the site), 1e-5 as above, for every head, one head, and a non-head
+// component; and the AtP estimate of it is the base score plus the per-position changes of the torch
+// reference summed (1e-4 of the largest, as AtpMatchesTorch).
+TEST(HeadSweep, AllPositionsTogether) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    for (const char *model : {"gpt2/small", "neox/par_rot25"}) {
+        Loaded L(std::string(CVENE_FIXTURES) + "/" + model + "/model", kTestDevice);
+        ASSERT_EQ(L.status, CVENE_OK) << L.error();
+        const cvene_model_info mi = cvene_model_get_info(L.model);
+        const int T = 7, H = mi.n_head, NL = mi.n_layer;
+        std::mt19937 g(9);
+        std::vector<int32_t> base(T), src(T);
+        for (int t = 0; t < T; t++) base[t] = (int32_t)(g() % mi.vocab_size), src[t] = (int32_t)(g() % mi.vocab_size);
+        const int some[3] = {1, 4, 6};
+        for (int variant = 0; variant < 3; variant++) { // every head; head 2 at positions 1, 4, 6; mlp_output
+            cvene_sweep_params p = cvene_sweep_default_params();
+            p.component = variant == 2 ? CVENE_MLP_OUTPUT : CVENE_HEAD_ATTENTION_VALUE_OUTPUT;
+            p.head = variant == 0 ? CVENE_ALL_HEADS : 2;
+            if (variant == 1) p.positions = some, p.n_positions = 3;
+            p.metric = CVENE_METRIC_KL;
+            p.together = 1;
+            const int nh = variant == 0 ? H : 1;
+            std::vector<float> fast((size_t)NL * nh), naive((size_t)NL * nh);
+            cvene_sweep_summary sum;
+            ASSERT_EQ(cvene_sweep(L.model, base.data(), src.data(), T, &p, fast.data(), &sum), CVENE_OK) << L.error();
+            EXPECT_EQ(sum.sites, (int64_t)NL * nh);
+            p.naive = 1;
+            ASSERT_EQ(cvene_sweep(L.model, base.data(), src.data(), T, &p, naive.data(), nullptr), CVENE_OK) << L.error();
+            double mx = 0.1, err = 0;
+            for (size_t i = 0; i < fast.size(); i++) {
+                mx = std::max(mx, (double)std::fabs(naive[i]));
+                err = std::max(err, (double)std::fabs(fast[i] - naive[i]));
+            }
+            EXPECT_LE(err / mx, 1e-5) << model << " variant " << variant << ": max error " << err;
+            // patching every position of a head differs from patching none: the scores are not all the base's
+            double spread = 0;
+            for (float v : fast) spread = std::max(spread, std::fabs(v - sum.base_score));
+            EXPECT_GT(spread, 1e-6) << model << " variant " << variant;
+        }
+    }
+}
+
+TEST(Atp, TogetherSumsThePositionsOfTheTorchReference) {
+    CVENE_SKIP_WITHOUT_DEVICE();
+    const std::string path = std::string(CVENE_FIXTURES) + "/atp/gpt2_small.json";
+    cJSON *doc = cJSON_Parse(slurp(path).c_str());
+    ASSERT_NE(doc, nullptr);
+    Loaded L(std::string(CVENE_FIXTURES) + "/gpt2/small/model", kTestDevice);
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    const cvene_model_info mi = cvene_model_get_info(L.model);
+    const std::vector<int32_t> base = ints(cJSON_GetObjectItem(doc, "base")), src = ints(cJSON_GetObjectItem(doc, "source"));
+    const int T = (int)base.size(), H = mi.n_head;
+    int checked = 0;
+    for (const cJSON *c = cJSON_GetObjectItem(doc, "cases")->child; c; c = c->next) {
+        if (strcmp(cJSON_GetObjectItem(c, "component")->valuestring, "head_attention_value_output")) continue;
+        std::vector<double> change;
+        flatten(cJSON_GetObjectItem(c, "scores"), &change); // (L, H, T)
+        const double b0 = cJSON_GetObjectItem(c, "base_score")->valuedouble;
+        cvene_sweep_params p = cvene_sweep_default_params();
+        p.component = CVENE_HEAD_ATTENTION_VALUE_OUTPUT, p.head = CVENE_ALL_HEADS, p.together = 1;
+        p.metric = metric_named(cJSON_GetObjectItem(c, "metric")->valuestring);
+        p.token = (int32_t)cJSON_GetObjectItem(doc, "token")->valuedouble;
+        p.token_b = (int32_t)cJSON_GetObjectItem(doc, "token_b")->valuedouble;
+        std::vector<float> got((size_t)mi.n_layer * H);
+        ASSERT_EQ(cvene_sweep_atp(L.model, base.data(), src.data(), T, &p, got.data(), nullptr), CVENE_OK) << L.error();
+        double scale = 1e-3, err = 0;
+        for (int lh = 0; lh < mi.n_layer * H; lh++) {
+            double want = 0;
+            for (int t = 0; t < T; t++) want += change[(size_t)lh * T + t];
+            scale = std::max(scale, std::fabs(want));
+            err = std::max(err, std::fabs(got[lh] - (b0 + want)));
+        }
+        EXPECT_LE(err / scale, 1e-4) << cJSON_GetObjectItem(c, "metric")->valuestring;
+        checked++;
+    }
+    EXPECT_EQ(checked, 3);
+    cJSON_Delete(doc);
+}
+
 // With the base as its own source every activation difference is 0: every estimate is the base
 // score exactly, and the source score equals it.
 TEST(Atp, NoChangeWhenTheSourceIsTheBase) {

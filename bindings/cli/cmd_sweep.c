@@ -42,7 +42,7 @@ static void usage(FILE *f) {
             "                   --out PREFIX [--component block_output] [--metric prob|logit-diff|kl]\n"
             "                   [--token TEXT | --token-id N] [--token-b TEXT | --token-b-id N]\n"
             "                   [--layers 0-11] [--positions 0,3,5-9] [--window W] [--head H|all]\n"
-            "                   [--method exact|atp] [--verify K]\n"
+            "                   [--method exact|atp] [--verify K] [--together]\n"
             "       cvene sweep --model DIR --data PAIRS.jsonl --out PREFIX [--roles R1,R2] [the options above]\n"
             "                   [--trace --subject TEXT | --subject-positions P] [--samples 10] [--noise X] [--seed S]\n"
             "                   [--naive] [--resume] [--threads N] [--batch N] [--stop-after N] [--position-ids P]\n"
@@ -53,6 +53,8 @@ static void usage(FILE *f) {
             "and PREFIX.svg; after Ctrl-C, run again with --resume to finish without recomputing done layers.\n"
             "--stop-after N computes at most N layers in this run (then stops as if interrupted).\n"
             "--head all (head_attention_value_output): every head, columns head by head (layer x head x position).\n"
+            "--together: patch the listed positions all at once (with --head all: layer x head patching of\n"
+            "each head's output over the whole prompt); one column per head.\n"
             "--method atp: attribution patching - every site's score estimated to first order from one source\n"
             "forward, one base forward and one backward ((a_src - a_base) . dmetric/da at the base), in the exact\n"
             "sweep's units; --verify K then patches the K sites with the largest estimated change exactly and\n"
@@ -406,6 +408,11 @@ static int run_sweep(const sweep_args *a) {
                                                                                              : "--stop-after");
         goto done;
     }
+    if (a->together && (a->verify || a->trace)) {
+        fprintf(stderr, "cvene sweep: --together patches every position at once: not with %s\n",
+                a->verify ? "--verify" : "--trace");
+        goto done;
+    }
     if (a->verify && !atp) {
         fprintf(stderr, "cvene sweep: --verify K checks an attribution-patching estimate: add --method atp\n");
         goto done;
@@ -481,8 +488,8 @@ static int run_sweep(const sweep_args *a) {
         if (cvene_forward(m, base, 1, T, &o) != CVENE_OK) goto fail_ctx;
         token_b = argmax(logits + (size_t)(T - 1) * mi.vocab_size, mi.vocab_size);
     }
-    /* columns: positions, or (head, position) head by head with --head all */
-    const int nh = a->head < 0 ? mi.n_head : 1, ncol = nh * np;
+    /* columns: positions, or (head, position) head by head with --head all; --together: one per head */
+    const int nh = a->head < 0 ? mi.n_head : 1, npc = a->together ? 1 : np, ncol = nh * npc;
     scores = calloc((size_t)nl * ncol, sizeof(float));
     done = calloc((size_t)nl, sizeof(int));
     labels = calloc((size_t)ncol, sizeof(char *));
@@ -490,12 +497,12 @@ static int run_sweep(const sweep_args *a) {
     col_pos = malloc(sizeof(int) * (size_t)ncol);
     if (!scores || !done || !labels || !col_pos) goto oom;
     for (int c = 0; c < ncol; c++) {
-        char *tl = cli_text_token_label(&tx, src[positions[c % np]]);
-        col_pos[c] = positions[c % np];
+        char *tl = a->together ? strdup("all positions") : cli_text_token_label(&tx, src[positions[c % npc]]);
+        col_pos[c] = positions[c % npc];
         if (nh > 1 && tl) {
             size_t n = strlen(tl) + 16;
             labels[c] = malloc(n);
-            if (labels[c]) snprintf(labels[c], n, "h%d %s", c / np, tl);
+            if (labels[c]) snprintf(labels[c], n, "h%d %s", c / npc, tl);
             free(tl);
         } else {
             labels[c] = tl;
@@ -514,6 +521,7 @@ static int run_sweep(const sweep_args *a) {
     if (a->head < 0) cJSON_AddStringToObject(spec, "head", "all");
     else cJSON_AddNumberToObject(spec, "head", a->head);
     if (atp) cJSON_AddStringToObject(spec, "method", "atp");
+    if (a->together) cJSON_AddBoolToObject(spec, "together", 1);
     cJSON_AddStringToObject(spec, "metric", a->metric);
     cJSON_AddNumberToObject(spec, "token", token);
     cJSON_AddNumberToObject(spec, "token_b", token_b);
@@ -561,7 +569,7 @@ static int run_sweep(const sweep_args *a) {
     p.positions = positions, p.n_positions = np, p.window = a->window, p.naive = a->naive, p.max_batch = a->max_batch;
     p.trace = a->trace, p.subject = subject, p.n_subject = nsubj, p.noise_scale = (float)a->noise;
     p.n_samples = a->samples, p.seed = a->seed, p.progress = cli_sweep_progress, p.progress_user = &pr;
-    p.position_ids = pos_ids;
+    p.position_ids = pos_ids, p.together = a->together;
     p.layers = layers, p.n_layers = nl; /* checked by begin (the session takes layers per call) */
     cvene_sweep_summary sum = resumed;
     double t0 = cli_now();
@@ -593,9 +601,11 @@ static int run_sweep(const sweep_args *a) {
         size_t o2 = (size_t)snprintf(csv, cap, nh > 1 ? "layer,head,position,token,score\n" : "layer,position,token,score\n");
         for (int li = 0; li < nl; li++)
             for (int ci = 0; done[li] && ci < ncol; ci++) {
-                const int pi = ci % np;
-                if (nh > 1) o2 += (size_t)snprintf(csv + o2, cap - o2, "%d,%d,%d,\"", layers[li], ci / np, positions[pi]);
-                else o2 += (size_t)snprintf(csv + o2, cap - o2, "%d,%d,\"", layers[li], positions[pi]);
+                const int pi = ci % npc;
+                char ps[16];
+                snprintf(ps, sizeof ps, a->together ? "all" : "%d", positions[pi]);
+                if (nh > 1) o2 += (size_t)snprintf(csv + o2, cap - o2, "%d,%d,%s,\"", layers[li], ci / npc, ps);
+                else o2 += (size_t)snprintf(csv + o2, cap - o2, "%d,%s,\"", layers[li], ps);
                 for (const char *c = labels[nh > 1 ? pi : ci] + (nh > 1 ? strcspn(labels[pi], " ") + 1 : 0);
                      *c && o2 + 4 < cap; c++) {
                     if (*c == '"') csv[o2++] = '"';
@@ -638,7 +648,8 @@ static int run_sweep(const sweep_args *a) {
     double el = cli_now() - t0;
     printf("%s: %d of %d layers x %d %s, %lld forward passes, %.2f s; base %.4g, source %.4g\n",
            a->trace ? "causal trace" : atp ? "attribution patching" : "patching sweep", n_done, nl, ncol,
-           nh > 1 ? "head-positions" : "positions", (long long)sum.forwards, el, sum.base_score,
+           a->together ? (nh > 1 ? "heads (all positions together)" : "column (all positions together)")
+                       : nh > 1 ? "head-positions" : "positions", (long long)sum.forwards, el, sum.base_score,
            sum.source_score);
     printf("wrote %s.json, %s.csv, %s.svg\n", a->out, a->out, a->out);
     if (n_done < nl) {
@@ -681,6 +692,7 @@ int cmd_sweep(int argc, char **argv) {
         if (!strcmp(k, "--naive")) { a.naive = 1; continue; }
         if (!strcmp(k, "--resume")) { a.resume = 1; continue; }
         if (!strcmp(k, "--trace")) { a.trace = 1; continue; }
+        if (!strcmp(k, "--together")) { a.together = 1; continue; }
         if (!v) {
             fprintf(stderr, "cvene sweep: option %s needs a value\n", k);
             return 2;

@@ -16,7 +16,7 @@ typedef struct { /* the parsed options */
     const char *base_text, *source_text, *base_ids, *source_ids, *subject_text, *subject_pos;
     const char *token_text, *token_b_text, *layers, *positions, *device, *dtype, *position_ids, *method;
     const char *data, *roles; /* --data FILE (a dataset sweep), --roles its columns */
-    int token, token_b, head, window, verify, samples, naive, resume, threads, trace, max_batch, stop_after;
+    int token, token_b, head, window, verify, together, samples, naive, resume, threads, trace, max_batch, stop_after;
     unsigned seed;
     double noise;
 } sweep_args;

@@ -58,6 +58,12 @@ refuse() { # expected message, then the arguments
   [ "$rc" != 0 ] && grep -q -- "$want" "$tmp/err" || { echo "not refused with \"$want\" (rc $rc): $(cat "$tmp/err")"; exit 1; }
   [ ! -e "$tmp/bad.json" ] || { echo "a refused sweep wrote a file"; exit 1; }
 }
+"$cvene" sweep "${common[@]}" --component head_attention_value_output --head all --together --out "$tmp/tog" >/dev/null
+python3 -c "
+import json; d = json.load(open('$tmp/tog.json'))
+assert d['sweep']['together'] is True and [len(r) for r in d['scores']] == [4, 4], d['scores']
+assert d['tokens'] == ['h%d all positions' % h for h in range(4)], d['tokens']"
+refuse "not with --verify" "${common[@]}" --together --method atp --verify 2
 refuse "it takes no --trace" --model "$model" --base-ids "$base" --method atp --trace --subject-positions 1
 refuse "it takes no --window" "${common[@]}" --method atp --window 2
 refuse "add --method atp" "${common[@]}" --verify 3

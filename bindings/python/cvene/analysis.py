@@ -67,6 +67,7 @@ def sweep(model: Model, base: Any, source: Any = None, *, component: str = "bloc
           layers: Optional[Sequence[int]] = None, positions: Optional[Sequence[int]] = None, window: int = 1,
           head: Union[int, str] = 0, trace: bool = False, subject: Optional[Sequence[int]] = None, samples: int = 10,
           noise: float = 0.0, seed: int = 0, naive: bool = False, max_batch: int = 0, method: str = "exact",
+          together: bool = False,
           progress: Union[bool, Callable[[int, int], None]] = False) -> SweepResult:
     """Activation patching (``cvene sweep``): patch ``component`` from the source run into the base run
     at every (layer, position) and score the last position with ``metric`` ("prob" of ``token``,
@@ -75,7 +76,8 @@ def sweep(model: Model, base: Any, source: Any = None, *, component: str = "bloc
     positions' embeddings; see ``trace``). ``head="all"`` with head_attention_value_output: every head,
     scores (layers, heads, positions). ``method="atp"``: attribution patching, every score estimated
     from one source forward, one base forward and one backward (``cvene sweep --method atp``; not with
-    trace, window or naive). ``progress``: True for a tqdm bar (where installed) or a function (done, total)."""
+    trace, window or naive). ``together``: patch the positions all at once (layer x head patching with
+    ``head="all"``): scores (layers, heads, 1) or (layers, 1). ``progress``: True for a tqdm bar (where installed) or a function (done, total)."""
     b = _ids(model, base, "base")
     s = _ids(model, source, "source") if source is not None else b
     if s.size != b.size:
@@ -106,7 +108,9 @@ def sweep(model: Model, base: Any, source: Any = None, *, component: str = "bloc
     fn = _progress_bar("sweep") if progress is True else progress or None
     cb = _lib.ProgressFn(lambda user, done, total: fn(done, total)) if fn else _lib.ProgressFn()
     p.progress = cb
-    shape = (len(L), model.n_head, len(P)) if all_heads else (len(L), len(P))
+    p.together = int(bool(together))
+    npc = 1 if together else len(P)
+    shape = (len(L), model.n_head, npc) if all_heads else (len(L), npc)
     scores = np.empty(shape, dtype=np.float32)
     summ = _lib.SweepSummary()
     run = lib.cvene_sweep_atp if method == "atp" else lib.cvene_sweep

@@ -107,6 +107,11 @@ def test_sweep_atp_and_all_heads(small):
     one = cvene.sweep(small, base, source, component="head_attention_value_output", head=2, metric="logit-diff",
                       token=5, token_b=9, naive=True)
     assert rel_err(every.scores[:, 2, :], one.scores) <= 1e-5
+    tog = cvene.sweep(small, base, source, component="head_attention_value_output", head="all", metric="kl",
+                      together=True)
+    tog_naive = cvene.sweep(small, base, source, component="head_attention_value_output", head="all", metric="kl",
+                            together=True, naive=True)
+    assert tog.scores.shape == (2, 4, 1) and rel_err(tog.scores, tog_naive.scores) <= 1e-5
     with pytest.raises(ValueError, match="method 'fast'"):
         cvene.sweep(small, base, source, method="fast")
     with pytest.raises(cvene.CveneError, match="window"):
