@@ -8,7 +8,7 @@
 
 docs/python.md is the tutorial; every function calls the C library (include/cvene.h)."""
 from ._lib import CveneError
-from .analysis import Generation, SweepResult, generate, sweep, trace
+from .analysis import DatasetSweepResult, Generation, SweepResult, generate, sweep, sweep_dataset, trace
 from .core import Model, Tokenizer, load
 from .intervenable import IntervenableModel, IntervenableModelOutput, IntervenableOutputs, Outputs
 from .training import Dataset, Probe, Trainer, collect, train
@@ -23,5 +23,5 @@ def cuda_available() -> bool:
 
 
 __all__ = ["load", "Model", "Tokenizer", "IntervenableModel", "IntervenableOutputs", "IntervenableModelOutput",
-           "Outputs", "sweep", "trace", "generate", "Dataset", "Trainer", "train", "collect", "Probe", "SweepResult", "Generation", "CveneError", "cuda_available",
+           "Outputs", "sweep", "sweep_dataset", "DatasetSweepResult", "trace", "generate", "Dataset", "Trainer", "train", "collect", "Probe", "SweepResult", "Generation", "CveneError", "cuda_available",
            "__version__"]

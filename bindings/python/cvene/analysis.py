@@ -119,6 +119,79 @@ def sweep(model: Model, base: Any, source: Any = None, *, component: str = "bloc
     return SweepResult(scores, L, P, summ.base_score, summ.source_score, summ.forwards, summ.sites)
 
 
+class _Example(C.Structure):
+    _fields_ = [("base_ids", _lib.i32p), ("source_ids", _lib.i32p), ("T", C.c_int), ("positions", C.POINTER(C.c_int)),
+                ("token", C.c_int32), ("token_b", C.c_int32)]
+
+
+if lib.cvene_abi_sizeof(b"cvene_sweep_example") != C.sizeof(_Example):
+    raise ImportError("cvene: cvene_sweep_example differs between this package and its library (a stale build?)")
+_lib._sig("cvene_sweep_dataset", C.c_int, _lib.P, C.POINTER(_Example), C.c_int, C.c_int, C.POINTER(_lib.SweepParams),
+          _lib.f32p, _lib.f32p, C.POINTER(_lib.SweepSummary))
+
+
+@dataclass
+class DatasetSweepResult:
+    """per_example (N, n_layers, n_positions) -- (N, n_layers, n_head, n_positions) with head="all" --
+    and their mean; the mean base and source scores; forward passes run; sites scored."""
+    per_example: np.ndarray
+    mean: np.ndarray
+    layers: list
+    base_score: float
+    source_score: float
+    forwards: int
+    sites: int
+
+
+def sweep_dataset(model: Model, examples: Sequence[dict], *, component: str = "block_output", metric: str = "prob",
+                  token: Union[int, str, None] = None, token_b: Union[int, str, None] = None,
+                  layers: Optional[Sequence[int]] = None, head: Union[int, str] = 0, method: str = "exact",
+                  naive: bool = False, max_batch: int = 0) -> DatasetSweepResult:
+    """Activation patching over a dataset (``cvene sweep --data``): each example a dict with ``base`` and
+    ``source`` (text or ids, the same length), ``positions`` (its position for each column, negative from
+    the end; the same number for every example) and optionally ``token`` / ``token_b`` (else the
+    arguments). Every example is swept at its own positions on the fast path (or by AtP, method="atp");
+    the result holds every example's scores and their mean."""
+    if not examples:
+        raise ValueError("sweep_dataset: no examples")
+    if metric not in _METRICS or method not in ("exact", "atp"):
+        raise ValueError(f"metric {metric!r} / method {method!r}: expected prob, logit-diff or kl / exact or atp")
+    keep, ex = [], (_Example * len(examples))()
+    R = None
+    for i, e in enumerate(examples):
+        b, s = _ids(model, e["base"], f"examples[{i}].base"), _ids(model, e["source"], f"examples[{i}].source")
+        if b.size != s.size:
+            raise ValueError(f"examples[{i}]: base has {b.size} tokens and source {s.size}")
+        pos = np.asarray([p + b.size if p < 0 else p for p in e["positions"]], dtype=np.intc)
+        if R is None:
+            R = pos.size
+        if pos.size != R or R == 0:
+            raise ValueError(f"examples[{i}]: {pos.size} positions, the first example has {R}")
+        t, tb = e.get("token", token), e.get("token_b", token_b)
+        if (t is None and metric != "kl") or (tb is None and metric == "logit-diff"):
+            raise ValueError(f"examples[{i}]: no metric token{'' if t is None else '_b'} (give it in the example or "
+                             f"as the argument)")
+        t, tb = _token(model, t, f"examples[{i}].token"), _token(model, tb, f"examples[{i}].token_b")
+        keep += [b, s, pos]
+        ex[i] = _Example(ptr(b, _lib.i32p), ptr(s, _lib.i32p), b.size, pos.ctypes.data_as(C.POINTER(C.c_int)), t, tb)
+    p = lib.cvene_sweep_default_params()
+    comp = lib.cvene_component_from_name(component.encode())
+    if comp == _lib.N_COMPONENTS:
+        raise ValueError(f"component {component!r} is not a component name")
+    all_heads = isinstance(head, str)
+    p.component, p.head, p.metric = comp, -1 if all_heads else int(head), _METRICS[metric]
+    L = list(range(model.n_layer)) if layers is None else [int(x) for x in layers]
+    la = np.asarray(L, dtype=np.intc)
+    p.layers, p.n_layers = la.ctypes.data_as(C.POINTER(C.c_int)), len(L)
+    p.naive, p.max_batch, p.atp = int(bool(naive)), int(max_batch), int(method == "atp")
+    shape = (len(L), model.n_head, R) if all_heads else (len(L), R)
+    per, mean = np.empty((len(examples),) + shape, dtype=np.float32), np.empty(shape, dtype=np.float32)
+    summ = _lib.SweepSummary()
+    check(lib.cvene_sweep_dataset(model._m, ex, len(examples), R, C.byref(p), per.ctypes.data_as(_lib.f32p),
+                                  mean.ctypes.data_as(_lib.f32p), C.byref(summ)), model._ctx)
+    return DatasetSweepResult(per, mean, L, summ.base_score, summ.source_score, summ.forwards, summ.sites)
+
+
 def trace(model: Model, prompt: Any, subject: Union[str, Sequence[int]], *, token: Union[int, str, None] = None,
           component: str = "block_output", samples: int = 10, noise: float = 0.0, seed: int = 0,
           window: int = 1, progress: Union[bool, Callable[[int, int], None]] = False) -> SweepResult:

@@ -61,6 +61,7 @@ _sig("cvene_trainer_save", C.c_int, P, C.c_char_p)
 _sig("cvene_trainer_load", C.c_int, P, C.c_int, C.c_char_p)
 _sig("cvene_trainer_free", None, P)
 _sig("cvene_collect", C.c_int, P, P, P, P, C.c_int, C.POINTER(_Site), C.c_int, C.c_int, PP)
+_sig("cvene_collect_positions", C.c_int, P, P, P, P, C.c_int, C.c_int, C.POINTER(_Site), C.c_int, C.c_int, PP)
 _sig("cvene_activations_count", C.c_int, P)
 _sig("cvene_activations_width", C.c_int, P, C.c_int)
 _sig("cvene_activations_data", P, P, C.c_int)
@@ -232,17 +233,20 @@ def train(intervenable: IntervenableModel, data: Any, eval_data: Any = None, **k
     return t
 
 
-def collect(model: Model, ids: Sequence[Sequence[int]], positions: Sequence[int],
+def collect(model: Model, ids: Sequence[Sequence[int]], positions: Any,
             sites: Sequence[Tuple[str, int]], batch_size: int = 32) -> Dict[Tuple[str, int], np.ndarray]:
     """Activations at one position per example (negative: from the end) at each (component, layer)
-    site: {(component, layer): (N, D) float32}."""
+    site: {(component, layer): (N, D) float32}. positions (N, R) -- R positions per example, a probe
+    grid's columns, from the same single pass -- gives (N, R, D) arrays instead."""
     rows = [as_i32(r, f"ids[{i}]", ndim=1) for i, r in enumerate(ids)]
     N = len(rows)
     ptrs = (C.c_void_p * max(N, 1))(*[r.ctypes.data for r in rows])
     lens = np.asarray([r.size for r in rows], dtype=np.intc)
-    pos = np.asarray(positions, dtype=np.intc)
-    if pos.size != N:
-        raise ValueError(f"{N} examples but {pos.size} positions")
+    pos = np.ascontiguousarray(positions, dtype=np.intc)
+    grid = pos.ndim == 2
+    R = pos.shape[1] if grid else 1
+    if pos.ndim not in (1, 2) or pos.shape[0] != N:
+        raise ValueError(f"{N} examples but positions of shape {pos.shape} (want ({N},) or ({N}, R))")
     st = (_Site * max(len(sites), 1))()
     for k, (comp, layer) in enumerate(sites):
         c = lib.cvene_component_from_name(comp.encode())
@@ -250,14 +254,14 @@ def collect(model: Model, ids: Sequence[Sequence[int]], positions: Sequence[int]
             raise ValueError(f"sites[{k}]: component {comp!r} is not a component name")
         st[k] = _Site(c, int(layer))
     a = C.c_void_p()
-    check(lib.cvene_collect(model._m, ptrs, lens.ctypes.data, pos.ctypes.data, N, st, len(sites), int(batch_size),
-                            C.byref(a)), model._ctx)
+    check(lib.cvene_collect_positions(model._m, ptrs, lens.ctypes.data, pos.ctypes.data, R, N, st, len(sites),
+                                      int(batch_size), C.byref(a)), model._ctx)
     try:
         out = {}
         for k, (comp, layer) in enumerate(sites):
             D = lib.cvene_activations_width(a, k)
-            out[(comp, int(layer))] = np.ctypeslib.as_array(C.cast(lib.cvene_activations_data(a, k), _lib.f32p),
-                                                            shape=(N, D)).copy()
+            x = np.ctypeslib.as_array(C.cast(lib.cvene_activations_data(a, k), _lib.f32p), shape=(N * R, D)).copy()
+            out[(comp, int(layer))] = x.reshape(N, R, D) if grid else x
         return out
     finally:
         lib.cvene_activations_free(a)

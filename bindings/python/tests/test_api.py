@@ -118,6 +118,31 @@ def test_sweep_atp_and_all_heads(small):
         cvene.sweep(small, base, source, method="atp", window=2)
 
 
+def test_sweep_dataset_and_collect_positions(small):
+    # the dataset sweep's rows and mean against single-pair naive sweeps at each example's positions
+    # (1e-5, as tests/test_localize.cpp); collect at (N, R) positions against one column at a time
+    exs = [dict(base=[5, 9, 2, 7, 1, 3], source=[4, 4, 6, 1, 9, 2], positions=[2, -1], token=3, token_b=8),
+           dict(base=[15, 19, 12, 17, 11, 13, 40, 41], source=[14, 14, 16, 11, 19, 12, 50, 51], positions=[5, -1])]
+    ones = [cvene.sweep(small, e["base"], e["source"], metric="logit-diff", token=e.get("token", 5),
+                        token_b=e.get("token_b", 2), positions=[p % len(e["base"]) for p in e["positions"]],
+                        naive=True).scores for e in (exs[0], dict(exs[1], token=5))]
+    with pytest.raises(ValueError, match=r"examples\[1\]: no metric token"):
+        cvene.sweep_dataset(small, exs, metric="logit-diff", token_b=2)
+    with pytest.raises(cvene.CveneError, match="example 0: position"):
+        cvene.sweep_dataset(small, [dict(exs[0], positions=[2, -9])], metric="logit-diff")
+    got = cvene.sweep_dataset(small, [exs[0], dict(exs[1], token=5)], metric="logit-diff", token_b=2)
+    assert got.per_example.shape == (2, 2, 2) and got.mean.shape == (2, 2)
+    for i in range(2):
+        assert rel_err(got.per_example[i], ones[i]) <= 1e-5
+    assert rel_err(got.mean, (ones[0] + ones[1]) / 2) <= 1e-5
+    ids = [[5, 9, 2, 7, 1, 3], [15, 19, 12, 17, 11, 13, 40]]
+    grid = cvene.collect(small, ids, [[1, -1], [4, -2]], [("block_output", 1)])[("block_output", 1)]
+    assert grid.shape == (2, 2, 64)
+    for k, col in enumerate(([1, 4], [-1, -2])):
+        one = cvene.collect(small, ids, col, [("block_output", 1)])[("block_output", 1)]
+        assert np.array_equal(grid[:, k], one)
+
+
 def _gen_case(name):
     m = json.loads((FIXTURES / "generate" / "manifest.json").read_text())
     return next(c for c in m["cases"] if c["name"] == name)
