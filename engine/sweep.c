@@ -525,6 +525,37 @@ cvene_status cvene_sweep_begin(cvene_model *m, const int32_t *base_ids, const in
     return CVENE_OK;
 }
 
+/* One resumed forward of nb rows on the index arrays uploaded for it: each row's input is the base
+ * residual entering `start` from position past on; a direct patch (the residual itself) goes into
+ * that input, any other is applied at the window's sites; the last position's logits (the two
+ * metric tokens' columns when narrow) into last. */
+static cvene_status resume_rows(cvene_sweep_session *ss, int l, int start, int past, int nb, int direct, int narrow,
+                                float *last) {
+    sweep_state *s = &ss->s;
+    cvene_backend *be = s->be;
+    const size_t TC = (size_t)s->T * s->C;
+    const int Tq = s->T - past;
+    const int32_t cols[2] = {ss->p.token, ss->p.token_b};
+    /* (nb, Tq, C): one iv_units op, nb units of Tq rows all reading the same rows of resid */
+    CVENE_TRY(be->ops->iv_units(be, ss->x, s->d_idx + 2 * s->icap, s->C, s->resid + start * TC, s->d_idx + 3 * s->icap,
+                                s->C, NULL, NULL, NULL, nb, Tq, s->C, CVENE_IVOP_VANILLA));
+    if (direct) /* the patched positions take the source's vectors (D = C, off = 0 here) */
+        CVENE_TRY(be->ops->iv_units(be, ss->x, s->d_idx, 0, s->src + (size_t)l * TC, s->d_idx + s->icap, 0, NULL, NULL,
+                                    NULL, s->n_units, 1, s->C, CVENE_IVOP_VANILLA));
+    cvene_resume rs = {start, past, ss->x, s->kp, s->vp, 1, narrow ? cols : NULL, narrow ? 2 : 0, ss->position_ids};
+    cvene_run_opts o;
+    memset(&o, 0, sizeof o);
+    o.logits = last;
+    if (!direct) {
+        for (int q = s->lo; q < s->hi; q++) o.sites[s->phys] |= 1ull << q;
+        o.site_fn = on_site;
+        o.site_user = s;
+        s->past = past, s->patching = 1, s->add_noise = 0;
+    }
+    ss->sum.forwards++;
+    return site_status(s, s->m->vt->forward_from(s->m, &rs, nb, s->T, &o));
+}
+
 /* params.together: every row patches all the positions at once; the rows of a forward are the heads
  * (CVENE_ALL_HEADS) or the one patched slice. scores: (nh). The naive path runs a full forward per
  * row. */
@@ -532,11 +563,8 @@ static cvene_status sweep_layer_together(cvene_sweep_session *ss, int l, int dir
     sweep_state *s = &ss->s;
     const cvene_sweep_params *p = &ss->p;
     cvene_model *m = s->m;
-    cvene_backend *be = s->be;
-    const int T = s->T, C = s->C, V = s->V, np = ss->np, nh = ss->nh;
-    const size_t TC = (size_t)T * C;
+    const int T = s->T, V = s->V, np = ss->np, nh = ss->nh;
     const int narrow = ss->fast && p->metric == CVENE_METRIC_LOGIT_DIFF;
-    const int32_t cols[2] = {p->token, p->token_b};
     const int past = ss->fast ? ss->order[0].pos : 0, Tq = T - past;
     int off[CVENE_MAX_HEADS_TOGETHER];
     for (int b = 0; b < nh; b++) off[b] = nh > 1 ? b * ss->dh : s->off;
@@ -557,25 +585,7 @@ static cvene_status sweep_layer_together(cvene_sweep_session *ss, int l, int dir
             }
         } else {
             st = upload_index_together(s, nh, off, ss->positions, np, past, Tq);
-            if (st == CVENE_OK) /* every row: the base residual entering `start` from past on */
-                st = be->ops->iv_units(be, ss->x, s->d_idx + 2 * s->icap, C, s->resid + start * TC,
-                                       s->d_idx + 3 * s->icap, C, NULL, NULL, NULL, nh, Tq, C, CVENE_IVOP_VANILLA);
-            if (st == CVENE_OK && direct) /* every position of every row takes the source's vector */
-                st = be->ops->iv_units(be, ss->x, s->d_idx, 0, s->src + (size_t)l * TC, s->d_idx + s->icap, 0, NULL,
-                                       NULL, NULL, s->n_units, 1, C, CVENE_IVOP_VANILLA);
-            cvene_resume rs = {start, past, ss->x, s->kp, s->vp, 1, narrow ? cols : NULL, narrow ? 2 : 0,
-                               ss->position_ids};
-            cvene_run_opts o;
-            memset(&o, 0, sizeof o);
-            o.logits = ss->last;
-            if (!direct) {
-                for (int q = s->lo; q < s->hi; q++) o.sites[s->phys] |= 1ull << q;
-                o.site_fn = on_site;
-                o.site_user = s;
-                s->past = past, s->patching = 1, s->add_noise = 0;
-            }
-            if (st == CVENE_OK) st = site_status(s, m->vt->forward_from(m, &rs, nh, T, &o));
-            ss->sum.forwards++;
+            if (st == CVENE_OK) st = resume_rows(ss, l, start, past, nh, direct, narrow, ss->last);
         }
         for (int b = 0; b < nh && st == CVENE_OK; b++)
             ss->acc[b] += (narrow ? (double)ss->last[2 * b] - ss->last[2 * b + 1] : metric(s, ss->last + (size_t)b * V)) /
@@ -598,15 +608,13 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
     sweep_state *s = &ss->s;
     const cvene_sweep_params *p = &ss->p;
     cvene_model *m = s->m;
-    const int L = s->L, T = s->T, C = s->C, V = s->V, np = ss->np, max_batch = p->max_batch;
+    const int L = s->L, T = s->T, V = s->V, np = ss->np, max_batch = p->max_batch;
     /* equal batches of at most max_batch positions (30 positions at 8: 8, 8, 7, 7, not 8, 8, 8, 6) */
     const int n_batches = (np + max_batch - 1) / max_batch; /* np >= 1 (check_params) */
     const int per = (np + n_batches - 1) / n_batches;
-    const size_t TC = (size_t)T * C;
     /* the logit difference reads two logits: the resumed forwards compute only those two
      * columns of the output head and return (rows, 2) = (token, token_b) */
     const int narrow = ss->fast && p->metric == CVENE_METRIC_LOGIT_DIFF;
-    const int32_t cols[2] = {p->token, p->token_b};
     if (l < 0 || l >= L) return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "sweep: layer %d is out of range [0, %d)", l, L);
     s->lo = window_lo(l, p->window), s->hi = window_hi(l, p->window, L);
     /* block_input / block_output with no window: patch the residual directly */
@@ -639,31 +647,9 @@ cvene_status cvene_sweep_layer(cvene_sweep_session *ss, int l, float *scores) {
                     }
                     s->pos = row_pos;
                 } else {
-                    cvene_backend *be = s->be;
-                    int past = row_pos[0], Tq = T - past;
-                    st = upload_index(s, nb, past, Tq);
-                    /* every row: x (nb, Tq, C) = the base residual entering `start` at positions >= past
-                     * (one iv_units op: nb units of Tq rows, all reading the same rows of resid) */
-                    if (st == CVENE_OK)
-                        st = be->ops->iv_units(be, ss->x, s->d_idx + 2 * s->icap, C, s->resid + start * TC,
-                                               s->d_idx + 3 * s->icap, C, NULL, NULL, NULL, nb, Tq, C, CVENE_IVOP_VANILLA);
-                    /* direct: row b's position pos[b] takes the source's vector (D = C, off = 0 here) */
-                    if (st == CVENE_OK && direct)
-                        st = be->ops->iv_units(be, ss->x, s->d_idx, 0, s->src + (size_t)l * TC, s->d_idx + s->icap, 0,
-                                               NULL, NULL, NULL, nb, 1, C, CVENE_IVOP_VANILLA);
-                    cvene_resume rs = {start, past, ss->x, s->kp, s->vp, 1, narrow ? cols : NULL, narrow ? 2 : 0,
-                                       ss->position_ids};
-                    cvene_run_opts o;
-                    memset(&o, 0, sizeof o);
-                    o.logits = last;
-                    if (!direct) {
-                        for (int q = s->lo; q < s->hi; q++) o.sites[s->phys] |= 1ull << q;
-                        o.site_fn = on_site;
-                        o.site_user = s;
-                        s->past = past, s->patching = 1, s->add_noise = 0;
-                    }
-                    if (st == CVENE_OK) st = site_status(s, m->vt->forward_from(m, &rs, nb, T, &o));
-                    ss->sum.forwards++;
+                    const int past = row_pos[0];
+                    st = upload_index(s, nb, past, T - past);
+                    if (st == CVENE_OK) st = resume_rows(ss, l, start, past, nb, direct, narrow, last);
                 }
                 for (int b = 0; b < nb && st == CVENE_OK; b++) {
                     double sc = narrow ? (double)last[2 * b] - last[2 * b + 1] : metric(s, last + (size_t)b * V);
