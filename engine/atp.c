@@ -13,6 +13,7 @@
  * The three stages write into device buffers (L, T, D) and the dot products run on the host in
  * double after one copy each: B is 1, so these are L T D floats, a few MB for GPT-2-small. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -190,7 +191,7 @@ cvene_status cvene_sweep_atp(cvene_model *m, const int32_t *base_ids, const int3
     /* 4. the estimates: base score + (a_src - a_base) . grad over the patched slice */
     for (int li = 0; st == CVENE_OK && li < nl; li++) {
         const int l = p->layers ? p->layers[li] : li;
-        for (int hi = 0; hi < nh; hi++) {
+        for (int hi = 0; st == CVENE_OK && hi < nh; hi++) {
             const int off = !head ? 0 : (all_heads ? hi : p->head) * Dh, len = head ? Dh : D;
             double sum = 0; /* together: the positions' changes add up (the estimate is linear) */
             for (int k = 0; k < np; k++) {
@@ -201,8 +202,10 @@ cvene_status cvene_sweep_atp(cvene_model *m, const int32_t *base_ids, const int3
                 sum += e;
                 const double sc = base_score + (p->together ? sum : e);
                 if (!isfinite(sc) || fabs(sc) > 3.4028234663852886e38) {
-                    st = cvene_fail(ctx, CVENE_ERR_NUMERIC, "atp: the estimate at layer %d, position %d is not finite", l,
-                                    t);
+                    char hs[32] = "";
+                    if (head) snprintf(hs, sizeof hs, ", head %d", off / Dh);
+                    st = cvene_fail(ctx, CVENE_ERR_NUMERIC, "atp: the estimate at layer %d, position %d%s is not finite",
+                                    l, t, hs);
                     break;
                 }
                 if (!p->together) scores[((size_t)li * nh + hi) * np + k] = (float)sc;

@@ -4,6 +4,7 @@
  * the same settings lands on the same weights. */
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,6 +160,8 @@ cvene_status cvene_collect_positions(cvene_model *m, const int32_t *const *ids, 
     if (!m || !out) return CVENE_ERR_INVALID_ARG;
     *out = NULL;
     CVENE_TRY(check_collect(m, ids, lens, pos, R, N, sites, n_sites));
+    if (N > INT_MAX / R)
+        return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "collect: %d examples x %d positions is too many rows", N, R);
     cvene_ctx *ctx = m->ctx;
     const int gru = cvene_model_get_info(m).arch == CVENE_ARCH_GRU, Bm = batch_size > 0 ? batch_size : 32;
     cvene_activations *a = calloc(1, sizeof *a);

@@ -239,6 +239,11 @@ cvene_status sweep_check_params(cvene_ctx *ctx, const cvene_model_info *mi, cons
             p->position_ids[t] > (1 << 24))
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep: position_ids[%d] = %d is outside [0, %d)", t,
                               p->position_ids[t], mi->arch == CVENE_ARCH_GPT2 ? mi->n_positions : (1 << 24) + 1);
+    for (int i = 0; p->together && p->positions && i < p->n_positions; i++)
+        for (int j = 0; j < i; j++)
+            if (p->positions[i] == p->positions[j])
+                return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "sweep: position %d is listed twice; positions patched "
+                                  "together must be distinct", p->positions[i]);
     if (p->together && p->component == CVENE_HEAD_ATTENTION_VALUE_OUTPUT && p->head == CVENE_ALL_HEADS &&
         mi->n_head > CVENE_MAX_HEADS_TOGETHER)
         return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "sweep: every head together supports up to %d heads (the model "
@@ -597,8 +602,9 @@ static cvene_status sweep_layer_together(cvene_sweep_session *ss, int l, int dir
     if (p->progress) p->progress(p->progress_user, ss->done, 0);
     for (int b = 0; b < nh; b++)
         if (!isfinite(ss->acc[b]) || fabs(ss->acc[b]) > 3.4028234663852886e38)
-            return cvene_fail(m->ctx, CVENE_ERR_NUMERIC, "sweep: the score of layer %d (positions patched together) is "
-                              "not finite (%g): the patched run overflowed", l, ss->acc[b]);
+            return cvene_fail(m->ctx, CVENE_ERR_NUMERIC, "sweep: the score of layer %d, row %d (head %d when every head; "
+                              "positions patched together) is not finite (%g): the patched run overflowed", l, b, b,
+                              ss->acc[b]);
     for (int b = 0; b < nh; b++) scores[b] = (float)ss->acc[b];
     ss->sum.sites += nh;
     return CVENE_OK;

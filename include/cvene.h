@@ -514,7 +514,8 @@ typedef struct {
     const int32_t *position_ids; /* (T) position ids of the prompt's tokens, shared by the base and source runs
                                   (transformers' position_ids); NULL = 0..T-1 */
     int naive;                 /* 1: one full forward per site (reference) */
-    int max_batch;             /* sites per batched forward (0 = automatic: 8 on the CPU, 32 on CUDA) */
+    int max_batch;             /* sites per batched forward (0 = automatic: 8 on the CPU, 32 on CUDA; with
+                                  together, the rows are the heads and this is ignored) */
     cvene_progress_fn progress;
     void *progress_user;
     int atp;                   /* 1: estimate the scores by attribution patching (cvene_sweep_atp below) */
@@ -554,7 +555,8 @@ cvene_status cvene_sweep_atp(cvene_model *m, const int32_t *base_ids, const int3
  * positions on the fast path (or estimated, p->atp); per_example is (n_ex, n_layers, n_positions)
  * -- (n_ex, n_layers, n_head, n_positions) with CVENE_ALL_HEADS -- and mean the same without n_ex,
  * averaged in double; both caller-owned, either may be NULL. p->positions, p->n_positions,
- * p->token, p->token_b and p->position_ids are per example here and ignored; trace is refused. A
+ * p->token, p->token_b and p->position_ids are per example here and ignored; trace and together
+ * are refused. A
  * bad example fails naming its index. summary: sums over the examples (base_score and
  * source_score: their means). progress: sites done over the whole dataset, total given. */
 typedef struct {
@@ -570,7 +572,7 @@ cvene_status cvene_sweep_dataset(cvene_model *m, const cvene_sweep_example *ex, 
 /* The same one layer at a time (progress, interruption, resume): begin runs
  * the source and base forwards once and keeps their caches (one base cache per
  * noise sample); each cvene_sweep_layer scores one layer's positions into
- * scores (n_positions; (n_head, n_positions) with CVENE_ALL_HEADS). params->layers is ignored here. The session copies the
+ * scores (n_positions; (n_head, n_positions) with CVENE_ALL_HEADS; (n_head) or (1) with together). params->layers is ignored here. The session copies the
  * params and ids; free it with cvene_sweep_end. progress gets the sites done so
  * far (total 0). */
 typedef struct cvene_sweep_session cvene_sweep_session;

@@ -138,6 +138,12 @@ TEST(Atp, RefusesWhatItCannotEstimate) {
     p.component = CVENE_BLOCK_OUTPUT;
     p.token = 100000;
     EXPECT_EQ(cvene_sweep_atp(L.model, ids, ids, T, &p, out, nullptr), CVENE_ERR_INVALID_ARG);
+    // positions patched together must be distinct (a repeated one would count twice in the estimate)
+    const int twice[2] = {1, 1};
+    p.token = 3, p.together = 1, p.positions = twice, p.n_positions = 2;
+    EXPECT_EQ(cvene_sweep_atp(L.model, ids, ids, T, &p, out, nullptr), CVENE_ERR_INVALID_ARG);
+    EXPECT_NE(std::string(cvene_ctx_error(L.ctx)).find("listed twice"), std::string::npos) << cvene_ctx_error(L.ctx);
+    EXPECT_EQ(cvene_sweep(L.model, ids, ids, T, &p, out, nullptr), CVENE_ERR_INVALID_ARG);
 }
 
 // The exact head sweep: every head in one session equals each head patched alone by the naive

@@ -276,8 +276,10 @@ static int write_grid_svgs(const char *out, const char *model, const cvene_compo
     int *done = malloc(sizeof(int) * (size_t)nl), rc = 0;
     for (int k = 0; labels && k < R; k++) {
         labels[k] = malloc(24);
-        if (labels[k]) snprintf(labels[k], 24, "%d", gpos[k]);
+        if (!labels[k]) rc = -1;
+        else snprintf(labels[k], 24, "%d", gpos[k]);
     }
+    if (rc) fprintf(stderr, "cvene probe: out of memory\n");
     for (int l = 0; done && l < nl; l++) done[l] = 1;
     for (int c = 0; c < n_comp && rc == 0; c++) {
         char path[4200], title[512];

@@ -220,6 +220,7 @@ static int verify_atp(cvene_model *m, const int32_t *base, const int32_t *src, i
     cvene_sweep_session *ss = NULL;
     if (!all || !upos || !uidx || !row || !ex) {
         fprintf(stderr, "cvene sweep: out of memory\n");
+        rc = -2;
         goto out;
     }
     for (int li = 0; li < nl; li++)
@@ -576,8 +577,9 @@ static int run_sweep(const sweep_args *a) {
     if (atp) { /* every layer at once */
         if (cvene_sweep_atp(m, base, src, T, &p, scores, &sum) != CVENE_OK) goto fail_ctx;
         if (write_doc(doc, path, scores, done, nl, ncol, labels, &sum, &text, -1) != 0) goto done;
-        if (a->verify > 0 && verify_atp(m, base, src, T, &p, scores, layers, nl, nh, &sum, a->verify, doc) != 0)
-            goto fail_ctx;
+        const int v = a->verify > 0 ? verify_atp(m, base, src, T, &p, scores, layers, nl, nh, &sum, a->verify, doc) : 0;
+        if (v == -2) goto done; /* out of memory, said */
+        if (v != 0) goto fail_ctx;
         if (write_doc(doc, path, scores, done, nl, ncol, labels, &sum, &text, -1) != 0) goto done;
     }
     if (!atp && n_done < nl && cvene_sweep_begin(m, base, src, T, &p, &session) != CVENE_OK) goto fail_ctx;
@@ -595,7 +597,9 @@ static int run_sweep(const sweep_args *a) {
     for (int li = 0; li < nl; li++) n_done += done[li];
     /* CSV and SVG of what is done */
     {
-        size_t cap = 64 + (size_t)nl * ncol * 48 + (size_t)ncol * 64;
+        size_t longest = 0; /* every label is written, quotes doubled, on each layer's rows */
+        for (int ci = 0; ci < ncol; ci++) longest = strlen(labels[ci]) > longest ? strlen(labels[ci]) : longest;
+        size_t cap = 64 + (size_t)nl * ncol * (48 + 2 * longest);
         char *csv = malloc(cap);
         if (!csv) goto done;
         size_t o2 = (size_t)snprintf(csv, cap, nh > 1 ? "layer,head,position,token,score\n" : "layer,position,token,score\n");

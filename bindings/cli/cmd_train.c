@@ -246,7 +246,11 @@ int cmd_train(int argc, char **argv) {
     }
     if (grid) {
         const int L = cvene_model_get_info(m).n_layer;
-        int gpos[256], glay[1024], np = 0, nl = L;
+        int gpos[256], np = 0, nl = L, *glay = malloc(sizeof(int) * (size_t)(L + 1));
+        if (!glay) {
+            fprintf(stderr, "cvene train: out of memory\n");
+            goto done;
+        }
         for (const char *p = grid; *p && np >= 0;) {
             char *end;
             errno = 0;
@@ -257,20 +261,25 @@ int cmd_train(int argc, char **argv) {
         if (np <= 0) {
             fprintf(stderr, "cvene train: --grid-positions must be up to 256 comma-separated integers (negative from "
                             "the end), got \"%s\"\n", grid);
+            free(glay);
             goto done;
         }
         for (int l = 0; l < L; l++) glay[l] = l;
         char why[64];
         snprintf(why, sizeof why, "the model has %d layers", L);
-        if (grid_layers && (nl = cli_parse_list("train", "--layers", grid_layers, glay, 0, L, "layer", why)) <= 0)
+        if (grid_layers && (nl = cli_parse_list("train", "--layers", grid_layers, glay, 0, L, "layer", why)) <= 0) {
+            free(glay);
             goto done;
+        }
         if (!held) {
             fprintf(stderr, "cvene train: a DAS grid reports held-out IIA: give --eval or --eval-fraction\n");
+            free(glay);
             goto done;
         }
         tp.progress = NULL;
         train_grid_args ga = {ctx, m, train, held, type, component, out, beside, rank, glay, gpos, nl, np, &tp};
         rc = cli_train_grid(&ga);
+        free(glay);
         goto done;
     }
     train_progress pr = {cli_now(), isatty(2), 0, 0};

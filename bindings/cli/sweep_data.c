@@ -45,6 +45,10 @@ static void dataset_free(dataset *d) {
 }
 
 static int add_role(data_line *x, const char *path, const char *name, int pos) {
+    if (strlen(name) > 256) {
+        fprintf(stderr, "cvene sweep: %s line %d: a role name is longer than 256 characters\n", path, x->line);
+        return -1;
+    }
     for (int r = 0; r < x->n_named; r++)
         if (!strcmp(x->name[r], name)) {
             fprintf(stderr, "cvene sweep: %s line %d: role \"%s\" given twice\n", path, x->line, name);
@@ -244,9 +248,10 @@ static int role_pos(const data_line *x, const char *role) {
 int cli_sweep_data(const sweep_args *a) {
     char err[1024];
     if (a->trace || a->resume || a->stop_after || a->base_text || a->base_ids || a->source_text || a->source_ids ||
-        a->positions || a->position_ids || a->window != 1 || a->verify) {
+        a->positions || a->position_ids || a->window != 1 || a->verify || a->together) {
         fprintf(stderr, "cvene sweep: --data takes its prompts and positions from the file: not with --trace, --resume, "
-                        "--stop-after, --base/--source, --positions (use --roles), --position-ids, --window or --verify\n");
+                        "--stop-after, --base/--source, --positions (use --roles), --position-ids, --window, --verify "
+                        "or --together\n");
         return 2;
     }
     int rc = 1;
@@ -335,7 +340,13 @@ int cli_sweep_data(const sweep_args *a) {
     if (a->roles) {
         roles_buf = strdup(a->roles);
         if (!roles_buf) goto oom;
-        for (char *r = strtok(roles_buf, ","); r && nr < MAX_ROLES; r = strtok(NULL, ",")) role[nr++] = r;
+        for (char *r = strtok(roles_buf, ","); r; r = strtok(NULL, ",")) {
+            if (nr == MAX_ROLES) {
+                fprintf(stderr, "cvene sweep: --roles names more than %d columns\n", MAX_ROLES);
+                goto done;
+            }
+            role[nr++] = r;
+        }
     } else if (first->n_named) {
         for (int r = 0; r < first->n_named; r++) role[nr++] = first->name[r];
         if (role_pos(first, "last") == first->T - 1 && nr < MAX_ROLES) {
@@ -473,7 +484,9 @@ int cli_sweep_data(const sweep_args *a) {
         goto free_labels;
     }
     /* PREFIX.csv: every example's rows, then the mean's */
-    size_t cap = 128 + (cells * (size_t)(d.n + 1)) * 96, o = 0;
+    size_t longest = 0; /* a role name may be long and is written quoted with its quotes doubled */
+    for (int k = 0; !every_position && k < nr; k++) longest = strlen(role[k]) > longest ? strlen(role[k]) : longest;
+    size_t cap = 128 + (cells * (size_t)(d.n + 1)) * (96 + 2 * longest), o = 0;
     csv = malloc(cap);
     if (!csv) goto free_labels;
     o += (size_t)snprintf(csv + o, cap - o, nh > 1 ? "example,line,layer,head,column,position,score\n"
@@ -482,7 +495,13 @@ int cli_sweep_data(const sweep_args *a) {
         for (int li = 0; li < nlay; li++)
             for (int c = 0; c < ncol; c++) {
                 const float v = i < d.n ? per[cells * i + (size_t)li * ncol + c] : mean[(size_t)li * ncol + c];
-                const char *col = every_position ? "" : role[c % nr];
+                char col[2 * 256 + 1];
+                size_t n = 0;
+                for (const char *q = every_position ? "" : role[c % nr]; *q && n + 2 < sizeof col; q++) {
+                    if (*q == '"') col[n++] = '"'; /* CSV: a quote inside a quoted field is doubled */
+                    col[n++] = *q;
+                }
+                col[n] = 0;
                 char ex_s[16], line_s[16], pos_s[16];
                 snprintf(ex_s, sizeof ex_s, i < d.n ? "%d" : "mean", i);
                 snprintf(line_s, sizeof line_s, i < d.n ? "%d" : "", i < d.n ? d.l[i].line : 0);

@@ -50,11 +50,12 @@ int cli_train_grid(const train_grid_args *g) {
     if (g->beside) {
         char err[1024];
         char *text = cli_read_file(g->beside, err, sizeof err);
+        const int read = text != NULL;
         probe = text ? cJSON_Parse(text) : NULL;
         free(text);
         if (!probe || !cJSON_IsArray(cJSON_GetObjectItem(probe, "sites"))) {
             fprintf(stderr, "cvene train: --beside %s: %s\n", g->beside,
-                    text ? "not a `cvene probe --out` results.json" : err);
+                    read ? "not a `cvene probe --out` results.json" : err);
             goto done;
         }
     }
@@ -120,7 +121,7 @@ int cli_train_grid(const train_grid_args *g) {
     cJSON_AddItemToObject(doc, "layers", cJSON_CreateIntArray(g->layers, nl));
     cJSON_AddItemToObject(doc, "positions", cJSON_CreateIntArray(g->positions, np));
     cJSON_AddNumberToObject(doc, "seconds", el);
-    char path[4200], err[1024];
+    char path[4200], err[1024] = "out of memory";
     snprintf(path, sizeof path, "%.4000s/grid.json", g->out);
     char *text = cJSON_Print(doc);
     const int wrote = text && cli_write_atomic(path, text, err, sizeof err) == 0;

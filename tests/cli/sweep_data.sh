@@ -72,6 +72,9 @@ refuse "line 1: positions.\"key\" must be an integer in \[-3, 3)" '{"base_ids": 
 refuse "has no examples" ''
 refuse "line 1: token_id is not a token id" '{"base_ids": [1, 2, 3], "source_ids": [4, 5, 6], "token_id": 99999, "token_b_id": 4}'
 refuse "not with --trace" "$ok" --trace
+refuse "or --together" "$ok" --together
+long=$(printf 'r%.0s' $(seq 300))
+refuse "longer than 256 characters" "{\"base_ids\": [1, 2, 3], \"source_ids\": [4, 5, 6], \"token_id\": 3, \"token_b_id\": 4, \"positions\": {\"$long\": 1}}"
 refuse "lines of different lengths" '{"base_ids": [1, 2, 3], "source_ids": [4, 5, 6], "token_id": 3, "token_b_id": 4}
 {"base_ids": [1, 2], "source_ids": [4, 5], "token_id": 3, "token_b_id": 4}'
 echo "sweep --data: 1 passed, 0 failed"
