@@ -8,6 +8,9 @@ double cli_now(void); /* monotonic seconds */
 char *cli_read_file(const char *path, char *err, size_t errlen);
 /* Write text to path atomically (a temporary file renamed over it); 0, or -1 with err set. */
 int cli_write_atomic(const char *path, const char *text, char *err, size_t errlen);
+/* "-3,-2,-1": 1 to cap positions, negative counting from the end of each prompt (a grid's columns, for
+ * option opt of command cmd); the count, or -1 after printing what is wrong. */
+int cli_parse_positions(const char *cmd, const char *opt, const char *s, int *out, int cap);
 /* "1,2,5-7" -> the values, each in [lo, hi) and at most once, for option opt of `cvene cmd` (what:
  * "layer"; why: where the bound comes from). The count, or -1 after printing what is wrong. */
 int cli_parse_list(const char *cmd, const char *opt, const char *s, int *out, int lo, int hi, const char *what,

@@ -110,3 +110,22 @@ int cli_write_atomic(const char *path, const char *text, char *err, size_t errle
     }
     return 0;
 }
+
+int cli_parse_positions(const char *cmd, const char *opt, const char *s, int *out, int cap) {
+    int n = 0;
+    for (const char *p = s; *p;) {
+        char *end;
+        errno = 0;
+        const long v = strtol(p, &end, 10);
+        if (end == p || errno || (*end && *end != ',') || v < -100000 || v > 100000 || n == cap) {
+            n = 0;
+            break;
+        }
+        out[n++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (n == 0)
+        fprintf(stderr, "cvene %s: %s must be 1 to %d comma-separated integers (negative from the end), got \"%s\"\n",
+                cmd, opt, cap, s);
+    return n ? n : -1;
+}

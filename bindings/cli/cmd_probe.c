@@ -250,25 +250,6 @@ static float *rows(const cvene_activations *A, int site, int first, int n, int k
     return x;
 }
 
-/* "--positions -3,-2,-1": up to cap integers (negative: from the end); the count, or -1 after printing why */
-static int parse_positions(const char *s, int *out, int cap) {
-    int n = 0;
-    for (const char *p = s; *p;) {
-        char *end;
-        errno = 0;
-        const long v = strtol(p, &end, 10);
-        if (end == p || errno || (*end && *end != ',') || v < -100000 || v > 100000 || n == cap) {
-            fprintf(stderr, "cvene probe: --positions must be at most %d comma-separated integers (negative from the "
-                            "end), got \"%s\"\n", cap, s);
-            return -1;
-        }
-        out[n++] = (int)v;
-        p = *end ? end + 1 : end;
-    }
-    if (n == 0) fprintf(stderr, "cvene probe: --positions is empty\n");
-    return n ? n : -1;
-}
-
 /* DIR/probe_grid_<component>.svg: held-out accuracy over layers x positions, one per component */
 static int write_grid_svgs(const char *out, const char *model, const cvene_component *comps, int n_comp,
                            const int *lay, int nl, const int *gpos, int R, const float *acc) {
@@ -363,7 +344,7 @@ int cmd_probe(int argc, char **argv) {
         return 2;
     }
     int gpos[256], R = 1;
-    if (grid && (R = parse_positions(grid, gpos, 256)) < 0) return 2;
+    if (grid && (R = cli_parse_positions("probe", "--positions", grid, gpos, 256)) < 0) return 2;
     /* the components, checked before anything loads */
     cvene_component comps[CVENE_N_COMPONENTS];
     int n_comp = 0;

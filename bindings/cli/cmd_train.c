@@ -251,16 +251,7 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "cvene train: out of memory\n");
             goto done;
         }
-        for (const char *p = grid; *p && np >= 0;) {
-            char *end;
-            errno = 0;
-            const long v = strtol(p, &end, 10);
-            if (end == p || errno || (*end && *end != ',') || v < -100000 || v > 100000 || np == 256) np = -1;
-            else gpos[np++] = (int)v, p = *end ? end + 1 : end;
-        }
-        if (np <= 0) {
-            fprintf(stderr, "cvene train: --grid-positions must be up to 256 comma-separated integers (negative from "
-                            "the end), got \"%s\"\n", grid);
+        if ((np = cli_parse_positions("train", "--grid-positions", grid, gpos, 256)) < 0) {
             free(glay);
             goto done;
         }
