@@ -683,6 +683,7 @@ cvene_sweep_summary cvene_sweep_get_summary(const cvene_sweep_session *ss) { ret
 cvene_status cvene_sweep(cvene_model *m, const int32_t *base_ids, const int32_t *source_ids, int T,
                          const cvene_sweep_params *p, float *scores, cvene_sweep_summary *summary) {
     if (p && p->atp) return cvene_sweep_atp(m, base_ids, source_ids, T, p, scores, summary);
+    if (p && p->comm && cvene_comm_size(p->comm) > 1) return sweep_on_ranks(m, base_ids, source_ids, T, p, scores, summary);
     cvene_sweep_session *ss;
     CVENE_TRY(cvene_sweep_begin(m, base_ids, source_ids, T, p, &ss));
     cvene_model_info mi = cvene_model_get_info(m);

@@ -4,11 +4,14 @@
  * Examples differ in length and in where a role falls, so each runs as its own sweep session on
  * the fast path (source and base cached once per example, sites packed per layer), or as one
  * attribution-patching estimate (p->atp). Rows of different examples are not packed into one
- * forward: a resumed forward reads one prompt's cached keys and values. */
+ * forward: a resumed forward reads one prompt's cached keys and values. On ranks (p->comm) the
+ * examples are split among them, their rows exchanged, and the mean added in example order, so it
+ * equals one process's bit for bit. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/comm.h"
 #include "kernels/ctx.h"
 #include "models/model.h"
 
@@ -47,39 +50,56 @@ cvene_status cvene_sweep_dataset(cvene_model *m, const cvene_sweep_example *ex, 
     const int nl = p->layers ? p->n_layers : mi.n_layer;
     const int nh = p->component == CVENE_HEAD_ATTENTION_VALUE_OUTPUT && p->head == CVENE_ALL_HEADS ? mi.n_head : 1;
     const size_t per = (size_t)nl * nh * n_positions;
-    float *one = per_example ? NULL : malloc(sizeof(float) * per);
+    cvene_comm *c = p->comm && p->comm->size > 1 ? p->comm : NULL;
+    /* every example's rows (the caller's, or ours when it wants only the mean), its summary, its rank */
+    float *all = per_example ? per_example : malloc(sizeof(float) * per * (size_t)n_ex);
     double *acc = calloc(per, sizeof(double));
-    if ((!per_example && !one) || !acc) {
-        free(one), free(acc);
+    cvene_sweep_summary *ones = calloc((size_t)n_ex, sizeof *ones);
+    int *owner = calloc((size_t)n_ex, sizeof(int));
+    double *cost = c ? malloc(sizeof(double) * (size_t)n_ex) : NULL;
+    if (!all || !acc || !ones || !owner || (c && !cost)) {
+        if (all != per_example) free(all);
+        free(acc), free(ones), free(owner), free(cost);
         return cvene_fail(ctx, CVENE_ERR_OOM, "sweep dataset: out of memory");
     }
-    data_progress dp = {p->progress, p->progress_user, 0, (int64_t)n_ex * (int64_t)per};
-    cvene_sweep_summary sum, s1;
-    memset(&sum, 0, sizeof sum);
+    /* on ranks: examples split by their length (a resumed forward's cost grows with it) */
+    for (int e = 0; c && e < n_ex; e++) cost[e] = (double)ex[e].T;
+    if (c) comm_split_costs(cost, NULL, n_ex, c->size, owner);
+    int64_t mine = 0;
+    for (int e = 0; e < n_ex; e++) mine += !c || owner[e] == c->rank;
+    data_progress dp = {p->progress, p->progress_user, 0, mine * (int64_t)per};
     cvene_status st = CVENE_OK;
     for (int e = 0; e < n_ex && st == CVENE_OK; e++) {
+        if (c && owner[e] != c->rank) continue;
         cvene_sweep_params q = *p;
         q.positions = ex[e].positions, q.n_positions = n_positions;
         q.token = ex[e].token, q.token_b = ex[e].token_b;
-        q.position_ids = NULL;
+        q.position_ids = NULL, q.comm = NULL;
         q.progress = p->progress ? forward_progress : NULL, q.progress_user = &dp;
-        float *out = per_example ? per_example + (size_t)e * per : one;
-        st = cvene_sweep(m, ex[e].base_ids, ex[e].source_ids, ex[e].T, &q, out, &s1);
+        st = cvene_sweep(m, ex[e].base_ids, ex[e].source_ids, ex[e].T, &q, all + (size_t)e * per, &ones[e]);
         if (st != CVENE_OK) { /* name the example in front of the sweep's own message */
             char msg[CVENE_ERR_LEN];
             snprintf(msg, sizeof msg, "%s", ctx->err);
             st = cvene_fail(ctx, st, "sweep dataset: example %d: %s", e, msg);
             break;
         }
-        for (size_t i = 0; i < per; i++) acc[i] += out[i];
-        sum.base_score += s1.base_score / n_ex, sum.source_score += s1.source_score / n_ex;
-        sum.forwards += s1.forwards, sum.sites += s1.sites;
         dp.before += (int64_t)per;
         if (p->progress) p->progress(p->progress_user, dp.before, dp.total);
+    }
+    if (st == CVENE_OK && c) st = comm_share_rows(c, owner, n_ex, sizeof(float) * per, all);
+    if (st == CVENE_OK && c) st = comm_share_rows(c, owner, n_ex, sizeof *ones, ones);
+    /* the mean and the summary in example order, as one process adds them */
+    cvene_sweep_summary sum;
+    memset(&sum, 0, sizeof sum);
+    for (int e = 0; st == CVENE_OK && e < n_ex; e++) {
+        for (size_t i = 0; i < per; i++) acc[i] += all[(size_t)e * per + i];
+        sum.base_score += ones[e].base_score / n_ex, sum.source_score += ones[e].source_score / n_ex;
+        sum.forwards += ones[e].forwards, sum.sites += ones[e].sites;
     }
     if (st == CVENE_OK && mean)
         for (size_t i = 0; i < per; i++) mean[i] = (float)(acc[i] / n_ex);
     if (st == CVENE_OK && summary) *summary = sum;
-    free(one), free(acc);
+    if (all != per_example) free(all);
+    free(acc), free(ones), free(owner), free(cost);
     return st;
 }

@@ -479,6 +479,43 @@ int cvene_generation_n_collected(const cvene_generation *g);
 cvene_tensor_view cvene_generation_collected(const cvene_generation *g, int k, int *call);
 void cvene_generation_free(cvene_generation *g);
 
+/* ---- ranks: one process per device, started by MPI ---------------------------
+ * A communicator joins the processes of one run (`mpirun -np N`, Slurm's `srun`). Host buffers move
+ * over MPI, which is the whole transport of CPU ranks, so every schedule runs without GPUs. Work is
+ * split (sweep layers by their cost, dataset examples) and results are exchanged so that they never
+ * depend on the number of ranks: a sweep on N ranks equals the single process bit for bit.
+ * Lifetime: cvene_comm_new -> cvene_comm_free (after every call that uses it; the context outlives
+ * it). A communicator that initialised MPI finalises it when freed, and MPI cannot be initialised
+ * twice in one process: make one communicator per process. */
+typedef struct cvene_comm cvene_comm;
+/* 1 when this process was started by an MPI launcher (mpirun, srun: its environment says so) */
+int cvene_comm_launched(void);
+/* the number of ranks the launcher started, from the environment (1 without a launcher) */
+int cvene_comm_launched_size(void);
+/* 1 when this build has MPI */
+int cvene_comm_mpi_available(void);
+/* use_mpi 0: this process alone (rank 0 of 1, nothing leaves it); 1: MPI's world (MPI initialised
+ * here unless the caller did; CVENE_ERR_UNSUPPORTED in a build without MPI). timeout_s: how long a
+ * collective waits for every rank before failing (<= 0: 600 s, or CVENE_COMM_TIMEOUT seconds). */
+cvene_status cvene_comm_new(cvene_ctx *ctx, int use_mpi, double timeout_s, cvene_comm **out);
+int cvene_comm_rank(const cvene_comm *c);
+int cvene_comm_size(const cvene_comm *c);
+/* Every rank gives n bytes describing what it is about to do (model, arguments); CVENE_ERR_INVALID_ARG
+ * on every rank, naming `what` and the first rank whose bytes differ from rank 0's, when they differ. */
+cvene_status cvene_comm_agree(cvene_comm *c, const void *data, size_t n, const char *what);
+/* root's n bytes to every rank */
+cvene_status cvene_comm_bcast(cvene_comm *c, void *data, size_t n, int root);
+/* Results streamed to rank 0 as they are done (a rank's sweep layers, a grid's cells): post sends
+ * unit `item`'s n bytes from a rank other than 0; on rank 0, collect returns one that has arrived
+ * (*item >= 0, its bytes in data (cap bytes), *from its rank) or *item = -1 when none arrived within
+ * wait_s seconds (0: do not wait). Messages from one rank arrive in the order posted. */
+cvene_status cvene_comm_post(cvene_comm *c, int item, const void *data, size_t n);
+cvene_status cvene_comm_collect(cvene_comm *c, int *item, void *data, size_t cap, int *from, double wait_s);
+/* End every rank of the run now (a rank that cannot go on: the others would wait for it). Returns
+ * only on a single-process communicator. */
+void cvene_comm_abort(cvene_comm *c, int code);
+void cvene_comm_free(cvene_comm *c);
+
 /* ---- sweeps: activation patching and causal tracing ------------------------
  * Patch one component from a source run into a base run at every (layer,
  * position) — or a chosen subset — and score each patched run by a metric at
@@ -521,6 +558,10 @@ typedef struct {
     int atp;                   /* 1: estimate the scores by attribution patching (cvene_sweep_atp below) */
     int together;              /* 1: patch all the positions at once (a head's output over the whole prompt:
                                   layer x head patching); scores (n_layers, [n_head,] 1) */
+    cvene_comm *comm;          /* ranks sharing the work (NULL: this process alone): cvene_sweep splits the layers by
+                                  their cost (the blocks a patch resumes), cvene_sweep_dataset the examples; every
+                                  rank gets all the scores, equal bit for bit to one process's. progress then
+                                  counts this rank's sites. Every rank must call with the same arguments. */
 } cvene_sweep_params;
 
 typedef struct {
@@ -568,6 +609,13 @@ typedef struct {
 cvene_status cvene_sweep_dataset(cvene_model *m, const cvene_sweep_example *ex, int n_ex, int n_positions,
                                  const cvene_sweep_params *p, float *per_example, float *mean,
                                  cvene_sweep_summary *summary);
+
+/* Which rank sweeps each of p's layers on n_ranks ranks (owner: n_layers of p, in p->layers' order),
+ * balanced by cost -- a patch at layer l resumes the blocks from l upward -- costliest first to the
+ * least-loaded rank, the same on every rank. done (may be NULL): layers already swept (owner -1),
+ * so a resumed sweep splits what is left, whatever the ranks that began it. */
+cvene_status cvene_sweep_split(const cvene_model *m, const cvene_sweep_params *p, const int *done, int n_ranks,
+                               int *owner);
 
 /* The same one layer at a time (progress, interruption, resume): begin runs
  * the source and base forwards once and keeps their caches (one base cache per

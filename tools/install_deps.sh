@@ -3,6 +3,8 @@
 # Usage: tools/install_deps.sh [--fuzz]   (--fuzz: also what tools/fuzz.sh builds with)
 set -euo pipefail
 pkgs=(cmake g++ make pkg-config libopenblas-openmp-dev libcjson-dev libgtest-dev libdlpack-dev)
+# ranks: mpirun and the MPI library (issue #15; the tests run CPU ranks)
+pkgs+=(openmpi-bin libopenmpi-dev)
 # the Python package's tests (tools/pytest.sh) and its clean-venv wheel check (tools/wheel_check.sh)
 pkgs+=(python3-numpy python3-pytest python3-venv)
 # clang with libFuzzer (libclang_rt.fuzzer is in libclang-rt-14-dev) and clang's OpenMP runtime

@@ -70,6 +70,13 @@ int cli_dtype(const char *cmd, const char *dtype, cvene_dtype *out);
 int cli_resume_read(const char *text, const char *path, const cJSON *spec, int nl, int np, float *scores, int *done,
                     double *base_score, double *source_score, char *err, size_t errlen);
 
+/* Ranks (cli_ranks.c): the communicator of this process -- MPI's world when an MPI launcher started
+ * it, this process alone otherwise; 0, or -1 after printing why. */
+int cli_ranks_open(const char *cmd, cvene_ctx *ctx, cvene_comm **out);
+/* Every rank runs the same command (spec: what identifies it) on the same model; 0, or -1 after
+ * printing which rank differs. */
+int cli_ranks_agree(cvene_ctx *ctx, cvene_comm *comm, const char *cmd, const cJSON *spec, const cvene_model_info *mi);
+
 /* A config's trained weights: from --weights DIR, or by default CONFIG.json's directory when the
  * config has trainable interventions (nothing to do otherwise). 0, or -1 after printing why. */
 int cli_load_weights(cvene_ctx *ctx, cvene_config *cfg, const char *config_path, const char *weights);

@@ -24,7 +24,7 @@ static void on_signal(int sig) {
 
 void cli_sweep_progress(void *user, int64_t done, int64_t total) {
     cli_sweep_bar *pr = user;
-    (void)total;
+    if (total > 0) pr->total = total; /* a dataset sweep's (on ranks: this rank's share) */
     if (!pr->tty) return;
     int64_t d = pr->base_done + done;
     double el = cli_now() - pr->t0, rate = el > 0 ? d / el : 0, eta = rate > 0 ? (pr->total - d) / rate : 0;
@@ -173,115 +173,18 @@ static int write_doc(cJSON *doc, const char *path, const float *scores, int *don
     return 0;
 }
 
-typedef struct { double change; int li, col; } site_est;
-static int by_change(const void *x, const void *y) {
-    const double a = fabs(((const site_est *)x)->change), b = fabs(((const site_est *)y)->change);
-    return (a < b) - (a > b); /* largest first */
-}
 
-/* Spearman's rank correlation of x and y (n values; ties get their mean rank). */
-static double spearman(const double *x, const double *y, int n) {
-    double *r = malloc(sizeof(double) * 2 * (size_t)n);
-    if (!r || n < 2) {
-        free(r);
-        return NAN;
-    }
-    for (int w = 0; w < 2; w++) {
-        const double *v = w ? y : x;
-        for (int i = 0; i < n; i++) {
-            double lt = 0, eq = 0;
-            for (int j = 0; j < n; j++) lt += v[j] < v[i], eq += v[j] == v[i];
-            r[w * n + i] = lt + (eq + 1) / 2;
-        }
-    }
-    double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
-    for (int i = 0; i < n; i++) mx += r[i] / n, my += r[n + i] / n;
-    for (int i = 0; i < n; i++) {
-        sxy += (r[i] - mx) * (r[n + i] - my), sxx += (r[i] - mx) * (r[i] - mx), syy += (r[n + i] - my) * (r[n + i] - my);
-    }
-    free(r);
-    return sxx > 0 && syy > 0 ? sxy / sqrt(sxx * syy) : NAN;
-}
-
-/* --verify K: the K sites of largest estimated change patched exactly (one sweep session over
- * the positions they use, a layer at a time), printed side by side and added to doc["verify"]:
- * per site the estimate and the exact score, and over the K sites the sign agreement and
- * Spearman's rank correlation of the changes. An estimate "misleads" when its change has the
- * wrong sign or is off by more than half the exact change. 0, or -1 (the context's error). */
-static int verify_atp(cvene_model *m, const int32_t *base, const int32_t *src, int T, const cvene_sweep_params *p0,
-                      const float *est, const int *layers, int nl, int nh, const cvene_sweep_summary *sum, int K,
-                      cJSON *doc) {
-    const int np = p0->n_positions, ncol = nh * np;
-    site_est *all = malloc(sizeof(site_est) * (size_t)nl * ncol);
-    int *upos = malloc(sizeof(int) * (size_t)T), *uidx = malloc(sizeof(int) * (size_t)T);
-    float *row = malloc(sizeof(float) * (size_t)nh * T);
-    double *ex = malloc(sizeof(double) * 2 * (size_t)K);
-    int rc = -1;
-    cvene_sweep_session *ss = NULL;
-    if (!all || !upos || !uidx || !row || !ex) {
-        fprintf(stderr, "cvene sweep: out of memory\n");
-        rc = -2;
-        goto out;
-    }
-    for (int li = 0; li < nl; li++)
-        for (int c = 0; c < ncol; c++)
-            all[(size_t)li * ncol + c] = (site_est){est[(size_t)li * ncol + c] - sum->base_score, li, c};
-    qsort(all, (size_t)nl * ncol, sizeof *all, by_change);
-    if (K > nl * ncol) K = nl * ncol;
-    int nu = 0; /* the positions the K sites use, in sweep order */
-    for (int t = 0; t < T; t++) uidx[t] = -1;
-    for (int k = 0; k < K; k++) uidx[p0->positions[all[k].col % np]] = 1;
-    for (int t = 0; t < T; t++)
-        if (uidx[t] > 0) uidx[t] = nu, upos[nu++] = t;
-    cvene_sweep_params p = *p0;
-    p.positions = upos, p.n_positions = nu, p.layers = NULL, p.n_layers = 0, p.progress = NULL;
-    if (cvene_sweep_begin(m, base, src, T, &p, &ss) != CVENE_OK) goto out;
-    for (int li = 0; li < nl; li++) {
-        int need = 0;
-        for (int k = 0; k < K; k++) need |= all[k].li == li;
-        if (!need) continue;
-        if (cvene_sweep_layer(ss, layers[li], row) != CVENE_OK) goto out;
-        for (int k = 0; k < K; k++)
-            if (all[k].li == li) {
-                const int h = all[k].col / np, t = p0->positions[all[k].col % np];
-                ex[k] = all[k].change, ex[K + k] = row[(size_t)h * nu + uidx[t]] - sum->base_score;
-            }
-    }
-    cJSON *v = cJSON_AddArrayToObject(doc, "verify");
-    int sign_ok = 0, misleading = 0;
-    printf("verify: the %d sites of largest estimated change, patched exactly (changes from the base score %.4g)\n",
-           K, sum->base_score);
-    printf("  %5s %5s %8s %12s %12s\n", "layer", nh > 1 ? "head" : "", "position", "estimate", "exact");
-    for (int k = 0; k < K; k++) {
-        const int h = all[k].col / np, t = p0->positions[all[k].col % np];
-        const int same_sign = (ex[k] > 0) == (ex[K + k] > 0);
-        const int bad = !same_sign || fabs(ex[k] - ex[K + k]) > 0.5 * fabs(ex[K + k]);
-        sign_ok += same_sign, misleading += bad;
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddNumberToObject(e, "layer", layers[all[k].li]);
-        if (nh > 1) cJSON_AddNumberToObject(e, "head", h);
-        cJSON_AddNumberToObject(e, "position", t);
-        cJSON_AddNumberToObject(e, "estimate", ex[k] + sum->base_score);
-        cJSON_AddNumberToObject(e, "exact", ex[K + k] + sum->base_score);
-        cJSON_AddBoolToObject(e, "misleading", bad);
-        cJSON_AddItemToArray(v, e);
-        char hs[16] = "";
-        if (nh > 1) snprintf(hs, sizeof hs, "%d", h);
-        printf("  %5d %5s %8d %+12.5g %+12.5g%s\n", layers[all[k].li], hs, t, ex[k], ex[K + k], bad ? "  misleading" : "");
-    }
-    const double rho = spearman(ex, ex + K, K);
-    cJSON *vs = cJSON_AddObjectToObject(doc, "verify_summary");
-    cJSON_AddNumberToObject(vs, "sites", K);
-    cJSON_AddNumberToObject(vs, "sign_agreement", (double)sign_ok / K);
-    cJSON_AddNumberToObject(vs, "misleading", misleading);
-    if (isfinite(rho)) cJSON_AddNumberToObject(vs, "spearman", rho);
-    printf("  sign agrees on %d of %d; %d misleading (wrong sign or > 50%% off); Spearman rank correlation %.3f\n",
-           sign_ok, K, misleading, rho);
-    rc = 0;
-out:
-    cvene_sweep_end(ss);
-    free(all), free(upos), free(uidx), free(row), free(ex);
-    return rc;
+typedef struct { /* write_doc's arguments, for rows that arrive from other ranks */
+    cJSON *doc;
+    const char *path;
+    const float *scores;
+    int *done, nl, ncol;
+    char **labels, **text;
+    const cvene_sweep_summary *sum;
+} doc_writer;
+static int write_row(void *user, int li) {
+    doc_writer *w = user;
+    return write_doc(w->doc, w->path, w->scores, w->done, w->nl, w->ncol, w->labels, w->sum, w->text, li);
 }
 
 static int run_sweep(const sweep_args *a) {
@@ -301,6 +204,10 @@ static int run_sweep(const sweep_args *a) {
     cJSON *doc = NULL;
     char *text = NULL;
     cvene_sweep_session *session = NULL;
+    cvene_comm *comm = NULL;
+    int *owner = NULL, ranked = 0; /* ranked: the ranks have begun working together (a failure ends them all) */
+    int64_t *rank_counts = NULL;
+    unsigned char *rank_msg = NULL;
     cvene_sweep_summary resumed;
     memset(&resumed, 0, sizeof resumed);
     int np = 0, ncol_alloc = 0;
@@ -314,6 +221,8 @@ static int run_sweep(const sweep_args *a) {
     }
     cvene_model_info mi = cvene_model_get_info(m);
     tx.ctx = ctx, tx.dir = a->model;
+    if (cli_ranks_open("sweep", ctx, &comm) != 0) goto done;
+    const int rank = cvene_comm_rank(comm), n_ranks = cvene_comm_size(comm);
     /* every argument is checked before any forward runs or any file is written */
     int gb = get_ids(&tx, a->base_ids, a->base_text, &base, &nb, "base", mi.n_token_ids);
     int gs = gb < 0 ? -1 : get_ids(&tx, a->source_ids, a->source_text, &src, &ns, "source", mi.n_token_ids);
@@ -407,6 +316,11 @@ static int run_sweep(const sweep_args *a) {
         fprintf(stderr, "cvene sweep: --method atp estimates one base/source pair in one pass: it takes no %s\n",
                 a->trace ? "--trace" : a->window != 1 ? "--window" : a->naive ? "--naive" : a->resume ? "--resume"
                                                                                              : "--stop-after");
+        goto done;
+    }
+    if (atp && n_ranks > 1) {
+        fprintf(stderr, "cvene sweep: --method atp is one forward and one backward: run it as one process, not on %d "
+                        "ranks\n", n_ranks);
         goto done;
     }
     if (a->together && (a->verify || a->trace)) {
@@ -539,25 +453,28 @@ static int run_sweep(const sweep_args *a) {
     doc = cJSON_CreateObject();
     cJSON_AddItemToObject(doc, "sweep", spec);
 
+    if (cli_ranks_agree(ctx, comm, "sweep", spec, &mi) != 0) goto done;
+
     char path[4096];
     snprintf(path, sizeof path, "%s.json", a->out);
-    if (a->resume) {
-        char *old = cli_read_file(path, err, sizeof err);
-        if (!old) {
-            fprintf(stderr, "cvene sweep: --resume: %s\n", err);
-            goto done;
+    if (a->resume) { /* rank 0 reads the file (ranks need not share a disk) and hands its rows to the others */
+        int bad = 0;
+        if (rank == 0) {
+            char *old = cli_read_file(path, err, sizeof err);
+            bad = !old || cli_resume_read(old, path, spec, nl, ncol, scores, done, &resumed.base_score,
+                                          &resumed.source_score, err, sizeof err);
+            free(old);
+            if (bad) fprintf(stderr, "cvene sweep: --resume: %s\n", err);
         }
-        int bad = cli_resume_read(old, path, spec, nl, ncol, scores, done, &resumed.base_score, &resumed.source_score,
-                                  err, sizeof err);
-        free(old);
-        if (bad) {
-            fprintf(stderr, "cvene sweep: --resume: %s\n", err);
-            goto done;
-        }
+        if (n_ranks > 1 && (cvene_comm_bcast(comm, &bad, sizeof bad, 0) != CVENE_OK ||
+                            (!bad && (cvene_comm_bcast(comm, done, sizeof(int) * (size_t)nl, 0) != CVENE_OK ||
+                                      cvene_comm_bcast(comm, scores, sizeof(float) * (size_t)nl * ncol, 0) != CVENE_OK))))
+            goto fail_ctx;
+        if (bad) goto done;
     }
     int n_done = 0;
     for (int li = 0; li < nl; li++) n_done += done[li];
-    if (a->resume) fprintf(stderr, "resuming: %d of %d layers already done\n", n_done, nl);
+    if (a->resume && rank == 0) fprintf(stderr, "resuming: %d of %d layers already done\n", n_done, nl);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -573,18 +490,45 @@ static int run_sweep(const sweep_args *a) {
     p.position_ids = pos_ids, p.together = a->together;
     p.layers = layers, p.n_layers = nl; /* checked by begin (the session takes layers per call) */
     cvene_sweep_summary sum = resumed;
+    doc_writer dw = {doc, path, scores, done, nl, ncol, labels, &text, &sum};
+    cli_sweep_ranks rs;
+    memset(&rs, 0, sizeof rs);
+    if (n_ranks > 1) { /* the layers left, split by cost; rank 0 draws every rank's progress */
+        owner = malloc(sizeof(int) * (size_t)nl);
+        rank_counts = calloc(2 * (size_t)n_ranks, sizeof(int64_t));
+        rank_msg = malloc(16 + sizeof(float) * (size_t)ncol);
+        if (!owner || !rank_counts || !rank_msg) goto oom;
+        if (cvene_sweep_split(m, &p, done, n_ranks, owner) != CVENE_OK) goto fail_ctx;
+        rs = (cli_sweep_ranks){ctx, comm, layers, owner, nl, ncol, a->stop_after, scores, done, &g_stop, write_row, &dw,
+                               &pr, rank_msg, rank_counts, rank_counts + n_ranks, 0, 0};
+        p.progress = rank == 0 ? cli_sweep_ranks_progress : NULL, p.progress_user = &rs;
+        ranked = 1;
+    }
+    int mine = 0; /* layers this rank sweeps (rank 0 begins a session anyway: the base and source scores) */
+    for (int li = 0; li < nl; li++) mine += !done[li] && (!owner || owner[li] == rank);
     double t0 = cli_now();
     if (atp) { /* every layer at once */
         if (cvene_sweep_atp(m, base, src, T, &p, scores, &sum) != CVENE_OK) goto fail_ctx;
         if (write_doc(doc, path, scores, done, nl, ncol, labels, &sum, &text, -1) != 0) goto done;
-        const int v = a->verify > 0 ? verify_atp(m, base, src, T, &p, scores, layers, nl, nh, &sum, a->verify, doc) : 0;
+        const int v = a->verify > 0 ? cli_sweep_verify_atp(m, base, src, T, &p, scores, layers, nl, nh, &sum, a->verify, doc) : 0;
         if (v == -2) goto done; /* out of memory, said */
         if (v != 0) goto fail_ctx;
         if (write_doc(doc, path, scores, done, nl, ncol, labels, &sum, &text, -1) != 0) goto done;
     }
-    if (!atp && n_done < nl && cvene_sweep_begin(m, base, src, T, &p, &session) != CVENE_OK) goto fail_ctx;
+    if (!atp && n_done < nl && (mine > 0 || rank == 0) && cvene_sweep_begin(m, base, src, T, &p, &session) != CVENE_OK)
+        goto fail_ctx;
+    if (session) sum = cvene_sweep_get_summary(session);
+    if (n_ranks > 1) {
+        const int r = n_done < nl ? cli_sweep_ranks_run(&rs, session, &sum) : 0;
+        if (r < 0) goto done;
+        if (rank != 0) { /* rank 0 writes the outputs */
+            rc = r;
+            if (r == 130) fprintf(stderr, "cvene sweep (rank %d): interrupted\n", rank);
+            goto done;
+        }
+    }
     int computed = 0;
-    for (int li = 0; !atp && li < nl; li++) {
+    for (int li = 0; !atp && n_ranks == 1 && li < nl; li++) {
         if (done[li]) continue;
         if (g_stop || (a->stop_after > 0 && computed >= a->stop_after)) break;
         computed++;
@@ -669,6 +613,11 @@ oom:
 fail_ctx:
     fprintf(stderr, "%scvene: %s\n", isatty(2) ? "\n" : "", cvene_ctx_error(ctx));
 done:
+    /* a rank that fails while the others work with it ends them all: they would wait for it; and
+     * after a signal (Ctrl-C, or mpirun's SIGTERM when another rank died) the outputs are written
+     * and the job is ending: MPI_Finalize would wait for a rank that may be gone */
+    if (ranked && ((rc != 0 && rc != 130) || g_stop)) cvene_comm_abort(comm, rc ? rc : 1);
+    free(owner), free(rank_counts), free(rank_msg);
     for (int ci = 0; labels && ci < ncol_alloc; ci++) free(labels[ci]);
     free(col_pos);
     free(labels), free(text), cJSON_Delete(doc);
@@ -677,6 +626,7 @@ done:
     cli_text_free(&tx);
     cvene_sweep_end(session);
     cvene_model_free(m);
+    cvene_comm_free(comm);
     cvene_ctx_free(ctx);
     return rc;
 }

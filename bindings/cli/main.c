@@ -303,6 +303,13 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    /* on ranks (mpirun -np N): the commands that split their work; the others would run N copies
+     * writing the same files */
+    if (cvene_comm_launched_size() > 1 && strcmp(argv[1], "sweep") != 0) {
+        fprintf(stderr, "cvene %s: started as %d ranks, but only `cvene sweep` splits its work among ranks so far; "
+                        "run `cvene %s` as one process\n", argv[1], cvene_comm_launched_size(), argv[1]);
+        return 2;
+    }
     if (!strcmp(argv[1], "predict")) return cmd_predict(argc - 2, argv + 2);
     if (!strcmp(argv[1], "run")) return cmd_run(argc - 2, argv + 2);
     if (!strcmp(argv[1], "plan")) return cmd_plan(argc - 2, argv + 2);

@@ -268,6 +268,7 @@ int cli_sweep_data(const sweep_args *a) {
     float *per = NULL, *mean = NULL;
     cvene_sweep_example *ex = NULL;
     cJSON *doc = NULL;
+    cvene_comm *comm = NULL;
     if (cvene_ctx_new(&cp, &ctx, err, sizeof err) != CVENE_OK) {
         fprintf(stderr, "cvene: %s\n", err);
         return 1;
@@ -278,6 +279,8 @@ int cli_sweep_data(const sweep_args *a) {
     }
     const cvene_model_info mi = cvene_model_get_info(m);
     tx.ctx = ctx, tx.dir = a->model;
+    if (cli_ranks_open("sweep", ctx, &comm) != 0) goto done;
+    const int rank = cvene_comm_rank(comm);
     if (a->head >= mi.n_head) {
         fprintf(stderr, "cvene sweep: --head %d is outside [0, %d) (the model's heads)\n", a->head, mi.n_head);
         goto done;
@@ -416,7 +419,23 @@ int cli_sweep_data(const sweep_args *a) {
     cvene_sweep_params p = cvene_sweep_default_params();
     p.component = comp, p.head = a->head < 0 ? CVENE_ALL_HEADS : a->head, p.metric = (cvene_metric)metric;
     p.layers = layers, p.n_layers = nlay, p.naive = a->naive, p.max_batch = a->max_batch, p.atp = atp;
-    p.progress = cli_sweep_progress, p.progress_user = &bar;
+    p.progress = rank == 0 ? cli_sweep_progress : NULL, p.progress_user = &bar; /* on ranks: rank 0's share */
+    p.comm = comm; /* the examples split among the ranks */
+    if (cvene_comm_size(comm) > 1) { /* every rank reads the same file with the same options */
+        cJSON *what = cJSON_CreateObject();
+        cJSON_AddStringToObject(what, "data", file);
+        cJSON_AddStringToObject(what, "model", a->model);
+        cJSON_AddStringToObject(what, "component", cvene_component_name(comp));
+        cJSON_AddNumberToObject(what, "head", a->head);
+        cJSON_AddStringToObject(what, "metric", a->metric);
+        cJSON_AddStringToObject(what, "method", a->method);
+        cJSON_AddStringToObject(what, "roles", a->roles ? a->roles : "");
+        cJSON_AddNumberToObject(what, "naive", a->naive);
+        cJSON_AddItemToObject(what, "layers", cJSON_CreateIntArray(layers, nlay));
+        int bad = !what || cli_ranks_agree(ctx, comm, "sweep", what, &mi) != 0;
+        cJSON_Delete(what);
+        if (bad) goto done;
+    }
     cvene_sweep_summary sum;
     const double t0 = cli_now();
     if (cvene_sweep_dataset(m, ex, d.n, nr, &p, per, mean, &sum) != CVENE_OK) {
@@ -427,9 +446,14 @@ int cli_sweep_data(const sweep_args *a) {
             fprintf(stderr, "%scvene sweep: %s line %d: %s\n", bar.tty ? "\n" : "", a->data, d.l[e].line, msg + skip);
         else
             fprintf(stderr, "%scvene: %s\n", bar.tty ? "\n" : "", msg);
+        if (cvene_comm_size(comm) > 1) cvene_comm_abort(comm, 1); /* the other ranks would wait for this one */
         goto done;
     }
     const double el = cli_now() - t0;
+    if (rank != 0) { /* rank 0 writes the outputs */
+        rc = 0;
+        goto done;
+    }
     if (bar.tty) fprintf(stderr, "\n");
     /* labels: the role (head by head with --head all) */
     char **label = calloc((size_t)ncol, sizeof(char *));
@@ -555,6 +579,7 @@ done:
         free(ex);
     cli_text_free(&tx);
     cvene_model_free(m);
+    cvene_comm_free(comm);
     cvene_ctx_free(ctx);
     return rc;
 }

@@ -94,7 +94,7 @@ class SweepParams(C.Structure):
                 ("subject", C.POINTER(C.c_int)), ("n_subject", C.c_int), ("noise_scale", C.c_float),
                 ("n_samples", C.c_int), ("seed", C.c_uint32), ("position_ids", i32p), ("naive", C.c_int),
                 ("max_batch", C.c_int), ("progress", ProgressFn), ("progress_user", C.c_void_p), ("atp", C.c_int),
-                ("together", C.c_int)]
+                ("together", C.c_int), ("comm", C.c_void_p)]
 
 
 class SweepSummary(C.Structure):

@@ -1,0 +1,241 @@
+/* Communicators: the public calls, the single-process transport, and what every schedule shares
+ * (splitting units of work by cost, exchanging their result rows). The MPI transport is
+ * engine/comm_mpi.c; each transport is one comm_ops table (engine/comm.h). */
+#define _POSIX_C_SOURCE 200809L
+#include "engine/comm.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels/ctx.h"
+
+enum { TAG_POST = 17 };
+
+/* ---- this process alone --------------------------------------------------- */
+static cvene_status single_barrier(cvene_comm *c) { (void)c; return CVENE_OK; }
+static cvene_status single_bcast(cvene_comm *c, void *buf, size_t n, int root) {
+    (void)c, (void)buf, (void)n, (void)root;
+    return CVENE_OK;
+}
+static cvene_status single_allgatherv(cvene_comm *c, const void *send, size_t n_send, void *recv,
+                                      const size_t *counts, const size_t *displs) {
+    (void)c, (void)counts;
+    if ((const char *)recv + displs[0] != send) memmove((char *)recv + displs[0], send, n_send);
+    return CVENE_OK;
+}
+static cvene_status single_send(cvene_comm *c, const void *buf, size_t n, int dst, int tag) {
+    (void)buf, (void)n, (void)tag;
+    return cvene_fail(c->ctx, CVENE_ERR_INVALID_ARG, "comm: rank %d does not exist (one process)", dst);
+}
+static cvene_status single_probe(cvene_comm *c, int tag, int *found, int *src, size_t *n) {
+    (void)c, (void)tag, (void)src, (void)n;
+    *found = 0;
+    return CVENE_OK;
+}
+static cvene_status single_recv(cvene_comm *c, void *buf, size_t n, int src, int tag) {
+    (void)buf, (void)n, (void)tag;
+    return cvene_fail(c->ctx, CVENE_ERR_INVALID_ARG, "comm: rank %d does not exist (one process)", src);
+}
+static void single_abort(cvene_comm *c, int code) { (void)c, (void)code; }
+static void single_free(cvene_comm *c) { (void)c; }
+static const comm_ops single_ops = {"single", single_barrier, single_bcast, single_allgatherv, single_send,
+                                    single_probe, single_recv, single_abort, single_free};
+
+/* ---- public calls --------------------------------------------------------- */
+static int env_int(const char *name) {
+    const char *v = getenv(name);
+    return v && *v ? atoi(v) : 0;
+}
+
+int cvene_comm_launched(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
+}
+
+int cvene_comm_launched_size(void) {
+    int n = env_int("OMPI_COMM_WORLD_SIZE");
+    if (n <= 0) n = env_int("PMI_SIZE");
+    if (n <= 0) n = env_int("SLURM_NTASKS");
+    return n > 0 ? n : 1;
+}
+
+int cvene_comm_mpi_available(void) {
+#ifdef CVENE_WITH_MPI
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+cvene_status cvene_comm_new(cvene_ctx *ctx, int use_mpi, double timeout_s, cvene_comm **out) {
+    if (!ctx || !out) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "comm: NULL argument");
+    *out = NULL;
+    cvene_comm *c = calloc(1, sizeof *c);
+    if (!c) return cvene_fail(ctx, CVENE_ERR_OOM, "comm: out of memory");
+    c->ctx = ctx, c->ops = &single_ops, c->rank = 0, c->size = 1;
+    c->timeout_s = timeout_s > 0 ? timeout_s : 600;
+    const char *t = getenv("CVENE_COMM_TIMEOUT");
+    if (timeout_s <= 0 && t && atof(t) > 0) c->timeout_s = atof(t);
+    if (use_mpi) {
+#ifdef CVENE_WITH_MPI
+        cvene_status st = comm_mpi_open(c);
+        if (st != CVENE_OK) {
+            free(c);
+            return st;
+        }
+#else
+        free(c);
+        return cvene_fail(ctx, CVENE_ERR_UNSUPPORTED, "comm: this build has no MPI (install libopenmpi-dev and rebuild)");
+#endif
+    }
+    *out = c;
+    return CVENE_OK;
+}
+
+int cvene_comm_rank(const cvene_comm *c) { return c ? c->rank : 0; }
+int cvene_comm_size(const cvene_comm *c) { return c ? c->size : 1; }
+
+void cvene_comm_abort(cvene_comm *c, int code) {
+    if (c) c->ops->abort(c, code);
+}
+
+void cvene_comm_free(cvene_comm *c) {
+    if (!c) return;
+    c->ops->free(c);
+    free(c);
+}
+
+cvene_status cvene_comm_bcast(cvene_comm *c, void *data, size_t n, int root) {
+    if (!c || (!data && n)) return cvene_fail(c ? c->ctx : NULL, CVENE_ERR_INVALID_ARG, "comm: NULL argument");
+    if (root < 0 || root >= c->size)
+        return cvene_fail(c->ctx, CVENE_ERR_INVALID_ARG, "comm: root %d is outside [0, %d)", root, c->size);
+    return c->ops->bcast(c, data, n, root);
+}
+
+/* FNV-1a: a digest of what a rank is about to do, compared across ranks */
+static uint64_t fnv1a(const void *data, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char *)data)[i]) * 1099511628211ull;
+    return h;
+}
+
+cvene_status cvene_comm_agree(cvene_comm *c, const void *data, size_t n, const char *what) {
+    if (!c || (!data && n)) return cvene_fail(c ? c->ctx : NULL, CVENE_ERR_INVALID_ARG, "comm: NULL argument");
+    uint64_t mine[2] = {fnv1a(data, n), (uint64_t)n};
+    uint64_t *all = malloc(sizeof mine * (size_t)c->size);
+    size_t *counts = malloc(sizeof(size_t) * 2 * (size_t)c->size);
+    if (!all || !counts) {
+        free(all), free(counts);
+        return cvene_fail(c->ctx, CVENE_ERR_OOM, "comm: out of memory");
+    }
+    for (int r = 0; r < c->size; r++) counts[r] = sizeof mine, counts[c->size + r] = sizeof mine * (size_t)r;
+    cvene_status st = c->ops->allgatherv(c, mine, sizeof mine, all, counts, counts + c->size);
+    for (int r = 1; st == CVENE_OK && r < c->size; r++)
+        if (all[2 * r] != all[0] || all[2 * r + 1] != all[1])
+            st = cvene_fail(c->ctx, CVENE_ERR_INVALID_ARG,
+                            "ranks disagree: rank %d's %s differs from rank 0's (every rank must run the same "
+                            "command on the same files)", r, what ? what : "description");
+    free(all), free(counts);
+    return st;
+}
+
+cvene_status cvene_comm_post(cvene_comm *c, int item, const void *data, size_t n) {
+    if (!c || (!data && n) || item < 0) return cvene_fail(c ? c->ctx : NULL, CVENE_ERR_INVALID_ARG, "comm: bad post");
+    if (c->rank == 0) return cvene_fail(c->ctx, CVENE_ERR_INVALID_ARG, "comm: rank 0 collects; it does not post");
+    unsigned char *msg = malloc(sizeof(int32_t) + n);
+    if (!msg) return cvene_fail(c->ctx, CVENE_ERR_OOM, "comm: out of memory");
+    const int32_t it = item;
+    memcpy(msg, &it, sizeof it);
+    if (n) memcpy(msg + sizeof it, data, n);
+    cvene_status st = c->ops->send(c, msg, sizeof it + n, 0, TAG_POST);
+    free(msg);
+    return st;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+cvene_status cvene_comm_collect(cvene_comm *c, int *item, void *data, size_t cap, int *from, double wait_s) {
+    if (!c || !item || (!data && cap)) return cvene_fail(c ? c->ctx : NULL, CVENE_ERR_INVALID_ARG, "comm: NULL argument");
+    *item = -1;
+    if (from) *from = -1;
+    if (c->rank != 0) return cvene_fail(c->ctx, CVENE_ERR_INVALID_ARG, "comm: only rank 0 collects");
+    const double end = now_s() + (wait_s > 0 ? wait_s : 0);
+    int found = 0, src = -1;
+    size_t n = 0;
+    for (;;) {
+        CVENE_TRY(c->ops->probe(c, TAG_POST, &found, &src, &n));
+        if (found || now_s() >= end) break;
+        const struct timespec nap = {0, 500000}; /* 0.5 ms: a result is rarely that close */
+        nanosleep(&nap, NULL);
+    }
+    if (!found) return CVENE_OK;
+    if (n < sizeof(int32_t) || n - sizeof(int32_t) > cap)
+        return cvene_fail(c->ctx, CVENE_ERR_FORMAT, "comm: rank %d sent %zu bytes, expected at most %zu", src, n,
+                          cap + sizeof(int32_t));
+    unsigned char *msg = malloc(n);
+    if (!msg) return cvene_fail(c->ctx, CVENE_ERR_OOM, "comm: out of memory");
+    cvene_status st = c->ops->recv(c, msg, n, src, TAG_POST);
+    if (st == CVENE_OK) {
+        int32_t it;
+        memcpy(&it, msg, sizeof it);
+        memcpy(data, msg + sizeof it, n - sizeof it);
+        *item = it;
+        if (from) *from = src;
+    }
+    free(msg);
+    return st;
+}
+
+/* ---- what schedules share -------------------------------------------------- */
+void comm_split_costs(const double *cost, const int *skip, int n_units, int n_ranks, int *owner) {
+    double *load = calloc((size_t)(n_ranks > 0 ? n_ranks : 1), sizeof(double));
+    for (int u = 0; u < n_units; u++) owner[u] = skip && skip[u] ? -1 : -2; /* -2: not yet placed */
+    for (;;) {
+        int best = -1; /* the costliest unit not yet placed; ties: the lower unit */
+        for (int u = 0; u < n_units; u++)
+            if (owner[u] == -2 && (best < 0 || cost[u] > cost[best])) best = u;
+        if (best < 0) break;
+        int r = 0;
+        if (load)
+            for (int k = 1; k < n_ranks; k++)
+                if (load[k] < load[r]) r = k;
+        owner[best] = load ? r : best % (n_ranks > 0 ? n_ranks : 1); /* out of memory: round robin */
+        if (load) load[r] += cost[best];
+    }
+    free(load);
+}
+
+cvene_status comm_share_rows(cvene_comm *c, const int *owner, int n_units, size_t row_bytes, void *rows) {
+    if (c->size == 1) return CVENE_OK;
+    size_t *counts = calloc(2 * (size_t)c->size, sizeof(size_t));
+    unsigned char *packed = malloc(row_bytes * (size_t)n_units + 1), *mine = malloc(row_bytes * (size_t)n_units + 1);
+    if (!counts || !packed || !mine) {
+        free(counts), free(packed), free(mine);
+        return cvene_fail(c->ctx, CVENE_ERR_OOM, "comm: out of memory exchanging %d rows", n_units);
+    }
+    size_t *displs = counts + c->size, n_mine = 0;
+    /* packed: rank 0's rows in unit order, then rank 1's, ... */
+    for (int u = 0; u < n_units; u++)
+        if (owner[u] >= 0) counts[owner[u]] += row_bytes;
+    for (int r = 1; r < c->size; r++) displs[r] = displs[r - 1] + counts[r - 1];
+    for (int u = 0; u < n_units; u++)
+        if (owner[u] == c->rank) memcpy(mine + n_mine, (unsigned char *)rows + (size_t)u * row_bytes, row_bytes), n_mine += row_bytes;
+    cvene_status st = c->ops->allgatherv(c, mine, n_mine, packed, counts, displs);
+    if (st == CVENE_OK) {
+        size_t *at = calloc((size_t)c->size, sizeof(size_t));
+        if (!at) st = cvene_fail(c->ctx, CVENE_ERR_OOM, "comm: out of memory");
+        for (int u = 0; at && u < n_units; u++) {
+            const int r = owner[u];
+            if (r < 0) continue;
+            memcpy((unsigned char *)rows + (size_t)u * row_bytes, packed + displs[r] + at[r], row_bytes);
+            at[r] += row_bytes;
+        }
+        free(at);
+    }
+    free(counts), free(packed), free(mine);
+    return st;
+}

@@ -1,0 +1,53 @@
+/* Communicator internals (not public): one table of operations per transport, so nothing above
+ * it knows which one moves the bytes. engine/comm.c holds the single-process transport and the
+ * public calls; engine/comm_mpi.c the MPI one (host buffers: the whole transport of CPU ranks).
+ * Every operation returns a status with the message on the communicator's context. */
+#ifndef CVENE_COMM_H
+#define CVENE_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cvene.h"
+
+typedef struct {
+    const char *name; /* "single", "mpi" */
+    /* every rank waits for every other (time-out: the communicator's) */
+    cvene_status (*barrier)(cvene_comm *c);
+    /* root's n bytes reach every rank */
+    cvene_status (*bcast)(cvene_comm *c, void *buf, size_t n, int root);
+    /* rank r's counts[r] bytes land at recv + displs[r] on every rank (send may alias them) */
+    cvene_status (*allgatherv)(cvene_comm *c, const void *send, size_t n_send, void *recv, const size_t *counts,
+                               const size_t *displs);
+    /* point to point: a message of n bytes with a tag; probe says (without blocking) whether one
+     * is waiting, from which rank and how long it is */
+    cvene_status (*send)(cvene_comm *c, const void *buf, size_t n, int dst, int tag);
+    cvene_status (*probe)(cvene_comm *c, int tag, int *found, int *src, size_t *n);
+    cvene_status (*recv)(cvene_comm *c, void *buf, size_t n, int src, int tag);
+    void (*abort)(cvene_comm *c, int code);
+    void (*free)(cvene_comm *c);
+} comm_ops;
+
+struct cvene_comm {
+    const comm_ops *ops;
+    cvene_ctx *ctx;   /* messages go here; borrowed */
+    int rank, size;
+    double timeout_s; /* a collective that waits longer fails */
+    void *impl;       /* the transport's own state */
+};
+
+#ifdef CVENE_WITH_MPI
+cvene_status comm_mpi_open(cvene_comm *c);
+#endif
+
+/* Rows of results, one per unit of work, go to every rank: rank r holds the units with
+ * owner[u] == r in rows (n_units, row_bytes) (the others' rows are overwritten). Exchanged in one
+ * allgatherv; the result does not depend on the number of ranks. */
+cvene_status comm_share_rows(cvene_comm *c, const int *owner, int n_units, size_t row_bytes, void *rows);
+
+/* Units of work with costs, split among n ranks: longest first to the least-loaded rank (ties:
+ * the lower unit, the lower rank), so every rank computes the same split and they finish
+ * together. skip (may be NULL): units already done (owner -1). */
+void comm_split_costs(const double *cost, const int *skip, int n_units, int n_ranks, int *owner);
+
+#endif

@@ -1,0 +1,76 @@
+/* Sweeps on ranks (p->comm): the layers split among the ranks by their cost, each rank sweeping
+ * its own with the same session a single process would use, the rows exchanged at the end. A
+ * layer's scores depend only on the base and source caches and that layer, so the result equals
+ * one process's bit for bit, whatever the number of ranks. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/comm.h"
+#include "engine/sweep_internal.h"
+#include "kernels/ctx.h"
+#include "models/model.h"
+
+/* A patch at layer l resumes the forward from the lowest patched block upward, plus the final
+ * norm and the unembedding (V x C per row, against about 12 C^2 for a block). */
+static double layer_cost(const cvene_model_info *mi, const cvene_sweep_params *p, int l) {
+    const int w = p->window > 0 ? p->window : 1, lo = l - w / 2 < 0 ? 0 : l - w / 2;
+    return (double)(mi->n_layer - lo) + (double)mi->vocab_size / (12.0 * (mi->n_embd > 0 ? mi->n_embd : 1));
+}
+
+cvene_status cvene_sweep_split(const cvene_model *m, const cvene_sweep_params *p, const int *done, int n_ranks,
+                               int *owner) {
+    if (!m || !p || !owner) return cvene_fail(m ? m->ctx : NULL, CVENE_ERR_INVALID_ARG, "sweep split: NULL argument");
+    if (n_ranks < 1) return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "sweep split: %d ranks", n_ranks);
+    const cvene_model_info mi = cvene_model_get_info((cvene_model *)m);
+    const int nl = p->layers ? p->n_layers : mi.n_layer;
+    if (nl <= 0) return cvene_fail(m->ctx, CVENE_ERR_INVALID_ARG, "sweep split: no layers");
+    double *cost = malloc(sizeof(double) * (size_t)nl);
+    if (!cost) return cvene_fail(m->ctx, CVENE_ERR_OOM, "sweep split: out of memory");
+    for (int li = 0; li < nl; li++) cost[li] = layer_cost(&mi, p, p->layers ? p->layers[li] : li);
+    comm_split_costs(cost, done, nl, n_ranks, owner);
+    free(cost);
+    return CVENE_OK;
+}
+
+/* cvene_sweep with p->comm of more than one rank (not atp: one pass, every rank runs it whole) */
+cvene_status sweep_on_ranks(cvene_model *m, const int32_t *base_ids, const int32_t *source_ids, int T,
+                            const cvene_sweep_params *p, float *scores, cvene_sweep_summary *summary) {
+    cvene_comm *c = p->comm;
+    const cvene_model_info mi = cvene_model_get_info(m);
+    const int nl = p->layers ? p->n_layers : mi.n_layer;
+    const int nh = p->component == CVENE_HEAD_ATTENTION_VALUE_OUTPUT && p->head == CVENE_ALL_HEADS ? mi.n_head : 1;
+    const int ncol = (p->together ? 1 : p->positions ? p->n_positions : T) * nh;
+    int *owner = malloc(sizeof(int) * (size_t)(nl > 0 ? nl : 1));
+    int64_t *counts = calloc(2 * (size_t)c->size, sizeof(int64_t));
+    if (!owner || !counts) {
+        free(owner), free(counts);
+        return cvene_fail(m->ctx, CVENE_ERR_OOM, "sweep: out of memory");
+    }
+    cvene_sweep_session *ss = NULL;
+    cvene_status st = cvene_sweep_split(m, p, NULL, c->size, owner);
+    if (st == CVENE_OK) st = cvene_sweep_begin(m, base_ids, source_ids, T, p, &ss); /* checks every argument */
+    for (int li = 0; li < nl && st == CVENE_OK; li++)
+        if (owner[li] == c->rank) st = cvene_sweep_layer(ss, p->layers ? p->layers[li] : li, scores + (size_t)li * ncol);
+    /* a rank that failed stops every rank: the others would wait for its rows */
+    if (st != CVENE_OK) {
+        free(owner), free(counts);
+        cvene_sweep_end(ss);
+        return st;
+    }
+    st = comm_share_rows(c, owner, nl, sizeof(float) * (size_t)ncol, scores);
+    cvene_sweep_summary sum = cvene_sweep_get_summary(ss);
+    if (st == CVENE_OK) { /* forwards and sites: summed over the ranks */
+        size_t *cnt = malloc(sizeof(size_t) * 2 * (size_t)c->size);
+        int64_t mine[2] = {sum.forwards, sum.sites};
+        if (!cnt) st = cvene_fail(m->ctx, CVENE_ERR_OOM, "sweep: out of memory");
+        for (int r = 0; cnt && r < c->size; r++) cnt[r] = sizeof mine, cnt[c->size + r] = sizeof mine * (size_t)r;
+        if (cnt) st = c->ops->allgatherv(c, mine, sizeof mine, counts, cnt, cnt + c->size);
+        free(cnt);
+        sum.forwards = sum.sites = 0;
+        for (int r = 0; st == CVENE_OK && r < c->size; r++) sum.forwards += counts[2 * r], sum.sites += counts[2 * r + 1];
+    }
+    if (st == CVENE_OK && summary) *summary = sum;
+    free(owner), free(counts);
+    cvene_sweep_end(ss);
+    return st;
+}

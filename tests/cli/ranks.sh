@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# `mpirun -np N cvene sweep`: CPU ranks over MPI (issue #15). Checks, each against the single process
+# (no mpirun) as the reference:
+#  - a one-pair sweep on 1, 2 and 3 ranks writes the same JSON and CSV bit for bit (layers split by
+#    cost; each rank's layers come from the same cached base and source runs);
+#  - a dataset sweep (--data) on 2 and 3 ranks: the same mean and per-example rows bit for bit;
+#  - ranks given different commands all fail naming the rank that differs;
+#  - killing one rank mid-sweep ends every rank with a non-zero status and a message, leaves a valid
+#    results file with the finished rows, and --resume on a different number of ranks finishes with
+#    exactly the uninterrupted scores.
+# Usage: ranks.sh CVENE DEMO_MODEL_DIR
+set -euo pipefail
+cvene=$1 demo=$2 tmp=$(mktemp -d)
+trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
+command -v mpirun >/dev/null || { echo "mpirun not found (apt-get install openmpi-bin)"; exit 1; }
+# CI runs as root; OpenMPI refuses that unless told. --oversubscribe: more ranks than cores.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+# shared-memory transport only (no network probing in a container)
+mpi=(mpirun --oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none)
+fails=0
+check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fails=$((fails + 1)); fi; }
+
+args=(sweep --model "$demo" --base-ids 5,9,2,7,1,3,8,11,4 --source-ids 4,4,6,1,9,2,8,11,4 --metric kl --batch 3)
+"$cvene" "${args[@]}" --out "$tmp/one" >/dev/null
+for n in 1 2 3; do
+  "${mpi[@]}" -np "$n" "$cvene" "${args[@]}" --out "$tmp/r$n" >"$tmp/r$n.out"
+  check "one-pair sweep on $n ranks equals one process" "cmp -s $tmp/one.json $tmp/r$n.json && cmp -s $tmp/one.csv $tmp/r$n.csv"
+done
+check "one report line from rank 0" "[ \$(grep -c 'patching sweep: 8 of 8 layers' $tmp/r3.out) = 1 ]"
+
+# every head, every position (a wider row)
+hargs=(sweep --model "$demo" --base-ids 5,9,2,7,1,3 --source-ids 4,4,6,1,9,2 --metric prob --token-id 3
+       --component head_attention_value_output --head all)
+"$cvene" "${hargs[@]}" --out "$tmp/h1" >/dev/null
+"${mpi[@]}" -np 3 "$cvene" "${hargs[@]}" --out "$tmp/h3" >/dev/null
+check "head sweep on 3 ranks equals one process" "cmp -s $tmp/h1.json $tmp/h3.json"
+
+# a dataset sweep: examples split among the ranks
+cat >"$tmp/pairs.jsonl" <<'JSONL'
+{"base_ids": [5, 9, 2, 7, 1, 3], "source_ids": [4, 4, 6, 1, 9, 2], "token_id": 3, "token_b_id": 8, "positions": {"key": 2}}
+{"base_ids": [15, 19, 12, 17, 11, 13, 40, 41], "source_ids": [14, 14, 16, 11, 19, 12, 50, 51], "token_id": 7, "token_b_id": 2, "positions": {"key": -3}}
+{"base_ids": [25, 29, 22, 27, 21], "source_ids": [24, 24, 26, 21, 29], "token_id": 30, "token_b_id": 31, "positions": {"key": 0}}
+{"base_ids": [35, 39, 32, 37, 31, 33, 30], "source_ids": [34, 34, 36, 31, 39, 32, 30], "token_id": 5, "token_b_id": 6, "positions": {"key": 1}}
+{"base_ids": [45, 49, 42, 47], "source_ids": [44, 44, 46, 41], "token_id": 9, "token_b_id": 10, "positions": {"key": 3}}
+JSONL
+dargs=(sweep --model "$demo" --data "$tmp/pairs.jsonl" --metric logit-diff --roles key,last)
+"$cvene" "${dargs[@]}" --out "$tmp/d1" >/dev/null
+for n in 2 3; do
+  "${mpi[@]}" -np "$n" "$cvene" "${dargs[@]}" --out "$tmp/d$n" >/dev/null
+  check "dataset sweep on $n ranks equals one process" "cmp -s $tmp/d1.json $tmp/d$n.json && cmp -s $tmp/d1.csv $tmp/d$n.csv"
+done
+
+# ranks that disagree (two commands in one run) all fail, naming the rank
+set +e
+"${mpi[@]}" -np 1 "$cvene" "${args[@]}" --out "$tmp/x" : -np 1 "$cvene" "${args[@]/kl/prob}" --token-id 3 --out "$tmp/x" \
+  >/dev/null 2>"$tmp/x.err"
+rc=$?
+set -e
+check "mismatched ranks exit non-zero" "[ $rc != 0 ]"
+check "both ranks name rank 1" "[ \$(grep -c \"rank 1's command or model differs from rank 0's\" $tmp/x.err) = 2 ]"
+check "nothing written by mismatched ranks" "[ ! -e $tmp/x.json ]"
+
+# a command that does not split its work refuses ranks rather than run N copies
+set +e
+"${mpi[@]}" -np 2 "$cvene" probe --model "$demo" --data "$tmp/none.jsonl" --out "$tmp/p" >/dev/null 2>"$tmp/p.err"
+rc=$?
+set -e
+check "cvene probe on 2 ranks refused" "[ $rc != 0 ] && grep -q 'only .cvene sweep. splits its work among ranks' $tmp/p.err"
+
+# kill rank 1 mid-sweep: a causal trace slow enough (naive, noise samples) to be caught in the middle
+ids=$(seq -s, 3 34)
+targs=(sweep --model "$demo" --trace --base-ids "$ids" --subject-positions 3,4 --samples 6 --naive)
+"$cvene" "${targs[@]}" --out "$tmp/t1" >/dev/null
+set +e
+# mpirun ends the surviving ranks (SIGTERM, then SIGKILL soon after); rank 0 then writes what it has
+# and says how to resume if it gets the time, but the results file is rewritten after every row
+# either way, so only the file is checked
+"${mpi[@]}" -np 2 "$cvene" "${targs[@]}" --out "$tmp/tk" >"$tmp/tk.out" 2>"$tmp/tk.err" &
+runner=$!
+set -e
+rank1=""
+for _ in $(seq 1 600); do # up to 60 s: wait until a row is written, then kill rank 1
+  if [ -z "$rank1" ]; then
+    for p in $(pgrep -f -- "--out $tmp/tk" || true); do
+      tr '\0' '\n' </proc/"$p"/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && rank1=$p
+    done
+  fi
+  if [ -n "$rank1" ] && [ -e "$tmp/tk.json" ]; then kill -9 "$rank1"; break; fi
+  sleep 0.1
+done
+set +e
+wait "$runner"
+rc=$?
+set -e
+check "a killed rank ends the run non-zero" "[ -n '$rank1' ] && [ $rc != 0 ]"
+check "the run says a rank died" "grep -q -i -E 'signal 9|killed|exited' $tmp/tk.err"
+check "a valid, partial results file" "python3 -c \"import json,sys; d=json.load(open('$tmp/tk.json')); sys.exit(0 if d['complete'] is False and any(r is not None for r in d['scores']) else 1)\""
+"${mpi[@]}" -np 3 "$cvene" "${targs[@]}" --out "$tmp/tk" --resume >"$tmp/tr.out" 2>"$tmp/tr.err"
+check "resumed on 3 ranks" "grep -q 'resuming: [1-7] of 8 layers already done' $tmp/tr.err"
+check "resumed scores equal the uninterrupted run" "cmp -s $tmp/t1.csv $tmp/tk.csv"
+echo "ranks: $((fails == 0 ? 1 : 0)) suite, $fails failed"
+[ "$fails" = 0 ]

@@ -1,0 +1,181 @@
+// Ranks (issue #15): the communicator and the sweeps split among ranks. ctest runs this suite twice:
+// alone (one process: the single-process communicator) and under `mpirun -np 3` (CPU ranks over
+// MPI), where every rank runs every test. A sweep or dataset sweep on N ranks must equal the same
+// call on one process (p->comm NULL) bit for bit: each layer / example is computed by exactly the
+// code one process runs, and the mean is added in example order, so no tolerance applies.
+#include <numeric>
+
+#include "test_util.h"
+
+namespace {
+
+// One communicator per process (MPI cannot be initialised twice), made before the first test.
+struct Ranks : ::testing::Environment {
+    cvene_ctx *ctx = nullptr;
+    cvene_comm *comm = nullptr;
+    void SetUp() override {
+        char err[256];
+        ASSERT_EQ(cvene_ctx_new(nullptr, &ctx, err, sizeof err), CVENE_OK) << err;
+        ASSERT_EQ(cvene_comm_new(ctx, cvene_comm_launched(), 0, &comm), CVENE_OK) << cvene_ctx_error(ctx);
+    }
+    void TearDown() override {
+        cvene_comm_free(comm);
+        cvene_ctx_free(ctx);
+    }
+};
+Ranks *g_ranks = static_cast<Ranks *>(::testing::AddGlobalTestEnvironment(new Ranks));
+
+std::string demo() { return std::string(CVENE_ASSETS) + "/demo-gpt2"; }
+
+TEST(Ranks, SizeRankBroadcastAgree) {
+    cvene_comm *c = g_ranks->comm;
+    const int n = cvene_comm_size(c), r = cvene_comm_rank(c);
+    EXPECT_EQ(n, cvene_comm_launched_size());
+    ASSERT_GE(r, 0);
+    ASSERT_LT(r, n);
+    // the last rank's bytes reach every rank
+    int v[3] = {r, 7 * r, -r};
+    ASSERT_EQ(cvene_comm_bcast(c, v, sizeof v, n - 1), CVENE_OK) << cvene_ctx_error(g_ranks->ctx);
+    EXPECT_EQ(v[0], n - 1);
+    EXPECT_EQ(v[1], 7 * (n - 1));
+    EXPECT_EQ(cvene_comm_bcast(c, v, sizeof v, n), CVENE_ERR_INVALID_ARG);
+    // the same description agrees; one that differs on rank 1 fails on every rank, naming rank 1
+    const char same[] = "sweep --model demo";
+    EXPECT_EQ(cvene_comm_agree(c, same, sizeof same, "command"), CVENE_OK);
+    char mine[] = "sweep --layers 0";
+    if (r == 1) mine[sizeof mine - 2] = '1';
+    const cvene_status st = cvene_comm_agree(c, mine, sizeof mine, "command");
+    if (n == 1) {
+        EXPECT_EQ(st, CVENE_OK);
+    } else {
+        EXPECT_EQ(st, CVENE_ERR_INVALID_ARG);
+        EXPECT_NE(std::string(cvene_ctx_error(g_ranks->ctx)).find("rank 1's command differs"), std::string::npos)
+            << cvene_ctx_error(g_ranks->ctx);
+    }
+}
+
+// Each rank but 0 posts three items; rank 0 collects every one, each rank's in the order posted.
+TEST(Ranks, PostAndCollect) {
+    cvene_comm *c = g_ranks->comm;
+    const int n = cvene_comm_size(c), r = cvene_comm_rank(c);
+    int item = 5;
+    float row[4];
+    if (n == 1) { // alone: nothing arrives, and rank 0 does not post
+        EXPECT_EQ(cvene_comm_collect(c, &item, row, sizeof row, nullptr, 0.01), CVENE_OK);
+        EXPECT_EQ(item, -1);
+        EXPECT_EQ(cvene_comm_post(c, 0, row, sizeof row), CVENE_ERR_INVALID_ARG);
+        return;
+    }
+    if (r != 0) {
+        for (int k = 0; k < 3; k++) {
+            for (int i = 0; i < 4; i++) row[i] = 100.0f * r + 10.0f * k + i;
+            ASSERT_EQ(cvene_comm_post(c, 10 * r + k, row, sizeof row), CVENE_OK) << cvene_ctx_error(g_ranks->ctx);
+        }
+    } else {
+        std::vector<int> next(n, 0);
+        int got = 0;
+        for (int tries = 0; got < 3 * (n - 1) && tries < 2000; tries++) {
+            int from = -1;
+            ASSERT_EQ(cvene_comm_collect(c, &item, row, sizeof row, &from, 0.05), CVENE_OK);
+            if (item < 0) continue;
+            ASSERT_GT(from, 0);
+            EXPECT_EQ(item, 10 * from + next[from]) << "rank " << from << "'s items out of order";
+            for (int i = 0; i < 4; i++) EXPECT_EQ(row[i], 100.0f * from + 10.0f * next[from] + i);
+            next[from]++, got++;
+        }
+        EXPECT_EQ(got, 3 * (n - 1));
+        // a message longer than the room given is refused, not truncated
+    }
+    // every rank here before the next test's messages
+    int dummy = 0;
+    ASSERT_EQ(cvene_comm_bcast(c, &dummy, sizeof dummy, 0), CVENE_OK);
+}
+
+// The split: every layer left has one rank, done layers none; the loads differ by at most one
+// layer's cost (longest first to the least loaded); a layer's cost falls with its height.
+TEST(Ranks, SplitByCost) {
+    Loaded L(demo());
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    cvene_sweep_params p = cvene_sweep_default_params();
+    const int nl = cvene_model_get_info(L.model).n_layer; // 8
+    for (int n = 1; n <= 4; n++) {
+        std::vector<int> owner(nl), done(nl, 0);
+        done[2] = 1;
+        ASSERT_EQ(cvene_sweep_split(L.model, &p, done.data(), n, owner.data()), CVENE_OK);
+        std::vector<double> load(n, 0);
+        for (int l = 0; l < nl; l++) {
+            if (done[l]) {
+                EXPECT_EQ(owner[l], -1);
+                continue;
+            }
+            ASSERT_GE(owner[l], 0);
+            ASSERT_LT(owner[l], n);
+            load[owner[l]] += nl - l; // the blocks a patch at l resumes (the head's share is the same for all)
+        }
+        const auto mm = std::minmax_element(load.begin(), load.end());
+        EXPECT_LE(*mm.second - *mm.first, nl) << n << " ranks";
+        if (n == 2) { // layer 0 (the costliest) and layer 1 go to different ranks
+            EXPECT_NE(owner[0], owner[1]);
+        }
+    }
+    std::vector<int> owner(nl);
+    EXPECT_EQ(cvene_sweep_split(L.model, &p, nullptr, 0, owner.data()), CVENE_ERR_INVALID_ARG);
+}
+
+TEST(Ranks, SweepEqualsOneProcess) {
+    Loaded L(demo());
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    const int n = cvene_comm_size(g_ranks->comm);
+    const cvene_model_info mi = cvene_model_get_info(L.model);
+    const int32_t base[] = {5, 9, 2, 7, 1, 3, 8, 11, 4}, src[] = {4, 4, 6, 1, 9, 2, 8, 11, 4};
+    const int T = 9;
+    for (int heads = 0; heads < 2; heads++) {
+        cvene_sweep_params p = cvene_sweep_default_params();
+        p.metric = CVENE_METRIC_KL, p.max_batch = 4;
+        if (heads) p.component = CVENE_HEAD_ATTENTION_VALUE_OUTPUT, p.head = CVENE_ALL_HEADS;
+        const size_t cells = (size_t)mi.n_layer * T * (heads ? mi.n_head : 1);
+        std::vector<float> one(cells), ranked(cells, -1.0f);
+        cvene_sweep_summary s1, sr;
+        ASSERT_EQ(cvene_sweep(L.model, base, src, T, &p, one.data(), &s1), CVENE_OK) << L.error();
+        p.comm = g_ranks->comm;
+        ASSERT_EQ(cvene_sweep(L.model, base, src, T, &p, ranked.data(), &sr), CVENE_OK) << L.error();
+        EXPECT_EQ(0, memcmp(one.data(), ranked.data(), sizeof(float) * cells)) << "heads " << heads;
+        EXPECT_EQ(s1.base_score, sr.base_score);
+        EXPECT_EQ(s1.source_score, sr.source_score);
+        EXPECT_EQ(s1.sites, sr.sites);
+        EXPECT_EQ(sr.forwards, s1.forwards + 2 * (n - 1)) << "each rank runs the base and the source once";
+    }
+}
+
+TEST(Ranks, DatasetSweepEqualsOneProcess) {
+    Loaded L(demo());
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    const cvene_model_info mi = cvene_model_get_info(L.model);
+    std::vector<std::vector<int32_t>> b = {{5, 9, 2, 7, 1, 3}, {15, 19, 12, 17, 11, 13, 40, 41}, {25, 29, 22, 27, 21},
+                                           {35, 39, 32, 37, 31, 33, 30}, {45, 49, 42, 47}};
+    std::vector<std::vector<int32_t>> s = b;
+    for (auto &v : s) v[0] += 1, v[1] += 2;
+    std::vector<std::vector<int>> pos = {{2, 5}, {5, 7}, {0, 4}, {1, 6}, {3, 3}};
+    std::vector<cvene_sweep_example> ex;
+    for (size_t e = 0; e < b.size(); e++)
+        ex.push_back({b[e].data(), s[e].data(), (int)b[e].size(), pos[e].data(), (int32_t)(3 + e), (int32_t)(8 + e)});
+    cvene_sweep_params p = cvene_sweep_default_params();
+    const size_t per = (size_t)mi.n_layer * 2;
+    std::vector<float> pe1(per * ex.size()), m1(per), pe(per * ex.size(), -1.0f), m(per, -1.0f);
+    cvene_sweep_summary s1, sr;
+    ASSERT_EQ(cvene_sweep_dataset(L.model, ex.data(), (int)ex.size(), 2, &p, pe1.data(), m1.data(), &s1), CVENE_OK)
+        << L.error();
+    p.comm = g_ranks->comm;
+    ASSERT_EQ(cvene_sweep_dataset(L.model, ex.data(), (int)ex.size(), 2, &p, pe.data(), m.data(), &sr), CVENE_OK)
+        << L.error();
+    EXPECT_EQ(0, memcmp(pe1.data(), pe.data(), sizeof(float) * pe.size()));
+    EXPECT_EQ(0, memcmp(m1.data(), m.data(), sizeof(float) * m.size()));
+    EXPECT_EQ(s1.base_score, sr.base_score);
+    EXPECT_EQ(s1.forwards, sr.forwards);
+    // the mean alone (no per-example rows asked for)
+    std::vector<float> m2(per, -1.0f);
+    ASSERT_EQ(cvene_sweep_dataset(L.model, ex.data(), (int)ex.size(), 2, &p, nullptr, m2.data(), nullptr), CVENE_OK);
+    EXPECT_EQ(0, memcmp(m1.data(), m2.data(), sizeof(float) * m.size()));
+}
+
+} // namespace
