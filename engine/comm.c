@@ -158,10 +158,12 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-cvene_status cvene_comm_collect(cvene_comm *c, int *item, void *data, size_t cap, int *from, double wait_s) {
+cvene_status cvene_comm_collect(cvene_comm *c, int *item, void *data, size_t cap, size_t *n_out, int *from,
+                                double wait_s) {
     if (!c || !item || (!data && cap)) return cvene_fail(c ? c->ctx : NULL, CVENE_ERR_INVALID_ARG, "comm: NULL argument");
     *item = -1;
     if (from) *from = -1;
+    if (n_out) *n_out = 0;
     if (c->rank != 0) return cvene_fail(c->ctx, CVENE_ERR_INVALID_ARG, "comm: only rank 0 collects");
     const double end = now_s() + (wait_s > 0 ? wait_s : 0);
     int found = 0, src = -1;
@@ -173,9 +175,14 @@ cvene_status cvene_comm_collect(cvene_comm *c, int *item, void *data, size_t cap
         nanosleep(&nap, NULL);
     }
     if (!found) return CVENE_OK;
-    if (n < sizeof(int32_t) || n - sizeof(int32_t) > cap)
-        return cvene_fail(c->ctx, CVENE_ERR_FORMAT, "comm: rank %d sent %zu bytes, expected at most %zu", src, n,
-                          cap + sizeof(int32_t));
+    if (n < sizeof(int32_t))
+        return cvene_fail(c->ctx, CVENE_ERR_FORMAT, "comm: rank %d sent a message of %zu bytes (no item)", src, n);
+    if (n - sizeof(int32_t) > cap) { /* left queued for a call with more room */
+        *item = -2;
+        if (n_out) *n_out = n - sizeof(int32_t);
+        if (from) *from = src;
+        return CVENE_OK;
+    }
     unsigned char *msg = malloc(n);
     if (!msg) return cvene_fail(c->ctx, CVENE_ERR_OOM, "comm: out of memory");
     cvene_status st = c->ops->recv(c, msg, n, src, TAG_POST);
@@ -184,6 +191,7 @@ cvene_status cvene_comm_collect(cvene_comm *c, int *item, void *data, size_t cap
         memcpy(&it, msg, sizeof it);
         memcpy(data, msg + sizeof it, n - sizeof it);
         *item = it;
+        if (n_out) *n_out = n - sizeof it;
         if (from) *from = src;
     }
     free(msg);
@@ -207,6 +215,10 @@ void comm_split_costs(const double *cost, const int *skip, int n_units, int n_ra
         if (load) load[r] += cost[best];
     }
     free(load);
+}
+
+void cvene_comm_split(const double *cost, const int *skip, int n_units, int n_ranks, int *owner) {
+    if (cost && owner && n_units > 0) comm_split_costs(cost, skip, n_units, n_ranks, owner);
 }
 
 cvene_status comm_share_rows(cvene_comm *c, const int *owner, int n_units, size_t row_bytes, void *rows) {

@@ -506,11 +506,18 @@ cvene_status cvene_comm_agree(cvene_comm *c, const void *data, size_t n, const c
 /* root's n bytes to every rank */
 cvene_status cvene_comm_bcast(cvene_comm *c, void *data, size_t n, int root);
 /* Results streamed to rank 0 as they are done (a rank's sweep layers, a grid's cells): post sends
- * unit `item`'s n bytes from a rank other than 0; on rank 0, collect returns one that has arrived
- * (*item >= 0, its bytes in data (cap bytes), *from its rank) or *item = -1 when none arrived within
- * wait_s seconds (0: do not wait). Messages from one rank arrive in the order posted. */
+ * unit `item`'s n bytes from a rank other than 0; on rank 0, collect returns one that has arrived:
+ * *item >= 0, its *n bytes in data (room: cap bytes), *from its rank; *item = -1 when none arrived
+ * within wait_s seconds (0: do not wait); *item = -2 when the next one is longer than cap (*n says
+ * how long; it stays queued: call again with more room). Messages from one rank arrive in the order
+ * posted. n and from may be NULL. */
 cvene_status cvene_comm_post(cvene_comm *c, int item, const void *data, size_t n);
-cvene_status cvene_comm_collect(cvene_comm *c, int *item, void *data, size_t cap, int *from, double wait_s);
+cvene_status cvene_comm_collect(cvene_comm *c, int *item, void *data, size_t cap, size_t *n, int *from,
+                                double wait_s);
+/* Units of work with costs split among n_ranks: costliest first to the least-loaded rank (ties: the
+ * lower unit, the lower rank), the same on every rank. skip (may be NULL): units already done (owner
+ * -1). owner: (n_units). */
+void cvene_comm_split(const double *cost, const int *skip, int n_units, int n_ranks, int *owner);
 /* End every rank of the run now (a rank that cannot go on: the others would wait for it). Returns
  * only on a single-process communicator. */
 void cvene_comm_abort(cvene_comm *c, int code);

@@ -77,6 +77,14 @@ int cli_ranks_open(const char *cmd, cvene_ctx *ctx, cvene_comm **out);
  * printing which rank differs. */
 int cli_ranks_agree(cvene_ctx *ctx, cvene_comm *comm, const char *cmd, const cJSON *spec, const cvene_model_info *mi);
 
+/* A directory's regular files appended to *buf (capacity *cap, length *n; realloc'd) as
+ * [u32 name length][name][u64 size][bytes] each; 0, or -1. cli_unpack_dir writes them into dir
+ * (created if need be; names with '/' refused); 0, or -1 with err set. cli_remove_dir removes a
+ * directory of files. (A DAS cell trained on another rank reaches rank 0 this way.) */
+int cli_pack_dir(const char *dir, unsigned char **buf, size_t *n, size_t *cap);
+int cli_unpack_dir(const unsigned char *buf, size_t n, const char *dir, char *err, size_t errlen);
+int cli_remove_dir(const char *dir);
+
 /* A config's trained weights: from --weights DIR, or by default CONFIG.json's directory when the
  * config has trainable interventions (nothing to do otherwise). 0, or -1 after printing why. */
 int cli_load_weights(cvene_ctx *ctx, cvene_config *cfg, const char *config_path, const char *weights);

@@ -1,9 +1,15 @@
 /* Ranks in the CLI: `mpirun -np N cvene sweep ...` runs one process per rank; each opens the
  * communicator here, checks that every rank runs the same command on the same model, and only
  * rank 0 writes outputs. Without a launcher a command runs alone (rank 0 of 1, no MPI). */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "bindings/cli/cli.h"
 
@@ -43,4 +49,91 @@ int cli_ranks_agree(cvene_ctx *ctx, cvene_comm *comm, const char *cmd, const cJS
         return -1;
     }
     return 0;
+}
+
+/* ---- a directory's files as bytes (a DAS cell's trained interventions, sent to rank 0) ------ */
+static int reserve(unsigned char **buf, size_t n, size_t *cap, size_t k) {
+    if (n + k <= *cap) return 0;
+    size_t c = *cap ? *cap : 4096;
+    while (c < n + k) c *= 2;
+    unsigned char *b = realloc(*buf, c);
+    if (!b) return -1;
+    *buf = b, *cap = c;
+    return 0;
+}
+
+static int put(unsigned char **buf, size_t *n, size_t *cap, const void *p, size_t k) {
+    if (reserve(buf, *n, cap, k)) return -1;
+    memcpy(*buf + *n, p, k);
+    *n += k;
+    return 0;
+}
+
+int cli_pack_dir(const char *dir, unsigned char **buf, size_t *n, size_t *cap) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int rc = 0;
+    for (struct dirent *e; rc == 0 && (e = readdir(d));) {
+        char path[4352];
+        struct stat st;
+        snprintf(path, sizeof path, "%.4000s/%.255s", dir, e->d_name);
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue; /* ".", "..": not files */
+        FILE *f = fopen(path, "rb");
+        const uint32_t len = (uint32_t)strlen(e->d_name);
+        const uint64_t size = (uint64_t)st.st_size;
+        rc = !f || put(buf, n, cap, &len, sizeof len) || put(buf, n, cap, e->d_name, len) ||
+             put(buf, n, cap, &size, sizeof size) || reserve(buf, *n, cap, size) ? -1 : 0;
+        if (rc == 0 && fread(*buf + *n, 1, size, f) != size) rc = -1;
+        if (rc == 0) *n += size;
+        if (f) fclose(f);
+    }
+    closedir(d);
+    return rc;
+}
+
+int cli_unpack_dir(const unsigned char *buf, size_t n, const char *dir, char *err, size_t errlen) {
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    size_t at = 0;
+    while (at < n) {
+        uint32_t len;
+        uint64_t size;
+        char name[256], path[4352], tmp[4400];
+        if (n - at < sizeof len) goto bad;
+        memcpy(&len, buf + at, sizeof len), at += sizeof len;
+        if (len == 0 || len > 255 || n - at < len + sizeof size) goto bad;
+        memcpy(name, buf + at, len), name[len] = 0, at += len;
+        memcpy(&size, buf + at, sizeof size), at += sizeof size;
+        if (strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..") || n - at < size) goto bad;
+        snprintf(path, sizeof path, "%.4000s/%s", dir, name);
+        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+        FILE *f = fopen(tmp, "wb");
+        int ok = f && fwrite(buf + at, 1, size, f) == size;
+        if (f && fclose(f) != 0) ok = 0;
+        if (!ok || rename(tmp, path) != 0) {
+            remove(tmp);
+            snprintf(err, errlen, "cannot write %s", path);
+            return -1;
+        }
+        at += size;
+    }
+    return 0;
+bad:
+    snprintf(err, errlen, "a malformed file list for %s", dir);
+    return -1;
+}
+
+int cli_remove_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    for (struct dirent *e; (e = readdir(d));) {
+        char path[4352];
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%.4000s/%.255s", dir, e->d_name);
+        remove(path);
+    }
+    closedir(d);
+    return rmdir(dir);
 }

@@ -172,6 +172,12 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "cvene train: give --config or --type, not both\n");
         return 2;
     }
+    if (!grid && cvene_comm_launched_size() > 1) {
+        fprintf(stderr, "cvene train: started as %d ranks, but only a DAS grid (--grid-positions) splits its work among "
+                        "ranks so far (data-parallel training is not built yet); run it as one process\n",
+                cvene_comm_launched_size());
+        return 2;
+    }
     if (grid && (!type || layer >= 0 || init)) {
         fprintf(stderr, "cvene train: --grid-positions trains --type at every (layer, position) cell: give --type, "
                         "and --layers instead of --layer%s\n", init ? " (and no --init)" : "");
@@ -245,7 +251,8 @@ int cmd_train(int argc, char **argv) {
         train = all, all = NULL;
     }
     if (grid) {
-        const int L = cvene_model_get_info(m).n_layer;
+        const cvene_model_info mi = cvene_model_get_info(m);
+        const int L = mi.n_layer;
         int gpos[256], np = 0, nl = L, *glay = malloc(sizeof(int) * (size_t)(L + 1));
         if (!glay) {
             fprintf(stderr, "cvene train: out of memory\n");
@@ -268,8 +275,16 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
         tp.progress = NULL;
-        train_grid_args ga = {ctx, m, train, held, type, component, out, beside, rank, glay, gpos, nl, np, &tp};
+        cvene_comm *comm = NULL; /* on ranks: the cells split among them */
+        cJSON *cmd = cJSON_CreateStringArray((const char *const *)argv, argc);
+        if (cli_ranks_open("train", ctx, &comm) != 0 || !cmd || cli_ranks_agree(ctx, comm, "train", cmd, &mi) != 0) {
+            cJSON_Delete(cmd), cvene_comm_free(comm), free(glay);
+            goto done;
+        }
+        cJSON_Delete(cmd);
+        train_grid_args ga = {ctx, m, train, held, type, component, out, beside, rank, glay, gpos, nl, np, &tp, comm};
         rc = cli_train_grid(&ga);
+        cvene_comm_free(comm);
         free(glay);
         goto done;
     }

@@ -22,11 +22,11 @@ static int take_rows(cli_sweep_ranks *rs, double wait_s) {
     const size_t cap = sizeof(row_head) + sizeof(float) * (size_t)rs->ncol;
     for (;;) {
         int item = -1, from = -1;
-        if (cvene_comm_collect(rs->comm, &item, rs->msg, cap, &from, wait_s) != CVENE_OK) {
+        if (cvene_comm_collect(rs->comm, &item, rs->msg, cap, NULL, &from, wait_s) != CVENE_OK) {
             fprintf(stderr, "\ncvene sweep (rank 0): %s\n", cvene_ctx_error(rs->ctx));
             return -1;
         }
-        if (item < 0) return 0;
+        if (item == -1) return 0;
         wait_s = 0;
         row_head h;
         memcpy(&h, rs->msg, sizeof h);
@@ -35,7 +35,7 @@ static int take_rows(cli_sweep_ranks *rs, double wait_s) {
             rs->finished++;
             continue;
         }
-        if (item > rs->nl || from <= 0) {
+        if (item < 0 || item > rs->nl || from <= 0) {
             fprintf(stderr, "\ncvene sweep (rank 0): rank %d sent row %d of %d\n", from, item, rs->nl);
             return -1;
         }

@@ -7,7 +7,12 @@
  * positions set to the cell's (cvene_dataset_at_position): a fresh trainer with the same seed,
  * init and data order. What cells share here is the process: the model is loaded and the data
  * tokenised once, and each position's datasets are built once for every layer. The trainer's own
- * caches (the frozen prefix below the layer, the sources) are per cell. */
+ * caches (the frozen prefix below the layer, the sources) are per cell.
+ *
+ * On ranks (mpirun -np N cvene train --grid-positions ...) the cells are split by cost (a step
+ * runs the layers from the cell's upward); a rank other than 0 saves a cell's interventions in a
+ * temporary directory and posts them, with its IIA, to rank 0, which writes OUT/ as one process
+ * would. Cells are independent, so every file equals one process's. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
@@ -15,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <cjson/cJSON.h>
 
 #include "cvene.h"
@@ -38,6 +44,113 @@ static void probe_values(const cJSON *res, const char *component, const int *lay
     }
 }
 
+typedef struct { /* a cell's results, as posted to rank 0 (its files follow) */
+    double acc0, acc, loss, final_loss;
+    int64_t steps;
+} cell_result;
+
+typedef struct { /* rank 0's record of the grid */
+    const train_grid_args *g;
+    float *iia, *iia0;
+    cJSON **cell;  /* (n_cells) each cell's JSON, in the single process's order at the end */
+    double t0;
+    int got;       /* cells recorded */
+} grid_state;
+
+static int record(grid_state *gs, int c, const cell_result *r) {
+    const train_grid_args *g = gs->g;
+    const int nl = g->n_layers, np = g->n_positions, k = c / nl, li = c % nl;
+    gs->iia[li * np + k] = (float)r->acc, gs->iia0[li * np + k] = (float)r->acc0;
+    printf("layer %3d  position %4d  IIA %.4f (before %.4f)  final loss %.4f  %6.1f s\n", g->layers[li],
+           g->positions[k], r->acc, r->acc0, r->final_loss, cli_now() - gs->t0);
+    fflush(stdout);
+    cJSON *j = cJSON_CreateObject();
+    if (!j) return -1;
+    cJSON_AddNumberToObject(j, "layer", g->layers[li]);
+    cJSON_AddNumberToObject(j, "position", g->positions[k]);
+    cJSON_AddNumberToObject(j, "iia", r->acc);
+    cJSON_AddNumberToObject(j, "iia_before", r->acc0);
+    cJSON_AddNumberToObject(j, "held_out_loss", r->loss);
+    cJSON_AddNumberToObject(j, "steps", (double)r->steps);
+    gs->cell[c] = j;
+    gs->got++;
+    return 0;
+}
+
+static void cell_dir(const train_grid_args *g, int c, char *dir, size_t n) {
+    snprintf(dir, n, "%.4000s/L%d_P%d", g->out, g->layers[c % g->n_layers], g->positions[c / g->n_layers]);
+}
+
+/* rank 0: the cells other ranks posted (waiting up to wait_s for the first); item n_cells: a rank
+ * is finished. 0, or -1 (said). */
+static int take_cells(grid_state *gs, unsigned char **buf, size_t *cap, int *finished, double wait_s) {
+    const int n_cells = gs->g->n_layers * gs->g->n_positions;
+    for (;;) {
+        int item = -1, from = -1;
+        size_t n = 0;
+        if (cvene_comm_collect(gs->g->comm, &item, *buf, *cap, &n, &from, wait_s) != CVENE_OK) {
+            fprintf(stderr, "cvene train (rank 0): %s\n", cvene_ctx_error(gs->g->ctx));
+            return -1;
+        }
+        if (item == -1) return 0;
+        if (item == -2) { /* longer than the room: grow it and take the cell */
+            unsigned char *b = realloc(*buf, n);
+            if (!b) {
+                fprintf(stderr, "cvene train (rank 0): out of memory\n");
+                return -1;
+            }
+            *buf = b, *cap = n;
+            continue;
+        }
+        wait_s = 0;
+        if (item == n_cells) {
+            (*finished)++;
+            continue;
+        }
+        cell_result r;
+        char dir[4200], err[1024];
+        if (item > n_cells || n < sizeof r || gs->cell[item]) {
+            fprintf(stderr, "cvene train (rank 0): rank %d sent cell %d of %d twice or malformed\n", from, item, n_cells);
+            return -1;
+        }
+        memcpy(&r, *buf, sizeof r);
+        cell_dir(gs->g, item, dir, sizeof dir);
+        if (cli_unpack_dir(*buf + sizeof r, n - sizeof r, dir, err, sizeof err) != 0) {
+            fprintf(stderr, "cvene train (rank 0): the cell from rank %d: %s\n", from, err);
+            return -1;
+        }
+        if (record(gs, item, &r) != 0) return -1;
+    }
+}
+
+/* a rank other than 0: the cell's files (saved in a temporary directory) and results to rank 0 */
+static int post_cell(const train_grid_args *g, int c, cvene_trainer *t, const cell_result *r) {
+    const char *tmpdir = getenv("TMPDIR");
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%.4000s/cvene-cell-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "cvene train (rank %d): cannot make a temporary directory %s: %s\n", cvene_comm_rank(g->comm),
+                dir, strerror(errno));
+        return -1;
+    }
+    unsigned char *buf = NULL;
+    size_t n = 0, cap = 0;
+    int ok = cvene_trainer_save(t, dir) == CVENE_OK;
+    if (!ok) fprintf(stderr, "cvene train (rank %d): %s\n", cvene_comm_rank(g->comm), cvene_ctx_error(g->ctx));
+    if (ok && ((cap = sizeof *r + 65536, buf = malloc(cap)) == NULL || (memcpy(buf, r, sizeof *r), n = sizeof *r,
+                                                                       cli_pack_dir(dir, &buf, &n, &cap) != 0))) {
+        fprintf(stderr, "cvene train (rank %d): cannot read back %s\n", cvene_comm_rank(g->comm), dir);
+        ok = 0;
+    }
+    if (ok && cvene_comm_post(g->comm, c, buf, n) != CVENE_OK) {
+        fprintf(stderr, "cvene train (rank %d): %s\n", cvene_comm_rank(g->comm), cvene_ctx_error(g->ctx));
+        ok = 0;
+    }
+    free(buf);
+    cli_remove_dir(dir);
+    return ok ? 0 : -1;
+}
+
 int cli_train_grid(const train_grid_args *g) {
     cvene_ctx *ctx = g->ctx;
     const int nl = g->n_layers, np = g->n_positions;
@@ -47,7 +160,8 @@ int cli_train_grid(const train_grid_args *g) {
     cJSON *doc = cJSON_CreateObject(), *probe = NULL;
     int rc = 1;
     if (!iia || !iia0 || !labels || !doc) goto oom;
-    if (g->beside) {
+    const int rank0 = cvene_comm_rank(g->comm) == 0; /* only rank 0 reads --beside and writes OUT/ */
+    if (g->beside && rank0) {
         char err[1024];
         char *text = cli_read_file(g->beside, err, sizeof err);
         const int read = text != NULL;
@@ -59,60 +173,95 @@ int cli_train_grid(const train_grid_args *g) {
             goto done;
         }
     }
-    if (mkdir(g->out, 0777) != 0 && errno != EEXIST) {
+    if (rank0 && mkdir(g->out, 0777) != 0 && errno != EEXIST) {
         fprintf(stderr, "cvene train: --out %s: cannot create the directory: %s\n", g->out, strerror(errno));
         goto done;
     }
-    printf("DAS grid: %d layers x %d positions = %d cells of %s (rank %d) at %s, %d training and %d held-out "
-           "examples\n", nl, np, nl * np, g->type, g->rank, g->component, cvene_dataset_count(g->train),
-           cvene_dataset_count(g->held));
+    if (cvene_comm_rank(g->comm) == 0)
+        printf("DAS grid: %d layers x %d positions = %d cells of %s (rank %d) at %s, %d training and %d held-out "
+               "examples%s\n", nl, np, nl * np, g->type, g->rank, g->component, cvene_dataset_count(g->train),
+               cvene_dataset_count(g->held), cvene_comm_size(g->comm) > 1 ? ", cells split among the ranks" : "");
     fflush(stdout);
     cJSON *cells = cJSON_AddArrayToObject(doc, "cells");
     const double t0 = cli_now();
-    for (int k = 0; k < np; k++) {
+    const int n_cells = nl * np, rank = cvene_comm_rank(g->comm), n_ranks = cvene_comm_size(g->comm);
+    /* cell c = k * nl + li (position-major, as one process trains them); its cost: the layers a
+     * step runs, from the cell's upward, plus the unembedding */
+    const int L = cvene_model_get_info(g->m).n_layer;
+    cJSON **cellv = calloc((size_t)n_cells, sizeof(cJSON *));
+    int *owner = malloc(sizeof(int) * (size_t)n_cells);
+    double *cost = malloc(sizeof(double) * (size_t)n_cells);
+    size_t cap = 65536;
+    unsigned char *buf = malloc(cap);
+    int finished = 0, failed = 0;
+    grid_state gs = {g, iia, iia0, cellv, t0, 0};
+    if (!cellv || !owner || !cost || !buf) {
+        free(cellv), free(owner), free(cost), free(buf);
+        goto oom;
+    }
+    for (int c = 0; c < n_cells; c++) cost[c] = (double)(L - g->layers[c % nl]) + 1.0;
+    cvene_comm_split(cost, NULL, n_cells, n_ranks, owner);
+    for (int k = 0; k < np && !failed; k++) {
+        int mine = 0;
+        for (int li = 0; li < nl; li++) mine += owner[k * nl + li] == rank;
+        if (!mine) continue;
         cvene_dataset *tr = NULL, *ho = NULL;
         if (cvene_dataset_at_position(g->train, g->positions[k], &tr) != CVENE_OK ||
             cvene_dataset_at_position(g->held, g->positions[k], &ho) != CVENE_OK) {
             fprintf(stderr, "cvene train: position %d: %s\n", g->positions[k], cvene_ctx_error(ctx));
             cvene_dataset_free(tr), cvene_dataset_free(ho);
-            goto done;
+            failed = 1;
+            break;
         }
-        for (int li = 0; li < nl; li++) {
+        for (int li = 0; li < nl && !failed; li++) {
+            const int c = k * nl + li;
+            if (owner[c] != rank) continue;
             cvene_config *cfg = NULL;
             cvene_trainer *t = NULL;
-            double acc0 = 0, acc = 0, loss = 0;
+            cell_result r = {0, 0, 0, 0, 0};
             char dir[4200];
-            snprintf(dir, sizeof dir, "%.4000s/L%d_P%d", g->out, g->layers[li], g->positions[k]);
+            cell_dir(g, c, dir, sizeof dir);
             int ok = cli_type_config(ctx, "train", g->type, g->layers[li], g->component, g->rank, &cfg) == 0;
             ok = ok && cvene_trainer_new(g->m, cfg, g->tp, &t) == CVENE_OK;
-            ok = ok && cvene_trainer_evaluate(t, ho, &acc0, NULL) == CVENE_OK;
+            ok = ok && cvene_trainer_evaluate(t, ho, &r.acc0, NULL) == CVENE_OK;
             ok = ok && cvene_trainer_fit(t, tr) == CVENE_OK;
-            ok = ok && cvene_trainer_evaluate(t, ho, &acc, &loss) == CVENE_OK;
-            ok = ok && cvene_trainer_save(t, dir) == CVENE_OK;
-            if (!ok) {
-                if (cfg) fprintf(stderr, "cvene train: cell layer %d, position %d: %s\n", g->layers[li], g->positions[k],
-                                 cvene_ctx_error(ctx));
-                cvene_trainer_free(t), cvene_config_free(cfg);
-                cvene_dataset_free(tr), cvene_dataset_free(ho);
-                goto done;
+            ok = ok && cvene_trainer_evaluate(t, ho, &r.acc, &r.loss) == CVENE_OK;
+            ok = ok && (rank != 0 || cvene_trainer_save(t, dir) == CVENE_OK);
+            if (!ok && cfg)
+                fprintf(stderr, "cvene train: cell layer %d, position %d: %s\n", g->layers[li], g->positions[k],
+                        cvene_ctx_error(ctx));
+            if (ok) {
+                const double *losses = cvene_trainer_losses(t, &r.steps);
+                r.final_loss = r.steps ? losses[r.steps - 1] : 0.0;
+                ok = rank == 0 ? record(&gs, c, &r) == 0 && take_cells(&gs, &buf, &cap, &finished, 0) == 0
+                               : post_cell(g, c, t, &r) == 0;
             }
-            int64_t n_steps = 0;
-            const double *losses = cvene_trainer_losses(t, &n_steps);
-            iia[li * np + k] = (float)acc, iia0[li * np + k] = (float)acc0;
-            printf("layer %3d  position %4d  IIA %.4f (before %.4f)  final loss %.4f  %6.1f s\n", g->layers[li],
-                   g->positions[k], acc, acc0, n_steps ? losses[n_steps - 1] : 0.0, cli_now() - t0);
-            fflush(stdout);
-            cJSON *c = cJSON_CreateObject();
-            cJSON_AddNumberToObject(c, "layer", g->layers[li]);
-            cJSON_AddNumberToObject(c, "position", g->positions[k]);
-            cJSON_AddNumberToObject(c, "iia", acc);
-            cJSON_AddNumberToObject(c, "iia_before", acc0);
-            cJSON_AddNumberToObject(c, "held_out_loss", loss);
-            cJSON_AddNumberToObject(c, "steps", (double)n_steps);
-            cJSON_AddItemToArray(cells, c);
             cvene_trainer_free(t), cvene_config_free(cfg);
+            failed = !ok;
         }
         cvene_dataset_free(tr), cvene_dataset_free(ho);
+    }
+    if (!failed && rank != 0) { /* finished: rank 0 writes the grid */
+        failed = cvene_comm_post(g->comm, n_cells, &n_cells, sizeof n_cells) != CVENE_OK;
+        if (failed) fprintf(stderr, "cvene train (rank %d): %s\n", rank, cvene_ctx_error(ctx));
+    }
+    while (!failed && rank == 0 && finished < n_ranks - 1) failed = take_cells(&gs, &buf, &cap, &finished, 0.1) != 0;
+    if (!failed && rank == 0 && gs.got != n_cells) {
+        fprintf(stderr, "cvene train (rank 0): %d of %d cells arrived\n", gs.got, n_cells);
+        failed = 1;
+    }
+    for (int c = 0; c < n_cells; c++) { /* the cells in order (each taken into the document) */
+        if (cellv[c] && !failed && rank == 0) cJSON_AddItemToArray(cells, cellv[c]);
+        else cJSON_Delete(cellv[c]);
+    }
+    free(cellv), free(owner), free(cost), free(buf);
+    if (failed) {
+        if (n_ranks > 1) cvene_comm_abort(g->comm, 1); /* the other ranks would wait for this one */
+        goto done;
+    }
+    if (rank != 0) {
+        rc = 0;
+        goto done;
     }
     const double el = cli_now() - t0;
     cJSON_AddStringToObject(doc, "type", g->type);

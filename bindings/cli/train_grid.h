@@ -13,9 +13,11 @@ typedef struct {
     const int *layers, *positions;
     int n_layers, n_positions;
     const cvene_train_params *tp;
+    cvene_comm *comm; /* ranks: cells split by cost (the layers a step runs), rank 0 writes everything */
 } train_grid_args;
 
-/* Every (layer, position) cell trained and evaluated; the process's exit status. */
+/* Every (layer, position) cell trained and evaluated; the process's exit status. On ranks, each
+ * cell's results and trained files travel to rank 0, which prints and writes them as they come. */
 int cli_train_grid(const train_grid_args *g);
 
 #endif
