@@ -13,6 +13,7 @@
 #include "cvene.h"
 #include "engine/optim.h"
 #include "kernels/backend.h"
+#include "engine/comm.h"
 #include "kernels/ctx.h"
 #include "kernels/dtype.h"
 #include "models/model.h"
@@ -154,9 +155,41 @@ cvene_status cvene_collect(cvene_model *m, const int32_t *const *ids, const int 
     return cvene_collect_positions(m, ids, lens, pos, 1, N, sites, n_sites, batch_size, out);
 }
 
+/* On ranks: every rank's rows to every rank (a rank that ran no batch learns each site's width
+ * from the others). Rows of one example are contiguous in every site's (N R, D) array. */
+static cvene_status share_collected(cvene_comm *c, cvene_activations *a, const int *owner, int N, int R) {
+    int *D = calloc((size_t)a->n_sites * c->size, sizeof(int));
+    size_t *cnt = malloc(sizeof(size_t) * 2 * (size_t)c->size);
+    if (!D || !cnt) {
+        free(D), free(cnt);
+        return cvene_fail(c->ctx, CVENE_ERR_OOM, "collect: out of memory");
+    }
+    for (int r = 0; r < c->size; r++)
+        cnt[r] = sizeof(int) * (size_t)a->n_sites, cnt[c->size + r] = sizeof(int) * (size_t)a->n_sites * r;
+    cvene_status st = c->ops->allgatherv(c, a->D, sizeof(int) * (size_t)a->n_sites, D, cnt, cnt + c->size);
+    for (int s = 0; s < a->n_sites && st == CVENE_OK; s++) {
+        int w = 0;
+        for (int r = 0; r < c->size; r++) w = D[r * a->n_sites + s] > w ? D[r * a->n_sites + s] : w;
+        if (!a->x[s]) {
+            a->D[s] = w;
+            a->x[s] = malloc(sizeof(float) * (size_t)a->N * (w > 0 ? w : 1));
+            if (!a->x[s]) st = cvene_fail(c->ctx, CVENE_ERR_OOM, "collect: out of memory for %d x %d activations", a->N, w);
+        }
+        if (st == CVENE_OK) st = comm_share_rows(c, owner, N, sizeof(float) * (size_t)R * a->D[s], a->x[s]);
+    }
+    free(D), free(cnt);
+    return st;
+}
+
 cvene_status cvene_collect_positions(cvene_model *m, const int32_t *const *ids, const int *lens, const int *pos, int R,
                                      int N, const cvene_site *sites, int n_sites, int batch_size,
                                      cvene_activations **out) {
+    return cvene_collect_ranks(NULL, m, ids, lens, pos, R, N, sites, n_sites, batch_size, out);
+}
+
+cvene_status cvene_collect_ranks(cvene_comm *comm, cvene_model *m, const int32_t *const *ids, const int *lens,
+                                 const int *pos, int R, int N, const cvene_site *sites, int n_sites, int batch_size,
+                                 cvene_activations **out) {
     if (!m || !out) return CVENE_ERR_INVALID_ARG;
     *out = NULL;
     CVENE_TRY(check_collect(m, ids, lens, pos, R, N, sites, n_sites));
@@ -173,8 +206,28 @@ cvene_status cvene_collect_positions(cvene_model *m, const int32_t *const *ids, 
         cvene_activations_free(a), free(rowpos), free(calls);
         return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
     }
+    /* on ranks: whole batches split by their tokens, so every batch is the one a single process runs
+     * (the same rows padded to the same length: the same values) */
+    cvene_comm *c = comm && comm->size > 1 ? comm : NULL;
+    const int n_batches = (N + Bm - 1) / Bm;
+    int *owner = c ? malloc(sizeof(int) * (size_t)N) : NULL, *bowner = c ? malloc(sizeof(int) * (size_t)n_batches) : NULL;
+    double *cost = c ? calloc((size_t)n_batches, sizeof(double)) : NULL;
+    if (c && (!owner || !bowner || !cost)) {
+        free(owner), free(bowner), free(cost), cvene_activations_free(a), free(rowpos), free(calls);
+        return cvene_fail(ctx, CVENE_ERR_OOM, "out of memory");
+    }
+    if (c) {
+        for (int b = 0; b < n_batches; b++) { /* a batch's cost: its rows padded to its longest */
+            int T = 0;
+            for (int e = b * Bm; e < N && e < (b + 1) * Bm; e++) T = lens[e] > T ? lens[e] : T;
+            cost[b] = (double)T * (N - b * Bm < Bm ? N - b * Bm : Bm);
+        }
+        comm_split_costs(cost, NULL, n_batches, c->size, bowner);
+        for (int e = 0; e < N; e++) owner[e] = bowner[e / Bm];
+    }
     cvene_status st = CVENE_OK;
     for (int e0 = 0; e0 < N && st == CVENE_OK; e0 += Bm) {
+        if (c && bowner[e0 / Bm] != c->rank) continue;
         const int B = N - e0 < Bm ? N - e0 : Bm;
         int T = 0;
         for (int b = 0; b < B; b++) T = lens[e0 + b] > T ? lens[e0 + b] : T;
@@ -209,6 +262,8 @@ cvene_status cvene_collect_positions(cvene_model *m, const int32_t *const *ids, 
                                 "model", s, cvene_component_name(sites[s].component), sites[s].layer);
     }
     free(bids), free(mask), free(rowpos), free(calls);
+    if (st == CVENE_OK && c) st = share_collected(c, a, owner, N, R);
+    free(owner), free(bowner), free(cost);
     if (st != CVENE_OK) {
         cvene_activations_free(a);
         return st;

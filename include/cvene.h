@@ -902,6 +902,13 @@ cvene_status cvene_collect(cvene_model *m, const int32_t *const *ids, const int 
 cvene_status cvene_collect_positions(cvene_model *m, const int32_t *const *ids, const int *lens, const int *pos, int R,
                                      int N, const cvene_site *sites, int n_sites, int batch_size,
                                      cvene_activations **out);
+/* The same on ranks (comm NULL or of one rank: cvene_collect_positions): whole batches split among
+ * the ranks by their padded tokens, each rank runs its own, and every rank ends with all N R rows,
+ * equal bit for bit to one process's (each batch is the one a single process runs). Every rank
+ * must call with the same arguments. */
+cvene_status cvene_collect_ranks(cvene_comm *comm, cvene_model *m, const int32_t *const *ids, const int *lens,
+                                 const int *pos, int R, int N, const cvene_site *sites, int n_sites, int batch_size,
+                                 cvene_activations **out);
 int cvene_activations_count(const cvene_activations *a);              /* N (N R from cvene_collect_positions) */
 int cvene_activations_width(const cvene_activations *a, int site);    /* D of a site's stream */
 const float *cvene_activations_data(const cvene_activations *a, int site); /* (N, D), owned by a */

@@ -184,4 +184,36 @@ TEST(Ranks, DatasetSweepEqualsOneProcess) {
     EXPECT_EQ(0, memcmp(m1.data(), m2.data(), sizeof(float) * m.size()));
 }
 
+// A collect (probe grid: two positions per example) split by batches equals one process's bit for bit.
+TEST(Ranks, CollectEqualsOneProcess) {
+    Loaded L(demo());
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    const int N = 10, R = 2;
+    std::vector<std::vector<int32_t>> ids(N);
+    std::vector<const int32_t *> idp(N);
+    std::vector<int> lens(N), pos(N * R);
+    for (int e = 0; e < N; e++) {
+        for (int t = 0; t < 4 + (e * 7) % 9; t++) ids[e].push_back((e * 31 + t * 17) % 500 + 1);
+        idp[e] = ids[e].data(), lens[e] = (int)ids[e].size();
+        pos[e * R] = 1, pos[e * R + 1] = -1;
+    }
+    const cvene_site sites[] = {{CVENE_BLOCK_OUTPUT, 1}, {CVENE_MLP_ACTIVATION, 6}, {CVENE_BLOCK_INPUT, 0}};
+    cvene_activations *one = nullptr, *ranked = nullptr;
+    ASSERT_EQ(cvene_collect_positions(L.model, idp.data(), lens.data(), pos.data(), R, N, sites, 3, 3, &one), CVENE_OK)
+        << L.error();
+    ASSERT_EQ(cvene_collect_ranks(g_ranks->comm, L.model, idp.data(), lens.data(), pos.data(), R, N, sites, 3, 3, &ranked),
+              CVENE_OK)
+        << L.error();
+    ASSERT_EQ(cvene_activations_count(one), cvene_activations_count(ranked));
+    for (int s = 0; s < 3; s++) {
+        const int D = cvene_activations_width(one, s);
+        ASSERT_EQ(D, cvene_activations_width(ranked, s)) << "site " << s;
+        EXPECT_EQ(0, memcmp(cvene_activations_data(one, s), cvene_activations_data(ranked, s),
+                            sizeof(float) * (size_t)N * R * D))
+            << "site " << s;
+    }
+    cvene_activations_free(one);
+    cvene_activations_free(ranked);
+}
+
 } // namespace

@@ -369,6 +369,7 @@ int cmd_probe(int argc, char **argv) {
     char **classes = NULL;
     cvene_ctx *ctx = NULL;
     cvene_model *m = NULL;
+    cvene_comm *comm = NULL; /* on ranks: the collect split by batches; rank 0 trains the probes */
     cvene_activations *A = NULL;
     cvene_site *sites = NULL;
     cJSON *res = NULL;
@@ -385,6 +386,11 @@ int cmd_probe(int argc, char **argv) {
         goto done;
     }
     const cvene_model_info mi = cvene_model_get_info(m);
+    cJSON *cmd = cJSON_CreateStringArray((const char *const *)argv, argc);
+    const int agreed = cmd && cli_ranks_open("probe", ctx, &comm) == 0 && cli_ranks_agree(ctx, comm, "probe", cmd, &mi) == 0;
+    cJSON_Delete(cmd);
+    if (!agreed) goto done;
+    const int rank = cvene_comm_rank(comm);
     lay = malloc(sizeof(int) * (size_t)mi.n_layer);
     if (!lay) goto oom;
     int nl = mi.n_layer;
@@ -417,15 +423,21 @@ int cmd_probe(int argc, char **argv) {
         ids[i] = s->ids[k], lens[i] = s->len[k];
         for (int q = 0; q < R; q++) pos[(size_t)i * R + q] = grid ? gpos[q] : s->pos[k];
     }
-    printf("probing %d site%s (%d component%s x %d layer%s%s%s) of %s: %d training and %d held-out examples, %d classes\n",
+    if (rank == 0)
+        printf("probing %d site%s (%d component%s x %d layer%s%s%s) of %s: %d training and %d held-out examples, %d classes\n",
            n_sites * R, n_sites * R == 1 ? "" : "s", n_comp, n_comp == 1 ? "" : "s", nl, nl == 1 ? "" : "s",
            grid ? " x positions " : "", grid ? grid : "", model, tr.n, ho.n, C);
     fflush(stdout);
     const double t0 = cli_now();
-    const cvene_status cst = cvene_collect_positions(m, ids, lens, pos, R, N, sites, n_sites, batch, &A);
+    const cvene_status cst = cvene_collect_ranks(comm, m, ids, lens, pos, R, N, sites, n_sites, batch, &A);
     free(ids), free(lens), free(pos);
     if (cst != CVENE_OK) {
-        fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+        fprintf(stderr, "cvene%s: %s\n", cvene_comm_size(comm) > 1 ? " probe (ranks)" : "", cvene_ctx_error(ctx));
+        if (cvene_comm_size(comm) > 1) cvene_comm_abort(comm, 1); /* the others would wait for this rank */
+        goto done;
+    }
+    if (rank != 0) { /* every rank holds every activation; rank 0 fits the probes and writes */
+        rc = 0;
         goto done;
     }
     const double t1 = cli_now();
@@ -547,6 +559,7 @@ done:
     set_free(&tr), set_free(&ho);
     cli_text_free(&tx);
     cvene_model_free(m);
+    cvene_comm_free(comm);
     cvene_ctx_free(ctx);
     return rc;
 }

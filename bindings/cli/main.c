@@ -305,9 +305,10 @@ int main(int argc, char **argv) {
     }
     /* on ranks (mpirun -np N): the commands that split their work; the others would run N copies
      * writing the same files */
-    if (cvene_comm_launched_size() > 1 && strcmp(argv[1], "sweep") != 0 && strcmp(argv[1], "train") != 0) {
-        fprintf(stderr, "cvene %s: started as %d ranks, but only `cvene sweep` and `cvene train --grid-positions` split "
-                        "their work among ranks so far; run `cvene %s` as one process\n", argv[1],
+    if (cvene_comm_launched_size() > 1 && strcmp(argv[1], "sweep") != 0 && strcmp(argv[1], "train") != 0 &&
+        strcmp(argv[1], "probe") != 0) {
+        fprintf(stderr, "cvene %s: started as %d ranks, but only `cvene sweep`, `cvene probe` and `cvene train "
+                        "--grid-positions` split their work among ranks so far; run `cvene %s` as one process\n", argv[1],
                 cvene_comm_launched_size(), argv[1]);
         return 2;
     }

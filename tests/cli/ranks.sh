@@ -5,6 +5,7 @@
 #    cost; each rank's layers come from the same cached base and source runs);
 #  - a dataset sweep (--data) on 2 and 3 ranks: the same mean and per-example rows bit for bit;
 #  - a DAS grid (cvene train --grid-positions) on 3 ranks: every cell's files and grid.json equal;
+#  - a probe grid (cvene probe --positions) on 3 ranks: results.json and every probe file equal;
 #  - ranks given different commands all fail naming the rank that differs;
 #  - killing one rank mid-sweep ends every rank with a non-zero status and a message, leaves a valid
 #    results file with the finished rows, and --resume on a different number of ranks finishes with
@@ -79,12 +80,19 @@ check "mismatched ranks exit non-zero" "[ $rc != 0 ]"
 check "both ranks name rank 1" "[ \$(grep -c \"rank 1's command or model differs from rank 0's\" $tmp/x.err) = 2 ]"
 check "nothing written by mismatched ranks" "[ ! -e $tmp/x.json ]"
 
+# a probe grid: the collect split by batches among the ranks, rank 0 fits and writes
+pargs=(probe --model "$demo" --data "$demo/localize_binary/probe.jsonl" --positions -2,-1 --layers 1,5 --steps 60 --batch 16)
+"$cvene" "${pargs[@]}" --out "$tmp/p1" >/dev/null
+"${mpi[@]}" -np 3 "$cvene" "${pargs[@]}" --out "$tmp/p3" >"$tmp/p3.out"
+check "probe grid on 3 ranks: results and probe files equal one process's" "diff -r -q $tmp/p1 $tmp/p3 >/dev/null"
+check "probe grid on 3 ranks: one report" "[ \$(grep -c '^probing' $tmp/p3.out) = 1 ]"
+
 # a command that does not split its work refuses ranks rather than run N copies
 set +e
-"${mpi[@]}" -np 2 "$cvene" probe --model "$demo" --data "$tmp/none.jsonl" --out "$tmp/p" >/dev/null 2>"$tmp/p.err"
+"${mpi[@]}" -np 2 "$cvene" generate --model "$demo" --prompt "x" >/dev/null 2>"$tmp/p.err"
 rc=$?
 set -e
-check "cvene probe on 2 ranks refused" "[ $rc != 0 ] && grep -q 'split their work among ranks so far' $tmp/p.err"
+check "cvene generate on 2 ranks refused" "[ $rc != 0 ] && grep -q 'split their work among ranks so far' $tmp/p.err"
 
 # kill rank 1 mid-sweep: a causal trace slow enough (naive, noise samples) to be caught in the middle
 ids=$(seq -s, 3 34)
