@@ -59,6 +59,15 @@ int cvene_comm_launched_size(void) {
     return n > 0 ? n : 1;
 }
 
+int cvene_comm_launched_local_rank(void) {
+    const char *names[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "PMI_LOCAL_RANK"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        const char *v = getenv(names[i]);
+        if (v && *v) return atoi(v) > 0 ? atoi(v) : 0;
+    }
+    return 0;
+}
+
 int cvene_comm_mpi_available(void) {
 #ifdef CVENE_WITH_MPI
     return 1;

@@ -24,6 +24,15 @@ int cvene_cuda_available(void) {
 #endif
 }
 
+int cvene_cuda_device_count(void) {
+#ifdef CVENE_WITH_CUDA
+    const int n = cvene_backend_cuda_device_count();
+    return n > 0 ? n : 0;
+#else
+    return 0;
+#endif
+}
+
 static void put_err(char *errbuf, size_t len, const char *msg) {
     if (errbuf && len) snprintf(errbuf, len, "%s", msg);
 }

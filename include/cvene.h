@@ -92,6 +92,8 @@ const char *cvene_ctx_device_name(const cvene_ctx *ctx);
 int cvene_ctx_threads(const cvene_ctx *ctx);
 /* 1 if the CUDA backend was compiled in and a device is visible. */
 int cvene_cuda_available(void);
+/* CUDA devices visible to this process (0 without the CUDA backend). */
+int cvene_cuda_device_count(void);
 
 /* ---- tensors seen at sites -------------------------------------------- */
 typedef struct {
@@ -492,6 +494,9 @@ typedef struct cvene_comm cvene_comm;
 int cvene_comm_launched(void);
 /* the number of ranks the launcher started, from the environment (1 without a launcher) */
 int cvene_comm_launched_size(void);
+/* this process's rank among the ranks on its machine, from the launcher's environment (0 without
+ * one): the CLI's default CUDA device on ranks is this modulo the visible devices */
+int cvene_comm_launched_local_rank(void);
 /* 1 when this build has MPI */
 int cvene_comm_mpi_available(void);
 /* use_mpi 0: this process alone (rank 0 of 1, nothing leaves it); 1: MPI's world (MPI initialised

@@ -31,6 +31,7 @@ TEST(Ranks, SizeRankBroadcastAgree) {
     cvene_comm *c = g_ranks->comm;
     const int n = cvene_comm_size(c), r = cvene_comm_rank(c);
     EXPECT_EQ(n, cvene_comm_launched_size());
+    EXPECT_EQ(cvene_comm_launched_local_rank(), r) << "one machine: the place on it is the rank";
     ASSERT_GE(r, 0);
     ASSERT_LT(r, n);
     // the last rank's bytes reach every rank

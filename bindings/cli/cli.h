@@ -56,7 +56,8 @@ int cli_ctx_params(const char *cmd, const char *device, const char *dtype, int t
 /* --dtype's value: f32, bf16 or f16 into *out; 0, or 2 after printing what is wrong. */
 int cli_dtype(const char *cmd, const char *dtype, cvene_dtype *out);
 #define CLI_CTX_HELP                                                                                       \
-    "  --device D    cpu (default) or cuda\n"                                                             \
+    "  --device D    cpu (default), cuda or cuda:N (device N; on ranks, cuda gives each rank of a machine\n"  \
+    "                its own device: the rank's place on the machine modulo the devices)\n"               \
     "  --dtype T     f32 (default), bf16 or f16: the model's weights, parameters and activations in T,\n"  \
     "                as transformers runs it after model.to(T) (GPT-2 / GPT-NeoX; on the CPU this is the\n"  \
     "                reference path, rounding in software: ~4x slower than f32)\n"

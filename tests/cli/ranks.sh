@@ -94,6 +94,12 @@ rc=$?
 set -e
 check "cvene generate on 2 ranks refused" "[ $rc != 0 ] && grep -q 'split their work among ranks so far' $tmp/p.err"
 
+set +e
+"$cvene" sweep --model "$demo" --base-ids 1,2 --source-ids 2,1 --device cuda:x --out "$tmp/c" 2>"$tmp/c.err"
+rc=$?
+set -e
+check "--device cuda:x refused" "[ $rc = 2 ] && grep -q 'cuda:N needs a device number' $tmp/c.err"
+
 # kill rank 1 mid-sweep: a causal trace slow enough (naive, noise samples) to be caught in the middle
 ids=$(seq -s, 3 34)
 targs=(sweep --model "$demo" --trace --base-ids "$ids" --subject-positions 3,4 --samples 6 --naive)
