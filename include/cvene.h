@@ -622,11 +622,12 @@ cvene_status cvene_sweep_dataset(cvene_model *m, const cvene_sweep_example *ex, 
                                  const cvene_sweep_params *p, float *per_example, float *mean,
                                  cvene_sweep_summary *summary);
 
-/* Which rank sweeps each of p's layers on n_ranks ranks (owner: n_layers of p, in p->layers' order),
- * balanced by cost -- a patch at layer l resumes the blocks from l upward -- costliest first to the
- * least-loaded rank, the same on every rank. done (may be NULL): layers already swept (owner -1),
- * so a resumed sweep splits what is left, whatever the ranks that began it. */
-cvene_status cvene_sweep_split(const cvene_model *m, const cvene_sweep_params *p, const int *done, int n_ranks,
+/* Which rank sweeps each of p's layers on n_ranks ranks (owner: n_layers of p, in p->layers' order)
+ * for a prompt of T tokens, balanced by cost -- a patch at (l, t) resumes the blocks above the patched
+ * one over the positions from t on, then unembeds one row -- costliest first to the least-loaded
+ * rank, the same on every rank. done (may be NULL): layers already swept (owner -1), so a resumed
+ * sweep splits what is left, whatever the ranks that began it. */
+cvene_status cvene_sweep_split(const cvene_model *m, const cvene_sweep_params *p, int T, const int *done, int n_ranks,
                                int *owner);
 
 /* The same one layer at a time (progress, interruption, resume): begin runs

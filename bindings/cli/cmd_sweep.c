@@ -498,7 +498,7 @@ static int run_sweep(const sweep_args *a) {
         rank_counts = calloc(2 * (size_t)n_ranks, sizeof(int64_t));
         rank_msg = malloc(16 + sizeof(float) * (size_t)ncol);
         if (!owner || !rank_counts || !rank_msg) goto oom;
-        if (cvene_sweep_split(m, &p, done, n_ranks, owner) != CVENE_OK) goto fail_ctx;
+        if (cvene_sweep_split(m, &p, T, done, n_ranks, owner) != CVENE_OK) goto fail_ctx;
         rs = (cli_sweep_ranks){ctx, comm, layers, owner, nl, ncol, a->stop_after, scores, done, &g_stop, write_row, &dw,
                                &pr, rank_msg, rank_counts, rank_counts + n_ranks, 0, 0};
         p.progress = rank == 0 ? cli_sweep_ranks_progress : NULL, p.progress_user = &rs;
