@@ -132,19 +132,14 @@ cvene_status cvene_comm_agree(cvene_comm *c, const void *data, size_t n, const c
     if (!c || (!data && n)) return cvene_fail(c ? c->ctx : NULL, CVENE_ERR_INVALID_ARG, "comm: NULL argument");
     uint64_t mine[2] = {fnv1a(data, n), (uint64_t)n};
     uint64_t *all = malloc(sizeof mine * (size_t)c->size);
-    size_t *counts = malloc(sizeof(size_t) * 2 * (size_t)c->size);
-    if (!all || !counts) {
-        free(all), free(counts);
-        return cvene_fail(c->ctx, CVENE_ERR_OOM, "comm: out of memory");
-    }
-    for (int r = 0; r < c->size; r++) counts[r] = sizeof mine, counts[c->size + r] = sizeof mine * (size_t)r;
-    cvene_status st = c->ops->allgatherv(c, mine, sizeof mine, all, counts, counts + c->size);
+    if (!all) return cvene_fail(c->ctx, CVENE_ERR_OOM, "comm: out of memory");
+    cvene_status st = comm_allgather(c, mine, sizeof mine, all);
     for (int r = 1; st == CVENE_OK && r < c->size; r++)
         if (all[2 * r] != all[0] || all[2 * r + 1] != all[1])
             st = cvene_fail(c->ctx, CVENE_ERR_INVALID_ARG,
                             "ranks disagree: rank %d's %s differs from rank 0's (every rank must run the same "
                             "command on the same files)", r, what ? what : "description");
-    free(all), free(counts);
+    free(all);
     return st;
 }
 
@@ -208,6 +203,15 @@ cvene_status cvene_comm_collect(cvene_comm *c, int *item, void *data, size_t cap
 }
 
 /* ---- what schedules share -------------------------------------------------- */
+cvene_status comm_allgather(cvene_comm *c, const void *mine, size_t n, void *all) {
+    size_t *counts = malloc(sizeof(size_t) * 2 * (size_t)c->size);
+    if (!counts) return cvene_fail(c->ctx, CVENE_ERR_OOM, "comm: out of memory");
+    for (int r = 0; r < c->size; r++) counts[r] = n, counts[c->size + r] = n * (size_t)r;
+    cvene_status st = c->ops->allgatherv(c, mine, n, all, counts, counts + c->size);
+    free(counts);
+    return st;
+}
+
 void comm_split_costs(const double *cost, const int *skip, int n_units, int n_ranks, int *owner) {
     double *load = calloc((size_t)(n_ranks > 0 ? n_ranks : 1), sizeof(double));
     for (int u = 0; u < n_units; u++) owner[u] = skip && skip[u] ? -1 : -2; /* -2: not yet placed */

@@ -45,6 +45,9 @@ cvene_status comm_mpi_open(cvene_comm *c);
  * allgatherv; the result does not depend on the number of ranks. */
 cvene_status comm_share_rows(cvene_comm *c, const int *owner, int n_units, size_t row_bytes, void *rows);
 
+/* Every rank's n bytes, rank by rank, into all (size x n bytes) on every rank. */
+cvene_status comm_allgather(cvene_comm *c, const void *mine, size_t n, void *all);
+
 /* Units of work with costs, split among n ranks: longest first to the least-loaded rank (ties:
  * the lower unit, the lower rank), so every rank computes the same split and they finish
  * together. skip (may be NULL): units already done (owner -1). */

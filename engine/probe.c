@@ -159,14 +159,8 @@ cvene_status cvene_collect(cvene_model *m, const int32_t *const *ids, const int 
  * from the others). Rows of one example are contiguous in every site's (N R, D) array. */
 static cvene_status share_collected(cvene_comm *c, cvene_activations *a, const int *owner, int N, int R) {
     int *D = calloc((size_t)a->n_sites * c->size, sizeof(int));
-    size_t *cnt = malloc(sizeof(size_t) * 2 * (size_t)c->size);
-    if (!D || !cnt) {
-        free(D), free(cnt);
-        return cvene_fail(c->ctx, CVENE_ERR_OOM, "collect: out of memory");
-    }
-    for (int r = 0; r < c->size; r++)
-        cnt[r] = sizeof(int) * (size_t)a->n_sites, cnt[c->size + r] = sizeof(int) * (size_t)a->n_sites * r;
-    cvene_status st = c->ops->allgatherv(c, a->D, sizeof(int) * (size_t)a->n_sites, D, cnt, cnt + c->size);
+    if (!D) return cvene_fail(c->ctx, CVENE_ERR_OOM, "collect: out of memory");
+    cvene_status st = comm_allgather(c, a->D, sizeof(int) * (size_t)a->n_sites, D);
     for (int s = 0; s < a->n_sites && st == CVENE_OK; s++) {
         int w = 0;
         for (int r = 0; r < c->size; r++) w = D[r * a->n_sites + s] > w ? D[r * a->n_sites + s] : w;
@@ -177,7 +171,7 @@ static cvene_status share_collected(cvene_comm *c, cvene_activations *a, const i
         }
         if (st == CVENE_OK) st = comm_share_rows(c, owner, N, sizeof(float) * (size_t)R * a->D[s], a->x[s]);
     }
-    free(D), free(cnt);
+    free(D);
     return st;
 }
 

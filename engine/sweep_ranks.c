@@ -69,12 +69,8 @@ cvene_status sweep_on_ranks(cvene_model *m, const int32_t *base_ids, const int32
     st = comm_share_rows(c, owner, nl, sizeof(float) * (size_t)ncol, scores);
     cvene_sweep_summary sum = cvene_sweep_get_summary(ss);
     if (st == CVENE_OK) { /* forwards and sites: summed over the ranks */
-        size_t *cnt = malloc(sizeof(size_t) * 2 * (size_t)c->size);
         int64_t mine[2] = {sum.forwards, sum.sites};
-        if (!cnt) st = cvene_fail(m->ctx, CVENE_ERR_OOM, "sweep: out of memory");
-        for (int r = 0; cnt && r < c->size; r++) cnt[r] = sizeof mine, cnt[c->size + r] = sizeof mine * (size_t)r;
-        if (cnt) st = c->ops->allgatherv(c, mine, sizeof mine, counts, cnt, cnt + c->size);
-        free(cnt);
+        st = comm_allgather(c, mine, sizeof mine, counts);
         sum.forwards = sum.sites = 0;
         for (int r = 0; st == CVENE_OK && r < c->size; r++) sum.forwards += counts[2 * r], sum.sites += counts[2 * r + 1];
     }
