@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/comm.h"
 #include "engine/dataset.h"
 #include "engine/intervene.h"
 #include "engine/iv_type.h"
@@ -77,6 +78,9 @@ cvene_status cvene_trainer_new(cvene_model *m, const cvene_config *c, const cven
     if (!m || !c) return CVENE_ERR_INVALID_ARG;
     cvene_ctx *ctx = m->ctx;
     const cvene_train_params P = p ? *p : cvene_train_default_params();
+    if (P.shards < 0 || P.shards > P.batch_size)
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "train: shards %d is out of range [0, batch_size %d]", P.shards,
+                          P.batch_size);
     if (P.batch_size < 1 || P.grad_accum < 1 || P.epochs < 1 || P.max_steps < 0 || !(P.lr >= 0) || P.warmup_ratio < 0 ||
         P.warmup_ratio > 1 || !(P.beta1 >= 0 && P.beta1 < 1) || !(P.beta2 >= 0 && P.beta2 < 1) || !(P.eps > 0))
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG,
@@ -223,9 +227,9 @@ static cvene_status forward_batch(cvene_trainer *t, pass_run *r) {
     return pass_status(t, r, t->m->vt->train_forward(t->m, &tp, &o));
 }
 
-/* Loss of the batch (mean of its rows' cross-entropy, times scale in the gradient) into *loss,
- * dlogits for the backward. */
-static cvene_status loss_batch(cvene_trainer *t, float scale, double *loss) {
+/* The sum of the batch's rows' cross-entropy into *loss_sum (each row's times scale in the
+ * gradient), dlogits for the backward. */
+static cvene_status loss_batch(cvene_trainer *t, float scale, double *loss_sum) {
     cvene_backend *be = t->ctx->be;
     CVENE_TRY(be->ops->bwd->xent(be, t->dlogits, t->loss_dev, t->logits, t->labels, t->B, t->V, scale));
     float l[512];
@@ -235,7 +239,7 @@ static cvene_status loss_batch(cvene_trainer *t, float scale, double *loss) {
         CVENE_TRY(be->ops->to_host(be, l, t->loss_dev + b0, sizeof(float) * (size_t)k));
         for (int q = 0; q < k; q++) sum += l[q];
     }
-    *loss = sum / t->B;
+    *loss_sum = sum;
     return CVENE_OK;
 }
 
@@ -273,14 +277,12 @@ static cvene_status set_temperature(cvene_trainer *t, float temp) {
     return CVENE_OK;
 }
 
-/* One batch's forward and backward: its mean loss times `scale` in the gradients
- * (accumulated into the weights' grad), the unscaled mean into *loss. */
-static cvene_status batch_gradients(cvene_trainer *t, const cvene_dataset *d, const int *idx, int B, float scale,
-                                    double *loss) {
+cvene_status train_batch_gradients(cvene_trainer *t, const cvene_dataset *d, const int *idx, int B, float row_scale,
+                                   double *loss_sum) {
     pass_run r = {t, CVENE_OK, ""};
     CVENE_TRY(train_load_batch(t, d, idx, B));
     CVENE_TRY(forward_batch(t, &r));
-    CVENE_TRY(loss_batch(t, scale / (float)B, loss));
+    CVENE_TRY(loss_batch(t, row_scale, loss_sum));
     return backward_batch(t, &r);
 }
 
@@ -302,6 +304,22 @@ static cvene_status record_loss(cvene_trainer *t, double loss) {
     }
     t->losses[t->n_losses++] = loss;
     return CVENE_OK;
+}
+
+void train_next_batch(cvene_trainer *t, const cvene_dataset *d, int *b0, int *B) {
+    const int bs = t->p.batch_size;
+    if (t->batch_in_epoch < 0 || t->batch_in_epoch * bs >= d->n) { /* a new epoch: the order */
+        for (int e = 0; e < d->n; e++) t->order[e] = e;
+        for (int e = d->n - 1; t->p.shuffle && e > 0; e--) { /* Fisher-Yates */
+            const int j = (int)(splitmix(&t->rng) % (uint64_t)(e + 1));
+            const int tmp = t->order[e];
+            t->order[e] = t->order[j], t->order[j] = tmp;
+        }
+        t->batch_in_epoch = 0;
+    }
+    *b0 = (int)(t->batch_in_epoch * bs);
+    *B = d->n - *b0 < bs ? d->n - *b0 : bs;
+    t->batch_in_epoch++;
 }
 
 cvene_status cvene_trainer_fit(cvene_trainer *t, const cvene_dataset *d) {
@@ -328,27 +346,22 @@ cvene_status cvene_trainer_fit(cvene_trainer *t, const cvene_dataset *d) {
     cvene_status st = CVENE_OK;
     /* the tutorials set schedule[s] after step s: step 0 runs with entry 0, step s with s - 1 */
     if (anneal && t->step == 0) st = set_temperature(t, temps[0]);
-    if (t->batch_in_epoch < 0) t->batch_in_epoch = batches; /* start an epoch at once */
+    const int shards = train_shards(t);
     while (st == CVENE_OK && t->step < t->total) {
         double step_loss = 0;
         for (int i = 0; i < t->n_iv; i++) tr_weights_zero_grad(&t->w[i]); /* whatever a caller left there */
-        for (int a = 0; a < p->grad_accum && st == CVENE_OK; a++) {
-            if (t->batch_in_epoch >= batches) { /* a new epoch: the order */
-                for (int e = 0; e < d->n; e++) t->order[e] = e;
-                for (int e = d->n - 1; p->shuffle && e > 0; e--) { /* Fisher-Yates */
-                    const int j = (int)(splitmix(&t->rng) % (uint64_t)(e + 1));
-                    const int tmp = t->order[e];
-                    t->order[e] = t->order[j], t->order[j] = tmp;
-                }
-                t->batch_in_epoch = 0;
+        if (shards) {
+            st = train_step_sharded(t, d, shards, &step_loss);
+        } else {
+            for (int a = 0; a < p->grad_accum && st == CVENE_OK; a++) {
+                int b0, B;
+                train_next_batch(t, d, &b0, &B);
+                double loss = 0;
+                /* each batch's mean, averaged over the accumulated batches */
+                st = train_batch_gradients(t, d, t->order + b0, B, 1.0f / (float)p->grad_accum / (float)B, &loss);
+                step_loss += loss / B / p->grad_accum;
             }
-            const int b0 = (int)(t->batch_in_epoch * p->batch_size);
-            const int B = d->n - b0 < p->batch_size ? d->n - b0 : p->batch_size;
-            t->batch_in_epoch++;
-            double loss = 0;
-            /* each batch's mean, averaged over the accumulated batches */
-            st = batch_gradients(t, d, t->order + b0, B, 1.0f / (float)p->grad_accum, &loss);
-            step_loss += loss / p->grad_accum;
+            for (int i = 0; st == CVENE_OK && i < t->n_iv; i++) st = tr_finish_grads(t->st[i]);
         }
         if (st == CVENE_OK) add_boundary_loss(t, &step_loss);
         if (st == CVENE_OK && !isfinite(step_loss))
@@ -356,14 +369,13 @@ cvene_status cvene_trainer_fit(cvene_trainer *t, const cvene_dataset *d) {
                             "learning rate", (long long)t->step + 1, step_loss);
         const double lr = p->lr * optim_linear_warmup(t->step, warmup, t->total);
         for (int i = 0; st == CVENE_OK && i < t->n_iv; i++) {
-            st = tr_finish_grads(t->st[i]);
-            for (int k = 0; st == CVENE_OK && k < t->w[i].n; k++) {
+            for (int k = 0; k < t->w[i].n; k++) {
                 tr_tensor *x = &t->w[i].t[k];
                 const int boundary = !strcmp(x->name, "intervention_boundaries") && p->boundary_lr > 0;
                 const double lr_x = boundary ? p->boundary_lr * optim_linear_warmup(t->step, warmup, t->total) : lr;
                 if (x->trainable) optim_adam_step(&opt, x->value, x->grad, x->m, x->v, (size_t)x->numel, t->step + 1, lr_x);
             }
-            if (st == CVENE_OK) st = tr_prepare(t->st[i]);
+            st = tr_prepare(t->st[i]);
         }
         if (st == CVENE_OK) st = record_loss(t, step_loss);
         if (st == CVENE_OK && anneal) st = set_temperature(t, temps[t->step]);
@@ -382,33 +394,37 @@ cvene_status cvene_trainer_evaluate(cvene_trainer *t, const cvene_dataset *d, do
     for (int i = 0; i < t->n_iv; i++) CVENE_TRY(tr_prepare(t->st[i]));
     cvene_backend *be = t->ctx->be;
     pass_run r = {t, CVENE_OK, ""};
-    int *idx = malloc(sizeof(int) * (size_t)t->p.batch_size);
+    const int bs = t->p.batch_size, n_batches = (d->n + bs - 1) / bs, N = train_ranks(t);
+    const int me = train_rank(t);
+    int *idx = malloc(sizeof(int) * (size_t)bs), *owner = malloc(sizeof(int) * (size_t)n_batches);
     float *lg = malloc(sizeof(float) * (size_t)t->V);
-    if (!idx || !lg) {
-        free(idx), free(lg);
+    double *res = calloc(2 * (size_t)n_batches, sizeof(double)); /* per batch: examples right, loss sum */
+    if (!idx || !owner || !lg || !res) {
+        free(idx), free(owner), free(lg), free(res);
         return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
     }
     cvene_status st = CVENE_OK;
-    int64_t right = 0;
-    double sum = 0;
-    for (int b0 = 0; b0 < d->n && st == CVENE_OK; b0 += t->p.batch_size) {
-        const int B = d->n - b0 < t->p.batch_size ? d->n - b0 : t->p.batch_size;
+    for (int k = 0; k < n_batches && st == CVENE_OK; k++) {
+        owner[k] = k % N; /* on ranks: every N-th batch is this rank's */
+        if (owner[k] != me) continue;
+        const int b0 = k * bs, B = d->n - b0 < bs ? d->n - b0 : bs;
         for (int b = 0; b < B; b++) idx[b] = b0 + b;
-        double l = 0;
         st = train_load_batch(t, d, idx, B);
         if (st == CVENE_OK) st = forward_batch(t, &r);
         for (int b = 0; b < B && st == CVENE_OK; b++) {
             st = be->ops->to_host(be, lg, t->logits + (size_t)b * t->V, sizeof(float) * (size_t)t->V);
             int arg = 0;
             for (int v = 1; v < t->V; v++) arg = lg[v] > lg[arg] ? v : arg;
-            right += arg == d->ex[b0 + b].label;
+            res[2 * k] += arg == d->ex[b0 + b].label;
         }
-        if (st == CVENE_OK) st = loss_batch(t, 1.0f, &l);
-        sum += l * B;
+        if (st == CVENE_OK) st = loss_batch(t, 1.0f, &res[2 * k + 1]);
     }
-    free(idx), free(lg);
+    if (N > 1 && st == CVENE_OK) st = comm_share_rows(t->p.comm, owner, n_batches, 2 * sizeof(double), res);
+    double right = 0, sum = 0;
+    for (int k = 0; k < n_batches; k++) right += res[2 * k], sum += res[2 * k + 1]; /* batch order: as one process */
+    free(idx), free(owner), free(lg), free(res);
     CVENE_TRY(st);
-    if (accuracy) *accuracy = (double)right / d->n;
+    if (accuracy) *accuracy = right / d->n;
     if (loss) *loss = sum / d->n;
     return CVENE_OK;
 }
@@ -424,7 +440,9 @@ cvene_status train_gradients(cvene_trainer *t, const cvene_dataset *d, const int
         tr_weights_zero_grad(&t->w[i]);
         CVENE_TRY(tr_prepare(t->st[i]));
     }
-    CVENE_TRY(batch_gradients(t, d, idx, B, 1.0f, loss));
+    double sum = 0;
+    CVENE_TRY(train_batch_gradients(t, d, idx, B, 1.0f / (float)B, &sum));
+    *loss = sum / B;
     add_boundary_loss(t, loss);
     for (int i = 0; i < t->n_iv; i++) CVENE_TRY(tr_finish_grads(t->st[i]));
     return CVENE_OK;

@@ -1,6 +1,7 @@
 /* The trainer's state, shared by its files (not public: cvene.h has the API):
  *   engine/train.c       the trainer: parameters, the pass, the loop, evaluation, files
- *   engine/train_data.c  what a dataset gives it: the caches (once per dataset) and each batch */
+ *   engine/train_data.c  what a dataset gives it: the caches (once per dataset) and each batch
+ *   engine/train_shards.c  a step's gradient as the sum of fixed parts (shards), split among ranks */
 #ifndef CVENE_TRAIN_INTERNAL_H
 #define CVENE_TRAIN_INTERNAL_H
 
@@ -72,5 +73,23 @@ void train_free_batch_buffers(cvene_trainer *t);
 /* The batch of examples idx[0..B): x0, mask, loss rows and labels, live rows and their keys and
  * values, each intervention's unit indices and source units. */
 cvene_status train_load_batch(cvene_trainer *t, const cvene_dataset *d, const int *idx, int B);
+
+/* One batch's forward and backward: each row's loss times row_scale in the gradients (accumulated
+ * into the interventions' device gradients), the sum of the rows' losses into *loss_sum. */
+cvene_status train_batch_gradients(cvene_trainer *t, const cvene_dataset *d, const int *idx, int B, float row_scale,
+                                   double *loss_sum);
+/* The next batch of the epoch (a new, shuffled epoch when one ends): t->order[b0 .. b0 + B). */
+void train_next_batch(cvene_trainer *t, const cvene_dataset *d, int *b0, int *B);
+
+static inline int train_ranks(const cvene_trainer *t) { return t->p.comm ? cvene_comm_size(t->p.comm) : 1; }
+static inline int train_rank(const cvene_trainer *t) { return t->p.comm ? cvene_comm_rank(t->p.comm) : 0; }
+/* The shards of a step's batches (cvene_train_params.shards; on ranks 0 means one per rank), or 0:
+ * the plain step (one process, one part). */
+int train_shards(const cvene_trainer *t);
+/* One optimizer step's gradients: each of its grad_accum batches cut into `shards` contiguous
+ * parts, each part's gradient computed alone (on the rank that owns it) and all of them added in
+ * part order on every rank, into the weights' host grad; the step's loss (the mean over its
+ * batches) into *step_loss. */
+cvene_status train_step_sharded(cvene_trainer *t, const cvene_dataset *d, int shards, double *step_loss);
 
 #endif

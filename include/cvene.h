@@ -840,6 +840,17 @@ typedef struct {
     /* called after every optimizer step (and once at the end); non-zero stops training */
     int (*progress)(void *user, int64_t step, int64_t total, double loss, double lr);
     void *progress_user;
+    /* Data parallel: ranks training one set of interventions together (NULL: this process alone;
+     * docs/ranks.md). Every rank calls cvene_trainer_new, _fit and _evaluate alike, with the same
+     * data; each computes its share of every step's shards (below), the shards' gradients are added
+     * in shard order on every rank, so all take the same step; evaluation splits its batches. */
+    cvene_comm *comm;
+    /* A batch's gradient as the sum, in order, of this many contiguous parts of it, each its own
+     * forward and backward: the units of work ranks split. The same shards give the same bits on any
+     * number of ranks (and in one process); shards 1 in one process is the whole batch at once (the
+     * default there); 0 on ranks means one per rank (then the result depends on the rank count
+     * within float rounding, which Adam's first steps can amplify on near-zero gradients). */
+    int shards;
 } cvene_train_params;
 
 cvene_train_params cvene_train_default_params(void);

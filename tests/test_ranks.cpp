@@ -3,9 +3,16 @@
 // MPI), where every rank runs every test. A sweep or dataset sweep on N ranks must equal the same
 // call on one process (p->comm NULL) bit for bit: each layer / example is computed by exactly the
 // code one process runs, and the mean is added in example order, so no tolerance applies.
+// Data-parallel training adds fixed parts of each batch (shards) in part order on every rank, so
+// it too equals one process with the same shards bit for bit.
+#include <cmath>
 #include <numeric>
 
 #include "test_util.h"
+extern "C" {
+#include "engine/train.h"
+#include "engine/trainable.h"
+}
 
 namespace {
 
@@ -219,6 +226,102 @@ TEST(Ranks, CollectEqualsOneProcess) {
     }
     cvene_activations_free(one);
     cvene_activations_free(ranked);
+}
+
+// Data-parallel training (cvene_train_params.comm): a step's batches cut into 6 shards (parts of 1
+// and 2 examples of batches of 8 and 7), each rank computing its run of them, all added in shard
+// order. Against one process with the same shards: every step's loss and every weight equal bit for
+// bit, on any number of ranks. Against one process adding the whole batch at once (shards 0), and
+// against ranks with one shard each (shards 0 on ranks: the split depends on the rank count), the
+// same terms are added in another order: the first step's gradient within 1e-4 of its largest
+// entry. That is float rounding: per-example gradients up to ~10x the batch mean cancel in sums of 8
+// to 16 rows (n eps sum|terms| ~ 16 x 6e-8 x 10 ~ 1e-5; measured 1.4e-6 and 1.7e-5 of the largest
+// entry), while a lost or doubled shard would be off by 1/8 of it. Later steps are not compared
+// across orders: Adam's first step is lr * sign(g) on entries whose gradient is below that
+// rounding, so any two summation orders part there (which is why ranks add fixed shards).
+struct TrainCase {
+    const char *name, *config;
+    int grad_accum;
+    double boundary_loss, t_start, t_end;
+};
+
+struct Trained {
+    cvene_trainer *t = nullptr;
+    ~Trained() { cvene_trainer_free(t); }
+};
+
+TEST(Ranks, TrainingEqualsOneProcess) {
+    Loaded L(demo());
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    cvene_tokenizer *tok = nullptr;
+    ASSERT_EQ(cvene_tokenizer_load(L.ctx, demo().c_str(), &tok), CVENE_OK) << L.error();
+    cvene_dataset *all = nullptr, *rest = nullptr, *data = nullptr;
+    ASSERT_EQ(cvene_dataset_load_jsonl(L.ctx, (demo() + "/das_colour/train.jsonl").c_str(), tok, &all), CVENE_OK)
+        << L.error();
+    ASSERT_EQ(cvene_dataset_split(all, 0.06, 7, &rest, &data), CVENE_OK) << L.error();
+    ASSERT_EQ(cvene_dataset_count(data), 31);
+    const TrainCase cases[] = {
+        {"LowRankRotatedSpace", R"({"representations": [{"layer": 2, "component": "block_output", "unit": "pos",
+            "max_number_of_units": 1, "low_rank_dimension": 4}], "intervention_types": "LowRankRotatedSpaceIntervention"})",
+         1, 0, 0, 0},
+        {"BoundlessRotatedSpace, accumulated", R"({"representations": [{"layer": 1, "component": "block_output",
+            "unit": "pos", "max_number_of_units": 1}], "intervention_types": "BoundlessRotatedSpaceIntervention"})",
+         2, 1.0, 50, 0.1},
+    };
+    for (const TrainCase &c : cases) {
+        SCOPED_TRACE(c.name);
+        cvene_config *cfg = nullptr;
+        ASSERT_EQ(cvene_config_parse(L.ctx, c.config, &cfg), CVENE_OK) << L.error();
+        auto make = [&](cvene_comm *comm, int shards, int64_t max_steps, Trained &out) {
+            cvene_train_params p = cvene_train_default_params();
+            p.batch_size = 8, p.epochs = 2, p.lr = 1e-2, p.seed = 3, p.grad_accum = c.grad_accum;
+            p.boundary_loss = c.boundary_loss, p.temperature_start = c.t_start, p.temperature_end = c.t_end;
+            p.comm = comm, p.shards = shards, p.max_steps = max_steps;
+            ASSERT_EQ(cvene_trainer_new(L.model, cfg, &p, &out.t), CVENE_OK) << L.error();
+            ASSERT_EQ(cvene_trainer_fit(out.t, data), CVENE_OK) << L.error();
+        };
+        // the same shards: one process and the ranks, every step
+        Trained one, ranked;
+        make(nullptr, 6, 0, one);
+        make(g_ranks->comm, 6, 0, ranked);
+        int64_t n1 = 0, nr = 0;
+        const double *l1 = cvene_trainer_losses(one.t, &n1), *lr = cvene_trainer_losses(ranked.t, &nr);
+        ASSERT_EQ(n1, nr);
+        EXPECT_EQ(n1, c.grad_accum == 1 ? 8 : 4) << "2 epochs of 4 batches";
+        EXPECT_EQ(0, memcmp(l1, lr, sizeof(double) * (size_t)n1));
+        EXPECT_GT(l1[0], l1[n1 - 1]) << "it trains";
+        const tr_weights *w1 = train_weights(one.t, 0), *wr = train_weights(ranked.t, 0);
+        ASSERT_EQ(w1->n, wr->n);
+        for (int k = 0; k < w1->n; k++)
+            EXPECT_EQ(0, memcmp(w1->t[k].value, wr->t[k].value, sizeof(float) * (size_t)w1->t[k].numel)) << w1->t[k].name;
+        // another summation order: the first step's gradient (left in grad after it)
+        Trained plain, sharded, per_rank;
+        make(nullptr, 0, 1, plain);
+        make(nullptr, 6, 1, sharded);
+        make(g_ranks->comm, 0, 1, per_rank);
+        const tr_weights *wp = train_weights(plain.t, 0), *ws = train_weights(sharded.t, 0), *wk = train_weights(per_rank.t, 0);
+        for (int k = 0; k < wp->n; k++) {
+            if (!wp->t[k].grad) continue;
+            double gmax = 0, d_shard = 0, d_rank = 0;
+            for (int64_t q = 0; q < wp->t[k].numel; q++) {
+                gmax = std::fmax(gmax, std::fabs(wp->t[k].grad[q]));
+                d_shard = std::fmax(d_shard, std::fabs((double)wp->t[k].grad[q] - ws->t[k].grad[q]));
+                d_rank = std::fmax(d_rank, std::fabs((double)wp->t[k].grad[q] - wk->t[k].grad[q]));
+            }
+            EXPECT_GT(gmax, 0) << wp->t[k].name;
+            EXPECT_LE(d_shard, 1e-4 * gmax) << wp->t[k].name;
+            EXPECT_LE(d_rank, 1e-4 * gmax) << wp->t[k].name;
+        }
+        // evaluation splits batches and adds them in batch order: equal to one process exactly
+        double acc1 = -1, loss1 = -1, accr = -2, lossr = -2;
+        ASSERT_EQ(cvene_trainer_evaluate(one.t, data, &acc1, &loss1), CVENE_OK) << L.error();
+        ASSERT_EQ(cvene_trainer_evaluate(ranked.t, data, &accr, &lossr), CVENE_OK) << L.error();
+        EXPECT_EQ(acc1, accr);
+        EXPECT_EQ(loss1, lossr);
+        cvene_config_free(cfg);
+    }
+    cvene_dataset_free(all), cvene_dataset_free(rest), cvene_dataset_free(data);
+    cvene_tokenizer_free(tok);
 }
 
 } // namespace

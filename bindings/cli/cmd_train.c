@@ -21,6 +21,7 @@ static void usage(FILE *f) {
             "                   [--lr 1e-3] [--warmup 0.1] [--optimizer adam|adamw] [--weight-decay 0]\n"
             "                   [--grad-accum 1] [--seed 0] [--no-shuffle] [--temperature 50:0.1]\n"
             "                   [--boundary-loss 1.0] [--init WEIGHTS.safetensors] [--threads N] [--device cpu|cuda]\n"
+            "                   [--shards S]\n"
             "       cvene train ... --type T --grid-positions P1,P2 [--layers 0-7] [--beside PROBE_DIR/results.json]\n"
             "Trains the interventions of CONFIG.json (pyvene's IntervenableConfig; every representation a\n"
             "trainable type) on the model, frozen (docs/training.md): DAS rotations, masks, LoReFT and its\n"
@@ -44,6 +45,10 @@ static void usage(FILE *f) {
             "Writes OUT/config.json and OUT/intkey_<key>.safetensors (pyvene's state-dict names;\n"
             "tools/convert_pyvene_weights.py turns them into pyvene's intkey_<key>.bin and back).\n"
             "--init loads initial parameters (pyvene's names) into the first intervention.\n"
+            "On ranks (mpirun -np N cvene train ..., docs/ranks.md): data parallel - every batch cut into\n"
+            "--shards parts (default: one per rank), each rank computing its run of them, the gradients added\n"
+            "in part order on every rank; the same --shards gives the same weights, bit for bit, on any number\n"
+            "of ranks and in one process. Rank 0 prints and writes.\n"
             "--grid-positions P1,P2,... (with --type, instead of --layer): the DAS grid - one intervention\n"
             "trained per (layer, position) cell (--layers, default every layer; positions negative from the\n"
             "end replace every example's base_pos and source_pos), each exactly `--layer l` on the data at\n"
@@ -135,7 +140,7 @@ int cmd_train(int argc, char **argv) {
             {"--layer", 0, 1023}, {"--rank", 1, 1 << 20}, {"--threads", 0, 1024}, {"--epochs", 1, 1e6},
             {"--steps", 0, 1e12}, {"--batch", 1, 65536}, {"--grad-accum", 1, 65536}, {"--seed", 0, 1.8e19},
             {"--lr", 0, 1e3}, {"--warmup", 0, 1}, {"--weight-decay", 0, 1e3}, {"--eval-fraction", 0, 0.99},
-            {"--boundary-loss", -1e6, 1e6}};
+            {"--boundary-loss", -1e6, 1e6}, {"--shards", 0, 65536}};
         size_t q = 0;
         while (q < sizeof ranges / sizeof *ranges && strcmp(ranges[q].opt, k)) q++;
         if (q == sizeof ranges / sizeof *ranges) {
@@ -156,6 +161,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(k, "--steps")) tp.max_steps = (int64_t)x;
         else if (!strcmp(k, "--batch")) tp.batch_size = (int)x;
         else if (!strcmp(k, "--grad-accum")) tp.grad_accum = (int)x;
+        else if (!strcmp(k, "--shards")) tp.shards = (int)x;
         else if (!strcmp(k, "--seed")) tp.seed = (uint64_t)x;
         else if (!strcmp(k, "--lr")) tp.lr = x;
         else if (!strcmp(k, "--warmup")) tp.warmup_ratio = x;
@@ -170,12 +176,6 @@ int cmd_train(int argc, char **argv) {
     }
     if (config && type) {
         fprintf(stderr, "cvene train: give --config or --type, not both\n");
-        return 2;
-    }
-    if (!grid && cvene_comm_launched_size() > 1) {
-        fprintf(stderr, "cvene train: started as %d ranks, but only a DAS grid (--grid-positions) splits its work among "
-                        "ranks so far (data-parallel training is not built yet); run it as one process\n",
-                cvene_comm_launched_size());
         return 2;
     }
     if (grid && (!type || layer >= 0 || init)) {
@@ -211,6 +211,8 @@ int cmd_train(int argc, char **argv) {
     cvene_tokenizer *tok = NULL;
     cvene_dataset *all = NULL, *train = NULL, *held = NULL;
     cvene_trainer *t = NULL;
+    cvene_comm *comm = NULL; /* on ranks: a grid's cells, or each batch, split among them */
+    int ranked = 0;          /* ranks that agreed: a failure on one must end the others (they would wait) */
     if (cvene_ctx_new(&cp, &ctx, err, sizeof err) != CVENE_OK) {
         fprintf(stderr, "cvene: %s\n", err);
         return 1;
@@ -250,8 +252,16 @@ int cmd_train(int argc, char **argv) {
     } else {
         train = all, all = NULL;
     }
+    const cvene_model_info mi = cvene_model_get_info(m);
+    cJSON *cmd = cJSON_CreateStringArray((const char *const *)argv, argc);
+    if (cli_ranks_open("train", ctx, &comm) != 0 || !cmd || cli_ranks_agree(ctx, comm, "train", cmd, &mi) != 0) {
+        cJSON_Delete(cmd);
+        goto done;
+    }
+    cJSON_Delete(cmd);
+    const int rank0 = cvene_comm_rank(comm) == 0, ranks = cvene_comm_size(comm);
+    ranked = ranks > 1;
     if (grid) {
-        const cvene_model_info mi = cvene_model_get_info(m);
         const int L = mi.n_layer;
         int gpos[256], np = 0, nl = L, *glay = malloc(sizeof(int) * (size_t)(L + 1));
         if (!glay) {
@@ -275,21 +285,15 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
         tp.progress = NULL;
-        cvene_comm *comm = NULL; /* on ranks: the cells split among them */
-        cJSON *cmd = cJSON_CreateStringArray((const char *const *)argv, argc);
-        if (cli_ranks_open("train", ctx, &comm) != 0 || !cmd || cli_ranks_agree(ctx, comm, "train", cmd, &mi) != 0) {
-            cJSON_Delete(cmd), cvene_comm_free(comm), free(glay);
-            goto done;
-        }
-        cJSON_Delete(cmd);
         train_grid_args ga = {ctx, m, train, held, type, component, out, beside, rank, glay, gpos, nl, np, &tp, comm};
         rc = cli_train_grid(&ga);
-        cvene_comm_free(comm);
         free(glay);
+        ranked = 0; /* the grid ends its ranks itself */
         goto done;
     }
     train_progress pr = {cli_now(), isatty(2), 0, 0};
-    tp.progress = show, tp.progress_user = &pr;
+    tp.progress = rank0 ? show : NULL, tp.progress_user = &pr;
+    tp.comm = ranks > 1 ? comm : NULL; /* data parallel: every rank runs its share of each batch */
     if (cvene_trainer_new(m, cfg, &tp, &t) != CVENE_OK ||
         (init && cvene_trainer_load(t, 0, init) != CVENE_OK)) {
         fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
@@ -301,12 +305,17 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
             goto done;
         }
-        printf("representations[%d]: PCA basis fitted to the base activations of the %d training examples\n", k,
-               cvene_dataset_count(train));
+        if (rank0)
+            printf("representations[%d]: PCA basis fitted to the base activations of the %d training examples\n", k,
+                   cvene_dataset_count(train));
     }
-    printf("training %d intervention%s on %d examples (%d held out) of %s\n", cvene_config_count(cfg),
-           cvene_config_count(cfg) == 1 ? "" : "s", cvene_dataset_count(train), held ? cvene_dataset_count(held) : 0,
-           data);
+    if (rank0)
+        printf("training %d intervention%s on %d examples (%d held out) of %s\n", cvene_config_count(cfg),
+               cvene_config_count(cfg) == 1 ? "" : "s", cvene_dataset_count(train),
+               held ? cvene_dataset_count(held) : 0, data);
+    if (rank0 && ranks > 1)
+        printf("data parallel on %d ranks: each batch in %d shards, their gradients added in shard order%s\n", ranks,
+               tp.shards ? tp.shards : ranks, tp.shards ? "" : " (--shards fixes them for any number of ranks)");
     double acc0 = 0, loss0 = 0;
     if (held && cvene_trainer_evaluate(t, held, &acc0, &loss0) != CVENE_OK) {
         fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
@@ -314,17 +323,18 @@ int cmd_train(int argc, char **argv) {
     }
     const double t0 = cli_now();
     if (cvene_trainer_fit(t, train) != CVENE_OK) {
-        fprintf(stderr, "%scvene: %s\n", pr.tty ? "\n" : "", cvene_ctx_error(ctx));
+        fprintf(stderr, "%scvene train (rank %d of %d): %s\n", pr.tty ? "\n" : "", cvene_comm_rank(comm), ranks, cvene_ctx_error(ctx));
         goto done;
     }
     const double el = cli_now() - t0;
-    if (pr.tty) fprintf(stderr, "\n");
+    if (pr.tty && rank0) fprintf(stderr, "\n");
     int64_t n_steps = 0;
     const double *losses = cvene_trainer_losses(t, &n_steps);
-    printf("%lld steps in %.2f s (%.2f steps/s); loss %.4f -> %.4f\n", (long long)n_steps, el,
+    if (rank0)
+        printf("%lld steps in %.2f s (%.2f steps/s); loss %.4f -> %.4f\n", (long long)n_steps, el,
            el > 0 ? n_steps / el : 0.0, n_steps ? losses[0] : 0.0, n_steps ? losses[n_steps - 1] : 0.0);
     const double rows = cvene_trainer_rows_fraction(t);
-    if (rows > 0 && rows < 1)
+    if (rank0 && rows > 0 && rows < 1)
         printf("live rows: each step ran %.0f%% of the token rows above the intervention (the rest are the clean "
                "run's: positions before each example's intervened one)\n", 100 * rows);
     if (held) {
@@ -333,16 +343,19 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
             goto done;
         }
-        printf("held out (%d examples): IIA %.4f (before training %.4f), loss %.4f (before %.4f)\n",
-               cvene_dataset_count(held), acc, acc0, loss, loss0);
+        if (rank0)
+            printf("held out (%d examples): IIA %.4f (before training %.4f), loss %.4f (before %.4f)\n",
+                   cvene_dataset_count(held), acc, acc0, loss, loss0);
     }
-    if (cvene_trainer_save(t, out) != CVENE_OK) {
+    if (rank0 && cvene_trainer_save(t, out) != CVENE_OK) { /* every rank holds the same weights: rank 0 writes */
         fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
         goto done;
     }
-    printf("wrote %s/config.json and the interventions' weights\n", out);
+    if (rank0) printf("wrote %s/config.json and the interventions' weights\n", out);
     rc = 0;
 done:
+    if (rc != 0 && ranked) cvene_comm_abort(comm, rc);
+    cvene_comm_free(comm);
     cvene_trainer_free(t);
     cvene_dataset_free(all), cvene_dataset_free(train), cvene_dataset_free(held);
     cvene_tokenizer_free(tok);

@@ -23,7 +23,8 @@ class _TrainParams(C.Structure):
                 ("eps", C.c_double), ("weight_decay", C.c_double), ("warmup_ratio", C.c_double), ("shuffle", C.c_int),
                 ("seed", C.c_uint64), ("temperature_start", C.c_double), ("temperature_end", C.c_double),
                 ("boundary_loss", C.c_double), ("boundary_lr", C.c_double), ("progress", _ProgressFn),
-                ("progress_user", C.c_void_p)]
+                ("progress_user", C.c_void_p), ("comm", C.c_void_p),
+                ("shards", C.c_int)]
 
 
 class _Example(C.Structure):
