@@ -234,33 +234,42 @@ void cvene_comm_split(const double *cost, const int *skip, int n_units, int n_ra
     if (cost && owner && n_units > 0) comm_split_costs(cost, skip, n_units, n_ranks, owner);
 }
 
-cvene_status comm_share_rows(cvene_comm *c, const int *owner, int n_units, size_t row_bytes, void *rows) {
+cvene_status comm_share_parts(cvene_comm *c, const int *owner, int n_units, const size_t *off, const size_t *len,
+                              void *buf) {
     if (c->size == 1) return CVENE_OK;
-    size_t *counts = calloc(2 * (size_t)c->size, sizeof(size_t));
-    unsigned char *packed = malloc(row_bytes * (size_t)n_units + 1), *mine = malloc(row_bytes * (size_t)n_units + 1);
-    if (!counts || !packed || !mine) {
-        free(counts), free(packed), free(mine);
-        return cvene_fail(c->ctx, CVENE_ERR_OOM, "comm: out of memory exchanging %d rows", n_units);
+    size_t *counts = calloc(2 * (size_t)c->size, sizeof(size_t)), total = 0;
+    for (int u = 0; u < n_units; u++) total += owner[u] >= 0 ? len[u] : 0;
+    unsigned char *packed = malloc(total + 1), *b = buf;
+    if (!counts || !packed) {
+        free(counts), free(packed);
+        return cvene_fail(c->ctx, CVENE_ERR_OOM, "comm: out of memory exchanging %d parts (%zu bytes)", n_units, total);
     }
     size_t *displs = counts + c->size, n_mine = 0;
-    /* packed: rank 0's rows in unit order, then rank 1's, ... */
+    /* packed: rank 0's parts in unit order, then rank 1's, ...; this rank's packed in place */
     for (int u = 0; u < n_units; u++)
-        if (owner[u] >= 0) counts[owner[u]] += row_bytes;
+        if (owner[u] >= 0) counts[owner[u]] += len[u];
     for (int r = 1; r < c->size; r++) displs[r] = displs[r - 1] + counts[r - 1];
+    unsigned char *mine = packed + displs[c->rank];
     for (int u = 0; u < n_units; u++)
-        if (owner[u] == c->rank) memcpy(mine + n_mine, (unsigned char *)rows + (size_t)u * row_bytes, row_bytes), n_mine += row_bytes;
+        if (owner[u] == c->rank) memcpy(mine + n_mine, b + off[u], len[u]), n_mine += len[u];
     cvene_status st = c->ops->allgatherv(c, mine, n_mine, packed, counts, displs);
-    if (st == CVENE_OK) {
-        size_t *at = calloc((size_t)c->size, sizeof(size_t));
-        if (!at) st = cvene_fail(c->ctx, CVENE_ERR_OOM, "comm: out of memory");
-        for (int u = 0; at && u < n_units; u++) {
-            const int r = owner[u];
-            if (r < 0) continue;
-            memcpy((unsigned char *)rows + (size_t)u * row_bytes, packed + displs[r] + at[r], row_bytes);
-            at[r] += row_bytes;
-        }
-        free(at);
+    for (int u = 0; st == CVENE_OK && u < n_units; u++) { /* displs[r] walks rank r's parts */
+        const int r = owner[u];
+        if (r < 0) continue;
+        memcpy(b + off[u], packed + displs[r], len[u]);
+        displs[r] += len[u];
     }
-    free(counts), free(packed), free(mine);
+    free(counts), free(packed);
+    return st;
+}
+
+cvene_status comm_share_rows(cvene_comm *c, const int *owner, int n_units, size_t row_bytes, void *rows) {
+    if (c->size == 1) return CVENE_OK;
+    size_t *off = malloc(sizeof(size_t) * 2 * ((size_t)n_units + 1));
+    if (!off) return cvene_fail(c->ctx, CVENE_ERR_OOM, "comm: out of memory exchanging %d rows", n_units);
+    size_t *len = off + n_units + 1;
+    for (int u = 0; u < n_units; u++) off[u] = (size_t)u * row_bytes, len[u] = row_bytes;
+    cvene_status st = comm_share_parts(c, owner, n_units, off, len, rows);
+    free(off);
     return st;
 }

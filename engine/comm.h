@@ -45,6 +45,10 @@ cvene_status comm_mpi_open(cvene_comm *c);
  * allgatherv; the result does not depend on the number of ranks. */
 cvene_status comm_share_rows(cvene_comm *c, const int *owner, int n_units, size_t row_bytes, void *rows);
 
+/* The same for parts of any size: unit u is the len[u] bytes at buf + off[u] (parts must not overlap). */
+cvene_status comm_share_parts(cvene_comm *c, const int *owner, int n_units, const size_t *off, const size_t *len,
+                              void *buf);
+
 /* Every rank's n bytes, rank by rank, into all (size x n bytes) on every rank. */
 cvene_status comm_allgather(cvene_comm *c, const void *mine, size_t n, void *all);
 

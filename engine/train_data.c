@@ -7,6 +7,7 @@
 
 #include "engine/intervene.h"
 #include "engine/iv_type.h"
+#include "engine/comm.h"
 #include "engine/train_internal.h"
 #include "models/model.h"
 
@@ -155,6 +156,53 @@ static cvene_status kv_forward(cvene_trainer *t, const cvene_dataset *d, const i
     return st;
 }
 
+/* Examples per cache forward. */
+#define CACHE_CHUNK 32
+
+/* One cache (n floats on the device) whose example e is the len[e] floats at off[e], from the rank
+ * that computed it to every rank. */
+static cvene_status share_cache(cvene_trainer *t, float *dev, size_t n, const int *owner, int n_ex, size_t *off,
+                                size_t *len) {
+    cvene_backend *be = t->ctx->be;
+    float *host = malloc(sizeof(float) * (n ? n : 1));
+    if (!host) return cvene_fail(t->ctx, CVENE_ERR_OOM, "train: out of memory sharing a cache of %zu floats", n);
+    for (int e = 0; e < n_ex; e++) off[e] *= sizeof(float), len[e] *= sizeof(float);
+    cvene_status st = be->ops->to_host(be, host, dev, sizeof(float) * n);
+    if (st == CVENE_OK) st = comm_share_parts(t->p.comm, owner, n_ex, off, len, host);
+    if (st == CVENE_OK) st = be->ops->to_device(be, dev, host, sizeof(float) * n);
+    free(host);
+    return st;
+}
+
+/* The caches computed chunk by chunk on N ranks (chunk k of an order was rank k % N's),
+ * shared: kv 0 the base prefixes (order: the examples' own) and the source units (order: src),
+ * kv 1 the clean keys and values (order: src, by start). */
+static cvene_status share_caches(cvene_trainer *t, const cvene_dataset *d, int N, int *owner, const int *src, int kv) {
+    const int n = d->n, L = cvene_model_get_info(t->m).n_layer;
+    size_t *off = malloc(sizeof(size_t) * 2 * (size_t)n);
+    if (!off) return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
+    size_t *len = off + n;
+    cvene_status st = CVENE_OK;
+    for (int q = 0; q < n; q++) owner[src[q]] = (q / CACHE_CHUNK) % N;
+    if (kv) {
+        for (int e = 0; e < n; e++) off[e] = t->kv_off[e], len[e] = (size_t)2 * (L - t->l0) * t->start[e] * t->C;
+        st = share_cache(t, t->kv_cache, t->kv_off[n - 1] + len[n - 1], owner, n, off, len);
+        free(off);
+        return st;
+    }
+    for (int i = 0; st == CVENE_OK && i < t->n_iv; i++) {
+        if (!t->site[i].src_cache) continue;
+        const size_t per = (size_t)t->n_pos * t->site[i].D;
+        for (int e = 0; e < n; e++) off[e] = (size_t)e * per, len[e] = per;
+        st = share_cache(t, t->site[i].src_cache, per * n, owner, n, off, len);
+    }
+    for (int e = 0; e < n; e++) owner[e] = (e / CACHE_CHUNK) % N; /* the base chunks run in the examples' order */
+    for (int e = 0; e < n; e++) off[e] = t->prefix_off[e], len[e] = (size_t)d->ex[e].base_len * t->C;
+    if (st == CVENE_OK) st = share_cache(t, t->prefix, t->prefix_off[n - 1] + len[n - 1], owner, n, off, len);
+    free(off);
+    return st;
+}
+
 cvene_status train_build_caches(cvene_trainer *t, const cvene_dataset *d) {
     if (t->cached_uid == d->uid) return CVENE_OK;
     cvene_backend *be = t->ctx->be;
@@ -213,11 +261,11 @@ cvene_status train_build_caches(cvene_trainer *t, const cvene_dataset *d) {
     }
     t->n_pos = n_pos;
     CVENE_TRY(train_dev_alloc(t, (void **)&t->prefix, total * sizeof(float), "the cached base activations"));
+    size_t kv_total = 0; /* floats */
     if (t->live) { /* each example's first live row: its first unit or its loss row, whichever comes first */
         t->start = malloc(sizeof(int) * (size_t)d->n);
         t->kv_off = malloc(sizeof(size_t) * (size_t)(d->n + 1));
         if (!t->start || !t->kv_off) return cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory");
-        size_t kv_total = 0;
         for (int e = 0; e < d->n; e++) {
             int s0 = d->ex[e].label_pos;
             for (int u = 0; u < n_pos; u++) s0 = ds_base_pos(d, e)[u] < s0 ? ds_base_pos(d, e)[u] : s0;
@@ -243,21 +291,35 @@ cvene_status train_build_caches(cvene_trainer *t, const cvene_dataset *d) {
     for (int e = 0; e < d->n; e++) idx[e] = e, by[e] = (need_of){any_source ? source_need(d, e) : 0, e};
     qsort(by, (size_t)d->n, sizeof *by, by_need);
     for (int e = 0; e < d->n; e++) src[e] = by[e].e;
-    cvene_status st = CVENE_OK;
-    const int chunk = 32;
-    for (int e0 = 0; e0 < d->n && st == CVENE_OK; e0 += chunk) {
+    /* CPU ranks: chunk k is rank k % N's, and then every rank gets every example's (the same chunks
+     * as one process: the same bits). Sharing moves (L - l0) 2 C floats per cached row over MPI,
+     * three times quicker than a CPU computes them (bench/RESULTS.md, "ranks-train"); a GPU computes
+     * them quicker than they cross the host, so device ranks compute every chunk themselves (as do
+     * ranks whose caches pass MPI's 2 GiB per message). */
+    size_t biggest = total > kv_total ? total : kv_total; /* floats: the prefix, the keys and values, a site's sources */
+    for (int i = 0; i < t->n_iv; i++)
+        if ((size_t)d->n * t->n_pos * t->site[i].D > biggest) biggest = (size_t)d->n * t->n_pos * t->site[i].D;
+    const int split = t->ctx->params.device == CVENE_DEVICE_CPU && biggest * sizeof(float) < (size_t)1 << 31;
+    const int N = split ? train_ranks(t) : 1, me = N > 1 ? train_rank(t) : 0;
+    const int chunk = CACHE_CHUNK;
+    int *owner = N > 1 ? malloc(sizeof(int) * (size_t)d->n) : NULL;
+    cvene_status st = N > 1 && !owner ? cvene_fail(t->ctx, CVENE_ERR_OOM, "out of memory") : CVENE_OK;
+    for (int e0 = 0, k = 0; e0 < d->n && st == CVENE_OK; e0 += chunk, k++) {
         const int B = d->n - e0 < chunk ? d->n - e0 : chunk;
+        if (k % N != me) continue;
         st = cache_forward(t, d, idx + e0, B, 0);
         if (st == CVENE_OK && any_source) st = cache_forward(t, d, src + e0, B, 1);
     }
+    if (st == CVENE_OK && N > 1) st = share_caches(t, d, N, owner, src, 0);
     if (st == CVENE_OK && t->kv_cache) { /* by start, so a chunk runs no further than it must */
         for (int e = 0; e < d->n; e++) by[e] = (need_of){t->start[e], e};
         qsort(by, (size_t)d->n, sizeof *by, by_need);
         for (int e = 0; e < d->n; e++) src[e] = by[e].e;
-        for (int e0 = 0; e0 < d->n && st == CVENE_OK; e0 += chunk)
-            st = kv_forward(t, d, src + e0, d->n - e0 < chunk ? d->n - e0 : chunk);
+        for (int e0 = 0, k = 0; e0 < d->n && st == CVENE_OK; e0 += chunk, k++)
+            if (k % N == me) st = kv_forward(t, d, src + e0, d->n - e0 < chunk ? d->n - e0 : chunk);
+        if (st == CVENE_OK && N > 1) st = share_caches(t, d, N, owner, src, 1);
     }
-    free(idx), free(src), free(by);
+    free(idx), free(src), free(by), free(owner);
     if (st == CVENE_OK) {
         double all = 0, run = 0;
         for (int e = 0; e < d->n; e++) {
