@@ -10,7 +10,7 @@
 
 #include "kernels/ctx.h"
 
-enum { TAG_POST = 17 };
+enum { TAG_POST = 17, TAG_PROGRESS = 18 };
 
 /* ---- this process alone --------------------------------------------------- */
 static cvene_status single_barrier(cvene_comm *c) { (void)c; return CVENE_OK; }
@@ -200,6 +200,54 @@ cvene_status cvene_comm_collect(cvene_comm *c, int *item, void *data, size_t cap
     }
     free(msg);
     return st;
+}
+
+/* ---- progress of split work, for rank 0's bar -------------------------------- */
+
+cvene_status comm_progress_send(cvene_comm *c, int64_t done) {
+    return c->rank == 0 || c->size == 1 ? CVENE_OK : c->ops->send(c, &done, sizeof done, 0, TAG_PROGRESS);
+}
+
+/* One progress message that has arrived into done[from]; *got 0 when none has. */
+static cvene_status progress_take(cvene_comm *c, int64_t *done, int *got) {
+    int src = -1;
+    size_t n = 0;
+    CVENE_TRY(c->ops->probe(c, TAG_PROGRESS, got, &src, &n));
+    if (!*got) return CVENE_OK;
+    int64_t v = 0;
+    if (n != sizeof v)
+        return cvene_fail(c->ctx, CVENE_ERR_FORMAT, "comm: rank %d sent a progress message of %zu bytes", src, n);
+    CVENE_TRY(c->ops->recv(c, &v, sizeof v, src, TAG_PROGRESS));
+    if (src > 0 && src < c->size && v > done[src]) done[src] = v;
+    return CVENE_OK;
+}
+
+cvene_status comm_progress_poll(cvene_comm *c, int64_t *done) {
+    for (int got = 1; got && c->rank == 0 && c->size > 1;) CVENE_TRY(progress_take(c, done, &got));
+    return CVENE_OK;
+}
+
+cvene_status comm_progress_drain(cvene_comm *c, int64_t *done, const int64_t *final) {
+    if (c->rank != 0 || c->size == 1) return CVENE_OK;
+    double end = now_s() + c->timeout_s;
+    for (;;) {
+        int missing = -1;
+        for (int r = c->size - 1; r > 0; r--)
+            if (done[r] < final[r]) missing = r;
+        if (missing < 0) return CVENE_OK;
+        int got = 0;
+        CVENE_TRY(progress_take(c, done, &got));
+        if (got) {
+            end = now_s() + c->timeout_s; /* someone is alive: the time-out counts from the last word */
+            continue;
+        }
+        if (now_s() > end)
+            return cvene_fail(c->ctx, CVENE_ERR_IO, "ranks: rank %d has done %lld of its %lld units and said nothing "
+                              "for %.0f s (CVENE_COMM_TIMEOUT): it is stuck or dead", missing, (long long)done[missing],
+                              (long long)final[missing], c->timeout_s);
+        const struct timespec nap = {0, 500000};
+        nanosleep(&nap, NULL);
+    }
 }
 
 /* ---- what schedules share -------------------------------------------------- */

@@ -40,6 +40,15 @@ struct cvene_comm {
 cvene_status comm_mpi_open(cvene_comm *c);
 #endif
 
+/* Progress of work split among ranks, for one bar on rank 0: every other rank tells rank 0 how
+ * much of its share is done (comm_progress_send: a running count, after each unit); rank 0 reads
+ * what has arrived into done[rank] (comm_progress_poll, never waits) and, before results are
+ * exchanged, takes every rank's last word (comm_progress_drain: until done[r] == final[r]; a rank
+ * silent for the communicator's time-out fails it, naming the rank). No-ops where they do not apply. */
+cvene_status comm_progress_send(cvene_comm *c, int64_t done);
+cvene_status comm_progress_poll(cvene_comm *c, int64_t *done);
+cvene_status comm_progress_drain(cvene_comm *c, int64_t *done, const int64_t *final);
+
 /* Rows of results, one per unit of work, go to every rank: rank r holds the units with
  * owner[u] == r in rows (n_units, row_bytes) (the others' rows are overwritten). Exchanged in one
  * allgatherv; the result does not depend on the number of ranks. */

@@ -18,13 +18,23 @@
 typedef struct {
     cvene_progress_fn fn;
     void *user;
-    int64_t before, total; /* sites of the examples already done, of the whole dataset */
+    int64_t before, total; /* sites of this rank's examples already done, of the whole dataset */
+    cvene_comm *c;         /* on ranks: rank 0 adds the others' done sites (their last word) */
+    int64_t *others;
+    cvene_status err;      /* a failed read of the others' progress, reported after the example */
 } data_progress;
+
+static int64_t others_done(data_progress *d) {
+    int64_t n = 0;
+    if (d->c && d->c->rank == 0 && d->err == CVENE_OK) d->err = comm_progress_poll(d->c, d->others);
+    for (int r = 1; d->c && r < d->c->size; r++) n += d->others[r];
+    return n;
+}
 
 static void forward_progress(void *user, int64_t done, int64_t total) {
     data_progress *d = user;
     (void)total;
-    d->fn(d->user, d->before + done, d->total);
+    if (d->fn) d->fn(d->user, d->before + done + others_done(d), d->total);
 }
 
 cvene_status cvene_sweep_dataset(cvene_model *m, const cvene_sweep_example *ex, int n_ex, int n_positions,
@@ -57,17 +67,18 @@ cvene_status cvene_sweep_dataset(cvene_model *m, const cvene_sweep_example *ex, 
     cvene_sweep_summary *ones = calloc((size_t)n_ex, sizeof *ones);
     int *owner = calloc((size_t)n_ex, sizeof(int));
     double *cost = c ? malloc(sizeof(double) * (size_t)n_ex) : NULL;
-    if (!all || !acc || !ones || !owner || (c && !cost)) {
+    int64_t *others = c ? calloc(2 * (size_t)c->size, sizeof(int64_t)) : NULL, *final = c ? others + c->size : NULL;
+    if (!all || !acc || !ones || !owner || (c && (!cost || !others))) {
         if (all != per_example) free(all);
-        free(acc), free(ones), free(owner), free(cost);
+        free(acc), free(ones), free(owner), free(cost), free(others);
         return cvene_fail(ctx, CVENE_ERR_OOM, "sweep dataset: out of memory");
     }
     /* on ranks: examples split by their length (a resumed forward's cost grows with it) */
     for (int e = 0; c && e < n_ex; e++) cost[e] = (double)ex[e].T;
     if (c) comm_split_costs(cost, NULL, n_ex, c->size, owner);
-    int64_t mine = 0;
-    for (int e = 0; e < n_ex; e++) mine += !c || owner[e] == c->rank;
-    data_progress dp = {p->progress, p->progress_user, 0, mine * (int64_t)per};
+    for (int e = 0; c && e < n_ex; e++) final[owner[e]] += (int64_t)per; /* every rank's share, in sites */
+    /* one bar for the whole dataset: rank 0 adds what the others say they have done */
+    data_progress dp = {p->progress, p->progress_user, 0, n_ex * (int64_t)per, c, others, CVENE_OK};
     cvene_status st = CVENE_OK;
     for (int e = 0; e < n_ex && st == CVENE_OK; e++) {
         if (c && owner[e] != c->rank) continue;
@@ -75,7 +86,7 @@ cvene_status cvene_sweep_dataset(cvene_model *m, const cvene_sweep_example *ex, 
         q.positions = ex[e].positions, q.n_positions = n_positions;
         q.token = ex[e].token, q.token_b = ex[e].token_b;
         q.position_ids = NULL, q.comm = NULL;
-        q.progress = p->progress ? forward_progress : NULL, q.progress_user = &dp;
+        q.progress = p->progress || c ? forward_progress : NULL, q.progress_user = &dp;
         st = cvene_sweep(m, ex[e].base_ids, ex[e].source_ids, ex[e].T, &q, all + (size_t)e * per, &ones[e]);
         if (st != CVENE_OK) { /* name the example in front of the sweep's own message */
             char msg[CVENE_ERR_LEN];
@@ -84,8 +95,12 @@ cvene_status cvene_sweep_dataset(cvene_model *m, const cvene_sweep_example *ex, 
             break;
         }
         dp.before += (int64_t)per;
-        if (p->progress) p->progress(p->progress_user, dp.before, dp.total);
+        if (c && c->rank != 0) st = comm_progress_send(c, dp.before);
+        forward_progress(&dp, 0, 0);
+        if (st == CVENE_OK) st = dp.err;
     }
+    if (st == CVENE_OK && c) st = comm_progress_drain(c, others, final); /* rank 0: every rank's last word */
+    if (st == CVENE_OK && c && c->rank == 0) forward_progress(&dp, 0, 0); /* the whole dataset done */
     if (st == CVENE_OK && c) st = comm_share_rows(c, owner, n_ex, sizeof(float) * per, all);
     if (st == CVENE_OK && c) st = comm_share_rows(c, owner, n_ex, sizeof *ones, ones);
     /* the mean and the summary in example order, as one process adds them */
@@ -100,6 +115,6 @@ cvene_status cvene_sweep_dataset(cvene_model *m, const cvene_sweep_example *ex, 
         for (size_t i = 0; i < per; i++) mean[i] = (float)(acc[i] / n_ex);
     if (st == CVENE_OK && summary) *summary = sum;
     if (all != per_example) free(all);
-    free(acc), free(ones), free(owner), free(cost);
+    free(acc), free(ones), free(owner), free(cost), free(others);
     return st;
 }

@@ -184,8 +184,25 @@ TEST(Ranks, DatasetSweepEqualsOneProcess) {
     ASSERT_EQ(cvene_sweep_dataset(L.model, ex.data(), (int)ex.size(), 2, &p, pe1.data(), m1.data(), &s1), CVENE_OK)
         << L.error();
     p.comm = g_ranks->comm;
+    // rank 0's bar covers every rank's examples: done never falls and ends at the whole dataset
+    struct Seen {
+        int64_t last = -1, total = -1;
+        bool monotone = true;
+    } seen;
+    p.progress = [](void *u, int64_t done, int64_t total) {
+        auto *s = static_cast<Seen *>(u);
+        s->monotone = s->monotone && done >= s->last;
+        s->last = done, s->total = total;
+    };
+    p.progress_user = &seen;
     ASSERT_EQ(cvene_sweep_dataset(L.model, ex.data(), (int)ex.size(), 2, &p, pe.data(), m.data(), &sr), CVENE_OK)
         << L.error();
+    p.progress = nullptr;
+    EXPECT_TRUE(seen.monotone);
+    EXPECT_EQ(seen.total, (int64_t)(per * ex.size()));
+    if (cvene_comm_rank(g_ranks->comm) == 0) {
+        EXPECT_EQ(seen.last, seen.total);
+    }
     EXPECT_EQ(0, memcmp(pe1.data(), pe.data(), sizeof(float) * pe.size()));
     EXPECT_EQ(0, memcmp(m1.data(), m.data(), sizeof(float) * m.size()));
     EXPECT_EQ(s1.base_score, sr.base_score);

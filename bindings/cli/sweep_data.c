@@ -419,7 +419,7 @@ int cli_sweep_data(const sweep_args *a) {
     cvene_sweep_params p = cvene_sweep_default_params();
     p.component = comp, p.head = a->head < 0 ? CVENE_ALL_HEADS : a->head, p.metric = (cvene_metric)metric;
     p.layers = layers, p.n_layers = nlay, p.naive = a->naive, p.max_batch = a->max_batch, p.atp = atp;
-    p.progress = rank == 0 ? cli_sweep_progress : NULL, p.progress_user = &bar; /* on ranks: rank 0's share */
+    p.progress = rank == 0 ? cli_sweep_progress : NULL, p.progress_user = &bar; /* on ranks: every rank's examples */
     p.comm = comm; /* the examples split among the ranks */
     if (cvene_comm_size(comm) > 1) { /* every rank reads the same file with the same options */
         cJSON *what = cJSON_CreateObject();
