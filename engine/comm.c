@@ -202,6 +202,49 @@ cvene_status cvene_comm_collect(cvene_comm *c, int *item, void *data, size_t cap
     return st;
 }
 
+/* ---- point to point with a time-out ------------------------------------------ */
+
+cvene_status comm_recv_wait(cvene_comm *c, void *buf, size_t n, int src, int tag, const char *what) {
+    const double end = now_s() + c->timeout_s;
+    for (;;) {
+        int found = 0, from = -1;
+        size_t len = 0;
+        CVENE_TRY(c->ops->probe(c, tag, &found, &from, &len));
+        if (found && from == src) {
+            if (len != n)
+                return cvene_fail(c->ctx, CVENE_ERR_FORMAT, "ranks: rank %d sent %zu bytes of %s, rank %d expected %zu",
+                                  src, len, what, c->rank, n);
+            return c->ops->recv(c, buf, n, src, tag);
+        }
+        if (found)
+            return cvene_fail(c->ctx, CVENE_ERR_FORMAT, "ranks: rank %d expected %s from rank %d, not from rank %d",
+                              c->rank, what, src, from);
+        if (now_s() > end)
+            return cvene_fail(c->ctx, CVENE_ERR_IO, "ranks: rank %d waited %.0f s for %s from rank %d "
+                              "(CVENE_COMM_TIMEOUT): it is stuck or dead", c->rank, c->timeout_s, what, src);
+        const struct timespec nap = {0, 200000};
+        nanosleep(&nap, NULL);
+    }
+}
+
+#define COMM_PIECE ((size_t)1 << 30)
+
+cvene_status comm_send_big(cvene_comm *c, const void *buf, size_t n, int dst, int tag) {
+    for (size_t o = 0; o < n || o == 0; o += COMM_PIECE) {
+        CVENE_TRY(c->ops->send(c, (const char *)buf + o, n - o < COMM_PIECE ? n - o : COMM_PIECE, dst, tag));
+        if (n == 0) break;
+    }
+    return CVENE_OK;
+}
+
+cvene_status comm_recv_big(cvene_comm *c, void *buf, size_t n, int src, int tag, const char *what) {
+    for (size_t o = 0; o < n || o == 0; o += COMM_PIECE) {
+        CVENE_TRY(comm_recv_wait(c, (char *)buf + o, n - o < COMM_PIECE ? n - o : COMM_PIECE, src, tag, what));
+        if (n == 0) break;
+    }
+    return CVENE_OK;
+}
+
 /* ---- progress of split work, for rank 0's bar -------------------------------- */
 
 cvene_status comm_progress_send(cvene_comm *c, int64_t done) {

@@ -40,6 +40,16 @@ struct cvene_comm {
 cvene_status comm_mpi_open(cvene_comm *c);
 #endif
 
+/* Tags of the messages schedules send each other (cvene_comm_post's is the communicator's own). */
+enum { COMM_TAG_STAGE = 19, COMM_TAG_STAGE_OUT = 20 };
+
+/* A message of n bytes from rank src with tag into buf, waiting for it at most the communicator's
+ * time-out (then failing, naming src and what: a stuck or dead rank ends the wait). */
+cvene_status comm_recv_wait(cvene_comm *c, void *buf, size_t n, int src, int tag, const char *what);
+/* Sends and receives of any size (MPI counts in int: pieces of at most 1 GiB). */
+cvene_status comm_send_big(cvene_comm *c, const void *buf, size_t n, int dst, int tag);
+cvene_status comm_recv_big(cvene_comm *c, void *buf, size_t n, int src, int tag, const char *what);
+
 /* Progress of work split among ranks, for one bar on rank 0: every other rank tells rank 0 how
  * much of its share is done (comm_progress_send: a running count, after each unit); rank 0 reads
  * what has arrived into done[rank] (comm_progress_poll, never waits) and, before results are

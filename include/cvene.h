@@ -526,6 +526,35 @@ void cvene_comm_split(const double *cost, const int *skip, int n_units, int n_ra
 /* End every rank of the run now (a rank that cannot go on: the others would wait for it). Returns
  * only on a single-process communicator. */
 void cvene_comm_abort(cvene_comm *c, int code);
+
+/* ---- layer split: a model's layers in stages on ranks (docs/ranks.md) ---------------
+ * Stage s of N runs the contiguous layers `cvene plan --devices N` gives device s (the first
+ * L % N stages one layer more): stage 0 also the embeddings, the last stage the final norm and
+ * the output head. The B rows go through in micro-batches: stage s passes a micro-batch's residual
+ * (and its carry) to stage s + 1 and takes the next, so once the pipe is full every stage works. */
+void cvene_stage_layers(int n_layer, int n_stages, int stage, int *first, int *count);
+
+/* A site of a staged forward, called on the rank whose stage holds the layer, for the rows
+ * [row0, row0 + v->shape[0]) of the batch; carry: those rows' carry (rows x carry floats, host
+ * memory), which travels with them to the later stages (zero at stage 0): what a site on one
+ * stage leaves for a site on a later one (a source read at layer 2 and written at layer 6). May
+ * change v (as cvene_site_fn). Non-zero stops the forward with CVENE_ERR_CALLBACK. */
+typedef int (*cvene_stage_site_fn)(void *user, cvene_component comp, int layer, cvene_tensor_view *v, int row0,
+                                   float *carry);
+typedef struct {
+    cvene_stage_site_fn fn; /* NULL: no sites */
+    void *user;
+    uint64_t sites[CVENE_N_COMPONENTS]; /* as cvene_run_opts.sites: bit l = layer l */
+    int carry;                          /* floats per row that travel with the rows */
+} cvene_stage_sites;
+
+/* The forward of input_ids (B, T) (rows of T real tokens: no padding yet) with the model's layers
+ * split among the ranks of comm, micro_batch rows at a time (1..B). Every rank calls it with the
+ * same B, T, micro_batch and carry (checked); input_ids are read on rank 0 and the logits
+ * (B, T, V) written there (other ranks may pass NULL for both). GPT-2 and GPT-NeoX. Each rank
+ * loads the whole model today (a CPU maps its weights, touching only its stage's). */
+cvene_status cvene_forward_stages(cvene_comm *comm, cvene_model *m, const int32_t *input_ids, int B, int T,
+                                  int micro_batch, const cvene_stage_sites *sites, float *logits);
 void cvene_comm_free(cvene_comm *c);
 
 /* ---- sweeps: activation patching and causal tracing ------------------------

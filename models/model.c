@@ -67,6 +67,13 @@ cvene_status cvene_forward(cvene_model *m, const int32_t *input_ids, int B, int 
     return m->vt->forward(m, input_ids, B, T, opts);
 }
 
+void cvene_stage_layers(int n_layer, int n_stages, int stage, int *first, int *count) {
+    const int L = n_layer > 0 ? n_layer : 0, N = n_stages > 0 ? n_stages : 1;
+    const int s = stage < 0 ? 0 : stage >= N ? N - 1 : stage, extra = s < L % N ? s : L % N;
+    if (first) *first = s * (L / N) + extra; /* the first L % N stages hold one layer more */
+    if (count) *count = L / N + (s < L % N);
+}
+
 /* ---- memory planning (from config.json alone) ---------------------------- */
 
 cvene_plan_params cvene_plan_default_params(void) {
@@ -135,11 +142,9 @@ cvene_status cvene_plan_memory(cvene_ctx *ctx, const char *dir, const cvene_plan
     out->fits = p->capacity_bytes > 0 ? 1 : -1;
     const int64_t wsize = p->weight_dtype == CVENE_F32 ? 4 : 2;
     const int64_t kv_per_layer = 2 * (int64_t)p->batch * p->seq * mp.n_embd * (int64_t)sizeof(float);
-    for (int d = 0, first = 0; d < N; d++) {
+    for (int d = 0; d < N; d++) {
         cvene_plan_device *dv = &out->devices[d];
-        dv->first_layer = first;
-        dv->n_layers = L / N + (d < L % N);
-        first += dv->n_layers;
+        cvene_stage_layers(L, N, d, &dv->first_layer, &dv->n_layers);
         dv->n_params = (int64_t)dv->n_layers * mp.layer_params + (d == 0 ? mp.embed_params : 0) +
                        (d == N - 1 ? mp.final_params : 0);
         dv->weight_bytes = dv->n_params * wsize;

@@ -1,10 +1,11 @@
-// Ranks (issue #15): the communicator and the sweeps split among ranks. ctest runs this suite twice:
-// alone (one process: the single-process communicator) and under `mpirun -np 3` (CPU ranks over
+// Ranks (issue #15): the communicator and the work split among ranks. ctest runs this suite alone
+// (one process: the single-process communicator) and under `mpirun -np 3` and `-np 2` (CPU ranks over
 // MPI), where every rank runs every test. A sweep or dataset sweep on N ranks must equal the same
 // call on one process (p->comm NULL) bit for bit: each layer / example is computed by exactly the
 // code one process runs, and the mean is added in example order, so no tolerance applies.
 // Data-parallel training adds fixed parts of each batch (shards) in part order on every rank, so
-// it too equals one process with the same shards bit for bit.
+// it too equals one process with the same shards bit for bit. A layer split (stages) equals one
+// process's forward of the same micro-batches. ctest runs it on 2 ranks as well (ranks.mpi2).
 #include <cmath>
 #include <numeric>
 
@@ -339,6 +340,128 @@ TEST(Ranks, TrainingEqualsOneProcess) {
     }
     cvene_dataset_free(all), cvene_dataset_free(rest), cvene_dataset_free(data);
     cvene_tokenizer_free(tok);
+}
+
+// Layer split (cvene_forward_stages): the model's layers in stages on the ranks (1, 2 or 3: 8 layers
+// as 8 / 4+4 / 3+3+2), rows in micro-batches of 2 (three: 2, 2, 1 rows). Sites on both sides of every
+// boundary change the residual (a row- and layer-dependent shift), and a carry takes each row's
+// activation at position 2 of layer 1 (stage 0) to position 4 at layer 6 (the last stage): a source
+// read on one stage and written on another. Against the same sites in one process's cvene_forward
+// of the same micro-batches, the logits within 1e-6 (measured: equal - the same kernels on the same
+// rows; a stage boundary only unfuses one residual add from the next layernorm). (One forward of all
+// 5 rows differs from micro-batches of 2 by ~1e-5 on these logits: OpenBLAS blocks a GEMM by its row
+// count, so a row's sums depend on the batch it is in, staged or not.) GPT-NeoX (2 layers, parallel residual, 25%
+// rotary) on 1 or 2 ranks.
+struct StageSites {
+    int C = 0;
+    bool carry = false;
+    std::vector<float> carry_one; // one process: every row's carry
+    static void shift(cvene_tensor_view *v, int layer, int row0) {
+        const int64_t rows = v->shape[0], per = v->shape[1] * v->shape[2];
+        float *x = static_cast<float *>(v->data);
+        for (int64_t b = 0; b < rows; b++)
+            for (int64_t q = 0; q < per; q++) x[b * per + q] += 0.01f * (float)((row0 + b + 1) * (layer + 1));
+    }
+    // what both runs do at a site, given the rows' carry (C floats per row)
+    void at(cvene_component c, int layer, cvene_tensor_view *v, float *rows_carry) const {
+        const int64_t rows = v->shape[0], T = v->shape[1];
+        float *x = static_cast<float *>(v->data);
+        if (!carry) return;
+        if (c == CVENE_BLOCK_OUTPUT && layer == 1)
+            for (int64_t b = 0; b < rows; b++) memcpy(rows_carry + b * C, x + (b * T + 2) * C, sizeof(float) * C);
+        if (c == CVENE_BLOCK_OUTPUT && layer == 6)
+            for (int64_t b = 0; b < rows; b++) memcpy(x + (b * T + 4) * C, rows_carry + b * C, sizeof(float) * C);
+    }
+};
+
+constexpr int kMicro = 2;
+
+void stages_case(const std::string &dir, const int32_t *ids, int B, int T, const std::vector<int> &shift_layers,
+                 bool carry) {
+    Loaded L(dir);
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    const cvene_model_info mi = cvene_model_get_info(L.model);
+    if (cvene_comm_size(g_ranks->comm) > mi.n_layer) GTEST_SKIP() << "more ranks than layers";
+    StageSites ss;
+    ss.C = mi.n_embd, ss.carry = carry;
+    ss.carry_one.assign((size_t)B * mi.n_embd, 0.0f);
+    uint64_t bits = 0;
+    for (int l : shift_layers) bits |= 1ull << l;
+    // one process: the same sites through cvene_forward
+    struct One {
+        StageSites *ss;
+        uint64_t bits;
+        int row0;
+    } one{&ss, bits, 0};
+    cvene_run_opts o;
+    memset(&o, 0, sizeof o);
+    std::vector<float> ref((size_t)B * T * mi.vocab_size), got(ref.size(), -1.0f);
+    o.logits = ref.data();
+    o.site_fn = [](void *u, cvene_component c, int layer, cvene_tensor_view *v) {
+        auto *p = static_cast<One *>(u);
+        if ((p->bits >> layer) & 1u) StageSites::shift(v, layer, p->row0);
+        p->ss->at(c, layer, v, p->ss->carry_one.data() + (size_t)p->row0 * p->ss->C);
+        return 0;
+    };
+    o.site_user = &one;
+    o.sites[CVENE_BLOCK_OUTPUT] = bits | (carry ? (1ull << 1) | (1ull << 6) : 0);
+    o.sites[CVENE_MLP_OUTPUT] = bits;
+    for (int r0 = 0; r0 < B; r0 += kMicro) { // the same micro-batches, so the GEMMs see the same rows
+        one.row0 = r0;
+        o.logits = ref.data() + (size_t)r0 * T * mi.vocab_size;
+        ASSERT_EQ(cvene_forward(L.model, ids + (size_t)r0 * T, std::min(kMicro, B - r0), T, &o), CVENE_OK) << L.error();
+    }
+    // stages
+    cvene_stage_sites st;
+    memset(&st, 0, sizeof st);
+    st.fn = [](void *u, cvene_component c, int layer, cvene_tensor_view *v, int row0, float *carry) {
+        auto *p = static_cast<One *>(u);
+        if ((p->bits >> layer) & 1u) StageSites::shift(v, layer, row0);
+        p->ss->at(c, layer, v, carry);
+        return 0;
+    };
+    st.user = &one;
+    st.sites[CVENE_BLOCK_OUTPUT] = o.sites[CVENE_BLOCK_OUTPUT];
+    st.sites[CVENE_MLP_OUTPUT] = bits;
+    st.carry = carry ? mi.n_embd : 0;
+    const bool rank0 = cvene_comm_rank(g_ranks->comm) == 0;
+    ASSERT_EQ(cvene_forward_stages(g_ranks->comm, L.model, rank0 ? ids : nullptr, B, T, kMicro, &st,
+                                   rank0 ? got.data() : nullptr),
+              CVENE_OK)
+        << L.error();
+    if (!rank0) return;
+    double worst = 0;
+    for (size_t i = 0; i < ref.size(); i++) worst = std::fmax(worst, std::fabs((double)ref[i] - got[i]));
+    EXPECT_LE(worst, 1e-6) << dir;
+}
+
+std::vector<int32_t> stage_ids(int B, int T) {
+    std::vector<int32_t> ids((size_t)B * T);
+    for (int i = 0; i < B * T; i++) ids[i] = (i * 37 + 11) % 90 + 1; // the NeoX fixture's vocabulary is 96
+    return ids;
+}
+
+TEST(Ranks, StagesEqualOneProcessGpt2) {
+    // the shift before and after every boundary of 1, 2 and 3 stages; the carry from stage 0 to the last
+    stages_case(demo(), stage_ids(5, 7).data(), 5, 7, {0, 2, 3, 4, 5, 7}, true);
+}
+
+TEST(Ranks, StagesEqualOneProcessNeox) {
+    stages_case(std::string(CVENE_FIXTURES) + "/neox/par_rot25/model", stage_ids(5, 7).data(), 5, 7, {0, 1}, false);
+}
+
+TEST(Ranks, StagesRefuseBadArguments) {
+    Loaded L(demo());
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    const int32_t ids[4] = {1, 2, 3, 4};
+    std::vector<float> lg(4 * 1024);
+    expect_msg(L.ctx, cvene_forward_stages(g_ranks->comm, L.model, ids, 2, 2, 3, nullptr, nullptr),
+               CVENE_ERR_INVALID_ARG, {"micro_batch = 3"});
+    cvene_stage_sites st;
+    memset(&st, 0, sizeof st);
+    st.carry = 4;
+    expect_msg(L.ctx, cvene_forward_stages(g_ranks->comm, L.model, ids, 2, 2, 1, &st, nullptr), CVENE_ERR_INVALID_ARG,
+               {"carry = 4"});
 }
 
 } // namespace
