@@ -20,7 +20,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: cvene predict --model DIR --ids IDS [--mask M] [--position-ids P] [--top K] [--threads N]\n"
-            "                     [--device cpu|cuda] [--dtype T]\n"
+            "                     [--device cpu|cuda] [--dtype T] [--micro-batch M]\n"
             "       cvene run --model DIR --config CONFIG.json --inputs INPUTS.json [--out OUT.safetensors]\n"
             "       cvene plan --model DIR --batch B --seq T [--devices N]  (memory per device; cvene plan --help)\n"
             "       cvene sweep --model DIR --base TEXT --source TEXT --out PREFIX [...]  (cvene sweep --help)\n"
@@ -35,6 +35,9 @@ static void usage(FILE *f) {
             "  --position-ids P  position ids in the same layout (transformers' position_ids; default\n"
             "                    0..T-1), e.g. \"0,0,1;0,1,2\" for that left-padded batch\n"
             "  --top K       predictions to print per sequence (default 5)\n"
+            "  --micro-batch M  on ranks (mpirun -np N cvene predict ...): the model's layers in N stages, one per\n"
+            "                rank (as cvene plan --devices N splits them), the sequences M at a time through the\n"
+            "                pipeline (default: all at once; sequences of one length, no --mask / --position-ids)\n"
             "  --threads N   CPU threads (default: OpenMP default)\n" CLI_CTX_HELP);
 }
 
@@ -156,7 +159,7 @@ static int parse_like(const char *opt, const char *s, const batch *ids, long lo,
 
 int cmd_predict(int argc, char **argv) {
     const char *model_dir = NULL, *ids_arg = NULL, *device = "cpu", *dtype = "f32", *mask_arg = NULL, *pos_arg = NULL;
-    int top = 5, threads = 0;
+    int top = 5, threads = 0, micro = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -174,14 +177,16 @@ int cmd_predict(int argc, char **argv) {
         else if (!strcmp(a, "--position-ids")) pos_arg = v;
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--dtype")) dtype = v;
-        else if (!strcmp(a, "--top") || !strcmp(a, "--threads")) {
+        else if (!strcmp(a, "--top") || !strcmp(a, "--threads") || !strcmp(a, "--micro-batch")) {
             char *end;
             long n = strtol(v, &end, 10);
-            if (*end || n < (a[2] == 't' && a[3] == 'o' ? 1 : 0) || n > 100000) {
-                fprintf(stderr, "cvene: %s must be a small non-negative integer, got \"%s\"\n", a, v);
+            if (*end || n < (strcmp(a, "--threads") ? 1 : 0) || n > 100000) {
+                fprintf(stderr, "cvene: %s must be a small %s integer, got \"%s\"\n", a,
+                        strcmp(a, "--threads") ? "positive" : "non-negative", v);
                 return 2;
             }
             if (!strcmp(a, "--top")) top = (int)n;
+            else if (!strcmp(a, "--micro-batch")) micro = (int)n;
             else threads = (int)n;
         } else {
             fprintf(stderr, "cvene: unknown option %s\n", a);
@@ -226,10 +231,21 @@ int cmd_predict(int argc, char **argv) {
             bt.len[b] = last + 1;
         }
     }
+    const int staged = cvene_comm_launched_size() > 1;
+    for (int b = 0; staged && b < bt.B; b++)
+        if (user_mask || bt.pos || bt.len[b] != bt.T) {
+            fprintf(stderr, "cvene predict: on ranks the model runs in stages, which take sequences of one length "
+                            "without --mask or --position-ids so far (sequence %d has %d of %d tokens)\n", b,
+                    bt.len[b], bt.T);
+            batch_free(&bt);
+            return 2;
+        }
+    if (micro > bt.B) micro = bt.B;
     cvene_ctx *ctx = NULL;
     cvene_model *m = NULL;
+    cvene_comm *comm = NULL;
     float *logits = NULL;
-    int rc = 1;
+    int rc = 1, rank0 = 1;
     if (cvene_ctx_new(&cp, &ctx, err, sizeof err) != CVENE_OK) {
         fprintf(stderr, "cvene: %s\n", err);
         goto done;
@@ -241,7 +257,13 @@ int cmd_predict(int argc, char **argv) {
     }
     double t1 = cli_now();
     cvene_model_info info = cvene_model_get_info(m);
-    printf("model %s: %d layers, %d heads, n_embd %d, vocab %d, %.1fM parameters (loaded in %.2fs)\n",
+    if (staged) {
+        if (cli_ranks_open("predict", ctx, &comm) != 0) goto done;
+        rank0 = cvene_comm_rank(comm) == 0;
+    }
+    const double t_fwd = cli_now(); /* after MPI's start */
+    if (rank0)
+        printf("model %s: %d layers, %d heads, n_embd %d, vocab %d, %.1fM parameters (loaded in %.2fs)\n",
            model_dir, info.n_layer, info.n_head, info.n_embd, info.vocab_size,
            (double)info.n_params / 1e6, t1 - t0);
     if (top > info.vocab_size) top = info.vocab_size;
@@ -255,12 +277,25 @@ int cmd_predict(int argc, char **argv) {
     o.attention_mask = bt.mask;
     o.position_ids = bt.pos;
     o.logits = logits;
-    if (cvene_forward(m, bt.ids, bt.B, bt.T, &o) != CVENE_OK) {
-        fprintf(stderr, "cvene: %s\n", cvene_ctx_error(ctx));
+    if (staged ? cvene_forward_stages(comm, m, bt.ids, bt.B, bt.T, micro ? micro : bt.B, NULL, logits) != CVENE_OK
+               : cvene_forward(m, bt.ids, bt.B, bt.T, &o) != CVENE_OK) {
+        fprintf(stderr, "cvene predict%s: %s\n", staged ? " (a stage)" : "", cvene_ctx_error(ctx));
+        if (staged) cvene_comm_abort(comm, 1); /* the other stages would wait for this one */
         goto done;
     }
     double t2 = cli_now();
-    printf("forward: batch %d x %d tokens in %.1f ms\n", bt.B, bt.T, 1e3 * (t2 - t1));
+    if (!rank0) { /* rank 0 prints */
+        rc = 0;
+        goto done;
+    }
+    if (staged) {
+        int first, count;
+        cvene_stage_layers(info.n_layer, cvene_comm_size(comm), 0, &first, &count);
+        printf("layers in %d stages on %d ranks (stage 0: layers %d-%d), %d sequence%s per micro-batch\n",
+               cvene_comm_size(comm), cvene_comm_size(comm), first, first + count - 1, micro ? micro : bt.B,
+               (micro ? micro : bt.B) == 1 ? "" : "s");
+    }
+    printf("forward: batch %d x %d tokens in %.1f ms\n", bt.B, bt.T, 1e3 * (t2 - t_fwd));
     for (int b = 0; b < bt.B; b++) {
         const float *row = logits + ((size_t)b * bt.T + (size_t)(bt.len[b] - 1)) * info.vocab_size;
         if (cvene_first_nonfinite(row, (size_t)info.vocab_size) >= 0) {
@@ -292,6 +327,7 @@ int cmd_predict(int argc, char **argv) {
     rc = 0;
 done:
     free(logits);
+    cvene_comm_free(comm);
     cvene_model_free(m);
     cvene_ctx_free(ctx);
     batch_free(&bt);
@@ -306,10 +342,10 @@ int main(int argc, char **argv) {
     /* on ranks (mpirun -np N): the commands that split their work; the others would run N copies
      * writing the same files */
     if (cvene_comm_launched_size() > 1 && strcmp(argv[1], "sweep") != 0 && strcmp(argv[1], "train") != 0 &&
-        strcmp(argv[1], "probe") != 0) {
-        fprintf(stderr, "cvene %s: started as %d ranks, but only `cvene sweep`, `cvene probe` and `cvene train "
-                        "--grid-positions` split their work among ranks so far; run `cvene %s` as one process\n", argv[1],
-                cvene_comm_launched_size(), argv[1]);
+        strcmp(argv[1], "probe") != 0 && strcmp(argv[1], "predict") != 0) {
+        fprintf(stderr, "cvene %s: started as %d ranks, but only `cvene sweep`, `cvene probe`, `cvene train` and "
+                        "`cvene predict` (a layer split) split their work among ranks so far; run `cvene %s` as one "
+                        "process\n", argv[1], cvene_comm_launched_size(), argv[1]);
         return 2;
     }
     if (!strcmp(argv[1], "predict")) return cmd_predict(argc - 2, argv + 2);

@@ -80,6 +80,21 @@ for n in 2 3; do
     "same_report $tmp/t1.out $tmp/t$n.out"
 done
 
+# a layer split: cvene predict with the layers in 2 and 3 stages prints what one process prints
+pargs=(predict --model "$demo" --ids "5,9,2,7,1,3;15,19,12,17,11,13;25,29,22,27,21,23")
+"$cvene" "${pargs[@]}" | grep -v 'loaded in\|forward:' >"$tmp/p1.out"
+for n in 2 3; do
+  for mb in 3 1; do
+    "${mpi[@]}" -np "$n" "$cvene" "${pargs[@]}" --micro-batch $mb | grep -v 'loaded in\|forward:\|stages on' >"$tmp/p$n.out"
+    check "predict in $n stages, micro-batches of $mb: the same predictions as one process" "cmp -s $tmp/p1.out $tmp/p$n.out"
+  done
+done
+set +e
+"${mpi[@]}" -np 2 "$cvene" predict --model "$demo" --ids "5,9,2;7" >/dev/null 2>"$tmp/pr.err"
+rc=$?
+set -e
+check "predict in stages refuses sequences of different lengths" "[ $rc != 0 ] && grep -q 'sequence 1 has 1 of 3 tokens' $tmp/pr.err"
+
 # ranks that disagree (two commands in one run) all fail, naming the rank
 set +e
 "${mpi[@]}" -np 1 "$cvene" "${args[@]}" --out "$tmp/x" : -np 1 "$cvene" "${args[@]/kl/prob}" --token-id 3 --out "$tmp/x" \
