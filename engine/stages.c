@@ -19,7 +19,7 @@
 #include "models/model.h"
 
 typedef struct {
-    const cvene_stage_sites *u;
+    const cvene_stage_opts *u;
     int row0, stop_layer; /* stop_layer -1: the last stage (runs to the logits) */
     float *carry;         /* this micro-batch's rows' carry (host) */
     float *out;           /* the captured residual (host) */
@@ -45,7 +45,7 @@ static int stage_site(void *user, cvene_component c, int layer, cvene_tensor_vie
 }
 
 static cvene_status check_args(cvene_comm *c, cvene_model *m, const int32_t *ids, int B, int T, int micro,
-                               const cvene_stage_sites *u, const float *logits) {
+                               const cvene_stage_opts *u, const float *logits) {
     cvene_ctx *ctx = m->ctx;
     const cvene_model_info mi = cvene_model_get_info(m);
     if (!m->vt->forward_from)
@@ -57,6 +57,10 @@ static cvene_status check_args(cvene_comm *c, cvene_model *m, const int32_t *ids
     if (c->size > mi.n_layer)
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "stages: %d ranks but the model has only %d layers (one stage "
                           "holds at least one)", c->size, mi.n_layer);
+    if (u && (u->logits_to_keep < 0 || u->logits_to_keep > (c->size > 1 ? 1 : T)))
+        return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "stages: logits_to_keep = %d is outside [0, %d]%s",
+                          u->logits_to_keep, c->size > 1 ? 1 : T,
+                          c->size > 1 ? " (a resumed forward keeps every position or the last)" : "");
     if (u && (u->carry < 0 || (u->carry > 0 && !u->fn)))
         return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "stages: carry = %d floats per row needs a site function (and "
                           "must not be negative)", u->carry);
@@ -67,25 +71,26 @@ static cvene_status check_args(cvene_comm *c, cvene_model *m, const int32_t *ids
     if (c->rank == 0 && !ids) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "stages: rank 0 needs the input ids");
     (void)logits;
     /* every rank the same shape of work, or every rank fails here (not a hang in the pipe) */
-    const int64_t shape[5] = {B, T, micro, u ? u->carry : 0, mi.n_layer};
+    const int64_t shape[6] = {B, T, micro, u ? u->carry : 0, u ? u->logits_to_keep : 0, mi.n_layer};
     return cvene_comm_agree(c, shape, sizeof shape, "B, T, micro-batch, carry and model");
 }
 
 cvene_status cvene_forward_stages(cvene_comm *c, cvene_model *m, const int32_t *ids, int B, int T, int micro,
-                                  const cvene_stage_sites *u, float *logits) {
+                                  const cvene_stage_opts *u, float *logits) {
     if (!c || !m) return cvene_fail(m ? m->ctx : NULL, CVENE_ERR_INVALID_ARG, "stages: NULL communicator or model");
     CVENE_TRY(check_args(c, m, ids, B, T, micro, u, logits));
     cvene_ctx *ctx = m->ctx;
     cvene_backend *be = ctx->be;
     const cvene_model_info mi = cvene_model_get_info(m);
     const int N = c->size, s = c->rank, C = mi.n_embd, V = mi.vocab_size, K = u ? u->carry : 0;
+    const int keep = u ? u->logits_to_keep : 0, TL = keep ? keep : T; /* logits positions per row */
     int a, n_l;
     cvene_stage_layers(mi.n_layer, N, s, &a, &n_l);
     const int last = s == N - 1;
     /* a message: the micro-batch's residual (rows, T, C) then its carry (rows, K), host f32 */
     const size_t x_floats = (size_t)micro * T * C, msg_floats = x_floats + (size_t)micro * K;
     float *msg = malloc(sizeof(float) * msg_floats), *xdev = NULL;
-    float *all_logits = last ? (s == 0 ? logits : malloc(sizeof(float) * (size_t)B * T * V)) : NULL;
+    float *all_logits = last ? (s == 0 ? logits : malloc(sizeof(float) * (size_t)B * TL * V)) : NULL;
     cvene_status st = msg && (!last || all_logits || (s == 0 && !logits))
                           ? CVENE_OK
                           : cvene_fail(ctx, CVENE_ERR_OOM, "stages: out of memory for a micro-batch of %d rows", micro);
@@ -106,7 +111,8 @@ cvene_status cvene_forward_stages(cvene_comm *c, cvene_model *m, const int32_t *
         for (int k = 0; u && u->fn && k < CVENE_N_COMPONENTS; k++) /* this stage's layers only */
             o.sites[k] = u->sites[k] & (((a + n_l >= 64 ? 0 : 1ull << (a + n_l)) - 1) & ~((1ull << a) - 1));
         if (!last) o.sites[CVENE_BLOCK_OUTPUT] |= 1ull << (a + n_l - 1);
-        o.logits = last && all_logits ? all_logits + (size_t)r0 * T * V : NULL;
+        o.logits = last && all_logits ? all_logits + (size_t)r0 * TL * V : NULL;
+        o.logits_to_keep = last && s == 0 ? keep : 0; /* a resumed forward: rs.last_logits_only */
         if (s == 0) {
             st = cvene_forward(m, ids + (size_t)r0 * T, rows, T, &o);
         } else {
@@ -114,6 +120,7 @@ cvene_status cvene_forward_stages(cvene_comm *c, cvene_model *m, const int32_t *
             cvene_resume rs;
             memset(&rs, 0, sizeof rs);
             rs.layer = a, rs.past = 0, rs.x = xdev ? xdev : msg;
+            rs.last_logits_only = last && keep == 1;
             if (st == CVENE_OK) st = m->vt->forward_from(m, &rs, rows, T, &o);
         }
         if (st == CVENE_ERR_CALLBACK && r.failed) st = CVENE_ERR_IO; /* the capture's own message stands */
@@ -122,9 +129,9 @@ cvene_status cvene_forward_stages(cvene_comm *c, cvene_model *m, const int32_t *
     /* the logits to rank 0, micro-batch by micro-batch */
     for (int r0 = 0; st == CVENE_OK && N > 1 && (last || s == 0) && r0 < B; r0 += micro) {
         const int rows = B - r0 < micro ? B - r0 : micro;
-        const size_t n = sizeof(float) * (size_t)rows * T * V;
-        if (last) st = comm_send_big(c, all_logits + (size_t)r0 * T * V, n, 0, COMM_TAG_STAGE_OUT);
-        else if (logits) st = comm_recv_big(c, logits + (size_t)r0 * T * V, n, N - 1, COMM_TAG_STAGE_OUT, "logits");
+        const size_t n = sizeof(float) * (size_t)rows * TL * V;
+        if (last) st = comm_send_big(c, all_logits + (size_t)r0 * TL * V, n, 0, COMM_TAG_STAGE_OUT);
+        else if (logits) st = comm_recv_big(c, logits + (size_t)r0 * TL * V, n, N - 1, COMM_TAG_STAGE_OUT, "logits");
         else { /* rank 0 without a buffer: take them anyway, so nothing stays queued */
             float *tmp = malloc(n ? n : 1);
             st = tmp ? comm_recv_big(c, tmp, n, N - 1, COMM_TAG_STAGE_OUT, "logits")

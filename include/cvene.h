@@ -546,15 +546,17 @@ typedef struct {
     void *user;
     uint64_t sites[CVENE_N_COMPONENTS]; /* as cvene_run_opts.sites: bit l = layer l */
     int carry;                          /* floats per row that travel with the rows */
-} cvene_stage_sites;
+    int logits_to_keep;                 /* logits of each row's last position only (1) or of all (0) */
+} cvene_stage_opts;
 
 /* The forward of input_ids (B, T) (rows of T real tokens: no padding yet) with the model's layers
  * split among the ranks of comm, micro_batch rows at a time (1..B). Every rank calls it with the
- * same B, T, micro_batch and carry (checked); input_ids are read on rank 0 and the logits
- * (B, T, V) written there (other ranks may pass NULL for both). GPT-2 and GPT-NeoX. Each rank
- * loads the whole model today (a CPU maps its weights, touching only its stage's). */
+ * same B, T, micro_batch and options (checked); input_ids are read on rank 0 and the logits
+ * (B, T or logits_to_keep, V) written there (other ranks may pass NULL for both). opts may be NULL.
+ * GPT-2 and GPT-NeoX. Each rank loads the whole model today (a CPU maps its weights, touching only
+ * its stage's). */
 cvene_status cvene_forward_stages(cvene_comm *comm, cvene_model *m, const int32_t *input_ids, int B, int T,
-                                  int micro_batch, const cvene_stage_sites *sites, float *logits);
+                                  int micro_batch, const cvene_stage_opts *opts, float *logits);
 void cvene_comm_free(cvene_comm *c);
 
 /* ---- sweeps: activation patching and causal tracing ------------------------

@@ -412,7 +412,7 @@ void stages_case(const std::string &dir, const int32_t *ids, int B, int T, const
         ASSERT_EQ(cvene_forward(L.model, ids + (size_t)r0 * T, std::min(kMicro, B - r0), T, &o), CVENE_OK) << L.error();
     }
     // stages
-    cvene_stage_sites st;
+    cvene_stage_opts st;
     memset(&st, 0, sizeof st);
     st.fn = [](void *u, cvene_component c, int layer, cvene_tensor_view *v, int row0, float *carry) {
         auto *p = static_cast<One *>(u);
@@ -446,6 +446,33 @@ TEST(Ranks, StagesEqualOneProcessGpt2) {
     stages_case(demo(), stage_ids(5, 7).data(), 5, 7, {0, 2, 3, 4, 5, 7}, true);
 }
 
+// Only each row's last position's logits (what a prediction reads): the last block runs its tail
+// rows only, as one process with logits_to_keep 1 does.
+TEST(Ranks, StagesKeepLastLogits) {
+    Loaded L(demo());
+    ASSERT_EQ(L.status, CVENE_OK) << L.error();
+    const int B = 5, T = 7, V = cvene_model_get_info(L.model).vocab_size;
+    const std::vector<int32_t> ids = stage_ids(B, T);
+    std::vector<float> ref((size_t)B * V), got(ref.size(), -1.0f);
+    cvene_run_opts o;
+    memset(&o, 0, sizeof o);
+    o.logits_to_keep = 1;
+    for (int r0 = 0; r0 < B; r0 += kMicro) {
+        o.logits = ref.data() + (size_t)r0 * V;
+        ASSERT_EQ(cvene_forward(L.model, ids.data() + (size_t)r0 * T, std::min(kMicro, B - r0), T, &o), CVENE_OK);
+    }
+    cvene_stage_opts so;
+    memset(&so, 0, sizeof so);
+    so.logits_to_keep = 1;
+    const bool rank0 = cvene_comm_rank(g_ranks->comm) == 0;
+    ASSERT_EQ(cvene_forward_stages(g_ranks->comm, L.model, ids.data(), B, T, kMicro, &so, rank0 ? got.data() : nullptr),
+              CVENE_OK)
+        << L.error();
+    if (rank0) {
+        EXPECT_EQ(0, memcmp(ref.data(), got.data(), sizeof(float) * ref.size()));
+    }
+}
+
 TEST(Ranks, StagesEqualOneProcessNeox) {
     stages_case(std::string(CVENE_FIXTURES) + "/neox/par_rot25/model", stage_ids(5, 7).data(), 5, 7, {0, 1}, false);
 }
@@ -457,7 +484,7 @@ TEST(Ranks, StagesRefuseBadArguments) {
     std::vector<float> lg(4 * 1024);
     expect_msg(L.ctx, cvene_forward_stages(g_ranks->comm, L.model, ids, 2, 2, 3, nullptr, nullptr),
                CVENE_ERR_INVALID_ARG, {"micro_batch = 3"});
-    cvene_stage_sites st;
+    cvene_stage_opts st;
     memset(&st, 0, sizeof st);
     st.carry = 4;
     expect_msg(L.ctx, cvene_forward_stages(g_ranks->comm, L.model, ids, 2, 2, 1, &st, nullptr), CVENE_ERR_INVALID_ARG,

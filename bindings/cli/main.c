@@ -277,7 +277,10 @@ int cmd_predict(int argc, char **argv) {
     o.attention_mask = bt.mask;
     o.position_ids = bt.pos;
     o.logits = logits;
-    if (staged ? cvene_forward_stages(comm, m, bt.ids, bt.B, bt.T, micro ? micro : bt.B, NULL, logits) != CVENE_OK
+    cvene_stage_opts so; /* in stages only the last position's logits (what predict reads) cross to rank 0 */
+    memset(&so, 0, sizeof so);
+    so.logits_to_keep = 1;
+    if (staged ? cvene_forward_stages(comm, m, bt.ids, bt.B, bt.T, micro ? micro : bt.B, &so, logits) != CVENE_OK
                : cvene_forward(m, bt.ids, bt.B, bt.T, &o) != CVENE_OK) {
         fprintf(stderr, "cvene predict%s: %s\n", staged ? " (a stage)" : "", cvene_ctx_error(ctx));
         if (staged) cvene_comm_abort(comm, 1); /* the other stages would wait for this one */
@@ -297,7 +300,7 @@ int cmd_predict(int argc, char **argv) {
     }
     printf("forward: batch %d x %d tokens in %.1f ms\n", bt.B, bt.T, 1e3 * (t2 - t_fwd));
     for (int b = 0; b < bt.B; b++) {
-        const float *row = logits + ((size_t)b * bt.T + (size_t)(bt.len[b] - 1)) * info.vocab_size;
+        const float *row = logits + (staged ? (size_t)b : (size_t)b * bt.T + (size_t)(bt.len[b] - 1)) * info.vocab_size;
         if (cvene_first_nonfinite(row, (size_t)info.vocab_size) >= 0) {
             fprintf(stderr, "cvene: the logits of sequence %d at position %d are not finite (NaN or infinity): the "
                             "model's weights or inputs overflow\n", b, bt.len[b] - 1);
