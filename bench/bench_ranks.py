@@ -9,24 +9,19 @@ first forward to the last row received), median of --repeat, and the speed-up ov
 The issue's target on this 2-core machine: 2 ranks x 1 thread >= 1.8x 1 rank x 1 thread. Needs only a
 built cvene and mpirun (OpenMPI). bench/bench_cpu_forward.py writes the GPT-2-small-shaped model.
 """
-import argparse, json, os, platform, random, re, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, random, re, statistics, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from results import write_section  # noqa: E402
-
-MPI = ["mpirun", "--oversubscribe", "--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism", "none"]
+from results import MPIRUN as MPI, cpu_name, ranks_env, run_timed, write_section  # noqa: E402
 
 
 def run(cmd, env):
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    if r.returncode != 0:
-        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
-    m = re.search(r"forward passes, ([0-9.]+) s;", r.stdout)
-    return wall, float(m.group(1)), r.stdout
+    wall, out = run_timed(cmd, env)
+    m = re.search(r"forward passes, ([0-9.]+) s;", out)
+    return wall, float(m.group(1)), out
+
 
 
 def main():
@@ -45,10 +40,9 @@ def main():
     src = list(base)
     for t in range(0, a.seq, 3):
         src[t] = rng.randrange(cfg["vocab_size"])
-    env = dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env = ranks_env()
     load = os.getloadavg()[0]
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
-               platform.machine())
+    cpu = cpu_name()
     tmp = tempfile.mkdtemp()
     args = ["sweep", "--model", a.model, "--base-ids", ",".join(map(str, base)), "--source-ids",
             ",".join(map(str, src)), "--metric", "kl", "--threads", "1"]

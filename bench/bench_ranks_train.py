@@ -8,24 +8,19 @@ files are compared). Reports wall-clock seconds of the whole command and cvene's
 
 Needs a built cvene and mpirun (OpenMPI); bench/bench_cpu_forward.py writes the GPT-2-small-shaped model.
 """
-import argparse, filecmp, json, os, platform, random, re, statistics, subprocess, sys, tempfile, time
+import argparse, filecmp, json, os, random, re, statistics, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from results import write_section  # noqa: E402
-
-MPI = ["mpirun", "--oversubscribe", "--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism", "none"]
+from results import MPIRUN as MPI, cpu_name, ranks_env, run_timed, write_section  # noqa: E402
 
 
 def run(cmd, env):
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    if r.returncode != 0:
-        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
-    m = re.search(r"(\d+) steps in ([0-9.]+) s", r.stdout)
+    wall, out = run_timed(cmd, env)
+    m = re.search(r"(\d+) steps in ([0-9.]+) s", out)
     return wall, float(m.group(2)), int(m.group(1))
+
 
 
 def main():
@@ -52,10 +47,9 @@ def main():
             src = [rng.randrange(V) for _ in range(a.seq)]
             f.write(json.dumps({"base": base, "source": src, "base_pos": a.seq // 2, "source_pos": a.seq // 2,
                                 "label": rng.randrange(V)}) + "\n")
-    env = dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env = ranks_env()
     load = os.getloadavg()[0]
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
-               platform.machine())
+    cpu = cpu_name()
     args = ["train", "--model", a.model, "--data", data, "--type", "LowRankRotatedSpace", "--layer", str(a.layer),
             "--rank", "4", "--batch", str(a.batch), "--epochs", "1", "--lr", "1e-2", "--seed", "1", "--threads", "1",
             "--eval-fraction", "0"]
