@@ -162,6 +162,17 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Whether a message with tag is waiting (*found; from *src, *n bytes), looking until time `end`
+ * (now_s's clock; a past end looks once), with short naps between looks. */
+static cvene_status probe_until(cvene_comm *c, int tag, double end, int *found, int *src, size_t *n) {
+    for (;;) {
+        CVENE_TRY(c->ops->probe(c, tag, found, src, n));
+        if (*found || now_s() >= end) return CVENE_OK;
+        const struct timespec nap = {0, 200000}; /* 0.2 ms: a message is rarely that close */
+        nanosleep(&nap, NULL);
+    }
+}
+
 cvene_status cvene_comm_collect(cvene_comm *c, int *item, void *data, size_t cap, size_t *n_out, int *from,
                                 double wait_s) {
     if (!c || !item || (!data && cap)) return cvene_fail(c ? c->ctx : NULL, CVENE_ERR_INVALID_ARG, "comm: NULL argument");
@@ -169,15 +180,9 @@ cvene_status cvene_comm_collect(cvene_comm *c, int *item, void *data, size_t cap
     if (from) *from = -1;
     if (n_out) *n_out = 0;
     if (c->rank != 0) return cvene_fail(c->ctx, CVENE_ERR_INVALID_ARG, "comm: only rank 0 collects");
-    const double end = now_s() + (wait_s > 0 ? wait_s : 0);
     int found = 0, src = -1;
     size_t n = 0;
-    for (;;) {
-        CVENE_TRY(c->ops->probe(c, TAG_POST, &found, &src, &n));
-        if (found || now_s() >= end) break;
-        const struct timespec nap = {0, 500000}; /* 0.5 ms: a result is rarely that close */
-        nanosleep(&nap, NULL);
-    }
+    CVENE_TRY(probe_until(c, TAG_POST, now_s() + (wait_s > 0 ? wait_s : 0), &found, &src, &n));
     if (!found) return CVENE_OK;
     if (n < sizeof(int32_t))
         return cvene_fail(c->ctx, CVENE_ERR_FORMAT, "comm: rank %d sent a message of %zu bytes (no item)", src, n);
@@ -205,26 +210,19 @@ cvene_status cvene_comm_collect(cvene_comm *c, int *item, void *data, size_t cap
 /* ---- point to point with a time-out ------------------------------------------ */
 
 cvene_status comm_recv_wait(cvene_comm *c, void *buf, size_t n, int src, int tag, const char *what) {
-    const double end = now_s() + c->timeout_s;
-    for (;;) {
-        int found = 0, from = -1;
-        size_t len = 0;
-        CVENE_TRY(c->ops->probe(c, tag, &found, &from, &len));
-        if (found && from == src) {
-            if (len != n)
-                return cvene_fail(c->ctx, CVENE_ERR_FORMAT, "ranks: rank %d sent %zu bytes of %s, rank %d expected %zu",
-                                  src, len, what, c->rank, n);
-            return c->ops->recv(c, buf, n, src, tag);
-        }
-        if (found)
-            return cvene_fail(c->ctx, CVENE_ERR_FORMAT, "ranks: rank %d expected %s from rank %d, not from rank %d",
-                              c->rank, what, src, from);
-        if (now_s() > end)
-            return cvene_fail(c->ctx, CVENE_ERR_IO, "ranks: rank %d waited %.0f s for %s from rank %d "
-                              "(CVENE_COMM_TIMEOUT): it is stuck or dead", c->rank, c->timeout_s, what, src);
-        const struct timespec nap = {0, 200000};
-        nanosleep(&nap, NULL);
-    }
+    int found = 0, from = -1;
+    size_t len = 0;
+    CVENE_TRY(probe_until(c, tag, now_s() + c->timeout_s, &found, &from, &len));
+    if (!found)
+        return cvene_fail(c->ctx, CVENE_ERR_IO, "ranks: rank %d waited %.0f s for %s from rank %d "
+                          "(CVENE_COMM_TIMEOUT): it is stuck or dead", c->rank, c->timeout_s, what, src);
+    if (from != src)
+        return cvene_fail(c->ctx, CVENE_ERR_FORMAT, "ranks: rank %d expected %s from rank %d, not from rank %d",
+                          c->rank, what, src, from);
+    if (len != n)
+        return cvene_fail(c->ctx, CVENE_ERR_FORMAT, "ranks: rank %d sent %zu bytes of %s, rank %d expected %zu", src,
+                          len, what, c->rank, n);
+    return c->ops->recv(c, buf, n, src, tag);
 }
 
 #define COMM_PIECE ((size_t)1 << 30)
@@ -251,11 +249,11 @@ cvene_status comm_progress_send(cvene_comm *c, int64_t done) {
     return c->rank == 0 || c->size == 1 ? CVENE_OK : c->ops->send(c, &done, sizeof done, 0, TAG_PROGRESS);
 }
 
-/* One progress message that has arrived into done[from]; *got 0 when none has. */
-static cvene_status progress_take(cvene_comm *c, int64_t *done, int *got) {
+/* One progress message that arrives by time `end` into done[from]; *got 0 when none has. */
+static cvene_status progress_take(cvene_comm *c, int64_t *done, double end, int *got) {
     int src = -1;
     size_t n = 0;
-    CVENE_TRY(c->ops->probe(c, TAG_PROGRESS, got, &src, &n));
+    CVENE_TRY(probe_until(c, TAG_PROGRESS, end, got, &src, &n));
     if (!*got) return CVENE_OK;
     int64_t v = 0;
     if (n != sizeof v)
@@ -266,30 +264,23 @@ static cvene_status progress_take(cvene_comm *c, int64_t *done, int *got) {
 }
 
 cvene_status comm_progress_poll(cvene_comm *c, int64_t *done) {
-    for (int got = 1; got && c->rank == 0 && c->size > 1;) CVENE_TRY(progress_take(c, done, &got));
+    for (int got = 1; got && c->rank == 0 && c->size > 1;) CVENE_TRY(progress_take(c, done, 0, &got));
     return CVENE_OK;
 }
 
 cvene_status comm_progress_drain(cvene_comm *c, int64_t *done, const int64_t *final) {
     if (c->rank != 0 || c->size == 1) return CVENE_OK;
-    double end = now_s() + c->timeout_s;
     for (;;) {
         int missing = -1;
         for (int r = c->size - 1; r > 0; r--)
             if (done[r] < final[r]) missing = r;
         if (missing < 0) return CVENE_OK;
-        int got = 0;
-        CVENE_TRY(progress_take(c, done, &got));
-        if (got) {
-            end = now_s() + c->timeout_s; /* someone is alive: the time-out counts from the last word */
-            continue;
-        }
-        if (now_s() > end)
+        int got = 0; /* the time-out counts from the last word of any rank */
+        CVENE_TRY(progress_take(c, done, now_s() + c->timeout_s, &got));
+        if (!got)
             return cvene_fail(c->ctx, CVENE_ERR_IO, "ranks: rank %d has done %lld of its %lld units and said nothing "
                               "for %.0f s (CVENE_COMM_TIMEOUT): it is stuck or dead", missing, (long long)done[missing],
                               (long long)final[missing], c->timeout_s);
-        const struct timespec nap = {0, 500000};
-        nanosleep(&nap, NULL);
     }
 }
 

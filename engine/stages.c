@@ -45,7 +45,7 @@ static int stage_site(void *user, cvene_component c, int layer, cvene_tensor_vie
 }
 
 static cvene_status check_args(cvene_comm *c, cvene_model *m, const int32_t *ids, int B, int T, int micro,
-                               const cvene_stage_opts *u, const float *logits) {
+                               const cvene_stage_opts *u) {
     cvene_ctx *ctx = m->ctx;
     const cvene_model_info mi = cvene_model_get_info(m);
     if (!m->vt->forward_from)
@@ -69,7 +69,6 @@ static cvene_status check_args(cvene_comm *c, cvene_model *m, const int32_t *ids
             return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "stages: sites of %s name layers past the model's %d",
                               cvene_component_name((cvene_component)k), mi.n_layer);
     if (c->rank == 0 && !ids) return cvene_fail(ctx, CVENE_ERR_INVALID_ARG, "stages: rank 0 needs the input ids");
-    (void)logits;
     /* every rank the same shape of work, or every rank fails here (not a hang in the pipe) */
     const int64_t shape[6] = {B, T, micro, u ? u->carry : 0, u ? u->logits_to_keep : 0, mi.n_layer};
     return cvene_comm_agree(c, shape, sizeof shape, "B, T, micro-batch, carry and model");
@@ -78,7 +77,7 @@ static cvene_status check_args(cvene_comm *c, cvene_model *m, const int32_t *ids
 cvene_status cvene_forward_stages(cvene_comm *c, cvene_model *m, const int32_t *ids, int B, int T, int micro,
                                   const cvene_stage_opts *u, float *logits) {
     if (!c || !m) return cvene_fail(m ? m->ctx : NULL, CVENE_ERR_INVALID_ARG, "stages: NULL communicator or model");
-    CVENE_TRY(check_args(c, m, ids, B, T, micro, u, logits));
+    CVENE_TRY(check_args(c, m, ids, B, T, micro, u));
     cvene_ctx *ctx = m->ctx;
     cvene_backend *be = ctx->be;
     const cvene_model_info mi = cvene_model_get_info(m);

@@ -159,18 +159,22 @@ static cvene_status kv_forward(cvene_trainer *t, const cvene_dataset *d, const i
 /* Examples per cache forward. */
 #define CACHE_CHUNK 32
 
-/* One cache (n floats on the device) whose example e is the len[e] floats at off[e], from the rank
- * that computed it to every rank. */
-static cvene_status share_cache(cvene_trainer *t, float *dev, size_t n, const int *owner, int n_ex, size_t *off,
-                                size_t *len) {
+/* One cache (n floats on the device) whose example e is the len[e] floats at off[e] (in floats),
+ * from the rank that computed it to every rank. */
+static cvene_status share_cache(cvene_trainer *t, float *dev, size_t n, const int *owner, int n_ex, const size_t *off,
+                                const size_t *len) {
     cvene_backend *be = t->ctx->be;
     float *host = malloc(sizeof(float) * (n ? n : 1));
-    if (!host) return cvene_fail(t->ctx, CVENE_ERR_OOM, "train: out of memory sharing a cache of %zu floats", n);
-    for (int e = 0; e < n_ex; e++) off[e] *= sizeof(float), len[e] *= sizeof(float);
+    size_t *bytes = malloc(sizeof(size_t) * 2 * (size_t)n_ex); /* comm_share_parts counts bytes */
+    if (!host || !bytes) {
+        free(host), free(bytes);
+        return cvene_fail(t->ctx, CVENE_ERR_OOM, "train: out of memory sharing a cache of %zu floats", n);
+    }
+    for (int e = 0; e < n_ex; e++) bytes[e] = off[e] * sizeof(float), bytes[n_ex + e] = len[e] * sizeof(float);
     cvene_status st = be->ops->to_host(be, host, dev, sizeof(float) * n);
-    if (st == CVENE_OK) st = comm_share_parts(t->p.comm, owner, n_ex, off, len, host);
+    if (st == CVENE_OK) st = comm_share_parts(t->p.comm, owner, n_ex, bytes, bytes + n_ex, host);
     if (st == CVENE_OK) st = be->ops->to_device(be, dev, host, sizeof(float) * n);
-    free(host);
+    free(host), free(bytes);
     return st;
 }
 
